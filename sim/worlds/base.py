@@ -1,0 +1,232 @@
+"""What every MuJoCo world shares: headless GL selection, one-pass RGB-D rendering,
+camera intrinsics/extrinsics, and validation of incoming actions.
+
+No rclpy here (DESIGN §2): the worlds are plain Gymnasium environments.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+# --- headless OpenGL -------------------------------------------------------------------
+# MuJoCo picks its GL backend when `mujoco` is first imported, from MUJOCO_GL. A failed EGL
+# context cannot be retried in the same process (PyOpenGL has fixed its platform by then), so
+# when the user has not chosen, a short subprocess probes EGL once and we fall back to OSMesa.
+
+
+def select_gl_backend() -> str:
+    """Return the MuJoCo GL backend this process will use, choosing one if unset."""
+    chosen = os.environ.get("MUJOCO_GL")
+    if chosen:
+        return chosen
+    probe = (
+        "import mujoco; from mujoco import gl_context; "
+        "ctx = gl_context.GLContext(8, 8); ctx.make_current(); ctx.free()"
+    )
+    for backend in ("egl", "osmesa"):
+        env = dict(os.environ, MUJOCO_GL=backend, PYOPENGL_PLATFORM=backend)
+        try:
+            ok = subprocess.run(
+                [sys.executable, "-c", probe], env=env, capture_output=True, timeout=60
+            ).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        if ok:
+            os.environ["MUJOCO_GL"] = backend
+            os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+            return backend
+    raise RuntimeError(
+        "No headless OpenGL backend works for MuJoCo: tried EGL and OSMesa. Install the "
+        "Debian packages libegl1 libgl1 (EGL) or libosmesa6 (OSMesa), or set MUJOCO_GL."
+    )
+
+
+select_gl_backend()
+
+import mujoco  # noqa: E402  (must follow the backend choice above)
+
+# --- observation pieces shared by the worlds --------------------------------------------
+
+#: Characters an instruction may contain (gymnasium's Text default is alphanumerics only).
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
+#: Longest instruction, in characters.
+INSTRUCTION_MAX_LEN = 96
+#: Every world's proprio/ego vector has this length (unused entries are zero), so one policy
+#: can serve both worlds.
+PROPRIO_DIM = 8
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """Pinhole intrinsics and pose of a rendered camera.
+
+    `K` uses pixel-index coordinates (the centre of the top-left pixel is (0, 0)), as ROS
+    CameraInfo does. `T_world_camera` is the pose of the *optical* frame (x right, y down,
+    z forward; REP-103 ``*_optical_frame``) in the world frame, a 4x4 homogeneous matrix.
+    """
+
+    width: int
+    height: int
+    K: np.ndarray
+    T_world_camera: np.ndarray
+
+    def as_dict(self) -> dict:
+        return {
+            "width": self.width,
+            "height": self.height,
+            "K": self.K.copy(),
+            "T_world_camera": self.T_world_camera.copy(),
+        }
+
+
+# MuJoCo cameras look along -z with +y up; the optical frame looks along +z with +y down.
+_MJ_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
+
+
+class RGBDRenderer:
+    """Renders one camera to RGB (uint8), depth (float32 metres) and, on request, a
+    per-pixel geom id, with multisampling and shadows off (DESIGN §8: they cost ~15 ms a
+    frame; without them a 64x64 frame is ~0.3 ms). RGB and depth come from one render pass.
+    """
+
+    def __init__(self, model: mujoco.MjModel, camera: str, width: int, height: int):
+        if width < 8 or height < 8 or width > 4096 or height > 4096:
+            raise ValueError(f"image size {width}x{height} out of range [8, 4096] per side")
+        self.model = model
+        self.width = int(width)
+        self.height = int(height)
+        self.camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if self.camera_id < 0:
+            raise ValueError(f"camera {camera!r} not in the model")
+        # The offscreen buffer must hold the requested image.
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
+        model.vis.quality.offsamples = 0
+        self._gl = mujoco.GLContext(self.width, self.height)
+        self._gl.make_current()
+        self._scene = mujoco.MjvScene(model, maxgeom=1000)
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
+        self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        # Reversed depth (1 at znear, 0 far) keeps float precision at distance.
+        self._ctx.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
+        self._vopt = mujoco.MjvOption()
+        self._pert = mujoco.MjvPerturb()
+        self._cam = mujoco.MjvCamera()
+        self._cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._cam.fixedcamid = self.camera_id
+        self._viewport = mujoco.MjrRect(0, 0, self.width, self.height)
+        self._rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
+        self._depth = np.empty((self.height, self.width), dtype=np.float32)
+        extent = model.stat.extent
+        self._near = float(model.vis.map.znear * extent)
+        self._far = float(model.vis.map.zfar * extent)
+
+    def render(self, data: mujoco.MjData, segmentation: bool = False):
+        """Return (rgb HxWx3 uint8, depth HxW float32 metres, geom_ids HxW int32 or None).
+
+        Depth is the distance along the optical axis; pixels that see nothing within the far
+        clipping plane read 0.0 ("no return", as RGB-D drivers report it).
+        geom_ids holds the MuJoCo geom id seen at each pixel (-1 for background).
+        """
+        self._gl.make_current()
+        mujoco.mjv_updateScene(
+            self.model, data, self._vopt, self._pert, self._cam,
+            mujoco.mjtCatBit.mjCAT_ALL, self._scene,
+        )
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = 0
+        mujoco.mjr_render(self._viewport, self._scene, self._ctx)
+        mujoco.mjr_readPixels(self._rgb, self._depth, self._viewport, self._ctx)
+        rgb = np.flipud(self._rgb).copy()
+        depth = self._linear_depth(np.flipud(self._depth))
+        geom_ids = None
+        if segmentation:
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = 1
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = 1
+            seg = np.empty((self.height, self.width, 3), dtype=np.uint8)
+            mujoco.mjr_render(self._viewport, self._scene, self._ctx)
+            mujoco.mjr_readPixels(seg, None, self._viewport, self._ctx)
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_SEGMENT] = 0
+            self._scene.flags[mujoco.mjtRndFlag.mjRND_IDCOLOR] = 0
+            seg = np.flipud(seg).astype(np.int32)
+            # IDCOLOR encodes (segid + 1) in the 24-bit colour; 0 is background.
+            seg_id = seg[..., 0] + (seg[..., 1] << 8) + (seg[..., 2] << 16) - 1
+            geom_ids = np.full(seg_id.shape, -1, dtype=np.int32)
+            hit = seg_id >= 0
+            # Scene geoms carry their object id; only geoms (not decor) map to ids.
+            objid = np.array([g.objid for g in self._scene.geoms[: self._scene.ngeom]]
+                             + [-1], dtype=np.int32)
+            objtype = np.array([g.objtype for g in self._scene.geoms[: self._scene.ngeom]]
+                               + [-1], dtype=np.int32)
+            idx = np.clip(seg_id, 0, self._scene.ngeom)
+            is_geom = objtype[idx] == int(mujoco.mjtObj.mjOBJ_GEOM)
+            geom_ids[hit & is_geom] = objid[idx][hit & is_geom]
+        return rgb, depth, geom_ids
+
+    def _linear_depth(self, zbuf: np.ndarray) -> np.ndarray:
+        # Reversed depth map (mjDEPTH_ZEROFAR): window depth 1 at znear, 0 at zfar. Undo
+        # the perspective projection in float64, as mujoco.Renderer does.
+        near, far = np.float32(self._near), np.float32(self._far)
+        c = -(far + near) / (far - near)
+        d = -(np.float32(2) * far * near) / (far - near)
+        c = np.float32(-0.5) * c - np.float32(0.5)
+        d = np.float32(-0.5) * d
+        z = d / (zbuf.astype(np.float64) + c)
+        z = z.astype(np.float32)
+        z[zbuf <= 0.0] = 0.0  # nothing hit before the far plane: no return
+        return z
+
+    def camera_model(self, data: mujoco.MjData) -> CameraModel:
+        fovy = np.deg2rad(self.model.cam_fovy[self.camera_id])
+        fy = 0.5 * self.height / np.tan(0.5 * fovy)
+        fx = fy  # square pixels
+        K = np.array(
+            [[fx, 0.0, (self.width - 1) / 2.0], [0.0, fy, (self.height - 1) / 2.0],
+             [0.0, 0.0, 1.0]]
+        )
+        T = np.eye(4)
+        T[:3, :3] = data.cam_xmat[self.camera_id].reshape(3, 3) @ _MJ_TO_OPTICAL
+        T[:3, 3] = data.cam_xpos[self.camera_id]
+        return CameraModel(self.width, self.height, K, T)
+
+    def close(self) -> None:
+        if getattr(self, "_ctx", None) is not None:
+            self._gl.make_current()
+            self._ctx.free()
+            self._ctx = None
+        if getattr(self, "_gl", None) is not None:
+            self._gl.free()
+            self._gl = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: GL may already be gone
+            pass
+
+
+def check_action(action, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Validate an incoming action at the world's boundary.
+
+    Wrong shape, non-numeric, NaN or inf -> ValueError naming the problem (the simulator
+    state is untouched). Finite values outside [low, high] are clipped; the second return
+    value says whether clipping happened (reported as ``info["action_clipped"]``).
+    """
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"action must be numeric, got {type(action).__name__}: {exc}") from None
+    if a.shape != low.shape:
+        raise ValueError(f"action shape {a.shape} != expected {low.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action has NaN or inf entries: {a.tolist()}")
+    clipped = np.clip(a, low, high)
+    return clipped.astype(np.float32), bool(np.any(clipped != a))
