@@ -56,7 +56,6 @@ setup(
     description="ROS 2 stack for an embodied foundation-model policy (MiMo-style VLA), "
     "3D perception, elastic submodels and group-RL fine-tuning in simulation.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "embodied-stack = embodied_stack.nodes.cli:main",

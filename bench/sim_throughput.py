@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Simulation throughput: env steps per second for each world.
+
+Configurations: 64x64 (the policy resolution) with and without the segmentation pass, 320x240
+(the perception resolution), each in one process, and 64x64 in a Gymnasium AsyncVectorEnv over
+2 worker processes. Random actions from a seeded action space; episodes reset when they end
+(resets are counted in the time, as in training).
+
+    python bench/sim_throughput.py [--quick] [--json out.json]
+
+JSON keys (DESIGN §9): tabletop_steps_per_s, driving_steps_per_s (64x64 RGB-D, segmentation
+off, one process) plus <world>_<config>_steps_per_s for every row of the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import gymnasium as gym
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+import embodied_stack.sim  # noqa: F401  (registers the worlds)
+from embodied_stack.sim import WORLD_IDS
+
+
+def run_single(world: str, width: int, height: int, segmentation: bool, steps: int) -> float:
+    env = gym.make(WORLD_IDS[world], width=width, height=height, with_segmentation=segmentation)
+    env.action_space.seed(0)
+    env.reset(seed=0)
+    for _ in range(20):  # warm-up: GL context, caches
+        env.step(env.action_space.sample())
+    env.reset(seed=1)
+    start = time.perf_counter()
+    for i in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset(seed=2 + i)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return steps / elapsed
+
+
+def _make_env(world: str):
+    def thunk():
+        import embodied_stack.sim  # noqa: F401  (registers the worlds in the worker)
+
+        return gym.make(WORLD_IDS[world], width=64, height=64, with_segmentation=False)
+
+    return thunk
+
+
+def run_vector(world: str, workers: int, steps: int) -> float:
+    envs = gym.vector.AsyncVectorEnv([_make_env(world) for _ in range(workers)],
+                                     context="forkserver")
+    envs.action_space.seed(0)
+    envs.reset(seed=0)
+    for _ in range(10):
+        envs.step(envs.action_space.sample())
+    start = time.perf_counter()
+    rounds = max(1, steps // workers)
+    for _ in range(rounds):  # vector envs autoreset finished sub-environments
+        envs.step(envs.action_space.sample())
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return rounds * workers / elapsed
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (< 60 s here)")
+    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser.add_argument("--worlds", nargs="+", default=sorted(WORLD_IDS), choices=sorted(WORLD_IDS))
+    args = parser.parse_args(argv)
+
+    steps = 1000 if args.quick else 5000
+    configs = [
+        ("64x64", 64, 64, False),
+        ("64x64_seg", 64, 64, True),
+        ("320x240", 320, 240, False),
+    ]
+    jobs = [(w, *c) for w in args.worlds for c in configs] + [(w, "64x64_vec2", 0, 0, False)
+                                                             for w in args.worlds]
+    results: dict[str, float] = {}
+    rows = []
+    for world, name, width, height, seg in tqdm(jobs, desc="sim throughput", unit="config"):
+        if name.endswith("vec2"):
+            rate = run_vector(world, 2, steps)
+        else:
+            n = steps if width <= 64 else max(200, steps // 5)
+            rate = run_single(world, width, height, seg, n)
+        results[f"{world}_{name}_steps_per_s"] = round(rate, 1)
+        rows.append((world, name, rate))
+    for world in args.worlds:
+        results[f"{world}_steps_per_s"] = results[f"{world}_64x64_steps_per_s"]
+    results["cpu_count"] = os.cpu_count()
+
+    table = Table(title="Simulation throughput (env steps/s; target >= 1000 at 64x64 RGB-D)")
+    for col in ("world", "config", "steps/s", "ms/step"):
+        table.add_column(col, justify="right" if col != "world" else "left")
+    for world, name, rate in rows:
+        table.add_row(world, name, f"{rate:,.0f}", f"{1e3 / rate:.3f}")
+    Console().print(table)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, args.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()

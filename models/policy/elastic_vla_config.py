@@ -1,0 +1,174 @@
+"""Configuration of ElasticVLA, the embedded MiMo-style vision-language-action model (DESIGN §4).
+
+One dataclass, saved as ``config.json`` next to the weights. Every field is documented once,
+here; ``__post_init__`` rejects bad values with the value and the allowed range in the message.
+
+Default sizing (DESIGN §8/§9): a 64x64 RGB-D image in 8x8 patches gives 64 image tokens; with
+16 instruction tokens, one embodiment+proprio token and 4x3 action query tokens the decoder runs
+over 93 tokens, which keeps full-model ``select_action`` well under 5 ms on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from .interface import EMBODIMENT_ACTION_DIM
+
+MODEL_TYPE = "elastic_vla"
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not (lo <= value <= hi):
+        raise ValueError(f"ElasticVLAConfig.{name}={value!r} is outside the allowed range [{lo}, {hi}] (integer)")
+
+
+def _check_float(name: str, value, lo: float, hi: float, lo_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        bracket = "(" if lo_open else "["
+        raise ValueError(f"ElasticVLAConfig.{name}={value!r} is outside the allowed range {bracket}{lo}, {hi}]")
+
+
+@dataclass
+class ElasticVLAConfig:
+    """Shape and preprocessing of an ElasticVLA model."""
+
+    # --- input image ---
+    image_size: int = 64  #: square side (pixels) the camera image is resized to
+    patch_size: int = 8  #: side of a square patch; image_size must be a multiple of it
+    use_depth: bool = True  #: add the depth image as a 4th input channel
+    depth_max_m: float = 10.0  #: depth is clipped to [0, depth_max_m] metres and scaled to [0, 1]
+
+    # --- vision encoder (patch embedding + small ViT, not elastic) ---
+    vision_width: int = 128  #: channels of the patch embedding / vision transformer
+    vision_depth: int = 1  #: vision transformer blocks after the patch embedding (0 = none)
+    vision_heads: int = 4  #: attention heads of the vision blocks
+
+    # --- decoder (elastic: hidden width, heads, FFN width and depth are sliceable) ---
+    hidden_size: int = 192  #: decoder width (token embedding size)
+    num_heads: int = 6  #: attention heads; hidden_size must be a multiple of it
+    ffn_size: int = 512  #: SwiGLU inner width
+    num_layers: int = 4  #: decoder blocks
+    rope_theta: float = 10000.0  #: rotary embedding base
+    norm_eps: float = 1e-6  #: RMSNorm epsilon
+
+    # --- instruction ---
+    vocab_size: int = 512  #: rows of the token embedding; must cover the tokenizer vocabulary
+    max_instruction_tokens: int = 16  #: instructions are truncated / padded to this many tokens
+
+    # --- robot state and actions ---
+    proprio_dim: int = 8  #: length of Observation.proprio
+    action_bins: int = 256  #: uniform bins per action dimension over [-1, 1]
+    chunk_length: int = 4  #: future control steps emitted per forward pass (action chunk T)
+    max_action_dim: int = 3  #: action dims per step (A); smaller embodiments are masked
+    #: embodiment name -> number of valid action dims (the leading dims of each step)
+    embodiments: dict[str, int] = field(default_factory=lambda: dict(EMBODIMENT_ACTION_DIM))
+
+    # --- bookkeeping ---
+    model_type: str = MODEL_TYPE  #: fixed tag checked on load
+
+    def __post_init__(self) -> None:
+        if self.model_type != MODEL_TYPE:
+            raise ValueError(f"ElasticVLAConfig.model_type={self.model_type!r}; expected {MODEL_TYPE!r}")
+        _check_int("image_size", self.image_size, 8, 1024)
+        _check_int("patch_size", self.patch_size, 1, self.image_size)
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"ElasticVLAConfig.image_size={self.image_size} must be a multiple of patch_size={self.patch_size}"
+            )
+        if not isinstance(self.use_depth, bool):
+            raise ValueError(f"ElasticVLAConfig.use_depth={self.use_depth!r} must be True or False")
+        _check_float("depth_max_m", self.depth_max_m, 0.0, 1e4, lo_open=True)
+        _check_int("vision_width", self.vision_width, 8, 8192)
+        _check_int("vision_depth", self.vision_depth, 0, 64)
+        _check_int("vision_heads", self.vision_heads, 1, self.vision_width)
+        if self.vision_width % self.vision_heads:
+            raise ValueError(
+                f"ElasticVLAConfig.vision_width={self.vision_width} must be a multiple of vision_heads={self.vision_heads}"
+            )
+        _check_int("hidden_size", self.hidden_size, 8, 16384)
+        _check_int("num_heads", self.num_heads, 1, self.hidden_size)
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"ElasticVLAConfig.hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"ElasticVLAConfig head_dim={self.head_dim} (hidden_size/num_heads) must be even for rotary")
+        _check_int("ffn_size", self.ffn_size, 8, 65536)
+        _check_int("num_layers", self.num_layers, 1, 128)
+        _check_float("rope_theta", self.rope_theta, 1.0, 1e9)
+        _check_float("norm_eps", self.norm_eps, 0.0, 1e-2, lo_open=True)
+        _check_int("vocab_size", self.vocab_size, 4, 1_000_000)
+        _check_int("max_instruction_tokens", self.max_instruction_tokens, 1, 512)
+        _check_int("proprio_dim", self.proprio_dim, 1, 1024)
+        _check_int("action_bins", self.action_bins, 2, 65536)
+        _check_int("chunk_length", self.chunk_length, 1, 256)
+        _check_int("max_action_dim", self.max_action_dim, 1, 64)
+        if not isinstance(self.embodiments, dict) or not self.embodiments:
+            raise ValueError(f"ElasticVLAConfig.embodiments={self.embodiments!r} must be a non-empty dict name -> dims")
+        for name, dims in self.embodiments.items():
+            if not isinstance(name, str):
+                raise ValueError(f"ElasticVLAConfig.embodiments key {name!r} must be a string")
+            _check_int(f"embodiments[{name!r}]", dims, 1, self.max_action_dim)
+
+    # --- derived sizes ---
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def in_channels(self) -> int:
+        return 4 if self.use_depth else 3
+
+    @property
+    def num_image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_action_tokens(self) -> int:
+        return self.chunk_length * self.max_action_dim
+
+    @property
+    def seq_len(self) -> int:
+        """Decoder sequence: image, instruction, embodiment+proprio, action queries."""
+        return self.num_image_tokens + self.max_instruction_tokens + 1 + self.num_action_tokens
+
+    @property
+    def embodiment_names(self) -> list[str]:
+        """Embodiment index order used by the model's embodiment embedding (sorted names)."""
+        return sorted(self.embodiments)
+
+    # --- JSON ---
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ElasticVLAConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config has unknown fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ElasticVLAConfig":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(data)

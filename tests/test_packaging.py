@@ -1,0 +1,70 @@
+"""The package installs as `embodied_stack.*`, is a valid ament_python package, and builds
+with colcon into the layout `ros2 run` / `ros2 launch` expect."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_imports_as_embodied_stack_and_never_top_level(tmp_path):
+    # A fresh interpreter outside the repo, so the checkout itself is not on sys.path.
+    code = (
+        "import importlib.util as u, embodied_stack.models, embodied_stack.sim, "
+        "embodied_stack.nodes; "
+        "print([n for n in ('models', 'nodes', 'sim') if u.find_spec(n) is not None])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_package_xml_is_format3_ament_python():
+    root = ET.parse(os.path.join(REPO, "package.xml")).getroot()
+    assert root.get("format") == "3"
+    assert root.findtext("name") == "embodied_stack"
+    assert root.find("export/build_type").text == "ament_python"
+    deps = {e.text for e in root.findall("exec_depend")}
+    for needed in ("rclpy", "std_msgs", "sensor_msgs", "geometry_msgs", "nav_msgs",
+                   "visualization_msgs", "diagnostic_msgs", "rosgraph_msgs"):
+        assert needed in deps, f"package.xml lacks <exec_depend>{needed}</exec_depend>"
+    import embodied_stack
+
+    assert root.findtext("version") == embodied_stack.__version__
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("colcon_core") is None, reason="colcon not installed")
+def test_colcon_build_installs_executables_launch_and_config(tmp_path):
+    src = tmp_path / "ws" / "src" / "embodied_stack"
+    # Copy what git tracks or would track (not .venv, build trees, caches).
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    for rel in files:
+        if os.path.isfile(os.path.join(REPO, rel)):
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(os.path.join(REPO, rel), src / rel)
+    colcon = os.path.join(os.path.dirname(sys.executable), "colcon")
+    result = subprocess.run([colcon, "build"], cwd=tmp_path / "ws", capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = tmp_path / "ws" / "install" / "embodied_stack"
+    assert (prefix / "share/embodied_stack/package.xml").is_file()
+    assert (prefix / "share/ament_index/resource_index/packages/embodied_stack").is_file()
+    launch = sorted(p.name for p in (prefix / "share/embodied_stack/launch").glob("*.py"))
+    config = sorted(p.name for p in (prefix / "share/embodied_stack/config").glob("*.yaml"))
+    assert launch == sorted(p for p in os.listdir(os.path.join(REPO, "launch")) if p.endswith(".py"))
+    assert config == sorted(p for p in os.listdir(os.path.join(REPO, "config")) if p.endswith(".yaml"))
+    exes = {p.name for p in (prefix / "lib/embodied_stack").iterdir()}
+    assert "embodied-stack" in exes
+    site = next((prefix / "lib").glob("python3*/site-packages"))
+    assert (site / "embodied_stack/models/__init__.py").is_file()
+    assert not (site / "models").exists() and not (site / "sim").exists()
