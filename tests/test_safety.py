@@ -1,0 +1,98 @@
+"""SafetySupervisor: stale input, faults, e-stop latch, clamps, the vehicle ramp."""
+
+import numpy as np
+import pytest
+
+from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
+
+
+def arm(**kw):
+    sup = SafetySupervisor(SafetyConfig(kind="arm", **kw))
+    sup.watch("rgb", 0.0)
+    sup.note_input("rgb", 0.0)
+    return sup
+
+
+def test_fresh_input_passes_clamped_command():
+    sup = arm(max_linear=0.2)
+    out, faults = sup.filter(0.1, np.array([0.1, -0.5, 0.3]))
+    assert faults == {}
+    np.testing.assert_allclose(out, [0.1, -0.2, 0.2])
+
+
+def test_stale_input_zeroes_within_half_a_second_then_goes_quiet():
+    sup = arm()
+    t = 0.0
+    first_zero = None
+    while t < 3.0:
+        t += 0.05
+        out, faults = sup.filter(t, np.array([0.1, 0.1, 0.1]))
+        if first_zero is None and out is not None and not np.any(out):
+            first_zero = t
+    assert first_zero is not None and first_zero <= 0.5 + 0.05 + 1e-9
+    assert out is None  # quiet after the 1 s hold
+    assert "stale:rgb" in faults
+
+
+def test_nan_command_becomes_zero_not_passed_through():
+    out, _ = arm().filter(0.1, np.array([np.nan, 0.1, 0.0]))
+    assert np.all(out == 0)
+
+
+def test_estop_latches_until_released():
+    sup = arm()
+    sup.set_estop(True)
+    for k in range(5):
+        sup.note_input("rgb", 0.1 * k)
+        out, faults = sup.filter(0.1 * k, np.array([0.1, 0, 0]))
+        assert "estop" in faults and (out is None or not np.any(out))
+    sup.set_estop(False)
+    sup.note_input("rgb", 0.5)
+    out, faults = sup.filter(0.5, np.array([0.1, 0, 0]))
+    assert faults == {} and out[0] == pytest.approx(0.1)
+
+
+def test_backend_fault_holds_until_cleared():
+    sup = arm()
+    sup.report_fault("backend", "RuntimeError: boom")
+    out, faults = sup.filter(0.1, np.array([0.1, 0, 0]))
+    assert faults == {"backend": "RuntimeError: boom"} and not np.any(out)
+    sup.clear_fault("backend")
+    out, faults = sup.filter(0.2, np.array([0.1, 0, 0]))
+    assert faults == {} and out[0] == pytest.approx(0.1)
+
+
+def test_vehicle_ramps_down_with_limited_decel_and_jerk_keeping_curvature():
+    cfg = SafetyConfig(kind="vehicle", max_linear=20.0, max_angular=1.0)
+    sup = SafetySupervisor(cfg)
+    sup.watch("rgb", 0.0)
+    sup.note_input("rgb", 0.0)
+    out, _ = sup.filter(0.0, np.array([8.0, 0.4]))  # curvature 0.05 1/m
+    sup.report_fault("deadline", "missed")
+    dt, t, speeds, accels = 0.02, 0.0, [8.0], [0.0]
+    outs = []
+    while t < 10.0:
+        t += dt
+        out, _ = sup.filter(t, None)
+        outs.append(out)
+        if out is None:
+            break
+        speeds.append(out[0])
+        accels.append((speeds[-1] - speeds[-2]) / dt)
+        if out[0] > 1e-6:
+            assert out[1] == pytest.approx(out[0] * 0.05)
+    speeds, accels = np.array(speeds), np.array(accels)
+    assert speeds[1] < 8.0  # no step to zero: it ramps
+    assert np.all(np.diff(speeds) <= 1e-9)
+    assert accels.min() >= -2.5 - 1e-6
+    assert np.all(np.diff(accels)[: np.argmax(speeds <= 0)] >= -1.5 * dt - 1e-6)
+    assert outs[-1] is None  # quiet after holding zero
+    zero_ticks = sum(1 for o in outs if o is not None and o[0] == 0.0)
+    assert 1.0 / dt - 2 <= zero_ticks <= 1.0 / dt + 2
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="kind"):
+        SafetyConfig(kind="boat")
+    with pytest.raises(ValueError, match="stale_after_s"):
+        SafetyConfig(stale_after_s=0)
