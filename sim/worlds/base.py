@@ -10,6 +10,7 @@ import os
 import string
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,12 @@ class RGBDRenderer:
     frame; without them a 64x64 frame is ~0.3 ms). RGB and depth come from one render pass.
     """
 
+    #: A GL context can be current in one thread only. False (fast): it stays bound to the
+    #: thread that renders, so a renderer must be used from one thread. True: it is bound
+    #: only around each render and released after (~0.1 ms a frame more), so any thread may
+    #: render, as when an rclpy MultiThreadedExecutor steps a world from its pool threads.
+    thread_safe: bool = False
+
     def __init__(self, model: mujoco.MjModel, camera: str, width: int, height: int):
         if width < 8 or height < 8 or width > 4096 or height > 4096:
             raise ValueError(f"image size {width}x{height} out of range [8, 4096] per side")
@@ -109,15 +116,16 @@ class RGBDRenderer:
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
         model.vis.quality.offsamples = 0
         self._gl = mujoco.GLContext(self.width, self.height)
-        self._gl.make_current()
+        self._bound_thread = None
         self._scene = mujoco.MjvScene(model, maxgeom=1000)
         self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
         self._scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0
-        self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-        # Reversed depth (1 at znear, 0 far) keeps float precision at distance.
-        self._ctx.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
+        with self._gl.as_current():
+            self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+            # Reversed depth (1 at znear, 0 far) keeps float precision at distance.
+            self._ctx.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
+            mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
         self._vopt = mujoco.MjvOption()
         self._pert = mujoco.MjvPerturb()
         self._cam = mujoco.MjvCamera()
@@ -137,7 +145,15 @@ class RGBDRenderer:
         clipping plane read 0.0 ("no return", as RGB-D drivers report it).
         geom_ids holds the MuJoCo geom id seen at each pixel (-1 for background).
         """
-        self._gl.make_current()
+        if self.thread_safe:
+            with self._gl.as_current():
+                return self._render(data, segmentation)
+        if self._bound_thread != threading.get_ident():
+            self._gl.make_current()
+            self._bound_thread = threading.get_ident()
+        return self._render(data, segmentation)
+
+    def _render(self, data: mujoco.MjData, segmentation: bool):
         mujoco.mjv_updateScene(
             self.model, data, self._vopt, self._pert, self._cam,
             mujoco.mjtCatBit.mjCAT_ALL, self._scene,
@@ -199,8 +215,8 @@ class RGBDRenderer:
 
     def close(self) -> None:
         if getattr(self, "_ctx", None) is not None:
-            self._gl.make_current()
-            self._ctx.free()
+            with self._gl.as_current():
+                self._ctx.free()
             self._ctx = None
         if getattr(self, "_gl", None) is not None:
             self._gl.free()

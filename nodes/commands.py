@@ -1,0 +1,50 @@
+"""Policy actions (normalised, in [-1, 1]) <-> physical commands on the standard topics.
+
+- arm: action [vx, vy, vz] in [-1, 1]^3 -> end-effector linear velocity in m/s
+  (`servo/delta_twist_cmds`, MoveIt Servo convention), scaled by `max_ee_speed`.
+- vehicle: action [steer, accel] in [-1, 1]^2 -> `cmd_vel` [v m/s, omega rad/s] through the
+  kinematic bicycle model: v = clip(speed + accel * max_accel * dt, 0, max_speed),
+  omega = v * tan(steer * max_steer) / wheelbase. The sim bridge inverts this exactly to
+  drive the world, so a policy sees the same action semantics on ROS as in Gymnasium.
+
+Defaults equal the simulation worlds' constants; on a real robot they are node parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ArmScale:
+    max_ee_speed: float = 0.25  #: m/s at |action| = 1 (Tabletop MAX_SPEED)
+
+    def to_command(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(action, np.float64)[:3], -1, 1) * self.max_ee_speed
+
+    def to_action(self, velocity: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(velocity, np.float64) / self.max_ee_speed, -1, 1)
+
+
+@dataclass(frozen=True)
+class VehicleScale:
+    max_steer: float = 0.5  #: rad at |steer| = 1 (Driving MAX_STEER)
+    max_accel: float = 3.0  #: m/s^2 at |accel| = 1 (Driving MAX_ACCEL)
+    max_speed: float = 15.0  #: m/s (Driving MAX_SPEED)
+    wheelbase: float = 2.7  #: m (Driving WHEELBASE)
+    dt: float = 0.1  #: s, the control period the acceleration is integrated over
+
+    def to_command(self, action: np.ndarray, speed: float) -> np.ndarray:
+        steer, accel = np.clip(np.asarray(action, np.float64)[:2], -1, 1)
+        v = float(np.clip(speed + accel * self.max_accel * self.dt, 0.0, self.max_speed))
+        omega = v * math.tan(steer * self.max_steer) / self.wheelbase
+        return np.array([v, omega])
+
+    def to_action(self, command: np.ndarray, speed: float) -> np.ndarray:
+        v, omega = float(command[0]), float(command[1])
+        accel = (v - speed) / (self.max_accel * self.dt)
+        steer = math.atan(omega * self.wheelbase / v) / self.max_steer if v > 1e-3 else 0.0
+        return np.clip(np.array([steer, accel]), -1, 1)

@@ -1,0 +1,300 @@
+"""sim_bridge_node: runs a world from embodied_stack.sim and speaks ROS like a robot's drivers.
+
+Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m),
+`camera/color/camera_info`, `joint_states` (the world's proprio vector, one named entry per
+element), `odom` (driving), `instruction` (transient-local, at every episode start), `/clock`
+(simulated time), `sim/expert_action` (the scripted expert's normalised action for the frame
+just published, stamped with it; for the `expert` policy backend) and `/diagnostics`
+(episode results: success, outcome, seed, steps; command latency).
+Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop) or `cmd_vel` (TwistStamped or
+Twist, Driving) and applies the latest command at the world's control rate, converted back to
+the world's normalised action (nodes/commands.py). No command for `command_timeout_s`: a
+zero command (the arm holds, the car brakes).
+
+Modes: `realtime` steps on a timer at control rate x `realtime_factor`; `lockstep` steps once
+per received command (the simulator is paced by the controller), with the timeout as backstop.
+Camera stamps use the node clock; the camera->command latency is measured here, as the wall
+time from publishing a frame to receiving the first command stamped with that frame.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time as TimeMsg
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+
+from embodied_stack.nodes.commands import ArmScale, VehicleScale
+from embodied_stack.nodes.conversions import (K_to_camera_info, depth_to_image, rgb_to_image,
+                                              seconds_to_stamp)
+from embodied_stack.nodes.policy_node import DEFAULT_PROPRIO_NAMES, LATCHED
+
+EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
+
+
+def _desc(text, lo=None, hi=None, integer=False, read_only=True):
+    d = ParameterDescriptor(description=text, read_only=read_only)
+    if lo is not None and integer:
+        d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
+    elif lo is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi))]
+    return d
+
+
+class SimBridgeNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("sim_bridge", **node_kwargs)
+        p = self.declare_parameter
+        p("world", "tabletop", _desc("tabletop or driving"))
+        p("seed", 0, _desc("seed of the first episode (episode k uses seed + k)", 0, 2**31 - 1,
+                           integer=True))
+        p("episodes", 0, _desc("episodes to run, then stop (0 = forever)", 0, 10**9,
+                               integer=True))
+        p("width", 64, _desc("image width px", 8, 4096, integer=True))
+        p("height", 64, _desc("image height px", 8, 4096, integer=True))
+        p("mode", "realtime", _desc("realtime (timer) or lockstep (one step per command)"))
+        p("realtime_factor", 1.0, _desc("sim seconds per wall second in realtime mode", 0.05, 20))
+        p("command_timeout_s", 0.5, _desc("no command for this long: zero command", 0.05, 10))
+        p("publish_expert", True, _desc("publish sim/expert_action for the expert backend"))
+        p("cmd_vel_stamped", True, _desc("driving: subscribe TwistStamped (true) or Twist"))
+        p("camera_frame", "camera_color_optical_frame", _desc("frame_id of camera topics"))
+        g = lambda n: self.get_parameter(n).value  # noqa: E731
+        self.world = g("world")
+        if self.world not in EMBODIMENT:
+            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT)}")
+        self.mode = g("mode")
+        if self.mode not in ("realtime", "lockstep"):
+            raise ValueError(f"mode {self.mode!r} not in ('realtime', 'lockstep')")
+        self.episodes = g("episodes")
+        self.next_seed = g("seed")
+        self.frame = g("camera_frame")
+        self.timeout = g("command_timeout_s")
+
+        import gymnasium as gym
+
+        import embodied_stack.sim  # noqa: F401  (registers the worlds)
+        from embodied_stack.sim import WORLD_IDS
+        from embodied_stack.sim.experts import make_expert
+        from embodied_stack.sim.worlds.base import RGBDRenderer
+
+        # Executor pool threads step the world: bind the GL context per render.
+        RGBDRenderer.thread_safe = True
+
+        self.env = gym.make(WORLD_IDS[self.world], width=g("width"), height=g("height"),
+                            with_segmentation=False)
+        self.expert = make_expert(self.env) if g("publish_expert") else None
+        self.dt = 1.0 / self.env.metadata["render_fps"]
+        self.embodiment = EMBODIMENT[self.world]
+        world_module = type(self.env.unwrapped).__module__
+        consts = __import__(world_module, fromlist=["MAX_SPEED"])
+        if self.embodiment == "arm":
+            self.scale = ArmScale(consts.MAX_SPEED)
+        else:
+            self.scale = VehicleScale(consts.MAX_STEER, consts.MAX_ACCEL, consts.MAX_SPEED,
+                                      consts.WHEELBASE, self.dt)
+
+        self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
+        self.depth_pub = self.create_publisher(Image, "camera/depth/image_raw",
+                                               qos_profile_sensor_data)
+        from sensor_msgs.msg import CameraInfo
+
+        self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info",
+                                              qos_profile_sensor_data)
+        self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
+        self.odom_pub = self.create_publisher(Odometry, "odom", 10)
+        self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.expert_pub = self.create_publisher(TwistStamped, "sim/expert_action", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if self.embodiment == "arm":
+            self.create_subscription(TwistStamped, "servo/delta_twist_cmds", self._on_command, 10)
+        elif g("cmd_vel_stamped"):
+            self.create_subscription(TwistStamped, "cmd_vel", self._on_command, 10)
+        else:
+            self.create_subscription(Twist, "cmd_vel", self._on_command, 10)
+
+        self.results: list[dict] = []
+        self.latencies_s: list[float] = []
+        self.finished = False
+        self.sim_time = 0.0
+        self.steps = 0
+        self.missed_commands = 0
+        self._command = None  # (normalised action, wall time received)
+        self._fresh_command = False
+        self._published: dict[int, float] = {}  # frame stamp (ns) -> wall time published
+        self._reset()
+        if self.mode == "realtime":
+            self.create_timer(self.dt / g("realtime_factor"), self._step)
+        else:
+            self.create_timer(self.timeout, self._lockstep_backstop)
+
+    # --- episode handling -----------------------------------------------------------------
+    def _reset(self) -> None:
+        self.seed = self.next_seed
+        self.next_seed += 1
+        self.obs, self.info = self.env.reset(seed=self.seed)
+        if self.expert is not None:
+            self.expert.reset()
+        self.episode_steps, self.episode_return = 0, 0.0
+        self._command = None
+        self.instruction_pub.publish(String(data=self.obs["instruction"]))
+        self._publish_observation()
+
+    def _finish_episode(self) -> None:
+        result = {
+            "world": self.world, "seed": self.seed, "success": bool(self.info["is_success"]),
+            "outcome": str(self.info["outcome"]), "steps": self.episode_steps,
+            "return": round(self.episode_return, 3), "instruction": self.obs["instruction"],
+        }
+        self.results.append(result)
+        status = DiagnosticStatus(name=f"{self.get_name()}: episode", hardware_id=self.world)
+        status.level = DiagnosticStatus.OK if result["success"] else DiagnosticStatus.WARN
+        status.message = f"episode {len(self.results)} {'success' if result['success'] else 'failure'}"
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in result.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(msg)
+        self.get_logger().info(f"{status.message}: {result}")
+        if self.episodes and len(self.results) >= self.episodes:
+            self.finished = True
+
+    # --- commands -------------------------------------------------------------------------
+    def _on_command(self, msg) -> None:
+        wall = time.monotonic()
+        twist = msg.twist if isinstance(msg, TwistStamped) else msg
+        if isinstance(msg, TwistStamped):
+            key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            sent = self._published.pop(key, None)
+            if sent is not None:
+                self.latencies_s.append(wall - sent)
+        if self.embodiment == "arm":
+            vec = np.array([twist.linear.x, twist.linear.y, twist.linear.z])
+            action = self.scale.to_action(vec)
+        else:
+            speed = float(self.info["ego"]["speed"])
+            action = self.scale.to_action(np.array([twist.linear.x, twist.angular.z]), speed)
+        if not np.all(np.isfinite(action)):
+            self.get_logger().warning("non-finite command ignored", throttle_duration_sec=2.0)
+            return
+        self._command = (action.astype(np.float32), wall)
+        self._fresh_command = True
+        if self.mode == "lockstep":
+            self._step()
+
+    def _lockstep_backstop(self) -> None:
+        if self._command is None or time.monotonic() - self._command[1] > self.timeout:
+            self._step()
+
+    def _current_action(self) -> np.ndarray:
+        if self._command is not None and time.monotonic() - self._command[1] <= self.timeout:
+            return self._command[0]
+        if self.embodiment == "arm":
+            return np.zeros(3, np.float32)
+        speed = float(self.info["ego"]["speed"])
+        return self.scale.to_action(np.zeros(2), speed).astype(np.float32)  # brake
+
+    # --- stepping -------------------------------------------------------------------------
+    def _step(self) -> None:
+        if self.finished:
+            return
+        if not self._fresh_command:
+            self.missed_commands += 1
+        self._fresh_command = False
+        self.obs, reward, terminated, truncated, self.info = self.env.step(self._current_action())
+        self.steps += 1
+        self.episode_steps += 1
+        self.episode_return += float(reward)
+        self.sim_time += self.dt
+        if terminated or truncated:
+            self._finish_episode()
+            if not self.finished:
+                self._reset()
+            return
+        self._publish_observation()
+
+    def _publish_observation(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        key = stamp.sec * 1_000_000_000 + stamp.nanosec
+        clock = Clock()
+        clock.clock = seconds_to_stamp(self.sim_time)
+        self.clock_pub.publish(clock)
+        cam = self.info["camera"]
+        self.info_pub.publish(K_to_camera_info(cam["K"], cam["width"], cam["height"], stamp,
+                                               self.frame))
+        self.depth_pub.publish(depth_to_image(self.obs["depth"], stamp, self.frame))
+        names = DEFAULT_PROPRIO_NAMES[self.embodiment]
+        self.joint_pub.publish(JointState(
+            header=_header(stamp, "base_link"), name=names,
+            position=[float(v) for v in self.obs["proprio"]]))
+        if self.embodiment == "vehicle":
+            ego = self.info["ego"]
+            odom = Odometry()
+            odom.header = _header(stamp, "odom")
+            odom.child_frame_id = "base_link"
+            odom.pose.pose.position.x, odom.pose.pose.position.y = float(ego["x"]), float(ego["y"])
+            odom.pose.pose.orientation.z = math.sin(ego["yaw"] / 2)
+            odom.pose.pose.orientation.w = math.cos(ego["yaw"] / 2)
+            odom.twist.twist.linear.x = float(ego["speed"])
+            odom.twist.twist.angular.z = float(self.obs["proprio"][2])
+            self.odom_pub.publish(odom)
+        if self.expert is not None:
+            action = np.asarray(self.expert(self.obs, self.info), np.float64)
+            msg = TwistStamped(header=_header(stamp, "base_link"))
+            msg.twist.linear.x = float(action[0])
+            msg.twist.linear.y = float(action[1])
+            msg.twist.linear.z = float(action[2]) if action.size > 2 else 0.0
+            self.expert_pub.publish(msg)
+        # The colour image last: a policy that wakes on it finds the rest already sent.
+        self._published[key] = time.monotonic()
+        if len(self._published) > 256:
+            self._published.pop(next(iter(self._published)))
+        self.rgb_pub.publish(rgb_to_image(self.obs["rgb"], stamp, self.frame))
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies_s) * 1e3
+        return {
+            "episodes": len(self.results),
+            "success_rate": float(np.mean([r["success"] for r in self.results])) if self.results else float("nan"),
+            "steps": self.steps, "missed_commands": self.missed_commands,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+            "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else float("nan"),
+            "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+            "latency_samples": int(lat.size),
+        }
+
+    def destroy_node(self):
+        self.env.close()
+        return super().destroy_node()
+
+
+def _header(stamp: TimeMsg, frame: str):
+    from std_msgs.msg import Header
+
+    return Header(stamp=stamp, frame_id=frame)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = SimBridgeNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
