@@ -192,7 +192,8 @@ class PolicyNode(Node):
         self._stop = False
         # Counters for diagnostics.
         self.stats = collections.Counter()
-        self.latencies: collections.deque = collections.deque(maxlen=500)
+        self.latencies: collections.deque = collections.deque(maxlen=500)  # frame -> result
+        self.model_latencies: collections.deque = collections.deque(maxlen=500)  # in backend
         self.rejections: dict[str, tuple[int, str]] = {}
         self._last_faults: dict[str, str] = {}
 
@@ -454,6 +455,7 @@ class PolicyNode(Node):
         self.safety.clear_fault("backend")
         self.safety.clear_fault("deadline")
         self.latencies.append(age)
+        self.model_latencies.append(action.latency_s)
         chunk = np.asarray(action.chunk, np.float64)
         if self.execute_steps:
             chunk = chunk[: self.execute_steps]

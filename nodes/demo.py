@@ -1,0 +1,165 @@
+"""The simulation demo: sim bridge + policy node as real rclpy nodes over DDS, N episodes in
+each world, success rate, camera->command latency, missed ticks, and an MCAP rosbag2.
+
+All nodes run in this process on one MultiThreadedExecutor (DDS still carries every message;
+`bench/graph_latency.py` compares against separate processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
+
+
+def configure_dds_environment() -> None:
+    """DDS settings the demo uses unless the user set them (read when rclpy initialises).
+
+    - ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: a demo never reaches a robot on the LAN.
+    - FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: Fast DDS sends large samples over TCP/shared
+      memory instead of fragmented UDP; measured here, 640x480 images across processes went
+      from 13 ms to 3 ms median latency (DESIGN §8).
+    """
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+
+@dataclass
+class WorldRun:
+    world: str
+    episodes: list
+    summary: dict
+    policy_stats: dict
+    bag_counts: dict
+    bag_path: str | None
+
+
+def run_world(world: str, episodes: int, seed: int, backend: str, model_path: str,
+              submodel: str, bag_path: Path | None, width: int = 64, height: int = 64,
+              rate_hz: float | None = None, mode: str = "realtime", timeout_s: float = 300.0,
+              progress=None) -> WorldRun:
+    configure_dds_environment()
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from embodied_stack.nodes.policy_node import PolicyNode
+    from embodied_stack.nodes.recorder import BagRecorder
+    from embodied_stack.nodes.sim_bridge_node import SimBridgeNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    nodes = []
+    try:
+        bridge = SimBridgeNode(context=context, parameter_overrides=[
+            Parameter("world", value=world), Parameter("episodes", value=episodes),
+            Parameter("seed", value=seed), Parameter("width", value=width),
+            Parameter("height", value=height), Parameter("mode", value=mode),
+            Parameter("publish_expert", value=backend == "expert"),
+        ])
+        nodes.append(bridge)
+        rate = rate_hz or bridge.env.metadata["render_fps"]
+        policy = PolicyNode(context=context, parameter_overrides=[
+            Parameter("backend", value=backend), Parameter("model_path", value=model_path),
+            Parameter("embodiment", value=EMBODIMENT[world]),
+            Parameter("submodel", value=submodel), Parameter("control_rate_hz", value=float(rate)),
+        ])
+        nodes.append(policy)
+        recorder = None
+        if bag_path is not None:
+            recorder = BagRecorder(bag_path, context=context)
+            nodes.append(recorder)
+        executor = rclpy.executors.MultiThreadedExecutor(num_threads=4, context=context)
+        for node in nodes:
+            executor.add_node(node)
+        start = time.monotonic()
+        done = 0
+        while not bridge.finished and time.monotonic() - start < timeout_s:
+            executor.spin_once(timeout_sec=0.05)
+            if progress is not None and len(bridge.results) > done:
+                progress(len(bridge.results) - done, bridge.results[-1])
+                done = len(bridge.results)
+        if not bridge.finished:
+            raise TimeoutError(f"{world}: {len(bridge.results)}/{episodes} episodes in "
+                               f"{timeout_s:.0f} s")
+        # Let the last messages reach the recorder before closing the bag.
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.05)
+        stats = dict(policy.stats)
+        summary = bridge.summary()
+        summary["missed_ticks"] = stats.get("missed_ticks", 0)
+        summary["model_latency_p50_ms"] = _policy_latency_ms(policy)
+        counts = {}
+        if recorder is not None:
+            recorder.close()
+            counts = dict(recorder.counts)
+        return WorldRun(world, list(bridge.results), summary, stats, counts,
+                        str(bag_path) if bag_path else None)
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def _policy_latency_ms(policy_node) -> float:
+    """Median time inside select_action, from the backend's own Action.latency_s."""
+    lat = getattr(policy_node, "model_latencies", None)
+    if not lat:
+        return float("nan")
+    import numpy as np
+
+    return float(np.median(np.asarray(lat) * 1e3))
+
+
+def demo(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from tqdm import tqdm
+
+    console = Console()
+    run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=False)
+    console.print(f"[bold]embodied_stack demo[/bold]: backend={args.backend} "
+                  f"submodel={args.submodel}, {args.episodes} episode(s) per world, "
+                  f"bags in {run_dir}")
+    runs = []
+    for world in args.worlds:
+        bar = tqdm(total=args.episodes, desc=world, unit="episode")
+
+        def progress(n, result, bar=bar):
+            bar.update(n)
+            bar.set_postfix_str(f"{result['outcome']} {'ok' if result['success'] else 'fail'}")
+
+        run = run_world(world, args.episodes, args.seed, args.backend, args.model or "",
+                        args.submodel, None if args.no_bag else run_dir / world,
+                        progress=progress)
+        bar.close()
+        runs.append(run)
+    table = Table(title="Simulation demo (camera stamp -> command, wall clock)")
+    for col in ("world", "success", "p50 ms", "p95 ms", "p99 ms", "model p50 ms",
+                "missed ticks", "bag messages"):
+        table.add_column(col, justify="right")
+    report = {}
+    ok = True
+    for run in runs:
+        s = run.summary
+        table.add_row(run.world, f"{s['success_rate']:.0%} ({len(run.episodes)})",
+                      f"{s['latency_p50_ms']:.1f}", f"{s['latency_p95_ms']:.1f}",
+                      f"{s['latency_p99_ms']:.1f}", f"{s['model_latency_p50_ms']:.1f}",
+                      str(s["missed_ticks"]), str(sum(run.bag_counts.values())))
+        report[run.world] = {"summary": s, "episodes": run.episodes,
+                             "policy_stats": run.policy_stats, "bag": run.bag_path,
+                             "bag_counts": run.bag_counts}
+        ok &= s["episodes"] == args.episodes
+    console.print(table)
+    with open(run_dir / "report.json.tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(run_dir / "report.json.tmp", run_dir / "report.json")
+    console.print(f"report: {run_dir / 'report.json'}; bags: "
+                  + ", ".join(r.bag_path for r in runs if r.bag_path))
+    return 0 if ok else 1

@@ -1,0 +1,82 @@
+"""bag_recorder: records topics to an MCAP rosbag2 (viewable in Foxglove, `ros2 bag play`).
+
+Messages are taken serialised (raw CDR) from DDS and written as they are, with rosbags'
+rosbag2 writer (storage `mcap`, metadata version 9), so no ROS 2 install is needed to record
+and the bag is byte-identical to what `ros2 bag record` stores.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+#: topic -> (message type, QoS kind) recorded by the demo.
+DEMO_TOPICS = {
+    "camera/color/image_raw": ("sensor_msgs/msg/Image", "sensor"),
+    "camera/depth/image_raw": ("sensor_msgs/msg/Image", "sensor"),
+    "camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", "sensor"),
+    "joint_states": ("sensor_msgs/msg/JointState", "reliable"),
+    "odom": ("nav_msgs/msg/Odometry", "reliable"),
+    "instruction": ("std_msgs/msg/String", "latched"),
+    "estop": ("std_msgs/msg/Bool", "latched"),
+    "cmd_vel": ("geometry_msgs/msg/TwistStamped", "reliable"),
+    "servo/delta_twist_cmds": ("geometry_msgs/msg/TwistStamped", "reliable"),
+    "plan": ("nav_msgs/msg/Path", "reliable"),
+    "target_point": ("geometry_msgs/msg/PointStamped", "reliable"),
+    "/diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", "reliable"),
+    "/clock": ("rosgraph_msgs/msg/Clock", "reliable"),
+}
+
+
+def _qos(kind: str) -> QoSProfile:
+    if kind == "sensor":
+        return qos_profile_sensor_data
+    if kind == "latched":
+        return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    return QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _import_type(name: str):
+    package, _, cls = name.split("/")
+    module = __import__(f"{package}.msg", fromlist=[cls])
+    return getattr(module, cls)
+
+
+class BagRecorder(Node):
+    """Subscribes raw to `topics` and writes every message into an MCAP rosbag2 at `path`."""
+
+    def __init__(self, path: str | Path, topics: dict = DEMO_TOPICS, **node_kwargs):
+        super().__init__("bag_recorder", **node_kwargs)
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"bag {self.path} already exists; choose a new path")
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        typestore = get_typestore(Stores.ROS2_KILTED)
+        for topic, (msgtype, kind) in topics.items():
+            full = topic if topic.startswith("/") else "/" + topic
+            conn = self._writer.add_connection(full, msgtype, typestore=typestore)
+            self.create_subscription(_import_type(msgtype), topic,
+                                     lambda data, c=conn, t=full: self._write(c, t, data),
+                                     _qos(kind), raw=True)
+
+    def _write(self, connection, topic: str, data: bytes) -> None:
+        with self._lock:
+            if self._writer is None:
+                return
+            self._writer.write(connection, self.get_clock().now().nanoseconds, data)
+            self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
