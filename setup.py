@@ -59,6 +59,8 @@ setup(
     entry_points={
         "console_scripts": [
             "embodied-stack = embodied_stack.nodes.cli:main",
+            "policy_node = embodied_stack.nodes.policy_node:main",
+            "sim_bridge_node = embodied_stack.nodes.sim_bridge_node:main",
         ],
     },
 )

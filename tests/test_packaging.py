@@ -64,7 +64,7 @@ def test_colcon_build_installs_executables_launch_and_config(tmp_path):
     assert launch == sorted(p for p in os.listdir(os.path.join(REPO, "launch")) if p.endswith(".py"))
     assert config == sorted(p for p in os.listdir(os.path.join(REPO, "config")) if p.endswith(".yaml"))
     exes = {p.name for p in (prefix / "lib/embodied_stack").iterdir()}
-    assert "embodied-stack" in exes
+    assert {"embodied-stack", "policy_node", "sim_bridge_node"} <= exes, exes
     site = next((prefix / "lib").glob("python3*/site-packages"))
     assert (site / "embodied_stack/models/__init__.py").is_file()
     assert not (site / "models").exists() and not (site / "sim").exists()
