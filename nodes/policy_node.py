@@ -515,6 +515,8 @@ class PolicyNode(Node):
             "submodel": self.policy.submodel, "embodiment": self.embodiment,
             "latency_p50_ms": f"{np.percentile(lat, 50):.2f}" if lat.size else "nan",
             "latency_p95_ms": f"{np.percentile(lat, 95):.2f}" if lat.size else "nan",
+            "model_p50_ms": (f"{np.median(self.model_latencies) * 1e3:.2f}"
+                             if self.model_latencies else "nan"),
             **{k: str(v) for k, v in self.stats.items()},
         }
         for cause, detail in faults.items():

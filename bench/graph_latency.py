@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Camera -> command latency of the ROS graph (sim bridge + policy node) over DDS.
+
+For each configuration (rate 15/30 Hz x image 64x64/640x480 x policy node in this process or
+in a separate process), the Tabletop world runs in real time at the given rate, the policy
+node controls at the same rate, and we record for every frame the wall time from publishing
+it to receiving the first command stamped with it. Missed ticks are simulator steps that found
+no new command since the previous step (after the first command arrived); dropped are results
+the policy node discarded as older than its deadline.
+
+    python bench/graph_latency.py [--quick] [--json out.json] [--backend vla|expert]
+
+JSON keys: p99_over_model_ms and missed_ticks (the DESIGN §9 figure: 15 Hz, 64x64, separate
+processes), plus <config>_{p50,p95,p99}_ms, <config>_missed, <config>_dropped, model_p50_ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from embodied_stack.nodes.demo import configure_dds_environment
+
+configure_dds_environment()
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from embodied_stack.nodes.policy_node import PolicyNode  # noqa: E402
+from embodied_stack.nodes.sim_bridge_node import SimBridgeNode  # noqa: E402
+
+WORLD_RATE_HZ = 10.0  # Tabletop's control rate; realtime_factor scales it
+
+
+def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, seconds: float,
+            warmup: float = 2.0) -> dict:
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    width, height = size
+    bridge = SimBridgeNode(context=context, parameter_overrides=[
+        Parameter("world", value="tabletop"), Parameter("width", value=width),
+        Parameter("height", value=height), Parameter("realtime_factor", value=rate / WORLD_RATE_HZ),
+        Parameter("publish_expert", value=backend == "expert"), Parameter("seed", value=500),
+    ])
+    policy_params = {"backend": backend, "embodiment": "arm", "control_rate_hz": rate}
+    nodes = [bridge]
+    peer = None
+    if separate:
+        args = [sys.executable, "-m", "embodied_stack.nodes.policy_node", "--ros-args"]
+        for k, v in policy_params.items():
+            args += ["-p", f"{k}:={v}"]
+        peer = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        nodes.append(PolicyNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in policy_params.items()]))
+    listener = rclpy.create_node("latency_bench", context=context)
+    policy_diag: dict[str, str] = {}
+
+    def on_diag(msg):
+        for status in msg.status:
+            if status.name.endswith(": policy"):
+                policy_diag.update({kv.key: kv.value for kv in status.values})
+
+    listener.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 20)
+    nodes.append(listener)
+    executor = rclpy.executors.MultiThreadedExecutor(num_threads=4, context=context)
+    for node in nodes:
+        executor.add_node(node)
+    try:
+        start = time.monotonic()
+        while not bridge.latencies_s and time.monotonic() - start < 60:
+            executor.spin_once(timeout_sec=0.02)
+        if not bridge.latencies_s:
+            raise RuntimeError("the policy node never answered a frame")
+        end_warm = time.monotonic() + warmup
+        while time.monotonic() < end_warm:
+            executor.spin_once(timeout_sec=0.02)
+        bridge.latencies_s.clear()
+        missed0, steps0 = bridge.missed_commands, bridge.steps
+        dropped0 = int(policy_diag.get("dropped_stale", 0))
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+        # One more diagnostics period for the policy's final counters.
+        end = time.monotonic() + 1.1
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.02)
+        lat = np.array(bridge.latencies_s) * 1e3
+        return {
+            "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+            "p99_ms": float(np.percentile(lat, 99)), "frames": int(lat.size),
+            "steps": bridge.steps - steps0, "missed": bridge.missed_commands - missed0,
+            "dropped": int(policy_diag.get("dropped_stale", 0)) - dropped0,
+            "model_p50_ms": float(policy_diag.get("model_p50_ms", "nan")),
+        }
+    finally:
+        if peer is not None:
+            peer.terminate()
+            peer.wait(timeout=10)
+        for node in nodes:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs (< 60 s here)")
+    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser.add_argument("--backend", default="vla", choices=["vla", "expert"])
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per config")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (4.0 if args.quick else 20.0)
+    configs = [(15.0, (64, 64), True), (15.0, (64, 64), False), (30.0, (64, 64), True),
+               (15.0, (640, 480), True)]
+    if not args.quick:
+        configs += [(30.0, (64, 64), False), (30.0, (640, 480), True), (15.0, (640, 480), False)]
+    results, rows = {}, []
+    for rate, size, separate in tqdm(configs, desc="graph latency", unit="config"):
+        name = f"{int(rate)}hz_{size[0]}x{size[1]}_{'procs' if separate else 'inproc'}"
+        r = measure(rate, size, separate, args.backend, seconds,
+                    warmup=1.0 if args.quick else 2.0)
+        rows.append((name, r))
+        for k in ("p50_ms", "p95_ms", "p99_ms", "missed", "dropped", "frames", "model_p50_ms"):
+            results[f"{name}_{k}"] = round(r[k], 3) if isinstance(r[k], float) else r[k]
+    headline = dict(rows)["15hz_64x64_procs"]
+    results["model_p50_ms"] = round(headline["model_p50_ms"], 3)
+    results["p99_over_model_ms"] = round(headline["p99_ms"] - headline["model_p50_ms"], 3)
+    results["missed_ticks"] = headline["missed"]
+    results["backend"] = args.backend
+
+    table = Table(title=f"Camera -> command latency, backend={args.backend} "
+                        "(target: p99 <= model + 20 ms at 15 Hz, no missed ticks)")
+    for col in ("config", "frames", "p50 ms", "p95 ms", "p99 ms", "model p50 ms", "missed",
+                "dropped"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for name, r in rows:
+        table.add_row(name, str(r["frames"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}", f"{r['model_p50_ms']:.2f}", str(r["missed"]),
+                      str(r["dropped"]))
+    Console().print(table)
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(tmp, args.json)
+    return results
+
+
+if __name__ == "__main__":
+    main()
