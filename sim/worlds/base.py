@@ -86,6 +86,10 @@ class CameraModel:
         }
 
 
+#: Per thread: the renderer whose GL context is current (the fast path binds only on change;
+#: creating or freeing any context resets it).
+_bound = threading.local()
+
 # MuJoCo cameras look along -z with +y up; the optical frame looks along +z with +y down.
 _MJ_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
@@ -116,7 +120,7 @@ class RGBDRenderer:
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
         model.vis.quality.offsamples = 0
         self._gl = mujoco.GLContext(self.width, self.height)
-        self._bound_thread = None
+        _bound.renderer = None  # creating a context released whatever this thread had bound
         self._scene = mujoco.MjvScene(model, maxgeom=1000)
         self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
         self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
@@ -148,9 +152,9 @@ class RGBDRenderer:
         if self.thread_safe:
             with self._gl.as_current():
                 return self._render(data, segmentation)
-        if self._bound_thread != threading.get_ident():
+        if getattr(_bound, "renderer", None) is not self:
             self._gl.make_current()
-            self._bound_thread = threading.get_ident()
+            _bound.renderer = self
         return self._render(data, segmentation)
 
     def _render(self, data: mujoco.MjData, segmentation: bool):
@@ -201,13 +205,15 @@ class RGBDRenderer:
         return z
 
     def camera_model(self, data: mujoco.MjData) -> CameraModel:
-        fovy = np.deg2rad(self.model.cam_fovy[self.camera_id])
-        fy = 0.5 * self.height / np.tan(0.5 * fovy)
-        fx = fy  # square pixels
-        K = np.array(
-            [[fx, 0.0, (self.width - 1) / 2.0], [0.0, fy, (self.height - 1) / 2.0],
-             [0.0, 0.0, 1.0]]
-        )
+        if getattr(self, "_K", None) is None:  # fixed per renderer: fovy and image size
+            fovy = np.deg2rad(self.model.cam_fovy[self.camera_id])
+            fy = 0.5 * self.height / np.tan(0.5 * fovy)
+            fx = fy  # square pixels
+            self._K = np.array(
+                [[fx, 0.0, (self.width - 1) / 2.0], [0.0, fy, (self.height - 1) / 2.0],
+                 [0.0, 0.0, 1.0]]
+            )
+        K = self._K
         T = np.eye(4)
         T[:3, :3] = data.cam_xmat[self.camera_id].reshape(3, 3) @ _MJ_TO_OPTICAL
         T[:3, 3] = data.cam_xpos[self.camera_id]
@@ -221,6 +227,7 @@ class RGBDRenderer:
         if getattr(self, "_gl", None) is not None:
             self._gl.free()
             self._gl = None
+        _bound.renderer = None
 
     def __del__(self):
         try:
