@@ -1,0 +1,98 @@
+"""Scripted expert for the Tabletop world: fly above the objects, come down on the target.
+
+It reads the world's privileged state (``env.unwrapped.privileged_state``: fingertip and object
+positions, the targets, the task and push direction), never the images.
+
+Touch: rise/stay at a cruise height above every object, fly over the target, descend onto its
+top. Push: fly over a point behind the target (opposite the push direction), descend to
+object-centre height, then push through the object's centre along the direction until the
+world reports success. The world only builds push scenes whose approach and push path are
+clear of other objects, so no obstacle avoidance beyond the cruise height is needed.
+
+With several targets (an ambiguous instruction) the expert commits at its first call to the
+one nearest the fingertip's start (ties: the lowest id); the scene, and so this choice, is a
+function of the reset seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embodied_stack.sim.worlds import tabletop as world
+
+CRUISE_Z = 0.10  # m, fingertip centre height clear of the tallest object (6 cm) by 2.5 cm
+PUSH_Z = 0.025  # m, fingertip centre height while pushing (about the objects' centres)
+ALIGN_TOL = 0.008  # m, horizontal error under which the fingertip may descend
+DESCEND_TOL = 0.006  # m, height error under which a push may start
+TOUCH_DEPTH = 0.01  # m, aim this far into the target's top so contact is sure
+PUSH_LEAD = 0.10  # m, the push aims this far beyond the target's current centre
+
+
+class TabletopExpert:
+    """``action = expert(obs, info)``: velocity command in [-1, 1]^3 that solves the task."""
+
+    def __init__(self, env):
+        self.env = env
+        self.world = env.unwrapped
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the chosen target and phase (call after every ``env.reset``)."""
+        self._target = None
+        self._phase = "approach"
+
+    def __call__(self, obs, info) -> np.ndarray:
+        state = self.world.privileged_state
+        ee = state["ee"]
+        if self._target is None or self._target not in state["target_ids"]:
+            targets = state["target_ids"]
+            dist = [np.linalg.norm(state["positions"][t, :2] - ee[:2]) for t in targets]
+            self._target = targets[int(np.argmin(dist))]
+            self._phase = "approach"
+        t = self._target
+        target = state["positions"][t]
+        cls = state["classes"][t]
+        if state["task"] == "touch":
+            goal = self._touch_goal(ee, target, cls)
+        else:
+            goal = self._push_goal(ee, target, state["start_positions"][t], cls, state["direction"])
+        return self._velocity_to(ee, goal)
+
+    def _touch_goal(self, ee, target, cls) -> np.ndarray:
+        top = world.CLASS_SIZES[cls][2]  # objects stand on the table (z = 0)
+        if np.linalg.norm(ee[:2] - target[:2]) > ALIGN_TOL and self._phase == "approach":
+            return np.array([target[0], target[1], self._cruise_height(ee)])
+        self._phase = "descend"
+        return np.array([target[0], target[1], top + world.FINGERTIP_RADIUS - TOUCH_DEPTH])
+
+    def _push_goal(self, ee, target, start, cls, direction) -> np.ndarray:
+        u = world.DIRECTIONS[direction]
+        behind_xy = np.array(world.push_path(start[:2], cls, direction)[0])
+        if self._phase == "approach":
+            if np.linalg.norm(ee[:2] - behind_xy) > ALIGN_TOL:
+                return np.array([behind_xy[0], behind_xy[1], self._cruise_height(ee)])
+            self._phase = "descend"
+        if self._phase == "descend":
+            if abs(ee[2] - PUSH_Z) > DESCEND_TOL:
+                return np.array([behind_xy[0], behind_xy[1], PUSH_Z])
+            self._phase = "push"
+        # Aim through the object's current centre so it does not slide off sideways.
+        aim = target[:2] + u[:2] * PUSH_LEAD
+        return np.array([aim[0], aim[1], PUSH_Z])
+
+    @staticmethod
+    def _cruise_height(ee) -> float:
+        """Fly level at the current height if it is already clear of the objects (no need to
+        come down from the start height first), else climb to the cruise height."""
+        return max(CRUISE_Z, min(float(ee[2]), world.EE_START_Z))
+
+    @staticmethod
+    def _velocity_to(ee, goal) -> np.ndarray:
+        """Proportional step toward ``goal`` reaching it in one control period if it can,
+        with the speed capped (as a vector, so the path stays straight)."""
+        per_step = world.MAX_SPEED / world.CONTROL_HZ
+        velocity = (goal - ee) / per_step
+        norm = float(np.max(np.abs(velocity)))
+        if norm > 1.0:
+            velocity /= norm
+        return velocity.astype(np.float32)

@@ -1,0 +1,147 @@
+"""Expert demonstrations for behaviour cloning (the warm start before group RL, DESIGN §6).
+
+Each world's scripted expert labels every visited state with its action. A share of the
+episodes is *executed* with Gaussian noise added to the expert's action while the label stays
+the clean expert action (DART, Laskey et al. 2017): the policy then sees, and learns to recover
+from, the states its own small errors lead to.
+
+Demonstrations are written in shards of `shard_episodes` episodes (NumPy .npz, no pickle),
+each written atomically (temp file + rename), so an interrupted collection resumes where it
+stopped and never leaves a half-written shard.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
+
+
+@dataclass
+class DemoConfig:
+    # --- what to collect ---
+    world: str = "tabletop"  #: tabletop | driving
+    episodes: int = 200  #: expert episodes to record
+    first_seed: int = 0  #: episode k uses seed first_seed + k (keep eval seeds disjoint)
+    width: int = 64  #: camera image width (px)
+    height: int = 64  #: camera image height (px)
+    # --- DART exploration noise ---
+    noise_std: float = 0.3  #: std of the Gaussian added to executed actions, in [0, 1]
+    noisy_share: float = 0.5  #: share of episodes executed with noise, in [0, 1]
+    # --- labels and storage ---
+    chunk_length: int = 4  #: future expert actions stored per step (the policy's chunk T)
+    shard_episodes: int = 25  #: episodes per shard file (the unit of resumption)
+
+    def __post_init__(self):
+        if self.world not in EMBODIMENT:
+            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT)}")
+        if self.episodes < 1 or self.shard_episodes < 1 or self.chunk_length < 1:
+            raise ValueError(f"episodes={self.episodes}, shard_episodes={self.shard_episodes}, "
+                             f"chunk_length={self.chunk_length} must all be >= 1")
+        if not 0 <= self.noise_std <= 1 or not 0 <= self.noisy_share <= 1:
+            raise ValueError(f"noise_std={self.noise_std} and noisy_share={self.noisy_share} "
+                             "must be in [0, 1]")
+
+
+def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Generator):
+    obs, info = env.reset(seed=seed)
+    instruction = str(obs["instruction"])
+    expert.reset()
+    frames, labels = [], []
+    done = False
+    while not done:
+        label = np.asarray(expert(obs, info), np.float32)
+        frames.append((obs["rgb"], obs["depth"].astype(np.float16), obs["proprio"]))
+        labels.append(label)
+        executed = label
+        if noise_std > 0:
+            executed = np.clip(label + rng.normal(0, noise_std, label.shape), -1, 1)
+        obs, _, terminated, truncated, info = env.step(executed.astype(np.float32))
+        done = terminated or truncated
+    return frames, np.stack(labels), instruction, bool(info["is_success"])
+
+
+def _chunks(labels: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Targets (n, T, A): labels t..t+T-1 for each step t; mask (n, T) false past the end."""
+    n, A = labels.shape
+    padded = np.concatenate([labels, np.zeros((T, A), labels.dtype)])
+    idx = np.arange(n)[:, None] + np.arange(T)[None, :]
+    return padded[idx], idx < n
+
+
+def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
+    """Record the demonstrations into `out_dir/<world>/shard_XXXX.npz`; resumes if present."""
+    import gymnasium as gym
+
+    import embodied_stack.sim  # noqa: F401  (registers the worlds)
+    from embodied_stack.sim import WORLD_IDS
+    from embodied_stack.sim.experts import make_expert
+
+    out = Path(out_dir) / config.world
+    out.mkdir(parents=True, exist_ok=True)
+    shards = math.ceil(config.episodes / config.shard_episodes)
+    todo = [k for k in range(shards) if not (out / f"shard_{k:04d}.npz").exists()]
+    if not todo:
+        return out
+    env = gym.make(WORLD_IDS[config.world], width=config.width, height=config.height,
+                   with_segmentation=False)
+    expert = make_expert(env)
+    bar = tqdm(total=config.episodes, initial=(shards - len(todo)) * config.shard_episodes,
+               desc=f"demos {config.world}", unit="episode")
+    try:
+        for k in todo:
+            first = k * config.shard_episodes
+            count = min(config.shard_episodes, config.episodes - first)
+            cols = {n: [] for n in ("rgb", "depth", "proprio", "chunk", "chunk_mask",
+                                    "episode", "instruction")}
+            successes = []
+            for e in range(first, first + count):
+                seed = config.first_seed + e
+                rng = np.random.default_rng(seed + 7919)
+                noisy = rng.random() < config.noisy_share
+                frames, labels, instruction, success = _record_episode(
+                    env, expert, seed, config.noise_std if noisy else 0.0, rng)
+                chunk, mask = _chunks(labels, config.chunk_length)
+                cols["rgb"] += [f[0] for f in frames]
+                cols["depth"] += [f[1] for f in frames]
+                cols["proprio"] += [f[2] for f in frames]
+                cols["chunk"].append(chunk)
+                cols["chunk_mask"].append(mask)
+                cols["episode"] += [e] * len(frames)
+                cols["instruction"] += [instruction] * len(frames)
+                successes.append(success)
+                bar.update(1)
+                bar.set_postfix_str(f"expert success {np.mean(successes):.0%}")
+            arrays = {
+                "rgb": np.stack(cols["rgb"]), "depth": np.stack(cols["depth"]),
+                "proprio": np.stack(cols["proprio"]).astype(np.float32),
+                "chunk": np.concatenate(cols["chunk"]).astype(np.float32),
+                "chunk_mask": np.concatenate(cols["chunk_mask"]),
+                "episode": np.asarray(cols["episode"], np.int32),
+                "instruction": np.asarray(cols["instruction"], dtype=f"<U{96}"),
+                "episode_success": np.asarray(successes),
+            }
+            path = out / f"shard_{k:04d}.npz"
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **arrays)
+            os.replace(tmp, path)
+    finally:
+        bar.close()
+        env.close()
+    (out / "config.json").write_text(__import__("json").dumps(asdict(config), indent=2))
+    return out
+
+
+def load(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Concatenate a world's shards (allow_pickle stays off: plain arrays only)."""
+    paths = sorted(Path(directory).glob("shard_*.npz"))
+    if not paths:
+        raise FileNotFoundError(f"no demonstration shards in {directory}")
+    parts = [dict(np.load(p, allow_pickle=False)) for p in paths]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
