@@ -1,1 +1,116 @@
-"""models/runtime."""
+"""Inference runtimes for ElasticVLA: torch eager, ONNX Runtime, TensorRT (DESIGN §2, §9).
+
+Every runtime has the same small interface, so ``ElasticVLA.use_runtime(rt)`` makes
+``select_action`` run on any of them::
+
+    rt.prepare(["full", "1/2"])          # export / build ahead of time, never in the control loop
+    logits = rt.run(batch, "full")       # batch: the model's input tensors (obs_to_batch)
+                                         # logits: (B, T*A, bins) torch.Tensor
+
+Caches (ONNX files, TensorRT engines) are keyed by a hash of the weights and written
+atomically (temp file + rename) so a crash never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+INPUT_NAMES = ("pixels", "tokens", "proprio", "embodiment")
+OUTPUT_NAME = "logits"
+
+
+class Runtime(abc.ABC):
+    """Runs one ElasticVLA (any of its submodels) on some backend."""
+
+    #: short backend name used in tables: "torch", "onnxruntime", "tensorrt"
+    name: str = "runtime"
+
+    @abc.abstractmethod
+    def run(self, batch: dict[str, torch.Tensor], submodel: str) -> torch.Tensor:
+        """Logits (B, T*A, bins) for the model's input tensors, computed by `submodel`."""
+
+    def prepare(self, submodels: Iterable[str]) -> None:
+        """Do any per-submodel work (export, engine build, graph capture) ahead of time."""
+
+    def close(self) -> None:
+        """Release sessions / engines."""
+
+    @property
+    def description(self) -> str:
+        return self.name
+
+
+def model_hash(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's config and every tensor of its state dict (name, dtype, shape,
+    bytes): the identity of a set of weights for export/engine caches."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        h.update(repr(sorted(config.to_dict().items())).encode())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` via a temp file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def default_cache_dir() -> Path:
+    """$EMBODIED_STACK_CACHE, else $XDG_CACHE_HOME/embodied_stack, else ~/.cache/embodied_stack."""
+    env = os.environ.get("EMBODIED_STACK_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "embodied_stack"
+
+
+def make_runtime(kind: str, model, **kwargs) -> Runtime:
+    """Build a runtime by name: "torch", "onnxruntime" (alias "ort") or "tensorrt"."""
+    if kind == "torch":
+        from .torch_runtime import TorchRuntime
+
+        return TorchRuntime(model, **kwargs)
+    if kind in ("onnxruntime", "ort"):
+        from .onnx_runtime import OnnxRuntime
+
+        return OnnxRuntime(model, **kwargs)
+    if kind == "tensorrt":
+        from .tensorrt_runtime import TensorRTRuntime
+
+        return TensorRTRuntime(model, **kwargs)
+    raise ValueError(f"unknown runtime {kind!r}; allowed: 'torch', 'onnxruntime', 'tensorrt'")
+
+
+__all__ = [
+    "INPUT_NAMES",
+    "OUTPUT_NAME",
+    "Runtime",
+    "atomic_write_bytes",
+    "default_cache_dir",
+    "make_runtime",
+    "model_hash",
+]

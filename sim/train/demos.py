@@ -77,18 +77,17 @@ def _chunks(labels: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
 
 def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
     """Record the demonstrations into `out_dir/<world>/shard_XXXX.npz`; resumes if present."""
-    import gymnasium as gym
-
-    import embodied_stack.sim  # noqa: F401  (registers the worlds)
-    from embodied_stack.sim import WORLD_IDS
-    from embodied_stack.sim.experts import make_expert
-
     out = Path(out_dir) / config.world
     out.mkdir(parents=True, exist_ok=True)
     shards = math.ceil(config.episodes / config.shard_episodes)
     todo = [k for k in range(shards) if not (out / f"shard_{k:04d}.npz").exists()]
     if not todo:
         return out
+    import gymnasium as gym
+
+    import embodied_stack.sim  # noqa: F401  (registers the worlds)
+    from embodied_stack.sim import WORLD_IDS
+    from embodied_stack.sim.experts import make_expert
     env = gym.make(WORLD_IDS[config.world], width=config.width, height=config.height,
                    with_segmentation=False)
     expert = make_expert(env)
@@ -129,7 +128,7 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
             }
             path = out / f"shard_{k:04d}.npz"
             tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **arrays)
+            np.savez_compressed(tmp, **arrays)  # rendered scenes compress ~50x
             os.replace(tmp, path)
     finally:
         bar.close()

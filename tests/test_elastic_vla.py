@@ -1,0 +1,269 @@
+"""ElasticVLA modeling: config, tokenizer, forward/select_action, training interface, files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from embodied_stack.models.policy.elastic_vla import ElasticVLA
+from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+from embodied_stack.models.policy.interface import Action, Observation, Policy
+from embodied_stack.models.policy.tokenizer import InstructionTokenizer
+
+SMALL = dict(hidden_size=64, num_heads=2, ffn_size=128, num_layers=2, vision_width=32, vocab_size=256)
+
+
+def make_obs(seed=0, embodiment="arm", size=64, depth=True, instruction="Touch the red cube!"):
+    rng = np.random.default_rng(seed)
+    return Observation(
+        rgb=rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        depth=rng.random((size, size), dtype=np.float32) * 2 if depth else None,
+        instruction=instruction,
+        proprio=rng.standard_normal(8).astype(np.float32),
+        embodiment=embodiment,
+        stamp=12.5 + seed,
+    )
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return ElasticVLA()
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(1)
+    return ElasticVLA(ElasticVLAConfig(**SMALL))
+
+
+# ------------------------------------------------------------------ config
+@pytest.mark.parametrize(
+    "kwargs, fragment",
+    [
+        (dict(image_size=4), "image_size=4 is outside the allowed range [8, 1024]"),
+        (dict(image_size=64, patch_size=7), "must be a multiple of patch_size=7"),
+        (dict(hidden_size=130, num_heads=4), "hidden_size=130 must be a multiple of num_heads=4"),
+        (dict(num_layers=0), "num_layers=0 is outside the allowed range [1, 128]"),
+        (dict(depth_max_m=-1.0), "depth_max_m=-1.0 is outside the allowed range (0.0"),
+        (dict(action_bins=1), "action_bins=1 is outside the allowed range [2, 65536]"),
+        (dict(embodiments={"arm": 4}), "embodiments['arm']=4 is outside the allowed range [1, 3]"),
+        (dict(use_depth="yes"), "use_depth='yes' must be True or False"),
+        (dict(num_layers=2.5), "num_layers=2.5 is outside"),
+        (dict(model_type="other"), "model_type='other'"),
+    ],
+)
+def test_config_validation(kwargs, fragment):
+    with pytest.raises(ValueError) as e:
+        ElasticVLAConfig(**kwargs)
+    assert fragment in str(e.value)
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = ElasticVLAConfig(**SMALL)
+    cfg.save(tmp_path / "c.json")
+    assert ElasticVLAConfig.load(tmp_path / "c.json") == cfg
+    data = cfg.to_dict() | {"bogus": 1}
+    with pytest.raises(ValueError, match="unknown fields \\['bogus'\\]"):
+        ElasticVLAConfig.from_dict(data)
+
+
+def test_default_config_shape():
+    c = ElasticVLAConfig()
+    assert c.num_image_tokens == 64 and c.head_dim == 32
+    assert c.seq_len == 64 + c.max_instruction_tokens + 1 + c.chunk_length * 3
+
+
+# ------------------------------------------------------------------ tokenizer
+def test_tokenizer_split_pad_truncate_and_json(tmp_path):
+    tok = InstructionTokenizer.from_words(["touch the red cube", "blue", "!"])
+    assert tok.vocab[:2] == ["<pad>", "<unk>"]
+    ids = tok.encode("Touch the RED cube, now!", 8)
+    assert len(ids) == 8
+    assert tok.decode(ids) == "touch the red cube <unk> <unk> !"
+    assert ids[-1] == tok.pad_id
+    assert tok.encode("touch the red cube", 2) == tok.encode("touch the", 2)
+    tok.save(tmp_path / "t.json")
+    again = InstructionTokenizer.load(tmp_path / "t.json")
+    assert again.vocab == tok.vocab
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "bpe", "vocab": []}))
+    with pytest.raises(ValueError, match="not a word-level tokenizer"):
+        InstructionTokenizer.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="duplicate"):
+        InstructionTokenizer(["<pad>", "<unk>", "a", "a"])
+
+
+def test_tokenizer_larger_than_vocab_refused():
+    tok = InstructionTokenizer.from_words([f"w{i}" for i in range(300)])
+    with pytest.raises(ValueError, match="vocab_size=256"):
+        ElasticVLA(ElasticVLAConfig(**SMALL), tok)
+
+
+# ------------------------------------------------------------------ forward / select_action
+def test_is_policy_and_forward_shape(small):
+    assert isinstance(small, Policy) and isinstance(small, torch.nn.Module)
+    batch = small.obs_to_batch([make_obs(0), make_obs(1, "vehicle")])
+    assert batch["pixels"].shape == (2, 4, 64, 64) and batch["pixels"].dtype == torch.float32
+    assert float(batch["pixels"][:, :3].max()) <= 1.0 and float(batch["pixels"][:, 3].min()) >= 0.0
+    with torch.no_grad():
+        logits = small.forward_batch(batch)
+    c = small.config
+    assert logits.shape == (2, c.chunk_length * 3, c.action_bins)
+    assert batch["action_mask"][0].all() and batch["action_mask"][1].tolist() == [True, True, False] * c.chunk_length
+
+
+@pytest.mark.parametrize("embodiment, dims", [("arm", 3), ("vehicle", 2)])
+def test_select_action(small, embodiment, dims):
+    small.set_submodel("1/2")
+    try:
+        act = small.select_action(make_obs(3, embodiment))
+    finally:
+        small.set_submodel("full")
+    assert isinstance(act, Action)
+    assert act.chunk.shape == (small.config.chunk_length, dims) and act.chunk.dtype == np.float32
+    assert np.all(np.abs(act.chunk) < 1.0)
+    assert act.stamp == 15.5 and act.submodel == "1/2" and act.latency_s > 0
+
+
+def test_select_action_matches_batched_argmax_and_handles_other_sizes(small):
+    obs = make_obs(4, size=96, depth=False)
+    act = small.select_action(obs)
+    batch = small.obs_to_batch([obs])
+    with torch.no_grad():
+        ids = small.forward_batch(batch).argmax(-1)
+    np.testing.assert_array_equal(act.chunk, small.tokens_to_actions(ids, 3)[0].numpy())
+    assert float(batch["pixels"][0, 3].abs().max()) == 0.0  # no depth -> zero channel
+
+
+def test_depth_nan_and_far_values_are_sanitised(small):
+    obs = make_obs(5)
+    obs.depth[0, 0], obs.depth[0, 1], obs.depth[0, 2] = np.nan, np.inf, 1e6
+    px = small.obs_to_batch([obs])["pixels"][0, 3]
+    assert torch.isfinite(px).all() and float(px.max()) <= 1.0
+    assert float(px[0, 0]) == 0.0 and float(px[0, 2]) == 1.0
+
+
+def test_action_token_round_trip(small):
+    c = small.config
+    chunk = torch.rand(2, c.chunk_length, 2) * 2 - 1
+    ids = small.actions_to_tokens(chunk)
+    assert ids.shape == (2, c.chunk_length * 3)
+    back = small.tokens_to_actions(ids, 2)
+    assert float((back - chunk).abs().max()) <= 1.0 / c.action_bins + 1e-6
+
+
+# ------------------------------------------------------------------ training interface
+def test_log_probs_entropy_and_masking(small):
+    c = small.config
+    batch = small.obs_to_batch([make_obs(0, "arm"), make_obs(1, "vehicle")])
+    tokens = small.actions_to_tokens(torch.zeros(2, c.chunk_length, 3))
+    small.train()
+    try:
+        lp = small.log_probs(batch, tokens)
+        ent = small.entropy(batch)
+        assert lp.shape == ent.shape == (2, c.chunk_length * 3)
+        assert (lp <= 0).all() and (ent >= 0).all()
+        third = torch.arange(c.chunk_length * 3) % 3 == 2
+        assert (lp[1, third] == 0).all() and (ent[1, third] == 0).all()  # vehicle: 3rd dim masked
+        assert (lp[0, third] < 0).all() and (ent[0, third] > 0).all()
+        assert float(ent.detach().max()) <= np.log(c.action_bins) + 1e-4
+        # the chunk log-prob is the sum over its tokens; gradients reach the weights
+        lp.sum(-1).mean().backward()
+        assert small.action_head.weight.grad is not None
+        assert small.layers[0].q_proj.weight.grad.abs().sum() > 0
+    finally:
+        small.zero_grad(set_to_none=True)
+        small.eval()
+    # without action_mask in the batch the embodiment decides
+    no_mask = {k: v for k, v in batch.items() if k != "action_mask"}
+    with torch.no_grad():
+        assert torch.equal(small.log_probs(no_mask, tokens), small.log_probs(batch, tokens))
+
+
+# ------------------------------------------------------------------ files
+def _saved(model, tmp_path):
+    d = tmp_path / "m"
+    model.save_pretrained(d)
+    return d
+
+
+def test_round_trip_bit_identical(model, tmp_path):
+    d = _saved(model, tmp_path)
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    loaded = ElasticVLA.from_pretrained(d)
+    batch = model.obs_to_batch([make_obs(i, "arm" if i % 2 else "vehicle") for i in range(3)])
+    with torch.no_grad():
+        for name in ("full", "1/4"):
+            model.set_submodel(name)
+            loaded.set_submodel(name)
+            assert torch.equal(model.forward_batch(batch), loaded.forward_batch(batch))
+    model.set_submodel("full")
+    loaded.set_submodel("full")
+    obs = make_obs(9)
+    np.testing.assert_array_equal(model.select_action(obs).chunk, loaded.select_action(obs).chunk)
+
+
+def _rewrite(d, fn):
+    path = d / "model.safetensors"
+    tensors = load_file(str(path))
+    fn(tensors)
+    save_file(tensors, str(path))
+
+
+def test_refuses_corrupt_file(small, tmp_path):
+    d = _saved(small, tmp_path)
+    raw = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(b"\x00\x01garbage" + raw[40:100])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        ElasticVLA.from_pretrained(d)
+
+
+def test_refuses_truncated_file(small, tmp_path):
+    d = _saved(small, tmp_path)
+    raw = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="safetensors"):
+        ElasticVLA.from_pretrained(d)
+
+
+def test_refuses_wrong_shape(small, tmp_path):
+    d = _saved(small, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["ffn_size"] = 96
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError) as e:
+        ElasticVLA.from_pretrained(d)
+    assert "layers.0.gate_proj.weight: shape (128, 64) but config needs (96, 64)" in str(e.value)
+
+
+def test_refuses_wrong_dtype(small, tmp_path):
+    d = _saved(small, tmp_path)
+    _rewrite(d, lambda t: t.__setitem__("final_norm.weight", t["final_norm.weight"].half()))
+    with pytest.raises(ValueError, match="final_norm.weight: dtype F16 but model needs F32"):
+        ElasticVLA.from_pretrained(d)
+
+
+def test_refuses_missing_and_extra_keys(small, tmp_path):
+    d = _saved(small, tmp_path)
+    _rewrite(d, lambda t: t.pop("action_head.bias"))
+    with pytest.raises(ValueError, match=r"missing keys \['action_head.bias'\]"):
+        ElasticVLA.from_pretrained(d)
+    d2 = tmp_path / "extra"
+    small.save_pretrained(d2)
+    _rewrite(d2, lambda t: t.__setitem__("sneaky.weight", torch.zeros(3)))
+    with pytest.raises(ValueError, match=r"unexpected keys \['sneaky.weight'\]"):
+        ElasticVLA.from_pretrained(d2)
+
+
+def test_refuses_non_finite_and_missing_files(small, tmp_path):
+    d = _saved(small, tmp_path)
+    _rewrite(d, lambda t: t["tok_embed"].__setitem__((0, 0), float("nan")))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        ElasticVLA.from_pretrained(d)
+    (d / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="missing tokenizer.json"):
+        ElasticVLA.from_pretrained(d)

@@ -1,0 +1,231 @@
+"""Runtimes: torch eager, ONNX export + ONNX Runtime, the TensorRT engine cache, profiling."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS
+from embodied_stack.models.policy.elastic_vla import ElasticVLA
+from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+from embodied_stack.models.policy.interface import Observation
+from embodied_stack.models.runtime import atomic_write_bytes, make_runtime, model_hash
+from embodied_stack.models.runtime.profiling import (
+    device_key,
+    measure_latency,
+    percentiles,
+    read_latency_table,
+    write_latency_table,
+)
+from embodied_stack.models.runtime.tensorrt_runtime import (
+    EngineCache,
+    EngineCacheKey,
+    TensorRTRuntime,
+    TensorRTUnavailable,
+    import_tensorrt,
+)
+from embodied_stack.models.runtime.torch_runtime import TorchRuntime
+
+TINY = dict(hidden_size=64, num_heads=2, ffn_size=128, num_layers=2, vision_width=32, vocab_size=256,
+            max_instruction_tokens=8, chunk_length=2)
+
+
+def observations(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        Observation(
+            rgb=rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+            depth=rng.random((64, 64), dtype=np.float32),
+            instruction=["touch the red cube", "keep the lane"][i % 2],
+            proprio=rng.standard_normal(8).astype(np.float32),
+            embodiment=["arm", "vehicle"][i % 2],
+        )
+        for i in range(n)
+    ]
+
+
+# ------------------------------------------------------------------ torch
+def test_torch_runtime_matches_model_and_drives_select_action():
+    torch.manual_seed(0)
+    m = ElasticVLA(ElasticVLAConfig(**TINY))
+    rt = TorchRuntime(m, num_threads=torch.get_num_threads())
+    batch = m.obs_to_batch(observations(3))
+    with torch.no_grad():
+        m.set_submodel("1/2")
+        ref = m.forward_batch(batch)
+    m.set_submodel("full")
+    assert torch.equal(rt.run(batch, "1/2"), ref)
+    assert m.submodel == "1/2"  # the runtime switched the model
+    obs = observations(1)[0]
+    plain = m.select_action(obs).chunk
+    m.use_runtime(rt)
+    np.testing.assert_array_equal(m.select_action(obs).chunk, plain)
+    m.use_runtime(None)
+    assert rt.description == "torch:cpu:fp32"
+
+
+def test_torch_runtime_argument_checks():
+    m = ElasticVLA(ElasticVLAConfig(**TINY))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        TorchRuntime(m, precision="bf16")
+    with pytest.raises(ValueError, match="allowed"):
+        TorchRuntime(m, precision="fp8")
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        TorchRuntime(m, cuda_graph=True)
+    with pytest.raises(ValueError, match="unknown runtime 'tflite'"):
+        make_runtime("tflite", m)
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+def _check_ort(m, names, cache_dir):
+    from embodied_stack.models.runtime.onnx_runtime import OnnxRuntime
+
+    ort = OnnxRuntime(m, cache_dir=cache_dir, submodels=names, intra_op_threads=1)
+    assert ort.providers[-1] == "CPUExecutionProvider"
+    for bs in (1, 5):  # dynamic batch
+        batch = m.obs_to_batch(observations(bs, seed=bs))
+        for name in names:
+            m.set_submodel(name)
+            with torch.no_grad():
+                ref = m.forward_batch(batch)
+            out = ort.run(batch, name)
+            assert out.shape == ref.shape
+            assert float((out - ref).abs().max()) <= 1e-4, name
+    m.set_submodel("full")
+    return ort
+
+
+def test_onnx_export_matches_torch_and_is_cached(tmp_path):
+    torch.manual_seed(0)
+    m = ElasticVLA(ElasticVLAConfig(**TINY))
+    ort = _check_ort(m, ["1/4"], tmp_path)
+    files = sorted((tmp_path / "onnx").iterdir())
+    assert [f.suffix for f in files] == [".onnx"]  # no temp files left behind
+    mtime = files[0].stat().st_mtime_ns
+    # same weights -> cache hit (no re-export); ORT drives select_action
+    from embodied_stack.models.runtime.onnx_runtime import OnnxRuntime, onnx_cache_path
+
+    again = OnnxRuntime(m, cache_dir=tmp_path, submodels=["1/4"], intra_op_threads=1)
+    assert files[0].stat().st_mtime_ns == mtime
+    m.set_submodel("1/4")
+    obs = observations(1)[0]
+    plain = m.select_action(obs).chunk
+    m.use_runtime(again)
+    np.testing.assert_array_equal(m.select_action(obs).chunk, plain)
+    m.use_runtime(None)
+    with pytest.raises(KeyError, match="not prepared"):
+        again.run(m.obs_to_batch([obs]), "full")
+    # changed weights -> a different cache file
+    old = onnx_cache_path(m, "1/4", tmp_path)
+    with torch.no_grad():
+        m.action_head.bias.add_(1.0)
+    assert onnx_cache_path(m, "1/4", tmp_path) != old
+    m.set_submodel("full")
+    ort.close()
+
+
+@pytest.mark.slow
+def test_onnx_every_named_submodel_default_config(tmp_path):
+    torch.manual_seed(0)
+    m = ElasticVLA()
+    _check_ort(m, list(NAMED_SUBMODELS), tmp_path)
+
+
+# ------------------------------------------------------------------ TensorRT engine cache
+def _key(**over):
+    base = dict(
+        model_hash="abc",
+        submodel="full",
+        trt_version="10.3.0",
+        compute_capability="9.0",
+        precision="fp16",
+        input_shapes=(("pixels", (1, 4, 64, 64)), ("tokens", (1, 16))),
+    )
+    base.update(over)
+    return EngineCacheKey(**base)
+
+
+def test_engine_cache_key_changes_on_every_field():
+    k = _key()
+    changes = dict(
+        model_hash="abd",
+        submodel="1/2",
+        trt_version="10.4.0",
+        compute_capability="8.7",
+        precision="bf16",
+        input_shapes=(("pixels", (2, 4, 64, 64)), ("tokens", (2, 16))),
+    )
+    assert set(changes) == {f.name for f in dataclasses.fields(EngineCacheKey)}
+    digests = {k.digest()}
+    for field, value in changes.items():
+        other = _key(**{field: value})
+        assert other.digest() != k.digest(), field
+        assert other.filename() != k.filename(), field
+        digests.add(other.digest())
+    assert len(digests) == len(changes) + 1
+    assert _key().digest() == k.digest()  # deterministic
+    with pytest.raises(ValueError, match="precision='fp64'"):
+        _key(precision="fp64")
+
+
+def test_engine_cache_lookup_store_and_mismatch(tmp_path):
+    cache = EngineCache(tmp_path)
+    k = _key()
+    assert cache.lookup(k) is None  # miss -> rebuild
+    path = cache.store(k, b"engine-bytes")
+    assert cache.lookup(k) == path and path.read_bytes() == b"engine-bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, path.with_suffix(".json").name])
+    for field, value in dict(trt_version="10.4.0", compute_capability="8.7", precision="fp32",
+                             input_shapes=(("pixels", (8, 4, 64, 64)),)).items():
+        assert cache.lookup(_key(**{field: value})) is None, field
+    # a sidecar that disagrees with the key (e.g. a hash collision or a hand-copied file) is a miss
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["trt_version"] = "9.0"
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    assert cache.lookup(k) is None
+
+
+def test_absent_tensorrt_gives_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
+    with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed.*onnxruntime"):
+        import_tensorrt()
+    m = ElasticVLA(ElasticVLAConfig(**TINY))
+    with pytest.raises(TensorRTUnavailable):
+        TensorRTRuntime(m)
+    with pytest.raises(TensorRTUnavailable):
+        make_runtime("tensorrt", m)
+
+
+# ------------------------------------------------------------------ helpers
+def test_model_hash_and_atomic_write(tmp_path):
+    torch.manual_seed(0)
+    a = ElasticVLA(ElasticVLAConfig(**TINY))
+    h = model_hash(a)
+    assert model_hash(a) == h
+    with torch.no_grad():
+        a.final_norm.weight[0] += 1e-3
+    assert model_hash(a) != h
+    p = atomic_write_bytes(tmp_path / "sub" / "x.bin", b"123")
+    assert p.read_bytes() == b"123" and [q.name for q in p.parent.iterdir()] == ["x.bin"]
+
+
+def test_latency_table_and_percentiles(tmp_path):
+    samples = measure_latency(lambda: None, iters=20, warmup=2)
+    assert len(samples) == 20
+    p = percentiles([0.001] * 50 + [0.003] * 50)
+    assert p["p50_ms"] == pytest.approx(2.0) and p["p95_ms"] == pytest.approx(3.0)
+    assert device_key("cpu").startswith("cpu:")
+    path = tmp_path / "table.json"
+    write_latency_table(path, "cpu:test", {"full": {"p50_ms": 3.0, "p95_ms": 4.0, "weight_mb": 3.9}})
+    write_latency_table(path, "cuda:gpu", {"full": {"p50_ms": 0.2, "p95_ms": 0.3, "weight_mb": 3.9}})
+    assert read_latency_table(path, "cpu:test")["full"]["p95_ms"] == 4.0
+    assert set(json.loads(path.read_text())) == {"cpu:test", "cuda:gpu"}
+    with pytest.raises(KeyError, match="no latency entry"):
+        read_latency_table(path, "cpu:other")
+    with pytest.raises(ValueError, match="p95_ms"):
+        write_latency_table(path, "cpu:x", {"full": {"p50_ms": 1.0, "weight_mb": 1.0}})
