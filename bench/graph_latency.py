@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -43,7 +44,7 @@ WORLD_RATE_HZ = 10.0  # Tabletop's control rate; realtime_factor scales it
 
 
 def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, seconds: float,
-            warmup: float = 2.0) -> dict:
+            warmup: float = 2.0, runtime: str = "torch") -> dict:
     context = rclpy.Context()
     rclpy.init(context=context)
     width, height = size
@@ -52,7 +53,8 @@ def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, se
         Parameter("height", value=height), Parameter("realtime_factor", value=rate / WORLD_RATE_HZ),
         Parameter("publish_expert", value=backend == "expert"), Parameter("seed", value=500),
     ])
-    policy_params = {"backend": backend, "embodiment": "arm", "control_rate_hz": rate}
+    policy_params = {"backend": backend, "embodiment": "arm", "control_rate_hz": rate,
+                     "runtime": runtime}
     nodes = [bridge]
     peer = None
     if separate:
@@ -73,28 +75,32 @@ def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, se
 
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 20)
     nodes.append(listener)
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=4, context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
     for node in nodes:
         executor.add_node(node)
+    # The executor spins in its own thread; this one only watches (a spin_once loop in
+    # Python costs a core of its own).
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     try:
         start = time.monotonic()
         while not bridge.latencies_s and time.monotonic() - start < 60:
-            executor.spin_once(timeout_sec=0.02)
+            time.sleep(0.02)
         if not bridge.latencies_s:
             raise RuntimeError("the policy node never answered a frame")
         end_warm = time.monotonic() + warmup
         while time.monotonic() < end_warm:
-            executor.spin_once(timeout_sec=0.02)
+            time.sleep(0.02)
         bridge.latencies_s.clear()
         missed0, steps0 = bridge.missed_commands, bridge.steps
         dropped0 = int(policy_diag.get("dropped_stale", 0))
         end = time.monotonic() + seconds
         while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.02)
+            time.sleep(0.02)
         # One more diagnostics period for the policy's final counters.
         end = time.monotonic() + 1.1
         while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.02)
+            time.sleep(0.02)
         lat = np.array(bridge.latencies_s) * 1e3
         return {
             "p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
@@ -104,6 +110,7 @@ def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, se
             "model_p50_ms": float(policy_diag.get("model_p50_ms", "nan")),
         }
     finally:
+        executor.shutdown(timeout_sec=2.0)
         if peer is not None:
             peer.terminate()
             peer.wait(timeout=10)
@@ -117,6 +124,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="shorter runs (< 60 s here)")
     parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
     parser.add_argument("--backend", default="vla", choices=["vla", "expert"])
+    parser.add_argument("--runtime", default="onnxruntime", choices=["torch", "onnxruntime"],
+                        help="vla runtime in the policy node (default onnxruntime)")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per config")
     args = parser.parse_args(argv)
     seconds = args.seconds or (4.0 if args.quick else 20.0)
@@ -128,7 +137,7 @@ def main(argv=None) -> dict:
     for rate, size, separate in tqdm(configs, desc="graph latency", unit="config"):
         name = f"{int(rate)}hz_{size[0]}x{size[1]}_{'procs' if separate else 'inproc'}"
         r = measure(rate, size, separate, args.backend, seconds,
-                    warmup=1.0 if args.quick else 2.0)
+                    warmup=1.0 if args.quick else 2.0, runtime=args.runtime)
         rows.append((name, r))
         for k in ("p50_ms", "p95_ms", "p99_ms", "missed", "dropped", "frames", "model_p50_ms"):
             results[f"{name}_{k}"] = round(r[k], 3) if isinstance(r[k], float) else r[k]
@@ -137,8 +146,9 @@ def main(argv=None) -> dict:
     results["p99_over_model_ms"] = round(headline["p99_ms"] - headline["model_p50_ms"], 3)
     results["missed_ticks"] = headline["missed"]
     results["backend"] = args.backend
+    results["runtime"] = args.runtime
 
-    table = Table(title=f"Camera -> command latency, backend={args.backend} "
+    table = Table(title=f"Camera -> command latency, backend={args.backend} ({args.runtime}) "
                         "(target: p99 <= model + 20 ms at 15 Hz, no missed ticks)")
     for col in ("config", "frames", "p50 ms", "p95 ms", "p99 ms", "model p50 ms", "missed",
                 "dropped"):

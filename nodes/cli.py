@@ -23,6 +23,9 @@ def main(argv=None) -> int:
     demo.add_argument("--backend", default="vla", choices=["vla", "expert"],
                       help="policy backend: vla = the embedded default model (default), "
                            "expert = the simulator's scripted expert")
+    demo.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"],
+                      help="vla runtime (default onnxruntime: ~2x faster on CPU; exported "
+                           "once per submodel and cached)")
     demo.add_argument("--model", default="", help="model directory (default: the shipped model)")
     demo.add_argument("--submodel", default="full", help="elastic submodel (default full)")
     demo.add_argument("--out", default="runs", help="folder for bags and report (default runs/)")

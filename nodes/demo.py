@@ -1,7 +1,7 @@
 """The simulation demo: sim bridge + policy node as real rclpy nodes over DDS, N episodes in
 each world, success rate, camera->command latency, missed ticks, and an MCAP rosbag2.
 
-All nodes run in this process on one MultiThreadedExecutor (DDS still carries every message;
+All nodes run in this process on one executor thread (DDS still carries every message;
 `bench/graph_latency.py` compares against separate processes).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ class WorldRun:
 def run_world(world: str, episodes: int, seed: int, backend: str, model_path: str,
               submodel: str, bag_path: Path | None, width: int = 64, height: int = 64,
               rate_hz: float | None = None, mode: str = "realtime", timeout_s: float = 300.0,
-              progress=None) -> WorldRun:
+              progress=None, runtime: str = "torch") -> WorldRun:
     configure_dds_environment()
     import rclpy
     from rclpy.parameter import Parameter
@@ -67,19 +68,23 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
             Parameter("backend", value=backend), Parameter("model_path", value=model_path),
             Parameter("embodiment", value=EMBODIMENT[world]),
             Parameter("submodel", value=submodel), Parameter("control_rate_hz", value=float(rate)),
+            Parameter("runtime", value=runtime),
         ])
         nodes.append(policy)
         recorder = None
         if bag_path is not None:
             recorder = BagRecorder(bag_path, context=context)
             nodes.append(recorder)
-        executor = rclpy.executors.MultiThreadedExecutor(num_threads=4, context=context)
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
         for node in nodes:
             executor.add_node(node)
+        # Spin in a thread of its own; this one only watches (a spin_once loop costs a core).
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
         start = time.monotonic()
         done = 0
         while not bridge.finished and time.monotonic() - start < timeout_s:
-            executor.spin_once(timeout_sec=0.05)
+            time.sleep(0.02)
             if progress is not None and len(bridge.results) > done:
                 progress(len(bridge.results) - done, bridge.results[-1])
                 done = len(bridge.results)
@@ -89,7 +94,8 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         # Let the last messages reach the recorder before closing the bag.
         end = time.monotonic() + 0.3
         while time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.05)
+            time.sleep(0.02)
+        executor.shutdown(timeout_sec=2.0)
         stats = dict(policy.stats)
         summary = bridge.summary()
         summary["missed_ticks"] = stats.get("missed_ticks", 0)
@@ -124,7 +130,11 @@ def demo(args) -> int:
     console = Console()
     run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=False)
+    if args.backend == "vla" and args.runtime == "onnxruntime":
+        console.print("preparing ONNX Runtime sessions (exported once per submodel, then "
+                      "cached in ~/.cache/embodied_stack) ...")
     console.print(f"[bold]embodied_stack demo[/bold]: backend={args.backend} "
+                  f"runtime={args.runtime} "
                   f"submodel={args.submodel}, {args.episodes} episode(s) per world, "
                   f"bags in {run_dir}")
     runs = []
@@ -137,13 +147,13 @@ def demo(args) -> int:
 
         run = run_world(world, args.episodes, args.seed, args.backend, args.model or "",
                         args.submodel, None if args.no_bag else run_dir / world,
-                        progress=progress)
+                        progress=progress, runtime=args.runtime)
         bar.close()
         runs.append(run)
     table = Table(title="Simulation demo (camera stamp -> command, wall clock)")
     for col in ("world", "success", "p50 ms", "p95 ms", "p99 ms", "model p50 ms",
-                "missed ticks", "bag messages"):
-        table.add_column(col, justify="right")
+                "missed ticks", "bag msgs"):
+        table.add_column(col, justify="right", no_wrap=True)
     report = {}
     ok = True
     for run in runs:

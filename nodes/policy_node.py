@@ -86,8 +86,10 @@ def _str(desc, read_only=False):
     return ParameterDescriptor(description=desc, read_only=read_only)
 
 
-def load_backend(name: str, model_path: str, device: str) -> Policy:
-    """Build the policy backend the `backend` parameter names."""
+def load_backend(name: str, model_path: str, device: str, runtime: str = "torch") -> Policy:
+    """Build the policy backend the `backend` parameter names. For `vla`, a runtime other
+    than torch is prepared here (ONNX export / engine build for every named submodel, cached
+    on disk), never in the control loop."""
     if name == "expert":
         from embodied_stack.models.policy.expert_relay import ExpertRelayPolicy
 
@@ -95,7 +97,12 @@ def load_backend(name: str, model_path: str, device: str) -> Policy:
     if name == "vla":
         from embodied_stack.models.policy import load_default_policy
 
-        return load_default_policy(model_path or None, device=device)
+        policy = load_default_policy(model_path or None, device=device)
+        if runtime != "torch":
+            from embodied_stack.models.runtime import make_runtime
+
+            policy.use_runtime(make_runtime(runtime, policy))
+        return policy
     if name == "mimo":
         from embodied_stack.models.policy.mimo_adapter import MiMoEmbodiedPolicy
 
@@ -114,6 +121,8 @@ class PolicyNode(Node):
                                  "(MiMo-Embodied-7B checkpoint), expert (sim only)", True))
         p("model_path", "", _str("model directory; empty = the shipped default model", True))
         p("device", "cpu", _str("torch device for the backend: cpu, cuda, cuda:0", True))
+        p("runtime", "torch", _str("vla runtime: torch (eager) or onnxruntime (exported per "
+                                   "submodel at start-up, cached; faster on CPU)", True))
         p("submodel", "full", _str("elastic submodel (full, 3/4, 1/2, 1/4 for ElasticVLA); "
                                    "switchable at run time"))
         p("embodiment", "arm", _str("arm (servo/delta_twist_cmds) or vehicle (cmd_vel)", True))
@@ -164,7 +173,7 @@ class PolicyNode(Node):
             max_reverse=g("max_reverse")))
 
         self.policy = policy if policy is not None else load_backend(
-            g("backend"), g("model_path"), g("device"))
+            g("backend"), g("model_path"), g("device"), g("runtime"))
         self.backend_name = g("backend") if policy is None else type(policy).__name__
         if g("submodel") not in self.policy.submodel_names:
             raise ValueError(f"submodel {g('submodel')!r} not in {self.policy.submodel_names}")
@@ -540,7 +549,9 @@ class PolicyNode(Node):
 def main(args=None) -> None:
     rclpy.init(args=args)
     node = PolicyNode()
-    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+    # One executor thread is enough (inference has its own thread) and, unlike rclpy's
+    # MultiThreadedExecutor, it does not busy-wait a core away from the model.
+    executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:
         executor.spin()
