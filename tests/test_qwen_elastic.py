@@ -149,8 +149,12 @@ def test_every_named_submodel_runs_and_shrinks(elastic):
     assert len(set(counts)) == len(counts)  # each named submodel strictly smaller on this model
     dims = {n: el.dims(n) for n in el.submodel_names}
     assert dims["full"].hidden == 64 and dims["full"].layers == (0, 1, 2, 3)
-    assert dims["1/4"].hidden == 32 and dims["1/4"].q_heads == 4 and dims["1/4"].ffn == 64
-    assert len(dims["1/4"].layers) == 2
+    # The tiny model: hidden 64, 8 query heads in 4 KV groups, FFN 128, 4 layers.
+    spec = NAMED_SUBMODELS["1/4"]
+    assert dims["1/4"].hidden == round(64 * spec.hidden_frac / 16) * 16  # whole head dims
+    assert dims["1/4"].q_heads == round(8 * spec.heads_frac)
+    assert dims["1/4"].ffn == round(128 * spec.ffn_frac)
+    assert len(dims["1/4"].layers) == max(1, round(4 * spec.depth_frac))
 
 
 def test_submodels_are_views_of_the_parent(elastic):
