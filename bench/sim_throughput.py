@@ -4,7 +4,8 @@
 Configurations: 64x64 (the policy resolution) with and without the segmentation pass, 320x240
 (the perception resolution), each in one process, and 64x64 in a Gymnasium AsyncVectorEnv over
 2 worker processes. Random actions from a seeded action space; episodes reset when they end
-(resets are counted in the time, as in training).
+(resets are counted in the time, as in training). Single-process rows run pinned to one core
+with Mesa's llvmpipe single-threaded (LP_NUM_THREADS=0); the vector env uses both cores.
 
     python bench/sim_throughput.py [--quick] [--json out.json]
 
@@ -19,7 +20,11 @@ import json
 import os
 import time
 
-import gymnasium as gym
+# One core means one core: Mesa's llvmpipe rasteriser otherwise spreads each frame over
+# threads on every core. Set before any GL context exists (the worlds import MuJoCo lazily).
+os.environ.setdefault("LP_NUM_THREADS", "0")
+
+import gymnasium as gym  # noqa: E402
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -87,17 +92,22 @@ def main(argv=None) -> dict:
                                                              for w in args.worlds]
     results: dict[str, float] = {}
     rows = []
+    all_cores = os.sched_getaffinity(0)
     for world, name, width, height, seg in tqdm(jobs, desc="sim throughput", unit="config"):
         if name.endswith("vec2"):
+            os.sched_setaffinity(0, all_cores)  # the workers inherit it: one core each
             rate = run_vector(world, 2, steps)
         else:
+            os.sched_setaffinity(0, {min(all_cores)})  # "per core": pinned to one
             n = steps if width <= 64 else max(200, steps // 5)
             rate = run_single(world, width, height, seg, n)
         results[f"{world}_{name}_steps_per_s"] = round(rate, 1)
         rows.append((world, name, rate))
+    os.sched_setaffinity(0, all_cores)
     for world in args.worlds:
         results[f"{world}_steps_per_s"] = results[f"{world}_64x64_steps_per_s"]
     results["cpu_count"] = os.cpu_count()
+    results["lp_num_threads"] = os.environ["LP_NUM_THREADS"]
 
     table = Table(title="Simulation throughput (env steps/s; target >= 1000 at 64x64 RGB-D)")
     for col in ("world", "config", "steps/s", "ms/step"):

@@ -121,7 +121,7 @@ class PolicyNode(Node):
                                  "(MiMo-Embodied-7B checkpoint), expert (sim only)", True))
         p("model_path", "", _str("model directory; empty = the shipped default model", True))
         p("device", "cpu", _str("torch device for the backend: cpu, cuda, cuda:0", True))
-        p("runtime", "torch", _str("vla runtime: torch (eager) or onnxruntime (exported per "
+        p("runtime", "onnxruntime", _str("vla runtime: torch (eager) or onnxruntime (exported per "
                                    "submodel at start-up, cached; faster on CPU)", True))
         p("submodel", "full", _str("elastic submodel (full, 3/4, 1/2, 1/4 for ElasticVLA); "
                                    "switchable at run time"))
