@@ -17,8 +17,6 @@ processes), plus <config>_{p50,p95,p99}_ms, <config>_missed, <config>_dropped, m
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import threading
@@ -28,6 +26,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
+
+from embodied_stack.models.files import atomic_write_json
 
 from embodied_stack.nodes.demo import configure_dds_environment
 
@@ -159,10 +159,7 @@ def main(argv=None) -> dict:
                       str(r["dropped"]))
     Console().print(table)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, results)
     return results
 
 

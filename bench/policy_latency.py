@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import json
-import os
 import sys
 import time
 
@@ -51,6 +49,7 @@ except ImportError:  # progress falls back to one line per step
             pass
 
 from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS, resident_weight_bytes
+from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy.elastic_vla import ElasticVLA
 from embodied_stack.models.policy.interface import Observation
 from embodied_stack.models.runtime import default_cache_dir
@@ -387,10 +386,8 @@ def main(argv=None) -> dict:
         if cuda_table:
             write_latency_table(args.table, device_key("cuda"), cuda_table)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({k: (round(v, 6) if isinstance(v, float) else v) for k, v in res.items()}, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, {k: (round(v, 6) if isinstance(v, float) else v)
+                                      for k, v in res.items()})
     return res
 
 

@@ -16,7 +16,6 @@ off, one process) plus <world>_<config>_steps_per_s for every row of the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -28,6 +27,8 @@ import gymnasium as gym  # noqa: E402
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
+
+from embodied_stack.models.files import atomic_write_json
 
 import embodied_stack.sim  # noqa: F401  (registers the worlds)
 from embodied_stack.sim import WORLD_IDS
@@ -116,10 +117,7 @@ def main(argv=None) -> dict:
         table.add_row(world, name, f"{rate:,.0f}", f"{1e3 / rate:.3f}")
     Console().print(table)
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, results)
     return results
 
 

@@ -7,7 +7,6 @@ All nodes run in this process on one executor thread (DDS still carries every me
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -127,6 +126,8 @@ def demo(args) -> int:
     from rich.table import Table
     from tqdm import tqdm
 
+    from embodied_stack.models.files import atomic_write_json
+
     console = Console()
     run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -167,9 +168,7 @@ def demo(args) -> int:
                              "bag_counts": run.bag_counts}
         ok &= s["episodes"] == args.episodes
     console.print(table)
-    with open(run_dir / "report.json.tmp", "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(run_dir / "report.json.tmp", run_dir / "report.json")
+    atomic_write_json(run_dir / "report.json", report)
     console.print(f"report: {run_dir / 'report.json'}; bags: "
                   + ", ".join(r.bag_path for r in runs if r.bag_path))
     return 0 if ok else 1

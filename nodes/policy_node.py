@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 import traceback
 
 import numpy as np

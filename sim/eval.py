@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-import os
 
 import numpy as np
 from tqdm import tqdm
+
+from embodied_stack.models.files import atomic_write_json
 
 from embodied_stack.models.policy.interface import Observation, Policy
 
@@ -90,10 +90,7 @@ def main(argv=None) -> dict:
             print(f"{submodel:5s} {world:9s} success {r['success']:.0%} "
                   f"outcomes {r['outcomes']} mean steps {r['mean_steps']:.1f}")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, results)
     return results
 
 

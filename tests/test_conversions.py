@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import Image
 
 from embodied_stack.nodes.conversions import (
     MessageRejected, K_to_camera_info, camera_info_to_K, check_instruction, depth_to_image,

@@ -16,8 +16,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool, String
 
 from embodied_stack.models.policy.interface import Action, Policy
-from embodied_stack.nodes.conversions import (K_to_camera_info, depth_to_image, rgb_to_image,
-                                              stamp_to_seconds)
+from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image
 from embodied_stack.nodes.policy_node import LATCHED, PolicyNode
 
 pytestmark = pytest.mark.ros

@@ -162,11 +162,9 @@ class ElasticVLAConfig:
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
+        from embodied_stack.models.files import atomic_write_json
+
+        atomic_write_json(path, self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ElasticVLAConfig":

@@ -89,11 +89,9 @@ class InstructionTokenizer:
         return {"type": FORMAT, "version": VERSION, "lowercase": True, "vocab": self.vocab}
 
     def save(self, path: str | os.PathLike) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
+        from embodied_stack.models.files import atomic_write_json
+
+        atomic_write_json(path, self.to_json(), indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InstructionTokenizer":

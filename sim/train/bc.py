@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS, calibrate_and_permute, \
     elastic_distillation_loss
 from embodied_stack.models.policy.elastic_vla import ElasticVLA
@@ -169,7 +170,7 @@ def _save_checkpoint(path: Path, model, optimizer, step: int, permuted: bool, lo
 def train(cfg: BCConfig, out_dir: str | os.PathLike) -> ElasticVLA:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bc_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    atomic_write_json(out / "bc_config.json", dataclasses.asdict(cfg))
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     if cfg.threads:
@@ -299,9 +300,7 @@ def main(argv=None) -> None:
                 results[f"success_{SUBMODEL_KEY[submodel]}_{world}"] = r["success"]
                 print(f"{submodel:5s} {world:9s} success {r['success']:.0%} {r['outcomes']}")
         model.set_submodel("full")
-        tmp = Path(args.out) / "eval.json.tmp"
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, Path(args.out) / "eval.json")
+        atomic_write_json(Path(args.out) / "eval.json", results)
     if args.export:
         model.save_pretrained(args.export)
         print(f"exported to {args.export}")

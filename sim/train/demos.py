@@ -133,7 +133,9 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
     finally:
         bar.close()
         env.close()
-    (out / "config.json").write_text(__import__("json").dumps(asdict(config), indent=2))
+    from embodied_stack.models.files import atomic_write_json
+
+    atomic_write_json(out / "config.json", asdict(config))
     return out
 
 
