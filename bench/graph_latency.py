@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
@@ -37,6 +36,7 @@ import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
+from embodied_stack.nodes.executor import spin_in_background  # noqa: E402
 from embodied_stack.nodes.policy_node import PolicyNode  # noqa: E402
 from embodied_stack.nodes.sim_bridge_node import SimBridgeNode  # noqa: E402
 
@@ -75,13 +75,7 @@ def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, se
 
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 20)
     nodes.append(listener)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    for node in nodes:
-        executor.add_node(node)
-    # The executor spins in its own thread; this one only watches (a spin_once loop in
-    # Python costs a core of its own).
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    executor = spin_in_background(nodes, context)
     try:
         start = time.monotonic()
         while not bridge.latencies_s and time.monotonic() - start < 60:

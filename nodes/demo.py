@@ -8,7 +8,6 @@ All nodes run in this process on one executor thread (DDS still carries every me
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
     import rclpy
     from rclpy.parameter import Parameter
 
+    from embodied_stack.nodes.executor import spin_in_background
     from embodied_stack.nodes.policy_node import PolicyNode
     from embodied_stack.nodes.recorder import BagRecorder
     from embodied_stack.nodes.sim_bridge_node import SimBridgeNode
@@ -74,12 +74,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         if bag_path is not None:
             recorder = BagRecorder(bag_path, context=context)
             nodes.append(recorder)
-        executor = rclpy.executors.SingleThreadedExecutor(context=context)
-        for node in nodes:
-            executor.add_node(node)
-        # Spin in a thread of its own; this one only watches (a spin_once loop costs a core).
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        executor = spin_in_background(nodes, context)
         start = time.monotonic()
         done = 0
         while not bridge.finished and time.monotonic() - start < timeout_s:

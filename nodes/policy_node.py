@@ -31,7 +31,6 @@ import threading
 import traceback
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry, Path
@@ -546,19 +545,9 @@ class PolicyNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = PolicyNode()
-    # One executor thread is enough (inference has its own thread) and, unlike rclpy's
-    # MultiThreadedExecutor, it does not busy-wait a core away from the model.
-    executor = rclpy.executors.SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    from embodied_stack.nodes.executor import run_node
+
+    run_node(PolicyNode, args)
 
 
 if __name__ == "__main__":

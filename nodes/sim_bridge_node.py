@@ -23,7 +23,6 @@ import math
 import time
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
@@ -285,15 +284,9 @@ def _header(stamp: TimeMsg, frame: str):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = SimBridgeNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    from embodied_stack.nodes.executor import run_node
+
+    run_node(SimBridgeNode, args)
 
 
 if __name__ == "__main__":
