@@ -151,7 +151,7 @@ def main(argv=None) -> dict:
         table.add_row(name, str(r["frames"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", f"{r['model_p50_ms']:.2f}", str(r["missed"]),
                       str(r["dropped"]))
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
     if args.json:
         atomic_write_json(args.json, results)
     return results

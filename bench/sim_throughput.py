@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
         table.add_column(col, justify="right" if col != "world" else "left")
     for world, name, rate in rows:
         table.add_row(world, name, f"{rate:,.0f}", f"{1e3 / rate:.3f}")
-    Console().print(table)
+    Console(width=max(Console().width, 110)).print(table)
     if args.json:
         atomic_write_json(args.json, results)
     return results

@@ -123,7 +123,7 @@ def demo(args) -> int:
 
     from embodied_stack.models.files import atomic_write_json
 
-    console = Console()
+    console = Console(width=max(Console().width, 110))  # logs and pipes default to 80
     run_dir = Path(args.out) / time.strftime("demo-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=False)
     if args.backend == "vla" and args.runtime == "onnxruntime":
