@@ -46,7 +46,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", data("launch/*.py")),
-        ("share/" + PACKAGE + "/config", data("config/*.yaml")),
+        ("share/" + PACKAGE + "/config", data("config/*.yaml") + data("config/*.json")),
     ],
     python_requires=">=3.10",
     install_requires=["setuptools"],

@@ -60,11 +60,13 @@ def test_colcon_build_installs_executables_launch_and_config(tmp_path):
     assert (prefix / "share/embodied_stack/package.xml").is_file()
     assert (prefix / "share/ament_index/resource_index/packages/embodied_stack").is_file()
     launch = sorted(p.name for p in (prefix / "share/embodied_stack/launch").glob("*.py"))
-    config = sorted(p.name for p in (prefix / "share/embodied_stack/config").glob("*.yaml"))
+    config = sorted(p.name for p in (prefix / "share/embodied_stack/config").iterdir())
     assert launch == sorted(p for p in os.listdir(os.path.join(REPO, "launch")) if p.endswith(".py"))
-    assert config == sorted(p for p in os.listdir(os.path.join(REPO, "config")) if p.endswith(".yaml"))
+    assert config == sorted(p for p in os.listdir(os.path.join(REPO, "config"))
+                            if p.endswith((".yaml", ".json")))
     exes = {p.name for p in (prefix / "lib/embodied_stack").iterdir()}
     assert {"embodied-stack", "policy_node", "sim_bridge_node"} <= exes, exes
     site = next((prefix / "lib").glob("python3*/site-packages"))
     assert (site / "embodied_stack/models/__init__.py").is_file()
+    assert (site / "embodied_stack/models/default_vla/model.safetensors").is_file()
     assert not (site / "models").exists() and not (site / "sim").exists()
