@@ -36,7 +36,12 @@ def main(argv=None) -> int:
             parser.error(f"--episodes must be >= 1, got {args.episodes}")
         from embodied_stack.nodes.demo import demo as run_demo
 
-        return run_demo(args)
+        try:
+            return run_demo(args)
+        except KeyboardInterrupt:
+            print("\ninterrupted: bags recorded so far are closed and readable under "
+                  f"{args.out}/", file=sys.stderr)
+            return 130
     return 2
 
 

@@ -54,6 +54,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
     context = rclpy.Context()
     rclpy.init(context=context)
     nodes = []
+    recorder = executor = None
     try:
         bridge = SimBridgeNode(context=context, parameter_overrides=[
             Parameter("world", value=world), Parameter("episodes", value=episodes),
@@ -70,7 +71,6 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
             Parameter("runtime", value=runtime),
         ])
         nodes.append(policy)
-        recorder = None
         if bag_path is not None:
             recorder = BagRecorder(bag_path, context=context)
             nodes.append(recorder)
@@ -101,6 +101,12 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         return WorldRun(world, list(bridge.results), summary, stats, counts,
                         str(bag_path) if bag_path else None)
     finally:
+        # Also on Ctrl-C or a timeout: stop spinning, then close the bag so the MCAP file
+        # gets its summary and index and stays readable up to the interruption.
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if recorder is not None:
+            recorder.close()
         for node in nodes:
             node.destroy_node()
         rclpy.shutdown(context=context)
