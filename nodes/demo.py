@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
 
 
@@ -93,7 +95,10 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         stats = dict(policy.stats)
         summary = bridge.summary()
         summary["missed_ticks"] = stats.get("missed_ticks", 0)
-        summary["model_latency_p50_ms"] = _policy_latency_ms(policy)
+        # Median time inside select_action, from the backend's own Action.latency_s.
+        model_lat = list(policy.model_latencies)
+        summary["model_latency_p50_ms"] = (
+            float(np.median(model_lat) * 1e3) if model_lat else float("nan"))
         counts = {}
         if recorder is not None:
             recorder.close()
@@ -110,16 +115,6 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         for node in nodes:
             node.destroy_node()
         rclpy.shutdown(context=context)
-
-
-def _policy_latency_ms(policy_node) -> float:
-    """Median time inside select_action, from the backend's own Action.latency_s."""
-    lat = getattr(policy_node, "model_latencies", None)
-    if not lat:
-        return float("nan")
-    import numpy as np
-
-    return float(np.median(np.asarray(lat) * 1e3))
 
 
 def demo(args) -> int:

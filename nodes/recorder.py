@@ -7,6 +7,7 @@ and the bag is byte-identical to what `ros2 bag record` stores.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
 
@@ -44,8 +45,7 @@ def _qos(kind: str) -> QoSProfile:
 
 def _import_type(name: str):
     package, _, cls = name.split("/")
-    module = __import__(f"{package}.msg", fromlist=[cls])
-    return getattr(module, cls)
+    return getattr(importlib.import_module(f"{package}.msg"), cls)
 
 
 class BagRecorder(Node):

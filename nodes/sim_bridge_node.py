@@ -19,6 +19,7 @@ time from publishing a frame to receiving the first command stamped with that fr
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 
@@ -95,8 +96,8 @@ class SimBridgeNode(Node):
         self.expert = make_expert(self.env) if g("publish_expert") else None
         self.dt = 1.0 / self.env.metadata["render_fps"]
         self.embodiment = EMBODIMENT[self.world]
-        world_module = type(self.env.unwrapped).__module__
-        consts = __import__(world_module, fromlist=["MAX_SPEED"])
+        # The world module's constants set the command scaling (nodes/commands.py).
+        consts = importlib.import_module(type(self.env.unwrapped).__module__)
         if self.embodiment == "arm":
             self.scale = ArmScale(consts.MAX_SPEED)
         else:

@@ -39,7 +39,7 @@ import ast
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 import numpy as np
@@ -236,8 +236,7 @@ class PointAnswer:
     def to_camera(self, resize: ResizeInfo) -> "PointAnswer":
         if self.frame == "camera":
             return self
-        return PointAnswer(resize.to_camera(self.points), self.labels, self.raw, self.thought,
-                           self.method, self.dropped, "camera")
+        return replace(self, points=resize.to_camera(self.points), frame="camera")
 
 
 @dataclass(frozen=True)
@@ -254,8 +253,7 @@ class BoxAnswer:
     def to_camera(self, resize: ResizeInfo) -> "BoxAnswer":
         if self.frame == "camera":
             return self
-        return BoxAnswer(resize.boxes_to_camera(self.boxes), self.labels, self.raw, self.thought,
-                         self.method, self.dropped, "camera")
+        return replace(self, boxes=resize.boxes_to_camera(self.boxes), frame="camera")
 
 
 @dataclass(frozen=True)
