@@ -1,6 +1,10 @@
 """`embodied-stack` command line: the entry point the README's first command runs.
 
     embodied-stack demo [--episodes N] [--worlds tabletop driving] [--backend vla|expert]
+    embodied-stack train --out DIR [--config FILE.yaml] [--resume] [TrainConfig flags]
+    embodied-stack eval [--model DIR] [--episodes N] [--submodels full 1/2] [--json PATH]
+
+`train` and `eval` take their own flags (`embodied-stack train --help`).
 """
 
 from __future__ import annotations
@@ -10,8 +14,20 @@ import sys
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":
+        from embodied_stack.sim.train.trainer import main as train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "eval":
+        from embodied_stack.sim.eval import main as eval_main
+
+        eval_main(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(prog="embodied-stack", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train the policy: bc -> dagger -> group RL (see train --help)")
+    sub.add_parser("eval", help="success on held-out seeds with 95%% intervals (see eval --help)")
     demo = sub.add_parser(
         "demo", help="run the ROS 2 simulation demo: sim bridge + policy node over DDS, "
                      "success rate, latency, MCAP bag")

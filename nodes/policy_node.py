@@ -51,8 +51,8 @@ from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
 
 #: Default proprio layouts, as the simulation worlds define them (sim/worlds/*.py).
 DEFAULT_PROPRIO_NAMES = {
-    "arm": ["ee_x", "ee_y", "ee_z", "ee_vx", "ee_vy", "ee_vz", "contact", "time_fraction"],
-    "vehicle": ["speed", "steer", "yaw_rate", "accel", "time_fraction", "unused_5", "unused_6",
+    "arm": ["ee_x", "ee_y", "ee_z", "ee_vx", "ee_vy", "ee_vz", "contact", "unused_7"],
+    "vehicle": ["speed", "steer", "yaw_rate", "accel", "unused_4", "unused_5", "unused_6",
                 "unused_7"],
 }
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

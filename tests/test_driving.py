@@ -114,11 +114,10 @@ def test_observation_and_info_contents(env):
         assert o["position"].shape == (3,) and o["quaternion"].shape == (4,)
         assert o["size"].shape == (3,) and np.isclose(np.linalg.norm(o["quaternion"]), 1.0)
     obs, *_ = env.step(np.array([0.0, 0.5]))
-    # Ego state only: speed, steering, yaw rate, acceleration, time fraction; no lane offset.
-    speed, steer, yaw_rate, accel, time_fraction = obs["proprio"][:5]
+    # Ego state only: speed, steering, yaw rate, acceleration; no lane offset, no episode clock.
+    speed, steer, yaw_rate, accel = obs["proprio"][:4]
     assert speed == pytest.approx(env.ego_speed) and accel == pytest.approx(1.5, abs=1e-4)
-    assert time_fraction == pytest.approx(1 / env.max_episode_steps)
-    assert np.all(obs["proprio"][5:] == 0.0)
+    assert np.all(obs["proprio"][4:] == 0.0)
 
 
 def test_instruction_grammar_and_vocabulary():

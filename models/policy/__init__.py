@@ -18,5 +18,5 @@ def load_default_policy(path: str | Path | None = None, device: str = "cpu"):
         raise FileNotFoundError(
             f"no model at {directory}" + (
                 " (the shipped default model is missing: train it with "
-                "`python -m embodied_stack.sim.train.bc`)" if path is None else ""))
+                "`embodied-stack train`)" if path is None else ""))
     return ElasticVLA.from_pretrained(directory, device=device)

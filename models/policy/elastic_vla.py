@@ -491,9 +491,16 @@ class ElasticVLA(Policy, nn.Module):
                 if depth.shape[0] != c.image_size or depth.shape[1] != c.image_size:
                     rows, cols = self._resize_index(depth.shape[0], depth.shape[1])
                     depth = depth[rows][:, cols]
-                np.clip(depth, 0.0, c.depth_max_m, out=pixels[3])
-                pixels[3][~np.isfinite(pixels[3])] = 0.0
-                pixels[3] *= np.float32(1.0 / c.depth_max_m)
+                valid = np.isfinite(depth) & (depth > 0.0)
+                if c.depth_encoding == "log":
+                    np.clip(depth, c.depth_min_m, c.depth_max_m, out=pixels[3])
+                    np.log(pixels[3], out=pixels[3])
+                    pixels[3] -= np.float32(np.log(c.depth_min_m))
+                    pixels[3] *= np.float32(1.0 / np.log(c.depth_max_m / c.depth_min_m))
+                else:
+                    np.clip(depth, 0.0, c.depth_max_m, out=pixels[3])
+                    pixels[3] *= np.float32(1.0 / c.depth_max_m)
+                pixels[3][~valid] = 0.0
         tokens[:] = self._encode_instruction(obs.instruction)
         p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)[: c.proprio_dim]
         proprio[: p.shape[0]] = p
@@ -505,7 +512,8 @@ class ElasticVLA(Policy, nn.Module):
     def obs_to_batch(self, observations: Sequence[Observation], device: str | torch.device | None = None) -> dict:
         """Stack Observations into the model's input tensors.
 
-        Returns ``pixels`` (B, C, S, S) float32 in [0, 1] (RGB, then depth / depth_max_m),
+        Returns ``pixels`` (B, C, S, S) float32 in [0, 1] (RGB, then encoded depth, see
+        ``ElasticVLAConfig.depth_encoding``),
         ``tokens`` (B, L) int64, ``proprio`` (B, P) float32, ``embodiment`` (B,) int64 and
         ``action_mask`` (B, T*A) bool (True for the action dims the embodiment uses).
         """

@@ -46,7 +46,12 @@ class ElasticVLAConfig:
     image_size: int = 64  #: square side (pixels) the camera image is resized to
     patch_size: int = 8  #: side of a square patch; image_size must be a multiple of it
     use_depth: bool = True  #: add the depth image as a 4th input channel
-    depth_max_m: float = 10.0  #: depth is clipped to [0, depth_max_m] metres and scaled to [0, 1]
+    depth_max_m: float = 10.0  #: farthest depth (m) the encoding resolves; farther is clipped
+    #: "linear": d / depth_max_m (fits a tabletop's metre, but a road's 30 m barrier saturates);
+    #: "log": log(d / depth_min_m) / log(depth_max_m / depth_min_m), the same relative
+    #: resolution from a table to a road. Both map "no return" (0, NaN) to 0.
+    depth_encoding: str = "linear"
+    depth_min_m: float = 0.2  #: nearest depth (m) of the "log" encoding; nearer is clipped
 
     # --- vision encoder (patch embedding + small ViT, not elastic) ---
     vision_width: int = 128  #: channels of the patch embedding / vision transformer
@@ -88,6 +93,13 @@ class ElasticVLAConfig:
         if not isinstance(self.use_depth, bool):
             raise ValueError(f"ElasticVLAConfig.use_depth={self.use_depth!r} must be True or False")
         _check_float("depth_max_m", self.depth_max_m, 0.0, 1e4, lo_open=True)
+        if self.depth_encoding not in ("linear", "log"):
+            raise ValueError(f"ElasticVLAConfig.depth_encoding={self.depth_encoding!r} must be 'linear' or 'log'")
+        _check_float("depth_min_m", self.depth_min_m, 0.0, self.depth_max_m, lo_open=True)
+        if self.depth_encoding == "log" and self.depth_min_m >= self.depth_max_m:
+            raise ValueError(
+                f"ElasticVLAConfig.depth_min_m={self.depth_min_m} must be below depth_max_m={self.depth_max_m}"
+            )
         _check_int("vision_width", self.vision_width, 8, 8192)
         _check_int("vision_depth", self.vision_depth, 0, 64)
         _check_int("vision_heads", self.vision_heads, 1, self.vision_width)

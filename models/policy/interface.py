@@ -42,6 +42,30 @@ class Observation:
             raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
 
 
+@dataclass(frozen=True)
+class ExecutionMode:
+    """How a stream of action chunks is executed, as the policy node does it: each chunk is
+    cut to ``execute_steps`` actions (0 = all ``chunk_length``), and the next chunk is asked
+    for when ``refill_at`` actions remain; the fresh chunk replaces what was left. With a
+    policy much faster than the control period this is "execute ``steps_per_inference``
+    actions, then re-plan on the newest frame", which is what training rolls out."""
+
+    chunk_length: int = 4  #: actions per chunk (the model's T)
+    refill_at: int = 1  #: ask for the next chunk when this many actions remain
+    execute_steps: int = 0  #: cut each chunk to this many actions (0 = whole chunk)
+
+    def __post_init__(self):
+        if self.chunk_length < 1 or self.refill_at < 0 or self.execute_steps < 0:
+            raise ValueError(f"ExecutionMode(chunk_length={self.chunk_length}, refill_at="
+                             f"{self.refill_at}, execute_steps={self.execute_steps}): need "
+                             "chunk_length >= 1, refill_at >= 0, execute_steps >= 0")
+
+    @property
+    def steps_per_inference(self) -> int:
+        usable = min(self.execute_steps or self.chunk_length, self.chunk_length)
+        return max(1, usable - self.refill_at)
+
+
 @dataclass
 class Action:
     """A policy's answer to one Observation."""

@@ -7,6 +7,7 @@ node in simulation, and the reference for every success-rate figure.
 from __future__ import annotations
 
 import gymnasium
+import numpy as np
 
 
 def make_expert(env: gymnasium.Env):
@@ -24,3 +25,38 @@ def make_expert(env: gymnasium.Env):
 
         return DrivingExpert(env)
     raise TypeError(f"no scripted expert for {type(world).__name__}")
+
+
+def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
+    """The expert's next `length` actions from the world's current state, as it would act if
+    it took over now: (length, action_dim) float32 and a (length,) bool mask (False past the
+    episode's end).
+
+    The world is stepped ahead without rendering and then restored exactly (world
+    ``snapshot``/``restore``), and so is the expert's own memory (its target and phase), so a
+    label never sees noise or learner actions that were not part of its own chunk (DART and
+    DAgger both label with this). ``first_action``: the expert's action at this state when
+    the caller already asked for it (its phase has then advanced, as it should).
+    """
+    world = env.unwrapped
+    first = np.asarray(expert(None, None) if first_action is None else first_action, np.float32)
+    chunk = np.zeros((length, first.shape[0]), np.float32)
+    mask = np.zeros(length, bool)
+    chunk[0], mask[0] = first, True
+    if length == 1:
+        return chunk, mask
+    snap, memory = world.snapshot(), dict(vars(expert))
+    world._lookahead = True
+    try:
+        action = first
+        for t in range(1, length):
+            _, _, terminated, truncated, _ = world.step(action)
+            if terminated or truncated:
+                break
+            action = np.asarray(expert(None, None), np.float32)
+            chunk[t], mask[t] = action, True
+    finally:
+        world._lookahead = False
+        world.restore(snap)
+        vars(expert).update(memory)
+    return chunk, mask

@@ -1,8 +1,9 @@
 """Expert demonstrations for behaviour cloning (the warm start before group RL, DESIGN §6).
 
-Each world's scripted expert labels every visited state with its action. A share of the
+Each world's scripted expert labels every visited state with its action chunk: what it would
+do over the next T steps from that state (simulated ahead, then restored). A share of the
 episodes is *executed* with Gaussian noise added to the expert's action while the label stays
-the clean expert action (DART, Laskey et al. 2017): the policy then sees, and learns to recover
+the clean expert chunk (DART, Laskey et al. 2017): the policy then sees, and learns to recover
 from, the states its own small errors lead to.
 
 Demonstrations are written in shards of `shard_episodes` episodes (NumPy .npz, no pickle),
@@ -49,30 +50,32 @@ class DemoConfig:
                              "must be in [0, 1]")
 
 
-def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Generator):
+def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Generator,
+                    chunk_length: int):
+    """One expert episode: frames, chunk labels (n, T, A) with masks (n, T), instruction, success.
+
+    Each state's label is the expert's own clean chunk from that state (look-ahead in the
+    simulator, ``sim.experts.expert_chunk``), not the next T labels of the executed (noisy)
+    trajectory: a chunk never contains corrections to noise it did not cause."""
+    from embodied_stack.sim.experts import expert_chunk
+
     obs, info = env.reset(seed=seed)
     instruction = str(obs["instruction"])
     expert.reset()
-    frames, labels = [], []
+    frames, chunks, masks = [], [], []
     done = False
     while not done:
         label = np.asarray(expert(obs, info), np.float32)
+        chunk, mask = expert_chunk(env, expert, chunk_length, first_action=label)
         frames.append((obs["rgb"], obs["depth"].astype(np.float16), obs["proprio"]))
-        labels.append(label)
+        chunks.append(chunk)
+        masks.append(mask)
         executed = label
         if noise_std > 0:
             executed = np.clip(label + rng.normal(0, noise_std, label.shape), -1, 1)
         obs, _, terminated, truncated, info = env.step(executed.astype(np.float32))
         done = terminated or truncated
-    return frames, np.stack(labels), instruction, bool(info["is_success"])
-
-
-def _chunks(labels: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
-    """Targets (n, T, A): labels t..t+T-1 for each step t; mask (n, T) false past the end."""
-    n, A = labels.shape
-    padded = np.concatenate([labels, np.zeros((T, A), labels.dtype)])
-    idx = np.arange(n)[:, None] + np.arange(T)[None, :]
-    return padded[idx], idx < n
+    return frames, np.stack(chunks), np.stack(masks), instruction, bool(info["is_success"])
 
 
 def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
@@ -104,9 +107,9 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
                 seed = config.first_seed + e
                 rng = np.random.default_rng(seed + 7919)
                 noisy = rng.random() < config.noisy_share
-                frames, labels, instruction, success = _record_episode(
-                    env, expert, seed, config.noise_std if noisy else 0.0, rng)
-                chunk, mask = _chunks(labels, config.chunk_length)
+                frames, chunk, mask, instruction, success = _record_episode(
+                    env, expert, seed, config.noise_std if noisy else 0.0, rng,
+                    config.chunk_length)
                 cols["rgb"] += [f[0] for f in frames]
                 cols["depth"] += [f[1] for f in frames]
                 cols["proprio"] += [f[2] for f in frames]

@@ -49,7 +49,7 @@ Observation (``gymnasium.spaces.Dict``)
     charset=INSTRUCTION_CHARSET)``.
   * ``proprio``: ``Box(-inf, inf, (8,), float32)``, ego state only (no lane offsets):
     [0] speed m/s, [1] applied steering angle rad, [2] yaw rate rad/s, [3] applied
-    longitudinal acceleration m/s², [4] time fraction step/max_episode_steps, [5:8] zero.
+    longitudinal acceleration m/s², [4:8] zero. Only what a real car reports: no episode clock.
 
 Reward (per step)
 -----------------
@@ -435,6 +435,7 @@ class DrivingEnv(gym.Env):
         self.instruction = INSTRUCTIONS[self.task][0]
         self.start_lane = self.target_lane = 1
         self.stop_obstacle: RoadObject | None = None
+        self._lookahead = False  # True while an expert looks ahead: steps skip rendering
 
     # --- road geometry ------------------------------------------------------------------
 
@@ -711,14 +712,16 @@ class DrivingEnv(gym.Env):
                 "lane": lane, "gap": gap, "outcome": outcome}
 
     def _observe(self, status: dict, action_clipped: bool):
-        self._draw_segments_near_ego()
-        mujoco.mj_kinematics(self.model, self.data)
-        mujoco.mj_camlight(self.model, self.data)
-        rgb, depth, geom_ids = self._renderer.render(self.data,
-                                                     segmentation=self.with_segmentation)
+        if self._lookahead:  # expert look-ahead (sim/experts.expert_chunk): no pixels
+            rgb = depth = geom_ids = None
+        else:
+            self._draw_segments_near_ego()
+            mujoco.mj_kinematics(self.model, self.data)
+            mujoco.mj_camlight(self.model, self.data)
+            rgb, depth, geom_ids = self._renderer.render(self.data,
+                                                         segmentation=self.with_segmentation)
         proprio = np.zeros(PROPRIO_DIM, dtype=np.float32)
-        proprio[:5] = (self.ego_speed, self.ego_steer, self.ego_yaw_rate, self.ego_accel,
-                       self.elapsed_steps / self.max_episode_steps)
+        proprio[:4] = (self.ego_speed, self.ego_steer, self.ego_yaw_rate, self.ego_accel)
         obs = {"rgb": rgb, "depth": depth, "instruction": self.instruction, "proprio": proprio}
         info = {
             "camera": self._renderer.camera_model(self.data).as_dict(),
@@ -736,9 +739,30 @@ class DrivingEnv(gym.Env):
             "is_success": bool(status["success"]),
             "action_clipped": bool(action_clipped),
         }
-        if self.with_segmentation:
+        if self.with_segmentation and geom_ids is not None:
             info["segmentation"] = self._geom_to_object[geom_ids + 1]
         return obs, info
+
+    # --- snapshots (expert look-ahead labels, DAgger) -----------------------------------
+
+    _SNAPSHOT_FIELDS = ("ego_x", "ego_y", "ego_yaw", "ego_speed", "ego_steer", "ego_yaw_rate",
+                        "ego_accel", "ego_s", "ego_d", "_ego_segment", "elapsed_steps",
+                        "left_start_lane", "settled_steps", "collided", "_last_status")
+
+    def snapshot(self) -> tuple:
+        """Everything a step reads or writes (ego state, episode counters, where the moving
+        objects are); :meth:`restore` puts it back and re-poses the bodies."""
+        return (tuple(getattr(self, f) for f in self._SNAPSHOT_FIELDS),
+                tuple(obj.s for obj in self.objects))
+
+    def restore(self, snap: tuple) -> None:
+        values, object_s = snap
+        for f, v in zip(self._SNAPSHOT_FIELDS, values):
+            setattr(self, f, v)
+        for obj, s in zip(self.objects, object_s):
+            obj.s = s
+        self._place_objects()
+        self._place_ego()
 
     def render(self):
         """A 320x240 chase-camera view of the ego car (``render_mode="rgb_array"``)."""

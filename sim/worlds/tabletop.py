@@ -40,8 +40,8 @@ Observation (``Dict``)
     ``instruction``: ``Text(INSTRUCTION_MAX_LEN, min_length=1, charset=INSTRUCTION_CHARSET)``.
     ``proprio``: ``Box(-inf, inf, (8,), float32)``:
     [0:3] fingertip position x, y, z (world, m); [3:6] fingertip velocity (m/s);
-    [6] contact flag (1.0 while the fingertip touches an object, else 0.0);
-    [7] time fraction, step index / max_episode_steps (0 at reset, 1 at truncation).
+    [6] contact flag (1.0 while the fingertip touches an object, else 0.0); [7] zero.
+    Only what a real arm reports: no episode clock.
 
 Reward
     Shaped progress plus a success bonus: ``r = 2 * (phi_before - phi_after) + 1.0 * success``,
@@ -311,6 +311,9 @@ def _segment_distance(px, py, ax, ay, bx, by) -> float:
     return math.hypot(px - ax - t * abx, py - ay - t * aby)
 
 
+# What a snapshot keeps: enough to continue the simulation exactly (MuJoCo's integration state).
+_STATE_SPEC = mujoco.mjtState.mjSTATE_INTEGRATION
+
 # Contact bits: objects collide with everything; the fingertip (bit 2) only with objects, so
 # it can skim the table without friction and the table never blocks it.
 _OBJECT_CONTYPE = 1 | 2
@@ -402,6 +405,7 @@ class TabletopEnv(gymnasium.Env):
         self._camera = self.renderer.camera_model(self.data)
         self._scene = None
         self._rgb = None
+        self._lookahead = False  # True while an expert looks ahead: steps skip rendering
 
     # --- scene sampling -----------------------------------------------------------------
 
@@ -634,13 +638,16 @@ class TabletopEnv(gymnasium.Env):
         return float(dist.min())
 
     def _observe(self, contact: bool):
-        rgb, depth, geom_ids = self.renderer.render(self.data, segmentation=self.with_segmentation)
-        self._rgb = rgb
+        if self._lookahead:  # expert look-ahead (sim/experts.expert_chunk): no pixels
+            rgb = depth = geom_ids = None
+        else:
+            rgb, depth, geom_ids = self.renderer.render(self.data,
+                                                        segmentation=self.with_segmentation)
+            self._rgb = rgb
         proprio = np.zeros(PROPRIO_DIM, dtype=np.float32)
         proprio[0:3] = self._qpos[self._ee_q]
         proprio[3:6] = self._qvel[self._ee_v]
         proprio[6] = 1.0 if contact else 0.0
-        proprio[7] = self._steps / self.max_episode_steps
         obs = {"rgb": rgb, "depth": depth, "instruction": self._scene["instruction"],
                "proprio": proprio}
         seg = None
@@ -671,6 +678,23 @@ class TabletopEnv(gymnasium.Env):
         if seg is not None:
             info["segmentation"] = seg
         return info
+
+    # --- snapshots (expert look-ahead labels, DAgger) -----------------------------------
+
+    def snapshot(self) -> tuple:
+        """Everything a step reads or writes: the MuJoCo integration state and the episode
+        bookkeeping. :meth:`restore` puts it back exactly."""
+        state = np.empty(mujoco.mj_stateSize(self.model, _STATE_SPEC))
+        mujoco.mj_getState(self.model, self.data, state, _STATE_SPEC)
+        return (state, self._steps, self._first_touch, set(self._touched), self._wrong_touch,
+                self._success, self._phi)
+
+    def restore(self, snap: tuple) -> None:
+        state, self._steps, self._first_touch, touched, self._wrong_touch, self._success, \
+            self._phi = snap
+        self._touched = set(touched)
+        mujoco.mj_setState(self.model, self.data, state, _STATE_SPEC)
+        mujoco.mj_forward(self.model, self.data)
 
     # --- privileged state for scripted experts -----------------------------------------
 

@@ -1,0 +1,799 @@
+"""`embodied-stack train`: behaviour cloning -> DAgger -> group RL (GRPO / ADPO / EntroPIC) of
+the ElasticVLA in the simulation worlds, elastic-aware, resumable.
+
+    embodied-stack train --out runs/default                     # all stages, defaults below
+    embodied-stack train --out runs/default --config my.yaml    # a YAML file of TrainConfig fields
+    embodied-stack train --out runs/default --resume            # continue a killed run
+    embodied-stack train --out runs/x --stages rl --init-from runs/default/model --loss grpo
+
+Read top to bottom:
+1. ``bc``: expert demonstrations (sim/train/demos.py: DART noise, look-ahead chunk labels), then
+   cross-entropy on the expert's action bins. Every step also trains one sampled nested
+   submodel by forward KL from the full model plus its own cross-entropy (Nemotron Elastic).
+2. ``dagger``: roll the learner out as the policy node executes it (ExecutionMode), label every
+   visited state with the expert's chunk, aggregate, retrain (Ross et al. 2011). A chunk is
+   executed from the expert with probability beta (decaying per iteration).
+3. ``rl``: G rollouts per initial state (the same seed), sampled from the policy; reward =
+   success; group-relative advantages; the selected loss (sim/train/losses.py); token entropy
+   held near a target by EntroPIC's PI controller; a sampled submodel follows the full model by
+   forward KL on the rollouts' states, so 1/2 keeps up with full.
+
+Every hyper-parameter is in TrainConfig (one dataclass; flags and a YAML file override it).
+Seeds are disjoint by purpose: demos from 0, DAgger from 10_000, RL from 20_000, periodic
+validation from 300_000; `embodied-stack eval` tests on 100_000+ (never seen in training).
+A checkpoint (model, optimizer, RNG states, stage progress, EntroPIC integral, log) is written
+atomically at the end of every iteration and every ``checkpoint_every`` steps; the DAgger
+buffer lives in shards on disk. `--resume` continues from the last checkpoint and gives the
+same parameters as a run that was never interrupted. TensorBoard logs go to <out>/tb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS, elastic_distillation_loss
+from embodied_stack.models.files import atomic_write_bytes, atomic_write_json
+from embodied_stack.models.policy.elastic_vla import ElasticVLA
+from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+from embodied_stack.models.policy.interface import ExecutionMode, Observation
+from embodied_stack.models.policy.tokenizer import DEFAULT_WORDS, InstructionTokenizer, split_words
+from embodied_stack.sim.train import demos, losses
+from embodied_stack.sim.train.rollouts import WorldPool, run_episodes, success_interval
+
+EMBODIMENT = demos.EMBODIMENT
+STAGES = ("bc", "dagger", "rl")
+SEED_BASE = {"demo": 0, "dagger": 10_000, "rl": 20_000, "val": 300_000}
+
+
+@dataclass
+class TrainConfig:
+    # --- run ---
+    stages: tuple = STAGES  #: stages to run, in order (a subset of bc, dagger, rl)
+    worlds: tuple = ("tabletop", "driving")  #: worlds trained together (one model serves both)
+    init_from: str = "default"  #: "default" = the shipped model, a model directory, or "" (new)
+    model: dict = field(default_factory=lambda: {"depth_encoding": "log", "depth_max_m": 100.0})
+    #: ElasticVLAConfig overrides; with init_from only input-preprocessing fields may change
+    seed: int = 0  #: seeds every random choice of the run (batches, sampling, DAgger mixture)
+    device: str = "cpu"  #: cpu | cuda | cuda:N (rollouts always step the worlds on the CPU)
+    threads: int = 0  #: torch CPU threads (0 = torch's default)
+    # --- execution, as the policy node runs chunks (models/policy/interface.ExecutionMode) ---
+    refill_at: int = 1  #: next chunk requested when this many actions remain
+    execute_steps: int = 0  #: cut chunks to this many actions (0 = whole chunk)
+    pool_size: int = 16  #: worlds stepped together per world type (one batched forward each tick)
+    # --- supervised optimisation (bc, dagger) ---
+    batch_size: int = 64  #: states per step, half from each world
+    lr: float = 3e-4  #: peak learning rate (AdamW) of bc and dagger
+    min_lr: float = 3e-5  #: cosine floor
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.0  #: CE smoothing; 0 keeps the policy sharp for RL sampling
+    # --- elastic training (every stage) ---
+    submodel_probs: dict = field(default_factory=lambda: {"1/2": 0.6, "3/4": 0.2, "1/4": 0.2})
+    #: which nested submodel is trained alongside the full model at each step
+    kd_weight: float = 1.0  #: weight of KL(full || submodel)
+    student_ce_weight: float = 0.5  #: weight of the submodel's own CE (bc, dagger)
+    # --- bc ---
+    demo_episodes: dict = field(default_factory=lambda: {"tabletop": 600, "driving": 150})
+    noise_std: float = 0.3  #: DART noise on executed expert actions
+    noisy_share: float = 0.5  #: share of noisy demo episodes
+    bc_steps: int = 1000  #: optimiser steps of the bc stage
+    # --- dagger ---
+    dagger_iterations: int = 6
+    dagger_episodes: dict = field(default_factory=lambda: {"tabletop": 120, "driving": 32})
+    #: learner episodes per world per iteration (driving episodes are ~6x longer)
+    dagger_beta: float = 0.3  #: share of expert-executed chunks in the first iteration
+    dagger_beta_decay: float = 0.5  #: beta multiplier per iteration
+    dagger_steps: int = 300  #: optimiser steps per iteration, on the whole aggregate
+    # --- rl ---
+    rl_iterations: int = 10
+    loss: str = "adpo+entropic"  #: grpo | adpo | entropic | adpo+entropic (sim/train/losses.py)
+    group_size: int = 8  #: G rollouts per initial state
+    rl_groups: dict = field(default_factory=lambda: {"tabletop": 8, "driving": 4})
+    #: initial states (seeds) per world per iteration
+    rl_lr: float = 2e-5  #: learning rate of the rl stage (constant)
+    rl_epochs: int = 2  #: passes over each iteration's rollouts
+    rl_minibatch: int = 128  #: decisions per gradient step
+    reward: str = "success"  #: per rollout: "success" (1/0), "return" (the world's shaped
+    #: episode return), or "success+return" (success + 0.1 * return: dense, success-led)
+    pseudo_reward: bool = False  #: ADPO without ground truth: reward = agrees with majority
+    frontier: bool = True  #: ADPO: drop groups whose majority share is outside [0.3, 0.8]
+    entropy_target: float = 0.3  #: EntroPIC target token entropy (nats); < 0 disables
+    entropy_kp: float = 1.0
+    entropy_ki: float = 0.01
+    bc_anchor: float = 0.1  #: weight of CE on the DAgger aggregate during rl (0 = pure RL)
+    # --- evaluation and bookkeeping ---
+    eval_episodes: int = 40  #: validation episodes per world after each iteration (0 = none)
+    eval_submodels: tuple = ("full", "1/2")
+    checkpoint_every: int = 200  #: optimiser steps between checkpoints inside a stage
+
+    def __post_init__(self):
+        self.stages, self.worlds = tuple(self.stages), tuple(self.worlds)
+        self.eval_submodels = tuple(self.eval_submodels)
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise ValueError(f"stages={self.stages!r}: each must be one of {STAGES}")
+        for w in self.worlds:
+            if w not in EMBODIMENT:
+                raise ValueError(f"world {w!r} not in {sorted(EMBODIMENT)}")
+        if self.loss not in losses.LOSS_KINDS:
+            raise ValueError(f"loss={self.loss!r} not in {losses.LOSS_KINDS}")
+        unknown = set(self.submodel_probs) - set(NAMED_SUBMODELS)
+        if unknown:
+            raise ValueError(f"submodel_probs names {sorted(unknown)}; known: {list(NAMED_SUBMODELS)}")
+        for name in ("batch_size", "group_size", "pool_size", "rl_minibatch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("bc_steps", "dagger_iterations", "dagger_steps", "rl_iterations",
+                     "rl_epochs", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        for name in ("lr", "rl_lr"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1)")
+        for name in ("dagger_beta", "dagger_beta_decay", "noise_std", "noisy_share",
+                     "label_smoothing"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+        if self.reward not in ("success", "return", "success+return"):
+            raise ValueError(f"reward={self.reward!r} not in ('success', 'return', 'success+return')")
+        if self.group_size < 2 and self.loss != "grpo":
+            raise ValueError(f"loss={self.loss!r} compares rollouts: group_size must be >= 2")
+
+    @classmethod
+    def from_yaml(cls, path, **overrides) -> "TrainConfig":
+        import yaml
+
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown TrainConfig fields {unknown}; known: {sorted(known)}")
+        data.update(overrides)
+        return cls(**data)
+
+
+# ------------------------------------------------------------------------------------------
+# The model and the data
+# ------------------------------------------------------------------------------------------
+
+#: Config fields that only change how observations are turned into tensors: a warm start may
+#: change them (the weights still fit).
+PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m")
+
+
+def instruction_tokenizer(worlds) -> InstructionTokenizer:
+    """The default words plus every word the worlds' instruction grammars can emit."""
+    from embodied_stack.sim.worlds import driving, tabletop
+
+    words = set(DEFAULT_WORDS) | set(tabletop.instruction_vocabulary())
+    words |= set(driving.instruction_vocabulary())
+    return InstructionTokenizer.from_words(sorted(w for w in words if split_words(w) == [w]))
+
+
+def build_model(cfg: TrainConfig) -> ElasticVLA:
+    if not cfg.init_from:
+        return ElasticVLA(ElasticVLAConfig(**cfg.model), instruction_tokenizer(cfg.worlds))
+    from embodied_stack.models.policy import load_default_policy
+
+    model = load_default_policy(None if cfg.init_from == "default" else cfg.init_from)
+    changed = {k: v for k, v in cfg.model.items() if getattr(model.config, k) != v}
+    shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS))
+    if shape_changes:
+        raise ValueError(f"init_from={cfg.init_from!r}: model overrides {shape_changes} change "
+                         f"the weights' shapes; only {PREPROCESSING_FIELDS} may change on a "
+                         "warm start (or set init_from: '' to train a new model)")
+    if changed:
+        model.config = dataclasses.replace(model.config, **changed)
+    return model
+
+
+class StateBuffer:
+    """Labelled states (demos + DAgger aggregate) as model-ready tensors, per world, so a
+    minibatch is one gather. Pixels are kept as float16 (32 KB a state)."""
+
+    def __init__(self, model: ElasticVLA):
+        self.model = model
+        self.parts: dict[str, list[dict]] = {}
+        self.tensors: dict[str, dict[str, torch.Tensor]] = {}
+
+    def add(self, world: str, d: dict[str, np.ndarray], chunk: int = 1024) -> None:
+        model, A = self.model, self.model.config.max_action_dim
+        for start in range(0, len(d["rgb"]), chunk):
+            idx = range(start, min(start + chunk, len(d["rgb"])))
+            batch = model.obs_to_batch([Observation(
+                rgb=d["rgb"][i], instruction=str(d["instruction"][i]), proprio=d["proprio"][i],
+                embodiment=EMBODIMENT[world], depth=d["depth"][i].astype(np.float32))
+                for i in idx])
+            T, a = d["chunk"].shape[1:]
+            chunks = np.zeros((len(idx), T, A), np.float32)
+            chunks[:, :, :a] = d["chunk"][start: start + len(idx)]
+            steps = np.repeat(d["chunk_mask"][start: start + len(idx), :, None], A, axis=2)
+            batch["targets"] = model.actions_to_tokens(chunks)
+            # A token counts when the embodiment uses its dim and its step is in the episode.
+            batch["loss_mask"] = batch["action_mask"] & torch.from_numpy(
+                steps.reshape(len(idx), -1))
+            batch["pixels"] = batch["pixels"].half()
+            self.parts.setdefault(world, []).append(batch)
+        self.tensors.pop(world, None)
+
+    def size(self, world: str) -> int:
+        return sum(len(p["targets"]) for p in self.parts.get(world, []))
+
+    def _world_tensors(self, world: str) -> dict[str, torch.Tensor]:
+        if world not in self.tensors:
+            parts = self.parts[world]
+            self.tensors[world] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            self.parts[world] = [self.tensors[world]]
+        return self.tensors[world]
+
+    def sample(self, batch_size: int, generator: torch.Generator, device: str):
+        """Equal shares from each world (driving episodes are long and would drown the
+        tabletop's otherwise)."""
+        worlds = [w for w in self.parts if self.parts[w]]
+        pieces = []
+        for j, world in enumerate(worlds):
+            n = batch_size // len(worlds) + (1 if j < batch_size % len(worlds) else 0)
+            t = self._world_tensors(world)
+            idx = torch.randint(0, len(t["targets"]), (n,), generator=generator)
+            pieces.append({k: v[idx] for k, v in t.items()})
+        batch = {k: torch.cat([p[k] for p in pieces]).to(device) for k in pieces[0]}
+        batch["pixels"] = batch["pixels"].float()
+        return batch, batch.pop("targets")
+
+
+def masked_cross_entropy(logits, targets, mask, smoothing):
+    """Mean over counted tokens of CE(action bin)."""
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                           reduction="none", label_smoothing=smoothing)
+    m = mask.flatten().float()
+    return (ce * m).sum() / m.sum().clamp_min(1.0)
+
+
+def cosine_lr(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+# ------------------------------------------------------------------------------------------
+# Run state: checkpoint, resume, logging
+# ------------------------------------------------------------------------------------------
+
+
+class Run:
+    """The run directory: config, checkpoint, DAgger shards, TensorBoard, the exported model."""
+
+    def __init__(self, cfg: TrainConfig, out: str | os.PathLike, resume: bool):
+        self.cfg, self.out = cfg, Path(out)
+        self.ckpt_path = self.out / "checkpoint.pt"
+        if self.ckpt_path.exists() and not resume:
+            raise FileExistsError(f"{self.out} already holds a run: pass --resume to continue "
+                                  "it, or choose another --out")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(cfg.device)
+        self.mode = ExecutionMode(self.model.config.chunk_length, cfg.refill_at,
+                                  cfg.execute_steps)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                           weight_decay=cfg.weight_decay)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.controller = losses.EntropyPIController(cfg.entropy_target, cfg.entropy_kp,
+                                                     cfg.entropy_ki)
+        self.progress = {"stage": cfg.stages[0], "step": 0, "iteration": 0, "global_step": 0}
+        self.log: list[dict] = []
+        self.resumed = False
+        if self.ckpt_path.exists():
+            self._load()
+        else:
+            atomic_write_json(self.out / "train_config.json", dataclasses.asdict(cfg))
+        self.buffer = StateBuffer(self.model)
+        self._tb = None
+
+    # --- checkpoints ---
+    def save(self) -> None:
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "controller": json.dumps(self.controller.state_dict()),
+            "progress": json.dumps(self.progress), "log": json.dumps(self.log),
+            "model_config": json.dumps(self.model.config.to_dict()),
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.ckpt_path, buf.getvalue())
+
+    def _load(self) -> None:
+        state = torch.load(self.ckpt_path, weights_only=True, map_location=self.cfg.device)
+        config = ElasticVLAConfig.from_dict(json.loads(state["model_config"]))
+        if config != self.model.config:
+            self.model.config = config
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.controller.load_state_dict(json.loads(state["controller"]))
+        self.progress = json.loads(state["progress"])
+        self.log = json.loads(state["log"])
+        self.resumed = True
+        print(f"resumed {self.out}: stage {self.progress['stage']}, iteration "
+              f"{self.progress['iteration']}, step {self.progress['step']}")
+
+    # --- logging ---
+    @property
+    def tb(self):
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tb"))
+        return self._tb
+
+    def record(self, values: dict, step: int | None = None) -> None:
+        step = self.progress["global_step"] if step is None else step
+        entry = {"stage": self.progress["stage"], "global_step": step, **values}
+        self.log.append(entry)
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                self.tb.add_scalar(f"{self.progress['stage']}/{k}", v, step)
+
+    def close(self):
+        if self._tb is not None:
+            self._tb.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Supervised steps (bc, dagger) with elastic distillation
+# ------------------------------------------------------------------------------------------
+
+
+def _sample_submodel(cfg: TrainConfig, rng: np.random.Generator) -> str | None:
+    if not cfg.submodel_probs:
+        return None
+    names, probs = zip(*cfg.submodel_probs.items())
+    return str(rng.choice(names, p=np.asarray(probs, float) / sum(probs)))
+
+
+def supervised_step(run: Run, lr: float) -> dict:
+    cfg, model = run.cfg, run.model
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    batch, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device)
+    model.train()
+    model.set_submodel("full")
+    logits = model.forward_batch(batch)
+    # L_full = CE(pi_full(a|o), a_expert) over counted action tokens.
+    loss = masked_cross_entropy(logits, targets, batch["loss_mask"], cfg.label_smoothing)
+    record = {"ce_full": float(loss.detach())}
+    name = _sample_submodel(cfg, run.rng)
+    if name is not None:
+        model.set_submodel(name)
+        student = model.forward_batch(batch)
+        # L_sub = KL(pi_full || pi_sub) + w * CE(pi_sub, a_expert)   (teacher detached)
+        kd = elastic_distillation_loss(student, logits.detach(), batch["loss_mask"])
+        ce_sub = masked_cross_entropy(student, targets, batch["loss_mask"], cfg.label_smoothing)
+        loss = loss + cfg.kd_weight * kd + cfg.student_ce_weight * ce_sub
+        model.set_submodel("full")
+        record.update({"kd": float(kd.detach()), "ce_sub": float(ce_sub.detach())})
+    apply_gradients(run, loss)
+    return record
+
+
+def apply_gradients(run: Run, loss: torch.Tensor) -> None:
+    """One clipped AdamW step; the elastic views are rebuilt on the updated weights."""
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.grad_clip)
+    run.optimizer.step()
+    run.model.refresh_views()
+    run.model.eval()
+
+
+def train_steps(run: Run, total: int, lr_of_step, desc: str) -> None:
+    """Run supervised steps from run.progress['step'] to `total`, checkpointing."""
+    bar = tqdm(total=total, initial=run.progress["step"], desc=desc, unit="step")
+    recent: list[dict] = []
+    while run.progress["step"] < total:
+        record = supervised_step(run, lr_of_step(run.progress["step"]))
+        run.progress["step"] += 1
+        run.progress["global_step"] += 1
+        recent.append(record)
+        bar.update(1)
+        if len(recent) == 20 or run.progress["step"] == total:
+            mean = {k: float(np.mean([r[k] for r in recent if k in r]))
+                    for k in recent[-1]}
+            run.record(mean)
+            bar.set_postfix_str(" ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+            recent = []
+        if cfg_checkpoint_due(run):
+            run.save()
+    bar.close()
+
+
+def cfg_checkpoint_due(run: Run) -> bool:
+    every = run.cfg.checkpoint_every
+    return bool(every) and run.progress["step"] % every == 0
+
+
+# ------------------------------------------------------------------------------------------
+# Data: demonstrations and DAgger shards
+# ------------------------------------------------------------------------------------------
+
+
+def load_demos(run: Run) -> None:
+    cfg = run.cfg
+    for world in cfg.worlds:
+        path = demos.collect(demos.DemoConfig(
+            world=world, episodes=cfg.demo_episodes[world], first_seed=SEED_BASE["demo"],
+            noise_std=cfg.noise_std, noisy_share=cfg.noisy_share,
+            chunk_length=run.model.config.chunk_length), run.out / "demos")
+        data = demos.load(path)
+        run.buffer.add(world, data)
+        print(f"{world}: {len(data['rgb'])} demo states from {len(data['episode_success'])} "
+              f"episodes (expert success {data['episode_success'].mean():.0%})")
+
+
+def episodes_to_arrays(episodes) -> dict[str, np.ndarray]:
+    """DAgger episodes -> the demo shard layout (one row per labelled state)."""
+    rows = [(f, l, m, ep.instruction, n) for n, ep in enumerate(episodes)
+            for f, l, m in zip(ep.frames, ep.labels, ep.label_masks)]
+    return {
+        "rgb": np.stack([r[0][0] for r in rows]), "depth": np.stack([r[0][1] for r in rows]),
+        "proprio": np.stack([r[0][2] for r in rows]).astype(np.float32),
+        "chunk": np.stack([r[1] for r in rows]).astype(np.float32),
+        "chunk_mask": np.stack([r[2] for r in rows]),
+        "episode": np.asarray([r[4] for r in rows], np.int32),
+        "instruction": np.asarray([r[3] for r in rows], dtype="<U96"),
+        "episode_success": np.asarray([ep.success for ep in episodes]),
+    }
+
+
+def save_shard(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------
+
+
+def validate(run: Run, pools: dict[str, WorldPool], label: str) -> dict:
+    """Greedy success per world and submodel on validation seeds (disjoint from training
+    and from the test seeds of `embodied-stack eval`)."""
+    cfg, model = run.cfg, run.model
+    if not cfg.eval_episodes:
+        return {}
+    out = {}
+    seeds = range(SEED_BASE["val"], SEED_BASE["val"] + cfg.eval_episodes)
+    for submodel in cfg.eval_submodels:
+        model.set_submodel(submodel)
+        for world in cfg.worlds:
+            eps = run_episodes(model, pools[world], seeds, run.mode)
+            out[f"success_{submodel.replace('/', '_')}_{world}"] = float(
+                np.mean([e.success for e in eps]))
+    model.set_submodel("full")
+    print(f"[{label}] validation: " + " ".join(f"{k} {v:.0%}" for k, v in out.items()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Stages
+# ------------------------------------------------------------------------------------------
+
+
+def stage_bc(run: Run, pools) -> None:
+    cfg = run.cfg
+    train_steps(run, cfg.bc_steps, lambda s: cosine_lr(s, cfg.bc_steps, cfg), "bc")
+    run.record(validate(run, pools, "bc"))
+
+
+def dagger_shards(run: Run) -> list[Path]:
+    return sorted((run.out / "dagger").glob("iter_*_*.npz"))
+
+
+def load_dagger_shards(run: Run, below: int) -> None:
+    for path in dagger_shards(run):
+        iteration, world = int(path.stem.split("_")[1]), path.stem.split("_", 2)[2]
+        if iteration < below and world in run.cfg.worlds:
+            data = dict(np.load(path, allow_pickle=False))
+            run.buffer.add(world, data)
+
+
+def stage_dagger(run: Run, pools) -> None:
+    cfg = run.cfg
+    while run.progress["iteration"] < cfg.dagger_iterations:
+        it = run.progress["iteration"]
+        beta = cfg.dagger_beta * cfg.dagger_beta_decay ** it
+        # 1. Learner rollouts labelled by the expert (the shard is the unit of resumption:
+        #    an iteration killed while training reuses its rollouts).
+        stats = {"beta": beta}
+        for w, world in enumerate(cfg.worlds):
+            path = run.out / "dagger" / f"iter_{it:03d}_{world}.npz"
+            if not path.exists():
+                n = cfg.dagger_episodes[world]
+                first = SEED_BASE["dagger"] + it * 1000 + w * 500
+                rng = np.random.default_rng([cfg.seed, it, w])
+                bar = tqdm(total=n, desc=f"dagger {it} {world} rollouts", unit="episode")
+                run.model.set_submodel("full")
+                eps = run_episodes(run.model, pools[world], range(first, first + n), run.mode,
+                                   label=True, beta=beta, rng=rng, progress=bar.update)
+                bar.close()
+                save_shard(path, episodes_to_arrays(eps))
+            data = dict(np.load(path, allow_pickle=False))
+            stats[f"rollout_success_{world}"] = float(data["episode_success"].mean())
+            stats[f"states_{world}"] = len(data["rgb"])
+            run.buffer.add(world, data)  # (earlier iterations' shards are in it already)
+        print(f"[dagger {it}] beta {beta:.3f} " + " ".join(
+            f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()))
+        # 2. Retrain on the aggregate.
+        if run.progress["step"] == 0:
+            run.record(stats)
+        train_steps(run, cfg.dagger_steps,
+                    lambda s: cosine_lr(s, cfg.dagger_steps, cfg), f"dagger {it}")
+        run.record(validate(run, pools, f"dagger {it}"))
+        run.progress.update(iteration=it + 1, step=0)
+        run.save()
+
+
+def _rl_seeds(cfg: TrainConfig, it: int, w: int) -> list[int]:
+    n = cfg.rl_groups[cfg.worlds[w]]
+    first = SEED_BASE["rl"] + it * 100 + w * 50
+    return list(range(first, first + n))
+
+
+def collect_groups(run: Run, pools) -> list:
+    """G sampled rollouts per seed, per world: episodes grouped by (world, seed)."""
+    cfg, model = run.cfg, run.model
+    it = run.progress["iteration"]
+    model.set_submodel("full")
+    groups = []
+    for w, world in enumerate(cfg.worlds):
+        seeds = _rl_seeds(cfg, it, w)
+        plan = [s for s in seeds for _ in range(cfg.group_size)]
+        bar = tqdm(total=len(plan), desc=f"rl {it} {world} rollouts", unit="episode")
+        eps = run_episodes(model, pools[world], plan, run.mode, sample=True,
+                           generator=run.generator, keep_decisions=True, progress=bar.update)
+        bar.close()
+        for g in range(len(seeds)):
+            groups.append(eps[g * cfg.group_size:(g + 1) * cfg.group_size])
+    return groups
+
+
+def rl_batch(run: Run, groups) -> dict:
+    """Decisions of every rollout with their advantages, p-hat, masks, tensors."""
+    cfg, model = run.cfg, run.model
+    k = run.mode.steps_per_inference
+    A = model.config.max_action_dim
+    outcomes = [ep.outcome for g in groups for ep in g]
+    group_index = [gi for gi, g in enumerate(groups) for _ in g]
+    p_hat, _ = losses.group_majority(outcomes, group_index)
+    if cfg.pseudo_reward:
+        rewards = losses.pseudo_rewards(outcomes, group_index)
+    else:
+        rollouts = [ep for g in groups for ep in g]
+        rewards = torch.tensor([
+            {"success": float(ep.success), "return": ep.ret,
+             "success+return": float(ep.success) + 0.1 * ep.ret}[cfg.reward]
+            for ep in rollouts])
+    adv, zero_var, n_groups = losses.group_advantages(rewards, torch.tensor(group_index))
+    keep = np.ones(len(outcomes), bool)
+    if cfg.loss.startswith("adpo") and cfg.frontier:
+        keep = np.asarray(losses.adpo_frontier(p_hat), bool)
+    observations, tokens, logp, step_mask, row_adv, row_p, row_rollout = [], [], [], [], [], [], []
+    for r, ep in enumerate(ep for g in groups for ep in g):
+        if not keep[r] or float(adv[r]) == 0.0:
+            continue  # no signal: a zero advantage adds nothing but cost
+        for obs, tok, lp, ex in zip(ep.obs, ep.tokens, ep.logp, ep.executed):
+            rgb, depth, proprio = obs
+            observations.append(Observation(rgb=rgb, instruction=ep.instruction, proprio=proprio,
+                                            embodiment=EMBODIMENT[ep.world],
+                                            depth=depth.astype(np.float32)))
+            tokens.append(tok)
+            logp.append(lp)
+            # Only the executed actions of a chunk had consequences.
+            step_mask.append(np.repeat(np.arange(model.config.chunk_length) < min(ex, k), A))
+            row_adv.append(float(adv[r]))
+            row_p.append(float(p_hat[r]))
+            row_rollout.append(r)
+    stats = {
+        "success": float(np.mean([ep.success for g in groups for ep in g])),
+        "return": float(np.mean([ep.ret for g in groups for ep in g])),
+        "zero_variance_groups": zero_var / max(1, n_groups),
+        "frontier_kept": float(np.mean(keep)),
+        "p_hat_mean": float(np.mean(p_hat)),
+        "decisions": len(observations),
+    }
+    for w in cfg.worlds:
+        stats[f"success_{w}"] = float(np.mean([ep.success for g in groups for ep in g
+                                               if ep.world == w]))
+    run.tb.add_histogram("rl/p_hat", np.asarray(p_hat), run.progress["global_step"])
+    if not observations:
+        return {"stats": stats}
+    batch = model.obs_to_batch(observations)
+    batch["pixels"] = batch["pixels"].half()
+    batch.update(action_tokens=torch.from_numpy(np.stack(tokens)),
+                 logp_old=torch.from_numpy(np.stack(logp)),
+                 token_mask=batch["action_mask"] & torch.from_numpy(np.stack(step_mask)),
+                 adv=torch.tensor(row_adv), p_hat=torch.tensor(row_p),
+                 rollout=torch.tensor(row_rollout))
+    return {"stats": stats, "batch": batch}
+
+
+def rl_update(run: Run, data: dict) -> dict:
+    cfg, model = run.cfg, run.model
+    batch = data["batch"]
+    n = len(batch["adv"])
+    for group in run.optimizer.param_groups:
+        group["lr"] = cfg.rl_lr
+    stats_sum: dict[str, list] = {}
+    for _ in range(cfg.rl_epochs):
+        order = torch.randperm(n, generator=run.generator)
+        for start in range(0, n, cfg.rl_minibatch):
+            idx = order[start:start + cfg.rl_minibatch]
+            mb = {k: v[idx].to(cfg.device) for k, v in batch.items()}
+            obs_batch = {k: mb[k] for k in ("pixels", "tokens", "proprio", "embodiment",
+                                            "action_mask")}
+            obs_batch["pixels"] = obs_batch["pixels"].float()
+            model.train()
+            model.set_submodel("full")
+            logits = model.forward_batch(obs_batch).float()
+            logp_all = torch.log_softmax(logits, -1)
+            logp_new = logp_all.gather(-1, mb["action_tokens"].unsqueeze(-1)).squeeze(-1)
+            mask = mb["token_mask"].float()
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+            h = float(losses.token_entropy_mean(entropy.detach(), mask))
+            loss, st = losses.policy_loss(
+                cfg.loss, logp_new, mb["logp_old"], mb["adv"], mask, mb["rollout"],
+                p_hat_row=mb["p_hat"],
+                controller=run.controller, entropy_mean=h,
+                batch_fraction=len(idx) / n)
+            st["entropy"] = h
+            st["entropy_target"] = cfg.entropy_target
+            # KL(pi_old || pi_new) on the taken tokens, k3 estimator (Schulman).
+            log_r = (logp_new - mb["logp_old"]).detach()
+            st["kl_old"] = float((((log_r.exp() - 1) - log_r) * mask).sum() / mask.sum().clamp_min(1))
+            name = _sample_submodel(cfg, run.rng)
+            if name is not None:  # the sampled submodel follows the full model on these states
+                model.set_submodel(name)
+                student = model.forward_batch(obs_batch)
+                kd = elastic_distillation_loss(student, logits.detach(), obs_batch["action_mask"])
+                loss = loss + cfg.kd_weight * kd
+                model.set_submodel("full")
+                st["kd"] = float(kd.detach())
+            if cfg.bc_anchor > 0 and any(run.buffer.parts.values()):
+                anchor, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device)
+                ce = masked_cross_entropy(model.forward_batch(anchor), targets,
+                                          anchor["loss_mask"], 0.0)
+                loss = loss + cfg.bc_anchor * ce
+                st["anchor_ce"] = float(ce.detach())
+            apply_gradients(run, loss)
+            run.progress["global_step"] += 1
+            for k, v in st.items():
+                if isinstance(v, (int, float)):
+                    stats_sum.setdefault(k, []).append(float(v))
+    return {k: float(np.mean(v)) for k, v in stats_sum.items()}
+
+
+def stage_rl(run: Run, pools) -> None:
+    cfg = run.cfg
+    while run.progress["iteration"] < cfg.rl_iterations:
+        it = run.progress["iteration"]
+        t0 = time.time()
+        groups = collect_groups(run, pools)
+        env_steps = sum(ep.steps for g in groups for ep in g)
+        data = rl_batch(run, groups)
+        stats = dict(data["stats"])
+        if "batch" in data:
+            stats.update(rl_update(run, data))
+        wall = time.time() - t0
+        stats.update(env_steps=env_steps, rl_steps_per_s=env_steps / wall, wall_s=wall)
+        run.record(stats)
+        print(f"[rl {it}] " + " ".join(f"{k} {v:.3g}" for k, v in stats.items()
+                                       if isinstance(v, (int, float))))
+        run.record(validate(run, pools, f"rl {it}"))
+        run.progress.update(iteration=it + 1, step=0)
+        run.save()
+
+
+# ------------------------------------------------------------------------------------------
+# Driver
+# ------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> ElasticVLA:
+    run = Run(cfg, out, resume)
+    pools = {w: WorldPool(w, cfg.pool_size) for w in cfg.worlds}
+    start = time.time()
+    try:
+        stages = list(cfg.stages)
+        first = stages.index(run.progress["stage"]) if run.progress["stage"] in stages else 0
+        for stage in stages[first:]:
+            if run.progress["stage"] != stage:
+                run.progress.update(stage=stage, step=0, iteration=0)
+                run.save()
+            if stage in ("bc", "dagger", "rl") and not any(run.buffer.parts.values()):
+                if "bc" in stages or stage == "bc":
+                    load_demos(run)
+                load_dagger_shards(run, below=(run.progress["iteration"] if stage == "dagger"
+                                               else 10**9))
+            {"bc": stage_bc, "dagger": stage_dagger, "rl": stage_rl}[stage](run, pools)
+        run.progress["stage"] = "done"
+        run.save()
+    finally:
+        for pool in pools.values():
+            pool.close()
+        run.close()
+    run.model.set_submodel("full")
+    run.model.to("cpu")
+    run.model.save_pretrained(run.out / "model")
+    minutes = (time.time() - start) / 60
+    print(f"done in {minutes:.1f} min; model in {run.out / 'model'}")
+    return run.model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="embodied-stack train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--config", help="YAML file of TrainConfig fields")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for name, f in fields.items():
+        flag = "--" + name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
+                                metavar="BOOL", help=f"default {default}")
+        elif isinstance(default, (int, float, str)):
+            parser.add_argument(flag, type=type(default), help=f"default {default!r}")
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, nargs="+", help=f"default {' '.join(default)}")
+        else:
+            parser.add_argument(flag, type=json.loads, metavar="JSON",
+                                help="JSON object (see TrainConfig)")
+    args = parser.parse_args(argv)
+    overrides = {n: getattr(args, n) for n in fields if getattr(args, n, None) is not None}
+    out = Path(args.out)
+    if args.resume and (out / "train_config.json").exists():
+        saved = json.loads((out / "train_config.json").read_text())
+        saved.update(overrides)
+        cfg = TrainConfig(**saved)
+    elif args.config:
+        cfg = TrainConfig.from_yaml(args.config, **overrides)
+    else:
+        cfg = TrainConfig(**overrides)
+    try:
+        train(cfg, out, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the last checkpoint in {out} is intact; continue with "
+              f"embodied-stack train --out {out} --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

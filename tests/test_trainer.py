@@ -1,0 +1,199 @@
+"""The trainer (sim/train): expert look-ahead labels, execution mode, config checks, a smoke
+run of every stage through the CLI, and kill-and-resume giving the same parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import embodied_stack.sim  # noqa: F401  (registers the worlds)
+from embodied_stack.models.policy.interface import ExecutionMode
+from embodied_stack.sim import WORLD_IDS
+from embodied_stack.sim.experts import expert_chunk, make_expert
+from embodied_stack.sim.train.trainer import TrainConfig, train
+
+#: A tiny model and tiny budgets: every stage runs, in seconds.
+TINY = dict(
+    init_from="", threads=1, pool_size=4, batch_size=16, bc_steps=30, checkpoint_every=5,
+    model={"hidden_size": 32, "num_heads": 2, "ffn_size": 64, "num_layers": 2,
+           "vision_width": 32, "vision_heads": 2, "depth_encoding": "log",
+           "depth_max_m": 100.0},
+    demo_episodes={"tabletop": 4, "driving": 2},
+    dagger_iterations=1, dagger_episodes={"tabletop": 3, "driving": 1}, dagger_steps=10,
+    rl_iterations=2, rl_groups={"tabletop": 2, "driving": 1}, group_size=3, rl_minibatch=32,
+    eval_episodes=2, entropy_target=3.0,
+)
+
+
+@pytest.mark.parametrize("world", ["tabletop", "driving"])
+def test_expert_lookahead_restores_the_world_exactly(world):
+    """Labelling a state with the expert's chunk must not change the episode: the same
+    actions give the same trajectory with and without look-ahead."""
+    env = gym.make(WORLD_IDS[world], width=32, height=32, with_segmentation=False)
+    expert = make_expert(env)
+    try:
+        runs = []
+        for lookahead in (False, True):
+            obs, info = env.reset(seed=3)
+            expert.reset()
+            states = []
+            for _ in range(15):
+                action = expert(obs, info)
+                if lookahead:
+                    chunk, mask = expert_chunk(env, expert, 4, first_action=action)
+                    assert chunk.shape == (4, env.action_space.shape[0])
+                    # Valid up to the episode's end, never after it.
+                    assert mask[0] and np.all(np.diff(mask.astype(int)) <= 0)
+                    np.testing.assert_array_equal(chunk[0], action)
+                obs, _, terminated, truncated, info = env.step(action)
+                states.append(obs["proprio"].copy())
+                if terminated or truncated:
+                    break
+            runs.append(np.array(states))
+        assert runs[0].shape == runs[1].shape
+        np.testing.assert_allclose(runs[0], runs[1], atol=1e-5)
+    finally:
+        env.close()
+
+
+def test_expert_chunk_is_the_experts_own_future():
+    """A chunk label equals what the expert does when it executes those steps itself."""
+    env = gym.make(WORLD_IDS["driving"], width=32, height=32, with_segmentation=False)
+    expert = make_expert(env)
+    try:
+        obs, info = env.reset(seed=11)
+        chunk, _ = expert_chunk(env, expert, 4)
+        executed = []
+        for _ in range(4):
+            a = expert(obs, info)
+            executed.append(a)
+            obs, *_ , info = env.step(a)
+        np.testing.assert_allclose(chunk, np.array(executed), atol=1e-6)
+    finally:
+        env.close()
+
+
+def test_execution_mode_matches_the_policy_node():
+    assert ExecutionMode(4, refill_at=1).steps_per_inference == 3
+    assert ExecutionMode(4, refill_at=0).steps_per_inference == 4
+    assert ExecutionMode(4, refill_at=1, execute_steps=2).steps_per_inference == 1
+    assert ExecutionMode(4, refill_at=8).steps_per_inference == 1  # never zero
+    with pytest.raises(ValueError, match="refill_at"):
+        ExecutionMode(4, refill_at=-1)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"stages": ("bc", "ppo")}, "stages"),
+    ({"loss": "ppo"}, "loss"),
+    ({"submodel_probs": {"2/3": 1.0}}, "submodel_probs"),
+    ({"lr": 2.0}, "lr"),
+    ({"group_size": 1, "loss": "adpo"}, "group_size"),
+    ({"worlds": ("kitchen",)}, "kitchen"),
+])
+def test_config_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad)
+
+
+def test_warm_start_refuses_shape_changes(tmp_path):
+    with pytest.raises(ValueError, match="hidden_size"):
+        train(TrainConfig(init_from="default", model={"hidden_size": 64}), tmp_path / "run")
+
+
+def _params(model_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_smoke_run_every_stage_then_eval(tmp_path):
+    """One short run through `embodied-stack train` (bc -> dagger -> rl), then
+    `embodied-stack eval` on its model: the artefacts and the logged figures exist."""
+    from embodied_stack.nodes.cli import main as cli
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({k: (list(v) if isinstance(v, tuple) else v)
+                                      for k, v in TINY.items()}))
+    out = tmp_path / "run"
+    threads = torch.get_num_threads()
+    try:
+        # The shaped return always varies within a group (an untrained model never succeeds).
+        assert cli(["train", "--out", str(out), "--config", str(config),
+                    "--loss", "adpo+entropic", "--reward", "return", "--frontier", "false"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("model/config.json", "model/model.safetensors", "checkpoint.pt",
+                 "train_config.json"):
+        assert (out / name).is_file(), name
+    assert list((out / "dagger").glob("iter_000_*.npz"))
+    assert list((out / "tb").iterdir()), "no TensorBoard events"
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    log = json.loads(state["log"])
+    rl = [e for e in log if e["stage"] == "rl" and "zero_variance_groups" in e]
+    assert len(rl) == 2 and all("rl_steps_per_s" in e for e in rl)
+    updates = [e for e in log if e["stage"] == "rl" and "alpha" in e]
+    assert updates, "no RL update was logged (every group had zero variance?)"
+    assert all(-1.0 <= e["alpha"] <= 1.0 and "entropy" in e and "kd" in e for e in updates)
+    assert json.loads(state["progress"])["stage"] == "done"
+    # A second `train` into the same folder without --resume must refuse, losing nothing.
+    with pytest.raises(FileExistsError):
+        cli(["train", "--out", str(out), "--config", str(config)])
+    result = tmp_path / "eval.json"
+    assert cli(["eval", "--model", str(out / "model"), "--episodes", "2", "--submodels",
+                "full", "1/2", "--json", str(result)]) == 0
+    figures = json.loads(result.read_text())
+    for key in ("success_full_tabletop", "success_half_driving"):
+        assert 0.0 <= figures[key] <= 1.0
+        lo, hi = figures[key.replace("success", "ci95")]
+        assert 0.0 <= lo <= figures[key] <= hi <= 1.0
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_same_parameters(tmp_path):
+    """A run killed (SIGKILL) after its first checkpoint and resumed ends with exactly the
+    parameters of an uninterrupted run of the same config and seed."""
+    cfg_dict = {k: (list(v) if isinstance(v, tuple) else v) for k, v in TINY.items()}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg_dict))
+
+    killed = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "embodied_stack.sim.train.trainer", "--out",
+                             str(killed), "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (killed / "checkpoint.pt").exists():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    progress = json.loads(torch.load(killed / "checkpoint.pt", weights_only=True)["progress"])
+    assert progress["stage"] != "done", "killed too late to test resuming"
+
+    threads = torch.get_num_threads()
+    try:
+        train(TrainConfig(**TINY), killed, resume=True)
+        train(TrainConfig(**TINY), tmp_path / "straight")
+    finally:
+        torch.set_num_threads(threads)
+    a, b = _params(killed / "model"), _params(tmp_path / "straight" / "model")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
