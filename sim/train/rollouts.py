@@ -88,23 +88,24 @@ def task_template(info: dict) -> str:
 
 
 @torch.no_grad()
-def choose_chunks(model, observations: list[Observation], sample: bool,
-                  generator: torch.Generator | None = None):
+def choose_chunks(model, observations: list[Observation], uniforms: np.ndarray | None = None):
     """One batched forward pass: (tokens (B, T*A) int64, logp (B, T*A) float32, actions
-    (B, T, A) float32). Greedy = argmax per token; sample = one draw per token."""
+    (B, T, A) float32). Greedy (argmax per token) when `uniforms` is None; otherwise each
+    token is drawn from the policy by inverse CDF with the given uniforms (B, T*A), so a
+    rollout's draws depend on its own random stream only, not on what else is in the batch
+    (the local and the Ray path then give the same rollouts)."""
     batch = model.obs_to_batch(observations, device=next(model.parameters()).device)
     logits = model.forward_batch(batch).float()
-    logp_all = torch.log_softmax(logits, dim=-1)
-    if sample:
-        flat = logp_all.exp().reshape(-1, logits.shape[-1]).cpu()
-        tokens = torch.multinomial(flat, 1, generator=generator).reshape(logits.shape[:2])
-        tokens = tokens.to(logits.device)
+    logp_all = torch.log_softmax(logits, dim=-1).cpu()
+    if uniforms is None:
+        tokens = logp_all.argmax(-1)
     else:
-        tokens = logits.argmax(-1)
+        cdf = logp_all.double().exp().cumsum(-1)
+        u = torch.from_numpy(uniforms).unsqueeze(-1) * cdf[..., -1:]
+        tokens = (cdf < u).sum(-1).clamp_max(logits.shape[-1] - 1)
     logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    c = model.config
-    actions = model.tokens_to_actions(tokens, c.max_action_dim)
-    return tokens.cpu().numpy(), logp.cpu().numpy().astype(np.float32), actions.cpu().numpy()
+    actions = model.tokens_to_actions(tokens, model.config.max_action_dim)
+    return tokens.numpy(), logp.numpy().astype(np.float32), actions.cpu().numpy()
 
 
 def _frame(obs: dict):
@@ -112,28 +113,33 @@ def _frame(obs: dict):
 
 
 def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: bool = False,
-                 generator: torch.Generator | None = None, label: bool = False,
-                 beta: float = 0.0, rng: np.random.Generator | None = None,
+                 stream_seed: int = 0, keys=None, label: bool = False, beta: float = 0.0,
                  keep_decisions: bool = False, progress=None) -> list[Episode]:
     """Run one episode per seed (in order of `seeds`, several at once on the pool's worlds).
 
-    Returns the episodes in the order of `seeds`. `keep_decisions` stores each decision's
-    observation, tokens and log-probabilities (RL); `label` stores every visited state with
-    the expert's chunk (DAgger). `progress`: a callable taking the number of finished
-    episodes (e.g. a tqdm bar's update).
+    Returns the episodes in the order of `seeds`. `sample`: draw actions from the policy (RL)
+    instead of argmax. Every random choice of the episode with key k (action draws, DAgger's
+    expert-or-learner coin) comes from its own stream ``default_rng([stream_seed, k])``, so
+    an episode does not depend on which others share its batch or worker (keys default to
+    positions in `seeds`; the Ray path passes the global ones).
+    `keep_decisions` stores each decision's observation, tokens and log-probabilities (RL);
+    `label` stores every visited state with the expert's chunk (DAgger). `progress`: a
+    callable taking the number of finished episodes (e.g. a tqdm bar's update).
     """
     from embodied_stack.sim.experts import expert_chunk
 
     if beta > 0 and not label:
         raise ValueError("beta > 0 (expert-executed chunks) needs label=True")
-    rng = rng or np.random.default_rng(0)
     k = mode.steps_per_inference
     T = model.config.chunk_length
     dims = model.config.embodiments[pool.embodiment]
     world = pool.world
+    seeds = list(seeds)
+    keys = list(range(len(seeds))) if keys is None else list(keys)
     queue = list(enumerate(seeds))
     results: list[Episode | None] = [None] * len(queue)
-    # per slot: [episode index, Episode, obs, info, chunk (k, dims) or None, position in chunk]
+    # per slot: [episode index, Episode, obs, info, chunk (k, dims) or None, position in chunk,
+    #            sampling stream, (while a chunk runs) whether the expert executes it]
     slots: list[list | None] = [None] * len(pool)
 
     def start(i: int) -> None:
@@ -146,7 +152,8 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         expert.reset()
         ep = Episode(world=world, seed=int(seed), instruction=str(obs["instruction"]),
                      task=task_template(info))
-        slots[i] = [index, ep, obs, info, None, 0]
+        stream = np.random.default_rng([stream_seed, keys[index]])
+        slots[i] = [index, ep, obs, info, None, 0, stream]
 
     for i in range(len(pool)):
         start(i)
@@ -156,11 +163,15 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             observations = [Observation(rgb=slots[i][2]["rgb"], instruction=slots[i][1].instruction,
                                         proprio=slots[i][2]["proprio"], embodiment=pool.embodiment,
                                         depth=slots[i][2]["depth"]) for i in need]
-            tokens, logp, actions = choose_chunks(model, observations, sample, generator)
+            uniforms = None
+            if sample:
+                uniforms = np.stack([slots[i][6].random(model.config.num_action_tokens)
+                                     for i in need])
+            tokens, logp, actions = choose_chunks(model, observations, uniforms)
             for j, i in enumerate(need):
                 s = slots[i]
                 s[4], s[5] = actions[j, :k, :dims].copy(), 0
-                from_expert = bool(beta > 0 and rng.random() < beta)
+                from_expert = bool(beta > 0 and s[6].random() < beta)
                 s.append(from_expert)
                 if keep_decisions:
                     ep = s[1]
@@ -173,7 +184,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             if s is None:
                 continue
             index, ep, obs, info, chunk, pos = s[:6]
-            from_expert = s[6]
+            from_expert = s[7]
             env, expert = pool.envs[i], pool.experts[i]
             action = chunk[pos]
             if label:
@@ -201,7 +212,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             s[2], s[3], s[5] = obs, info, pos + 1
             if last_of_chunk:
                 s[4] = None
-                del s[6]
+                del s[7]
             if terminated or truncated:
                 ep.success = bool(info["is_success"])
                 ep.outcome = str(info["outcome"])
@@ -221,3 +232,17 @@ def success_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, fl
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+class LocalRollouts:
+    """Rollouts in this process, on one WorldPool per world (the default backend)."""
+
+    def __init__(self, worlds, pool_size: int):
+        self.pools = {w: WorldPool(w, pool_size) for w in worlds}
+
+    def __call__(self, model, world: str, seeds, mode: ExecutionMode, **kwargs) -> list[Episode]:
+        return run_episodes(model, self.pools[world], seeds, mode, **kwargs)
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()

@@ -51,7 +51,7 @@ from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.models.policy.tokenizer import DEFAULT_WORDS, InstructionTokenizer, split_words
 from embodied_stack.sim.train import demos, losses
-from embodied_stack.sim.train.rollouts import WorldPool, run_episodes, success_interval
+from embodied_stack.sim.train.rollouts import LocalRollouts
 
 EMBODIMENT = demos.EMBODIMENT
 STAGES = ("bc", "dagger", "rl")
@@ -73,6 +73,9 @@ class TrainConfig:
     refill_at: int = 1  #: next chunk requested when this many actions remain
     execute_steps: int = 0  #: cut chunks to this many actions (0 = whole chunk)
     pool_size: int = 16  #: worlds stepped together per world type (one batched forward each tick)
+    ray_address: str = ""  #: "" = rollouts in this process; "local" = a private Ray cluster
+    #: here; "auto" / "ray://host:port" = rollout workers on an existing Ray cluster
+    ray_workers: int = 2  #: Ray rollout actors (one CPU each)
     # --- supervised optimisation (bc, dagger) ---
     batch_size: int = 64  #: states per step, half from each world
     lr: float = 3e-4  #: peak learning rate (AdamW) of bc and dagger
@@ -480,7 +483,7 @@ def save_shard(path: Path, arrays: dict) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def validate(run: Run, pools: dict[str, WorldPool], label: str) -> dict:
+def validate(run: Run, label: str) -> dict:
     """Greedy success per world and submodel on validation seeds (disjoint from training
     and from the test seeds of `embodied-stack eval`)."""
     cfg, model = run.cfg, run.model
@@ -491,7 +494,7 @@ def validate(run: Run, pools: dict[str, WorldPool], label: str) -> dict:
     for submodel in cfg.eval_submodels:
         model.set_submodel(submodel)
         for world in cfg.worlds:
-            eps = run_episodes(model, pools[world], seeds, run.mode)
+            eps = run.rollouts(model, world, seeds, run.mode)
             out[f"success_{submodel.replace('/', '_')}_{world}"] = float(
                 np.mean([e.success for e in eps]))
     model.set_submodel("full")
@@ -504,10 +507,10 @@ def validate(run: Run, pools: dict[str, WorldPool], label: str) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
-def stage_bc(run: Run, pools) -> None:
+def stage_bc(run: Run) -> None:
     cfg = run.cfg
     train_steps(run, cfg.bc_steps, lambda s: cosine_lr(s, cfg.bc_steps, cfg), "bc")
-    run.record(validate(run, pools, "bc"))
+    run.record(validate(run, "bc"))
 
 
 def dagger_shards(run: Run) -> list[Path]:
@@ -522,7 +525,7 @@ def load_dagger_shards(run: Run, below: int) -> None:
             run.buffer.add(world, data)
 
 
-def stage_dagger(run: Run, pools) -> None:
+def stage_dagger(run: Run) -> None:
     cfg = run.cfg
     while run.progress["iteration"] < cfg.dagger_iterations:
         it = run.progress["iteration"]
@@ -535,11 +538,11 @@ def stage_dagger(run: Run, pools) -> None:
             if not path.exists():
                 n = cfg.dagger_episodes[world]
                 first = SEED_BASE["dagger"] + it * 1000 + w * 500
-                rng = np.random.default_rng([cfg.seed, it, w])
                 bar = tqdm(total=n, desc=f"dagger {it} {world} rollouts", unit="episode")
                 run.model.set_submodel("full")
-                eps = run_episodes(run.model, pools[world], range(first, first + n), run.mode,
-                                   label=True, beta=beta, rng=rng, progress=bar.update)
+                eps = run.rollouts(run.model, world, range(first, first + n), run.mode,
+                                   label=True, beta=beta, stream_seed=cfg.seed * 7919 + it,
+                                   progress=bar.update)
                 bar.close()
                 save_shard(path, episodes_to_arrays(eps))
             data = dict(np.load(path, allow_pickle=False))
@@ -553,7 +556,7 @@ def stage_dagger(run: Run, pools) -> None:
             run.record(stats)
         train_steps(run, cfg.dagger_steps,
                     lambda s: cosine_lr(s, cfg.dagger_steps, cfg), f"dagger {it}")
-        run.record(validate(run, pools, f"dagger {it}"))
+        run.record(validate(run, f"dagger {it}"))
         run.progress.update(iteration=it + 1, step=0)
         run.save()
 
@@ -564,7 +567,7 @@ def _rl_seeds(cfg: TrainConfig, it: int, w: int) -> list[int]:
     return list(range(first, first + n))
 
 
-def collect_groups(run: Run, pools) -> list:
+def collect_groups(run: Run) -> list:
     """G sampled rollouts per seed, per world: episodes grouped by (world, seed)."""
     cfg, model = run.cfg, run.model
     it = run.progress["iteration"]
@@ -574,8 +577,9 @@ def collect_groups(run: Run, pools) -> list:
         seeds = _rl_seeds(cfg, it, w)
         plan = [s for s in seeds for _ in range(cfg.group_size)]
         bar = tqdm(total=len(plan), desc=f"rl {it} {world} rollouts", unit="episode")
-        eps = run_episodes(model, pools[world], plan, run.mode, sample=True,
-                           generator=run.generator, keep_decisions=True, progress=bar.update)
+        eps = run.rollouts(model, world, plan, run.mode, sample=True,
+                           stream_seed=cfg.seed * 7919 + 100_000 + it, keep_decisions=True,
+                           progress=bar.update)
         bar.close()
         for g in range(len(seeds)):
             groups.append(eps[g * cfg.group_size:(g + 1) * cfg.group_size])
@@ -697,12 +701,12 @@ def rl_update(run: Run, data: dict) -> dict:
     return {k: float(np.mean(v)) for k, v in stats_sum.items()}
 
 
-def stage_rl(run: Run, pools) -> None:
+def stage_rl(run: Run) -> None:
     cfg = run.cfg
     while run.progress["iteration"] < cfg.rl_iterations:
         it = run.progress["iteration"]
         t0 = time.time()
-        groups = collect_groups(run, pools)
+        groups = collect_groups(run)
         env_steps = sum(ep.steps for g in groups for ep in g)
         data = rl_batch(run, groups)
         stats = dict(data["stats"])
@@ -713,7 +717,7 @@ def stage_rl(run: Run, pools) -> None:
         run.record(stats)
         print(f"[rl {it}] " + " ".join(f"{k} {v:.3g}" for k, v in stats.items()
                                        if isinstance(v, (int, float))))
-        run.record(validate(run, pools, f"rl {it}"))
+        run.record(validate(run, f"rl {it}"))
         run.progress.update(iteration=it + 1, step=0)
         run.save()
 
@@ -725,7 +729,12 @@ def stage_rl(run: Run, pools) -> None:
 
 def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> ElasticVLA:
     run = Run(cfg, out, resume)
-    pools = {w: WorldPool(w, cfg.pool_size) for w in cfg.worlds}
+    if cfg.ray_address:
+        from embodied_stack.sim.train.distributed import RayRollouts
+
+        run.rollouts = RayRollouts(cfg.ray_address, cfg.ray_workers, cfg.worlds, cfg.pool_size)
+    else:
+        run.rollouts = LocalRollouts(cfg.worlds, cfg.pool_size)
     start = time.time()
     try:
         stages = list(cfg.stages)
@@ -739,12 +748,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Ela
                     load_demos(run)
                 load_dagger_shards(run, below=(run.progress["iteration"] if stage == "dagger"
                                                else 10**9))
-            {"bc": stage_bc, "dagger": stage_dagger, "rl": stage_rl}[stage](run, pools)
+            {"bc": stage_bc, "dagger": stage_dagger, "rl": stage_rl}[stage](run)
         run.progress["stage"] = "done"
         run.save()
     finally:
-        for pool in pools.values():
-            pool.close()
+        run.rollouts.close()
         run.close()
     run.model.set_submodel("full")
     run.model.to("cpu")

@@ -1,0 +1,106 @@
+"""Rollout workers on a Ray cluster (``embodied-stack train --ray-address ...``).
+
+Each worker is a Ray actor holding its own worlds (WorldPool) and a CPU copy of the policy.
+A call ships the current weights once (``ray.put``), splits the seeds round-robin over the
+workers with their global keys, and merges the episodes back in order. Every random choice of
+an episode comes from its own key-derived stream (sim/train/rollouts.run_episodes), so the
+result equals the local path's for the same seeds, whatever the number of workers.
+
+``address``: "local" starts a private cluster on this machine (loopback only); "auto" or
+"ray://host:10001" joins an existing one (see Ray's docs for starting a cluster).
+"""
+
+from __future__ import annotations
+
+from embodied_stack.models.policy.interface import ExecutionMode
+
+
+class _Worker:
+    def __init__(self, worlds, pool_size: int, threads: int):
+        import torch
+
+        from embodied_stack.sim.train.rollouts import WorldPool
+
+        torch.set_num_threads(threads)
+        self.pools = {w: WorldPool(w, pool_size) for w in worlds}
+        self.model = None
+        self.weights_id = None
+
+    def run(self, weights, weights_id: str, world: str, seeds, keys, mode: dict, kwargs: dict):
+        from embodied_stack.models.policy.elastic_vla import ElasticVLA
+        from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+        from embodied_stack.models.policy.tokenizer import InstructionTokenizer
+        from embodied_stack.sim.train.rollouts import run_episodes
+
+        if self.weights_id != weights_id:
+            self.model = ElasticVLA(ElasticVLAConfig.from_dict(weights["config"]),
+                                    InstructionTokenizer(weights["vocab"]))
+            self.model.load_state_dict(weights["state"])
+            self.model.eval()
+            self.weights_id = weights_id
+        self.model.set_submodel(weights["submodel"])
+        return run_episodes(self.model, self.pools[world], seeds, ExecutionMode(**mode),
+                            keys=keys, **kwargs)
+
+
+class RayRollouts:
+    """The same call as LocalRollouts, served by `workers` Ray actors."""
+
+    def __init__(self, address: str, workers: int, worlds, pool_size: int, threads: int = 1):
+        import ray
+
+        if workers < 1:
+            raise ValueError(f"ray workers={workers} must be >= 1")
+        if not ray.is_initialized():
+            if address == "local":
+                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, log_to_driver=False)
+        worker = ray.remote(num_cpus=1)(_Worker)
+        self.workers = [worker.remote(tuple(worlds), pool_size, threads) for _ in range(workers)]
+        self._calls = 0
+
+    def __call__(self, model, world: str, seeds, mode: ExecutionMode, progress=None,
+                 **kwargs):
+        import ray
+
+        seeds = list(seeds)
+        self._calls += 1
+        weights = ray.put({
+            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "config": model.config.to_dict(), "vocab": list(model.tokenizer.vocab),
+            "submodel": model.submodel,
+        })
+        weights_id = f"{id(self)}-{self._calls}"
+        n = len(self.workers)
+        shards = [list(range(j, len(seeds), n)) for j in range(n)]
+        mode_args = {"chunk_length": mode.chunk_length, "refill_at": mode.refill_at,
+                     "execute_steps": mode.execute_steps}
+        pending = {
+            self.workers[j].run.remote(weights, weights_id, world, [seeds[i] for i in idx],
+                                       idx, mode_args, kwargs): idx
+            for j, idx in enumerate(shards) if idx}
+        out = [None] * len(seeds)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            idx = pending.pop(done[0])
+            for i, ep in zip(idx, ray.get(done[0])):
+                out[i] = ep
+            if progress is not None:
+                progress(len(idx))
+        return out
+
+    def close(self) -> None:
+        import ray
+
+        for w in self.workers:
+            ray.kill(w)
+        self.workers = []
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
