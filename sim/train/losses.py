@@ -333,5 +333,5 @@ def policy_loss(kind: str, logp_new: Tensor, logp_old: Tensor, advantages: Tenso
                                          logp_new.detach().exp(), mask, rollout_index, alpha)
         loss = loss + term
         stats.update(term_stats, alpha=alpha, integral=controller.integral,
-                     entropic_term=float(term))
+                     entropic_term=float(term.detach()))
     return loss, stats

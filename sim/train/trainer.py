@@ -21,6 +21,7 @@ Read top to bottom:
 Every hyper-parameter is in TrainConfig (one dataclass; flags and a YAML file override it).
 Seeds are disjoint by purpose: demos from 0, DAgger from 10_000, RL from 20_000, periodic
 validation from 300_000; `embodied-stack eval` tests on 100_000+ (never seen in training).
+The model after each stage is kept in <out>/model_after_<stage>; the final one in <out>/model.
 A checkpoint (model, optimizer, RNG states, stage progress, EntroPIC integral, log) is written
 atomically at the end of every iteration and every ``checkpoint_every`` steps; the DAgger
 buffer lives in shards on disk. `--resume` continues from the last checkpoint and gives the
@@ -452,6 +453,8 @@ def load_demos(run: Run) -> None:
             chunk_length=run.model.config.chunk_length), run.out / "demos")
         data = demos.load(path)
         run.buffer.add(world, data)
+        if not any(f"demo_states_{world}" in e for e in run.log):
+            run.record({f"demo_states_{world}": len(data["rgb"])})
         print(f"{world}: {len(data['rgb'])} demo states from {len(data['episode_success'])} "
               f"episodes (expert success {data['episode_success'].mean():.0%})")
 
@@ -708,12 +711,15 @@ def stage_rl(run: Run) -> None:
         t0 = time.time()
         groups = collect_groups(run)
         env_steps = sum(ep.steps for g in groups for ep in g)
+        per_world = {f"env_steps_{w}": sum(ep.steps for g in groups for ep in g if ep.world == w)
+                     for w in cfg.worlds}
         data = rl_batch(run, groups)
         stats = dict(data["stats"])
         if "batch" in data:
             stats.update(rl_update(run, data))
         wall = time.time() - t0
-        stats.update(env_steps=env_steps, rl_steps_per_s=env_steps / wall, wall_s=wall)
+        stats.update(env_steps=env_steps, rl_steps_per_s=env_steps / wall, wall_s=wall,
+                     **per_world)
         run.record(stats)
         print(f"[rl {it}] " + " ".join(f"{k} {v:.3g}" for k, v in stats.items()
                                        if isinstance(v, (int, float))))
@@ -749,6 +755,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Ela
                 load_dagger_shards(run, below=(run.progress["iteration"] if stage == "dagger"
                                                else 10**9))
             {"bc": stage_bc, "dagger": stage_dagger, "rl": stage_rl}[stage](run)
+            # Each stage's result, for comparisons (bench/train_compare.py) and fallbacks.
+            run.model.save_pretrained(run.out / f"model_after_{stage}")
         run.progress["stage"] = "done"
         run.save()
     finally:
