@@ -39,6 +39,7 @@ setup(
     package_data={
         PACKAGE: [
             "models/**/*.json", "models/**/*.safetensors", "models/**/*.txt",
+            "models/**/*.md", "models/**/*.png",
             "sim/**/*.xml", "sim/**/*.png",
         ]
     },

@@ -147,6 +147,22 @@ def test_depth_nan_and_far_values_are_sanitised(small):
     assert float(px[0, 0]) == 0.0 and float(px[0, 2]) == 1.0
 
 
+def test_log_depth_encoding_spans_table_and_road():
+    model = ElasticVLA(ElasticVLAConfig(**SMALL, depth_encoding="log", depth_min_m=0.2,
+                                        depth_max_m=100.0))
+    obs = make_obs(6)
+    obs.depth[0, :6] = [0.0, np.nan, 0.2, 1.0, 30.0, np.inf]
+    px = model.obs_to_batch([obs])["pixels"][0, 3, 0, :6].numpy()
+    span = np.log(100.0 / 0.2)
+    # no return -> 0; log(d / 0.2) / log(500) otherwise; +inf is beyond range -> 1
+    np.testing.assert_allclose(px, [0.0, 0.0, 0.0, np.log(5.0) / span, np.log(150.0) / span,
+                                    1.0], atol=1e-6)
+    # a 30 m barrier and the 50 m road behind it stay apart (the linear 10 m encoding saturates)
+    assert np.log(250.0) / span - px[4] > 0.05
+    with pytest.raises(ValueError, match="depth_encoding"):
+        ElasticVLAConfig(depth_encoding="inverse")
+
+
 def test_action_token_round_trip(small):
     c = small.config
     chunk = torch.rand(2, c.chunk_length, 2) * 2 - 1

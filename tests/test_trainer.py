@@ -32,7 +32,7 @@ TINY = dict(
     demo_episodes={"tabletop": 4, "driving": 2},
     dagger_iterations=1, dagger_episodes={"tabletop": 3, "driving": 1}, dagger_steps=10,
     rl_iterations=2, rl_groups={"tabletop": 2, "driving": 1}, group_size=3, rl_minibatch=32,
-    eval_episodes=2, entropy_target=3.0,
+    eval_episodes=2, entropy_target=0.0,  # 0: hold the entropy the rl stage starts from
 )
 
 
@@ -146,6 +146,9 @@ def test_smoke_run_every_stage_then_eval(tmp_path):
     updates = [e for e in log if e["stage"] == "rl" and "alpha" in e]
     assert updates, "no RL update was logged (every group had zero variance?)"
     assert all(-1.0 <= e["alpha"] <= 1.0 and "entropy" in e and "kd" in e for e in updates)
+    # The measured target: the starting policy's token entropy (an untrained one: ~ln 256).
+    targets = {e["entropy_target"] for e in updates}
+    assert len(targets) == 1 and 3.0 < targets.pop() <= np.log(256) + 1e-3
     assert json.loads(state["progress"])["stage"] == "done"
     # A second `train` into the same folder without --resume must refuse, losing nothing.
     with pytest.raises(FileExistsError):

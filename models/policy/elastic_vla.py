@@ -491,7 +491,7 @@ class ElasticVLA(Policy, nn.Module):
                 if depth.shape[0] != c.image_size or depth.shape[1] != c.image_size:
                     rows, cols = self._resize_index(depth.shape[0], depth.shape[1])
                     depth = depth[rows][:, cols]
-                valid = np.isfinite(depth) & (depth > 0.0)
+                valid = depth > 0.0  # 0 and NaN: no return; +inf: beyond range (clipped)
                 if c.depth_encoding == "log":
                     np.clip(depth, c.depth_min_m, c.depth_max_m, out=pixels[3])
                     np.log(pixels[3], out=pixels[3])

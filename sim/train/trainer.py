@@ -115,7 +115,8 @@ class TrainConfig:
     #: episode return), or "success+return" (success + 0.1 * return: dense, success-led)
     pseudo_reward: bool = False  #: ADPO without ground truth: reward = agrees with majority
     frontier: bool = True  #: ADPO: drop groups whose majority share is outside [0.3, 0.8]
-    entropy_target: float = 0.3  #: EntroPIC target token entropy (nats); < 0 disables
+    entropy_target: float = 0.0  #: EntroPIC target token entropy (nats); 0 = the entropy of
+    #: the policy the rl stage starts from (measured on its first rollouts); < 0 disables
     entropy_kp: float = 1.0
     entropy_ki: float = 0.01
     bc_anchor: float = 0.1  #: weight of CE on the DAgger aggregate during rl (0 = pure RL)
@@ -277,6 +278,21 @@ def cosine_lr(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def _git_commit() -> str:
+    """The commit of the code that trains (with "+dirty" for uncommitted changes)."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "."],
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
 # ------------------------------------------------------------------------------------------
 # Run state: checkpoint, resume, logging
 # ------------------------------------------------------------------------------------------
@@ -311,6 +327,9 @@ class Run:
             self._load()
         else:
             atomic_write_json(self.out / "train_config.json", dataclasses.asdict(cfg))
+            atomic_write_json(self.out / "run_info.json", {
+                "command": "embodied-stack train " + " ".join(sys.argv[1:]),
+                "commit": _git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         self.buffer = StateBuffer(self.model)
         self._tb = None
 
@@ -678,7 +697,7 @@ def rl_update(run: Run, data: dict) -> dict:
                 controller=run.controller, entropy_mean=h,
                 batch_fraction=len(idx) / n)
             st["entropy"] = h
-            st["entropy_target"] = cfg.entropy_target
+            st["entropy_target"] = run.controller.target
             # KL(pi_old || pi_new) on the taken tokens, k3 estimator (Schulman).
             log_r = (logp_new - mb["logp_old"]).detach()
             st["kl_old"] = float((((log_r.exp() - 1) - log_r) * mask).sum() / mask.sum().clamp_min(1))
@@ -704,12 +723,39 @@ def rl_update(run: Run, data: dict) -> dict:
     return {k: float(np.mean(v)) for k, v in stats_sum.items()}
 
 
+@torch.no_grad()
+def policy_entropy(run: Run, groups) -> float:
+    """Token-mean entropy of the full model on the executed tokens of these rollouts."""
+    model, k = run.model, run.mode.steps_per_inference
+    A = model.config.max_action_dim
+    total = count = 0.0
+    for g in groups:
+        for ep in g:
+            obs = [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
+                               embodiment=EMBODIMENT[ep.world], depth=o[1].astype(np.float32))
+                   for o in ep.obs]
+            if not obs:
+                continue
+            batch = model.obs_to_batch(obs, device=run.cfg.device)
+            ent = model.entropy(batch)
+            executed = torch.tensor(np.stack([np.repeat(np.arange(model.config.chunk_length)
+                                                        < min(ex, k), A) for ex in ep.executed]))
+            mask = batch["action_mask"] & executed.to(ent.device)
+            total += float((ent * mask).sum())
+            count += float(mask.sum())
+    return total / max(count, 1.0)
+
+
 def stage_rl(run: Run) -> None:
     cfg = run.cfg
     while run.progress["iteration"] < cfg.rl_iterations:
         it = run.progress["iteration"]
         t0 = time.time()
         groups = collect_groups(run)
+        if cfg.entropy_target == 0 and "entropy_target" not in run.progress:
+            # Hold the entropy the RL stage starts from (EntroPIC's usual choice).
+            run.progress["entropy_target"] = run.controller.target = policy_entropy(run, groups)
+            print(f"[rl] EntroPIC target: {run.controller.target:.3f} nats (initial entropy)")
         env_steps = sum(ep.steps for g in groups for ep in g)
         per_world = {f"env_steps_{w}": sum(ep.steps for g in groups for ep in g if ep.world == w)
                      for w in cfg.worlds}
