@@ -276,6 +276,8 @@ class ElasticVLA(Policy, nn.Module):
         self.layers = nn.ModuleList(Block(d, c.num_heads, c.ffn_size, c.norm_eps) for _ in range(c.num_layers))
         self.final_norm = RMSNorm(d, c.norm_eps)
         self.action_head = ElasticLinear(d, c.action_bins, bias=True)
+        # Training scaffold: reads the pooled action-query states (never used to act).
+        self.aux_head = ElasticLinear(d, c.aux_dim, bias=True) if c.aux_dim else None
         # Layer importance order written by calibrate_and_permute (most important first); a
         # submodel with k layers runs layer_rank[:k] in their original order.
         self.register_buffer("layer_rank", torch.arange(c.num_layers, dtype=torch.int64))
@@ -356,6 +358,8 @@ class ElasticVLA(Policy, nn.Module):
             layer.set_active(h, shape.heads, shape.ffn)
         self.final_norm.set_active(h)
         self.action_head.set_active(c.action_bins, h)
+        if self.aux_head is not None:
+            self.aux_head.set_active(c.aux_dim, h)
         d = self.__dict__
         d["_tok_view"], d["_emb_view"], d["_query_view"] = views
         d["_active_layers"], d["_active_hidden"] = layers, h
@@ -431,6 +435,10 @@ class ElasticVLA(Policy, nn.Module):
         self, pixels: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor, embodiment: torch.Tensor
     ) -> torch.Tensor:
         """Logits (B, T*A, bins) for a batch (see :meth:`obs_to_batch` for the input layout)."""
+        return self.action_head(self._action_states(pixels, tokens, proprio, embodiment))
+
+    def _action_states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
+        """Final-norm decoder states of the action query tokens (B, T*A, active hidden)."""
         cached = not torch.is_grad_enabled() and getattr(self, "_use_cache", True)
         h = self._active_hidden
         tok_w = self._tok_view if cached else self.tok_embed[:, :h]
@@ -447,11 +455,17 @@ class ElasticVLA(Policy, nn.Module):
         cos, sin = self.rope_cos, self.rope_sin
         for i in self._active_layers:
             x = self.layers[i](x, cos, sin)
-        x = self.final_norm(x[:, -self.config.num_action_tokens :])
-        return self.action_head(x)
+        return self.final_norm(x[:, -self.config.num_action_tokens :])
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward(*(batch[k] for k in BATCH_KEYS))
+
+    def forward_with_aux(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, auxiliary outputs (B, aux_dim)) for training; needs ``aux_dim`` > 0."""
+        if self.aux_head is None:
+            raise ValueError("this model has no auxiliary head (config.aux_dim = 0)")
+        x = self._action_states(*(batch[k] for k in BATCH_KEYS))
+        return self.action_head(x), self.aux_head(x.mean(dim=1))
 
     # ---------------------------------------------------------------------- observations -> tensors
     def _resize_index(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

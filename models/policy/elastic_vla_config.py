@@ -78,6 +78,12 @@ class ElasticVLAConfig:
     #: embodiment name -> number of valid action dims (the leading dims of each step)
     embodiments: dict[str, int] = field(default_factory=lambda: dict(EMBODIMENT_ACTION_DIM))
 
+    # --- training scaffold ---
+    #: outputs of the auxiliary head that training fits to privileged simulator features
+    #: (where the target is, relative to the robot; see sim.experts.privileged_features);
+    #: 0 = no head. It is not used to act and not exported to ONNX.
+    aux_dim: int = 0
+
     # --- bookkeeping ---
     model_type: str = MODEL_TYPE  #: fixed tag checked on load
 
@@ -125,6 +131,7 @@ class ElasticVLAConfig:
         _check_int("action_bins", self.action_bins, 2, 65536)
         _check_int("chunk_length", self.chunk_length, 1, 256)
         _check_int("max_action_dim", self.max_action_dim, 1, 64)
+        _check_int("aux_dim", self.aux_dim, 0, 256)
         if not isinstance(self.embodiments, dict) or not self.embodiments:
             raise ValueError(f"ElasticVLAConfig.embodiments={self.embodiments!r} must be a non-empty dict name -> dims")
         for name, dims in self.embodiments.items():

@@ -60,3 +60,7 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
         world.restore(snap)
         vars(expert).update(memory)
     return chunk, mask
+
+
+#: Length of every expert's ``features()`` vector (the policy's auxiliary targets).
+FEATURE_DIM = 6

@@ -32,6 +32,33 @@ class DrivingExpert:
     def reset(self) -> None:
         """Nothing to forget: the controller is memoryless."""
 
+    def features(self) -> np.ndarray:
+        """Privileged features for the policy's auxiliary head (6,): offset from the target
+        lane centre (lanes), heading error to the road (x5 rad), the gap to the nearest object
+        in the ego's path (/50 m, 1 = none), its closing speed (/10 m/s), whether it is a
+        barrier, and the offset from the start lane centre (lanes)."""
+        w = self.world
+        gap, closing, barrier = 50.0, 0.0, 0.0
+        for obj, g in self._in_path(w, world.lane_center(w.target_lane)):
+            if g < gap:
+                gap, closing, barrier = g, w.ego_speed - obj.speed, float(obj.kind == "barrier")
+        heading = (w.ego_yaw - w.segment_heading[w._ego_segment] + math.pi) % (2 * math.pi) - math.pi
+        return np.array([(w.ego_d - world.lane_center(w.target_lane)) / world.LANE_WIDTH,
+                         5.0 * heading, max(gap, 0.0) / 50.0, closing / 10.0, barrier,
+                         (w.ego_d - world.lane_center(w.start_lane)) / world.LANE_WIDTH],
+                        np.float32)
+
+    @staticmethod
+    def _in_path(w, target_d):
+        """(object, bumper gap m) for every object ahead in the lanes the ego body overlaps or
+        the target lane: what the speed controller reacts to."""
+        for obj in w.objects:
+            in_path = (abs(obj.d - w.ego_d) < 0.5 * (world.EGO_WIDTH + obj.size[1]) + 0.5
+                       or abs(obj.d - target_d) < 0.5 * world.LANE_WIDTH)
+            gap = obj.s - w.ego_s - 0.5 * (world.EGO_LENGTH + obj.size[0])
+            if in_path and gap >= -0.5 * (world.EGO_LENGTH + obj.size[0]):
+                yield obj, gap
+
     def __call__(self, obs, info) -> np.ndarray:
         w = self.world
         speed = w.ego_speed
@@ -47,12 +74,7 @@ class DrivingExpert:
         # Speed: cruise, but follow any car and stop short of any barrier in our path (the
         # lanes the ego body overlaps now, or the target lane).
         desired = world.CRUISE_SPEED
-        for obj in w.objects:
-            in_path = (abs(obj.d - w.ego_d) < 0.5 * (world.EGO_WIDTH + obj.size[1]) + 0.5
-                       or abs(obj.d - target_d) < 0.5 * world.LANE_WIDTH)
-            gap = obj.s - w.ego_s - 0.5 * (world.EGO_LENGTH + obj.size[0])
-            if not in_path or gap < -0.5 * (world.EGO_LENGTH + obj.size[0]):
-                continue  # not in our way, or already beside/behind us
+        for obj, gap in self._in_path(w, target_d):  # (not beside or behind us)
             if obj.kind == "car":
                 wanted_gap = FOLLOW_GAP + FOLLOW_HEADWAY * obj.speed
                 desired = min(desired, obj.speed + 0.5 * (gap - wanted_gap),

@@ -44,11 +44,7 @@ class TabletopExpert:
     def __call__(self, obs, info) -> np.ndarray:
         state = self.world.privileged_state
         ee = state["ee"]
-        if self._target is None or self._target not in state["target_ids"]:
-            targets = state["target_ids"]
-            dist = [np.linalg.norm(state["positions"][t, :2] - ee[:2]) for t in targets]
-            self._target = targets[int(np.argmin(dist))]
-            self._phase = "approach"
+        self._choose_target(state)
         t = self._target
         target = state["positions"][t]
         cls = state["classes"][t]
@@ -57,6 +53,32 @@ class TabletopExpert:
         else:
             goal = self._push_goal(ee, target, state["start_positions"][t], cls, state["direction"])
         return self._velocity_to(ee, goal)
+
+    def _choose_target(self, state) -> None:
+        """Commit to the target nearest the fingertip (once, or when it stops being one)."""
+        if self._target is None or self._target not in state["target_ids"]:
+            targets = state["target_ids"]
+            dist = [np.linalg.norm(state["positions"][t, :2] - state["ee"][:2]) for t in targets]
+            self._target = targets[int(np.argmin(dist))]
+            self._phase = "approach"
+
+    def features(self) -> np.ndarray:
+        """Privileged features for the policy's auxiliary head (6,): where the chosen target
+        is relative to the fingertip, (dx, dy, dz) in decimetres, and where the push starts
+        (behind the target; the target itself for touch), (dx, dy) in decimetres, then 0."""
+        state = self.world.privileged_state
+        ee = state["ee"]
+        self._choose_target(state)
+        t = self._target
+        target = state["positions"][t]
+        start = target[:2]
+        if state["task"] == "push":
+            start = np.array(world.push_path(state["start_positions"][t][:2],
+                                             state["classes"][t], state["direction"])[0])
+        out = np.zeros(6, np.float32)
+        out[:3] = (target - ee) * 10.0
+        out[3:5] = (start - ee[:2]) * 10.0
+        return out
 
     def _touch_goal(self, ee, target, cls) -> np.ndarray:
         top = world.CLASS_SIZES[cls][2]  # objects stand on the table (z = 0)

@@ -66,8 +66,9 @@ def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Gen
     done = False
     while not done:
         label = np.asarray(expert(obs, info), np.float32)
+        features = expert.features()
         chunk, mask = expert_chunk(env, expert, chunk_length, first_action=label)
-        frames.append((obs["rgb"], obs["depth"].astype(np.float16), obs["proprio"]))
+        frames.append((obs["rgb"], obs["depth"].astype(np.float16), obs["proprio"], features))
         chunks.append(chunk)
         masks.append(mask)
         executed = label
@@ -100,7 +101,7 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
         for k in todo:
             first = k * config.shard_episodes
             count = min(config.shard_episodes, config.episodes - first)
-            cols = {n: [] for n in ("rgb", "depth", "proprio", "chunk", "chunk_mask",
+            cols = {n: [] for n in ("rgb", "depth", "proprio", "aux", "chunk", "chunk_mask",
                                     "episode", "instruction")}
             successes = []
             for e in range(first, first + count):
@@ -113,6 +114,7 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
                 cols["rgb"] += [f[0] for f in frames]
                 cols["depth"] += [f[1] for f in frames]
                 cols["proprio"] += [f[2] for f in frames]
+                cols["aux"] += [f[3] for f in frames]
                 cols["chunk"].append(chunk)
                 cols["chunk_mask"].append(mask)
                 cols["episode"] += [e] * len(frames)
@@ -123,6 +125,7 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
             arrays = {
                 "rgb": np.stack(cols["rgb"]), "depth": np.stack(cols["depth"]),
                 "proprio": np.stack(cols["proprio"]).astype(np.float32),
+                "aux": np.stack(cols["aux"]).astype(np.float32),
                 "chunk": np.concatenate(cols["chunk"]).astype(np.float32),
                 "chunk_mask": np.concatenate(cols["chunk_mask"]),
                 "episode": np.asarray(cols["episode"], np.int32),

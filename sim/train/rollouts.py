@@ -50,6 +50,7 @@ class Episode:
     # visited states with expert labels (label=True)
     frames: list = field(default_factory=list)  #: (rgb, depth float16, proprio) per state
     labels: list = field(default_factory=list)  #: (T, a) expert chunk per state
+    aux: list = field(default_factory=list)  #: expert.features() per state (auxiliary targets)
     label_masks: list = field(default_factory=list)  #: (T,) bool per state
 
 
@@ -189,6 +190,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             action = chunk[pos]
             if label:
                 first = np.asarray(expert(obs, info), np.float32)
+                ep.aux.append(expert.features())
                 labels, mask = expert_chunk(env, expert, T, first_action=first)
                 ep.frames.append(_frame(obs))
                 ep.labels.append(labels)

@@ -65,7 +65,8 @@ class TrainConfig:
     stages: tuple = STAGES  #: stages to run, in order (a subset of bc, dagger, rl)
     worlds: tuple = ("tabletop", "driving")  #: worlds trained together (one model serves both)
     init_from: str = "default"  #: "default" = the shipped model, a model directory, or "" (new)
-    model: dict = field(default_factory=lambda: {"depth_encoding": "log", "depth_max_m": 100.0})
+    model: dict = field(default_factory=lambda: {"depth_encoding": "log", "depth_max_m": 100.0,
+                                                  "aux_dim": 6})
     #: ElasticVLAConfig overrides; with init_from only input-preprocessing fields may change
     seed: int = 0  #: seeds every random choice of the run (batches, sampling, DAgger mixture)
     device: str = "cpu"  #: cpu | cuda | cuda:N (rollouts always step the worlds on the CPU)
@@ -88,6 +89,7 @@ class TrainConfig:
     # --- elastic training (every stage) ---
     submodel_probs: dict = field(default_factory=lambda: {"1/2": 0.6, "3/4": 0.2, "1/4": 0.2})
     #: which nested submodel is trained alongside the full model at each step
+    aux_weight: float = 1.0  #: weight of the auxiliary head's loss (models with aux_dim > 0)
     kd_weight: float = 1.0  #: weight of KL(full || submodel)
     student_ce_weight: float = 0.5  #: weight of the submodel's own CE (bc, dagger)
     # --- bc ---
@@ -199,6 +201,14 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
 
     model = load_default_policy(None if cfg.init_from == "default" else cfg.init_from)
     changed = {k: v for k, v in cfg.model.items() if getattr(model.config, k) != v}
+    if "aux_dim" in changed:  # a new auxiliary head on the warm-started weights
+        state = model.state_dict()
+        model = ElasticVLA(dataclasses.replace(model.config, aux_dim=changed.pop("aux_dim")),
+                           model.tokenizer)
+        missing, unexpected = model.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith("aux_head.")}, strict=False)
+        if unexpected or any(not k.startswith("aux_head.") for k in missing):
+            raise ValueError(f"warm start: unexpected {unexpected}, missing {missing}")
     shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS))
     if shape_changes:
         raise ValueError(f"init_from={cfg.init_from!r}: model overrides {shape_changes} change "
@@ -235,6 +245,12 @@ class StateBuffer:
             batch["loss_mask"] = batch["action_mask"] & torch.from_numpy(
                 steps.reshape(len(idx), -1))
             batch["pixels"] = batch["pixels"].half()
+            # Auxiliary targets (privileged features); NaN where the data has none.
+            aux = np.full((len(idx), model.config.aux_dim), np.nan, np.float32)
+            if "aux" in d and model.config.aux_dim:
+                n = min(model.config.aux_dim, d["aux"].shape[1])
+                aux[:, :n] = d["aux"][start: start + len(idx), :n]
+            batch["aux"] = torch.from_numpy(aux)
             self.parts.setdefault(world, []).append(batch)
         self.tensors.pop(world, None)
 
@@ -402,12 +418,23 @@ def supervised_step(run: Run, lr: float) -> dict:
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     batch, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device)
+    aux_targets = batch.pop("aux")
     model.train()
     model.set_submodel("full")
-    logits = model.forward_batch(batch)
+    if model.aux_head is not None and cfg.aux_weight > 0:
+        logits, aux = model.forward_with_aux(batch)
+    else:
+        logits, aux = model.forward_batch(batch), None
     # L_full = CE(pi_full(a|o), a_expert) over counted action tokens.
     loss = masked_cross_entropy(logits, targets, batch["loss_mask"], cfg.label_smoothing)
     record = {"ce_full": float(loss.detach())}
+    if aux is not None:
+        # L_aux = Huber(aux(o), privileged features): where the target is, made explicit.
+        have = torch.isfinite(aux_targets)
+        if have.any():
+            aux_loss = torch.nn.functional.smooth_l1_loss(aux[have], aux_targets[have])
+            loss = loss + cfg.aux_weight * aux_loss
+            record["aux"] = float(aux_loss.detach())
     name = _sample_submodel(cfg, run.rng)
     if name is not None:
         model.set_submodel(name)
@@ -480,9 +507,10 @@ def load_demos(run: Run) -> None:
 
 def episodes_to_arrays(episodes) -> dict[str, np.ndarray]:
     """DAgger episodes -> the demo shard layout (one row per labelled state)."""
-    rows = [(f, l, m, ep.instruction, n) for n, ep in enumerate(episodes)
-            for f, l, m in zip(ep.frames, ep.labels, ep.label_masks)]
+    rows = [(f, l, m, ep.instruction, n, x) for n, ep in enumerate(episodes)
+            for f, l, m, x in zip(ep.frames, ep.labels, ep.label_masks, ep.aux)]
     return {
+        "aux": np.stack([r[5] for r in rows]).astype(np.float32),
         "rgb": np.stack([r[0][0] for r in rows]), "depth": np.stack([r[0][1] for r in rows]),
         "proprio": np.stack([r[0][2] for r in rows]).astype(np.float32),
         "chunk": np.stack([r[1] for r in rows]).astype(np.float32),
