@@ -201,3 +201,34 @@ def test_kill_and_resume_gives_the_same_parameters(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+
+
+def test_warm_start_can_add_the_auxiliary_head(tmp_path):
+    """init_from a model without an auxiliary head, aux_dim 6: the old weights carry over
+    unchanged and a fresh head is added; the nested permutation keeps its outputs."""
+    from embodied_stack.models.elastic.submodels import calibrate_and_permute
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA
+    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+    from embodied_stack.models.policy.interface import Observation
+    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+
+    small = {k: v for k, v in TINY["model"].items() if k != "aux_dim"}
+    torch.manual_seed(0)
+    old = ElasticVLA(ElasticVLAConfig(**small), instruction_tokenizer(("tabletop", "driving")))
+    old.save_pretrained(tmp_path / "old")
+    model = build_model(TrainConfig(init_from=str(tmp_path / "old"), model={"aux_dim": 6}))
+    assert model.config.aux_dim == 6 and model.aux_head is not None
+    for k, v in old.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    rng = np.random.default_rng(0)
+    obs = [Observation(rgb=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+                       instruction="touch the red cube", proprio=np.zeros(8, np.float32),
+                       embodiment="arm", depth=rng.random((64, 64), dtype=np.float32))
+           for _ in range(4)]
+    batch = model.obs_to_batch(obs)
+    with torch.no_grad():
+        logits, aux = model.forward_with_aux(batch)
+        calibrate_and_permute(model, [batch])
+        logits2, aux2 = model.forward_with_aux(batch)
+    torch.testing.assert_close(aux2, aux, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits2, logits, atol=1e-4, rtol=1e-4)
