@@ -142,7 +142,8 @@ def test_smoke_run_every_stage_then_eval(tmp_path):
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     log = json.loads(state["log"])
     rl = [e for e in log if e["stage"] == "rl" and "zero_variance_groups" in e]
-    assert len(rl) == 2 and all("rl_steps_per_s" in e for e in rl)
+    assert len(rl) == 2 and all("rl_steps_per_s" in e and e["kl_ref"] >= 0 for e in rl)
+    assert rl[0]["kl_ref"] < 1e-6  # the first rollouts come from the reference itself
     updates = [e for e in log if e["stage"] == "rl" and "alpha" in e]
     assert updates, "no RL update was logged (every group had zero variance?)"
     assert all(-1.0 <= e["alpha"] <= 1.0 and "entropy" in e and "kd" in e for e in updates)

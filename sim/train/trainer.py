@@ -752,11 +752,13 @@ def rl_update(run: Run, data: dict) -> dict:
 
 
 @torch.no_grad()
-def policy_entropy(run: Run, groups) -> float:
-    """Token-mean entropy of the full model on the executed tokens of these rollouts."""
+def rollout_token_stats(run: Run, groups, reference: ElasticVLA | None) -> dict:
+    """On the executed tokens of these rollouts: the full model's token-mean entropy, and the
+    KL from the policy that sampled them to the reference policy (the one the rl stage
+    started from; k3 estimator, Schulman 2020)."""
     model, k = run.model, run.mode.steps_per_inference
     A = model.config.max_action_dim
-    total = count = 0.0
+    ent_sum = kl_sum = count = 0.0
     for g in groups:
         for ep in g:
             obs = [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
@@ -765,30 +767,50 @@ def policy_entropy(run: Run, groups) -> float:
             if not obs:
                 continue
             batch = model.obs_to_batch(obs, device=run.cfg.device)
-            ent = model.entropy(batch)
             executed = torch.tensor(np.stack([np.repeat(np.arange(model.config.chunk_length)
                                                         < min(ex, k), A) for ex in ep.executed]))
-            mask = batch["action_mask"] & executed.to(ent.device)
-            total += float((ent * mask).sum())
+            mask = (batch["action_mask"] & executed.to(batch["action_mask"].device)).float()
+            ent_sum += float((model.entropy(batch) * mask).sum())
             count += float(mask.sum())
-    return total / max(count, 1.0)
+            if reference is not None:
+                tokens = torch.from_numpy(np.stack(ep.tokens)).to(mask.device)
+                log_r = reference.log_probs(batch, tokens) - torch.from_numpy(
+                    np.stack(ep.logp)).to(mask.device)
+                kl_sum += float((((log_r.exp() - 1) - log_r) * mask).sum())
+    count = max(count, 1.0)
+    return {"entropy_rollouts": ent_sum / count,
+            **({"kl_ref": kl_sum / count} if reference is not None else {})}
+
+
+def rl_reference(run: Run) -> ElasticVLA:
+    """The policy the rl stage started from, kept in <out>/rl_reference (so a resumed run
+    measures its KL against the same one)."""
+    path = run.out / "rl_reference"
+    if not (path / "config.json").exists():
+        run.model.save_pretrained(path)
+    reference = ElasticVLA.from_pretrained(path, device=run.cfg.device)
+    reference.set_submodel("full")
+    return reference
 
 
 def stage_rl(run: Run) -> None:
     cfg = run.cfg
+    reference = rl_reference(run)
     while run.progress["iteration"] < cfg.rl_iterations:
         it = run.progress["iteration"]
         t0 = time.time()
         groups = collect_groups(run)
+        token_stats = rollout_token_stats(run, groups, reference)
         if cfg.entropy_target == 0 and "entropy_target" not in run.progress:
             # Hold the entropy the RL stage starts from (EntroPIC's usual choice).
-            run.progress["entropy_target"] = run.controller.target = policy_entropy(run, groups)
+            run.progress["entropy_target"] = run.controller.target = token_stats[
+                "entropy_rollouts"]
             print(f"[rl] EntroPIC target: {run.controller.target:.3f} nats (initial entropy)")
         env_steps = sum(ep.steps for g in groups for ep in g)
         per_world = {f"env_steps_{w}": sum(ep.steps for g in groups for ep in g if ep.world == w)
                      for w in cfg.worlds}
         data = rl_batch(run, groups)
-        stats = dict(data["stats"])
+        stats = dict(data["stats"], **token_stats)
         if "batch" in data:
             stats.update(rl_update(run, data))
         wall = time.time() - t0
