@@ -79,7 +79,9 @@ class TrainConfig:
     #: here; "auto" / "ray://host:port" = rollout workers on an existing Ray cluster
     ray_workers: int = 2  #: Ray rollout actors (one CPU each)
     # --- supervised optimisation (bc, dagger) ---
-    batch_size: int = 64  #: states per step, half from each world
+    batch_size: int = 64  #: states per step, split over the worlds by world_weights
+    world_weights: dict = field(default_factory=dict)  #: world -> share of each batch
+    #: (empty = equal shares: driving episodes are long and would drown the tabletop's)
     lr: float = 3e-4  #: peak learning rate (AdamW) of bc and dagger
     min_lr: float = 3e-5  #: cosine floor
     warmup_steps: int = 100
@@ -90,6 +92,7 @@ class TrainConfig:
     submodel_probs: dict = field(default_factory=lambda: {"1/2": 0.6, "3/4": 0.2, "1/4": 0.2})
     #: which nested submodel is trained alongside the full model at each step
     aux_weight: float = 1.0  #: weight of the auxiliary head's loss (models with aux_dim > 0)
+    elastic_every: int = 1  #: train a sampled submodel every N-th supervised step
     kd_weight: float = 1.0  #: weight of KL(full || submodel)
     student_ce_weight: float = 0.5  #: weight of the submodel's own CE (bc, dagger)
     # --- bc ---
@@ -141,7 +144,7 @@ class TrainConfig:
         unknown = set(self.submodel_probs) - set(NAMED_SUBMODELS)
         if unknown:
             raise ValueError(f"submodel_probs names {sorted(unknown)}; known: {list(NAMED_SUBMODELS)}")
-        for name in ("batch_size", "group_size", "pool_size", "rl_minibatch"):
+        for name in ("batch_size", "group_size", "pool_size", "rl_minibatch", "elastic_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("bc_steps", "dagger_iterations", "dagger_steps", "rl_iterations",
@@ -264,13 +267,16 @@ class StateBuffer:
             self.parts[world] = [self.tensors[world]]
         return self.tensors[world]
 
-    def sample(self, batch_size: int, generator: torch.Generator, device: str):
-        """Equal shares from each world (driving episodes are long and would drown the
-        tabletop's otherwise)."""
+    def sample(self, batch_size: int, generator: torch.Generator, device: str,
+               weights: dict | None = None):
+        """A fixed share of the batch from each world (equal shares by default: driving
+        episodes are long and would drown the tabletop's otherwise)."""
         worlds = [w for w in self.parts if self.parts[w]]
+        share = np.array([float((weights or {}).get(w, 1.0)) for w in worlds])
+        counts = np.floor(batch_size * share / share.sum()).astype(int)
+        counts[: batch_size - counts.sum()] += 1
         pieces = []
-        for j, world in enumerate(worlds):
-            n = batch_size // len(worlds) + (1 if j < batch_size % len(worlds) else 0)
+        for world, n in zip(worlds, counts.tolist()):
             t = self._world_tensors(world)
             idx = torch.randint(0, len(t["targets"]), (n,), generator=generator)
             pieces.append({k: v[idx] for k, v in t.items()})
@@ -417,7 +423,8 @@ def supervised_step(run: Run, lr: float) -> dict:
     cfg, model = run.cfg, run.model
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    batch, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device)
+    batch, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device,
+                                       cfg.world_weights)
     aux_targets = batch.pop("aux")
     model.train()
     model.set_submodel("full")
@@ -435,7 +442,9 @@ def supervised_step(run: Run, lr: float) -> dict:
             aux_loss = torch.nn.functional.smooth_l1_loss(aux[have], aux_targets[have])
             loss = loss + cfg.aux_weight * aux_loss
             record["aux"] = float(aux_loss.detach())
-    name = _sample_submodel(cfg, run.rng)
+    name = None
+    if run.progress["global_step"] % cfg.elastic_every == 0:
+        name = _sample_submodel(cfg, run.rng)
     if name is not None:
         model.set_submodel(name)
         student = model.forward_batch(batch)
@@ -470,8 +479,8 @@ def train_steps(run: Run, total: int, lr_of_step, desc: str) -> None:
         recent.append(record)
         bar.update(1)
         if len(recent) == 20 or run.progress["step"] == total:
-            mean = {k: float(np.mean([r[k] for r in recent if k in r]))
-                    for k in recent[-1]}
+            keys = dict.fromkeys(k for r in recent for k in r)  # every key, first-seen order
+            mean = {k: float(np.mean([r[k] for r in recent if k in r])) for k in keys}
             run.record(mean)
             bar.set_postfix_str(" ".join(f"{k} {v:.3f}" for k, v in mean.items()))
             recent = []
@@ -738,7 +747,8 @@ def rl_update(run: Run, data: dict) -> dict:
                 model.set_submodel("full")
                 st["kd"] = float(kd.detach())
             if cfg.bc_anchor > 0 and any(run.buffer.parts.values()):
-                anchor, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device)
+                anchor, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device,
+                                                    cfg.world_weights)
                 ce = masked_cross_entropy(model.forward_batch(anchor), targets,
                                           anchor["loss_mask"], 0.0)
                 loss = loss + cfg.bc_anchor * ce
