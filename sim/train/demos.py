@@ -1,4 +1,4 @@
-"""Expert demonstrations for behaviour cloning (the warm start before group RL, DESIGN §6).
+"""Expert demonstrations for behaviour cloning (the warm start before group RL).
 
 Each world's scripted expert labels every visited state with its action chunk: what it would
 do over the next T steps from that state (simulated ahead, then restored). A share of the
