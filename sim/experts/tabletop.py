@@ -12,6 +12,11 @@ clear of other objects, so no obstacle avoidance beyond the cruise height is nee
 With several targets (an ambiguous instruction) the expert commits at its first call to the
 one nearest the fingertip's start (ties: the lowest id); the scene, and so this choice, is a
 function of the reset seed.
+
+Apart from that choice the expert is a function of the state: its phase (approach, descend,
+push) follows from where the fingertip is, not from its history. DAgger needs this: it asks the
+expert at states the learner visits, and a hidden phase would give the same observation
+different labels.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from embodied_stack.sim.worlds import tabletop as world
 CRUISE_Z = 0.10  # m, fingertip centre height clear of the tallest object (6 cm) by 2.5 cm
 PUSH_Z = 0.025  # m, fingertip centre height while pushing (about the objects' centres)
 ALIGN_TOL = 0.008  # m, horizontal error under which the fingertip may descend
+CONTINUE_TOL = 0.015  # m, horizontal error a started descent or push tolerates
 DESCEND_TOL = 0.006  # m, height error under which a push may start
 TOUCH_DEPTH = 0.01  # m, aim this far into the target's top so contact is sure
 PUSH_LEAD = 0.10  # m, the push aims this far beyond the target's current centre
@@ -82,25 +88,34 @@ class TabletopExpert:
 
     def _touch_goal(self, ee, target, cls) -> np.ndarray:
         top = world.CLASS_SIZES[cls][2]  # objects stand on the table (z = 0)
-        if np.linalg.norm(ee[:2] - target[:2]) > ALIGN_TOL and self._phase == "approach":
+        error = np.linalg.norm(ee[:2] - target[:2])
+        # Descend once aligned; keep descending while low and nearly aligned (the descent
+        # corrects the small error), so the phase follows from the state alone.
+        low = ee[2] < CRUISE_Z - 0.01
+        if error > ALIGN_TOL and not (low and error <= CONTINUE_TOL):
+            self._phase = "approach"
             return np.array([target[0], target[1], self._cruise_height(ee)])
         self._phase = "descend"
         return np.array([target[0], target[1], top + world.FINGERTIP_RADIUS - TOUCH_DEPTH])
 
     def _push_goal(self, ee, target, start, cls, direction) -> np.ndarray:
-        u = world.DIRECTIONS[direction]
+        u = world.DIRECTIONS[direction][:2]
         behind_xy = np.array(world.push_path(start[:2], cls, direction)[0])
-        if self._phase == "approach":
-            if np.linalg.norm(ee[:2] - behind_xy) > ALIGN_TOL:
-                return np.array([behind_xy[0], behind_xy[1], self._cruise_height(ee)])
-            self._phase = "descend"
-        if self._phase == "descend":
-            if abs(ee[2] - PUSH_Z) > DESCEND_TOL:
-                return np.array([behind_xy[0], behind_xy[1], PUSH_Z])
+        # Pushing: low, behind the object and on the line through its centre along u.
+        rel = target[:2] - ee[:2]
+        along, lateral = float(rel @ u), abs(float(rel[0] * u[1] - rel[1] * u[0]))
+        if ee[2] <= PUSH_Z + DESCEND_TOL and along > 0.0 and lateral <= CONTINUE_TOL:
             self._phase = "push"
-        # Aim through the object's current centre so it does not slide off sideways.
-        aim = target[:2] + u[:2] * PUSH_LEAD
-        return np.array([aim[0], aim[1], PUSH_Z])
+            # Aim through the object's current centre so it does not slide off sideways.
+            aim = target[:2] + u * PUSH_LEAD
+            return np.array([aim[0], aim[1], PUSH_Z])
+        error = np.linalg.norm(ee[:2] - behind_xy)
+        low = ee[2] < CRUISE_Z - 0.01
+        if error <= ALIGN_TOL or (low and error <= CONTINUE_TOL):
+            self._phase = "descend"
+            return np.array([behind_xy[0], behind_xy[1], PUSH_Z])
+        self._phase = "approach"
+        return np.array([behind_xy[0], behind_xy[1], self._cruise_height(ee)])
 
     @staticmethod
     def _cruise_height(ee) -> float:
