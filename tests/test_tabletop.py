@@ -241,3 +241,25 @@ def test_instructions_come_from_the_grammar_and_fit_the_space(env):
         tasks += 1
     assert seen_tasks == {"touch", "push"}
     assert 0 < ambiguous < tasks  # some, not all, are ambiguous on purpose
+
+
+def test_expert_is_a_function_of_the_state(env):
+    """DAgger asks the expert at states the learner visits: apart from its committed target,
+    its action must not depend on its history (no hidden phase)."""
+    rng = np.random.default_rng(0)
+    checked = 0
+    for seed in (2, 3, 5):
+        obs, info = env.reset(seed=seed)
+        running = TabletopExpert(env)
+        for _ in range(40):
+            action = running(obs, info)
+            fresh = TabletopExpert(env)
+            fresh._target = running._target
+            np.testing.assert_allclose(fresh(obs, info), action, atol=1e-6)
+            checked += 1
+            # Perturbed execution visits states the expert alone would not.
+            noisy = np.clip(action + rng.normal(0, 0.4, 3), -1, 1).astype(np.float32)
+            obs, _, terminated, truncated, info = env.step(noisy)
+            if terminated or truncated:
+                break
+    assert checked >= 30
