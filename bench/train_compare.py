@@ -231,6 +231,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--eval-episodes", type=int, default=20,
                         help="validation episodes per world after each iteration")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--sb3-steps", type=int, nargs=2, metavar=("TABLETOP", "DRIVING"),
+                        help="SB3 PPO env steps per world (default: the RL methods' mean)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 1 iteration, 20 supervised steps, 4 eval episodes")
@@ -241,18 +243,21 @@ def main(argv=None) -> dict:
         args.seeds, args.iterations, args.supervised_steps, args.eval_episodes = 1, 1, 20, 4
         args.work = str(Path(args.work) / "quick")
     start, work = Path(args.start), Path(args.work)
-    for stage in ("bc", "dagger"):
-        if not (start / f"model_after_{stage}" / "config.json").exists():
-            parser.error(f"{start}/model_after_{stage} is missing: run `embodied-stack train "
-                         f"--out {start}` first")
-    target_file = work / "entropy_target.json"
-    if target_file.exists():
-        entropy_target = json.loads(target_file.read_text())["entropy_target"]
-    else:
-        # EntroPIC holds the entropy the RL stage starts from (the DAgger policy's).
-        entropy_target = measure_entropy(start / "model_after_dagger")
-        atomic_write_json(target_file, {"entropy_target": entropy_target})
-    print(f"entropy target (DAgger policy's token entropy): {entropy_target:.3f} nats")
+    trainer_methods = [m for m in args.methods if m != "sb3_ppo"]
+    entropy_target = float("nan")
+    if trainer_methods:
+        for stage in ("bc", "dagger"):
+            if not (start / f"model_after_{stage}" / "config.json").exists():
+                parser.error(f"{start}/model_after_{stage} is missing: run `embodied-stack "
+                             f"train --out {start}` first")
+        target_file = work / "entropy_target.json"
+        if target_file.exists():
+            entropy_target = json.loads(target_file.read_text())["entropy_target"]
+        else:
+            # EntroPIC holds the entropy the RL stage starts from (the DAgger policy's).
+            entropy_target = measure_entropy(start / "model_after_dagger")
+            atomic_write_json(target_file, {"entropy_target": entropy_target})
+        print(f"entropy target (DAgger policy's token entropy): {entropy_target:.3f} nats")
 
     results: dict = {}
     figures: dict = {"entropy_target": entropy_target, "seeds": args.seeds,
@@ -269,6 +274,8 @@ def main(argv=None) -> dict:
         # The RL methods' own per-world env steps (2048 a world when none ran).
         budget = {w: int(np.mean([r["env_steps_per_world"][w] for m in RL_METHODS
                                   for r in results.get(m, [])] or [2048])) for w in WORLDS}
+        if args.sb3_steps:
+            budget = dict(zip(WORLDS, args.sb3_steps))
         sb3_file = work / "sb3_ppo.json"
         sb3 = json.loads(sb3_file.read_text()) if sb3_file.exists() else {w: [] for w in WORLDS}
         for world in WORLDS:

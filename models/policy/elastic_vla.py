@@ -521,6 +521,11 @@ class ElasticVLA(Policy, nn.Module):
         proprio[p.shape[0] :] = 0.0
         if obs.embodiment not in self._embodiment_index:
             raise ValueError(f"embodiment {obs.embodiment!r} not served by this model ({c.embodiment_names})")
+        keep = c.proprio_inputs.get(obs.embodiment)
+        if keep is not None:
+            dropped = np.ones(c.proprio_dim, bool)
+            dropped[list(keep)] = False
+            proprio[dropped] = 0.0
         return self._embodiment_index[obs.embodiment]
 
     def obs_to_batch(self, observations: Sequence[Observation], device: str | torch.device | None = None) -> dict:

@@ -72,6 +72,11 @@ class ElasticVLAConfig:
 
     # --- robot state and actions ---
     proprio_dim: int = 8  #: length of Observation.proprio
+    #: embodiment -> the proprio entries the model reads (the rest are zeroed); missing = all.
+    #: Velocities and the last applied command let behaviour cloning "copy" the motion in
+    #: progress instead of looking where the target is (the copycat problem), which fails as
+    #: soon as the robot is off the expert's path; leave them out.
+    proprio_inputs: dict[str, list[int]] = field(default_factory=dict)
     action_bins: int = 256  #: uniform bins per action dimension over [-1, 1]
     chunk_length: int = 4  #: future control steps emitted per forward pass (action chunk T)
     max_action_dim: int = 3  #: action dims per step (A); smaller embodiments are masked
@@ -132,6 +137,13 @@ class ElasticVLAConfig:
         _check_int("chunk_length", self.chunk_length, 1, 256)
         _check_int("max_action_dim", self.max_action_dim, 1, 64)
         _check_int("aux_dim", self.aux_dim, 0, 256)
+        if not isinstance(self.proprio_inputs, dict):
+            raise ValueError(f"ElasticVLAConfig.proprio_inputs={self.proprio_inputs!r} must be a dict")
+        for name, idx in self.proprio_inputs.items():
+            if name not in self.embodiments:
+                raise ValueError(f"ElasticVLAConfig.proprio_inputs names embodiment {name!r}; known: {sorted(self.embodiments)}")
+            for i in idx:
+                _check_int(f"proprio_inputs[{name!r}] entry", i, 0, self.proprio_dim - 1)
         if not isinstance(self.embodiments, dict) or not self.embodiments:
             raise ValueError(f"ElasticVLAConfig.embodiments={self.embodiments!r} must be a non-empty dict name -> dims")
         for name, dims in self.embodiments.items():

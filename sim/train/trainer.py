@@ -65,8 +65,10 @@ class TrainConfig:
     stages: tuple = STAGES  #: stages to run, in order (a subset of bc, dagger, rl)
     worlds: tuple = ("tabletop", "driving")  #: worlds trained together (one model serves both)
     init_from: str = "default"  #: "default" = the shipped model, a model directory, or "" (new)
-    model: dict = field(default_factory=lambda: {"depth_encoding": "log", "depth_max_m": 100.0,
-                                                  "aux_dim": 6})
+    model: dict = field(default_factory=lambda: {
+        "depth_encoding": "log", "depth_max_m": 100.0, "aux_dim": 6,
+        # arm: fingertip position and contact; vehicle: speed (no velocities or last commands)
+        "proprio_inputs": {"arm": [0, 1, 2, 6], "vehicle": [0]}})
     #: ElasticVLAConfig overrides; with init_from only input-preprocessing fields may change
     seed: int = 0  #: seeds every random choice of the run (batches, sampling, DAgger mixture)
     device: str = "cpu"  #: cpu | cuda | cuda:N (rollouts always step the worlds on the CPU)
@@ -185,7 +187,7 @@ class TrainConfig:
 
 #: Config fields that only change how observations are turned into tensors: a warm start may
 #: change them (the weights still fit).
-PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m")
+PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m", "proprio_inputs")
 
 
 def instruction_tokenizer(worlds) -> InstructionTokenizer:
