@@ -89,7 +89,8 @@ def run_trainer_method(method: str, seed: int, args, start: Path, work: Path,
         return out
     its = args.iterations
     common = dict(seed=seed, threads=args.threads, eval_episodes=args.eval_episodes,
-                  eval_submodels=("full",), pool_size=8, model={})
+                  eval_submodels=("full",), pool_size=8, model={}, elastic_every=3,
+                  world_weights={"tabletop": 0.65, "driving": 0.35})
     if method == "bc":
         cfg = TrainConfig(stages=("bc",), init_from=str(start / "model_after_bc"),
                           demo_episodes={"tabletop": 32 * its, "driving": 16 * its},
@@ -226,7 +227,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--work", default="runs/compare", help="where the runs are kept")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per method")
     parser.add_argument("--iterations", type=int, default=2, help="iterations per method")
-    parser.add_argument("--supervised-steps", type=int, default=150,
+    parser.add_argument("--supervised-steps", type=int, default=100,
                         help="optimiser steps per BC/DAgger iteration")
     parser.add_argument("--eval-episodes", type=int, default=20,
                         help="validation episodes per world after each iteration")

@@ -163,6 +163,21 @@ def test_log_depth_encoding_spans_table_and_road():
         ElasticVLAConfig(depth_encoding="inverse")
 
 
+def test_proprio_inputs_zero_what_the_model_must_not_read():
+    model = ElasticVLA(ElasticVLAConfig(**SMALL, proprio_inputs={"arm": [0, 1, 2, 6]}))
+    arm = make_obs(7)
+    arm.proprio[:] = np.arange(1, 9)
+    car = make_obs(8, embodiment="vehicle")
+    car.proprio[:] = np.arange(1, 9)
+    p = model.obs_to_batch([arm, car])["proprio"].numpy()
+    np.testing.assert_array_equal(p[0], [1, 2, 3, 0, 0, 0, 7, 0])  # no velocities
+    np.testing.assert_array_equal(p[1], np.arange(1, 9))  # not listed: everything
+    with pytest.raises(ValueError, match="proprio_inputs"):
+        ElasticVLAConfig(proprio_inputs={"arm": [8]})
+    with pytest.raises(ValueError, match="robot"):
+        ElasticVLAConfig(proprio_inputs={"robot": [0]})
+
+
 def test_action_token_round_trip(small):
     c = small.config
     chunk = torch.rand(2, c.chunk_length, 2) * 2 - 1
