@@ -36,6 +36,7 @@ import io
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -352,7 +353,7 @@ class Run:
         else:
             atomic_write_json(self.out / "train_config.json", dataclasses.asdict(cfg))
             atomic_write_json(self.out / "run_info.json", {
-                "command": "embodied-stack train " + " ".join(sys.argv[1:]),
+                "command": "embodied-stack train " + shlex.join(sys.argv[1:]),
                 "commit": _git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         self.buffer = StateBuffer(self.model)
         self._tb = None
