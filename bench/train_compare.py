@@ -18,7 +18,8 @@ Runs are kept under ``--work`` (default runs/compare) and resume: an interrupted
 continues where it stopped. JSON keys: ``<method>_success_<world>`` (mean over seeds, final),
 ``<method>_env_steps``, ``<method>_steps_per_s``, ``<method>_wall_s``, ``rl_steps_per_s``
 (the RL trainer's rollout+update throughput, mean over RL methods), ``sb3_ppo_steps_per_s``,
-``entropy_target``, ``<method>_entropy_last`` and ``<method>_entropy_within_10pct`` (share of
+``entropy_target`` (mean of the RL runs' own targets: EntroPIC target 0 = the entropy each run
+measures on its first rollouts), ``<method>_entropy_last`` and ``<method>_entropy_within_10pct`` (share of
 post-warm-up updates with entropy within +-10% of the target).
 """
 
@@ -53,33 +54,6 @@ def _done(run_dir: Path) -> bool:
     return json.loads(state["progress"])["stage"] == "done"
 
 
-def measure_entropy(model_dir: Path, episodes: int = 8) -> float:
-    """Token-mean entropy of the policy on its own sampled rollouts (both worlds)."""
-    from embodied_stack.models.policy import load_default_policy
-    from embodied_stack.models.policy.interface import ExecutionMode, Observation
-    from embodied_stack.sim.train.demos import EMBODIMENT
-    from embodied_stack.sim.train.rollouts import LocalRollouts
-
-    model = load_default_policy(model_dir)
-    rollouts = LocalRollouts(WORLDS, 8)
-    values = []
-    try:
-        for world in WORLDS:
-            eps = rollouts(model, world, range(400_000, 400_000 + episodes),
-                           ExecutionMode(model.config.chunk_length), sample=True,
-                           keep_decisions=True)
-            obs = [Observation(rgb=o[0], instruction=e.instruction, proprio=o[2],
-                               embodiment=EMBODIMENT[world], depth=o[1].astype(np.float32))
-                   for e in eps for o in e.obs]
-            with torch.no_grad():
-                batch = model.obs_to_batch(obs)
-                ent = model.entropy(batch)
-                values.append(float(ent.sum() / batch["action_mask"].sum()))
-    finally:
-        rollouts.close()
-    return float(np.mean(values))
-
-
 def run_trainer_method(method: str, seed: int, args, start: Path, work: Path,
                        entropy_target: float) -> Path:
     from embodied_stack.sim.train.trainer import TrainConfig, train
@@ -106,7 +80,7 @@ def run_trainer_method(method: str, seed: int, args, start: Path, work: Path,
         cfg = TrainConfig(stages=("rl",), init_from=str(start / "model_after_dagger"),
                           loss=method, rl_iterations=its, group_size=8,
                           rl_groups={"tabletop": 4, "driving": 2}, bc_anchor=0.0,
-                          entropy_target=entropy_target, **common)
+                          rl_lr=args.rl_lr, entropy_target=0.0, **common)
     train(cfg, out, resume=(out / "checkpoint.pt").exists())
     return out
 
@@ -132,13 +106,18 @@ def summarize_trainer_run(method: str, out: Path, entropy_target: float) -> dict
     final = curve[-1][1] if curve else {}
     rl_iters = [e for e in log if "rl_steps_per_s" in e]
     ent = [e["entropy"] for e in log if "entropy" in e]
+    # The run's own EntroPIC target: the entropy it measured on its first rollouts, the way
+    # the controller measures it (executed tokens); every RL method logs it.
+    targets = [e["entropy_target"] for e in log if "entropy_target" in e]
+    if targets:
+        entropy_target = targets[0]
     warm = ent[len(ent) // 3:]
     return {
         "success": {w: final.get(w, float("nan")) for w in WORLDS},
         "env_steps": steps,
         "env_steps_per_world": {w: sum(_env_steps(e, w) for e in log) for w in WORLDS},
         "wall_s": sum(e["wall_s"] for e in rl_iters) if rl_iters else float("nan"),
-        "curve": curve, "entropy": ent,
+        "curve": curve, "entropy": ent, "entropy_target": entropy_target,
         "entropy_within_10pct": (float(np.mean([abs(h - entropy_target) <= 0.1 * entropy_target
                                                 for h in warm])) if warm else float("nan")),
     }
@@ -234,6 +213,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--sb3-steps", type=int, nargs=2, metavar=("TABLETOP", "DRIVING"),
                         help="SB3 PPO env steps per world (default: the RL methods' mean)")
+    parser.add_argument("--rl-lr", type=float, default=5e-5, help="learning rate of RL methods")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, 1 iteration, 20 supervised steps, 4 eval episodes")
@@ -245,20 +225,12 @@ def main(argv=None) -> dict:
         args.work = str(Path(args.work) / "quick")
     start, work = Path(args.start), Path(args.work)
     trainer_methods = [m for m in args.methods if m != "sb3_ppo"]
-    entropy_target = float("nan")
+    entropy_target = float("nan")  # each RL run measures its own (EntroPIC target 0)
     if trainer_methods:
         for stage in ("bc", "dagger"):
             if not (start / f"model_after_{stage}" / "config.json").exists():
                 parser.error(f"{start}/model_after_{stage} is missing: run `embodied-stack "
                              f"train --out {start}` first")
-        target_file = work / "entropy_target.json"
-        if target_file.exists():
-            entropy_target = json.loads(target_file.read_text())["entropy_target"]
-        else:
-            # EntroPIC holds the entropy the RL stage starts from (the DAgger policy's).
-            entropy_target = measure_entropy(start / "model_after_dagger")
-            atomic_write_json(target_file, {"entropy_target": entropy_target})
-        print(f"entropy target (DAgger policy's token entropy): {entropy_target:.3f} nats")
 
     results: dict = {}
     figures: dict = {"entropy_target": entropy_target, "seeds": args.seeds,
@@ -323,6 +295,9 @@ def main(argv=None) -> dict:
                       "-" if not np.isfinite(within) else f"{within:.0%}")
     if rl_rates:
         figures["rl_steps_per_s"] = float(np.mean(rl_rates))
+    run_targets = [r["entropy_target"] for m in RL_METHODS for r in results.get(m, [])]
+    if run_targets:
+        entropy_target = figures["entropy_target"] = float(np.mean(run_targets))
     Console(width=120).print(table)
     if args.json:
         atomic_write_json(args.json, figures)
