@@ -27,9 +27,9 @@ When the model's text holds no usable answer, ``target_point`` / ``plan`` stay N
 
 Processor
 ---------
-``AutoProcessor`` (the real ``Qwen2_5_VLProcessor``) is used whenever it can be built. Its
-image processor needs Pillow or torchvision; where neither is installed (this CI machine),
-``QwenVLNumpyProcessor`` stands in: the same chat template, the same ``smart_resize`` sizes and
+``AutoProcessor`` (the real ``Qwen2_5_VLProcessor``) is used whenever it can be built. It
+needs torchvision (transformers builds a video processor with it, Pillow or not); where
+torchvision is missing (this CI machine), ``QwenVLNumpyProcessor`` stands in: the same chat template, the same ``smart_resize`` sizes and
 the same patch layout, resized with OpenCV instead of PIL/torchvision bicubic (pixel values
 differ slightly; token counts and coordinates do not).
 
@@ -305,17 +305,18 @@ class QwenVLNumpyProcessor:
 
 def load_processor(path: str | os.PathLike, files: CheckpointFiles | None = None):
     """``AutoProcessor`` (local files only, no remote code); the NumPy stand-in only when the
-    real image processor cannot be built because Pillow and torchvision are both missing."""
+    real processor cannot be built for want of torchvision (transformers' Qwen2.5-VL processor
+    also builds a video processor that needs it, Pillow or not)."""
     from transformers import AutoProcessor
-    from transformers.utils import is_torchvision_available, is_vision_available
+    from transformers.utils import is_torchvision_available
 
     files = files or check_checkpoint(path)
     try:
         return AutoProcessor.from_pretrained(str(files.root), local_files_only=True, trust_remote_code=False)
     except (ImportError, ValueError) as exc:
-        if is_vision_available() or is_torchvision_available():
+        if is_torchvision_available():
             raise type(exc)(f"MiMo checkpoint {files.root}: cannot build its processor: {exc}") from exc
-        log.info("Pillow/torchvision missing; using the NumPy Qwen2.5-VL processor for %s", files.root)
+        log.info("torchvision missing; using the NumPy Qwen2.5-VL processor for %s", files.root)
         return QwenVLNumpyProcessor.from_pretrained(files.root, files)
 
 
@@ -644,10 +645,10 @@ def make_tiny_random_checkpoint(path: str | os.PathLike, seed: int = 0, *, min_p
     tok.save_pretrained(str(root))
     image_cfg = tiny_image_processor_config(min_pixels, max_pixels)
     saved_real = False
-    try:  # the real processor class, where Pillow or torchvision lets it be built
-        from transformers.utils import is_torchvision_available, is_vision_available
+    try:  # the real processor class, where torchvision lets it be built
+        from transformers.utils import is_torchvision_available
 
-        if is_vision_available() or is_torchvision_available():
+        if is_torchvision_available():
             from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
 
             ip = Qwen2VLImageProcessor(**{k: v for k, v in image_cfg.items()
