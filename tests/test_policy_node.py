@@ -2,7 +2,6 @@
 parameter. A driver node plays the camera and listens to commands and /diagnostics; the
 policy backend is injected (a real Policy subclass whose behaviour each test controls)."""
 
-import threading
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from std_msgs.msg import Bool, String
 
 from embodied_stack.models.policy.interface import Action, Policy
 from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image
+from embodied_stack.nodes.executor import spin_in_background
 from embodied_stack.nodes.policy_node import LATCHED, PolicyNode
 
 pytestmark = pytest.mark.ros
@@ -71,11 +71,9 @@ class Harness:
         d.create_subscription(TwistStamped, "servo/delta_twist_cmds",
                               lambda m: self.commands.append((time.monotonic(), m)), 50)
         d.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
-        self.executor = rclpy.executors.MultiThreadedExecutor(num_threads=3, context=self.context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(d)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spin.start()
+        # As the nodes are spun in production (nodes/executor.py): rclpy's
+        # MultiThreadedExecutor busy-waits a core, which starves the node on 2 cores.
+        self.executor = spin_in_background([self.node, d], self.context)
         self.streaming = False
         self.instr_pub.publish(String(data="touch the red cube"))
 
