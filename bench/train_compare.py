@@ -187,9 +187,9 @@ def plot(results: dict, entropy_target: float, path: Path) -> None:
     for method in RL_METHODS:
         for j, r in enumerate(results.get(method, [])):
             if r["entropy"]:
-                ax.plot(r["entropy"], color=f"C{list(results).index(method)}", alpha=0.7,
-                        label=method if j == 0 else None)
-    ax.axhline(entropy_target, color="k", ls="--", label="EntroPIC target")
+                ax.plot(r["entropy"], marker="o", color=f"C{list(results).index(method)}",
+                        alpha=0.7, label=method if j == 0 else None)
+    ax.axhline(entropy_target, color="k", ls="--", label="EntroPIC target (mean of runs')")
     ax.axhspan(0.9 * entropy_target, 1.1 * entropy_target, color="k", alpha=0.08)
     ax.set_title("token entropy per RL update")
     ax.set_xlabel("update")
@@ -297,7 +297,7 @@ def main(argv=None) -> dict:
         figures["rl_steps_per_s"] = float(np.mean(rl_rates))
     run_targets = [r["entropy_target"] for m in RL_METHODS for r in results.get(m, [])]
     if run_targets:
-        entropy_target = figures["entropy_target"] = float(np.mean(run_targets))
+        entropy_target = figures["entropy_target"] = float(np.nanmean(run_targets))
     Console(width=120).print(table)
     if args.json:
         atomic_write_json(args.json, figures)
