@@ -296,6 +296,13 @@ class ElasticVLA(Policy, nn.Module):
             mask[i] = (torch.arange(c.max_action_dim) < c.embodiments[name]).repeat(c.chunk_length)
         self.register_buffer("embodiment_action_mask", mask, persistent=False)
         self._embodiment_index = {n: i for i, n in enumerate(c.embodiment_names)}
+        # Proprio entries each embodiment must not read (config.proprio_inputs), built once:
+        # _fill runs on every control tick.
+        self._proprio_dropped = {}
+        for name, keep in c.proprio_inputs.items():
+            dropped = np.ones(c.proprio_dim, bool)
+            dropped[list(keep)] = False
+            self._proprio_dropped[name] = dropped
         self.submodel_names = list(NAMED_SUBMODELS)
         self._submodel_name = "full"
         self._shape: SubmodelShape | None = None
@@ -521,10 +528,8 @@ class ElasticVLA(Policy, nn.Module):
         proprio[p.shape[0] :] = 0.0
         if obs.embodiment not in self._embodiment_index:
             raise ValueError(f"embodiment {obs.embodiment!r} not served by this model ({c.embodiment_names})")
-        keep = c.proprio_inputs.get(obs.embodiment)
-        if keep is not None:
-            dropped = np.ones(c.proprio_dim, bool)
-            dropped[list(keep)] = False
+        dropped = self._proprio_dropped.get(obs.embodiment)
+        if dropped is not None:
             proprio[dropped] = 0.0
         return self._embodiment_index[obs.embodiment]
 

@@ -207,22 +207,22 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
 
     model = load_default_policy(None if cfg.init_from == "default" else cfg.init_from)
     changed = {k: v for k, v in cfg.model.items() if getattr(model.config, k) != v}
-    if "aux_dim" in changed:  # a new auxiliary head on the warm-started weights
-        state = model.state_dict()
-        model = ElasticVLA(dataclasses.replace(model.config, aux_dim=changed.pop("aux_dim")),
-                           model.tokenizer)
-        missing, unexpected = model.load_state_dict(
-            {k: v for k, v in state.items() if not k.startswith("aux_head.")}, strict=False)
-        if unexpected or any(not k.startswith("aux_head.") for k in missing):
-            raise ValueError(f"warm start: unexpected {unexpected}, missing {missing}")
-    shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS))
+    shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS) - {"aux_dim"})
     if shape_changes:
         raise ValueError(f"init_from={cfg.init_from!r}: model overrides {shape_changes} change "
-                         f"the weights' shapes; only {PREPROCESSING_FIELDS} may change on a "
-                         "warm start (or set init_from: '' to train a new model)")
-    if changed:
-        model.config = dataclasses.replace(model.config, **changed)
-    return model
+                         f"the weights' shapes; only {PREPROCESSING_FIELDS} and aux_dim may "
+                         "change on a warm start (or set init_from: '' to train a new model)")
+    if not changed:
+        return model
+    # A model built for the new config (its derived tables follow the config), carrying the
+    # warm-started weights; only a newly added auxiliary head starts fresh.
+    warm = ElasticVLA(dataclasses.replace(model.config, **changed), model.tokenizer)
+    missing, unexpected = warm.load_state_dict(
+        {k: v for k, v in model.state_dict().items()
+         if not (k.startswith("aux_head.") and "aux_dim" in changed)}, strict=False)
+    if unexpected or any(not k.startswith("aux_head.") for k in missing):
+        raise ValueError(f"warm start: unexpected {unexpected}, missing {missing}")
+    return warm
 
 
 class StateBuffer:
@@ -376,7 +376,9 @@ class Run:
         state = torch.load(self.ckpt_path, weights_only=True, map_location=self.cfg.device)
         config = ElasticVLAConfig.from_dict(json.loads(state["model_config"]))
         if config != self.model.config:
-            self.model.config = config
+            raise ValueError(f"{self.ckpt_path} holds a model configured as {config}, but this "
+                             f"run's settings build {self.model.config}: resume with the "
+                             "run's own model settings")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
