@@ -31,3 +31,14 @@ def atomic_write_json(path: str | os.PathLike, obj, indent: int = 2, sort_keys: 
     """JSON (UTF-8, trailing newline) written atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_npz(path: str | os.PathLike, arrays: dict) -> Path:
+    """Compressed NumPy archive (no pickled objects) written atomically."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())

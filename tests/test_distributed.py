@@ -1,5 +1,6 @@
-"""Rollout workers on a 2-worker local Ray cluster (loopback only) give the same episodes as
-the in-process path for the same seeds: greedy, sampled and DAgger-labelled."""
+"""Rollout workers (2 local processes, or a 2-worker local Ray cluster on loopback) give the
+same episodes as the in-process path for the same seeds: greedy, sampled and DAgger-labelled;
+demonstrations recorded by 2 processes equal the serial ones."""
 
 from __future__ import annotations
 
@@ -13,20 +14,26 @@ from embodied_stack.models.policy.interface import ExecutionMode
 from embodied_stack.sim.train.rollouts import LocalRollouts
 from embodied_stack.sim.train.trainer import instruction_tokenizer
 
-ray = pytest.importorskip("ray")
-
 
 @pytest.mark.slow
-def test_ray_workers_match_the_local_path():
-    from embodied_stack.sim.train.distributed import RayRollouts, shutdown
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_rollout_workers_match_the_local_path(backend):
+    from embodied_stack.sim.train.distributed import ProcessRollouts
 
+    if backend == "ray":
+        pytest.importorskip("ray")
     torch.manual_seed(0)
     model = ElasticVLA(ElasticVLAConfig(hidden_size=32, num_heads=2, ffn_size=64, num_layers=2,
                                         vision_width=32, vision_heads=2),
                        instruction_tokenizer(("tabletop", "driving")))
     mode = ExecutionMode(model.config.chunk_length)
     local = LocalRollouts(("tabletop", "driving"), 3)
-    remote = RayRollouts("local", 2, ("tabletop", "driving"), 3)
+    if backend == "ray":
+        from embodied_stack.sim.train.distributed import RayRollouts
+
+        remote = RayRollouts("local", 2, ("tabletop", "driving"), 3)
+    else:
+        remote = ProcessRollouts(2, ("tabletop", "driving"), 3)
     try:
         cases = [("tabletop", dict(sample=True, stream_seed=5, keep_decisions=True)),
                  ("driving", dict(sample=True, stream_seed=6, keep_decisions=True)),
@@ -50,4 +57,20 @@ def test_ray_workers_match_the_local_path():
     finally:
         local.close()
         remote.close()
-        shutdown()
+        if backend == "ray":
+            from embodied_stack.sim.train.distributed import shutdown
+
+            shutdown()
+
+
+@pytest.mark.slow
+def test_demos_from_worker_processes_equal_the_serial_ones(tmp_path):
+    from embodied_stack.sim.train import demos
+
+    cfg = demos.DemoConfig(world="tabletop", episodes=5, shard_episodes=2, first_seed=70)
+    serial = demos.load(demos.collect(cfg, tmp_path / "serial"))
+    parallel = demos.load(demos.collect(cfg, tmp_path / "parallel", workers=2))
+    assert sorted(serial) == sorted(parallel)
+    for k in serial:
+        np.testing.assert_array_equal(serial[k], parallel[k])
+    assert not list((tmp_path / "parallel" / "tabletop").glob(".*"))  # no temp files left

@@ -55,6 +55,8 @@ def small():
         (dict(use_depth="yes"), "use_depth='yes' must be True or False"),
         (dict(num_layers=2.5), "num_layers=2.5 is outside"),
         (dict(model_type="other"), "model_type='other'"),
+        (dict(vision_stem="resnet"), "vision_stem='resnet' is not one of ('patch', 'conv')"),
+        (dict(vision_stem="conv", image_size=60, patch_size=6), "patch_size=6 must be a multiple of 4"),
     ],
 )
 def test_config_validation(kwargs, fragment):
@@ -236,6 +238,18 @@ def test_round_trip_bit_identical(model, tmp_path):
     loaded.set_submodel("full")
     obs = make_obs(9)
     np.testing.assert_array_equal(model.select_action(obs).chunk, loaded.select_action(obs).chunk)
+
+
+def test_conv_stem_keeps_the_token_grid_and_round_trips(tmp_path):
+    torch.manual_seed(2)
+    conv = ElasticVLA(ElasticVLAConfig(**{**SMALL, "vision_stem": "conv"}))
+    batch = conv.obs_to_batch([make_obs(i, "arm") for i in range(2)])
+    x = conv.patch_embed(batch["pixels"])
+    assert x.shape[-2:] == (conv.config.image_size // conv.config.patch_size,) * 2
+    loaded = ElasticVLA.from_pretrained(_saved(conv, tmp_path))
+    assert loaded.config.vision_stem == "conv"
+    with torch.no_grad():
+        assert torch.equal(conv.forward_batch(batch), loaded.forward_batch(batch))
 
 
 def _rewrite(d, fn):

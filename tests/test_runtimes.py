@@ -130,6 +130,11 @@ def test_onnx_export_matches_torch_and_is_cached(tmp_path):
 
 
 @pytest.mark.slow
+def test_onnx_export_of_the_conv_stem_matches_torch(tmp_path):
+    torch.manual_seed(3)
+    _check_ort(ElasticVLA(ElasticVLAConfig(**TINY, vision_stem="conv")), ["full", "1/4"], tmp_path)
+
+
 def test_onnx_every_named_submodel_default_config(tmp_path):
     torch.manual_seed(0)
     m = ElasticVLA()

@@ -100,6 +100,9 @@ def test_execution_mode_matches_the_policy_node():
     ({"lr": 2.0}, "lr"),
     ({"group_size": 1, "loss": "adpo"}, "group_size"),
     ({"worlds": ("kitchen",)}, "kitchen"),
+    ({"workers": -1}, "workers"),
+    ({"dagger_episodes": {"tabletop": 501}}, "dagger_episodes"),
+    ({"rl_groups": {"driving": 51}}, "rl_groups"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -2,7 +2,8 @@
 
 Architecture (all written here, no external model code):
 
-* vision encoder: conv patchify (RGB + optional depth channel) -> learned position embedding ->
+* vision encoder: conv patchify (RGB + optional depth channel; ``vision_stem``: one linear patch
+  convolution, or two 3x3 stride-2 convolutions before it) -> learned position embedding ->
   ``vision_depth`` pre-norm transformer blocks -> RMSNorm;
 * MLP projector: Linear -> GELU -> Linear into the decoder width;
 * decoder-only transformer (RMSNorm, SwiGLU, rotary attention through
@@ -258,7 +259,14 @@ class ElasticVLA(Policy, nn.Module):
         c = config
         d = c.hidden_size
         # vision encoder (not elastic)
-        self.patch_embed = nn.Conv2d(c.in_channels, c.vision_width, c.patch_size, stride=c.patch_size)
+        if c.vision_stem == "conv":
+            k = c.patch_size // 4
+            self.patch_embed = nn.Sequential(
+                nn.Conv2d(c.in_channels, 32, 3, stride=2, padding=1), nn.GELU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
+                nn.Conv2d(64, c.vision_width, k, stride=k))
+        else:
+            self.patch_embed = nn.Conv2d(c.in_channels, c.vision_width, c.patch_size, stride=c.patch_size)
         self.vision_pos = nn.Parameter(torch.randn(c.num_image_tokens, c.vision_width) * 0.02)
         self.vision_blocks = nn.ModuleList(
             Block(c.vision_width, c.vision_heads, 2 * c.vision_width, c.norm_eps) for _ in range(c.vision_depth)

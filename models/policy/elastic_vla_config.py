@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from .interface import EMBODIMENT_ACTION_DIM
 
 MODEL_TYPE = "elastic_vla"
+VISION_STEMS = ("patch", "conv")
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:
@@ -54,6 +55,12 @@ class ElasticVLAConfig:
     depth_min_m: float = 0.2  #: nearest depth (m) of the "log" encoding; nearer is clipped
 
     # --- vision encoder (patch embedding + small ViT, not elastic) ---
+    #: "patch": one linear patch_size x patch_size convolution (a ViT patch embedding);
+    #: "conv": two 3x3 stride-2 convolutions (32, 64 channels, GELU) then a linear
+    #: (patch_size/4)-patch embedding: overlapping, non-linear local features, so a
+    #: few-pixel object's colour and shape survive into its token (early convolutions,
+    #: Xiao et al. 2021). Same token grid either way.
+    vision_stem: str = "patch"
     vision_width: int = 128  #: channels of the patch embedding / vision transformer
     vision_depth: int = 0  #: transformer blocks after the patch embedding (0 = patch embedding only)
     vision_heads: int = 4  #: attention heads of the vision blocks
@@ -113,6 +120,11 @@ class ElasticVLAConfig:
             )
         _check_int("vision_width", self.vision_width, 8, 8192)
         _check_int("vision_depth", self.vision_depth, 0, 64)
+        if self.vision_stem not in VISION_STEMS:
+            raise ValueError(f"ElasticVLAConfig.vision_stem={self.vision_stem!r} is not one of {VISION_STEMS}")
+        if self.vision_stem == "conv" and self.patch_size % 4:
+            raise ValueError(f"ElasticVLAConfig.patch_size={self.patch_size} must be a multiple of 4 "
+                             "with vision_stem='conv' (two stride-2 convolutions come first)")
         _check_int("vision_heads", self.vision_heads, 1, self.vision_width)
         if self.vision_width % self.vision_heads:
             raise ValueError(

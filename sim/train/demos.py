@@ -79,66 +79,103 @@ def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Gen
     return frames, np.stack(chunks), np.stack(masks), instruction, bool(info["is_success"])
 
 
-def collect(config: DemoConfig, out_dir: str | os.PathLike) -> Path:
-    """Record the demonstrations into `out_dir/<world>/shard_XXXX.npz`; resumes if present."""
+def _record_shard(config: DemoConfig, out: Path, k: int, env=None, expert=None, bar=None) -> None:
+    """Record shard k (episodes k*shard_episodes...) and write it atomically."""
+    import gymnasium as gym
+
+    import embodied_stack.sim  # noqa: F401  (registers the worlds)
+    from embodied_stack.sim import WORLD_IDS
+    from embodied_stack.sim.experts import make_expert
+
+    own = env is None
+    if own:
+        env = gym.make(WORLD_IDS[config.world], width=config.width, height=config.height,
+                       with_segmentation=False)
+        expert = make_expert(env)
+    try:
+        first = k * config.shard_episodes
+        count = min(config.shard_episodes, config.episodes - first)
+        cols = {n: [] for n in ("rgb", "depth", "proprio", "aux", "chunk", "chunk_mask",
+                                "episode", "instruction")}
+        successes = []
+        for e in range(first, first + count):
+            seed = config.first_seed + e
+            rng = np.random.default_rng(seed + 7919)
+            noisy = rng.random() < config.noisy_share
+            frames, chunk, mask, instruction, success = _record_episode(
+                env, expert, seed, config.noise_std if noisy else 0.0, rng, config.chunk_length)
+            cols["rgb"] += [f[0] for f in frames]
+            cols["depth"] += [f[1] for f in frames]
+            cols["proprio"] += [f[2] for f in frames]
+            cols["aux"] += [f[3] for f in frames]
+            cols["chunk"].append(chunk)
+            cols["chunk_mask"].append(mask)
+            cols["episode"] += [e] * len(frames)
+            cols["instruction"] += [instruction] * len(frames)
+            successes.append(success)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"expert success {np.mean(successes):.0%}")
+        arrays = {
+            "rgb": np.stack(cols["rgb"]), "depth": np.stack(cols["depth"]),
+            "proprio": np.stack(cols["proprio"]).astype(np.float32),
+            "aux": np.stack(cols["aux"]).astype(np.float32),
+            "chunk": np.concatenate(cols["chunk"]).astype(np.float32),
+            "chunk_mask": np.concatenate(cols["chunk_mask"]),
+            "episode": np.asarray(cols["episode"], np.int32),
+            "instruction": np.asarray(cols["instruction"], dtype=f"<U{96}"),
+            "episode_success": np.asarray(successes),
+        }
+        from embodied_stack.models.files import atomic_write_npz
+
+        atomic_write_npz(out / f"shard_{k:04d}.npz", arrays)  # rendered scenes compress ~50x
+    finally:
+        if own:
+            env.close()
+
+
+def collect(config: DemoConfig, out_dir: str | os.PathLike, workers: int = 0) -> Path:
+    """Record the demonstrations into `out_dir/<world>/shard_XXXX.npz`; resumes if present.
+
+    `workers` > 1 records shards in that many processes (each shard depends only on its
+    seeds, so the files are the same either way)."""
     out = Path(out_dir) / config.world
     out.mkdir(parents=True, exist_ok=True)
     shards = math.ceil(config.episodes / config.shard_episodes)
     todo = [k for k in range(shards) if not (out / f"shard_{k:04d}.npz").exists()]
     if not todo:
         return out
-    import gymnasium as gym
-
-    import embodied_stack.sim  # noqa: F401  (registers the worlds)
-    from embodied_stack.sim import WORLD_IDS
-    from embodied_stack.sim.experts import make_expert
-    env = gym.make(WORLD_IDS[config.world], width=config.width, height=config.height,
-                   with_segmentation=False)
-    expert = make_expert(env)
     bar = tqdm(total=config.episodes, initial=(shards - len(todo)) * config.shard_episodes,
                desc=f"demos {config.world}", unit="episode")
     try:
-        for k in todo:
-            first = k * config.shard_episodes
-            count = min(config.shard_episodes, config.episodes - first)
-            cols = {n: [] for n in ("rgb", "depth", "proprio", "aux", "chunk", "chunk_mask",
-                                    "episode", "instruction")}
-            successes = []
-            for e in range(first, first + count):
-                seed = config.first_seed + e
-                rng = np.random.default_rng(seed + 7919)
-                noisy = rng.random() < config.noisy_share
-                frames, chunk, mask, instruction, success = _record_episode(
-                    env, expert, seed, config.noise_std if noisy else 0.0, rng,
-                    config.chunk_length)
-                cols["rgb"] += [f[0] for f in frames]
-                cols["depth"] += [f[1] for f in frames]
-                cols["proprio"] += [f[2] for f in frames]
-                cols["aux"] += [f[3] for f in frames]
-                cols["chunk"].append(chunk)
-                cols["chunk_mask"].append(mask)
-                cols["episode"] += [e] * len(frames)
-                cols["instruction"] += [instruction] * len(frames)
-                successes.append(success)
-                bar.update(1)
-                bar.set_postfix_str(f"expert success {np.mean(successes):.0%}")
-            arrays = {
-                "rgb": np.stack(cols["rgb"]), "depth": np.stack(cols["depth"]),
-                "proprio": np.stack(cols["proprio"]).astype(np.float32),
-                "aux": np.stack(cols["aux"]).astype(np.float32),
-                "chunk": np.concatenate(cols["chunk"]).astype(np.float32),
-                "chunk_mask": np.concatenate(cols["chunk_mask"]),
-                "episode": np.asarray(cols["episode"], np.int32),
-                "instruction": np.asarray(cols["instruction"], dtype=f"<U{96}"),
-                "episode_success": np.asarray(successes),
-            }
-            path = out / f"shard_{k:04d}.npz"
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(tmp, **arrays)  # rendered scenes compress ~50x
-            os.replace(tmp, path)
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+                futures = {pool.submit(_record_shard, config, out, k): k for k in todo}
+                for fut in as_completed(futures):
+                    fut.result()
+                    k = futures[fut]
+                    bar.update(min(config.shard_episodes, config.episodes - k * config.shard_episodes))
+        else:
+            import gymnasium as gym
+
+            import embodied_stack.sim  # noqa: F401  (registers the worlds)
+            from embodied_stack.sim import WORLD_IDS
+            from embodied_stack.sim.experts import make_expert
+
+            env = gym.make(WORLD_IDS[config.world], width=config.width, height=config.height,
+                           with_segmentation=False)
+            try:
+                expert = make_expert(env)
+                for k in todo:
+                    _record_shard(config, out, k, env, expert, bar)
+            finally:
+                env.close()
     finally:
         bar.close()
-        env.close()
     from embodied_stack.models.files import atomic_write_json
 
     atomic_write_json(out / "config.json", asdict(config))

@@ -1,4 +1,5 @@
-"""Rollout workers on a Ray cluster (``embodied-stack train --ray-address ...``).
+"""Rollout workers: processes on this machine (``embodied-stack train --workers N``) or actors
+on a Ray cluster (``--ray-address ...``).
 
 Each worker is a Ray actor holding its own worlds (WorldPool) and a CPU copy of the policy.
 A call ships the current weights once (``ray.put``), splits the seeds round-robin over the
@@ -8,6 +9,9 @@ result equals the local path's for the same seeds, whatever the number of worker
 
 ``address``: "local" starts a private cluster on this machine (loopback only); "auto" or
 "ray://host:10001" joins an existing one (see Ray's docs for starting a cluster).
+Processes (``ProcessRollouts``) need no cluster: the standard library's process pool, one
+worker per core, for a many-core training machine whose GPU would otherwise wait on one
+core stepping the worlds.
 """
 
 from __future__ import annotations
@@ -43,6 +47,76 @@ class _Worker:
                             keys=keys, **kwargs)
 
 
+def _weights(model) -> dict:
+    return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "config": model.config.to_dict(), "vocab": list(model.tokenizer.vocab),
+            "submodel": model.submodel}
+
+
+def _mode_args(mode: ExecutionMode) -> dict:
+    return {"chunk_length": mode.chunk_length, "refill_at": mode.refill_at,
+            "execute_steps": mode.execute_steps}
+
+
+def _round_robin(n_items: int, n_workers: int) -> list[list[int]]:
+    return [list(range(j, n_items, n_workers)) for j in range(n_workers)]
+
+
+_PROCESS_WORKER: _Worker | None = None
+
+
+def _process_init(worlds, pool_size: int, threads: int) -> None:
+    global _PROCESS_WORKER
+    _PROCESS_WORKER = _Worker(worlds, pool_size, threads)
+
+
+def _process_run(*args):
+    return _PROCESS_WORKER.run(*args)
+
+
+class ProcessRollouts:
+    """The same call as LocalRollouts, served by `workers` processes on this machine."""
+
+    def __init__(self, workers: int, worlds, pool_size: int, threads: int = 1):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        if workers < 1:
+            raise ValueError(f"rollout workers={workers} must be >= 1")
+        # spawn: a forked child would inherit the parent's GL contexts and CUDA state.
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_process_init,
+                                        initargs=(tuple(worlds), pool_size, threads))
+        self.workers = workers
+        self._calls = 0
+
+    def __call__(self, model, world: str, seeds, mode: ExecutionMode, progress=None,
+                 **kwargs):
+        from concurrent.futures import FIRST_COMPLETED, wait
+
+        seeds = list(seeds)
+        self._calls += 1
+        weights, weights_id = _weights(model), f"{id(self)}-{self._calls}"
+        # Small shards, so the bar moves and a slow shard does not hold the others up.
+        shards = _round_robin(len(seeds), min(len(seeds), 4 * self.workers)) if seeds else []
+        pending = {self.pool.submit(_process_run, weights, weights_id, world,
+                                    [seeds[i] for i in idx], idx, _mode_args(mode), kwargs): idx
+                   for idx in shards if idx}
+        out = [None] * len(seeds)
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                idx = pending.pop(fut)
+                for i, ep in zip(idx, fut.result()):
+                    out[i] = ep
+                if progress is not None:
+                    progress(len(idx))
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
 class RayRollouts:
     """The same call as LocalRollouts, served by `workers` Ray actors."""
 
@@ -66,16 +140,10 @@ class RayRollouts:
 
         seeds = list(seeds)
         self._calls += 1
-        weights = ray.put({
-            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "config": model.config.to_dict(), "vocab": list(model.tokenizer.vocab),
-            "submodel": model.submodel,
-        })
+        weights = ray.put(_weights(model))
         weights_id = f"{id(self)}-{self._calls}"
-        n = len(self.workers)
-        shards = [list(range(j, len(seeds), n)) for j in range(n)]
-        mode_args = {"chunk_length": mode.chunk_length, "refill_at": mode.refill_at,
-                     "execute_steps": mode.execute_steps}
+        shards = _round_robin(len(seeds), len(self.workers))
+        mode_args = _mode_args(mode)
         pending = {
             self.workers[j].run.remote(weights, weights_id, world, [seeds[i] for i in idx],
                                        idx, mode_args, kwargs): idx

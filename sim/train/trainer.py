@@ -47,7 +47,7 @@ import torch
 from tqdm import tqdm
 
 from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS, elastic_distillation_loss
-from embodied_stack.models.files import atomic_write_bytes, atomic_write_json
+from embodied_stack.models.files import atomic_write_bytes, atomic_write_json, atomic_write_npz
 from embodied_stack.models.policy.elastic_vla import ElasticVLA
 from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
@@ -78,7 +78,9 @@ class TrainConfig:
     refill_at: int = 1  #: next chunk requested when this many actions remain
     execute_steps: int = 0  #: cut chunks to this many actions (0 = whole chunk)
     pool_size: int = 16  #: worlds stepped together per world type (one batched forward each tick)
-    ray_address: str = ""  #: "" = rollouts in this process; "local" = a private Ray cluster
+    workers: int = 0  #: processes that record demos and step rollouts (0 = this process;
+    #: on a many-core GPU machine, one per spare core keeps the GPU fed)
+    ray_address: str = ""  #: "" = rollouts on this machine (see workers); "local" = a private Ray cluster
     #: here; "auto" / "ray://host:port" = rollout workers on an existing Ray cluster
     ray_workers: int = 2  #: Ray rollout actors (one CPU each)
     # --- supervised optimisation (bc, dagger) ---
@@ -150,6 +152,13 @@ class TrainConfig:
         for name in ("batch_size", "group_size", "pool_size", "rl_minibatch", "elastic_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers} must be >= 0")
+        # Seed blocks per iteration (SEED_BASE): wider ones would reuse another block's seeds.
+        for name, limit in (("dagger_episodes", 500), ("rl_groups", 50)):
+            big = {w: n for w, n in getattr(self, name).items() if not 0 <= n <= limit}
+            if big:
+                raise ValueError(f"{name}={big}: each must be in [0, {limit}] per world")
         for name in ("bc_steps", "dagger_iterations", "dagger_steps", "rl_iterations",
                      "rl_epochs", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 0:
@@ -229,8 +238,8 @@ class StateBuffer:
     """Labelled states (demos + DAgger aggregate) as model-ready tensors, per world, so a
     minibatch is one gather. Pixels are kept as float16 (32 KB a state)."""
 
-    def __init__(self, model: ElasticVLA):
-        self.model = model
+    def __init__(self, model: ElasticVLA, device: str = "cpu"):
+        self.model, self.device = model, device  # minibatches are gathered on `device`
         self.parts: dict[str, list[dict]] = {}
         self.tensors: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -266,7 +275,8 @@ class StateBuffer:
     def _world_tensors(self, world: str) -> dict[str, torch.Tensor]:
         if world not in self.tensors:
             parts = self.parts[world]
-            self.tensors[world] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            self.tensors[world] = {k: torch.cat([p[k].to(self.device) for p in parts])
+                                   for k in parts[0]}
             self.parts[world] = [self.tensors[world]]
         return self.tensors[world]
 
@@ -281,7 +291,7 @@ class StateBuffer:
         pieces = []
         for world, n in zip(worlds, counts.tolist()):
             t = self._world_tensors(world)
-            idx = torch.randint(0, len(t["targets"]), (n,), generator=generator)
+            idx = torch.randint(0, len(t["targets"]), (n,), generator=generator).to(self.device)
             pieces.append({k: v[idx] for k, v in t.items()})
         batch = {k: torch.cat([p[k] for p in pieces]).to(device) for k in pieces[0]}
         batch["pixels"] = batch["pixels"].float()
@@ -336,6 +346,9 @@ class Run:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
+        if cfg.device.startswith("cuda"):
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~free on Ampere+
+            torch.backends.cudnn.allow_tf32 = True
         self.model = build_model(cfg).to(cfg.device)
         self.mode = ExecutionMode(self.model.config.chunk_length, cfg.refill_at,
                                   cfg.execute_steps)
@@ -355,7 +368,7 @@ class Run:
             atomic_write_json(self.out / "run_info.json", {
                 "command": "embodied-stack train " + shlex.join(sys.argv[1:]),
                 "commit": _git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-        self.buffer = StateBuffer(self.model)
+        self.buffer = StateBuffer(self.model, cfg.device)
         self._tb = None
 
     # --- checkpoints ---
@@ -510,7 +523,7 @@ def load_demos(run: Run) -> None:
         path = demos.collect(demos.DemoConfig(
             world=world, episodes=cfg.demo_episodes[world], first_seed=SEED_BASE["demo"],
             noise_std=cfg.noise_std, noisy_share=cfg.noisy_share,
-            chunk_length=run.model.config.chunk_length), run.out / "demos")
+            chunk_length=run.model.config.chunk_length), run.out / "demos", workers=cfg.workers)
         data = demos.load(path)
         run.buffer.add(world, data)
         if not any(f"demo_states_{world}" in e for e in run.log):
@@ -533,13 +546,6 @@ def episodes_to_arrays(episodes) -> dict[str, np.ndarray]:
         "instruction": np.asarray([r[3] for r in rows], dtype="<U96"),
         "episode_success": np.asarray([ep.success for ep in episodes]),
     }
-
-
-def save_shard(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -608,7 +614,7 @@ def stage_dagger(run: Run) -> None:
                                    label=True, beta=beta, stream_seed=cfg.seed * 7919 + it,
                                    progress=bar.update)
                 bar.close()
-                save_shard(path, episodes_to_arrays(eps))
+                atomic_write_npz(path, episodes_to_arrays(eps))
             data = dict(np.load(path, allow_pickle=False))
             stats[f"rollout_success_{world}"] = float(data["episode_success"].mean())
             stats[f"states_{world}"] = len(data["rgb"])
@@ -850,6 +856,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Ela
         from embodied_stack.sim.train.distributed import RayRollouts
 
         run.rollouts = RayRollouts(cfg.ray_address, cfg.ray_workers, cfg.worlds, cfg.pool_size)
+    elif cfg.workers > 0:
+        from embodied_stack.sim.train.distributed import ProcessRollouts
+
+        run.rollouts = ProcessRollouts(cfg.workers, cfg.worlds, cfg.pool_size)
     else:
         run.rollouts = LocalRollouts(cfg.worlds, cfg.pool_size)
     start = time.time()
@@ -916,8 +926,12 @@ def main(argv=None) -> int:
     try:
         train(cfg, out, resume=args.resume)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the last checkpoint in {out} is intact; continue with "
-              f"embodied-stack train --out {out} --resume", file=sys.stderr)
+        if (out / "checkpoint.pt").exists():
+            print(f"\ninterrupted: the last checkpoint in {out} is intact; continue with "
+                  f"embodied-stack train --out {out} --resume", file=sys.stderr)
+        else:
+            print(f"\ninterrupted before the first checkpoint; collected demonstrations in "
+                  f"{out / 'demos'} are kept for the next run", file=sys.stderr)
         return 130
     return 0
 
