@@ -54,6 +54,9 @@ def main(argv=None) -> int:
 
         try:
             return run_demo(args)
+        except (ValueError, FileNotFoundError) as exc:  # bad submodel, model path, ...
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             print("\ninterrupted: bags recorded so far are closed and readable under "
                   f"{args.out}/", file=sys.stderr)

@@ -75,9 +75,10 @@ def image_to_rgb(msg: Image) -> np.ndarray:
 def image_to_depth(msg: Image, max_depth_m: float = 100.0) -> np.ndarray:
     """sensor_msgs/Image depth (32FC1 metres or 16UC1 millimetres) -> (H, W) float32 metres.
 
-    0 means no return. A frame in which NaN/inf or negative values make up more than half the
-    pixels is rejected; isolated NaN/inf/negative/too-far pixels become 0 (no return), which is
-    how depth drivers mark them (REP 118).
+    0 means no return. NaN and +-inf pixels are valid "no return" / out-of-range readings
+    (REP 118: the sky, far range) and become 0, as do pixels beyond `max_depth_m`. A frame in
+    which negative values (no sensor writes those) make up more than half the pixels is
+    rejected as corrupt; isolated negative pixels become 0.
     """
     if msg.encoding == "32FC1":
         _check_geometry(msg, 4)
@@ -87,10 +88,11 @@ def image_to_depth(msg: Image, max_depth_m: float = 100.0) -> np.ndarray:
         depth = _rows(msg, np.uint16, 1)[..., 0].astype(np.float32) * np.float32(1e-3)
     else:
         raise MessageRejected(f"depth encoding {msg.encoding!r} not supported (32FC1 or 16UC1)")
-    bad = ~np.isfinite(depth) | (depth < 0)
-    if bad.mean() > 0.5:
-        raise MessageRejected(f"depth frame is {bad.mean():.0%} NaN/inf/negative")
-    depth[bad | (depth > max_depth_m)] = 0.0
+    finite = np.isfinite(depth)
+    negative = finite & (depth < 0)
+    if negative.mean() > 0.5:
+        raise MessageRejected(f"depth frame is {negative.mean():.0%} negative values")
+    depth[~finite | negative | (depth > max_depth_m)] = 0.0
     return depth
 
 

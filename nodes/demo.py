@@ -43,7 +43,7 @@ class WorldRun:
 def run_world(world: str, episodes: int, seed: int, backend: str, model_path: str,
               submodel: str, bag_path: Path | None, width: int = 64, height: int = 64,
               rate_hz: float | None = None, mode: str = "realtime", timeout_s: float = 300.0,
-              progress=None, runtime: str = "torch") -> WorldRun:
+              progress=None, runtime: str = "torch", use_sim_time: bool = False) -> WorldRun:
     configure_dds_environment()
     import rclpy
     from rclpy.parameter import Parameter
@@ -63,6 +63,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
             Parameter("seed", value=seed), Parameter("width", value=width),
             Parameter("height", value=height), Parameter("mode", value=mode),
             Parameter("publish_expert", value=backend == "expert"),
+            Parameter("use_sim_time", value=use_sim_time),
         ])
         nodes.append(bridge)
         rate = rate_hz or bridge.env.metadata["render_fps"]
@@ -70,7 +71,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
             Parameter("backend", value=backend), Parameter("model_path", value=model_path),
             Parameter("embodiment", value=EMBODIMENT[world]),
             Parameter("submodel", value=submodel), Parameter("control_rate_hz", value=float(rate)),
-            Parameter("runtime", value=runtime),
+            Parameter("runtime", value=runtime), Parameter("use_sim_time", value=use_sim_time),
         ])
         nodes.append(policy)
         if bag_path is not None:

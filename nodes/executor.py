@@ -10,9 +10,18 @@ import rclpy
 
 
 def run_node(node_factory, args=None) -> None:
-    """Console-script main: init, build the node, spin until Ctrl-C or shutdown, clean up."""
+    """Console-script main: init, build the node, spin until Ctrl-C or shutdown, clean up.
+    A node that cannot start (bad parameter, missing or corrupt model, ...) ends the process
+    with one error line and exit status 1."""
+    import sys
+
     rclpy.init(args=args)
-    node = node_factory()
+    try:
+        node = node_factory()
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        sys.exit(1)
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:

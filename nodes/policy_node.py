@@ -1,32 +1,38 @@
 """policy_node: camera + instruction in, commands out, with safety.
 
 Inputs: `camera/color/image_raw` (rgb8/bgr8), `camera/depth/image_raw` (32FC1 m / 16UC1 mm,
-optional), `camera/color/camera_info`, `joint_states` (proprio, mapped by `proprio_names`),
-`odom` (vehicle speed), `instruction` (std_msgs/String, transient-local), `estop`
-(std_msgs/Bool, transient-local, latched).
+optional; NaN/inf pixels are "no return", REP-118), `camera/color/camera_info`, `joint_states`
+(proprio, mapped by `proprio_names`), `odom` (vehicle speed), `instruction` (std_msgs/String,
+transient-local), `estop` (std_msgs/Bool, transient-local, latched).
 Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped, or Twist
-with `cmd_vel_stamped:=false`, vehicle), `plan` (nav_msgs/Path) and `target_point`
-(PointStamped) when the backend gives them, `/diagnostics`.
+with `cmd_vel_stamped:=false`, vehicle), stamped with their publish time (MoveIt Servo and
+twist muxes judge freshness by it); `~/command_source` (std_msgs/Header: the stamp of the
+observation each command answers, published with it); `plan` (nav_msgs/Path) and
+`target_point` (PointStamped) when the backend gives them; `/diagnostics`.
 
 How it runs:
 - Inference never runs on an executor thread: a dedicated worker thread runs
-  `policy.select_action` on the latest observation when the action queue needs a refill.
-- A control timer at `control_rate_hz` executes the chunk from a queue; it requests the next
-  chunk when `refill_at` actions remain, so the queue is refilled before it runs dry. Actions
-  of a chunk whose time has already passed (the result came late) are skipped.
-- Each command carries the stamp of the observation it answers. A result older than
-  `deadline_s` when it is ready is dropped (never published) and counted.
-- Safety (nodes/safety.py): stale camera input, a missed deadline, a backend exception or an
-  e-stop give a zero command (vehicles ramp down), then quiet; commands are clamped.
+  `policy.select_action` on the latest observation when the chunk queue needs a refill. Any
+  exception there is logged, reported on /diagnostics and turned into a safe stop; the worker
+  carries on with the next request.
+- When to ask for a chunk and which action to execute is decided by ChunkScheduler
+  (nodes/chunk_scheduler.py: refill, deadline, skip by age, instruction epochs) and what may
+  go out by SafetySupervisor (nodes/safety.py: stale input, faults, e-stop, clamps); both are
+  plain classes tested on a fake clock. A new instruction invalidates every older result.
+- Every input is judged by this node's clock (sim time with `use_sim_time`): a frame stamped
+  more than `max_clock_skew_s` ahead of it, or older than `stale_after_s`, is rejected with a
+  diagnostic and does not refresh staleness.
+- Parameters marked read-only are refused at run time with a reason; every other one takes
+  effect at once (rate, deadline, staleness, clamps, submodel, ...).
 - Malformed messages are rejected at the boundary with a throttled log line and a
-  diagnostics entry; the last good state is kept.
-- The `submodel` parameter switches the elastic submodel at run time (unknown names are
-  rejected with the list of allowed ones); the worker applies it between inferences.
+  diagnostics entry; the last good state is kept. Repeated identical faults are logged at most
+  every few seconds; a change of the active faults at once.
 """
 
 from __future__ import annotations
 
 import collections
+import re
 import threading
 import traceback
 
@@ -40,9 +46,11 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from sensor_msgs.msg import CameraInfo, Image, JointState
-from std_msgs.msg import Bool, String
+from std_msgs.msg import Bool, Header, String
 
 from embodied_stack.models.policy.interface import Observation, Policy
+from embodied_stack.models.runtime import check_submodel, make_vla_runtime
+from embodied_stack.nodes.chunk_scheduler import ChunkScheduler, SchedulerConfig
 from embodied_stack.nodes.commands import ArmScale, VehicleScale
 from embodied_stack.nodes.conversions import (MessageRejected, camera_info_to_K,
                                               check_instruction, image_to_depth, image_to_rgb,
@@ -57,17 +65,25 @@ DEFAULT_PROPRIO_NAMES = {
 }
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+QOS_NAMES = ("sensor_data", "reliable", "best_effort")
+#: A fault repeated unchanged is logged at most this often (s); a new one at once.
+FAULT_LOG_PERIOD_S = 5.0
 
 
 def sensor_qos(name: str) -> QoSProfile:
-    """QoS for camera topics from a string parameter."""
+    """QoS for input topics from a string parameter."""
     if name == "sensor_data":
         return qos_profile_sensor_data
     if name == "reliable":
         return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     if name == "best_effort":
         return QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
-    raise ValueError(f"sensor_qos {name!r} not in ('sensor_data', 'reliable', 'best_effort')")
+    raise ValueError(f"QoS {name!r} not in {QOS_NAMES}")
+
+
+def _kind(reason: str) -> str:
+    """A rejection reason without its numbers: repeats of one kind are not re-reported."""
+    return re.sub(r"[-+]?\d[\d.e+-]*", "#", reason)
 
 
 def _float(desc, lo, hi):
@@ -80,14 +96,32 @@ def _int(desc, lo, hi):
         IntegerRange(from_value=int(lo), to_value=int(hi), step=1)])
 
 
-def _str(desc, read_only=False):
-    return ParameterDescriptor(description=desc, read_only=read_only)
+def _fixed(desc):
+    """A parameter read once at start-up: setting it later is refused with a reason."""
+    return ParameterDescriptor(description=desc + " (read-only: set it at launch)",
+                               read_only=True)
 
 
-def load_backend(name: str, model_path: str, device: str, runtime: str = "torch") -> Policy:
-    """Build the policy backend the `backend` parameter names. For `vla`, a runtime other
-    than torch is prepared here (ONNX export / engine build for every named submodel, cached
-    on disk), never in the control loop."""
+def _live(desc):
+    return ParameterDescriptor(description=desc)
+
+
+#: Parameters that change the limits or timings at run time (the rest are read-only).
+SCHEDULER_PARAMS = {"control_rate_hz": "rate_hz", "deadline_s": "deadline_s",
+                    "refill_at": "refill_at", "execute_steps": "execute_steps"}
+SAFETY_PARAMS = ("stale_after_s", "max_clock_skew_s", "max_linear", "max_angular",
+                 "max_reverse", "max_ee_speed", "max_speed")
+SCALE_PARAMS = ("max_ee_speed", "max_steer", "max_accel", "max_speed", "wheelbase",
+                "control_rate_hz")
+
+
+def load_backend(name: str, model_path: str, device: str, runtime: str = "torch",
+                 precision: str = "fp32", cuda_graph: bool = False,
+                 submodel: str | None = None) -> Policy:
+    """Build the policy backend the `backend` parameter names. For `vla`, the runtime is
+    prepared here (ONNX export / engine build / CUDA graph capture for every named submodel,
+    cached on disk where it can be), never in the control loop; `submodel` is checked first,
+    so a wrong name fails before that work."""
     if name == "expert":
         from embodied_stack.models.policy.expert_relay import ExpertRelayPolicy
 
@@ -95,11 +129,10 @@ def load_backend(name: str, model_path: str, device: str, runtime: str = "torch"
     if name == "vla":
         from embodied_stack.models.policy import load_default_policy
 
-        policy = load_default_policy(model_path or None, device=device)
-        if runtime != "torch":
-            from embodied_stack.models.runtime import make_runtime
-
-            policy.use_runtime(make_runtime(runtime, policy))
+        policy = load_default_policy(model_path or None)
+        check_submodel(policy, submodel)
+        if runtime != "torch" or device != "cpu" or precision != "fp32" or cuda_graph:
+            policy.use_runtime(make_vla_runtime(policy, runtime, device, precision, cuda_graph))
         return policy
     if name == "mimo":
         from embodied_stack.models.policy.mimo_adapter import MiMoEmbodiedPolicy
@@ -112,34 +145,48 @@ def load_backend(name: str, model_path: str, device: str, runtime: str = "torch"
 
 class PolicyNode(Node):
     def __init__(self, policy: Policy | None = None, **node_kwargs):
+        self._worker = None  # (destroy_node must work whatever __init__ got to)
+        self._wake = threading.Condition(threading.Lock())
+        self._stop = False
         super().__init__("policy_node", **node_kwargs)
         p = self.declare_parameter
-        # --- backend ---
-        p("backend", "vla", _str("policy backend: vla (own ElasticVLA), mimo "
-                                 "(MiMo-Embodied-7B checkpoint), expert (sim only)", True))
-        p("model_path", "", _str("model directory; empty = the shipped default model", True))
-        p("device", "cpu", _str("torch device for the backend: cpu, cuda, cuda:0", True))
-        p("runtime", "onnxruntime", _str("vla runtime: torch (eager) or onnxruntime (exported per "
-                                   "submodel at start-up, cached; faster on CPU)", True))
-        p("submodel", "full", _str("elastic submodel (full, 3/4, 1/2, 1/4 for ElasticVLA); "
-                                   "switchable at run time"))
-        p("embodiment", "arm", _str("arm (servo/delta_twist_cmds) or vehicle (cmd_vel)", True))
-        # --- timing ---
+        # --- backend (read once) ---
+        p("backend", "vla", _fixed("policy backend: vla (own ElasticVLA), mimo "
+                                   "(MiMo-Embodied-7B checkpoint), expert (sim only)"))
+        p("model_path", "", _fixed("model directory; empty = the shipped default model"))
+        p("device", "cpu", _fixed("torch device for the backend: cpu, cuda, cuda:0"))
+        p("runtime", "onnxruntime", _fixed("vla runtime: torch (eager; CPU or CUDA) or "
+                                           "onnxruntime (exported per submodel at start-up, "
+                                           "cached; faster on CPU; CUDA/TensorRT providers "
+                                           "when installed)"))
+        p("precision", "fp32", _fixed("vla on CUDA with runtime torch: fp32, bf16 or fp16 "
+                                      "weights"))
+        p("cuda_graph", False, _fixed("vla on CUDA with runtime torch: replay one captured "
+                                      "CUDA graph per submodel"))
+        p("submodel", "full", _live("elastic submodel (full, 3/4, 1/2, 1/4 for ElasticVLA); "
+                                    "switchable at run time"))
+        p("embodiment", "arm", _fixed("arm (servo/delta_twist_cmds) or vehicle (cmd_vel)"))
+        # --- timing (live) ---
         p("control_rate_hz", 10.0, _float("command rate (Hz)", 1.0, 200.0))
-        p("deadline_s", 0.3, _float("drop a result whose observation is older than this (s)",
-                                    0.01, 5.0))
-        p("stale_after_s", 0.5, _float("camera older than this (s) stops the robot", 0.05, 5.0))
+        p("deadline_s", 0.3, _float("drop a result whose observation is older than this (s); "
+                                    "seconds for a large planner backend", 0.01, 60.0))
+        p("stale_after_s", 0.5, _float("an input older than this (s) stops the robot",
+                                       0.05, 60.0))
+        p("max_clock_skew_s", 0.1, _float("reject inputs stamped further than this (s) ahead "
+                                          "of this node's clock", 0.001, 5.0))
         p("refill_at", 1, _int("request the next chunk when this many actions remain", 0, 64))
         p("execute_steps", 0, _int("actions of each chunk to execute (0 = all)", 0, 64))
-        # --- inputs ---
-        p("use_depth", True, _str("feed depth to the backend and require it"))
-        p("sensor_qos", "sensor_data", _str("camera QoS: sensor_data, reliable, best_effort",
-                                            True))
-        p("proprio_names", [""], _str("joint_states names forming the proprio vector, in "
-                                      "order (default: the worlds' layout)", True))
+        # --- inputs (read once) ---
+        p("use_depth", True, _fixed("feed depth to the backend and require it"))
+        p("sensor_qos", "sensor_data", _fixed(f"camera QoS: {', '.join(QOS_NAMES)}"))
+        p("proprio_qos", "sensor_data", _fixed(f"joint_states / odom QoS: {', '.join(QOS_NAMES)}"))
+        p("require_proprio", True, _fixed("stop when joint_states (and odom for a vehicle) "
+                                          "go stale, like the camera"))
+        p("proprio_names", [""], _fixed("joint_states names forming the proprio vector, in "
+                                        "order (default: the worlds' layout)"))
         # --- outputs and limits ---
-        p("cmd_vel_stamped", True, _str("vehicle: publish TwistStamped (true) or Twist", True))
-        p("base_frame", "base_link", _str("frame_id of commands and plans", True))
+        p("cmd_vel_stamped", True, _fixed("vehicle: publish TwistStamped (true) or Twist"))
+        p("base_frame", "base_link", _fixed("frame_id of commands and plans"))
         p("max_linear", 0.0, _float("|v| limit m/s (0 = embodiment default)", 0.0, 100.0))
         p("max_angular", 1.0, _float("vehicle |omega| limit rad/s", 0.01, 10.0))
         p("max_reverse", 0.0, _float("vehicle: most negative speed allowed m/s", 0.0, 10.0))
@@ -153,59 +200,53 @@ class PolicyNode(Node):
         self.embodiment = g("embodiment")
         if self.embodiment not in ("arm", "vehicle"):
             raise ValueError(f"embodiment {self.embodiment!r} not in ('arm', 'vehicle')")
-        self.rate = g("control_rate_hz")
-        self.deadline = g("deadline_s")
-        self.refill_at = g("refill_at")
-        self.execute_steps = g("execute_steps")
+        for name in ("sensor_qos", "proprio_qos"):
+            if g(name) not in QOS_NAMES:
+                raise ValueError(f"{name} {g(name)!r} not in {QOS_NAMES}")
         self.use_depth = bool(g("use_depth"))
         self.frame = g("base_frame")
         names = [n for n in g("proprio_names") if n]
         self.proprio_names = names or DEFAULT_PROPRIO_NAMES[self.embodiment]
-        self.arm_scale = ArmScale(g("max_ee_speed"))
-        self.vehicle_scale = VehicleScale(g("max_steer"), g("max_accel"), g("max_speed"),
-                                          g("wheelbase"), 1.0 / self.rate)
-        default_linear = g("max_ee_speed") if self.embodiment == "arm" else g("max_speed")
-        self.safety = SafetySupervisor(SafetyConfig(
-            kind=self.embodiment, stale_after_s=g("stale_after_s"),
-            max_linear=g("max_linear") or default_linear, max_angular=g("max_angular"),
-            max_reverse=g("max_reverse")))
+        self.scheduler = ChunkScheduler(SchedulerConfig(
+            rate_hz=g("control_rate_hz"), deadline_s=g("deadline_s"), refill_at=g("refill_at"),
+            execute_steps=g("execute_steps")))
+        self.safety = SafetySupervisor(SafetyConfig(kind=self.embodiment, **self._safety_limits(g)))
+        self._build_scales(g)
 
         self.policy = policy if policy is not None else load_backend(
-            g("backend"), g("model_path"), g("device"), g("runtime"))
+            g("backend"), g("model_path"), g("device"), g("runtime"), g("precision"),
+            bool(g("cuda_graph")), g("submodel"))
         self.backend_name = g("backend") if policy is None else type(policy).__name__
-        if g("submodel") not in self.policy.submodel_names:
-            raise ValueError(f"submodel {g('submodel')!r} not in {self.policy.submodel_names}")
+        runtime = getattr(self.policy, "_runtime", None)
+        self.runtime_description = getattr(runtime, "description", "model (eager)")
+        check_submodel(self.policy, g("submodel"))
         self._pending_submodel = g("submodel")
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        # --- state shared with the worker (under _lock) ---
-        self._lock = threading.Lock()
+        # --- state shared with the worker: under _lock (the _wake condition's lock) ---
+        self._lock = self._wake
         self._rgb = self._rgb_stamp = None
         self._depth = None
         self._K = None
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
         self._instruction: str | None = None
-        self._request = None  # Observation waiting for the worker
-        self._result = None  # (Action | None, Exception | None, obs stamp)
-        self._inflight = False
-        self._last_requested_stamp = None
-        self._queue: collections.deque = collections.deque()
-        self._chunk_stamp = None
-        self._wake = threading.Condition(self._lock)
-        self._stamp_msgs: dict[float, object] = {}
+        self._request = None  # (Observation, epoch) waiting for the worker
+        self._result = None  # (Action | None, Exception | None, obs stamp, epoch)
         self._control_lock = threading.Lock()  # serialises _control_step (timer vs worker)
-        self._last_exec = -float("inf")
-        self._stop = False
-        # Counters for diagnostics.
+        self._last_obs_stamp = None  # the observation the last command answered
+        self._stamp_msgs: dict[float, object] = {}  # frame stamp -> its exact header stamp
+        # Counters for diagnostics (copied under _lock when published).
         self.stats = collections.Counter()
         self.latencies: collections.deque = collections.deque(maxlen=500)  # frame -> result
         self.model_latencies: collections.deque = collections.deque(maxlen=500)  # in backend
         self.rejections: dict[str, tuple[int, str]] = {}
         self._last_faults: dict[str, str] = {}
+        self._fault_logged_at = -float("inf")
 
         # --- ROS interfaces ---
         qos = sensor_qos(g("sensor_qos"))
+        proprio_qos = sensor_qos(g("proprio_qos"))
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Image, "camera/color/image_raw", self._on_rgb, qos,
                                  callback_group=inputs)
@@ -214,9 +255,10 @@ class PolicyNode(Node):
                                      callback_group=inputs)
         self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, qos,
                                  callback_group=inputs)
-        self.create_subscription(JointState, "joint_states", self._on_joints, 10,
+        self.create_subscription(JointState, "joint_states", self._on_joints, proprio_qos,
                                  callback_group=inputs)
-        self.create_subscription(Odometry, "odom", self._on_odom, 10, callback_group=inputs)
+        self.create_subscription(Odometry, "odom", self._on_odom, proprio_qos,
+                                 callback_group=inputs)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED,
                                  callback_group=inputs)
         self.create_subscription(Bool, "estop", self._on_estop, LATCHED, callback_group=inputs)
@@ -228,6 +270,7 @@ class PolicyNode(Node):
         else:
             self.cmd_pub = self.create_publisher(
                 TwistStamped if g("cmd_vel_stamped") else Twist, "cmd_vel", 10)
+        self.source_pub = self.create_publisher(Header, "~/command_source", 10)
         self.plan_pub = self.create_publisher(Path, "plan", 10)
         self.point_pub = self.create_publisher(PointStamped, "target_point", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -235,26 +278,53 @@ class PolicyNode(Node):
         self.safety.watch("camera", now)
         if self.use_depth:
             self.safety.watch("depth", now)
-        control = MutuallyExclusiveCallbackGroup()
-        self.create_timer(1.0 / self.rate, self._on_tick, callback_group=control)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=control)
+        if g("require_proprio"):
+            self.safety.watch("joint_states", now)
+            if self.embodiment == "vehicle":
+                self.safety.watch("odom", now)
+        self._control_group = MutuallyExclusiveCallbackGroup()
+        self._tick_timer = self.create_timer(self.scheduler.config.period_s, self._on_tick,
+                                             callback_group=self._control_group)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._control_group)
         self._worker = threading.Thread(target=self._worker_loop, name="policy_inference",
                                         daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"policy_node: backend={self.backend_name} embodiment={self.embodiment} "
-            f"rate={self.rate} Hz submodel={self._pending_submodel}")
+            f"policy_node: backend={self.backend_name} runtime={self.runtime_description} "
+            f"embodiment={self.embodiment} rate={self.scheduler.config.rate_hz} Hz "
+            f"submodel={self._pending_submodel}")
 
     # --- helpers ------------------------------------------------------------------------
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    def _safety_limits(self, g) -> dict:
+        default_linear = g("max_ee_speed") if self.embodiment == "arm" else g("max_speed")
+        return {"stale_after_s": g("stale_after_s"), "max_future_s": g("max_clock_skew_s"),
+                "max_linear": g("max_linear") or default_linear,
+                "max_angular": g("max_angular"), "max_reverse": g("max_reverse")}
+
+    def _build_scales(self, g) -> None:
+        self.arm_scale = ArmScale(g("max_ee_speed"))
+        self.vehicle_scale = VehicleScale(g("max_steer"), g("max_accel"), g("max_speed"),
+                                          g("wheelbase"), 1.0 / g("control_rate_hz"))
+
     def _reject(self, source: str, reason: str) -> None:
-        count = self.rejections.get(source, (0, ""))[0] + 1
-        self.rejections[source] = (count, reason)
-        self.stats["rejected"] += 1
+        with self._lock:
+            count, last = self.rejections.get(source, (0, ""))
+            self.rejections[source] = (count + 1, reason)
+            self.stats["rejected"] += 1
         self.get_logger().warning(f"rejected {source}: {reason}", throttle_duration_sec=2.0)
-        self._publish_diagnostics()
+        if count == 0 or _kind(reason) != _kind(last):
+            self._publish_diagnostics()  # a new kind of rejection: report it now
+
+    def _note(self, source: str, stamp: float) -> bool:
+        """Judge an input's stamp by this node's clock; False (and a diagnostic) if refused."""
+        reason = self.safety.note_input(source, stamp, self._now())
+        if reason is not None:
+            self._reject(source, reason)
+            return False
+        return True
 
     # --- inputs ---------------------------------------------------------------------------
     def _on_rgb(self, msg: Image) -> None:
@@ -263,10 +333,11 @@ class PolicyNode(Node):
         except MessageRejected as exc:
             return self._reject("camera/color/image_raw", str(exc))
         stamp = stamp_to_seconds(msg.header.stamp)
-        self.safety.note_input("camera", stamp)
+        if not self._note("camera", stamp):
+            return
         with self._lock:
             self._rgb, self._rgb_stamp = rgb, stamp
-            # Commands echo the frame's exact header stamp (a float loses nanoseconds).
+            # ~/command_source echoes the frame's exact header stamp (a float loses ns).
             self._stamp_msgs[stamp] = msg.header.stamp
             if len(self._stamp_msgs) > 64:
                 self._stamp_msgs.pop(next(iter(self._stamp_msgs)))
@@ -277,9 +348,10 @@ class PolicyNode(Node):
             depth = image_to_depth(msg)
         except MessageRejected as exc:
             return self._reject("camera/depth/image_raw", str(exc))
+        if not self._note("depth", stamp_to_seconds(msg.header.stamp)):
+            return
         with self._lock:
             self._depth = depth
-        self.safety.note_input("depth", stamp_to_seconds(msg.header.stamp))
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
@@ -290,16 +362,23 @@ class PolicyNode(Node):
             self._K = K
 
     def _on_joints(self, msg: JointState) -> None:
-        index = {n: i for i, n in enumerate(msg.name)}
         if len(msg.position) != len(msg.name):
             return self._reject("joint_states", f"{len(msg.name)} names but "
                                 f"{len(msg.position)} positions")
+        index = {n: i for i, n in enumerate(msg.name)}
+        wanted = [n for n in self.proprio_names[:8] if not n.startswith("unused")]
+        missing = [n for n in wanted if n not in index]
+        if missing:
+            return self._reject("joint_states", f"missing proprio entries {missing} (have "
+                                f"{list(msg.name)[:12]}); set proprio_names")
         values = np.zeros(8, np.float32)
         for k, name in enumerate(self.proprio_names[:8]):
             if name in index:
                 values[k] = msg.position[index[name]]
         if not np.all(np.isfinite(values)):
             return self._reject("joint_states", "NaN/inf in proprio entries")
+        if not self._note("joint_states", stamp_to_seconds(msg.header.stamp)):
+            return
         with self._lock:
             self._proprio = values
 
@@ -307,7 +386,10 @@ class PolicyNode(Node):
         v = msg.twist.twist.linear.x
         if not np.isfinite(v):
             return self._reject("odom", "NaN/inf speed")
-        self._speed = float(v)
+        if not self._note("odom", stamp_to_seconds(msg.header.stamp)):
+            return
+        with self._lock:
+            self._speed = float(v)
 
     def _on_instruction(self, msg: String) -> None:
         try:
@@ -317,18 +399,17 @@ class PolicyNode(Node):
         with self._lock:
             changed = text != self._instruction
             self._instruction = text
-            if changed:  # a new task: drop the old plan
-                self._queue.clear()
-                self._last_requested_stamp = None
+            if changed:  # a new task: drop the old plan and any result still in flight
+                self.scheduler.new_instruction()
+                self.policy.reset()
         if changed:
-            self.policy.reset()
             self.get_logger().info(f"instruction: {text!r}")
 
     def _on_estop(self, msg: Bool) -> None:
         self.safety.set_estop(msg.data)
         if msg.data:
             with self._lock:
-                self._queue.clear()
+                self.scheduler.clear()
         self.get_logger().warning(f"e-stop {'ENGAGED' if msg.data else 'released'}")
         self._publish_diagnostics()
 
@@ -338,61 +419,92 @@ class PolicyNode(Node):
                          np.array(action[: 3 if self.embodiment == "arm" else 2]))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name == "submodel":
-                if param.value not in self.policy.submodel_names:
-                    return SetParametersResult(
-                        successful=False,
-                        reason=f"unknown submodel {param.value!r}; allowed: "
-                               f"{self.policy.submodel_names}")
-                with self._lock:
-                    self._pending_submodel = param.value
+        """Validate every change first; apply them all or none. (Read-only parameters and
+        ranges are refused by rclpy before this is called.)"""
+        values = {p.name: p.value for p in params}
+        g = lambda name: values.get(name, self.get_parameter(name).value)  # noqa: E731
+        if "submodel" in values and values["submodel"] not in self.policy.submodel_names:
+            return SetParametersResult(successful=False, reason=(
+                f"unknown submodel {values['submodel']!r}; allowed: "
+                f"{self.policy.submodel_names}"))
+        try:
+            sched = {field: g(name) for name, field in SCHEDULER_PARAMS.items()}
+            SchedulerConfig(**sched)  # validates
+            limits = self._safety_limits(g)
+            SafetyConfig(kind=self.embodiment, **limits)
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        with self._control_lock, self._lock:
+            if "submodel" in values:
+                self._pending_submodel = values["submodel"]
+            self.scheduler.reconfigure(**sched)
+            self.safety.reconfigure(**limits)
+            if any(n in values for n in SCALE_PARAMS):
+                self._build_scales(g)
+            if "control_rate_hz" in values:
+                self._tick_timer.cancel()
+                self.destroy_timer(self._tick_timer)
+                self._tick_timer = self.create_timer(
+                    1.0 / values["control_rate_hz"], self._on_tick,
+                    callback_group=self._control_group)
+        changed = ", ".join(f"{k}={v}" for k, v in values.items())
+        self.get_logger().info(f"parameters set: {changed}")
         return SetParametersResult(successful=True)
 
     # --- inference worker -----------------------------------------------------------------
     def _worker_loop(self) -> None:
         while True:
-            with self._wake:
-                self._wake.wait_for(lambda: self._request is not None or self._stop)
-                if self._stop:
-                    return
-                obs, self._request = self._request, None
-                submodel = self._pending_submodel
-            action = error = None
             try:
-                if submodel != self.policy.submodel:
-                    self.policy.set_submodel(submodel)
-                action = self.policy.select_action(obs)
-            except Exception as exc:  # any backend failure becomes a safety fault
-                error = exc
-                self.get_logger().error(
-                    f"backend failed: {exc!r}\n{traceback.format_exc(limit=3)}",
-                    throttle_duration_sec=2.0)
-            with self._lock:
-                self._result = (action, error, obs.stamp)
-                self._inflight = False
-            # Execute the first action of a fresh chunk at once rather than at the next
-            # tick: camera -> command latency is then the model's, not the timer's phase.
-            self._control_step(from_result=True)
+                if not self._worker_step():
+                    return
+            except Exception as exc:  # a bug outside the backend: stop safely, carry on
+                self.stats["worker_errors"] += 1
+                self.safety.report_fault("worker", f"{type(exc).__name__}: {exc}")
+                self.get_logger().error(f"inference worker failed: {exc!r}\n"
+                                        f"{traceback.format_exc(limit=4)}",
+                                        throttle_duration_sec=2.0)
+                with self._lock:
+                    self.scheduler.failed()
+
+    def _worker_step(self) -> bool:
+        """Serve one request; False when the node is shutting down."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._request is not None or self._stop)
+            if self._stop:
+                return False
+            (obs, epoch), self._request = self._request, None
+            submodel = self._pending_submodel
+        action = error = None
+        try:
+            if submodel != self.policy.submodel:
+                self.policy.set_submodel(submodel)
+            action = self.policy.select_action(obs)
+        except Exception as exc:  # any backend failure becomes a safety fault
+            error = exc
+            self.get_logger().error(
+                f"backend failed: {exc!r}\n{traceback.format_exc(limit=3)}",
+                throttle_duration_sec=2.0)
+        with self._lock:
+            self._result = (action, error, obs.stamp, epoch)
+        # Execute the first action of a fresh chunk at once rather than at the next
+        # tick: camera -> command latency is then the model's, not the timer's phase.
+        self._control_step(from_result=True)
+        self.safety.clear_fault("worker")
+        return True
 
     def _maybe_request(self) -> None:
         """Ask the worker for a chunk on the newest complete observation (lock held)."""
-        if self._inflight or len(self._queue) > self.refill_at:
+        if self._instruction is None or not self.scheduler.wants_request(self._rgb_stamp):
             return
-        if self._rgb is None or self._instruction is None:
-            return
-        if self._rgb_stamp == self._last_requested_stamp:
-            return  # no new frame since the last request
         if self.use_depth and self._depth is None:
             return
         depth = self._depth if self.use_depth else None
         if depth is not None and depth.shape != self._rgb.shape[:2]:
             depth = None  # not registered to the colour image: do not feed it
-        self._request = Observation(
+        obs = Observation(
             rgb=self._rgb, instruction=self._instruction, proprio=self._proprio.copy(),
             embodiment=self.embodiment, depth=depth, camera_K=self._K, stamp=self._rgb_stamp)
-        self._last_requested_stamp = self._rgb_stamp
-        self._inflight = True
+        self._request = (obs, self.scheduler.start_request(self._rgb_stamp))
         self._wake.notify()
 
     # --- control tick -------------------------------------------------------------------
@@ -404,74 +516,73 @@ class PolicyNode(Node):
         publish. Runs on the timer, and on the worker right after a result (serialised)."""
         with self._control_lock:
             now = self._now()
-            period = 1.0 / self.rate
             with self._lock:
                 result, self._result = self._result, None
                 if result is not None:
                     self._take_result(result, now)
                 self._maybe_request()
-                # A timer tick right after an immediate execution would run the chunk early.
-                early = not from_result and now - self._last_exec < 0.5 * period
-                if self._queue and not early:
-                    action, stamp = self._queue.popleft()
-                else:
-                    action = stamp = None
-            if from_result and action is None:
-                return  # nothing new to execute; the timer keeps the safety cadence
-            if action is not None:
-                self._last_exec = now
-                self.safety.note_input("actions", now)
-                command = (self.arm_scale.to_command(action) if self.embodiment == "arm"
-                           else self.vehicle_scale.to_command(action, self._speed))
-            else:
-                command = None
-                if self._chunk_stamp is not None and now - self._last_exec > 1.5 * period:
+                popped = self.scheduler.next_action(now, from_result)
+                if popped is None and not from_result and self.scheduler.missed_tick(now):
                     self.stats["missed_ticks"] += 1
+                speed = self._speed
+            if from_result:
+                if popped is None:
+                    return  # nothing due yet; the timer keeps the cadence and the safety
+                self._tick_timer.reset()  # the next action one full period from now
+            command = obs_stamp = None
+            if popped is not None:
+                action, obs_stamp = popped
+                self.safety.note_input("actions", now, now)
+                command = (self.arm_scale.to_command(action) if self.embodiment == "arm"
+                           else self.vehicle_scale.to_command(action, speed))
             out, faults = self.safety.filter(now, command)
-            if faults != self._last_faults:
-                if faults:
-                    self.get_logger().warning(f"safety stop: {faults}")
-                self._last_faults = faults
-                self._publish_diagnostics()
+            self._log_faults(faults, now)
             if out is None:
                 return
             if faults:
-                stamp = now
+                obs_stamp = None
                 self.stats["stop_ticks"] += 1
-            elif stamp is None:
+            elif obs_stamp is None:
                 return  # healthy but no action (e.g. waiting for the first chunk)
-            with self._lock:
-                stamp_msg = self._stamp_msgs.get(stamp) if not faults else None
-            self._publish_command(out, stamp_msg or seconds_to_stamp(stamp))
+            self._publish_command(out, obs_stamp)
+
+    def _log_faults(self, faults: dict, now: float) -> None:
+        """At once when the set of active faults changes; else at most every few seconds."""
+        changed = set(faults) != set(self._last_faults)
+        if changed or (faults and now - self._fault_logged_at >= FAULT_LOG_PERIOD_S):
+            if faults:
+                self.get_logger().warning(f"safety stop: {faults}")
+            elif changed:
+                self.get_logger().info("safety: all clear")
+            self._fault_logged_at = now
+        self._last_faults = faults
+        if changed:
+            self._publish_diagnostics()
 
     def _take_result(self, result, now: float) -> None:
-        action, error, obs_stamp = result
+        """(lock held) Queue a finished chunk, or record why it is not executed."""
+        action, error, obs_stamp, epoch = result
         if error is not None:
             self.stats["backend_errors"] += 1
             self.safety.report_fault("backend", f"{type(error).__name__}: {error}")
-            self._queue.clear()
+            self.scheduler.failed()
             return
-        age = now - obs_stamp
-        if age > self.deadline:
+        outcome, age = self.scheduler.finish(action.chunk, obs_stamp, epoch, now)
+        if outcome == "superseded":
+            self.stats["superseded"] += 1
+            return
+        if outcome == "late":
             self.stats["dropped_stale"] += 1
             self.safety.report_fault(
                 "deadline", f"result {age * 1e3:.0f} ms after its observation "
-                            f"(> {self.deadline * 1e3:.0f} ms); dropped")
-            self._queue.clear()
+                            f"(> {self.scheduler.config.deadline_s * 1e3:.0f} ms); dropped")
             return
         self.safety.clear_fault("backend")
         self.safety.clear_fault("deadline")
         self.latencies.append(age)
         self.model_latencies.append(action.latency_s)
-        chunk = np.asarray(action.chunk, np.float64)
-        if self.execute_steps:
-            chunk = chunk[: self.execute_steps]
-        # Steps of this chunk whose time has already passed are skipped (never the last).
-        skip = min(int(age * self.rate), len(chunk) - 1)
-        self._queue = collections.deque((a, obs_stamp) for a in chunk[skip:])
-        self._chunk_stamp = obs_stamp
         self.safety.watch("actions", now)
-        self.safety.note_input("actions", now)
+        self.safety.note_input("actions", now, now)
         self.stats["chunks"] += 1
         header_stamp = seconds_to_stamp(obs_stamp)
         if action.plan is not None:
@@ -493,42 +604,57 @@ class PolicyNode(Node):
             pt.point.z = float(tp[2]) if len(tp) > 2 else 0.0
             self.point_pub.publish(pt)
 
-    def _publish_command(self, command: np.ndarray, stamp) -> None:
+    def _publish_command(self, command: np.ndarray, obs_stamp: float | None) -> None:
+        """Stamped with the publish time; the observation it answers goes to
+        ~/command_source (None: a safety stop, which answers no observation)."""
         twist = Twist()
         if self.embodiment == "arm":
             twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in command[:3])
         else:
             twist.linear.x, twist.angular.z = float(command[0]), float(command[1])
+        now = self.get_clock().now().to_msg()
         if self.cmd_pub.msg_type is Twist:
             self.cmd_pub.publish(twist)
         else:
             msg = TwistStamped()
-            msg.header.stamp, msg.header.frame_id = stamp, self.frame
+            msg.header.stamp, msg.header.frame_id = now, self.frame
             msg.twist = twist
             self.cmd_pub.publish(msg)
+        if obs_stamp is not None:
+            with self._lock:
+                exact = self._stamp_msgs.get(obs_stamp) or seconds_to_stamp(obs_stamp)
+            self.source_pub.publish(Header(stamp=exact, frame_id="camera_color_optical_frame"))
+            self._last_obs_stamp = obs_stamp
         self.stats["commands"] += 1
 
     # --- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        faults = self._last_faults
+        with self._lock:  # the worker appends to these: publish a copy
+            faults = dict(self._last_faults)
+            lat = np.array(self.latencies) * 1e3
+            model_lat = np.array(self.model_latencies) * 1e3
+            stats = dict(self.stats)
+            rejections = dict(self.rejections)
+            obs_stamp = self._last_obs_stamp
         status = DiagnosticStatus()
         status.name = f"{self.get_name()}: policy"
         status.hardware_id = self.backend_name
         status.level = DiagnosticStatus.ERROR if faults else (
-            DiagnosticStatus.WARN if self.rejections else DiagnosticStatus.OK)
+            DiagnosticStatus.WARN if rejections else DiagnosticStatus.OK)
         status.message = "; ".join(f"{k}: {v}" for k, v in faults.items()) or "running"
-        lat = np.array(self.latencies) * 1e3
         values = {
             "submodel": self.policy.submodel, "embodiment": self.embodiment,
+            "runtime": self.runtime_description,
             "latency_p50_ms": f"{np.percentile(lat, 50):.2f}" if lat.size else "nan",
             "latency_p95_ms": f"{np.percentile(lat, 95):.2f}" if lat.size else "nan",
-            "model_p50_ms": (f"{np.median(self.model_latencies) * 1e3:.2f}"
-                             if self.model_latencies else "nan"),
-            **{k: str(v) for k, v in self.stats.items()},
+            "model_p50_ms": f"{np.median(model_lat):.2f}" if model_lat.size else "nan",
+            "model_p99_ms": f"{np.percentile(model_lat, 99):.2f}" if model_lat.size else "nan",
+            "last_observation_stamp": f"{obs_stamp:.6f}" if obs_stamp is not None else "none",
+            **{k: str(v) for k, v in stats.items()},
         }
         for cause, detail in faults.items():
             values[f"fault.{cause}"] = detail
-        for source, (count, reason) in self.rejections.items():
+        for source, (count, reason) in rejections.items():
             values[f"rejected.{source}"] = f"{count}x, last: {reason}"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         msg = DiagnosticArray()
@@ -540,7 +666,8 @@ class PolicyNode(Node):
         with self._wake:
             self._stop = True
             self._wake.notify_all()
-        self._worker.join(timeout=5.0)
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
         return super().destroy_node()
 
 

@@ -1,7 +1,10 @@
-"""Safety supervisor for command outputs (DESIGN §10): pure Python, no rclpy, so it is tested
+"""Safety supervisor for command outputs: pure Python, no rclpy, so it is tested
 directly and the node only wires it to topics.
 
 Rules:
+- Inputs are judged by the node's clock: a message stamped more than `max_future_s` ahead of
+  it, or already older than `stale_after_s`, is rejected and does not refresh its source; an
+  accepted stamp counts at most as "now" (a slightly early clock buys no extra time).
 - Any active fault — stale sensor input (older than `stale_after_s`), a missed deadline, a
   backend exception, or e-stop — replaces the policy's command with a stop.
 - Arms stop at once (zero twist). Vehicles ramp down like Autoware's emergency stop:
@@ -26,7 +29,10 @@ class SafetyConfig:
 
     kind: str = "arm"
     # --- staleness ---
-    stale_after_s: float = 0.5  #: an input older than this is stale (DESIGN §10)
+    stale_after_s: float = 0.5  #: an input older than this is stale
+    #: clock-skew tolerance: an input stamped further than this ahead of the node's clock
+    #: is rejected (a skewed camera clock must not keep the robot moving on old frames)
+    max_future_s: float = 0.1
     # --- clamps ---
     max_linear: float = 0.25  #: |v| limit, m/s (arm: per axis; vehicle: forward speed)
     max_reverse: float = 0.0  #: vehicle: most negative speed allowed, m/s (>= 0)
@@ -39,7 +45,8 @@ class SafetyConfig:
     def __post_init__(self):
         if self.kind not in ("arm", "vehicle"):
             raise ValueError(f"kind {self.kind!r} not in ('arm', 'vehicle')")
-        for name in ("stale_after_s", "max_linear", "max_angular", "decel_mps2", "jerk_mps3"):
+        for name in ("stale_after_s", "max_future_s", "max_linear", "max_angular", "decel_mps2",
+                     "jerk_mps3"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         if self.max_reverse < 0 or self.hold_zero_s < 0:
@@ -71,9 +78,24 @@ class SafetySupervisor:
         self._inputs.setdefault(source, -float("inf"))
         self._last_time = self._last_time if self._last_time is not None else now
 
-    def note_input(self, source: str, stamp: float) -> None:
-        """A good message from `source` stamped `stamp` arrived."""
-        self._inputs[source] = max(stamp, self._inputs.get(source, -float("inf")))
+    def note_input(self, source: str, stamp: float, now: float) -> str | None:
+        """A good message from `source` stamped `stamp` arrived at `now` (the node's clock).
+        Returns None when it counts, else why not (it then does not refresh `source`)."""
+        cfg = self.config
+        if stamp > now + cfg.max_future_s:
+            return (f"stamped {stamp - now:.3f} s ahead of this node's clock "
+                    f"(> {cfg.max_future_s} s): clock skew or a bad driver")
+        if now - stamp > cfg.stale_after_s:
+            return (f"stamped {now - stamp:.3f} s in the past (> stale_after_s "
+                    f"{cfg.stale_after_s} s): clock skew or a late message")
+        self._inputs[source] = max(min(stamp, now), self._inputs.get(source, -float("inf")))
+        return None
+
+    def reconfigure(self, **changes) -> None:
+        """New limits or timings at run time (validated; faults and inputs are kept)."""
+        import dataclasses
+
+        self.config = dataclasses.replace(self.config, **changes)
 
     def set_estop(self, engaged: bool) -> None:
         self._estop = bool(engaged)

@@ -13,8 +13,11 @@ zero command (the arm holds, the car brakes).
 
 Modes: `realtime` steps on a timer at control rate x `realtime_factor`; `lockstep` steps once
 per received command (the simulator is paced by the controller), with the timeout as backstop.
-Camera stamps use the node clock; the camera->command latency is measured here, as the wall
-time from publishing a frame to receiving the first command stamped with that frame.
+Stamps use the clock the graph runs on: the wall clock, or with `use_sim_time:=true` the
+simulated time this node publishes on `/clock` (the world is then stepped on a steady timer,
+not on the sim clock it drives). The camera->command latency is measured here, as the wall
+time from publishing a frame to receiving the policy node's `policy_node/command_source`
+record for its first command answering that frame.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from rosgraph_msgs.msg import Clock
+from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from embodied_stack.nodes.commands import ArmScale, VehicleScale
 from embodied_stack.nodes.conversions import (K_to_camera_info, depth_to_image, rgb_to_image,
@@ -114,7 +118,7 @@ class SimBridgeNode(Node):
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10)
+        self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
         self.expert_pub = self.create_publisher(TwistStamped, "sim/expert_action", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if self.embodiment == "arm":
@@ -133,11 +137,15 @@ class SimBridgeNode(Node):
         self._command = None  # (normalised action, wall time received)
         self._fresh_command = False
         self._published: dict[int, float] = {}  # frame stamp (ns) -> wall time published
+        self.create_subscription(Header, "policy_node/command_source", self._on_command_source,
+                                 10)
+        self.use_sim_time = bool(g("use_sim_time"))
         self._reset()
+        steady = Clock(clock_type=ClockType.STEADY_TIME)  # never the sim clock it drives
         if self.mode == "realtime":
-            self.create_timer(self.dt / g("realtime_factor"), self._step)
+            self.create_timer(self.dt / g("realtime_factor"), self._step, clock=steady)
         else:
-            self.create_timer(self.timeout, self._lockstep_backstop)
+            self.create_timer(self.timeout, self._lockstep_backstop, clock=steady)
 
     # --- episode handling -----------------------------------------------------------------
     def _reset(self) -> None:
@@ -170,14 +178,16 @@ class SimBridgeNode(Node):
             self.finished = True
 
     # --- commands -------------------------------------------------------------------------
+    def _on_command_source(self, msg: Header) -> None:
+        """The policy node names the frame each command answers: camera -> command latency."""
+        key = msg.stamp.sec * 1_000_000_000 + msg.stamp.nanosec
+        sent = self._published.pop(key, None)
+        if sent is not None:
+            self.latencies_s.append(time.monotonic() - sent)
+
     def _on_command(self, msg) -> None:
         wall = time.monotonic()
         twist = msg.twist if isinstance(msg, TwistStamped) else msg
-        if isinstance(msg, TwistStamped):
-            key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            sent = self._published.pop(key, None)
-            if sent is not None:
-                self.latencies_s.append(wall - sent)
         if self.embodiment == "arm":
             vec = np.array([twist.linear.x, twist.linear.y, twist.linear.z])
             action = self.scale.to_action(vec)
@@ -224,11 +234,12 @@ class SimBridgeNode(Node):
         self._publish_observation()
 
     def _publish_observation(self) -> None:
-        stamp = self.get_clock().now().to_msg()
-        key = stamp.sec * 1_000_000_000 + stamp.nanosec
-        clock = Clock()
-        clock.clock = seconds_to_stamp(self.sim_time)
+        sim_stamp = seconds_to_stamp(self.sim_time)
+        clock = ClockMsg()
+        clock.clock = sim_stamp
         self.clock_pub.publish(clock)
+        stamp = sim_stamp if self.use_sim_time else self.get_clock().now().to_msg()
+        key = stamp.sec * 1_000_000_000 + stamp.nanosec
         cam = self.info["camera"]
         self.info_pub.publish(K_to_camera_info(cam["K"], cam["width"], cam["height"], stamp,
                                                self.frame))

@@ -47,9 +47,13 @@ def test_malformed_colour_rejected(make, reason):
         image_to_rgb(make())
 
 
-def test_all_nan_depth_rejected():
+def test_all_nan_depth_is_valid_no_return_but_negative_frames_are_rejected():
+    """REP-118: NaN is "no return" (sky, far range): a vehicle camera seeing mostly sky must
+    not be stopped. Negative depth is written by no sensor: a mostly negative frame is corrupt."""
     msg = depth_to_image(np.full((4, 4), np.nan, np.float32), STAMP, "cam")
-    with pytest.raises(MessageRejected, match="NaN"):
+    np.testing.assert_array_equal(image_to_depth(msg), np.zeros((4, 4), np.float32))
+    msg = depth_to_image(np.full((4, 4), -1.0, np.float32), STAMP, "cam")
+    with pytest.raises(MessageRejected, match="negative"):
         image_to_depth(msg)
 
 

@@ -234,3 +234,16 @@ def test_latency_table_and_percentiles(tmp_path):
         read_latency_table(path, "cpu:other")
     with pytest.raises(ValueError, match="p95_ms"):
         write_latency_table(path, "cpu:x", {"full": {"p50_ms": 1.0, "weight_mb": 1.0}})
+
+
+def test_prepare_leaves_the_model_on_its_submodel():
+    """Capturing graphs (or compiling) for every submodel must not leave the model on the
+    last one: select_action runs the model's current submodel (found on an H100, where the
+    CUDA-graph path answered with 1/4 after start-up)."""
+    torch.manual_seed(0)
+    m = ElasticVLA(ElasticVLAConfig(**TINY))
+    rt = TorchRuntime(m)
+    rt.compiled = m  # take the prepare path without CUDA or a compiler
+    m.set_submodel("1/2")
+    rt.prepare(["full", "3/4", "1/4"], m.obs_to_batch(observations(1)))
+    assert m.submodel == "1/2"

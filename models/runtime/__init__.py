@@ -88,12 +88,59 @@ def make_runtime(kind: str, model, **kwargs) -> Runtime:
     raise ValueError(f"unknown runtime {kind!r}; allowed: 'torch', 'onnxruntime', 'tensorrt'")
 
 
+def check_submodel(policy, submodel: str | None) -> None:
+    """A clear error for a submodel name the policy does not serve."""
+    if submodel is not None and submodel not in policy.submodel_names:
+        raise ValueError(f"submodel {submodel!r} not in {policy.submodel_names}")
+
+
+def make_vla_runtime(policy, runtime: str, device: str, precision: str, cuda_graph: bool):
+    """The runtime for an ElasticVLA on `device` (the classes bench/policy_latency.py times).
+
+    torch: eager on the CPU or the GPU (the runtime moves the model and every input batch
+    there), bf16/fp16 weights on CUDA (`precision`), one CUDA graph per submodel captured
+    here when `cuda_graph` (the input shapes are static at batch 1).
+    onnxruntime: TensorRT / CUDA execution providers when the installed build has them and
+    `device` is a GPU, else CPU; the runtime's `description` says which it got."""
+    on_gpu = device.startswith("cuda")
+    if runtime == "torch":
+        if (precision != "fp32" or cuda_graph) and not on_gpu:
+            raise ValueError(f"precision={precision!r} / cuda_graph={cuda_graph} need "
+                             f"device cuda, not {device!r}")
+        rt = make_runtime("torch", policy, device=device, precision=precision,
+                          cast=precision != "fp32", cuda_graph=cuda_graph)
+        if cuda_graph:
+            rt.prepare(policy.submodel_names, policy.obs_to_batch([_example_observation(policy)]))
+        return rt
+    if precision != "fp32" or cuda_graph:
+        raise ValueError(f"precision and cuda_graph apply to runtime torch, not {runtime!r}")
+    if runtime in ("onnxruntime", "ort"):
+        # device cpu: the CPU provider even where a GPU build is installed
+        providers = ["CPUExecutionProvider"] if device == "cpu" else None
+        return make_runtime(runtime, policy, providers=providers)
+    return make_runtime(runtime, policy)
+
+
+def _example_observation(policy):
+    import numpy as np
+
+    from embodied_stack.models.policy.interface import Observation
+
+    c = policy.config
+    name = c.embodiment_names[0]
+    return Observation(rgb=np.zeros((c.image_size, c.image_size, 3), np.uint8),
+                       instruction="stop", proprio=np.zeros(c.proprio_dim, np.float32),
+                       embodiment=name, depth=np.zeros((c.image_size, c.image_size), np.float32))
+
+
 __all__ = [
     "INPUT_NAMES",
     "OUTPUT_NAME",
     "Runtime",
     "atomic_write_bytes",
+    "check_submodel",
     "default_cache_dir",
     "make_runtime",
+    "make_vla_runtime",
     "model_hash",
 ]

@@ -112,13 +112,19 @@ class TorchRuntime(Runtime):
         """With an example batch: compile and/or capture each submodel's graph now."""
         if batch is None or not (self.cuda_graph or self.compiled is not None):
             return
-        with torch.inference_mode():
-            for name in submodels:
-                self.model.set_submodel(name)
-                if self.cuda_graph:
-                    self._graph_for(batch, name)
-                else:
-                    self._forward(self._to_device(batch))
+        active = self.model.submodel
+        try:
+            with torch.inference_mode():
+                for name in submodels:
+                    self.model.set_submodel(name)
+                    if self.cuda_graph:
+                        self._graph_for(batch, name)
+                    else:
+                        self._forward(self._to_device(batch))
+        finally:
+            # The model keeps serving the submodel it had: select_action runs the model's
+            # current submodel, and leaving it on the last one prepared silently ran 1/4.
+            self.model.set_submodel(active)
 
     @torch.inference_mode()
     def run(self, batch: dict[str, torch.Tensor], submodel: str) -> torch.Tensor:

@@ -1,0 +1,100 @@
+"""ChunkScheduler on a fake clock: refill, deadline, skip by age, instruction epochs."""
+
+import numpy as np
+import pytest
+
+from embodied_stack.nodes.chunk_scheduler import ChunkScheduler, SchedulerConfig
+
+CHUNK = np.arange(12, dtype=float).reshape(4, 3)  # action k = [3k, 3k+1, 3k+2]
+
+
+def test_requests_once_per_frame_and_refills_before_the_queue_runs_dry():
+    s = ChunkScheduler(SchedulerConfig(rate_hz=10, refill_at=1))
+    assert s.wants_request(1.0)
+    epoch = s.start_request(1.0)
+    assert not s.wants_request(1.1)  # one in flight at a time
+    assert s.finish(CHUNK, 1.0, epoch, now=1.02) == ("queued", pytest.approx(0.02))
+    assert not s.wants_request(1.0)  # never twice for the same frame
+    assert not s.wants_request(1.1)  # 4 queued > refill_at
+    executed = [s.next_action(1.02 + 0.1 * k, from_result=False)[0][0] for k in range(3)]
+    assert executed == [0, 3, 6]
+    assert s.wants_request(1.3)  # one left: refill now
+
+
+def test_late_result_is_dropped_and_an_older_result_skips_past_actions():
+    s = ChunkScheduler(SchedulerConfig(rate_hz=10, deadline_s=0.3))
+    e = s.start_request(0.0)
+    assert s.finish(CHUNK, 0.0, e, now=0.35)[0] == "late"
+    assert s.next_action(0.35, True) is None
+    e = s.start_request(1.0)
+    assert s.finish(CHUNK, 1.0, e, now=1.25)[0] == "queued"  # 0.25 s old: 2 steps passed
+    assert s.next_action(1.25, True)[0][0] == 6
+
+
+def test_future_stamped_result_is_not_treated_as_negative_age():
+    s = ChunkScheduler(SchedulerConfig(rate_hz=10))
+    e = s.start_request(2.0)
+    assert s.finish(CHUNK, 2.0, e, now=1.9) == ("queued", 0.0)
+    assert len(s.queue) == 4
+
+
+def test_a_new_instruction_never_executes_the_old_chunk():
+    s = ChunkScheduler()
+    e_old = s.start_request(1.0)
+    s.new_instruction()  # arrives while the old inference is in flight
+    assert s.finish(CHUNK, 1.0, e_old, now=1.05)[0] == "superseded"
+    assert s.next_action(1.05, True) is None
+    assert s.wants_request(1.0)  # the same frame may be asked about again, for the new task
+    e_new = s.start_request(1.0)
+    assert s.finish(CHUNK * -1, 1.0, e_new, now=1.06)[0] == "queued"
+    assert s.next_action(1.06, True)[0][1] == -1  # (the robot had waited: at once)
+
+
+def test_queued_actions_of_the_old_instruction_are_dropped():
+    s = ChunkScheduler()
+    s.finish(CHUNK, 0.0, s.start_request(0.0), now=0.0)
+    s.next_action(0.0, True)
+    s.new_instruction()
+    assert not s.queue and s.next_action(0.2, False) is None
+
+
+def test_execute_steps_cuts_the_chunk_and_ticks_do_not_run_it_early():
+    s = ChunkScheduler(SchedulerConfig(rate_hz=10, execute_steps=2))
+    s.finish(CHUNK, 0.0, s.start_request(0.0), now=0.0)
+    assert len(s.queue) == 2
+    assert s.next_action(0.0, from_result=True) is not None
+    assert s.next_action(0.03, from_result=False) is None  # a tick right after: too early
+    assert s.next_action(0.1, from_result=False) is not None
+    assert s.missed_tick(0.2) is False and s.missed_tick(0.3) is True
+
+
+def test_fresh_results_never_push_the_command_rate_above_the_control_rate():
+    """Frames at 20 Hz, control at 3 Hz: a result arriving after every frame executes at
+    once only when the robot has waited a period; commands stay at 3 Hz."""
+    s = ChunkScheduler(SchedulerConfig(rate_hz=3, refill_at=1))
+    executed, t, next_tick = [], 0.0, 0.0
+    while t < 3.0:
+        if s.wants_request(t):
+            s.finish(CHUNK, t, s.start_request(t), now=t + 0.01)
+            if s.next_action(t + 0.01, from_result=True):
+                executed.append(t + 0.01)
+        if t >= next_tick:
+            if s.next_action(t, from_result=False):
+                executed.append(t)
+            next_tick += 1 / 3
+        t = round(t + 0.05, 10)
+    assert 8 <= len(executed) <= 10  # 3 s at 3 Hz
+    assert min(b - a for a, b in zip(executed, executed[1:])) >= 0.9 / 3 - 1e-9
+
+
+def test_backend_failure_clears_and_rate_changes_at_run_time():
+    s = ChunkScheduler()
+    s.finish(CHUNK, 0.0, s.start_request(0.0), now=0.0)
+    s.start_request(0.1)
+    s.failed()
+    assert not s.inflight and not s.queue
+    s.reconfigure(rate_hz=3.0)
+    assert s.config.period_s == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="rate_hz"):
+        s.reconfigure(rate_hz=0.0)
+    assert s.config.rate_hz == 3.0
