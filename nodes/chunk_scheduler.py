@@ -12,10 +12,14 @@ Rules:
 - Instruction epochs: a new instruction starts a new epoch and clears the queue; a result of
   an older epoch (an inference that was in flight when the instruction changed) is discarded.
 - ``execute_steps`` > 0 cuts every chunk to its first actions (receding horizon).
-- Actions go out at most at ``rate_hz``: a fresh result executes its first action at once
-  only when the robot has waited (0.9 period or more since the last action); otherwise the
-  next timer tick does. A tick within half a period of the last action executes nothing
-  (timer jitter must not run the chunk early).
+- Actions go out on the node's control timer at ``rate_hz``, plus one exception that keeps
+  the camera -> command latency at the model's: a fresh chunk's first action goes out the
+  moment the result is ready (the refill usually arrives before the old chunk's last action
+  plays, and replaces it). So per chunk, T - refill_at - 1 actions go out on ticks plus the
+  early first one: at most (T - refill_at) / (T - refill_at - 1) x ``rate_hz`` commands
+  (1.5x for the default 4-action chunks refilled at 1), each answering the freshest frame.
+  A tick within half a period of the last action executes nothing (timer jitter must not
+  run the chunk early).
 """
 
 from __future__ import annotations
@@ -113,9 +117,10 @@ class ChunkScheduler:
     # --- the control decision ---------------------------------------------------------
     def next_action(self, now: float, from_result: bool):
         """(action, observation stamp) to execute now, or None."""
-        gap = (0.9 if from_result else 0.5) * self.config.period_s
-        if not self.queue or now - self.last_exec < gap:
+        if not self.queue:
             return None
+        if not from_result and now - self.last_exec < 0.5 * self.config.period_s:
+            return None  # a tick right after an action: timer jitter, not a slot
         self.last_exec = now
         self.started = True
         return self.queue.popleft()

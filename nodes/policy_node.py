@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import re
 import threading
+import time
 import traceback
 
 import numpy as np
@@ -49,7 +50,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Header, String
 
 from embodied_stack.models.policy.interface import Observation, Policy
-from embodied_stack.models.runtime import check_submodel, make_vla_runtime
+from embodied_stack.models.runtime import check_submodel, example_observation, make_vla_runtime
 from embodied_stack.nodes.chunk_scheduler import ChunkScheduler, SchedulerConfig
 from embodied_stack.nodes.commands import ArmScale, VehicleScale
 from embodied_stack.nodes.conversions import (MessageRejected, camera_info_to_K,
@@ -221,6 +222,10 @@ class PolicyNode(Node):
         self.runtime_description = getattr(runtime, "description", "model (eager)")
         check_submodel(self.policy, g("submodel"))
         self._pending_submodel = g("submodel")
+        if hasattr(self.policy, "obs_to_batch"):
+            # One inference now: lazy kernel set-up must not make the first real answer late.
+            self.policy.set_submodel(self._pending_submodel)
+            self.policy.select_action(example_observation(self.policy, self.embodiment))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # --- state shared with the worker: under _lock (the _wake condition's lock) ---
@@ -240,6 +245,8 @@ class PolicyNode(Node):
         self.stats = collections.Counter()
         self.latencies: collections.deque = collections.deque(maxlen=500)  # frame -> result
         self.model_latencies: collections.deque = collections.deque(maxlen=500)  # in backend
+        #: frame arrival -> its first command published, inside this node (wall time)
+        self.node_latencies: collections.deque = collections.deque(maxlen=1000)
         self.rejections: dict[str, tuple[int, str]] = {}
         self._last_faults: dict[str, str] = {}
         self._fault_logged_at = -float("inf")
@@ -337,8 +344,9 @@ class PolicyNode(Node):
             return
         with self._lock:
             self._rgb, self._rgb_stamp = rgb, stamp
-            # ~/command_source echoes the frame's exact header stamp (a float loses ns).
-            self._stamp_msgs[stamp] = msg.header.stamp
+            # ~/command_source echoes the frame's exact header stamp (a float loses ns), and
+            # the arrival time gives the node's own share of camera -> command latency.
+            self._stamp_msgs[stamp] = (msg.header.stamp, time.monotonic())
             if len(self._stamp_msgs) > 64:
                 self._stamp_msgs.pop(next(iter(self._stamp_msgs)))
             self._maybe_request()  # start inference now, not at the next tick
@@ -492,10 +500,19 @@ class PolicyNode(Node):
         self.safety.clear_fault("worker")
         return True
 
-    def _maybe_request(self) -> None:
-        """Ask the worker for a chunk on the newest complete observation (lock held)."""
+    def _maybe_request(self, fresh_only: bool = False) -> None:
+        """Ask the worker for a chunk on the newest complete observation (lock held).
+
+        `fresh_only` (timer ticks): while actions remain queued, skip a frame that arrived
+        more than half a control period ago; a fresher one is due, and asking on the old one
+        would answer it a period late (the latency tail of bench/graph_latency.py)."""
         if self._instruction is None or not self.scheduler.wants_request(self._rgb_stamp):
             return
+        if fresh_only and self.scheduler.queue:
+            arrived = self._stamp_msgs.get(self._rgb_stamp, (None, None))[1]
+            if arrived is not None and (time.monotonic() - arrived
+                                        > 0.5 * self.scheduler.config.period_s):
+                return
         if self.use_depth and self._depth is None:
             return
         depth = self._depth if self.use_depth else None
@@ -520,7 +537,7 @@ class PolicyNode(Node):
                 result, self._result = self._result, None
                 if result is not None:
                     self._take_result(result, now)
-                self._maybe_request()
+                self._maybe_request(fresh_only=not from_result)
                 popped = self.scheduler.next_action(now, from_result)
                 if popped is None and not from_result and self.scheduler.missed_tick(now):
                     self.stats["missed_ticks"] += 1
@@ -528,7 +545,7 @@ class PolicyNode(Node):
             if from_result:
                 if popped is None:
                     return  # nothing due yet; the timer keeps the cadence and the safety
-                self._tick_timer.reset()  # the next action one full period from now
+                self.stats["actions_on_result"] += 1
             command = obs_stamp = None
             if popped is not None:
                 action, obs_stamp = popped
@@ -622,8 +639,11 @@ class PolicyNode(Node):
             self.cmd_pub.publish(msg)
         if obs_stamp is not None:
             with self._lock:
-                exact = self._stamp_msgs.get(obs_stamp) or seconds_to_stamp(obs_stamp)
-            self.source_pub.publish(Header(stamp=exact, frame_id="camera_color_optical_frame"))
+                exact, arrived = self._stamp_msgs.get(obs_stamp, (None, None))
+                if arrived is not None and obs_stamp != self._last_obs_stamp:
+                    self.node_latencies.append(time.monotonic() - arrived)
+            self.source_pub.publish(Header(stamp=exact or seconds_to_stamp(obs_stamp),
+                                           frame_id="camera_color_optical_frame"))
             self._last_obs_stamp = obs_stamp
         self.stats["commands"] += 1
 
@@ -633,6 +653,7 @@ class PolicyNode(Node):
             faults = dict(self._last_faults)
             lat = np.array(self.latencies) * 1e3
             model_lat = np.array(self.model_latencies) * 1e3
+            node_lat = np.array(self.node_latencies) * 1e3
             stats = dict(self.stats)
             rejections = dict(self.rejections)
             obs_stamp = self._last_obs_stamp
@@ -649,6 +670,9 @@ class PolicyNode(Node):
             "latency_p95_ms": f"{np.percentile(lat, 95):.2f}" if lat.size else "nan",
             "model_p50_ms": f"{np.median(model_lat):.2f}" if model_lat.size else "nan",
             "model_p99_ms": f"{np.percentile(model_lat, 99):.2f}" if model_lat.size else "nan",
+            "node_p50_ms": f"{np.percentile(node_lat, 50):.2f}" if node_lat.size else "nan",
+            "node_p99_ms": f"{np.percentile(node_lat, 99):.2f}" if node_lat.size else "nan",
+            "node_max_ms": f"{node_lat.max():.2f}" if node_lat.size else "nan",
             "last_observation_stamp": f"{obs_stamp:.6f}" if obs_stamp is not None else "none",
             **{k: str(v) for k, v in stats.items()},
         }

@@ -68,23 +68,26 @@ def test_execute_steps_cuts_the_chunk_and_ticks_do_not_run_it_early():
     assert s.missed_tick(0.2) is False and s.missed_tick(0.3) is True
 
 
-def test_fresh_results_never_push_the_command_rate_above_the_control_rate():
-    """Frames at 20 Hz, control at 3 Hz: a result arriving after every frame executes at
-    once only when the robot has waited a period; commands stay at 3 Hz."""
-    s = ChunkScheduler(SchedulerConfig(rate_hz=3, refill_at=1))
-    executed, t, next_tick = [], 0.0, 0.0
-    while t < 3.0:
+def test_command_rate_is_bounded_by_the_chunk_layout():
+    """Frames at 20 Hz, control at 5 Hz, 4-action chunks refilled at 1: ticks play the chunk,
+    each fresh chunk's first action goes out when ready: at most 5 x 3/2 commands a second,
+    and ticks never closer than half a period."""
+    s = ChunkScheduler(SchedulerConfig(rate_hz=5, refill_at=1))
+    ticks, early, t, next_tick = [], [], 0.0, 0.0
+    while t < 6.0:
         if s.wants_request(t):
             s.finish(CHUNK, t, s.start_request(t), now=t + 0.01)
             if s.next_action(t + 0.01, from_result=True):
-                executed.append(t + 0.01)
+                early.append(t + 0.01)
         if t >= next_tick:
             if s.next_action(t, from_result=False):
-                executed.append(t)
-            next_tick += 1 / 3
+                ticks.append(t)
+            next_tick += 0.2
         t = round(t + 0.05, 10)
-    assert 8 <= len(executed) <= 10  # 3 s at 3 Hz
-    assert min(b - a for a, b in zip(executed, executed[1:])) >= 0.9 / 3 - 1e-9
+    rate = (len(ticks) + len(early)) / 6.0
+    assert 5.0 <= rate <= 5.0 * 1.5 + 0.2
+    assert len(early) <= len(ticks) / 2 + 1
+    assert min(np.diff(ticks)) >= 0.5 * 0.2 - 1e-9
 
 
 def test_backend_failure_clears_and_rate_changes_at_run_time():

@@ -110,7 +110,7 @@ def make_vla_runtime(policy, runtime: str, device: str, precision: str, cuda_gra
         rt = make_runtime("torch", policy, device=device, precision=precision,
                           cast=precision != "fp32", cuda_graph=cuda_graph)
         if cuda_graph:
-            rt.prepare(policy.submodel_names, policy.obs_to_batch([_example_observation(policy)]))
+            rt.prepare(policy.submodel_names, policy.obs_to_batch([example_observation(policy)]))
         return rt
     if precision != "fp32" or cuda_graph:
         raise ValueError(f"precision and cuda_graph apply to runtime torch, not {runtime!r}")
@@ -121,13 +121,14 @@ def make_vla_runtime(policy, runtime: str, device: str, precision: str, cuda_gra
     return make_runtime(runtime, policy)
 
 
-def _example_observation(policy):
+def example_observation(policy, embodiment: str | None = None):
+    """A blank observation of the model's input size (warm-ups, graph capture)."""
     import numpy as np
 
     from embodied_stack.models.policy.interface import Observation
 
     c = policy.config
-    name = c.embodiment_names[0]
+    name = embodiment or c.embodiment_names[0]
     return Observation(rgb=np.zeros((c.image_size, c.image_size, 3), np.uint8),
                        instruction="stop", proprio=np.zeros(c.proprio_dim, np.float32),
                        embodiment=name, depth=np.zeros((c.image_size, c.image_size), np.float32))
@@ -139,6 +140,7 @@ __all__ = [
     "Runtime",
     "atomic_write_bytes",
     "check_submodel",
+    "example_observation",
     "default_cache_dir",
     "make_runtime",
     "make_vla_runtime",

@@ -196,6 +196,10 @@ class OnnxRuntime(Runtime):
         opts.inter_op_num_threads = 1
         opts.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting between runs: by default ORT's pool threads spin after each run,
+        # taking the cores the camera driver and the rest of the graph need (a robot
+        # computer is shared).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return self._ort.InferenceSession(str(path), opts, providers=self.providers)
 
     def run(self, batch: dict[str, torch.Tensor], submodel: str) -> torch.Tensor:
