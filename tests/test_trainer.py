@@ -28,7 +28,7 @@ TINY = dict(
     init_from="", threads=1, pool_size=4, batch_size=16, bc_steps=30, checkpoint_every=5,
     model={"hidden_size": 32, "num_heads": 2, "ffn_size": 64, "num_layers": 2,
            "vision_width": 32, "vision_heads": 2, "depth_encoding": "log",
-           "depth_max_m": 100.0, "aux_dim": 6},
+           "depth_max_m": 100.0, "aux_dim": 6, "point_head": True},
     demo_episodes={"tabletop": 4, "driving": 2},
     dagger_iterations=1, dagger_episodes={"tabletop": 3, "driving": 1}, dagger_steps=10,
     rl_iterations=2, rl_groups={"tabletop": 2, "driving": 1}, group_size=3, rl_minibatch=32,
@@ -236,3 +236,36 @@ def test_warm_start_can_add_the_auxiliary_head(tmp_path):
         logits2, aux2 = model.forward_with_aux(batch)
     torch.testing.assert_close(aux2, aux, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits2, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_pointing_targets_are_the_named_objects_patch():
+    """features()[6:8] projects the expert's chosen target with the camera model: the pixel
+    lies on that object in the segmentation image, and the buffer turns it into the patch
+    index the pointing head is trained on (-1 where there is nothing to point at)."""
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA
+    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+    from embodied_stack.sim.train.trainer import StateBuffer, instruction_tokenizer
+
+    env = gym.make(WORLD_IDS["tabletop"], with_segmentation=True)
+    for seed in range(400, 415):
+        obs, info = env.reset(seed=seed)
+        expert = make_expert(env)
+        expert.reset()
+        expert(obs, info)
+        u, v = expert.features()[6:8] * 64
+        assert info["segmentation"][int(v), int(u)] == expert._target, seed
+    env.close()
+    model = ElasticVLA(ElasticVLAConfig(hidden_size=32, num_heads=2, ffn_size=64, num_layers=2,
+                                        vision_width=16, aux_dim=6, point_head=True),
+                       instruction_tokenizer(("tabletop", "driving")))
+    aux = np.zeros((3, 8), np.float32)
+    aux[0, 6:8] = (0.30, 0.60)  # column 2, row 4 of the 8x8 grid
+    aux[1, 6:8] = np.nan  # driving: nothing to point at
+    aux[2, 6:8] = (0.999, 0.0)
+    d = {"rgb": np.zeros((3, 64, 64, 3), np.uint8), "depth": np.zeros((3, 64, 64), np.float16),
+         "proprio": np.zeros((3, 8), np.float32), "aux": aux,
+         "chunk": np.zeros((3, 4, 3), np.float32), "chunk_mask": np.ones((3, 4), bool),
+         "instruction": np.array(["touch the red cube"] * 3)}
+    buf = StateBuffer(model)
+    buf.add("tabletop", d)
+    assert buf._world_tensors("tabletop")["point"].tolist() == [4 * 8 + 2, -1, 7]

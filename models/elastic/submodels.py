@@ -273,8 +273,9 @@ def calibrate_and_permute(model, calibration_batches, permute: bool = True) -> d
             _permute_(emb, p_h, 1)
         _permute_(model.final_norm.weight, p_h, 0)
         _permute_(model.action_head.weight, p_h, 1)
-        if getattr(model, "aux_head", None) is not None:
-            _permute_(model.aux_head.weight, p_h, 1)
+        for scaffold in ("aux_head", "point_head"):
+            if getattr(model, scaffold, None) is not None:
+                _permute_(getattr(model, scaffold).weight, p_h, 1)
         for i, layer in enumerate(layers):
             _permute_(layer.attn_norm.weight, p_h, 0)
             _permute_(layer.mlp_norm.weight, p_h, 0)

@@ -286,6 +286,8 @@ class ElasticVLA(Policy, nn.Module):
         self.action_head = ElasticLinear(d, c.action_bins, bias=True)
         # Training scaffold: reads the pooled action-query states (never used to act).
         self.aux_head = ElasticLinear(d, c.aux_dim, bias=True) if c.aux_dim else None
+        # Training scaffold: one logit per image token, "the target is here".
+        self.point_head = ElasticLinear(d, 1, bias=True) if c.point_head else None
         # Layer importance order written by calibrate_and_permute (most important first); a
         # submodel with k layers runs layer_rank[:k] in their original order.
         self.register_buffer("layer_rank", torch.arange(c.num_layers, dtype=torch.int64))
@@ -375,6 +377,8 @@ class ElasticVLA(Policy, nn.Module):
         self.action_head.set_active(c.action_bins, h)
         if self.aux_head is not None:
             self.aux_head.set_active(c.aux_dim, h)
+        if self.point_head is not None:
+            self.point_head.set_active(1, h)
         d = self.__dict__
         d["_tok_view"], d["_emb_view"], d["_query_view"] = views
         d["_active_layers"], d["_active_hidden"] = layers, h
@@ -454,6 +458,10 @@ class ElasticVLA(Policy, nn.Module):
 
     def _action_states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
         """Final-norm decoder states of the action query tokens (B, T*A, active hidden)."""
+        return self._states(pixels, tokens, proprio, embodiment)[:, -self.config.num_action_tokens:]
+
+    def _states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
+        """Final-norm decoder states of every token (B, sequence, active hidden)."""
         cached = not torch.is_grad_enabled() and getattr(self, "_use_cache", True)
         h = self._active_hidden
         tok_w = self._tok_view if cached else self.tok_embed[:, :h]
@@ -470,17 +478,28 @@ class ElasticVLA(Policy, nn.Module):
         cos, sin = self.rope_cos, self.rope_sin
         for i in self._active_layers:
             x = self.layers[i](x, cos, sin)
-        return self.final_norm(x[:, -self.config.num_action_tokens :])
+        return self.final_norm(x)
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward(*(batch[k] for k in BATCH_KEYS))
 
     def forward_with_aux(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, auxiliary outputs (B, aux_dim)) for training; needs ``aux_dim`` > 0."""
-        if self.aux_head is None:
+        logits, aux, _ = self.forward_scaffold(batch)
+        if aux is None:
             raise ValueError("this model has no auxiliary head (config.aux_dim = 0)")
-        x = self._action_states(*(batch[k] for k in BATCH_KEYS))
-        return self.action_head(x), self.aux_head(x.mean(dim=1))
+        return logits, aux
+
+    def forward_scaffold(self, batch: dict[str, torch.Tensor]):
+        """Training outputs: (action logits, auxiliary outputs (B, aux_dim) or None, pointing
+        logits over the image tokens (B, num_image_tokens) or None)."""
+        x = self._states(*(batch[k] for k in BATCH_KEYS))
+        q = x[:, -self.config.num_action_tokens:]
+        aux = self.aux_head(q.mean(dim=1)) if self.aux_head is not None else None
+        point = None
+        if self.point_head is not None:
+            point = self.point_head(x[:, : self.config.num_image_tokens]).squeeze(-1)
+        return self.action_head(q), aux, point
 
     # ---------------------------------------------------------------------- observations -> tensors
     def _resize_index(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -95,6 +95,10 @@ class ElasticVLAConfig:
     #: (where the target is, relative to the robot; see sim.experts.privileged_features);
     #: 0 = no head. It is not used to act and not exported to ONNX.
     aux_dim: int = 0
+    #: a pointing head over the image tokens' final decoder states, trained to pick the
+    #: patch holding the instruction's target (privileged: the simulator projects it with
+    #: the camera model). Direct supervision for grounding words in the image; training only.
+    point_head: bool = False
 
     # --- bookkeeping ---
     model_type: str = MODEL_TYPE  #: fixed tag checked on load
@@ -149,6 +153,8 @@ class ElasticVLAConfig:
         _check_int("chunk_length", self.chunk_length, 1, 256)
         _check_int("max_action_dim", self.max_action_dim, 1, 64)
         _check_int("aux_dim", self.aux_dim, 0, 256)
+        if not isinstance(self.point_head, bool):
+            raise ValueError(f"ElasticVLAConfig.point_head={self.point_head!r} must be True or False")
         if not isinstance(self.proprio_inputs, dict):
             raise ValueError(f"ElasticVLAConfig.proprio_inputs={self.proprio_inputs!r} must be a dict")
         for name, idx in self.proprio_inputs.items():

@@ -62,5 +62,7 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     return chunk, mask
 
 
-#: Length of every expert's ``features()`` vector (the policy's auxiliary targets).
-FEATURE_DIM = 6
+#: Length of every expert's ``features()`` vector: [0:6] the auxiliary head's regression
+#: targets, [6:8] where the target is in the camera image (u / width, v / height of its
+#: centre; NaN where the task has no object target) for the pointing head.
+FEATURE_DIM = 8

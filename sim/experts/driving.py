@@ -33,10 +33,11 @@ class DrivingExpert:
         """Nothing to forget: the controller is memoryless."""
 
     def features(self) -> np.ndarray:
-        """Privileged features for the policy's auxiliary head (6,): offset from the target
-        lane centre (lanes), heading error to the road (x5 rad), the gap to the nearest object
-        in the ego's path (/50 m, 1 = none), its closing speed (/10 m/s), whether it is a
-        barrier, and the offset from the start lane centre (lanes)."""
+        """Privileged features (8,): for the auxiliary head, the offset from the target lane
+        centre (lanes), heading error to the road (x5 rad), the gap to the nearest object in
+        the ego's path (/50 m, 1 = none), its closing speed (/10 m/s), whether it is a
+        barrier, and the offset from the start lane centre (lanes); then NaN, NaN (no object
+        to point at)."""
         w = self.world
         gap, closing, barrier = 50.0, 0.0, 0.0
         for obj, g in self._in_path(w, world.lane_center(w.target_lane)):
@@ -45,8 +46,8 @@ class DrivingExpert:
         heading = (w.ego_yaw - w.segment_heading[w._ego_segment] + math.pi) % (2 * math.pi) - math.pi
         return np.array([(w.ego_d - world.lane_center(w.target_lane)) / world.LANE_WIDTH,
                          5.0 * heading, max(gap, 0.0) / 50.0, closing / 10.0, barrier,
-                         (w.ego_d - world.lane_center(w.start_lane)) / world.LANE_WIDTH],
-                        np.float32)
+                         (w.ego_d - world.lane_center(w.start_lane)) / world.LANE_WIDTH,
+                         np.nan, np.nan], np.float32)
 
     @staticmethod
     def _in_path(w, target_d):

@@ -69,9 +69,10 @@ class TabletopExpert:
             self._phase = "approach"
 
     def features(self) -> np.ndarray:
-        """Privileged features for the policy's auxiliary head (6,): where the chosen target
-        is relative to the fingertip, (dx, dy, dz) in decimetres, and where the push starts
-        (behind the target; the target itself for touch), (dx, dy) in decimetres, then 0."""
+        """Privileged features (8,): for the auxiliary head, where the chosen target is
+        relative to the fingertip, (dx, dy, dz) in decimetres, and where the push starts
+        (behind the target; the target itself for touch), (dx, dy) in decimetres, then 0;
+        for the pointing head, the target centre in the camera image (u / width, v / height)."""
         state = self.world.privileged_state
         ee = state["ee"]
         self._choose_target(state)
@@ -81,9 +82,13 @@ class TabletopExpert:
         if state["task"] == "push":
             start = np.array(world.push_path(state["start_positions"][t][:2],
                                              state["classes"][t], state["direction"])[0])
-        out = np.zeros(6, np.float32)
+        out = np.zeros(8, np.float32)
         out[:3] = (target - ee) * 10.0
         out[3:5] = (start - ee[:2]) * 10.0
+        cam = self.world._camera
+        p = np.linalg.inv(cam.T_world_camera) @ np.append(target, 1.0)
+        u, v, w = cam.K @ p[:3]
+        out[6:8] = (u / w + 0.5) / cam.width, (v / w + 0.5) / cam.height
         return out
 
     def _touch_goal(self, ee, target, cls) -> np.ndarray:

@@ -8,7 +8,9 @@ the ElasticVLA in the simulation worlds, elastic-aware, resumable.
 
 Read top to bottom:
 1. ``bc``: expert demonstrations (sim/train/demos.py: DART noise, look-ahead chunk labels), then
-   cross-entropy on the expert's action bins. Every step also trains one sampled nested
+   cross-entropy on the expert's action bins, plus two training-only heads fitted to
+   privileged simulator features: where the target is relative to the robot (aux) and which
+   image patch holds the named target (pointing: grounding the words in the image). Every step also trains one sampled nested
    submodel by forward KL from the full model plus its own cross-entropy (Nemotron Elastic).
 2. ``dagger``: roll the learner out as the policy node executes it (ExecutionMode), label every
    visited state with the expert's chunk, aggregate, retrain (Ross et al. 2011). A chunk is
@@ -67,7 +69,7 @@ class TrainConfig:
     worlds: tuple = ("tabletop", "driving")  #: worlds trained together (one model serves both)
     init_from: str = "default"  #: "default" = the shipped model, a model directory, or "" (new)
     model: dict = field(default_factory=lambda: {
-        "depth_encoding": "log", "depth_max_m": 100.0, "aux_dim": 6,
+        "depth_encoding": "log", "depth_max_m": 100.0, "aux_dim": 6, "point_head": True,
         # arm: fingertip position and contact; vehicle: speed (no velocities or last commands)
         "proprio_inputs": {"arm": [0, 1, 2, 6], "vehicle": [0]}})
     #: ElasticVLAConfig overrides; with init_from only input-preprocessing fields may change
@@ -97,6 +99,7 @@ class TrainConfig:
     submodel_probs: dict = field(default_factory=lambda: {"1/2": 0.6, "3/4": 0.2, "1/4": 0.2})
     #: which nested submodel is trained alongside the full model at each step
     aux_weight: float = 1.0  #: weight of the auxiliary head's loss (models with aux_dim > 0)
+    point_weight: float = 1.0  #: weight of the pointing head's loss (models with point_head)
     elastic_every: int = 1  #: train a sampled submodel every N-th supervised step
     kd_weight: float = 1.0  #: weight of KL(full || submodel)
     student_ce_weight: float = 0.5  #: weight of the submodel's own CE (bc, dagger)
@@ -154,6 +157,9 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.workers < 0:
             raise ValueError(f"workers={self.workers} must be >= 0")
+        for name in ("aux_weight", "point_weight", "kd_weight", "student_ce_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         # Seed blocks per iteration (SEED_BASE): wider ones would reuse another block's seeds.
         for name, limit in (("dagger_episodes", 500), ("rl_groups", 50)):
             big = {w: n for w, n in getattr(self, name).items() if not 0 <= n <= limit}
@@ -198,6 +204,9 @@ class TrainConfig:
 #: Config fields that only change how observations are turned into tensors: a warm start may
 #: change them (the weights still fit).
 PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m", "proprio_inputs")
+#: Training-scaffold heads a warm start may add, change or drop (they start fresh): config
+#: field -> module name.
+SCAFFOLD_FIELDS = {"aux_dim": "aux_head", "point_head": "point_head"}
 
 
 def instruction_tokenizer(worlds) -> InstructionTokenizer:
@@ -216,20 +225,23 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
 
     model = load_default_policy(None if cfg.init_from == "default" else cfg.init_from)
     changed = {k: v for k, v in cfg.model.items() if getattr(model.config, k) != v}
-    shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS) - {"aux_dim"})
+    shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS) - set(SCAFFOLD_FIELDS))
     if shape_changes:
         raise ValueError(f"init_from={cfg.init_from!r}: model overrides {shape_changes} change "
-                         f"the weights' shapes; only {PREPROCESSING_FIELDS} and aux_dim may "
+                         f"the weights' shapes; only {PREPROCESSING_FIELDS} and "
+                         f"{SCAFFOLD_FIELDS} may "
                          "change on a warm start (or set init_from: '' to train a new model)")
     if not changed:
         return model
     # A model built for the new config (its derived tables follow the config), carrying the
     # warm-started weights; only a newly added auxiliary head starts fresh.
     warm = ElasticVLA(dataclasses.replace(model.config, **changed), model.tokenizer)
+    fresh = tuple(f"{SCAFFOLD_FIELDS[f]}." for f in SCAFFOLD_FIELDS if f in changed)
     missing, unexpected = warm.load_state_dict(
-        {k: v for k, v in model.state_dict().items()
-         if not (k.startswith("aux_head.") and "aux_dim" in changed)}, strict=False)
-    if unexpected or any(not k.startswith("aux_head.") for k in missing):
+        {k: v for k, v in model.state_dict().items() if not k.startswith(fresh or ("\0",))},
+        strict=False)
+    unexpected = [k for k in unexpected if not k.startswith(fresh or ("\0",))]
+    if unexpected or any(not k.startswith(fresh or ("\0",)) for k in missing):
         raise ValueError(f"warm start: unexpected {unexpected}, missing {missing}")
     return warm
 
@@ -266,6 +278,16 @@ class StateBuffer:
                 n = min(model.config.aux_dim, d["aux"].shape[1])
                 aux[:, :n] = d["aux"][start: start + len(idx), :n]
             batch["aux"] = torch.from_numpy(aux)
+            # Pointing targets: the image patch holding the target's centre; -1 = none.
+            point = np.full(len(idx), -1, np.int64)
+            if "aux" in d and d["aux"].shape[1] >= 8 and model.config.point_head:
+                c = model.config
+                grid = c.image_size // c.patch_size
+                uv = d["aux"][start: start + len(idx), 6:8]
+                ok = np.all(np.isfinite(uv) & (uv >= 0) & (uv < 1), axis=1)
+                cells = np.floor(np.nan_to_num(uv) * grid).astype(np.int64)
+                point[ok] = cells[ok, 1] * grid + cells[ok, 0]
+            batch["point"] = torch.from_numpy(point)
             self.parts.setdefault(world, []).append(batch)
         self.tensors.pop(world, None)
 
@@ -444,15 +466,24 @@ def supervised_step(run: Run, lr: float) -> dict:
     batch, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device,
                                        cfg.world_weights)
     aux_targets = batch.pop("aux")
+    point_targets = batch.pop("point")
     model.train()
     model.set_submodel("full")
-    if model.aux_head is not None and cfg.aux_weight > 0:
-        logits, aux = model.forward_with_aux(batch)
-    else:
-        logits, aux = model.forward_batch(batch), None
+    logits, aux, point = model.forward_scaffold(batch)
     # L_full = CE(pi_full(a|o), a_expert) over counted action tokens.
     loss = masked_cross_entropy(logits, targets, batch["loss_mask"], cfg.label_smoothing)
     record = {"ce_full": float(loss.detach())}
+    if point is not None and cfg.point_weight > 0:
+        # L_point = CE(softmax over image tokens, the patch of the named target)
+        have = point_targets >= 0
+        if have.any():
+            point_loss = torch.nn.functional.cross_entropy(point[have], point_targets[have])
+            loss = loss + cfg.point_weight * point_loss
+            record["point"] = float(point_loss.detach())
+            record["point_acc"] = float((point[have].argmax(-1) == point_targets[have])
+                                        .float().mean())
+    if cfg.aux_weight <= 0:
+        aux = None
     if aux is not None:
         # L_aux = Huber(aux(o), privileged features): where the target is, made explicit.
         have = torch.isfinite(aux_targets)
