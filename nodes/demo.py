@@ -7,6 +7,7 @@ All nodes run in this process on one executor thread (DDS still carries every me
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import dataclass
@@ -77,6 +78,10 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         if bag_path is not None:
             recorder = BagRecorder(bag_path, context=context)
             nodes.append(recorder)
+        # As run_node does for a node process: what exists now lives for the whole run, so a
+        # full collection (which holds the GIL, and so the inference worker) never walks it.
+        gc.collect()
+        gc.freeze()
         executor = spin_in_background(nodes, context)
         start = time.monotonic()
         done = 0
@@ -116,6 +121,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         for node in nodes:
             node.destroy_node()
         rclpy.shutdown(context=context)
+        gc.unfreeze()
 
 
 def demo(args) -> int:

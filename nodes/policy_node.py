@@ -236,6 +236,7 @@ class PolicyNode(Node):
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
         self._instruction: str | None = None
+        self._instruction_since = -float("inf")  # when it arrived (wall time)
         self._request = None  # (Observation, epoch) waiting for the worker
         self._result = None  # (Action | None, Exception | None, obs stamp, epoch)
         self._control_lock = threading.Lock()  # serialises _control_step (timer vs worker)
@@ -409,6 +410,7 @@ class PolicyNode(Node):
             self._instruction = text
             if changed:  # a new task: drop the old plan and any result still in flight
                 self.scheduler.new_instruction()
+                self._instruction_since = time.monotonic()
                 self.policy.reset()
         if changed:
             self.get_logger().info(f"instruction: {text!r}")
@@ -508,10 +510,14 @@ class PolicyNode(Node):
         would answer it a period late (the latency tail of bench/graph_latency.py)."""
         if self._instruction is None or not self.scheduler.wants_request(self._rgb_stamp):
             return
-        if fresh_only and self.scheduler.queue:
-            arrived = self._stamp_msgs.get(self._rgb_stamp, (None, None))[1]
-            if arrived is not None and (time.monotonic() - arrived
-                                        > 0.5 * self.scheduler.config.period_s):
+        arrived = self._stamp_msgs.get(self._rgb_stamp, (None, None))[1]
+        if arrived is not None:
+            age = time.monotonic() - arrived
+            if age >= self.scheduler.config.deadline_s:
+                return  # its answer would be dropped as late anyway
+            if arrived < self._instruction_since:
+                return  # a scene from before the instruction: wait for one that goes with it
+            if fresh_only and self.scheduler.queue and age > 0.5 * self.scheduler.config.period_s:
                 return
         if self.use_depth and self._depth is None:
             return
