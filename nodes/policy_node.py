@@ -513,8 +513,8 @@ class PolicyNode(Node):
         arrived = self._stamp_msgs.get(self._rgb_stamp, (None, None))[1]
         if arrived is not None:
             age = time.monotonic() - arrived
-            if age >= self.scheduler.config.deadline_s:
-                return  # its answer would be dropped as late anyway
+            if age >= 0.5 * self.scheduler.config.deadline_s:
+                return  # half its deadline gone before inference starts: wait for a fresher one
             if arrived < self._instruction_since:
                 return  # a scene from before the instruction: wait for one that goes with it
             if fresh_only and self.scheduler.queue and age > 0.5 * self.scheduler.config.period_s:
