@@ -10,8 +10,15 @@ target's centre, projected with the camera model), judged on held-out episodes b
 
 Both variants run at once (one thread each) for the same wall time, so they see the same
 machine. A probe, not a recipe: it tells whether grounding is learnable at this scale.
+`--variants pointing readout` compares the pointing loss alone with a *readout*: the pointing
+head sits after half the decoder layers, a spatial soft-argmax of its logits gives the
+target's image coordinates (the expected patch centre), and a linear embedding of them is
+added to the action queries before the remaining layers (keypoints as in Levine et al.
+2016's visuomotor policies): the queries are handed where the named object is.
 
     python bench/grounding_probe.py --minutes 14 --json bench/results/grounding_probe.json
+    python bench/grounding_probe.py --minutes 14 --variants pointing readout \
+        --json bench/results/grounding_probe_readout.json
 """
 
 from __future__ import annotations
@@ -60,6 +67,11 @@ def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed
     grid = cfg.image_size // cfg.patch_size
     n_img = cfg.num_image_tokens
     head = torch.nn.Linear(cfg.hidden_size, 1)  # the pointing head (probe only)
+    # readout: normalise mid-decoder image states, soft-argmax, embed the (x, y) for the queries
+    mid_norm = torch.nn.RMSNorm(cfg.hidden_size)
+    coord_embed = torch.nn.Linear(2, cfg.hidden_size)
+    cells = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    cell_xy = torch.stack(torch.meshgrid(cells, cells, indexing="xy"), -1).reshape(-1, 2)
     tensors = {}
     for name, path in (("train", train_dir), ("val", val_dir)):
         d = demos.load(path)
@@ -69,8 +81,8 @@ def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed
         t["point"] = torch.from_numpy(_target_patches(d, cam["K"], cam["T_world_camera"],
                                                       cfg.patch_size, grid))
         tensors[name] = t
-    opt = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-3,
-                            weight_decay=0.01)
+    extra = list(head.parameters()) + list(mid_norm.parameters()) + list(coord_embed.parameters())
+    opt = torch.optim.AdamW(list(model.parameters()) + extra, lr=1e-3, weight_decay=0.01)
 
     def forward(batch):
         b = batch["pixels"].shape[0]
@@ -80,11 +92,25 @@ def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed
         state = (F.embedding(batch["embodiment"], model.embodiment_embed)
                  + model.proprio_proj(batch["proprio"])).unsqueeze(1)
         x = torch.cat([img, words, state, model.action_queries.unsqueeze(0).expand(b, -1, -1)], 1)
-        for i in model._active_layers:
+        layers = list(model._active_layers)
+        point = None
+        if variant == "readout":
+            half = len(layers) // 2
+            for i in layers[:half]:
+                x = model.layers[i](x, model.rope_cos, model.rope_sin)
+            point = head(mid_norm(x[:, :n_img])).squeeze(-1)
+            xy = torch.softmax(point, -1) @ cell_xy  # expected target position, [0, 1]^2
+            q_add = torch.zeros_like(x)
+            q_add[:, -cfg.num_action_tokens:] = coord_embed(xy).unsqueeze(1)
+            x = x + q_add
+            layers = layers[half:]
+        for i in layers:
             x = model.layers[i](x, model.rope_cos, model.rope_sin)
         x = model.final_norm(x)
         q = x[:, -cfg.num_action_tokens:]
-        return model.action_head(q), model.aux_head(q.mean(1)), head(x[:, :n_img]).squeeze(-1)
+        if point is None:
+            point = head(x[:, :n_img]).squeeze(-1)
+        return model.action_head(q), model.aux_head(q.mean(1)), point
 
     def evaluate(step, t0):
         v = tensors["val"]
@@ -106,7 +132,7 @@ def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed
         # L = CE(actions) + Huber(aux, privileged offsets) [+ CE(pointing, target patch)]
         loss = masked_cross_entropy(logits, batch["targets"], batch["loss_mask"], 0.0)
         loss = loss + F.smooth_l1_loss(aux, batch["aux"])
-        if variant == "pointing":
+        if variant in ("pointing", "readout"):
             loss = loss + F.cross_entropy(point, batch["point"])
         opt.zero_grad()
         loss.backward()
@@ -128,6 +154,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--val-episodes", type=int, default=40, help="held-out demos (300000+)")
     parser.add_argument("--data", default="runs/grounding_probe", help="demonstration cache")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", nargs=2, default=["baseline", "pointing"],
+                        choices=["baseline", "pointing", "readout"],
+                        help="the two variants run side by side")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
     from embodied_stack.sim.train import demos
@@ -141,7 +170,7 @@ def main(argv=None) -> dict:
     queue = ctx.Queue()
     procs = [ctx.Process(target=run_variant, args=(v, args.minutes, str(train_dir), str(val_dir),
                                                    args.seed, queue))
-             for v in ("baseline", "pointing")]
+             for v in args.variants]
     for p in procs:
         p.start()
     histories = [queue.get() for _ in procs]
@@ -149,7 +178,7 @@ def main(argv=None) -> dict:
         p.join()
     final = {h[-1]["variant"]: h[-1] for h in histories}
     print(f"{'variant':<10} {'steps':>6} {'val CE':>8} {'xy RMSE cm':>11} {'point acc':>10}")
-    for v in ("baseline", "pointing"):
+    for v in args.variants:
         f = final[v]
         print(f"{v:<10} {f['step']:>6} {f['val_ce']:8.3f} {f['val_xy_rmse_cm']:11.2f} "
               f"{f['val_point_acc']:10.1%}")
