@@ -532,3 +532,15 @@ def test_unknown_submodel_fails_before_any_runtime_is_prepared(monkeypatch):
     monkeypatch.setattr(policy_node, "make_vla_runtime", boom)
     with pytest.raises(ValueError, match="submodel '2/3' not in"):
         policy_node.load_backend("vla", "", "cpu", "onnxruntime", submodel="2/3")
+
+
+def test_no_inference_on_a_frame_that_has_used_half_its_deadline(harness, policy):
+    """When the camera stops, the last frame is not asked about again and again (or late):
+    its answer would be dropped, so the backend is left alone and nothing is dropped."""
+    policy.chunk_len = 12  # 0.6 s of actions: the queue empties long after the last frame
+    harness.stream(0.8)
+    harness.wait(0.05)
+    calls = policy.calls
+    harness.wait(1.0)  # camera silent: ticks run, the queue empties, the frame ages
+    assert policy.calls == calls
+    assert harness.node.stats["dropped_stale"] == 0
