@@ -110,8 +110,6 @@ def _live(desc):
 #: Parameters that change the limits or timings at run time (the rest are read-only).
 SCHEDULER_PARAMS = {"control_rate_hz": "rate_hz", "deadline_s": "deadline_s",
                     "refill_at": "refill_at", "execute_steps": "execute_steps"}
-SAFETY_PARAMS = ("stale_after_s", "max_clock_skew_s", "max_linear", "max_angular",
-                 "max_reverse", "max_ee_speed", "max_speed")
 SCALE_PARAMS = ("max_ee_speed", "max_steer", "max_accel", "max_speed", "wheelbase",
                 "control_rate_hz")
 

@@ -458,10 +458,12 @@ class ElasticVLA(Policy, nn.Module):
 
     def _action_states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
         """Final-norm decoder states of the action query tokens (B, T*A, active hidden)."""
-        return self._states(pixels, tokens, proprio, embodiment)[:, -self.config.num_action_tokens:]
+        x = self._decode(pixels, tokens, proprio, embodiment)
+        return self.final_norm(x[:, -self.config.num_action_tokens:])
 
-    def _states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
-        """Final-norm decoder states of every token (B, sequence, active hidden)."""
+    def _decode(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
+        """Decoder output of every token before the final norm (B, sequence, active hidden);
+        acting normalises only the action queries' rows."""
         cached = not torch.is_grad_enabled() and getattr(self, "_use_cache", True)
         h = self._active_hidden
         tok_w = self._tok_view if cached else self.tok_embed[:, :h]
@@ -478,7 +480,7 @@ class ElasticVLA(Policy, nn.Module):
         cos, sin = self.rope_cos, self.rope_sin
         for i in self._active_layers:
             x = self.layers[i](x, cos, sin)
-        return self.final_norm(x)
+        return x
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward(*(batch[k] for k in BATCH_KEYS))
@@ -493,12 +495,13 @@ class ElasticVLA(Policy, nn.Module):
     def forward_scaffold(self, batch: dict[str, torch.Tensor]):
         """Training outputs: (action logits, auxiliary outputs (B, aux_dim) or None, pointing
         logits over the image tokens (B, num_image_tokens) or None)."""
-        x = self._states(*(batch[k] for k in BATCH_KEYS))
-        q = x[:, -self.config.num_action_tokens:]
+        x = self._decode(*(batch[k] for k in BATCH_KEYS))
+        q = self.final_norm(x[:, -self.config.num_action_tokens:])
         aux = self.aux_head(q.mean(dim=1)) if self.aux_head is not None else None
         point = None
         if self.point_head is not None:
-            point = self.point_head(x[:, : self.config.num_image_tokens]).squeeze(-1)
+            img = self.final_norm(x[:, : self.config.num_image_tokens])
+            point = self.point_head(img).squeeze(-1)
         return self.action_head(q), aux, point
 
     # ---------------------------------------------------------------------- observations -> tensors

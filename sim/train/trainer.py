@@ -234,14 +234,16 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
     if not changed:
         return model
     # A model built for the new config (its derived tables follow the config), carrying the
-    # warm-started weights; only a newly added auxiliary head starts fresh.
+    # warm-started weights; only the scaffold heads whose field changed start fresh.
     warm = ElasticVLA(dataclasses.replace(model.config, **changed), model.tokenizer)
-    fresh = tuple(f"{SCAFFOLD_FIELDS[f]}." for f in SCAFFOLD_FIELDS if f in changed)
+    fresh = [f"{module}." for field, module in SCAFFOLD_FIELDS.items() if field in changed]
+
+    def is_fresh(key: str) -> bool:
+        return any(key.startswith(prefix) for prefix in fresh)
+
     missing, unexpected = warm.load_state_dict(
-        {k: v for k, v in model.state_dict().items() if not k.startswith(fresh or ("\0",))},
-        strict=False)
-    unexpected = [k for k in unexpected if not k.startswith(fresh or ("\0",))]
-    if unexpected or any(not k.startswith(fresh or ("\0",)) for k in missing):
+        {k: v for k, v in model.state_dict().items() if not is_fresh(k)}, strict=False)
+    if unexpected or any(not is_fresh(k) for k in missing):
         raise ValueError(f"warm start: unexpected {unexpected}, missing {missing}")
     return warm
 
