@@ -1,8 +1,11 @@
-"""ament_python package: `colcon build` in a ROS 2 workspace, or `pip install -e .` in a venv.
+"""ament_python package: `colcon build` (with or without --symlink-install) in a ROS 2
+workspace, or `pip install -e .` in a venv.
 
-The repository root *is* the `embodied_stack` package (package_dir maps it), so the folders
-`models/`, `nodes/`, `sim/` install as `embodied_stack.models` etc. and never as top-level
-`models`/`nodes`/`sim`, which would collide with other packages in site-packages.
+The repository root *is* the `embodied_stack` package: the symlink `embodied_stack -> .` at the
+root names it, so the folders `models/`, `nodes/`, `sim/` install as `embodied_stack.models`
+etc. and never as top-level `models`/`nodes`/`sim` (which would collide with other packages in
+site-packages). A link rather than `package_dir={"embodied_stack": "."}`: colcon's
+--symlink-install links each top-level package folder into the build space and cannot link ".".
 """
 
 import os
@@ -34,7 +37,6 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=[PACKAGE] + subpackages("models", "nodes", "sim"),
-    package_dir={PACKAGE: "."},
     # Shipped model weights, MJCF assets and the tokenizer vocabulary travel with the code.
     package_data={
         PACKAGE: [

@@ -39,22 +39,33 @@ def test_package_xml_is_format3_ament_python():
     assert root.findtext("version") == embodied_stack.__version__
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("colcon_core") is None, reason="colcon not installed")
-def test_colcon_build_installs_executables_launch_and_config(tmp_path):
-    src = tmp_path / "ws" / "src" / "embodied_stack"
-    # Copy what git tracks or would track (not .venv, build trees, caches).
+def _workspace_copy(dst):
+    """Copy what git tracks or would track (not .venv, build trees, caches) into `dst`,
+    symlinks as symlinks (the `embodied_stack -> .` link is what colcon builds from)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
         capture_output=True, text=True, check=True,
     ).stdout.split()
     for rel in files:
-        if os.path.isfile(os.path.join(REPO, rel)):
-            (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(os.path.join(REPO, rel), src / rel)
-    colcon = os.path.join(os.path.dirname(sys.executable), "colcon")
-    result = subprocess.run([colcon, "build"], cwd=tmp_path / "ws", capture_output=True,
-                            text=True, timeout=300)
+        path = os.path.join(REPO, rel)
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        if os.path.islink(path):
+            os.symlink(os.readlink(path), dst / rel)
+        elif os.path.isfile(path):
+            shutil.copy2(path, dst / rel)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("colcon_core") is None, reason="colcon not installed")
+@pytest.mark.parametrize("symlink_install", [False, True], ids=["copy", "symlink-install"])
+def test_colcon_build_installs_executables_launch_and_config(tmp_path, symlink_install):
+    src = tmp_path / "ws" / "src" / "embodied_stack"
+    _workspace_copy(src)
+    # `python -m colcon` with this environment's interpreter: the installed scripts then run
+    # with the packages of the environment the workspace was built in.
+    cmd = [sys.executable, "-m", "colcon", "build"] + (["--symlink-install"] * symlink_install)
+    result = subprocess.run(cmd, cwd=tmp_path / "ws", capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     prefix = tmp_path / "ws" / "install" / "embodied_stack"
     assert (prefix / "share/embodied_stack/package.xml").is_file()
@@ -66,7 +77,30 @@ def test_colcon_build_installs_executables_launch_and_config(tmp_path):
                             if p.endswith((".yaml", ".json")))
     exes = {p.name for p in (prefix / "lib/embodied_stack").iterdir()}
     assert {"embodied-stack", "policy_node", "sim_bridge_node"} <= exes, exes
-    site = next((prefix / "lib").glob("python3*/site-packages"))
-    assert (site / "embodied_stack/models/__init__.py").is_file()
-    assert (site / "embodied_stack/models/default_vla/model.safetensors").is_file()
-    assert not (site / "models").exists() and not (site / "sim").exists()
+    if symlink_install:
+        # Sources are linked, not copied: an edit in the source tree is live in the install.
+        assert (prefix / "share/embodied_stack/launch/robot.launch.py").is_symlink()
+        assert not list((prefix / "lib").glob("python3*/site-packages/embodied_stack/models"))
+    else:
+        site = next((prefix / "lib").glob("python3*/site-packages"))
+        assert (site / "embodied_stack/models/__init__.py").is_file()
+        assert (site / "embodied_stack/models/default_vla/model.safetensors").is_file()
+        assert not (site / "models").exists() and not (site / "sim").exists()
+    # Run the installed executables from the install space the way a ROS user does: source
+    # the workspace, then call them where `ros2 run` finds them (from elsewhere, so the source tree is not on sys.path).
+    # The code they import must be the workspace's, not this checkout's editable install.
+    probe = ("import embodied_stack.nodes.policy_node as p, embodied_stack.models as m; "
+             "print(p.__file__); import os; print(os.path.isfile(os.path.join("
+             "os.path.dirname(m.__file__), 'default_vla', 'model.safetensors')))")
+    script = (f". {tmp_path}/ws/install/setup.sh && "
+              f"{prefix}/lib/embodied_stack/embodied-stack --help && "
+              f"python_exe=$(head -1 {prefix}/lib/embodied_stack/policy_node | cut -c3-) && "
+              f'"$python_exe" -c "{probe}"')
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")}
+    run = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "usage: embodied-stack" in run.stdout
+    where, has_weights = run.stdout.strip().splitlines()[-2:]
+    assert where.startswith(str(tmp_path / "ws")), where
+    assert has_weights == "True"
