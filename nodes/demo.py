@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 
 def configure_dds_environment() -> None:
@@ -70,7 +70,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         rate = rate_hz or bridge.env.metadata["render_fps"]
         policy = PolicyNode(context=context, parameter_overrides=[
             Parameter("backend", value=backend), Parameter("model_path", value=model_path),
-            Parameter("embodiment", value=EMBODIMENT[world]),
+            Parameter("embodiment", value=EMBODIMENT_OF_WORLD[world]),
             Parameter("submodel", value=submodel), Parameter("control_rate_hz", value=float(rate)),
             Parameter("runtime", value=runtime), Parameter("use_sim_time", value=use_sim_time),
         ])
