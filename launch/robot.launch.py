@@ -31,12 +31,12 @@ not set them.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from embodied_stack.nodes.launch_params import UNSET, node_parameters
+from launch import LaunchDescription
 
 PACKAGE = "embodied_stack"
 

@@ -24,15 +24,13 @@ when the variable is not already set in the environment (a value you set is kept
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import (DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction,
-                            SetEnvironmentVariable)
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction, SetEnvironmentVariable
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
-from embodied_stack.nodes.launch_params import (UNSET, embodiment_of_world, node_parameters,
-                                                yaml_parameters)
+from embodied_stack.nodes.launch_params import UNSET, embodiment_of_world, node_parameters, yaml_parameters
+from launch import LaunchDescription
 
 PACKAGE = "embodied_stack"
 

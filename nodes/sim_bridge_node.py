@@ -40,11 +40,9 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
 from embodied_stack.nodes.commands import ArmScale, VehicleScale
-from embodied_stack.nodes.conversions import (K_to_camera_info, depth_to_image, rgb_to_image,
-                                              seconds_to_stamp)
+from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image, seconds_to_stamp
 from embodied_stack.nodes.policy_node import LATCHED
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
-
 
 
 def _desc(text, lo=None, hi=None, integer=False, read_only=True):

@@ -12,8 +12,7 @@ import rclpy
 import yaml
 from rclpy.parameter import Parameter
 
-from embodied_stack.nodes.launch_params import (UNSET, effective_parameters, node_parameters,
-                                                yaml_parameters)
+from embodied_stack.nodes.launch_params import UNSET, effective_parameters, node_parameters, yaml_parameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILES = ["robot.launch.py", "sim.launch.py"]
@@ -205,8 +204,9 @@ def _load_launch(name):
 def _nodes_after_visit(name, arguments):
     """Visit a launch description as `ros2 launch ... name:=value` would, without starting
     processes: return the launch context and the launch_ros Node actions it would run."""
-    from launch import LaunchContext
     from launch_ros.actions import Node
+
+    from launch import LaunchContext
 
     context = LaunchContext()
     context.launch_configurations.update(arguments)

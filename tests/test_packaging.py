@@ -1,6 +1,7 @@
 """The package installs as `embodied_stack.*`, is a valid ament_python package, and builds
 with colcon into the layout `ros2 run` / `ros2 launch` expect."""
 
+import ast
 import importlib.util
 import os
 import shutil
@@ -25,18 +26,93 @@ def test_imports_as_embodied_stack_and_never_top_level(tmp_path):
     assert out.stdout.strip() == "[]", out.stdout
 
 
+#: Folders whose code is installed (tests and bench are not).
+INSTALLED = ("models", "nodes", "sim", "launch")
+#: Imports that no dependency list can carry: TensorRT comes with JetPack / NVIDIA's installer.
+SYSTEM_ONLY = {"tensorrt"}
+#: rosdep keys of Python libraries -> the module they provide.
+ROSDEP_PYTHON = {"python3-numpy": "numpy", "python3-yaml": "yaml", "python3-pytest": "pytest"}
+
+
+def _is_ros_package(module):
+    return module in ("rclpy", "launch", "launch_ros", "ament_index_python") or module.endswith(
+        ("_msgs", "_srvs", "_interfaces"))
+
+
+def _imported_modules(folders):
+    """Top-level names of every absolute import in the .py files under `folders`."""
+    found = set()
+    for folder in folders:
+        for dirpath, _, files in os.walk(os.path.join(REPO, folder)):
+            for name in files:
+                if not name.endswith(".py"):
+                    continue
+                tree = ast.parse(open(os.path.join(dirpath, name)).read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        found |= {a.name.split(".")[0] for a in node.names}
+                    elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                        found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names) - {"embodied_stack", "__future__"}
+
+
+def _setup_requirements():
+    """INSTALL_REQUIRES and EXTRAS_REQUIRE of setup.py, read with ast (not executed)."""
+    tree = ast.parse(open(os.path.join(REPO, "setup.py")).read())
+    values = {n.targets[0].id: ast.literal_eval(n.value) for n in tree.body
+              if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+              and n.targets[0].id in ("INSTALL_REQUIRES", "EXTRAS_REQUIRE")}
+    return values["INSTALL_REQUIRES"], values["EXTRAS_REQUIRE"]
+
+
+def _norm(dist):
+    return dist.lower().replace("_", "-")
+
+
 def test_package_xml_is_format3_ament_python():
     root = ET.parse(os.path.join(REPO, "package.xml")).getroot()
     assert root.get("format") == "3"
     assert root.findtext("name") == "embodied_stack"
     assert root.find("export/build_type").text == "ament_python"
-    deps = {e.text for e in root.findall("exec_depend")}
-    for needed in ("rclpy", "std_msgs", "sensor_msgs", "geometry_msgs", "nav_msgs",
-                   "visualization_msgs", "diagnostic_msgs", "rosgraph_msgs"):
-        assert needed in deps, f"package.xml lacks <exec_depend>{needed}</exec_depend>"
     import embodied_stack
 
     assert root.findtext("version") == embodied_stack.__version__
+
+
+def test_package_xml_lists_exactly_the_ros_packages_the_code_imports():
+    root = ET.parse(os.path.join(REPO, "package.xml")).getroot()
+    deps = [e.text for e in root.findall("exec_depend")]
+    assert len(deps) == len(set(deps)), "duplicate exec_depend"
+    imported = _imported_modules(INSTALLED)
+    ros_deps = {d for d in deps if d not in ROSDEP_PYTHON}
+    ros_imports = {m for m in imported if _is_ros_package(m)}
+    assert ros_deps == ros_imports, (f"in package.xml, not imported: {ros_deps - ros_imports}; "
+                                     f"imported, not in package.xml: {ros_imports - ros_deps}")
+    for key in set(deps) & set(ROSDEP_PYTHON):
+        assert ROSDEP_PYTHON[key] in imported, f"package.xml's {key} is not imported"
+    # One OpenCV: pip's opencv-python-headless (setup.py), never also Debian's python3-opencv.
+    assert "python3-opencv" not in deps
+
+
+def test_setup_py_requirements_cover_every_import_and_nothing_more():
+    import importlib.metadata
+
+    requires, extras = _setup_requirements()
+    declared = {_norm(d) for d in requires} | {_norm(d) for ds in extras.values() for d in ds}
+    dists_of = importlib.metadata.packages_distributions()
+    # Installed code plus what tests and benches import (those come from the extras).
+    imported = _imported_modules(INSTALLED + ("tests", "bench"))
+    for module in sorted(imported - SYSTEM_ONLY):
+        if _is_ros_package(module) and module in ("launch", "launch_ros"):
+            continue  # not on PyPI: a ROS 2 install provides them (package.xml)
+        dists = {_norm(d) for d in dists_of.get(module, [])}
+        if os.path.isfile(os.path.join(REPO, "tests", module + ".py")):
+            continue  # the test suite's own helpers
+        assert dists & declared, f"'{module}' is imported but no requirement in setup.py provides it"
+    runtime_imports = {_norm(d) for m in _imported_modules(INSTALLED)
+                       for d in dists_of.get(m, [])}
+    unused = {_norm(d) for d in requires} - runtime_imports - {"onnx", "onnxscript"}
+    assert not unused, f"install_requires lists packages the installed code never imports: {unused}"
 
 
 def _workspace_copy(dst):

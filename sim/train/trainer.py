@@ -10,8 +10,9 @@ Read top to bottom:
 1. ``bc``: expert demonstrations (sim/train/demos.py: DART noise, look-ahead chunk labels), then
    cross-entropy on the expert's action bins, plus two training-only heads fitted to
    privileged simulator features: where the target is relative to the robot (aux) and which
-   image patch holds the named target (pointing: grounding the words in the image). Every step also trains one sampled nested
-   submodel by forward KL from the full model plus its own cross-entropy (Nemotron Elastic).
+   image patch holds the named target (pointing: grounding the words in the image). Every
+   step also trains one sampled nested submodel by forward KL from the full model plus its own
+   cross-entropy (Nemotron Elastic).
 2. ``dagger``: roll the learner out as the policy node executes it (ExecutionMode), label every
    visited state with the expert's chunk, aggregate, retrain (Ross et al. 2011). A chunk is
    executed from the expert with probability beta (decaying per iteration).
@@ -567,8 +568,8 @@ def load_demos(run: Run) -> None:
 
 def episodes_to_arrays(episodes) -> dict[str, np.ndarray]:
     """DAgger episodes -> the demo shard layout (one row per labelled state)."""
-    rows = [(f, l, m, ep.instruction, n, x) for n, ep in enumerate(episodes)
-            for f, l, m, x in zip(ep.frames, ep.labels, ep.label_masks, ep.aux)]
+    rows = [(f, lab, m, ep.instruction, n, x) for n, ep in enumerate(episodes)
+            for f, lab, m, x in zip(ep.frames, ep.labels, ep.label_masks, ep.aux)]
     return {
         "aux": np.stack([r[5] for r in rows]).astype(np.float32),
         "rgb": np.stack([r[0][0] for r in rows]), "depth": np.stack([r[0][1] for r in rows]),
