@@ -44,6 +44,13 @@ EXTRAS_REQUIRE = {
         "ros-geometry-msgs", "ros-nav-msgs", "ros-diagnostic-msgs", "ros-rosgraph-msgs",
         "ros-rcl-interfaces", "ros-builtin-interfaces", "ros-ament-index-python",
     ],
+    # The same for ROS 2 Jazzy (the LTS on Ubuntu 24.04), Python 3.12.
+    "ros-jazzy": [
+        "ros-jazzy-rclpy", "ros-jazzy-rmw-fastrtps-cpp", "ros-jazzy-std-msgs",
+        "ros-jazzy-sensor-msgs", "ros-jazzy-geometry-msgs", "ros-jazzy-nav-msgs",
+        "ros-jazzy-diagnostic-msgs", "ros-jazzy-rosgraph-msgs", "ros-jazzy-rcl-interfaces",
+        "ros-jazzy-builtin-interfaces", "ros-jazzy-ament-index-python",
+    ],
     # The MiMo-Embodied-7B backend (a local Hugging Face checkpoint).
     "mimo": ["transformers", "tokenizers"],
     # Training: TensorBoard logs, Ray rollout workers, plots, the SB3 PPO baseline bench.
