@@ -328,7 +328,7 @@ class GeometricBackend:
         if len(pts) < 6 or np.ptp(pts, axis=0).max() > cfg.max_object_m:
             return None
         q = (pts - origin) @ R
-        low, top = shapes._robust_range(q[:, 2])
+        low, top = shapes.robust_range(q[:, 2])
         resting = resting_ok and low < max(0.015, 0.35 * top)
         if cfg.complete:
             fit = shapes.fit_best(q, resting, cfg.hull_above_m)
@@ -336,7 +336,7 @@ class GeometricBackend:
             fit = shapes.fit_visible(q)
         verts_s, tris = shapes.shape_mesh(fit)
         verts = verts_s @ R.T + origin
-        yaw = shapes._yaw_matrix(fit.yaw)
+        yaw = shapes.yaw_matrix(fit.yaw)
         box_rot = R @ yaw
         center = R @ fit.center + origin
         extent = np.maximum(fit.extent, 1e-3)

@@ -51,7 +51,7 @@ class ShapeFit:
     hull_points: np.ndarray | None = None  # the hull fallback's point set (support frame)
 
 
-def _yaw_matrix(yaw: float) -> np.ndarray:
+def yaw_matrix(yaw: float) -> np.ndarray:
     c, s = np.cos(yaw), np.sin(yaw)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
@@ -64,13 +64,13 @@ def _trimmed_rms(dist: np.ndarray, keep: float = 0.9) -> float:
 
 
 def vertical_range(z: np.ndarray, resting: bool) -> tuple[float, float]:
-    lo, hi = _robust_range(z)
+    lo, hi = robust_range(z)
     top = float(hi)
     bottom = 0.0 if resting else float(lo)
     return bottom, max(top, bottom + 1e-3)
 
 
-def _robust_range(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def robust_range(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the (_LO, _HI) percentiles (nearest rank; one sort for all rows)."""
     ordered = np.sort(values, axis=-1)
     n = ordered.shape[-1]
@@ -84,8 +84,8 @@ def fit_box(q: np.ndarray, resting: bool) -> ShapeFit:
     c, s = np.cos(_YAWS)[:, None], np.sin(_YAWS)[:, None]
     u = xy[:, 0] * c + xy[:, 1] * s  # (yaws, N)
     v = -xy[:, 0] * s + xy[:, 1] * c
-    ulo, uhi = _robust_range(u)
-    vlo, vhi = _robust_range(v)
+    ulo, uhi = robust_range(u)
+    vlo, vhi = robust_range(v)
     k = int(np.argmin((uhi - ulo) * (vhi - vlo)))
     yaw = float(_YAWS[k])
     uc, vc = (ulo[k] + uhi[k]) / 2, (vlo[k] + vhi[k]) / 2
@@ -98,7 +98,7 @@ def fit_box(q: np.ndarray, resting: bool) -> ShapeFit:
 
 
 def box_sdf(q, center, extent, yaw) -> np.ndarray:
-    local = (q - center) @ _yaw_matrix(yaw)  # rows: R^T (q - c)
+    local = (q - center) @ yaw_matrix(yaw)  # rows: R^T (q - c)
     d = np.abs(local) - extent / 2
     outside = np.linalg.norm(np.maximum(d, 0.0), axis=1)
     inside = np.minimum(d.max(axis=1), 0.0)
@@ -142,7 +142,7 @@ def fit_sphere(q: np.ndarray) -> ShapeFit:
     dist = np.linalg.norm(q - center, axis=1) - r
     # A ball's top is the top of what the camera sees of it (it looks down on it); a flat
     # top (a cube's) sits below the sphere through its corners: count the gap as residual.
-    _, top = _robust_range(q[:, 2])
+    _, top = robust_range(q[:, 2])
     gap = center[2] + r - top
     rms = float(np.hypot(_trimmed_rms(dist), gap))
     return ShapeFit("ball", center, np.full(3, 2 * r), 0.0, rms)
@@ -269,7 +269,7 @@ def shape_mesh(fit: ShapeFit) -> tuple[np.ndarray, np.ndarray]:
     if kind not in _UNIT:
         _UNIT[kind] = {"box": unit_box, "ball": unit_sphere, "cylinder": unit_cylinder}[kind]()
     verts, tris = _UNIT[kind]
-    return fit.center + (verts * fit.extent) @ _yaw_matrix(fit.yaw).T, tris.copy()
+    return fit.center + (verts * fit.extent) @ yaw_matrix(fit.yaw).T, tris.copy()
 
 
 def hull_mesh(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
