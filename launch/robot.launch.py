@@ -17,8 +17,12 @@ Launch arguments (all optional):
   joint_states_topic, odom_topic, cmd_topic
                      remaps of the node's standard topics (DESIGN §3)
 
+  perception         true | false: start the perception node (objects/markers, objects/cloud,
+                     objects/poses from the same camera topics)
+  perception_params_file  its parameter YAML (default: share/embodied_stack/config/perception.yaml)
+
 ROS_DOMAIN_ID and SROS2 (ROS_SECURITY_*) settings come from the environment: this file does
-not override them. The perception and elastic nodes join this launch when they land.
+not override them. The elastic node joins this launch when it lands.
 """
 
 import os
@@ -93,5 +97,29 @@ def policy_node():
     ]
 
 
+# --- perception node (nodes/perception_node.py); perception:=false leaves it out ----------
+def perception():
+    cfg = LaunchConfiguration
+    share = get_package_share_directory(PACKAGE)
+    args = [
+        DeclareLaunchArgument("perception", default_value="true",
+                              description="start the perception node: true | false"),
+        DeclareLaunchArgument("perception_params_file",
+                              default_value=os.path.join(share, "config", "perception.yaml"),
+                              description="parameter YAML for perception_node"),
+    ]
+    node = Node(
+        package=PACKAGE, executable="perception_node", name="perception_node",
+        namespace=cfg("namespace"), output="screen",
+        parameters=[cfg("perception_params_file"), {
+            "use_sim_time": PythonExpression(["'", cfg("use_sim_time"), "' == 'true'"])}],
+        remappings=[("camera/color/image_raw", cfg("color_topic")),
+                    ("camera/depth/image_raw", cfg("depth_topic")),
+                    ("camera/color/camera_info", cfg("camera_info_topic"))],
+        condition=IfCondition(cfg("perception")),
+    )
+    return args + [node]
+
+
 def generate_launch_description():
-    return LaunchDescription(declare_arguments() + policy_node())
+    return LaunchDescription(declare_arguments() + policy_node() + perception())

@@ -12,6 +12,7 @@ Launch arguments (plus every argument of robot.launch.py, passed through):
   width, height camera image size
   mode          realtime | lockstep
   sim_params_file  sim bridge parameter YAML (default: share/embodied_stack/config/sim.yaml)
+  perception    true | false: start the perception node (robot.launch.py starts it)
 
 DDS discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) so a simulation
 never drives a robot on the LAN; Fast DDS uses LARGE_DATA transports for images.
@@ -39,6 +40,8 @@ def generate_launch_description():
         DeclareLaunchArgument("width", default_value="64", description="image width px"),
         DeclareLaunchArgument("height", default_value="64", description="image height px"),
         DeclareLaunchArgument("mode", default_value="realtime", description="realtime | lockstep"),
+        DeclareLaunchArgument("perception", default_value="true",
+                              description="start the perception node: true | false"),
         DeclareLaunchArgument("sim_params_file",
                               default_value=os.path.join(share, "config", "sim.yaml"),
                               description="sim bridge parameter YAML"),
@@ -59,6 +62,7 @@ def generate_launch_description():
     embodiment = PythonExpression(["'vehicle' if '", cfg("world"), "' == 'driving' else 'arm'"])
     robot = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "robot.launch.py")),
-        launch_arguments={"embodiment": embodiment, "use_sim_time": "false"}.items(),
+        launch_arguments={"embodiment": embodiment, "use_sim_time": "false",
+                          "perception": cfg("perception")}.items(),
     )
     return LaunchDescription(args + env + [bridge, robot])

@@ -308,3 +308,26 @@ def test_sim_bridge_scene_is_reconstructed_over_dds():
         for n in (bridge, node, listener):
             n.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_perception_yaml_is_declared_and_accepted():
+    """config/perception.yaml (key `/**`, so it applies under any namespace): every parameter
+    is one the node declares, and takes the YAML's value."""
+    import os
+
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config",
+                        "perception.yaml")
+    params = yaml.safe_load(open(path))["/**"]["ros__parameters"]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = PerceptionNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        assert set(params) <= set(node._parameters), set(params) - set(node._parameters)
+        for key, value in params.items():
+            assert node.get_parameter(key).value == value
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
