@@ -13,7 +13,7 @@ the gain of amodal completion is measured on the same segmentation.
 
     python bench/perception_accuracy.py [--quick] [--json PATH] [--png PATH]
 
-JSON keys (DESIGN §9): box_iou, centroid_err_cm, chamfer_cm, recall, ms_per_frame (clean,
+JSON keys: box_iou, centroid_err_cm, chamfer_cm, recall, ms_per_frame (clean,
 320x240, p50), the same with _noisy, *_visible (completion off), *_640 (640x480 subset), and
 the exact command.
 """
@@ -21,6 +21,7 @@ the exact command.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -212,10 +213,13 @@ def main(argv=None) -> dict:
         frames += kept
         for variant, s in summary.items():
             key_suffix = suffix + ("_visible" if variant == "visible" else "")
+            if variant == "visible":  # no shape is fitted without completion
+                s = {k: v for k, v in s.items() if k != "shape_accuracy"}
             for key, value in s.items():
                 results[key + key_suffix] = round(value, 4) if isinstance(value, float) else value
             table_rows.append((f"{w}x{h}", "noisy" if noise else "clean", variant, n, s))
     results["scenes"], results["scenes_640"] = n_small, n_large
+    results["cpu_count"] = os.cpu_count()
     results["command"] = "python bench/perception_accuracy.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
 
@@ -229,7 +233,7 @@ def main(argv=None) -> dict:
         table.add_row(res, depth, "on" if variant == "complete" else "off", str(n),
                       f"{s['box_iou']:.3f}", f"{s['centroid_err_cm']:.2f}",
                       f"{s['chamfer_cm']:.2f}", f"{s['recall']:.3f}",
-                      f"{s['shape_accuracy']:.2f}" if variant == "complete" else "-",
+                      f"{s['shape_accuracy']:.2f}" if "shape_accuracy" in s else "-",
                       f"{s['ms_per_frame']:.1f}", f"{s['ms_per_frame_p95']:.1f}")
     Console(width=max(Console().width, 130)).print(table)
     if args.png and frames:

@@ -252,3 +252,33 @@ def test_sam3d_output_conversion():
 
 def _unique_rows(v):
     return np.unique(np.round(v, 9), axis=0)
+
+
+def test_hull_fallback_completes_a_shape_no_primitive_explains():
+    """An L-shaped block (two boxes) seen from the front (-x side) and above: no primitive
+    fits, so the mirror/shadow hull completes it; its box reaches behind the seen part."""
+    from embodied_stack.models.perception import shapes
+
+    rng = np.random.default_rng(0)
+    # The L: a long low bar (x 0..0.08, y 0..0.06, z 0..0.02) and a tall post on its front
+    # end (x 0..0.02, y 0..0.06, z 0..0.06). Visible: top faces and the -x face.
+    bar_top = np.column_stack([rng.uniform(0.02, 0.08, 300), rng.uniform(0, 0.06, 300),
+                               np.full(300, 0.02)])
+    post_top = np.column_stack([rng.uniform(0, 0.06, 100), rng.uniform(0, 0.06, 100),
+                                np.full(100, 0.06)])
+    front = np.column_stack([np.zeros(300), rng.uniform(0, 0.06, 300), rng.uniform(0, 0.06, 300)])
+    post_back = np.column_stack([np.full(150, 0.02), rng.uniform(0, 0.06, 150),
+                                 rng.uniform(0.02, 0.06, 150)])
+    q = np.vstack([bar_top, post_top, front, post_back])
+    fit = shapes.fit_best(q, resting=True, hull_above_m=0.006)
+    assert fit.shape == "hull"
+    verts, tris = shapes.shape_mesh(fit)
+    assert len(tris) > 0 and verts[:, 2].min() == pytest.approx(0.0, abs=1e-6)
+    # The points were mirrored behind the top's centre: the hull spans at least the bar.
+    assert np.ptp(verts[:, 0]) >= 0.08 - 1e-3
+    # A cube's points fit the box primitive, not the hull.
+    cube = rng.uniform(-0.025, 0.025, (600, 3))
+    face = rng.integers(0, 3, 600)
+    cube[np.arange(600), face] = np.where(face == 2, 0.025, -0.025)
+    cube[:, 2] += 0.025
+    assert shapes.fit_best(cube, resting=True, hull_above_m=0.006).shape == "cube"

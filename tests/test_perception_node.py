@@ -277,16 +277,19 @@ def test_unknown_backend_fails_at_start_up():
 
 
 @pytest.mark.ros
-def test_sim_bridge_scene_is_reconstructed_over_dds():
-    """Integration: the sim bridge publishes a Tabletop scene at 160x120; the perception node's
-    poses match the world's ground truth (in the camera frame) within 2 cm."""
+@pytest.mark.parametrize("noisy,tolerance", [(False, 0.02), (True, 0.03)])
+def test_sim_bridge_scene_is_reconstructed_over_dds(noisy, tolerance):
+    """Integration: the sim bridge publishes a Tabletop scene at 160x120 (exact depth, or with
+    the sensor noise model); the perception node's poses match the world's ground truth (in
+    the camera frame) within 2 cm (3 cm noisy)."""
     from embodied_stack.nodes.sim_bridge_node import SimBridgeNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
     bridge = SimBridgeNode(context=context, parameter_overrides=[
         Parameter("width", value=160), Parameter("height", value=120),
-        Parameter("seed", value=7), Parameter("publish_expert", value=False)])
+        Parameter("seed", value=7), Parameter("publish_expert", value=False),
+        Parameter("depth_noise", value=noisy)])
     node = PerceptionNode(context=context, parameter_overrides=[Parameter("rate_hz", value=5.0)])
     listener = rclpy.create_node("listener", context=context)
     poses = []
@@ -302,7 +305,7 @@ def test_sim_bridge_scene_is_reconstructed_over_dds():
         last = [p for p in poses if p.poses][-1]
         found = [np.array([q.position.x, q.position.y, q.position.z]) for q in last.poses]
         for g in truth:
-            assert min(np.linalg.norm(f - g) for f in found) < 0.02
+            assert min(np.linalg.norm(f - g) for f in found) < tolerance
     finally:
         executor.shutdown(timeout_sec=2.0)
         for n in (bridge, node, listener):
