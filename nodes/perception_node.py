@@ -191,7 +191,7 @@ class PerceptionNode(Node):
         while True:
             item = self._slot.take(timeout=0.5)
             if item is None:
-                if self._slot._closed:
+                if self._slot.closed:
                     return
                 continue
             try:

@@ -95,6 +95,10 @@ class LatestSlot:
             self._closed = True
             self._cond.notify_all()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def wait_time(self) -> float:
         """Seconds until the next take is allowed (0 when it is)."""
         if self._last_take is None:

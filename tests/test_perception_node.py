@@ -13,7 +13,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PoseArray
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from visualization_msgs.msg import Marker, MarkerArray
 
 from embodied_stack.models.perception import CameraIntrinsics, reconstruct
@@ -130,6 +130,7 @@ class Harness:
         self.info_pub = d.create_publisher(CameraInfo, "camera/color/camera_info",
                                            qos_profile_sensor_data)
         self.point_pub = d.create_publisher(PointStamped, "target_point", 10)
+        self.box_pub = d.create_publisher(RegionOfInterest, "objects/prompt_box", 10)
         self.poses, self.markers, self.clouds, self.diagnostics = [], [], [], []
         d.create_subscription(PoseArray, "objects/poses", self.poses.append, 10)
         d.create_subscription(MarkerArray, "objects/markers", self.markers.append, 10)
@@ -202,6 +203,19 @@ def test_node_publishes_objects_where_they_are(harness, scene):
     assert len(last) == 1
     p = last[0].position
     assert np.linalg.norm(np.array([p.x, p.y, p.z]) - target) < 0.02
+    # A box prompt (pixels) around another object selects that one.
+    vs, us = np.nonzero(info["segmentation"] == 1)
+    harness.box_pub.publish(RegionOfInterest(
+        x_offset=int(us.min()) - 2, y_offset=int(vs.min()) - 2,
+        width=int(np.ptp(us)) + 5, height=int(np.ptp(vs)) + 5))
+    time.sleep(0.3)
+    n = len(harness.poses)
+    harness.send(obs["rgb"], obs["depth"], intr.K, 160, 120)
+    assert harness.wait_for(lambda: len(harness.poses) > n)
+    last = harness.poses[-1].poses
+    assert len(last) == 1
+    p = last[0].position
+    assert np.linalg.norm(np.array([p.x, p.y, p.z]) - _gt_in_camera(info)[1]) < 0.02
 
 
 @pytest.mark.ros
