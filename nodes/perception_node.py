@@ -56,8 +56,9 @@ BOX_EDGES = [(a, b) for a in range(8) for b in range(8) if a < b and bin(a ^ b).
 
 class PerceptionNode(Node):
     def __init__(self, backend=None, **node_kwargs):
-        self._worker = None
+        self._worker = None  # (destroy_node must work whatever __init__ got to)
         self._slot = None
+        self.backend = None
         super().__init__("perception_node", **node_kwargs)
         p = self.declare_parameter
         p("backend", "geometric", _fixed(f"reconstruction backend: {', '.join(BACKENDS)}"))
@@ -279,7 +280,7 @@ class PerceptionNode(Node):
             self._slot.close()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
-        if hasattr(self.backend, "close"):
+        if self.backend is not None and hasattr(self.backend, "close"):
             self.backend.close()
         return super().destroy_node()
 

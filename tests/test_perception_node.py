@@ -280,12 +280,16 @@ def test_read_only_parameters_are_refused(harness):
         assert not result.successful and "read-only" in result.reason.lower(), name
 
 
-def test_unknown_backend_fails_at_start_up():
+def test_unknown_or_missing_backend_fails_at_start_up(monkeypatch):
+    monkeypatch.delenv("SAM3D_REPO", raising=False)
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
         with pytest.raises(ValueError, match="not in"):
             PerceptionNode(context=context, parameter_overrides=[Parameter("backend", value="x")])
+        with pytest.raises(RuntimeError, match="SAM 3D Objects checkout"):
+            PerceptionNode(context=context,
+                           parameter_overrides=[Parameter("backend", value="sam3d")])
     finally:
         rclpy.shutdown(context=context)
 
