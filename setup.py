@@ -1,8 +1,11 @@
-"""ament_python package: `colcon build` in a ROS 2 workspace, or `pip install -e .` in a venv.
+"""ament_python package: `colcon build` (with or without --symlink-install) in a ROS 2
+workspace, or `pip install -e .` in a venv.
 
-The repository root *is* the `embodied_stack` package (package_dir maps it), so the folders
-`models/`, `nodes/`, `sim/` install as `embodied_stack.models` etc. and never as top-level
-`models`/`nodes`/`sim`, which would collide with other packages in site-packages.
+The repository root *is* the `embodied_stack` package: the symlink `embodied_stack -> .` at the
+root names it, so the folders `models/`, `nodes/`, `sim/` install as `embodied_stack.models`
+etc. and never as top-level `models`/`nodes`/`sim` (which would collide with other packages in
+site-packages). A link rather than `package_dir={"embodied_stack": "."}`: colcon's
+--symlink-install links each top-level package folder into the build space and cannot link ".".
 """
 
 import os
@@ -26,6 +29,31 @@ def subpackages(*roots):
     return sorted(found)
 
 
+#: What the installed code imports (tests/test_packaging.py checks both directions). Versions
+#: that were installed and tested together are pinned in constraints.txt.
+INSTALL_REQUIRES = [
+    "numpy", "torch", "gymnasium", "mujoco", "safetensors", "onnxruntime",
+    "onnx", "onnxscript",  # not imported: torch's ONNX exporter (dynamo=True) needs them
+    "opencv-python-headless", "open3d", "PyYAML", "tqdm", "rich", "rosbags",
+]
+EXTRAS_REQUIRE = {
+    # ROS 2 (Kilted, Python 3.11) as pip wheels, for a venv without a sourced ROS 2 install;
+    # with ROS 2 installed (apt, Jetson) its own rclpy and messages serve (package.xml).
+    "ros": [
+        "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-sensor-msgs",
+        "ros-geometry-msgs", "ros-nav-msgs", "ros-diagnostic-msgs", "ros-rosgraph-msgs",
+        "ros-rcl-interfaces", "ros-builtin-interfaces", "ros-ament-index-python",
+        "ros-visualization-msgs",
+    ],
+    # The MiMo-Embodied-7B backend (a local Hugging Face checkpoint).
+    "mimo": ["transformers", "tokenizers"],
+    # Training: TensorBoard logs, Ray rollout workers, plots, the SB3 PPO baseline bench.
+    "train": ["tensorboard", "ray", "matplotlib", "stable-baselines3"],
+    # Tests, lint and the workspace build test.
+    "test": ["pytest", "pytest-rerunfailures", "ruff", "colcon-common-extensions"],
+}
+
+
 def data(pattern):
     return [p for p in glob(pattern, root_dir=HERE) if os.path.isfile(os.path.join(HERE, p))]
 
@@ -34,7 +62,6 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=[PACKAGE] + subpackages("models", "nodes", "sim"),
-    package_dir={PACKAGE: "."},
     # Shipped model weights, MJCF assets and the tokenizer vocabulary travel with the code.
     package_data={
         PACKAGE: [
@@ -50,7 +77,8 @@ setup(
         ("share/" + PACKAGE + "/config", data("config/*.yaml") + data("config/*.json")),
     ],
     python_requires=">=3.10",
-    install_requires=["setuptools"],
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     zip_safe=False,
     maintainer="embodied_stack maintainers",
     maintainer_email="maintainers@embodied-stack.invalid",

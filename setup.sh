@@ -6,7 +6,7 @@
 #   ./setup.sh test     set up, then run the whole test suite (what .ci/run calls)
 #
 # Idempotent: a second run skips what is already done (apt packages present, .venv up to
-# date with requirements.txt + constraints.txt + setup.py). It prints every step it takes.
+# date with constraints.txt + setup.py). It prints every step it takes.
 # Environment: PYTHON (interpreter for the venv, default python3.11 or python3),
 # EMBODIED_SKIP_APT=1 (never call apt-get), TORCH_INDEX_URL (extra index for torch wheels).
 set -euo pipefail
@@ -66,12 +66,12 @@ VPY="$ROOT/.venv/bin/python"
 
 # --- 3. pinned packages -----------------------------------------------------------------
 STAMP=.venv/.embodied_stack_setup
-WANT=$(cat requirements.txt constraints.txt setup.py | sha256sum | cut -d' ' -f1)-ros$SYSTEM_ROS
+WANT=$(cat constraints.txt setup.py | sha256sum | cut -d' ' -f1)-ros$SYSTEM_ROS
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
-  say ".venv is up to date with requirements.txt + constraints.txt"
+  say ".venv is up to date with setup.py + constraints.txt"
 else
-  REQS=$(mktemp)
-  if ((SYSTEM_ROS)); then grep -v '^ros-' requirements.txt >"$REQS"; else cp requirements.txt "$REQS"; fi
+  # setup.py's extras: ros (the pip ROS 2 wheels; not with a sourced ROS 2), mimo, train, test.
+  if ((SYSTEM_ROS)); then EXTRAS="mimo,train,test"; else EXTRAS="ros,mimo,train,test"; fi
   PIP_ARGS=(-c constraints.txt)
   # torch: pin 2.13.0 and prefer the CPU build (a plain PyPI torch is a multi-GB CUDA build).
   # A local wheel in pip's find-links wins; otherwise use PyTorch's CPU index when reachable.
@@ -87,17 +87,14 @@ EOF
       say "no local torch wheel and $TORCH_INDEX unreachable: PyPI's torch==2.13.0 (large CUDA build)"
     fi
   fi
-  say "pip install ${PIP_ARGS[*]} -r requirements.txt   (this takes a few minutes the first time)"
+  say "pip install ${PIP_ARGS[*]} -e .[$EXTRAS]   (embodied_stack, editable; a few minutes the first time)"
   "$VPY" -m pip install -q --upgrade pip setuptools wheel
-  "$VPY" -m pip install -q "${PIP_ARGS[@]}" -r "$REQS"
-  say "pip install --no-deps -e .   (embodied_stack, editable)"
-  "$VPY" -m pip install -q --no-deps --no-build-isolation -e .
-  rm -f "$REQS"
+  "$VPY" -m pip install -q "${PIP_ARGS[@]}" --no-build-isolation -e ".[$EXTRAS]"
   echo "$WANT" >"$STAMP"
 fi
 
 # --- 4. what to run ----------------------------------------------------------------------
-# DDS stays on this host (DESIGN §10): a demo or test never talks to a robot on the LAN.
+# DDS stays on this host: a demo or test never talks to a robot on the LAN.
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 case "${1:-}" in

@@ -11,7 +11,7 @@ the policy node discarded as older than its deadline.
     python bench/graph_latency.py [--quick] [--json out.json] [--backend vla|expert]
     python bench/graph_latency.py --headline 3 --json bench/results/graph_latency_headline.json
 
-JSON keys: p99_over_model_ms and missed_ticks (the DESIGN §9 figure: 15 Hz, 64x64, separate
+JSON keys: p99_over_model_ms and missed_ticks (the docs/benchmarks.md figure: 15 Hz, 64x64, separate
 processes), plus <config>_{p50,p95,p99}_ms, <config>_missed, <config>_dropped, model_p50_ms.
 """
 
@@ -28,7 +28,6 @@ from rich.table import Table
 from tqdm import tqdm
 
 from embodied_stack.models.files import atomic_write_json
-
 from embodied_stack.nodes.demo import configure_dds_environment
 
 configure_dds_environment()

@@ -53,8 +53,7 @@ def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed
     from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
     from embodied_stack.sim import WORLD_IDS
     from embodied_stack.sim.train import demos
-    from embodied_stack.sim.train.trainer import (StateBuffer, instruction_tokenizer,
-                                                  masked_cross_entropy)
+    from embodied_stack.sim.train.trainer import StateBuffer, instruction_tokenizer, masked_cross_entropy
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)

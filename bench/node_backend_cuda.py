@@ -26,9 +26,10 @@ def observations_from_sim(n: int):
 
     import embodied_stack.sim  # noqa: F401
     from embodied_stack.sim import WORLD_IDS
+    from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
     out = {k: [] for k in ("rgb", "depth", "proprio", "instruction", "embodiment")}
-    for world, emb in (("tabletop", "arm"), ("driving", "vehicle")):
+    for world, emb in EMBODIMENT_OF_WORLD.items():
         env = gym.make(WORLD_IDS[world])
         seed = 500_000
         while len([e for e in out["embodiment"] if e == emb]) < n // 2:

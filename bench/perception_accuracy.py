@@ -34,8 +34,7 @@ from tqdm import tqdm
 from embodied_stack.models.files import atomic_write_bytes, atomic_write_json
 from embodied_stack.models.perception import CameraIntrinsics, matrix_from_quaternion
 from embodied_stack.models.perception.geometric import GeometricBackend, GeometricConfig
-from embodied_stack.models.perception.metrics import (box_iou, chamfer, sample_mesh_surface,
-                                                      sample_primitive_surface)
+from embodied_stack.models.perception.metrics import box_iou, chamfer, sample_mesh_surface, sample_primitive_surface
 from embodied_stack.models.perception.shapes import yaw_matrix
 from embodied_stack.sim.worlds.tabletop import TabletopEnv
 

@@ -9,10 +9,10 @@ several rounds) so background load hits them alike and their ratios stay fair.
 
     python bench/policy_latency.py [--quick] [--json out.json] [--table latency_table.json]
 
-JSON keys (DESIGN §9): full_p50_ms, smallest_over_full, switch_ms, switch_extra_mb,
+JSON keys (docs/benchmarks.md): full_p50_ms, smallest_over_full, switch_ms, switch_extra_mb,
 ort_speedup (full, batch 1), ort_max_abs_diff (max over the exported submodels),
-reference_decoder_p50_ms and full_over_reference (DESIGN §8's 4-layer d=128 decoder, 2.4 ms
-when recorded, timed interleaved with the full model: a load gauge for this shared machine), plus
+reference_decoder_p50_ms and full_over_reference (a plain 4-layer d=128 decoder timed
+interleaved with the full model: a load gauge for a shared machine), plus
 <runtime>_<submodel>_{p50_ms,p95_ms,b32_obs_per_s} and <submodel>_{params,weight_mb}
 (submodel names with "/" written "_": 3_4, 1_2, 1_4); on CUDA cuda_graph_p50_ms and
 cuda_b256_obs_per_s. --quick exports/measures ORT for full and the smallest submodel only
@@ -100,7 +100,7 @@ def timed_select(model: ElasticVLA, runtime, obs: Observation, n: int) -> list[f
 def interleaved_latency(model, jobs, obs, rounds: int, per_round: int, warmup: int, bar) -> dict:
     """jobs: {(runtime_name, submodel): runtime or None}. Round robin; returns samples."""
     samples = {j: [] for j in jobs}
-    for (rt_name, sub), rt in jobs.items():
+    for (_rt_name, sub), rt in jobs.items():
         model.set_submodel(sub)
         timed_select(model, rt, obs, warmup)
     for _ in range(rounds):
@@ -113,9 +113,9 @@ def interleaved_latency(model, jobs, obs, rounds: int, per_round: int, warmup: i
 
 
 class ReferenceDecoder(torch.nn.Module):
-    """DESIGN §8's yardstick: a plain 4-layer d=128 pre-norm decoder over 80 tokens (fused QKV,
-    SwiGLU 512, no rotary), recorded there at 2.4 ms eager on this machine. Timed interleaved
-    with the full model, it tells how loaded the machine is right now."""
+    """A yardstick: a plain 4-layer d=128 pre-norm decoder over 80 tokens (fused QKV,
+    SwiGLU 512, no rotary). Timed interleaved with the full model, it tells how loaded the
+    machine is right now."""
 
     def __init__(self, d: int = 128, heads: int = 4, ffn: int = 512, layers: int = 4):
         super().__init__()
@@ -287,9 +287,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--table", metavar="PATH", help="merge this device's latency table into PATH")
     parser.add_argument("--table-runtime", choices=("torch", "onnxruntime"), default="torch",
                         help="which CPU runtime's numbers go into --table (default torch eager)")
-    parser.add_argument("--model", metavar="DIR", help="ElasticVLA.from_pretrained folder (default: random init, seed 0)")
+    parser.add_argument("--model", metavar="DIR",
+                        help="ElasticVLA.from_pretrained folder (default: random init, seed 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch / ORT intra-op threads (default 2)")
-    parser.add_argument("--cache-dir", default=None, help="ONNX export cache (default models.runtime.default_cache_dir())")
+    parser.add_argument("--cache-dir", default=None,
+                        help="ONNX export cache (default models.runtime.default_cache_dir())")
     parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     parser.add_argument("--no-cuda", action="store_true", help="skip CUDA even when available")
     parser.add_argument("--no-compile", action="store_true", help="CUDA graphs without torch.compile")
@@ -349,7 +351,8 @@ def main(argv=None) -> dict:
             res[f"{rt_name}_{key(name)}_p50_ms"] = p["p50_ms"]
             res[f"{rt_name}_{key(name)}_p95_ms"] = p["p95_ms"]
             rt = torch_rt if rt_name == "torch" else ort
-            res[f"{rt_name}_{key(name)}_b32_obs_per_s"] = throughput(lambda b, r=rt, n=name: r.run(b, n), b32, b32_iters)
+            res[f"{rt_name}_{key(name)}_b32_obs_per_s"] = throughput(
+                lambda b, r=rt, n=name: r.run(b, n), b32, b32_iters)
         src = "ort" if args.table_runtime == "onnxruntime" and ("ort", name) in samples else "torch"
         table_entries[name] = {
             "p50_ms": res[f"{src}_{key(name)}_p50_ms"],
@@ -430,7 +433,7 @@ def print_table(res: dict, names, ort_names, use_cuda: bool) -> None:
                f"switch {res['switch_ms'] * 1e3:.0f} us (first {res['switch_first_ms'] * 1e3:.0f} us), "
                f"+{res['switch_extra_mb']:.3f} MB weights, RSS {res['switch_rss_delta_mb']:+.2f} MB | "
                f"resident weights {res['resident_weight_mb']:.2f} MB for the whole family")
-    summary += (f" | DESIGN §8 reference decoder {res['reference_decoder_p50_ms']:.2f} ms now (2.4 ms recorded), "
+    summary += (f" | reference decoder {res['reference_decoder_p50_ms']:.2f} ms, "
                 f"full = {res['full_over_reference']:.2f}x it")
     if "ort_speedup" in res:
         summary += f" | ORT speedup {res['ort_speedup']:.2f}x, max|diff| {res['ort_max_abs_diff']:.1e}"

@@ -9,7 +9,7 @@ with Mesa's llvmpipe single-threaded (LP_NUM_THREADS=0); the vector env uses bot
 
     python bench/sim_throughput.py [--quick] [--json out.json]
 
-JSON keys (DESIGN §9): tabletop_steps_per_s, driving_steps_per_s (64x64 RGB-D, segmentation
+JSON keys (docs/benchmarks.md): tabletop_steps_per_s, driving_steps_per_s (64x64 RGB-D, segmentation
 off, one process) plus <world>_<config>_steps_per_s for every row of the table.
 """
 
@@ -28,9 +28,8 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
-from embodied_stack.models.files import atomic_write_json
-
 import embodied_stack.sim  # noqa: F401  (registers the worlds)
+from embodied_stack.models.files import atomic_write_json
 from embodied_stack.sim import WORLD_IDS
 
 
@@ -53,7 +52,6 @@ def run_single(world: str, width: int, height: int, segmentation: bool, steps: i
 
 def _make_env(world: str):
     def thunk():
-        import embodied_stack.sim  # noqa: F401  (registers the worlds in the worker)
 
         return gym.make(WORLD_IDS[world], width=64, height=64, with_segmentation=False)
 

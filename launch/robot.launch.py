@@ -4,47 +4,57 @@
         color_topic:=/front/color/image_raw depth_topic:=/front/depth/image_raw \
         camera_info_topic:=/front/color/camera_info cmd_topic:=/cmd_vel
 
+Every parameter of the policy node comes from `params_file` (default: the installed
+config/policy.yaml, keys under `/**:` so it also applies in a namespace). The override
+arguments below replace a YAML value only when given; left unset, the YAML decides. Values are
+converted to the parameter's type (never evaluated): `use_sim_time:=maybe` is an error.
+
 Launch arguments (all optional):
-  params_file        parameter YAML (default: share/embodied_stack/config/policy.yaml)
+  params_file        policy_node parameter YAML
   namespace          ROS namespace of the nodes ("")
-  backend            vla | mimo | expert (overrides the YAML)
-  model_path         model directory ("" = shipped default; required for mimo)
+  backend            vla | mimo | expert
+  model_path         model directory (the YAML's "" = the shipped default; required for mimo)
+  runtime            vla runtime: onnxruntime | torch
   device             cpu | cuda | cuda:0
   embodiment         arm | vehicle
   submodel           full | 3/4 | 1/2 | 1/4
   use_sim_time       true with a simulator publishing /clock
   color_topic, depth_topic, camera_info_topic, instruction_topic, estop_topic,
-  joint_states_topic, odom_topic, cmd_topic
-                     remaps of the node's standard topics (DESIGN §3)
-
+  joint_states_topic, odom_topic
+                     remaps of the node's standard input topics
+  cmd_topic          command topic; unset = servo/delta_twist_cmds (arm) or cmd_vel (vehicle)
   perception         true | false: start the perception node (objects/markers, objects/cloud,
-                     objects/poses from the same camera topics)
-  perception_params_file  its parameter YAML (default: share/embodied_stack/config/perception.yaml)
+                     objects/poses from the same camera topics; default true)
+  perception_params_file  its parameter YAML (default: the installed config/perception.yaml)
 
 ROS_DOMAIN_ID and SROS2 (ROS_SECURITY_*) settings come from the environment: this file does
-not override them. The elastic node joins this launch when it lands.
+not set them.
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from embodied_stack.nodes.launch_params import UNSET, node_parameters, typed
+from launch import LaunchDescription
 
 PACKAGE = "embodied_stack"
 
-ARGUMENTS = {
-    "params_file": (None, "parameter YAML for policy_node"),
-    "namespace": ("", "ROS namespace of the nodes"),
-    "backend": ("vla", "policy backend: vla | mimo | expert"),
-    "model_path": ("", "model directory; empty = the shipped default model"),
-    "device": ("cpu", "torch device: cpu | cuda | cuda:0"),
-    "embodiment": ("arm", "arm (servo/delta_twist_cmds) | vehicle (cmd_vel)"),
-    "submodel": ("full", "elastic submodel: full | 3/4 | 1/2 | 1/4"),
-    "use_sim_time": ("false", "use /clock"),
+#: Policy-node parameters a launch argument may override, with their types.
+OVERRIDES = {
+    "backend": (str, "policy backend: vla | mimo | expert"),
+    "model_path": (str, "model directory (unset: the YAML's; its empty = the shipped model)"),
+    "runtime": (str, "vla runtime: onnxruntime | torch"),
+    "device": (str, "torch device: cpu | cuda | cuda:0"),
+    "embodiment": (str, "arm (servo/delta_twist_cmds) | vehicle (cmd_vel)"),
+    "submodel": (str, "elastic submodel: full | 3/4 | 1/2 | 1/4"),
+    "use_sim_time": (bool, "true: use /clock"),
+}
+#: Input topics the node subscribes to, and the launch argument that remaps each.
+REMAPS = {
     "color_topic": ("camera/color/image_raw", "colour image topic"),
     "depth_topic": ("camera/depth/image_raw", "depth image topic"),
     "camera_info_topic": ("camera/color/camera_info", "camera info topic"),
@@ -52,74 +62,70 @@ ARGUMENTS = {
     "estop_topic": ("estop", "e-stop topic (std_msgs/Bool)"),
     "joint_states_topic": ("joint_states", "proprio source (sensor_msgs/JointState)"),
     "odom_topic": ("odom", "odometry (vehicle speed)"),
-    "cmd_topic": ("", "command topic; empty = servo/delta_twist_cmds (arm) or cmd_vel"),
 }
 
 
 def declare_arguments():
     share = get_package_share_directory(PACKAGE)
-    actions = []
-    for name, (default, description) in ARGUMENTS.items():
-        if name == "params_file":
-            default = os.path.join(share, "config", "policy.yaml")
+    actions = [
+        DeclareLaunchArgument("params_file",
+                              default_value=os.path.join(share, "config", "policy.yaml"),
+                              description="policy_node parameter YAML"),
+        DeclareLaunchArgument("namespace", default_value="", description="ROS namespace"),
+        DeclareLaunchArgument("cmd_topic", default_value=UNSET,
+                              description="command topic; unset = the embodiment's default"),
+    ]
+    for name, (_, description) in OVERRIDES.items():
+        actions.append(DeclareLaunchArgument(name, default_value=UNSET,
+                                             description=description + " (unset: from YAML)"))
+    for name, (default, description) in REMAPS.items():
         actions.append(DeclareLaunchArgument(name, default_value=default,
                                              description=description))
     return actions
 
 
-def policy_node():
-    cfg = LaunchConfiguration
-    remaps = [
-        ("camera/color/image_raw", cfg("color_topic")),
-        ("camera/depth/image_raw", cfg("depth_topic")),
-        ("camera/color/camera_info", cfg("camera_info_topic")),
-        ("instruction", cfg("instruction_topic")),
-        ("estop", cfg("estop_topic")),
-        ("joint_states", cfg("joint_states_topic")),
-        ("odom", cfg("odom_topic")),
-    ]
-    params = [cfg("params_file"), {
-        "backend": cfg("backend"), "model_path": cfg("model_path"), "device": cfg("device"),
-        "embodiment": cfg("embodiment"), "submodel": cfg("submodel"),
-        "use_sim_time": PythonExpression(["'", cfg("use_sim_time"), "' == 'true'"]),
-    }]
-    common = dict(package=PACKAGE, executable="policy_node", name="policy_node",
-                  namespace=cfg("namespace"), parameters=params, output="screen")
-    has_cmd = PythonExpression(["'", cfg("cmd_topic"), "' != ''"])
-    no_cmd = PythonExpression(["'", cfg("cmd_topic"), "' == ''"])
-    # The command topic is remapped only when cmd_topic is given (its default depends on
-    # the embodiment), hence two variants of the same node under opposite conditions.
-    return [
-        Node(**common, remappings=remaps + [("cmd_vel", cfg("cmd_topic")),
-                                            ("servo/delta_twist_cmds", cfg("cmd_topic"))],
-             condition=IfCondition(has_cmd)),
-        Node(**common, remappings=remaps, condition=IfCondition(no_cmd)),
-    ]
+def policy_node(context):
+    value = {name: LaunchConfiguration(name).perform(context)
+             for name in ["params_file", "namespace", "cmd_topic", *OVERRIDES, *REMAPS]}
+    remaps = [(REMAPS[name][0], value[name]) for name in REMAPS]
+    if value["cmd_topic"] != UNSET:
+        # Both command topics map to it; the node publishes on its embodiment's one.
+        remaps += [("cmd_vel", value["cmd_topic"]),
+                   ("servo/delta_twist_cmds", value["cmd_topic"])]
+    params = node_parameters(value["params_file"], {k: value[k] for k in OVERRIDES},
+                             {k: kind for k, (kind, _) in OVERRIDES.items()})
+    return [Node(package=PACKAGE, executable="policy_node", name="policy_node",
+                 namespace=value["namespace"], parameters=params, remappings=remaps,
+                 output="screen")]
 
 
 # --- perception node (nodes/perception_node.py); perception:=false leaves it out ----------
-def perception():
-    cfg = LaunchConfiguration
+def perception_arguments():
     share = get_package_share_directory(PACKAGE)
-    args = [
+    return [
         DeclareLaunchArgument("perception", default_value="true",
                               description="start the perception node: true | false"),
         DeclareLaunchArgument("perception_params_file",
                               default_value=os.path.join(share, "config", "perception.yaml"),
-                              description="parameter YAML for perception_node"),
+                              description="perception_node parameter YAML"),
     ]
-    node = Node(
-        package=PACKAGE, executable="perception_node", name="perception_node",
-        namespace=cfg("namespace"), output="screen",
-        parameters=[cfg("perception_params_file"), {
-            "use_sim_time": PythonExpression(["'", cfg("use_sim_time"), "' == 'true'"])}],
-        remappings=[("camera/color/image_raw", cfg("color_topic")),
-                    ("camera/depth/image_raw", cfg("depth_topic")),
-                    ("camera/color/camera_info", cfg("camera_info_topic"))],
-        condition=IfCondition(cfg("perception")),
-    )
-    return args + [node]
+
+
+def perception_node(context):
+    names = ["perception", "perception_params_file", "namespace", "use_sim_time",
+             "color_topic", "depth_topic", "camera_info_topic"]
+    value = {name: LaunchConfiguration(name).perform(context) for name in names}
+    if not typed("perception", value["perception"], bool):
+        return []
+    params = node_parameters(value["perception_params_file"],
+                             {"use_sim_time": value["use_sim_time"]}, {"use_sim_time": bool})
+    remaps = [(REMAPS[name][0], value[name])
+              for name in ("color_topic", "depth_topic", "camera_info_topic")]
+    return [Node(package=PACKAGE, executable="perception_node", name="perception_node",
+                 namespace=value["namespace"], parameters=params, remappings=remaps,
+                 output="screen")]
 
 
 def generate_launch_description():
-    return LaunchDescription(declare_arguments() + policy_node() + perception())
+    return LaunchDescription(declare_arguments() + perception_arguments() + [
+        OpaqueFunction(function=policy_node), OpaqueFunction(function=perception_node)])

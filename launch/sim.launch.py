@@ -5,64 +5,76 @@ and deadline checks run in real time; the bridge still publishes /clock for tool
 
     ros2 launch embodied_stack sim.launch.py world:=driving backend:=vla
 
+The sim bridge's parameters come from `sim_params_file` (keys under `/**:`); the arguments
+below override a YAML value only when given, converted to the parameter's type.
+
 Launch arguments (plus every argument of robot.launch.py, passed through):
-  world         tabletop | driving (picks the embodiment: arm | vehicle)
-  seed          seed of the first episode
-  episodes      episodes to run (0 = forever)
-  width, height camera image size
-  mode          realtime | lockstep
-  sim_params_file  sim bridge parameter YAML (default: share/embodied_stack/config/sim.yaml)
-  perception    true | false: start the perception node (robot.launch.py starts it)
+  world            tabletop | driving (picks the embodiment: arm | vehicle)
+  seed             seed of the first episode
+  episodes         episodes to run (0 = forever)
+  width, height    camera image size
+  mode             realtime | lockstep
+  sim_params_file  sim bridge parameter YAML (default: the installed config/sim.yaml)
+  perception       true | false: robot.launch.py's perception node (default true)
 
 DDS discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) so a simulation
-never drives a robot on the LAN; Fast DDS uses LARGE_DATA transports for images.
+never drives a robot on the LAN, and Fast DDS uses LARGE_DATA transports for images; both only
+when the variable is not already set in the environment (a value you set is kept).
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, OpaqueFunction, SetEnvironmentVariable
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
+from embodied_stack.nodes.launch_params import UNSET, embodiment_of_world, node_parameters, yaml_parameters
+from launch import LaunchDescription
+
 PACKAGE = "embodied_stack"
+
+#: Sim-bridge parameters a launch argument may override, with their types.
+OVERRIDES = {
+    "world": (str, "tabletop | driving"),
+    "seed": (int, "first episode seed"),
+    "episodes": (int, "episodes to run; 0 = forever"),
+    "width": (int, "image width px"),
+    "height": (int, "image height px"),
+    "mode": (str, "realtime | lockstep"),
+}
+#: DDS settings for a simulation on this host, used unless the environment already sets them.
+DDS_DEFAULTS = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+                "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+
+
+def bridge_and_robot(context):
+    share = get_package_share_directory(PACKAGE)
+    value = {name: LaunchConfiguration(name).perform(context)
+             for name in ["sim_params_file", *OVERRIDES]}
+    kinds = {k: kind for k, (kind, _) in OVERRIDES.items()}
+    params = node_parameters(value["sim_params_file"], {k: value[k] for k in OVERRIDES}, kinds)
+    world = value["world"]
+    if world == UNSET:
+        world = yaml_parameters(value["sim_params_file"], "sim_bridge").get("world", "tabletop")
+    bridge = Node(package=PACKAGE, executable="sim_bridge_node", name="sim_bridge",
+                  output="screen", parameters=params)
+    robot = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(share, "launch", "robot.launch.py")),
+        launch_arguments={"embodiment": embodiment_of_world(world)}.items(),
+    )
+    return [bridge, robot]
 
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    cfg = LaunchConfiguration
-    args = [
-        DeclareLaunchArgument("world", default_value="tabletop", description="tabletop | driving"),
-        DeclareLaunchArgument("seed", default_value="0", description="first episode seed"),
-        DeclareLaunchArgument("episodes", default_value="0", description="0 = forever"),
-        DeclareLaunchArgument("width", default_value="64", description="image width px"),
-        DeclareLaunchArgument("height", default_value="64", description="image height px"),
-        DeclareLaunchArgument("mode", default_value="realtime", description="realtime | lockstep"),
-        DeclareLaunchArgument("perception", default_value="true",
-                              description="start the perception node: true | false"),
-        DeclareLaunchArgument("sim_params_file",
-                              default_value=os.path.join(share, "config", "sim.yaml"),
-                              description="sim bridge parameter YAML"),
-    ]
-    env = [
-        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
-        SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"),
-    ]
-    bridge = Node(
-        package=PACKAGE, executable="sim_bridge_node", name="sim_bridge", output="screen",
-        parameters=[cfg("sim_params_file"), {
-            "world": cfg("world"), "seed": PythonExpression([cfg("seed")]),
-            "episodes": PythonExpression([cfg("episodes")]),
-            "width": PythonExpression([cfg("width")]), "height": PythonExpression([cfg("height")]),
-            "mode": cfg("mode"),
-        }],
-    )
-    embodiment = PythonExpression(["'vehicle' if '", cfg("world"), "' == 'driving' else 'arm'"])
-    robot = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(os.path.join(share, "launch", "robot.launch.py")),
-        launch_arguments={"embodiment": embodiment, "use_sim_time": "false",
-                          "perception": cfg("perception")}.items(),
-    )
-    return LaunchDescription(args + env + [bridge, robot])
+    args = [DeclareLaunchArgument(name, default_value=UNSET,
+                                  description=description + " (unset: from YAML)")
+            for name, (_, description) in OVERRIDES.items()]
+    args.append(DeclareLaunchArgument("sim_params_file",
+                                      default_value=os.path.join(share, "config", "sim.yaml"),
+                                      description="sim bridge parameter YAML"))
+    env = [SetEnvironmentVariable(name, EnvironmentVariable(name, default_value=default))
+           for name, default in DDS_DEFAULTS.items()]
+    return LaunchDescription(args + env + [OpaqueFunction(function=bridge_and_robot)])

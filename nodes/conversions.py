@@ -2,7 +2,7 @@
 
 Every `*_to_numpy` function either returns a clean array or raises `MessageRejected` with a
 one-line reason; the node logs the reason (throttled), reports it on /diagnostics and keeps
-its last good state (DESIGN §10). Nothing here holds node state.
+its last good state (docs/architecture.md, safety rules). Nothing here holds node state.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 
 def configure_dds_environment() -> None:
@@ -24,7 +24,7 @@ def configure_dds_environment() -> None:
     - ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: a demo never reaches a robot on the LAN.
     - FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA: Fast DDS sends large samples over TCP/shared
       memory instead of fragmented UDP; measured here, 640x480 images across processes went
-      from 13 ms to 3 ms median latency (DESIGN §8).
+      from 13 ms to 3 ms median latency.
     """
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
@@ -70,7 +70,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         rate = rate_hz or bridge.env.metadata["render_fps"]
         policy = PolicyNode(context=context, parameter_overrides=[
             Parameter("backend", value=backend), Parameter("model_path", value=model_path),
-            Parameter("embodiment", value=EMBODIMENT[world]),
+            Parameter("embodiment", value=EMBODIMENT_OF_WORLD[world]),
             Parameter("submodel", value=submodel), Parameter("control_rate_hz", value=float(rate)),
             Parameter("runtime", value=runtime), Parameter("use_sim_time", value=use_sim_time),
         ])

@@ -37,11 +37,17 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from embodied_stack.models.perception import BACKENDS, CameraIntrinsics, Prompt, make_backend
-from embodied_stack.nodes.conversions import (MessageRejected, camera_info_to_K, image_to_depth,
-                                              image_to_rgb, stamp_to_seconds)
+from embodied_stack.nodes.conversions import (
+    MessageRejected,
+    camera_info_to_K,
+    image_to_depth,
+    image_to_rgb,
+    stamp_to_seconds,
+)
 from embodied_stack.nodes.perception_sync import ApproxTimeSync, LatestSlot, PromptHolder
 from embodied_stack.nodes.policy_node import QOS_NAMES, _fixed, _float, _kind, sensor_qos
 from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
+
 
 def _ro_float(desc, lo, hi):
     """A float parameter with a range, read once at start-up (a later set is refused)."""
@@ -298,7 +304,7 @@ def markers_msg(objects, stamp, frame_id: str) -> MarkerArray:
     clear.header.stamp, clear.header.frame_id = stamp, frame_id
     out.markers.append(clear)
     for i, o in enumerate(objects):
-        def marker(ns, kind):
+        def marker(ns, kind, i=i):
             m = Marker(ns=ns, id=i, type=kind, action=Marker.ADD)
             m.header.stamp, m.header.frame_id = stamp, frame_id
             m.pose.orientation.w = 1.0

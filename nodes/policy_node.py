@@ -41,11 +41,10 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PointStamped, PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry, Path
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Header, String
 
@@ -53,17 +52,20 @@ from embodied_stack.models.policy.interface import Observation, Policy
 from embodied_stack.models.runtime import check_submodel, example_observation, make_vla_runtime
 from embodied_stack.nodes.chunk_scheduler import ChunkScheduler, SchedulerConfig
 from embodied_stack.nodes.commands import ArmScale, VehicleScale
-from embodied_stack.nodes.conversions import (MessageRejected, camera_info_to_K,
-                                              check_instruction, image_to_depth, image_to_rgb,
-                                              seconds_to_stamp, stamp_to_seconds)
+from embodied_stack.nodes.conversions import (
+    MessageRejected,
+    camera_info_to_K,
+    check_instruction,
+    image_to_depth,
+    image_to_rgb,
+    seconds_to_stamp,
+    stamp_to_seconds,
+)
 from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
 
-#: Default proprio layouts, as the simulation worlds define them (sim/worlds/*.py).
-DEFAULT_PROPRIO_NAMES = {
-    "arm": ["ee_x", "ee_y", "ee_z", "ee_vx", "ee_vy", "ee_vz", "contact", "unused_7"],
-    "vehicle": ["speed", "steer", "yaw_rate", "accel", "unused_4", "unused_5", "unused_6",
-                "unused_7"],
-}
+#: Default proprio layouts by embodiment: the simulation worlds' (a robot sets proprio_names).
+DEFAULT_PROPRIO_NAMES = {EMBODIMENT_OF_WORLD[w]: names for w, names in PROPRIO_NAMES.items()}
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 QOS_NAMES = ("sensor_data", "reliable", "best_effort")

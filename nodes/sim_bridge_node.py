@@ -40,11 +40,9 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Header, String
 
 from embodied_stack.nodes.commands import ArmScale, VehicleScale
-from embodied_stack.nodes.conversions import (K_to_camera_info, depth_to_image, rgb_to_image,
-                                              seconds_to_stamp)
-from embodied_stack.nodes.policy_node import DEFAULT_PROPRIO_NAMES, LATCHED
-
-EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
+from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image, seconds_to_stamp
+from embodied_stack.nodes.policy_node import LATCHED
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
 
 
 def _desc(text, lo=None, hi=None, integer=False, read_only=True):
@@ -77,8 +75,8 @@ class SimBridgeNode(Node):
                                       "(sim/worlds/depth_noise.py)"))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
         self.world = g("world")
-        if self.world not in EMBODIMENT:
-            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT)}")
+        if self.world not in EMBODIMENT_OF_WORLD:
+            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
         self.mode = g("mode")
         if self.mode not in ("realtime", "lockstep"):
             raise ValueError(f"mode {self.mode!r} not in ('realtime', 'lockstep')")
@@ -101,7 +99,7 @@ class SimBridgeNode(Node):
                             with_segmentation=False, depth_noise=g("depth_noise"))
         self.expert = make_expert(self.env) if g("publish_expert") else None
         self.dt = 1.0 / self.env.metadata["render_fps"]
-        self.embodiment = EMBODIMENT[self.world]
+        self.embodiment = EMBODIMENT_OF_WORLD[self.world]
         # The world module's constants set the command scaling (nodes/commands.py).
         consts = importlib.import_module(type(self.env.unwrapped).__module__)
         if self.embodiment == "arm":
@@ -246,7 +244,7 @@ class SimBridgeNode(Node):
         self.info_pub.publish(K_to_camera_info(cam["K"], cam["width"], cam["height"], stamp,
                                                self.frame))
         self.depth_pub.publish(depth_to_image(self.obs["depth"], stamp, self.frame))
-        names = DEFAULT_PROPRIO_NAMES[self.embodiment]
+        names = PROPRIO_NAMES[self.world]
         self.joint_pub.publish(JointState(
             header=_header(stamp, "base_link"), name=names,
             position=[float(v) for v in self.obs["proprio"]]))

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy.interface import ExecutionMode
-from embodied_stack.sim.train.demos import EMBODIMENT
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 EVAL_FIRST_SEED = 100_000
 SUBMODEL_KEY = {"full": "full", "3/4": "three_quarter", "1/2": "half", "1/4": "quarter"}
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="model directory (default: the shipped model)")
     parser.add_argument("--worlds", nargs="+", default=["tabletop", "driving"],
-                        choices=sorted(EMBODIMENT))
+                        choices=sorted(EMBODIMENT_OF_WORLD))
     parser.add_argument("--submodels", nargs="+", default=["full", "1/2"],
                         choices=list(SUBMODEL_KEY))
     parser.add_argument("--episodes", type=int, default=100, help="episodes per world (default 100)")

@@ -3,7 +3,7 @@
 import os
 import random
 
-# Before any rclpy import: keep discovery on localhost (DESIGN §10) and pick a domain of our
+# Before any rclpy import: keep discovery on localhost (docs/architecture.md, safety rules) and pick a domain of our
 # own so parallel runs on one machine do not hear each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")

@@ -5,8 +5,16 @@ import pytest
 from sensor_msgs.msg import Image
 
 from embodied_stack.nodes.conversions import (
-    MessageRejected, K_to_camera_info, camera_info_to_K, check_instruction, depth_to_image,
-    image_to_depth, image_to_rgb, rgb_to_image, seconds_to_stamp, stamp_to_seconds,
+    K_to_camera_info,
+    MessageRejected,
+    camera_info_to_K,
+    check_instruction,
+    depth_to_image,
+    image_to_depth,
+    image_to_rgb,
+    rgb_to_image,
+    seconds_to_stamp,
+    stamp_to_seconds,
 )
 
 STAMP = seconds_to_stamp(12.25)

@@ -47,7 +47,7 @@ def test_check_env_passes_without_unexpected_warnings():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         check_env(world)
-    # Depth (0, inf) and proprio (-inf, inf) are unbounded by design (DESIGN: shared spaces).
+    # Depth (0, inf) and proprio (-inf, inf) are unbounded by design (shared spaces).
     unexpected = [str(w.message) for w in caught if "infinity" not in str(w.message)]
     assert unexpected == []
     frame = world.render()

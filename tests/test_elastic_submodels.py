@@ -17,7 +17,8 @@ from embodied_stack.models.elastic.submodels import (
     resident_weight_bytes,
     resolve,
 )
-from embodied_stack.models.policy.elastic_vla import ElasticLinear, ElasticVLA, RMSNorm
+from embodied_stack.models.policy.elastic_layers import ElasticLinear, RMSNorm
+from embodied_stack.models.policy.elastic_vla import ElasticVLA
 from embodied_stack.models.policy.interface import Observation
 from embodied_stack.models.runtime.profiling import rss_bytes
 

@@ -12,6 +12,8 @@ import rclpy
 import yaml
 from rclpy.parameter import Parameter
 
+from embodied_stack.nodes.launch_params import UNSET, effective_parameters, node_parameters, yaml_parameters
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH_FILES = ["robot.launch.py", "sim.launch.py"]
 
@@ -52,8 +54,7 @@ def test_launch_names_installed_executables_and_files(name):
 
 
 def _yaml_params(filename, node_name):
-    data = yaml.safe_load(open(os.path.join(REPO, "config", filename)))
-    return data[node_name]["ros__parameters"]
+    return yaml_parameters(os.path.join(REPO, "config", filename), node_name)
 
 
 def test_policy_yaml_parameters_are_declared_and_accepted():
@@ -90,12 +91,193 @@ def test_sim_yaml_parameters_are_declared_and_accepted():
         rclpy.shutdown(context=context)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
-                    reason="launch_ros is not pip-installable; runs on a ROS 2 install")
+def _overrides(name):
+    """The OVERRIDES table of a launch file ({argument: (type, description)}), read with ast
+    (importing the file needs launch_ros)."""
+    tree = ast.parse(open(os.path.join(REPO, "launch", name)).read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and node.targets[0].id == "OVERRIDES":
+            return {k.value: v.elts[0].id for k, v in zip(node.value.keys, node.value.values)}
+    raise AssertionError(f"{name} has no OVERRIDES table")
+
+
+@pytest.mark.parametrize("name,node_module,node_class", [
+    ("robot.launch.py", "policy_node", "PolicyNode"),
+    ("sim.launch.py", "sim_bridge_node", "SimBridgeNode"),
+])
+def test_launch_overrides_are_declared_parameters_of_the_right_type(name, node_module,
+                                                                    node_class):
+    import importlib
+
+    cls = getattr(importlib.import_module(f"embodied_stack.nodes.{node_module}"), node_class)
+    overrides = _overrides(name)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        extra = [Parameter("backend", value="expert")] if node_class == "PolicyNode" else []
+        node = cls(context=context, parameter_overrides=extra)
+        for arg, kind in overrides.items():
+            assert node.has_parameter(arg), f"{name}: {arg}:= names no parameter of {node_class}"
+            assert type(node.get_parameter(arg).value).__name__ == kind, (arg, kind)
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+    if name == "robot.launch.py":
+        assert "runtime" in overrides
+
+
 @pytest.mark.parametrize("name", LAUNCH_FILES)
-def test_launch_description_builds(name):
+def test_launch_arguments_are_never_evaluated_as_python(name):
+    text = open(os.path.join(REPO, "launch", name)).read()
+    assert "PythonExpression" not in text and "eval(" not in text
+
+
+def test_yaml_decides_unless_a_launch_argument_is_given():
+    yaml_params = _yaml_params("sim.yaml", "sim_bridge")
+    kinds = {"world": str, "seed": int, "episodes": int, "mode": str}
+    unset = {k: UNSET for k in kinds}
+    # Nothing given: exactly the YAML, and the node gets only the file.
+    assert effective_parameters(yaml_params, unset, kinds) == yaml_params
+    assert node_parameters("sim.yaml", unset, kinds) == ["sim.yaml"]
+    # Given arguments win, typed; the others stay as the YAML has them.
+    given = dict(unset, seed="42", world="driving")
+    merged = effective_parameters(yaml_params, given, kinds)
+    assert merged["seed"] == 42 and merged["world"] == "driving"
+    assert merged["episodes"] == yaml_params["episodes"] and merged["mode"] == yaml_params["mode"]
+    assert node_parameters("sim.yaml", given, kinds) == ["sim.yaml",
+                                                         {"seed": 42, "world": "driving"}]
+    for bad, kind in (("seed", "4.5"), ("seed", "__import__('os')"), ("episodes", "many")):
+        with pytest.raises(ValueError, match=f"{bad}:="):
+            effective_parameters(yaml_params, dict(unset, **{bad: kind}), kinds)
+    with pytest.raises(ValueError, match="use_sim_time:='maybe' is not a boolean"):
+        effective_parameters({}, {"use_sim_time": "maybe"}, {"use_sim_time": bool})
+
+
+def test_yaml_file_applies_under_a_namespace(tmp_path):
+    """The shipped YAML, read by rcl itself (--params-file), reaches a policy node in a
+    namespace: the `/**` key matches any node, as a plain `policy_node:` key would not."""
+    from embodied_stack.nodes.policy_node import PolicyNode
+
+    data = yaml.safe_load(open(os.path.join(REPO, "config", "policy.yaml")))
+    assert list(data) == ["/**"]
+    data["/**"]["ros__parameters"].update(backend="expert", control_rate_hz=7.5)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert yaml_parameters(str(path), "policy_node", "/robot1")["control_rate_hz"] == 7.5
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(path)])
+    try:
+        node = PolicyNode(context=context, namespace="/robot1")
+        assert node.get_fully_qualified_name() == "/robot1/policy_node"
+        assert node.get_parameter("control_rate_hz").value == 7.5
+        assert node.get_parameter("backend").value == "expert"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_yaml_parameters_merges_wildcard_name_and_full_name(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({
+        "/**": {"ros__parameters": {"a": 1, "b": 1, "c": 1}},
+        "policy_node": {"ros__parameters": {"b": 2, "c": 2}},
+        "/robot1/policy_node": {"ros__parameters": {"c": 3}},
+    }))
+    assert yaml_parameters(str(path), "policy_node", "robot1") == {"a": 1, "b": 2, "c": 3}
+    assert yaml_parameters(str(path), "policy_node") == {"a": 1, "b": 2, "c": 2}
+    path.write_text("policy_node: {parameters: {a: 1}}\n")
+    with pytest.raises(ValueError, match="ros__parameters"):
+        yaml_parameters(str(path), "policy_node")
+
+
+needs_launch = pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
+                                  reason="launch_ros is not pip-installable; runs on a ROS 2 install")
+
+
+def _load_launch(name):
     spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "launch", name))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    description = module.generate_launch_description()
+    return module
+
+
+def _nodes_after_visit(name, arguments):
+    """Visit a launch description as `ros2 launch ... name:=value` would, without starting
+    processes: return the launch context and the launch_ros Node actions it would run."""
+    from launch_ros.actions import Node
+
+    from launch import LaunchContext
+
+    context = LaunchContext()
+    context.launch_configurations.update(arguments)
+    nodes = []
+
+    def visit(entities):
+        for entity in entities:
+            if isinstance(entity, Node):
+                nodes.append(entity)
+            else:
+                visit(entity.visit(context) or [])
+
+    visit(_load_launch(name).generate_launch_description().entities)
+    return context, nodes
+
+
+def _parameters(context, node):
+    """A Node action's `parameters=` as launch_ros evaluates them: [yaml path, {overrides}]."""
+    from launch_ros.utilities import evaluate_parameters
+
+    return [p if isinstance(p, dict) else str(p)
+            for p in evaluate_parameters(context, node._Node__parameters)]
+
+
+def _by_executable(nodes):
+    return {n.node_executable: n for n in nodes}
+
+
+@needs_launch
+def test_robot_launch_passes_only_given_arguments_over_the_yaml():
+    context, nodes = _nodes_after_visit("robot.launch.py", {})
+    node = _by_executable(nodes)["policy_node"]
+    params = _parameters(context, node)
+    assert len(params) == 1 and params[0].endswith("config/policy.yaml"), params
+    context, nodes = _nodes_after_visit("robot.launch.py", {
+        "backend": "expert", "runtime": "torch", "use_sim_time": "true"})
+    assert _parameters(context, _by_executable(nodes)["policy_node"])[1] == {
+        "backend": "expert", "runtime": "torch", "use_sim_time": True}
+    with pytest.raises(ValueError, match="use_sim_time"):
+        _nodes_after_visit("robot.launch.py", {"use_sim_time": "sometimes"})
+
+
+@needs_launch
+def test_sim_launch_picks_the_embodiment_from_the_world_and_keeps_user_dds_settings(
+        monkeypatch):
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")
+    monkeypatch.delenv("ROS_AUTOMATIC_DISCOVERY_RANGE", raising=False)
+    context, nodes = _nodes_after_visit("sim.launch.py", {})
+    assert context.environment["FASTDDS_BUILTIN_TRANSPORTS"] == "UDPv4"
+    assert context.environment["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert context.launch_configurations["embodiment"] == "arm"  # sim.yaml's world: tabletop
+    context, nodes = _nodes_after_visit("sim.launch.py", {"world": "driving", "seed": "7"})
+    assert context.launch_configurations["embodiment"] == "vehicle"
+    bridge = next(n for n in nodes if n.node_executable == "sim_bridge_node")
+    assert _parameters(context, bridge)[1] == {"world": "driving", "seed": 7}
+
+
+@needs_launch
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_launch_description_builds(name):
+    description = _load_launch(name).generate_launch_description()
     assert description.entities
+
+
+@needs_launch
+def test_robot_launch_starts_perception_unless_switched_off():
+    context, nodes = _nodes_after_visit("robot.launch.py", {"use_sim_time": "true"})
+    perception = _by_executable(nodes)["perception_node"]
+    params = _parameters(context, perception)
+    assert params[0].endswith("config/perception.yaml") and params[1] == {"use_sim_time": True}
+    context, nodes = _nodes_after_visit("robot.launch.py", {"perception": "false"})
+    assert set(_by_executable(nodes)) == {"policy_node"}
+    with pytest.raises(ValueError, match="perception"):
+        _nodes_after_visit("robot.launch.py", {"perception": "maybe"})

@@ -19,6 +19,8 @@ import pytest  # noqa: E402
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from mimo_fixtures import make_tiny_random_checkpoint  # noqa: E402
+
 from embodied_stack.models.policy import mimo_prompts as P  # noqa: E402
 from embodied_stack.models.policy.interface import Action, Observation, Policy  # noqa: E402
 from embodied_stack.models.policy.mimo_adapter import (  # noqa: E402
@@ -27,7 +29,6 @@ from embodied_stack.models.policy.mimo_adapter import (  # noqa: E402
     QwenVLNumpyProcessor,
     UnsafeCheckpointError,
     check_checkpoint,
-    make_tiny_random_checkpoint,
 )
 
 CAMERA = (480, 640)  # H, W; the tiny processor (max_pixels 28*28*16) resizes it to 84 x 112

@@ -139,7 +139,8 @@ WH = (112, 84)  # resized image (W, H)
 @pytest.mark.parametrize("text, points, labels, method", [
     ('[{"points": [[56, 42], [10, 20]], "label": "cup"}]', [[56, 42], [10, 20]], ("cup", "cup"), "json"),
     ('[{"points": [[1, 2]], "label": "a"}, {"points": [[3, 4]], "label": "b"}]', [[1, 2], [3, 4]], ("a", "b"), "json"),
-    ('<think>the handle is on the right</think>[{"points": [[100, 40]], "label": "handle"}]', [[100, 40]], ("handle",), "json"),
+    ('<think>the handle is on the right</think>[{"points": [[100, 40]], "label": "handle"}]',
+     [[100, 40]], ("handle",), "json"),
     ('{"point_2d": [30, 31], "label": "mug"}', [[30, 31]], ("mug",), "json"),  # Qwen2.5-VL native
     ('[{"point_2d": [30, 31], "label": "mug"}]', [[30, 31]], ("mug",), "json"),
     ('[[5, 6], [7, 8]]', [[5, 6], [7, 8]], ("", ""), "json"),  # bare list of pairs
@@ -171,11 +172,13 @@ def test_points_outside_image_dropped_border_clipped():
 
 
 def test_boxes_canned():
-    r = parse_boxes('[{"bbox_2d": [10, 20, 50, 60], "label": "cup"}, {"bbox_2d": [60, 50, 30, 10], "label": "swapped"}]', WH)
+    r = parse_boxes('[{"bbox_2d": [10, 20, 50, 60], "label": "cup"}, '
+                    '{"bbox_2d": [60, 50, 30, 10], "label": "swapped"}]', WH)
     assert isinstance(r, BoxAnswer)
     np.testing.assert_allclose(r.boxes, [[10, 20, 50, 60], [30, 10, 60, 50]])
     assert r.labels == ("cup", "swapped")
-    r = parse_boxes('```json\n[{"bbox_2d": [100, 70, 300, 300], "label": "big"}, {"bbox_2d": [200, 200, 300, 300]}]\n```', WH)
+    r = parse_boxes('```json\n[{"bbox_2d": [100, 70, 300, 300], "label": "big"}, '
+                    '{"bbox_2d": [200, 200, 300, 300]}]\n```', WH)
     np.testing.assert_allclose(r.boxes, [[100, 70, 112, 84]])  # clipped; the second is outside
     assert r.dropped == 1
     r = parse_boxes('{"bbox_2d": [1, 2, 3, 4]}', WH)
@@ -196,7 +199,8 @@ def test_waypoints_canned():
 
 
 def test_steps_canned():
-    r = parse_steps("<think>plan it</think>1. Open the gripper.\n2) Move above the cup\nStep 3: Close the gripper\n\nDone.")
+    r = parse_steps("<think>plan it</think>1. Open the gripper.\n2) Move above the cup\n"
+                    "Step 3: Close the gripper\n\nDone.")
     assert isinstance(r, StepsAnswer)
     assert r.steps == ("Open the gripper.", "Move above the cup", "Close the gripper") and r.thought == "plan it"
     r = parse_steps("- approach\n- grasp")
@@ -320,7 +324,8 @@ def test_parsers_never_raise_on_fuzzed_text():
         b = parse_boxes(text, WH)
         assert isinstance(b, (BoxAnswer, NoAnswer))
         if b.ok:
-            assert np.isfinite(b.boxes).all() and (b.boxes[:, 2] > b.boxes[:, 0]).all() and (b.boxes[:, 3] > b.boxes[:, 1]).all()
+            assert np.isfinite(b.boxes).all()
+            assert (b.boxes[:, 2] > b.boxes[:, 0]).all() and (b.boxes[:, 3] > b.boxes[:, 1]).all()
         w = parse_waypoints(text)
         assert isinstance(w, (WaypointAnswer, NoAnswer))
         if w.ok:

@@ -4,9 +4,15 @@ bad input, and the SAM 3D output conversion. Real MuJoCo renders, real Open3D/Op
 import numpy as np
 import pytest
 
-from embodied_stack.models.perception import (CameraIntrinsics, Prompt, Reconstruction,
-                                              make_backend, matrix_from_quaternion,
-                                              quaternion_from_matrix, reconstruct)
+from embodied_stack.models.perception import (
+    CameraIntrinsics,
+    Prompt,
+    Reconstruction,
+    make_backend,
+    matrix_from_quaternion,
+    quaternion_from_matrix,
+    reconstruct,
+)
 from embodied_stack.models.perception.geometric import GeometricBackend, GeometricConfig
 from embodied_stack.models.perception.metrics import box_iou
 from embodied_stack.models.perception.shapes import yaw_matrix

@@ -19,8 +19,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from embodied_stack.models.perception import CameraIntrinsics, reconstruct
 from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image
 from embodied_stack.nodes.executor import spin_in_background
-from embodied_stack.nodes.perception_node import (PerceptionNode, cloud_msg, markers_msg,
-                                                  poses_msg)
+from embodied_stack.nodes.perception_node import PerceptionNode, cloud_msg, markers_msg, poses_msg
 from embodied_stack.nodes.perception_sync import ApproxTimeSync, LatestSlot, PromptHolder
 from embodied_stack.sim.worlds.tabletop import TabletopEnv
 
@@ -237,11 +236,12 @@ def test_bad_input_is_reported_and_the_node_keeps_working(harness, scene):
     ]
     for name, send, key, words in cases:
         send()
-        assert harness.wait_for(lambda: any(words in v for v in harness.diag(key)), 5.0), name
+        assert harness.wait_for(lambda w=words, k=key: any(w in v for v in harness.diag(k)),
+                                5.0), name
         # ... and the next good frame is answered with objects.
         n = len(harness.poses)
         harness.send(obs["rgb"], obs["depth"], K, 160, 120)
-        assert harness.wait_for(lambda: len(harness.poses) > n and harness.poses[-1].poses), name
+        assert harness.wait_for(lambda n=n: len(harness.poses) > n and harness.poses[-1].poses), name
     # A prompt outside the image: an empty result with the reason, then back to normal.
     msg = PointStamped()
     msg.header.frame_id = "camera_color_optical_frame"

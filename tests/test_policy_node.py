@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
+from rclpy.duration import Duration
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from geometry_msgs.msg import Twist
-from rclpy.duration import Duration
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Header, String
 

@@ -15,6 +15,8 @@ import pytest  # noqa: E402
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from mimo_fixtures import make_tiny_random_model, tiny_image_processor_config  # noqa: E402
+
 from embodied_stack.models.elastic.qwen import (  # noqa: E402
     ElasticQwen,
     collect_importance,
@@ -27,8 +29,6 @@ from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS, is_view_of,
 from embodied_stack.models.policy.mimo_adapter import (  # noqa: E402
     QWEN2_VL_CHAT_TEMPLATE,
     QwenVLNumpyProcessor,
-    make_tiny_random_model,
-    tiny_image_processor_config,
 )
 
 

@@ -7,9 +7,20 @@ import pytest
 import torch
 
 from embodied_stack.sim.train.losses import (
-    LOSS_KINDS, EntropyPIController, adpo_eps_high, adpo_frontier, adpo_loss, adpo_scale,
-    entropic_term, group_advantages, group_majority, grpo_loss, majority_share, policy_loss,
-    pseudo_rewards, token_entropy_mean,
+    LOSS_KINDS,
+    EntropyPIController,
+    adpo_eps_high,
+    adpo_frontier,
+    adpo_loss,
+    adpo_scale,
+    entropic_term,
+    group_advantages,
+    group_majority,
+    grpo_loss,
+    majority_share,
+    policy_loss,
+    pseudo_rewards,
+    token_entropy_mean,
 )
 
 EPS = 1e-6

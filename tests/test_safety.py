@@ -109,7 +109,7 @@ def test_frames_stamped_off_the_clock_are_rejected_and_do_not_keep_the_robot_mov
         assert sup.note_input("rgb", t, t) is None
         last_honest = t
         sup.filter(t, np.array([0.1, 0, 0]))
-    for k in range(40):  # then only skewed frames, still at 20 Hz
+    for _ in range(40):  # then only skewed frames, still at 20 Hz
         t = round(t + 0.05, 10)
         reason = sup.note_input("rgb", t + offset_s, t)
         assert reason is not None and ("ahead" in reason if offset_s > 0 else "past" in reason)

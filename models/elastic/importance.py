@@ -1,4 +1,4 @@
-"""Importance scores for nested submodels, exactly as DESIGN §5 (Nemotron Elastic / Minitron)
+"""Importance scores for nested submodels, exactly as docs/architecture.md describes them (Nemotron Elastic / Minitron)
 gives them. Each function takes activations gathered on calibration data and returns one
 score per unit; a larger score means more important. Sorting units by descending score and
 permuting the weights accordingly makes every prefix the best submodel of its size.

@@ -1,4 +1,5 @@
-"""Zero-shot elastic slicing of a Hugging Face Qwen2 / Qwen2.5-VL text decoder (DESIGN §5).
+"""Zero-shot elastic slicing of a Hugging Face Qwen2 / Qwen2.5-VL text decoder
+(docs/architecture.md, elastic submodels).
 
 This makes a *trained* checkpoint such as MiMo-Embodied-7B (a ``Qwen2_5_VLForConditionalGeneration``)
 elastic without retraining: rank the units on calibration prompts, permute the weights so

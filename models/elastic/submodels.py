@@ -1,4 +1,5 @@
-"""Nested elastic submodels (DESIGN §5): specs, slicing rules, calibration and permutation.
+"""Nested elastic submodels (docs/architecture.md, elastic submodels): specs, slicing rules,
+calibration and permutation.
 
 A submodel is a prefix of the parent along four axes: hidden width, attention heads, FFN width
 and depth. Rounding rules (`resolve`, round half up, clamped to [one unit, parent size]):
@@ -41,7 +42,7 @@ class SubmodelSpec:
 #: "3/4" keeps the width and trims heads/FFN (~0.79 of ElasticVLA's parameters), "1/2" trims
 #: every axis to 3/4 (~0.49) and "1/4" keeps 3/4 of the width, half the heads and FFN and one
 #: layer in four (~0.22). The smallest is the emergency fallback: at batch 1 on a CPU a layer's
-#: cost is largely per-op overhead, so depth is what buys latency (DESIGN §9: <= 0.35x full).
+#: cost is largely per-op overhead, so depth is what buys latency (target: <= 0.35x full, docs/benchmarks.md).
 NAMED_SUBMODELS: dict[str, SubmodelSpec] = {
     "full": SubmodelSpec("full"),
     "3/4": SubmodelSpec("3/4", hidden_frac=1.0, heads_frac=0.75, ffn_frac=0.75, depth_frac=1.0),
@@ -123,7 +124,7 @@ def resolve(
 
 
 # --------------------------------------------------------------------------------------------
-# Knowledge distillation for elastic training (DESIGN §5)
+# Knowledge distillation for elastic training (docs/architecture.md, elastic submodels)
 # --------------------------------------------------------------------------------------------
 
 
@@ -185,7 +186,7 @@ def resident_weight_bytes(model: torch.nn.Module) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Calibration and permutation of ElasticVLA (importance ranking, DESIGN §5)
+# Calibration and permutation of ElasticVLA (importance ranking)
 # --------------------------------------------------------------------------------------------
 
 

@@ -6,7 +6,8 @@ Meta's SAM 3D Objects turns one image and an object mask into the whole object: 
 needs a CUDA GPU with at least 32 GB, gated weights from Hugging Face and its own pinned
 Python environment with CUDA extensions, so it runs **in its own process**: this module
 starts ``python sam3d_worker.py <pipeline.yaml>`` (beside this file; NumPy is its only
-import besides SAM 3D's) with the interpreter of that environment, which imports the official API from the repository's ``notebook/inference.py``::
+import besides SAM 3D's) with the interpreter of that environment, which imports the
+official API from the repository's ``notebook/inference.py``::
 
     from inference import Inference
     model = Inference("<checkpoints>/pipeline.yaml", compile=False)
@@ -41,9 +42,14 @@ from pathlib import Path
 import numpy as np
 
 from embodied_stack.models.perception import shapes
-from embodied_stack.models.perception.types import (CameraIntrinsics, InputRejected,
-                                                    ObjectModel, Prompt, Reconstruction,
-                                                    matrix_from_quaternion)
+from embodied_stack.models.perception.types import (
+    CameraIntrinsics,
+    InputRejected,
+    ObjectModel,
+    Prompt,
+    Reconstruction,
+    matrix_from_quaternion,
+)
 
 #: PyTorch3D camera (x left, y up, z forward) -> ROS optical frame (x right, y down, z fwd).
 P3D_TO_OPTICAL = np.diag([-1.0, -1.0, 1.0])

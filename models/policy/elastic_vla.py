@@ -1,4 +1,4 @@
-"""ElasticVLA: the embedded MiMo-style vision-language-action policy (DESIGN §4, §5).
+"""ElasticVLA: the embedded MiMo-style vision-language-action policy (docs/architecture.md).
 
 Architecture (all written here, no external model code):
 
@@ -21,6 +21,10 @@ embodiment does not use (a vehicle's 3rd) are masked out of ``log_probs``/``entr
 Elastic submodels: every decoder weight is read through a prefix slice of its parent parameter
 (``weight[:out_active, :in_active]``), a view with no copy. ``set_submodel`` only changes the
 active sizes and rebuilds the (no-grad) view cache; skipped layers are identity residuals.
+
+Files: the network is here (with saving/loading and ``select_action``); its sliceable layers are
+in ``elastic_layers.py``, submodel switching in ``elastic_switching.py`` and the conversions
+between observations/actions and tensors in ``vla_preprocessing.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +39,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..elastic.submodels import NAMED_SUBMODELS, SubmodelShape, SubmodelSpec, resolve
+from ..elastic.submodels import NAMED_SUBMODELS, SubmodelShape
+from .elastic_layers import Block, ElasticLinear, RMSNorm, rotary_tables
+from .elastic_switching import SubmodelSwitching
 from .elastic_vla_config import ElasticVLAConfig
 from .interface import Action, Observation, Policy
 from .tokenizer import InstructionTokenizer
+from .vla_preprocessing import VLAPreprocessing
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -48,203 +54,11 @@ BATCH_KEYS = ("pixels", "tokens", "proprio", "embodiment")
 
 
 # --------------------------------------------------------------------------------------------
-# Elastic building blocks
-# --------------------------------------------------------------------------------------------
-
-
-class ElasticLinear(nn.Module):
-    """A linear layer whose active part is the prefix ``weight[:out_active, :in_active]``.
-
-    Under ``torch.no_grad``/``inference_mode`` it uses a cached view (built once per switch);
-    with grad enabled it slices afresh every call so autograd sees a fresh graph. Either way the
-    weight is a view of the parent parameter: no copy is made.
-    """
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = False):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        self.in_active, self.out_active = in_features, out_features
-        self.use_view_cache = True
-        # (out_active, in_active) -> (weight view, bias view): views of the parameters, no copies
-        self._views: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
-        self._w: torch.Tensor | None = None
-        self._b: torch.Tensor | None = None
-        nn.init.normal_(self.weight, std=0.02)
-        self.refresh_views()
-
-    def set_active(self, out_active: int, in_active: int) -> None:
-        if not (0 < out_active <= self.out_features and 0 < in_active <= self.in_features):
-            raise ValueError(
-                f"active size ({out_active}, {in_active}) outside parent ({self.out_features}, {self.in_features})"
-            )
-        views = self._views.get((out_active, in_active))
-        if views is None:
-            with torch.no_grad():
-                w = self.weight[:out_active, :in_active]
-                b = None if self.bias is None else self.bias[:out_active]
-            views = self._views[(out_active, in_active)] = (w, b)
-        # plain __dict__ writes: nn.Module.__setattr__ costs ~5 us a call, switching must be fast
-        d = self.__dict__
-        d["out_active"], d["in_active"] = out_active, in_active
-        d["_w"], d["_b"] = views
-
-    def active_weight(self) -> torch.Tensor:
-        return self.weight[: self.out_active, : self.in_active]
-
-    def active_bias(self) -> torch.Tensor | None:
-        return None if self.bias is None else self.bias[: self.out_active]
-
-    def refresh_views(self) -> None:
-        """Drop the cached views (the parameters were replaced) and rebuild the active one."""
-        self.__dict__["_views"] = {}
-        self.set_active(self.out_active, self.in_active)
-
-    def active_params(self) -> int:
-        return self.out_active * self.in_active + (self.out_active if self.bias is not None else 0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_view_cache and not torch.is_grad_enabled():
-            return F.linear(x, self._w, self._b)
-        return F.linear(x, self.active_weight(), self.active_bias())
-
-    def _apply(self, fn, recurse=True):  # .to(), .cuda(), .half() replace the parameters
-        out = super()._apply(fn, recurse)
-        self.refresh_views()
-        return out
-
-    def _load_from_state_dict(self, *args, **kwargs):  # load_state_dict(assign=True) too
-        super()._load_from_state_dict(*args, **kwargs)
-        self.refresh_views()
-
-    # deepcopy/pickle: cached views would be copied as independent tensors (breaking the
-    # aliasing); drop them and rebuild them on the copy's own parameters.
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        for name in ("_views", "_w", "_b"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.refresh_views()
-
-    def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, active=({self.out_active}, {self.in_active})"
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm over the active prefix of the channels; the weight is sliced too."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.dim, self.eps, self.active = dim, eps, dim
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.use_view_cache = True
-        self._views: dict[int, torch.Tensor] = {}
-        self._w: torch.Tensor | None = None
-        self.refresh_views()
-
-    def set_active(self, active: int) -> None:
-        if not 0 < active <= self.dim:
-            raise ValueError(f"active width {active} outside (0, {self.dim}]")
-        w = self._views.get(active)
-        if w is None:
-            with torch.no_grad():
-                w = self._views[active] = self.weight[:active]
-        d = self.__dict__
-        d["active"], d["_w"] = active, w
-
-    def refresh_views(self) -> None:
-        self.__dict__["_views"] = {}
-        self.set_active(self.active)
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        for name in ("_views", "_w"):
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self.refresh_views()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self._w if (self.use_view_cache and not torch.is_grad_enabled()) else self.weight[: self.active]
-        return F.rms_norm(x, (self.active,), w, self.eps)
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        self.refresh_views()
-        return out
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self.refresh_views()
-
-
-def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables (seq_len, head_dim) for rotate-half rotary embeddings."""
-    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    ang = torch.arange(seq_len, dtype=torch.float64)[:, None] * inv[None, :]
-    ang = torch.cat([ang, ang], dim=-1)
-    return ang.cos().float(), ang.sin().float()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: RMSNorm -> rotary MHA -> RMSNorm -> SwiGLU, both residual."""
-
-    def __init__(self, dim: int, heads: int, ffn: int, eps: float):
-        super().__init__()
-        self.head_dim = dim // heads
-        self.attn_norm = RMSNorm(dim, eps)
-        self.q_proj = ElasticLinear(dim, heads * self.head_dim)
-        self.k_proj = ElasticLinear(dim, heads * self.head_dim)
-        self.v_proj = ElasticLinear(dim, heads * self.head_dim)
-        self.o_proj = ElasticLinear(heads * self.head_dim, dim)
-        self.mlp_norm = RMSNorm(dim, eps)
-        self.gate_proj = ElasticLinear(dim, ffn)
-        self.up_proj = ElasticLinear(dim, ffn)
-        self.down_proj = ElasticLinear(ffn, dim)
-
-    def set_active(self, hidden: int, heads: int, ffn: int) -> None:
-        attn = heads * self.head_dim
-        self.attn_norm.set_active(hidden)
-        self.mlp_norm.set_active(hidden)
-        for lin in (self.q_proj, self.k_proj, self.v_proj):
-            lin.set_active(attn, hidden)
-        self.o_proj.set_active(hidden, attn)
-        self.gate_proj.set_active(ffn, hidden)
-        self.up_proj.set_active(ffn, hidden)
-        self.down_proj.set_active(hidden, ffn)
-
-    def forward(self, x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor | None) -> torch.Tensor:
-        b, s, _ = x.shape
-        h = self.attn_norm(x)
-        q = self.q_proj(h).view(b, s, -1, self.head_dim).transpose(1, 2)
-        k = self.k_proj(h).view(b, s, -1, self.head_dim).transpose(1, 2)
-        v = self.v_proj(h).view(b, s, -1, self.head_dim).transpose(1, 2)
-        if cos is not None:
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        a = F.scaled_dot_product_attention(q, k, v)
-        x = x + self.o_proj(a.transpose(1, 2).reshape(b, s, -1))
-        h = self.mlp_norm(x)
-        return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
-
-
-# --------------------------------------------------------------------------------------------
 # The model
 # --------------------------------------------------------------------------------------------
 
 
-class ElasticVLA(Policy, nn.Module):
+class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
     """The embedded default policy; see the module docstring."""
 
     def __init__(self, config: ElasticVLAConfig | None = None, tokenizer: InstructionTokenizer | None = None):
@@ -330,125 +144,6 @@ class ElasticVLA(Policy, nn.Module):
     def _bin_centres(bins: int) -> torch.Tensor:
         return ((torch.arange(bins, dtype=torch.float64) + 0.5) / bins * 2.0 - 1.0).float()
 
-    # ---------------------------------------------------------------------- elastic switching
-    def elastic_dims(self) -> dict[str, int]:
-        c = self.config
-        return dict(hidden=c.hidden_size, heads=c.num_heads, head_dim=c.head_dim, ffn=c.ffn_size, layers=c.num_layers)
-
-    def resolve_submodel(self, name_or_spec: str | SubmodelSpec) -> SubmodelShape:
-        if isinstance(name_or_spec, SubmodelSpec):
-            spec = name_or_spec
-        elif name_or_spec in NAMED_SUBMODELS:
-            spec = NAMED_SUBMODELS[name_or_spec]
-        else:
-            raise ValueError(f"unknown submodel {name_or_spec!r}; allowed: {self.submodel_names} or a SubmodelSpec")
-        return resolve(spec, **self.elastic_dims())
-
-    @property
-    def submodel(self) -> str:
-        return self._submodel_name
-
-    @property
-    def submodel_shape(self) -> SubmodelShape:
-        return self._shape
-
-    def set_submodel(self, name_or_spec: str | SubmodelSpec) -> None:
-        """Switch the active submodel: only slice sizes change; no weight is copied.
-
-        Views are built once per submodel and kept (a view is metadata only, it holds no weight
-        memory), so a later switch is a few dozen dictionary writes (~0.1 ms)."""
-        plan = self._plans.get(name_or_spec) if isinstance(name_or_spec, str) else None
-        if plan is None:
-            shape = self.resolve_submodel(name_or_spec)
-            h = shape.hidden
-            with torch.no_grad():
-                views = (self.tok_embed[:, :h], self.embodiment_embed[:, :h], self.action_queries[:, :h])
-            layers = sorted(self.layer_rank.tolist()[: shape.layers])
-            plan = (shape, views, layers)
-            if isinstance(name_or_spec, str):
-                self._plans[name_or_spec] = plan
-        shape, views, layers = plan
-        h, c = shape.hidden, self.config
-        self.proj_out.set_active(h, c.hidden_size)
-        self.proprio_proj.set_active(h, c.proprio_dim)
-        for layer in self.layers:
-            layer.set_active(h, shape.heads, shape.ffn)
-        self.final_norm.set_active(h)
-        self.action_head.set_active(c.action_bins, h)
-        if self.aux_head is not None:
-            self.aux_head.set_active(c.aux_dim, h)
-        if self.point_head is not None:
-            self.point_head.set_active(1, h)
-        d = self.__dict__
-        d["_tok_view"], d["_emb_view"], d["_query_view"] = views
-        d["_active_layers"], d["_active_hidden"] = layers, h
-        d["_shape"], d["_submodel_name"] = shape, shape.name
-
-    def refresh_views(self) -> None:
-        """Drop and rebuild every cached view (after weights were replaced, moved or permuted,
-        or layer_rank changed)."""
-        self.__dict__["_plans"] = {}
-        for m in self.modules():
-            if isinstance(m, (ElasticLinear, RMSNorm)):
-                m.refresh_views()
-        self.set_submodel(self._shape.spec if self._shape is not None else "full")
-
-    def set_view_cache(self, enabled: bool) -> None:
-        """Turn the no-grad view cache off (export/tracing) or on."""
-        self._use_cache = enabled
-        for m in self.modules():
-            if isinstance(m, (ElasticLinear, RMSNorm)):
-                m.use_view_cache = enabled
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        if getattr(self, "_shape", None) is not None:
-            self.refresh_views()
-        return out
-
-    _TRANSIENT = ("_plans", "_tok_view", "_emb_view", "_query_view", "_single", "_runtime")
-
-    def __getstate__(self):
-        """deepcopy/pickle: views, preallocated buffers and the runtime are not copied; the copy
-        rebuilds its views on its own parameters (and runs eagerly until given a runtime)."""
-        state = self.__dict__.copy()
-        for name in self._TRANSIENT:
-            state.pop(name, None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        d = self.__dict__
-        d["_plans"], d["_single"], d["_runtime"] = {}, None, None
-        self.set_submodel(self._shape.spec)
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self.refresh_views()  # layer_rank may have changed; assign=True replaces parameters
-        return result
-
-    def active_parameter_count(self, decoder_only: bool = False) -> int:
-        """Parameters the active submodel reads (vision encoder and embeddings included unless
-        ``decoder_only``)."""
-        h = self._active_hidden
-        dec = sum(
-            sum(m.active_params() for m in blk.modules() if isinstance(m, ElasticLinear)) + 2 * h
-            for i, blk in enumerate(self.layers)
-            if i in self._active_layers
-        )
-        if decoder_only:
-            return dec
-        fixed = sum(p.numel() for p in self.patch_embed.parameters()) + self.vision_pos.numel()
-        fixed += sum(p.numel() for p in self.vision_blocks.parameters()) + self.vision_norm.weight.numel()
-        fixed += sum(p.numel() for p in self.proj_in.parameters())
-        c = self.config
-        other = self.proj_out.active_params() + self.proprio_proj.active_params() + self.action_head.active_params()
-        other += (c.vocab_size + len(c.embodiments) + c.num_action_tokens + 1) * h  # +1: final norm
-        return dec + fixed + other
-
-    def parameter_count(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     # ---------------------------------------------------------------------- forward
     def forward(
         self, pixels: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor, embodiment: torch.Tensor
@@ -503,114 +198,6 @@ class ElasticVLA(Policy, nn.Module):
             img = self.final_norm(x[:, : self.config.num_image_tokens])
             point = self.point_head(img).squeeze(-1)
         return self.action_head(q), aux, point
-
-    # ---------------------------------------------------------------------- observations -> tensors
-    def _resize_index(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-        key = (h, w)
-        if key not in self._resize_cache:
-            s = self.config.image_size
-            rows = np.minimum((np.arange(s) * h / s + h / (2 * s)).astype(np.int64), h - 1)
-            cols = np.minimum((np.arange(s) * w / s + w / (2 * s)).astype(np.int64), w - 1)
-            self._resize_cache[key] = (rows, cols)
-        return self._resize_cache[key]
-
-    def _encode_instruction(self, text: str) -> np.ndarray:
-        ids = self._token_cache.get(text)
-        if ids is None:
-            ids = np.asarray(self.tokenizer.encode(text, self.config.max_instruction_tokens), dtype=np.int64)
-            if len(self._token_cache) > 1024:
-                self._token_cache.clear()
-            self._token_cache[text] = ids
-        return ids
-
-    def _fill(self, obs: Observation, pixels: np.ndarray, tokens: np.ndarray, proprio: np.ndarray) -> int:
-        """Write one observation into preallocated rows; return its embodiment index."""
-        c = self.config
-        rgb = obs.rgb
-        if rgb.shape[0] != c.image_size or rgb.shape[1] != c.image_size:
-            rows, cols = self._resize_index(rgb.shape[0], rgb.shape[1])
-            rgb = rgb[rows][:, cols]
-        np.multiply(rgb.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=pixels[:3], casting="unsafe")
-        if c.use_depth:
-            depth = obs.depth
-            if depth is None:
-                pixels[3] = 0.0
-            else:
-                depth = np.asarray(depth, dtype=np.float32)
-                if depth.ndim == 3:
-                    depth = depth[..., 0]
-                if depth.shape[0] != c.image_size or depth.shape[1] != c.image_size:
-                    rows, cols = self._resize_index(depth.shape[0], depth.shape[1])
-                    depth = depth[rows][:, cols]
-                valid = depth > 0.0  # 0 and NaN: no return; +inf: beyond range (clipped)
-                if c.depth_encoding == "log":
-                    np.clip(depth, c.depth_min_m, c.depth_max_m, out=pixels[3])
-                    np.log(pixels[3], out=pixels[3])
-                    pixels[3] -= np.float32(np.log(c.depth_min_m))
-                    pixels[3] *= np.float32(1.0 / np.log(c.depth_max_m / c.depth_min_m))
-                else:
-                    np.clip(depth, 0.0, c.depth_max_m, out=pixels[3])
-                    pixels[3] *= np.float32(1.0 / c.depth_max_m)
-                pixels[3][~valid] = 0.0
-        tokens[:] = self._encode_instruction(obs.instruction)
-        p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)[: c.proprio_dim]
-        proprio[: p.shape[0]] = p
-        proprio[p.shape[0] :] = 0.0
-        if obs.embodiment not in self._embodiment_index:
-            raise ValueError(f"embodiment {obs.embodiment!r} not served by this model ({c.embodiment_names})")
-        dropped = self._proprio_dropped.get(obs.embodiment)
-        if dropped is not None:
-            proprio[dropped] = 0.0
-        return self._embodiment_index[obs.embodiment]
-
-    def obs_to_batch(self, observations: Sequence[Observation], device: str | torch.device | None = None) -> dict:
-        """Stack Observations into the model's input tensors.
-
-        Returns ``pixels`` (B, C, S, S) float32 in [0, 1] (RGB, then encoded depth, see
-        ``ElasticVLAConfig.depth_encoding``),
-        ``tokens`` (B, L) int64, ``proprio`` (B, P) float32, ``embodiment`` (B,) int64 and
-        ``action_mask`` (B, T*A) bool (True for the action dims the embodiment uses).
-        """
-        c = self.config
-        n = len(observations)
-        pixels = np.empty((n, c.in_channels, c.image_size, c.image_size), np.float32)
-        tokens = np.empty((n, c.max_instruction_tokens), np.int64)
-        proprio = np.empty((n, c.proprio_dim), np.float32)
-        emb = np.empty((n,), np.int64)
-        for i, obs in enumerate(observations):
-            emb[i] = self._fill(obs, pixels[i], tokens[i], proprio[i])
-        batch = {
-            "pixels": torch.from_numpy(pixels),
-            "tokens": torch.from_numpy(tokens),
-            "proprio": torch.from_numpy(proprio),
-            "embodiment": torch.from_numpy(emb),
-        }
-        batch["action_mask"] = self.embodiment_action_mask.cpu()[batch["embodiment"]]
-        if device is not None:
-            batch = {k: v.to(device) for k, v in batch.items()}
-        return batch
-
-    # ---------------------------------------------------------------------- actions <-> tokens
-    def actions_to_tokens(self, chunks: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, T, a<=A) actions in [-1, 1] -> (B, T*A) bin ids (unused dims get bin 0)."""
-        c = self.config
-        x = torch.as_tensor(np.asarray(chunks, dtype=np.float32) if not torch.is_tensor(chunks) else chunks)
-        x = x.float()
-        if x.dim() == 2:
-            x = x.unsqueeze(0)
-        b, t, a = x.shape
-        if t != c.chunk_length or a > c.max_action_dim:
-            raise ValueError(f"action chunk shape {tuple(x.shape)}; expected (B, {c.chunk_length}, <= {c.max_action_dim})")
-        ids = ((x.clamp(-1.0, 1.0) + 1.0) * 0.5 * c.action_bins).long().clamp(0, c.action_bins - 1)
-        out = torch.zeros(b, t, c.max_action_dim, dtype=torch.long)
-        out[:, :, :a] = ids
-        return out.reshape(b, t * c.max_action_dim)
-
-    def tokens_to_actions(self, ids: torch.Tensor, action_dim: int) -> torch.Tensor:
-        """(B, T*A) bin ids -> (B, T, action_dim) bin centres."""
-        c = self.config
-        vals = self.bin_centres.to(ids.device)[ids].reshape(ids.shape[0], c.chunk_length, c.max_action_dim)
-        return vals[:, :, :action_dim]
 
     # ---------------------------------------------------------------------- training interface
     def _logits_for(self, batch: dict) -> torch.Tensor:
@@ -707,7 +294,8 @@ class ElasticVLA(Policy, nn.Module):
         d = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
             if not (d / name).is_file():
-                raise FileNotFoundError(f"{d}: missing {name} (expected {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_FILE})")
+                raise FileNotFoundError(
+                    f"{d}: missing {name} (expected {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_FILE})")
         config = ElasticVLAConfig.load(d / CONFIG_FILE)
         tokenizer = InstructionTokenizer.load(d / TOKENIZER_FILE)
         model = cls(config, tokenizer)

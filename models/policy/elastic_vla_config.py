@@ -1,15 +1,13 @@
-"""Configuration of ElasticVLA, the embedded MiMo-style vision-language-action model (DESIGN §4).
+"""Configuration of ElasticVLA, the embedded MiMo-style vision-language-action model (docs/architecture.md).
 
 One dataclass, saved as ``config.json`` next to the weights. Every field is documented once,
 here; ``__post_init__`` rejects bad values with the value and the allowed range in the message.
 
-Default sizing (DESIGN §8/§9): a 64x64 RGB-D image in 8x8 patches gives 64 image tokens; with
-16 instruction tokens, one embodiment+proprio token and 4x3 action query tokens the decoder runs
-over 93 tokens. A 4-layer, 128-wide decoder (4 heads of 32, SwiGLU 384) is ~0.19 GFLOP per
-observation. Measured (bench/policy_latency.py): 2.9 ms p50 on an idle 2-thread Xeon; on this
-shared 2-core EPYC it runs 1.4x DESIGN §8's 4-layer d=128 reference decoder timed side by side
-(2.4 ms when recorded -> ~3.3 ms), so it fits 5 ms with margin when the machine is not loaded.
-192-256-wide decoders measured 2-3x slower, over the target.
+Default sizing: a 64x64 RGB-D image in 8x8 patches gives 64 image tokens; with 16 instruction
+tokens, one embodiment+proprio token and 4x3 action query tokens the decoder runs over 93
+tokens. A 4-layer, 128-wide decoder (4 heads of 32, SwiGLU 384) is ~0.19 GFLOP per observation,
+sized for the 5 ms CPU target (docs/benchmarks.md); its measured latency is in
+bench/results/policy_latency*.json (bench/policy_latency.py).
 """
 
 from __future__ import annotations
@@ -132,7 +130,8 @@ class ElasticVLAConfig:
         _check_int("vision_heads", self.vision_heads, 1, self.vision_width)
         if self.vision_width % self.vision_heads:
             raise ValueError(
-                f"ElasticVLAConfig.vision_width={self.vision_width} must be a multiple of vision_heads={self.vision_heads}"
+                f"ElasticVLAConfig.vision_width={self.vision_width} must be a multiple of "
+                f"vision_heads={self.vision_heads}"
             )
         _check_int("hidden_size", self.hidden_size, 8, 16384)
         _check_int("num_heads", self.num_heads, 1, self.hidden_size)
@@ -141,7 +140,8 @@ class ElasticVLAConfig:
                 f"ElasticVLAConfig.hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}"
             )
         if self.head_dim % 2:
-            raise ValueError(f"ElasticVLAConfig head_dim={self.head_dim} (hidden_size/num_heads) must be even for rotary")
+            raise ValueError(f"ElasticVLAConfig head_dim={self.head_dim} (hidden_size/num_heads) "
+                             "must be even for rotary")
         _check_int("ffn_size", self.ffn_size, 8, 65536)
         _check_int("num_layers", self.num_layers, 1, 128)
         _check_float("rope_theta", self.rope_theta, 1.0, 1e9)
@@ -159,7 +159,8 @@ class ElasticVLAConfig:
             raise ValueError(f"ElasticVLAConfig.proprio_inputs={self.proprio_inputs!r} must be a dict")
         for name, idx in self.proprio_inputs.items():
             if name not in self.embodiments:
-                raise ValueError(f"ElasticVLAConfig.proprio_inputs names embodiment {name!r}; known: {sorted(self.embodiments)}")
+                raise ValueError(f"ElasticVLAConfig.proprio_inputs names embodiment {name!r}; "
+                                 f"known: {sorted(self.embodiments)}")
             for i in idx:
                 _check_int(f"proprio_inputs[{name!r}] entry", i, 0, self.proprio_dim - 1)
         if not isinstance(self.embodiments, dict) or not self.embodiments:

@@ -1,4 +1,4 @@
-"""Prompt builders and defensive answer parsers for MiMo-Embodied-7B (DESIGN §4).
+"""Prompt builders and defensive answer parsers for MiMo-Embodied-7B (docs/architecture.md).
 
 No torch, no transformers: plain strings in, typed results out, so the parsers can be tested
 (and reused by the nodes) without a model.

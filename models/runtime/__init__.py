@@ -1,4 +1,5 @@
-"""Inference runtimes for ElasticVLA: torch eager, ONNX Runtime, TensorRT (DESIGN §2, §9).
+"""Inference runtimes for ElasticVLA: torch eager, ONNX Runtime, TensorRT
+(docs/architecture.md; targets in docs/benchmarks.md).
 
 Every runtime has the same small interface, so ``ElasticVLA.use_runtime(rt)`` makes
 ``select_action`` run on any of them::
@@ -13,8 +14,6 @@ atomically (temp file + rename) so a crash never leaves a half-written file behi
 
 from __future__ import annotations
 
-from embodied_stack.models.files import atomic_write_bytes  # noqa: F401  (re-exported)
-
 import abc
 import hashlib
 import os
@@ -22,6 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+
+from embodied_stack.models.files import atomic_write_bytes  # noqa: F401  (re-exported)
 
 INPUT_NAMES = ("pixels", "tokens", "proprio", "embodiment")
 OUTPUT_NAME = "logits"

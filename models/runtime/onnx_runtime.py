@@ -1,7 +1,7 @@
 """ONNX export (one file per submodel) and ONNX Runtime execution.
 
 Export uses ``torch.onnx.export(..., dynamo=True)``: the legacy TorchScript exporter has no
-``aten::rms_norm`` (DESIGN §8). Each submodel is exported with its slice sizes baked in (the
+``aten::rms_norm``. Each submodel is exported with its slice sizes baked in (the
 exporter folds the prefix slices into the initializers), with a dynamic batch dimension. Files
 are cached under ``<cache_dir>/onnx/`` by a key over the weights hash, the submodel's resolved
 shape, the opset and the torch version, and written atomically (temp file + rename).

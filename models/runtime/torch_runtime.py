@@ -1,5 +1,5 @@
 """Torch eager runtime: CPU, or CUDA with bf16/fp16 (autocast or a cast copy) and optional
-CUDA graphs (DESIGN §8: at batch 1 a small model is launch-bound; a replayed graph is ~7x
+CUDA graphs (at batch 1 a small model is launch-bound; a replayed graph is ~7x
 faster on an H200)."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-EMBODIMENT = {"tabletop": "arm", "driving": "vehicle"}
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 
 @dataclass
@@ -40,8 +40,8 @@ class DemoConfig:
     shard_episodes: int = 25  #: episodes per shard file (the unit of resumption)
 
     def __post_init__(self):
-        if self.world not in EMBODIMENT:
-            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT)}")
+        if self.world not in EMBODIMENT_OF_WORLD:
+            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
         if self.episodes < 1 or self.shard_episodes < 1 or self.chunk_length < 1:
             raise ValueError(f"episodes={self.episodes}, shard_episodes={self.shard_episodes}, "
                              f"chunk_length={self.chunk_length} must all be >= 1")

@@ -34,7 +34,7 @@ def plot_curves(log: list[dict], path: Path) -> None:
     val = [e for e in log if any(k.startswith("success_") and not k.startswith("success_t")
                                  and not k.startswith("success_d") for k in e)]
     ax = axes[0]
-    for j, (sub, style) in enumerate((("full", "-"), ("1_2", "--"))):
+    for sub, style in (("full", "-"), ("1_2", "--")):
         for world in WORLDS:
             pts = [(e["global_step"], e[f"success_{sub}_{world}"]) for e in val
                    if f"success_{sub}_{world}" in e]

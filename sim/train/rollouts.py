@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
-from embodied_stack.sim.train.demos import EMBODIMENT
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 
 @dataclass
@@ -64,9 +64,9 @@ class WorldPool:
         from embodied_stack.sim import WORLD_IDS
         from embodied_stack.sim.experts import make_expert
 
-        if world not in EMBODIMENT:
-            raise ValueError(f"world {world!r} not in {sorted(EMBODIMENT)}")
-        self.world, self.embodiment = world, EMBODIMENT[world]
+        if world not in EMBODIMENT_OF_WORLD:
+            raise ValueError(f"world {world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
+        self.world, self.embodiment = world, EMBODIMENT_OF_WORLD[world]
         self.envs = [gym.make(WORLD_IDS[world], width=width, height=height,
                               with_segmentation=False) for _ in range(size)]
         self.experts = [make_expert(env) for env in self.envs]

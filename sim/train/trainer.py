@@ -10,8 +10,9 @@ Read top to bottom:
 1. ``bc``: expert demonstrations (sim/train/demos.py: DART noise, look-ahead chunk labels), then
    cross-entropy on the expert's action bins, plus two training-only heads fitted to
    privileged simulator features: where the target is relative to the robot (aux) and which
-   image patch holds the named target (pointing: grounding the words in the image). Every step also trains one sampled nested
-   submodel by forward KL from the full model plus its own cross-entropy (Nemotron Elastic).
+   image patch holds the named target (pointing: grounding the words in the image). Every
+   step also trains one sampled nested submodel by forward KL from the full model plus its own
+   cross-entropy (Nemotron Elastic).
 2. ``dagger``: roll the learner out as the policy node executes it (ExecutionMode), label every
    visited state with the expert's chunk, aggregate, retrain (Ross et al. 2011). A chunk is
    executed from the expert with probability beta (decaying per iteration).
@@ -56,8 +57,8 @@ from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.models.policy.tokenizer import DEFAULT_WORDS, InstructionTokenizer, split_words
 from embodied_stack.sim.train import demos, losses
 from embodied_stack.sim.train.rollouts import LocalRollouts
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
-EMBODIMENT = demos.EMBODIMENT
 STAGES = ("bc", "dagger", "rl")
 SEED_BASE = {"demo": 0, "dagger": 10_000, "rl": 20_000, "val": 300_000}
 
@@ -145,8 +146,8 @@ class TrainConfig:
         if bad or not self.stages:
             raise ValueError(f"stages={self.stages!r}: each must be one of {STAGES}")
         for w in self.worlds:
-            if w not in EMBODIMENT:
-                raise ValueError(f"world {w!r} not in {sorted(EMBODIMENT)}")
+            if w not in EMBODIMENT_OF_WORLD:
+                raise ValueError(f"world {w!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
         if self.loss not in losses.LOSS_KINDS:
             raise ValueError(f"loss={self.loss!r} not in {losses.LOSS_KINDS}")
         unknown = set(self.submodel_probs) - set(NAMED_SUBMODELS)
@@ -263,7 +264,7 @@ class StateBuffer:
             idx = range(start, min(start + chunk, len(d["rgb"])))
             batch = model.obs_to_batch([Observation(
                 rgb=d["rgb"][i], instruction=str(d["instruction"][i]), proprio=d["proprio"][i],
-                embodiment=EMBODIMENT[world], depth=d["depth"][i].astype(np.float32))
+                embodiment=EMBODIMENT_OF_WORLD[world], depth=d["depth"][i].astype(np.float32))
                 for i in idx])
             T, a = d["chunk"].shape[1:]
             chunks = np.zeros((len(idx), T, A), np.float32)
@@ -567,8 +568,8 @@ def load_demos(run: Run) -> None:
 
 def episodes_to_arrays(episodes) -> dict[str, np.ndarray]:
     """DAgger episodes -> the demo shard layout (one row per labelled state)."""
-    rows = [(f, l, m, ep.instruction, n, x) for n, ep in enumerate(episodes)
-            for f, l, m, x in zip(ep.frames, ep.labels, ep.label_masks, ep.aux)]
+    rows = [(f, lab, m, ep.instruction, n, x) for n, ep in enumerate(episodes)
+            for f, lab, m, x in zip(ep.frames, ep.labels, ep.label_masks, ep.aux)]
     return {
         "aux": np.stack([r[5] for r in rows]).astype(np.float32),
         "rgb": np.stack([r[0][0] for r in rows]), "depth": np.stack([r[0][1] for r in rows]),
@@ -716,7 +717,7 @@ def rl_batch(run: Run, groups) -> dict:
         for obs, tok, lp, ex in zip(ep.obs, ep.tokens, ep.logp, ep.executed):
             rgb, depth, proprio = obs
             observations.append(Observation(rgb=rgb, instruction=ep.instruction, proprio=proprio,
-                                            embodiment=EMBODIMENT[ep.world],
+                                            embodiment=EMBODIMENT_OF_WORLD[ep.world],
                                             depth=depth.astype(np.float32)))
             tokens.append(tok)
             logp.append(lp)
@@ -816,7 +817,7 @@ def rollout_token_stats(run: Run, groups, reference: ElasticVLA | None) -> dict:
     for g in groups:
         for ep in g:
             obs = [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
-                               embodiment=EMBODIMENT[ep.world], depth=o[1].astype(np.float32))
+                               embodiment=EMBODIMENT_OF_WORLD[ep.world], depth=o[1].astype(np.float32))
                    for o in ep.obs]
             if not obs:
                 continue

@@ -1,7 +1,7 @@
 """What every MuJoCo world shares: headless GL selection, one-pass RGB-D rendering,
 camera intrinsics/extrinsics, and validation of incoming actions.
 
-No rclpy here (DESIGN §2): the worlds are plain Gymnasium environments.
+No rclpy here (docs/architecture.md, layers): the worlds are plain Gymnasium environments.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ _MJ_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
 class RGBDRenderer:
     """Renders one camera to RGB (uint8), depth (float32 metres) and, on request, a
-    per-pixel geom id, with multisampling and shadows off (DESIGN §8: they cost ~15 ms a
+    per-pixel geom id, with multisampling and shadows off (they cost ~15 ms a
     frame; without them a 64x64 frame is ~0.3 ms). RGB and depth come from one render pass.
     """
 

@@ -86,7 +86,7 @@ Info (at reset and every step)
   * ``ego``: dict with ``x``, ``y``, ``yaw`` (rad), ``speed`` (m/s), ``lane`` (int, the lane
     holding the car centre, the shoulder counting as the outer lane; -1 off the road).
   * ``task`` (str, see above), ``target_lane`` (int; keep/stop: the start lane).
-  * ``outcome``: a discrete label of the current state, for group RL (DESIGN §6):
+  * ``outcome``: a discrete label of the current state, for group RL (docs/architecture.md, trainer):
     "collision", "offroad", "stopped:<k>" (stopped behind the barrier in lane k, the
     success of ``stop``), else "lane:<k>" (the lane the car is in).
   * ``is_success`` (bool), ``action_clipped`` (bool).
@@ -113,6 +113,7 @@ from embodied_stack.sim.worlds.base import (
     check_action,
 )
 
+# isort: split
 import mujoco  # noqa: E402  (base chose the GL backend before this import)
 
 from embodied_stack.sim.worlds.depth_noise import DepthNoise, noise_generator  # noqa: E402

@@ -68,7 +68,7 @@ Info (at reset and every step)
     ``with_segmentation``; it costs a second render pass).
     ``target_ids``: list of ids that satisfy the instruction.
     ``outcome``: ``"touched:<id>"`` for the first object the fingertip touched, else ``"none"``
-    (the discrete outcome label group RL compares, DESIGN §6).
+    (the discrete outcome label group RL compares).
     ``is_success``: bool. ``action_clipped``: bool (False at reset).
     ``task``: "touch" | "push"; ``direction``: unit 3-vector of the push (zeros for touch).
 
@@ -79,8 +79,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import gymnasium
+import numpy as np
 from gymnasium import spaces
 
 from embodied_stack.sim.worlds.base import (
@@ -428,11 +428,12 @@ class TabletopEnv(gymnasium.Env):
         while True:
             uniforms = iter(rng.random(48).tolist())
 
+            # These closures run only inside this iteration, so binding late is harmless.
             def pick(count: int) -> int:
-                return min(int(next(uniforms) * count), count - 1)
+                return min(int(next(uniforms) * count), count - 1)  # noqa: B023
 
             def chance(share: float) -> bool:
-                return next(uniforms) < share
+                return next(uniforms) < share  # noqa: B023
 
             n = MIN_OBJECTS + pick(MAX_OBJECTS - MIN_OBJECTS + 1)
             classes = [CLASS_NAMES[pick(len(CLASS_NAMES))] for _ in range(n)]
@@ -445,7 +446,7 @@ class TabletopEnv(gymnasium.Env):
             shape = None if color_only else classes[chosen]
 
             def fits(i):
-                return colors[i] == colors[chosen] and (shape is None or classes[i] == shape)
+                return colors[i] == colors[chosen] and (shape is None or classes[i] == shape)  # noqa: B023
 
             # Ambiguity only where intended: first recolour any other object that fits the
             # description, then, for an ambiguous scene, give one other object the chosen

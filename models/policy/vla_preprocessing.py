@@ -1,0 +1,124 @@
+"""Preprocessing of ElasticVLA: observations -> the batch tensors the network reads (resize,
+depth encoding, instruction tokens, proprio masking) and action chunks <-> action-bin tokens.
+A mixin of ElasticVLA (models/policy/elastic_vla.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .interface import Observation
+
+
+class VLAPreprocessing:
+    """Observation/action conversions for ElasticVLA (see the module docstring)."""
+
+    def _resize_index(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (h, w)
+        if key not in self._resize_cache:
+            s = self.config.image_size
+            rows = np.minimum((np.arange(s) * h / s + h / (2 * s)).astype(np.int64), h - 1)
+            cols = np.minimum((np.arange(s) * w / s + w / (2 * s)).astype(np.int64), w - 1)
+            self._resize_cache[key] = (rows, cols)
+        return self._resize_cache[key]
+
+    def _encode_instruction(self, text: str) -> np.ndarray:
+        ids = self._token_cache.get(text)
+        if ids is None:
+            ids = np.asarray(self.tokenizer.encode(text, self.config.max_instruction_tokens), dtype=np.int64)
+            if len(self._token_cache) > 1024:
+                self._token_cache.clear()
+            self._token_cache[text] = ids
+        return ids
+
+    def _fill(self, obs: Observation, pixels: np.ndarray, tokens: np.ndarray, proprio: np.ndarray) -> int:
+        """Write one observation into preallocated rows; return its embodiment index."""
+        c = self.config
+        rgb = obs.rgb
+        if rgb.shape[0] != c.image_size or rgb.shape[1] != c.image_size:
+            rows, cols = self._resize_index(rgb.shape[0], rgb.shape[1])
+            rgb = rgb[rows][:, cols]
+        np.multiply(rgb.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=pixels[:3], casting="unsafe")
+        if c.use_depth:
+            depth = obs.depth
+            if depth is None:
+                pixels[3] = 0.0
+            else:
+                depth = np.asarray(depth, dtype=np.float32)
+                if depth.ndim == 3:
+                    depth = depth[..., 0]
+                if depth.shape[0] != c.image_size or depth.shape[1] != c.image_size:
+                    rows, cols = self._resize_index(depth.shape[0], depth.shape[1])
+                    depth = depth[rows][:, cols]
+                valid = depth > 0.0  # 0 and NaN: no return; +inf: beyond range (clipped)
+                if c.depth_encoding == "log":
+                    np.clip(depth, c.depth_min_m, c.depth_max_m, out=pixels[3])
+                    np.log(pixels[3], out=pixels[3])
+                    pixels[3] -= np.float32(np.log(c.depth_min_m))
+                    pixels[3] *= np.float32(1.0 / np.log(c.depth_max_m / c.depth_min_m))
+                else:
+                    np.clip(depth, 0.0, c.depth_max_m, out=pixels[3])
+                    pixels[3] *= np.float32(1.0 / c.depth_max_m)
+                pixels[3][~valid] = 0.0
+        tokens[:] = self._encode_instruction(obs.instruction)
+        p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)[: c.proprio_dim]
+        proprio[: p.shape[0]] = p
+        proprio[p.shape[0] :] = 0.0
+        if obs.embodiment not in self._embodiment_index:
+            raise ValueError(f"embodiment {obs.embodiment!r} not served by this model ({c.embodiment_names})")
+        dropped = self._proprio_dropped.get(obs.embodiment)
+        if dropped is not None:
+            proprio[dropped] = 0.0
+        return self._embodiment_index[obs.embodiment]
+
+    def obs_to_batch(self, observations: Sequence[Observation], device: str | torch.device | None = None) -> dict:
+        """Stack Observations into the model's input tensors.
+
+        Returns ``pixels`` (B, C, S, S) float32 in [0, 1] (RGB, then encoded depth, see
+        ``ElasticVLAConfig.depth_encoding``),
+        ``tokens`` (B, L) int64, ``proprio`` (B, P) float32, ``embodiment`` (B,) int64 and
+        ``action_mask`` (B, T*A) bool (True for the action dims the embodiment uses).
+        """
+        c = self.config
+        n = len(observations)
+        pixels = np.empty((n, c.in_channels, c.image_size, c.image_size), np.float32)
+        tokens = np.empty((n, c.max_instruction_tokens), np.int64)
+        proprio = np.empty((n, c.proprio_dim), np.float32)
+        emb = np.empty((n,), np.int64)
+        for i, obs in enumerate(observations):
+            emb[i] = self._fill(obs, pixels[i], tokens[i], proprio[i])
+        batch = {
+            "pixels": torch.from_numpy(pixels),
+            "tokens": torch.from_numpy(tokens),
+            "proprio": torch.from_numpy(proprio),
+            "embodiment": torch.from_numpy(emb),
+        }
+        batch["action_mask"] = self.embodiment_action_mask.cpu()[batch["embodiment"]]
+        if device is not None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+        return batch
+
+    # ---------------------------------------------------------------------- actions <-> tokens
+    def actions_to_tokens(self, chunks: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """(B, T, a<=A) actions in [-1, 1] -> (B, T*A) bin ids (unused dims get bin 0)."""
+        c = self.config
+        x = torch.as_tensor(np.asarray(chunks, dtype=np.float32) if not torch.is_tensor(chunks) else chunks)
+        x = x.float()
+        if x.dim() == 2:
+            x = x.unsqueeze(0)
+        b, t, a = x.shape
+        if t != c.chunk_length or a > c.max_action_dim:
+            raise ValueError(f"action chunk shape {tuple(x.shape)}; "
+                             f"expected (B, {c.chunk_length}, <= {c.max_action_dim})")
+        ids = ((x.clamp(-1.0, 1.0) + 1.0) * 0.5 * c.action_bins).long().clamp(0, c.action_bins - 1)
+        out = torch.zeros(b, t, c.max_action_dim, dtype=torch.long)
+        out[:, :, :a] = ids
+        return out.reshape(b, t * c.max_action_dim)
+
+    def tokens_to_actions(self, ids: torch.Tensor, action_dim: int) -> torch.Tensor:
+        """(B, T*A) bin ids -> (B, T, action_dim) bin centres."""
+        c = self.config
+        vals = self.bin_centres.to(ids.device)[ids].reshape(ids.shape[0], c.chunk_length, c.max_action_dim)
+        return vals[:, :, :action_dim]
