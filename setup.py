@@ -34,7 +34,7 @@ def subpackages(*roots):
 INSTALL_REQUIRES = [
     "numpy", "torch", "gymnasium", "mujoco", "safetensors", "onnxruntime",
     "onnx", "onnxscript",  # not imported: torch's ONNX exporter (dynamo=True) needs them
-    "opencv-python-headless", "PyYAML", "tqdm", "rich", "rosbags",
+    "opencv-python-headless", "open3d", "PyYAML", "tqdm", "rich", "rosbags",
 ]
 EXTRAS_REQUIRE = {
     # ROS 2 (Kilted, Python 3.11) as pip wheels, for a venv without a sourced ROS 2 install;
@@ -43,6 +43,7 @@ EXTRAS_REQUIRE = {
         "ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-std-msgs", "ros-sensor-msgs",
         "ros-geometry-msgs", "ros-nav-msgs", "ros-diagnostic-msgs", "ros-rosgraph-msgs",
         "ros-rcl-interfaces", "ros-builtin-interfaces", "ros-ament-index-python",
+        "ros-visualization-msgs",
     ],
     # The same for ROS 2 Jazzy (the LTS on Ubuntu 24.04), Python 3.12.
     "ros-jazzy": [
@@ -95,6 +96,7 @@ setup(
         "console_scripts": [
             "embodied-stack = embodied_stack.nodes.cli:main",
             "policy_node = embodied_stack.nodes.policy_node:main",
+            "perception_node = embodied_stack.nodes.perception_node:main",
             "sim_bridge_node = embodied_stack.nodes.sim_bridge_node:main",
         ],
     },

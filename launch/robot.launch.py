@@ -23,6 +23,9 @@ Launch arguments (all optional):
   joint_states_topic, odom_topic
                      remaps of the node's standard input topics
   cmd_topic          command topic; unset = servo/delta_twist_cmds (arm) or cmd_vel (vehicle)
+  perception         true | false: start the perception node (objects/markers, objects/cloud,
+                     objects/poses from the same camera topics; default true)
+  perception_params_file  its parameter YAML (default: the installed config/perception.yaml)
 
 ROS_DOMAIN_ID and SROS2 (ROS_SECURITY_*) settings come from the environment: this file does
 not set them.
@@ -35,7 +38,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from embodied_stack.nodes.launch_params import UNSET, node_parameters
+from embodied_stack.nodes.launch_params import UNSET, node_parameters, typed
 from launch import LaunchDescription
 
 PACKAGE = "embodied_stack"
@@ -96,5 +99,33 @@ def policy_node(context):
                  output="screen")]
 
 
+# --- perception node (nodes/perception_node.py); perception:=false leaves it out ----------
+def perception_arguments():
+    share = get_package_share_directory(PACKAGE)
+    return [
+        DeclareLaunchArgument("perception", default_value="true",
+                              description="start the perception node: true | false"),
+        DeclareLaunchArgument("perception_params_file",
+                              default_value=os.path.join(share, "config", "perception.yaml"),
+                              description="perception_node parameter YAML"),
+    ]
+
+
+def perception_node(context):
+    names = ["perception", "perception_params_file", "namespace", "use_sim_time",
+             "color_topic", "depth_topic", "camera_info_topic"]
+    value = {name: LaunchConfiguration(name).perform(context) for name in names}
+    if not typed("perception", value["perception"], bool):
+        return []
+    params = node_parameters(value["perception_params_file"],
+                             {"use_sim_time": value["use_sim_time"]}, {"use_sim_time": bool})
+    remaps = [(REMAPS[name][0], value[name])
+              for name in ("color_topic", "depth_topic", "camera_info_topic")]
+    return [Node(package=PACKAGE, executable="perception_node", name="perception_node",
+                 namespace=value["namespace"], parameters=params, remappings=remaps,
+                 output="screen")]
+
+
 def generate_launch_description():
-    return LaunchDescription(declare_arguments() + [OpaqueFunction(function=policy_node)])
+    return LaunchDescription(declare_arguments() + perception_arguments() + [
+        OpaqueFunction(function=policy_node), OpaqueFunction(function=perception_node)])

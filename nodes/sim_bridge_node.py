@@ -71,6 +71,8 @@ class SimBridgeNode(Node):
         p("publish_expert", True, _desc("publish sim/expert_action for the expert backend"))
         p("cmd_vel_stamped", True, _desc("driving: subscribe TwistStamped (true) or Twist"))
         p("camera_frame", "camera_color_optical_frame", _desc("frame_id of camera topics"))
+        p("depth_noise", False, _desc("make the depth look like an active-stereo sensor's "
+                                      "(sim/worlds/depth_noise.py)"))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
         self.world = g("world")
         if self.world not in EMBODIMENT_OF_WORLD:
@@ -94,7 +96,7 @@ class SimBridgeNode(Node):
         RGBDRenderer.thread_safe = True
 
         self.env = gym.make(WORLD_IDS[self.world], width=g("width"), height=g("height"),
-                            with_segmentation=False)
+                            with_segmentation=False, depth_noise=g("depth_noise"))
         self.expert = make_expert(self.env) if g("publish_expert") else None
         self.dt = 1.0 / self.env.metadata["render_fps"]
         self.embodiment = EMBODIMENT_OF_WORLD[self.world]

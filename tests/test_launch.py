@@ -231,15 +231,20 @@ def _parameters(context, node):
             for p in evaluate_parameters(context, node._Node__parameters)]
 
 
+def _by_executable(nodes):
+    return {n.node_executable: n for n in nodes}
+
+
 @needs_launch
 def test_robot_launch_passes_only_given_arguments_over_the_yaml():
-    context, (node,) = _nodes_after_visit("robot.launch.py", {})
+    context, nodes = _nodes_after_visit("robot.launch.py", {})
+    node = _by_executable(nodes)["policy_node"]
     params = _parameters(context, node)
     assert len(params) == 1 and params[0].endswith("config/policy.yaml"), params
-    context, (node,) = _nodes_after_visit("robot.launch.py", {
+    context, nodes = _nodes_after_visit("robot.launch.py", {
         "backend": "expert", "runtime": "torch", "use_sim_time": "true"})
-    assert _parameters(context, node)[1] == {"backend": "expert", "runtime": "torch",
-                                             "use_sim_time": True}
+    assert _parameters(context, _by_executable(nodes)["policy_node"])[1] == {
+        "backend": "expert", "runtime": "torch", "use_sim_time": True}
     with pytest.raises(ValueError, match="use_sim_time"):
         _nodes_after_visit("robot.launch.py", {"use_sim_time": "sometimes"})
 
@@ -264,3 +269,15 @@ def test_sim_launch_picks_the_embodiment_from_the_world_and_keeps_user_dds_setti
 def test_launch_description_builds(name):
     description = _load_launch(name).generate_launch_description()
     assert description.entities
+
+
+@needs_launch
+def test_robot_launch_starts_perception_unless_switched_off():
+    context, nodes = _nodes_after_visit("robot.launch.py", {"use_sim_time": "true"})
+    perception = _by_executable(nodes)["perception_node"]
+    params = _parameters(context, perception)
+    assert params[0].endswith("config/perception.yaml") and params[1] == {"use_sim_time": True}
+    context, nodes = _nodes_after_visit("robot.launch.py", {"perception": "false"})
+    assert set(_by_executable(nodes)) == {"policy_node"}
+    with pytest.raises(ValueError, match="perception"):
+        _nodes_after_visit("robot.launch.py", {"perception": "maybe"})

@@ -29,7 +29,8 @@ def test_imports_as_embodied_stack_and_never_top_level(tmp_path):
 #: Folders whose code is installed (tests and bench are not).
 INSTALLED = ("models", "nodes", "sim", "launch")
 #: Imports that no dependency list can carry: TensorRT comes with JetPack / NVIDIA's installer.
-SYSTEM_ONLY = {"tensorrt"}
+SYSTEM_ONLY = {"tensorrt",
+               "inference"}  # SAM 3D Objects' notebook/inference.py, in its own environment
 #: rosdep keys of Python libraries -> the module they provide.
 ROSDEP_PYTHON = {"python3-numpy": "numpy", "python3-yaml": "yaml", "python3-pytest": "pytest"}
 

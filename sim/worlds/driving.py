@@ -44,7 +44,8 @@ Observation (``gymnasium.spaces.Dict``)
   * ``rgb``: ``Box(0, 255, (H, W, 3), uint8)`` forward camera (fovy 60°, 1.4 m high, at the
     front bumper, pitched 10° down).
   * ``depth``: ``Box(0, inf, (H, W), float32)`` metres along the optical axis, 0.0 = no
-    return (sky, or beyond 120 m).
+    return (sky, or beyond 120 m). ``depth_noise=True`` (or a dict of DepthNoise fields)
+    adds an active-stereo sensor's noise (:mod:`embodied_stack.sim.worlds.depth_noise`).
   * ``instruction``: ``Text(max_length=INSTRUCTION_MAX_LEN, min_length=1,
     charset=INSTRUCTION_CHARSET)``.
   * ``proprio``: ``Box(-inf, inf, (8,), float32)``, ego state only (no lane offsets):
@@ -114,6 +115,8 @@ from embodied_stack.sim.worlds.base import (
 
 # isort: split
 import mujoco  # noqa: E402  (base chose the GL backend before this import)
+
+from embodied_stack.sim.worlds.depth_noise import DepthNoise, noise_generator  # noqa: E402
 
 # --- world constants ----------------------------------------------------------------------
 
@@ -368,7 +371,8 @@ class DrivingEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}
 
     def __init__(self, width: int = 64, height: int = 64, with_segmentation: bool = True,
-                 max_episode_steps: int = 100, render_mode: str | None = None):
+                 max_episode_steps: int = 100, render_mode: str | None = None,
+                 depth_noise=False):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} not in {self.metadata['render_modes']}")
         if int(max_episode_steps) < 1:
@@ -377,6 +381,8 @@ class DrivingEnv(gym.Env):
         self.with_segmentation = bool(with_segmentation)
         self.max_episode_steps = int(max_episode_steps)
         self.render_mode = render_mode
+        self.depth_noise = DepthNoise.from_option(depth_noise)  # see sim/worlds/depth_noise.py
+        self._noise_rng = None
 
         self.model = mujoco.MjModel.from_xml_string(build_mjcf())
         self.data = mujoco.MjData(self.model)
@@ -596,6 +602,8 @@ class DrivingEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        if self.depth_noise is not None:
+            self._noise_rng = noise_generator(self.np_random)
         task = (options or {}).get("task")
         if task is None:
             task = TASKS[int(self.np_random.integers(len(TASKS)))]
@@ -721,6 +729,9 @@ class DrivingEnv(gym.Env):
             mujoco.mj_camlight(self.model, self.data)
             rgb, depth, geom_ids = self._renderer.render(self.data,
                                                          segmentation=self.with_segmentation)
+            if self.depth_noise is not None:
+                depth = self.depth_noise.apply(depth, self._renderer.camera_model(
+                    self.data).K[0, 0], self._noise_rng)
         proprio = np.zeros(PROPRIO_DIM, dtype=np.float32)
         proprio[:4] = (self.ego_speed, self.ego_steer, self.ego_yaw_rate, self.ego_accel)
         obs = {"rgb": rgb, "depth": depth, "instruction": self.instruction, "proprio": proprio}

@@ -37,6 +37,10 @@ Timing
 Observation (``Dict``)
     ``rgb``: ``Box(0, 255, (H, W, 3), uint8)``, the camera image.
     ``depth``: ``Box(0, inf, (H, W), float32)``, metres along the optical axis; 0.0 = no return.
+    Exact by default; ``depth_noise=True`` (or a dict of
+    :class:`~embodied_stack.sim.worlds.depth_noise.DepthNoise` fields) makes it look like an
+    active-stereo sensor's (range-dependent noise, edge dropout, holes), seeded from the
+    episode seed.
     ``instruction``: ``Text(INSTRUCTION_MAX_LEN, min_length=1, charset=INSTRUCTION_CHARSET)``.
     ``proprio``: ``Box(-inf, inf, (8,), float32)``:
     [0:3] fingertip position x, y, z (world, m); [3:6] fingertip velocity (m/s);
@@ -87,6 +91,7 @@ from embodied_stack.sim.worlds.base import (
     check_action,
     mujoco,
 )
+from embodied_stack.sim.worlds.depth_noise import DepthNoise, noise_generator
 
 # --- world constants --------------------------------------------------------------------
 
@@ -332,6 +337,7 @@ class TabletopEnv(gymnasium.Env):
         with_segmentation: bool = True,
         max_episode_steps: int = 60,
         render_mode: str | None = None,
+        depth_noise=False,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} not in {self.metadata['render_modes']}")
@@ -341,6 +347,8 @@ class TabletopEnv(gymnasium.Env):
         self.width, self.height = int(width), int(height)
         self.with_segmentation = bool(with_segmentation)
         self.max_episode_steps = int(max_episode_steps)
+        self.depth_noise = DepthNoise.from_option(depth_noise)
+        self._noise_rng = None
 
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(max(self.width, self.height)))
         self.data = mujoco.MjData(self.model)
@@ -560,6 +568,8 @@ class TabletopEnv(gymnasium.Env):
         super().reset(seed=seed)
         scene = self._sample_scene()
         self._scene = scene
+        if self.depth_noise is not None:
+            self._noise_rng = noise_generator(self.np_random)
         self._n = len(scene["classes"])
         self._targets = list(scene["targets"])
         self._target_bodies = self._body_ids[self._targets]
@@ -644,6 +654,8 @@ class TabletopEnv(gymnasium.Env):
         else:
             rgb, depth, geom_ids = self.renderer.render(self.data,
                                                         segmentation=self.with_segmentation)
+            if self.depth_noise is not None:
+                depth = self.depth_noise.apply(depth, self._camera.K[0, 0], self._noise_rng)
             self._rgb = rgb
         proprio = np.zeros(PROPRIO_DIM, dtype=np.float32)
         proprio[0:3] = self._qpos[self._ee_q]
