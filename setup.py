@@ -51,6 +51,7 @@ EXTRAS_REQUIRE = {
         "ros-jazzy-sensor-msgs", "ros-jazzy-geometry-msgs", "ros-jazzy-nav-msgs",
         "ros-jazzy-diagnostic-msgs", "ros-jazzy-rosgraph-msgs", "ros-jazzy-rcl-interfaces",
         "ros-jazzy-builtin-interfaces", "ros-jazzy-ament-index-python",
+        "ros-jazzy-visualization-msgs",
     ],
     # The MiMo-Embodied-7B backend (a local Hugging Face checkpoint).
     "mimo": ["transformers", "tokenizers"],
