@@ -15,10 +15,16 @@ head sits after half the decoder layers, a spatial soft-argmax of its logits giv
 target's image coordinates (the expected patch centre), and a linear embedding of them is
 added to the action queries before the remaining layers (keypoints as in Levine et al.
 2016's visuomotor policies): the queries are handed where the named object is.
+`--variants baseline oracle` is the upper bound of any such readout: the action queries get
+the *true* target patch centre (embedded the same way) at the input, in training and in
+validation. If the oracle does not lower the action cross-entropy and the offset error much,
+grounding is not what limits the tabletop.
 
     python bench/grounding_probe.py --minutes 14 --json bench/results/grounding_probe.json
     python bench/grounding_probe.py --minutes 14 --variants pointing readout \
         --json bench/results/grounding_probe_readout.json
+    python bench/grounding_probe.py --minutes 14 --variants baseline oracle \
+        --json bench/results/grounding_probe_oracle.json
 """
 
 from __future__ import annotations
@@ -90,7 +96,10 @@ def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed
         words = F.embedding(batch["tokens"], model.tok_embed)
         state = (F.embedding(batch["embodiment"], model.embodiment_embed)
                  + model.proprio_proj(batch["proprio"])).unsqueeze(1)
-        x = torch.cat([img, words, state, model.action_queries.unsqueeze(0).expand(b, -1, -1)], 1)
+        queries = model.action_queries.unsqueeze(0).expand(b, -1, -1)
+        if variant == "oracle":  # the true target patch centre, handed to the queries
+            queries = queries + coord_embed(cell_xy[batch["point"]]).unsqueeze(1)
+        x = torch.cat([img, words, state, queries], 1)
         layers = list(model._active_layers)
         point = None
         if variant == "readout":
@@ -154,7 +163,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default="runs/grounding_probe", help="demonstration cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", nargs=2, default=["baseline", "pointing"],
-                        choices=["baseline", "pointing", "readout"],
+                        choices=["baseline", "pointing", "readout", "oracle"],
                         help="the two variants run side by side")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
