@@ -252,6 +252,41 @@ def test_conv_stem_keeps_the_token_grid_and_round_trips(tmp_path):
         assert torch.equal(conv.forward_batch(batch), loaded.forward_batch(batch))
 
 
+def test_point_readout_starts_as_a_no_op_and_then_hands_the_queries_the_position(tmp_path):
+    """point_readout: zero-initialised, the model acts exactly as the same weights without it;
+    once its embedding is non-zero, the position it is handed (teacher-forced or pointed)
+    changes the actions, the pointing logits come from mid-decoder, every submodel runs, and
+    it saves and loads."""
+    torch.manual_seed(4)
+    cfg = {**SMALL, "num_layers": 4, "point_head": True}
+    with_readout = ElasticVLA(ElasticVLAConfig(**cfg, point_readout=True))
+    plain = ElasticVLA(ElasticVLAConfig(**cfg))
+    state = {k: v for k, v in with_readout.state_dict().items()
+             if not k.startswith(("point_norm.", "readout_embed."))}
+    plain.load_state_dict(state)
+    batch = with_readout.obs_to_batch([make_obs(i, "arm") for i in range(3)])
+    with torch.no_grad():
+        torch.testing.assert_close(with_readout.forward_batch(batch), plain.forward_batch(batch))
+        with_readout.readout_embed.weight.normal_(0.0, 1.0)
+        with_readout.refresh_views()
+        logits, _, point = with_readout.forward_scaffold(batch)
+        assert point.shape == (3, with_readout.config.num_image_tokens)
+        far = with_readout.forward_scaffold({**batch, "point_forced": torch.tensor([0, 0, 0])})[0]
+        near = with_readout.forward_scaffold({**batch, "point_forced": torch.tensor([63, 63, -1])})[0]
+        assert not torch.allclose(far[:2], near[:2])  # the handed position matters
+        torch.testing.assert_close(near[2], logits[2])  # -1: the model's own pointing
+        for name in ("full", "3/4", "1/2", "1/4"):
+            with_readout.set_submodel(name)
+            assert torch.isfinite(with_readout.forward_batch(batch)).all()
+        with_readout.set_submodel("full")
+    loaded = ElasticVLA.from_pretrained(_saved(with_readout, tmp_path))
+    assert loaded.config.point_readout
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_batch(batch), with_readout.forward_batch(batch))
+    with pytest.raises(ValueError, match="point_readout=True needs point_head=True"):
+        ElasticVLAConfig(**SMALL, point_readout=True)
+
+
 def _rewrite(d, fn):
     path = d / "model.safetensors"
     tensors = load_file(str(path))

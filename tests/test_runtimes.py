@@ -135,6 +135,16 @@ def test_onnx_export_of_the_conv_stem_matches_torch(tmp_path):
     _check_ort(ElasticVLA(ElasticVLAConfig(**TINY, vision_stem="conv")), ["full", "1/4"], tmp_path)
 
 
+@pytest.mark.slow
+def test_onnx_export_of_the_point_readout_matches_torch(tmp_path):
+    torch.manual_seed(5)
+    m = ElasticVLA(ElasticVLAConfig(**TINY, point_head=True, point_readout=True))
+    with torch.no_grad():
+        m.readout_embed.weight.normal_(0.0, 1.0)  # a trained readout, not the no-op start
+    m.refresh_views()
+    _check_ort(m, ["full", "1/4"], tmp_path)
+
+
 def test_onnx_every_named_submodel_default_config(tmp_path):
     torch.manual_seed(0)
     m = ElasticVLA()

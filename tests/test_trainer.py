@@ -103,6 +103,7 @@ def test_execution_mode_matches_the_policy_node():
     ({"workers": -1}, "workers"),
     ({"dagger_episodes": {"tabletop": 501}}, "dagger_episodes"),
     ({"rl_groups": {"driving": 51}}, "rl_groups"),
+    ({"readout_teacher_forcing": 1.5}, "readout_teacher_forcing"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -236,6 +237,43 @@ def test_warm_start_can_add_the_auxiliary_head(tmp_path):
         logits2, aux2 = model.forward_with_aux(batch)
     torch.testing.assert_close(aux2, aux, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(logits2, logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_warm_start_adds_the_point_readout_and_bc_trains_it(tmp_path):
+    """init_from a model with a pointing head, point_readout on: the old weights carry over
+    and the model still acts the same (the readout starts as a no-op); a short bc run then
+    trains the readout (its embedding moves away from zero) and logs the pointing loss."""
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA
+    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+
+    torch.manual_seed(0)
+    old = ElasticVLA(ElasticVLAConfig(**TINY["model"]), instruction_tokenizer(("tabletop", "driving")))
+    old.save_pretrained(tmp_path / "old")
+    cfg = TrainConfig(**{**TINY, "init_from": str(tmp_path / "old"), "stages": ("bc",),
+                         "bc_steps": 12, "model": {"point_readout": True}})
+    model = build_model(cfg)
+    assert model.config.point_readout and model.readout_embed is not None
+    rng = np.random.default_rng(0)
+    from embodied_stack.models.policy.interface import Observation
+
+    obs = [Observation(rgb=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+                       instruction="touch the red cube", proprio=np.zeros(8, np.float32),
+                       embodiment="arm", depth=rng.random((64, 64), dtype=np.float32))
+           for _ in range(3)]
+    batch = model.obs_to_batch(obs)
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_batch(batch), old.forward_batch(batch))
+    threads = torch.get_num_threads()
+    try:
+        train(cfg, tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    trained = _params(tmp_path / "run" / "model")
+    assert trained["readout_embed.weight"].abs().max() > 0
+    log = json.loads(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["log"])
+    assert any("point" in e for e in log if e["stage"] == "bc"), "pointing loss not logged"
 
 
 def test_pointing_targets_are_the_named_objects_patch():

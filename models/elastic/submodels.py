@@ -277,6 +277,10 @@ def calibrate_and_permute(model, calibration_batches, permute: bool = True) -> d
         for scaffold in ("aux_head", "point_head"):
             if getattr(model, scaffold, None) is not None:
                 _permute_(getattr(model, scaffold).weight, p_h, 1)
+        if getattr(model, "readout_embed", None) is not None:
+            _permute_(model.readout_embed.weight, p_h, 0)
+            _permute_(model.readout_embed.bias, p_h, 0)
+            _permute_(model.point_norm.weight, p_h, 0)
         for i, layer in enumerate(layers):
             _permute_(layer.attn_norm.weight, p_h, 0)
             _permute_(layer.mlp_norm.weight, p_h, 0)

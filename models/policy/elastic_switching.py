@@ -62,6 +62,9 @@ class SubmodelSwitching:
             self.aux_head.set_active(c.aux_dim, h)
         if self.point_head is not None:
             self.point_head.set_active(1, h)
+        if self.readout_embed is not None:
+            self.point_norm.set_active(h)
+            self.readout_embed.set_active(h, 2)
         d = self.__dict__
         d["_tok_view"], d["_emb_view"], d["_query_view"] = views
         d["_active_layers"], d["_active_hidden"] = layers, h
@@ -127,6 +130,8 @@ class SubmodelSwitching:
         c = self.config
         other = self.proj_out.active_params() + self.proprio_proj.active_params() + self.action_head.active_params()
         other += (c.vocab_size + len(c.embodiments) + c.num_action_tokens + 1) * h  # +1: final norm
+        if self.readout_embed is not None:  # the pointing readout acts too
+            other += self.readout_embed.active_params() + self.point_head.active_params() + h
         return dec + fixed + other
 
     def parameter_count(self) -> int:

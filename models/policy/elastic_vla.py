@@ -102,6 +102,18 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         self.aux_head = ElasticLinear(d, c.aux_dim, bias=True) if c.aux_dim else None
         # Training scaffold: one logit per image token, "the target is here".
         self.point_head = ElasticLinear(d, 1, bias=True) if c.point_head else None
+        # Pointing readout: mid-decoder norm for the pointing head, embedding of the pointed
+        # (x, y) for the action queries; zero-initialised, so it starts as a no-op.
+        self.point_norm = RMSNorm(d, c.norm_eps) if c.point_readout else None
+        self.readout_embed = ElasticLinear(2, d, bias=True) if c.point_readout else None
+        if self.readout_embed is not None:
+            nn.init.zeros_(self.readout_embed.weight)
+            nn.init.zeros_(self.readout_embed.bias)
+            self.readout_embed.refresh_views()
+        grid = c.image_size // c.patch_size
+        cells = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+        self.register_buffer("patch_xy", torch.stack(torch.meshgrid(cells, cells, indexing="xy"), -1)
+                             .reshape(-1, 2), persistent=False)
         # Layer importance order written by calibrate_and_permute (most important first); a
         # submodel with k layers runs layer_rank[:k] in their original order.
         self.register_buffer("layer_rank", torch.arange(c.num_layers, dtype=torch.int64))
@@ -153,12 +165,14 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
 
     def _action_states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
         """Final-norm decoder states of the action query tokens (B, T*A, active hidden)."""
-        x = self._decode(pixels, tokens, proprio, embodiment)
+        x, _ = self._decode(pixels, tokens, proprio, embodiment)
         return self.final_norm(x[:, -self.config.num_action_tokens:])
 
-    def _decode(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
-        """Decoder output of every token before the final norm (B, sequence, active hidden);
-        acting normalises only the action queries' rows."""
+    def _decode(self, pixels, tokens, proprio, embodiment, point_forced=None):
+        """Decoder output of every token before the final norm (B, sequence, active hidden;
+        acting normalises only the action queries' rows), and with ``point_readout`` the
+        mid-decoder pointing logits (B, num_image_tokens), else None. ``point_forced`` (B,)
+        hands the readout the true target patch where >= 0 (teacher forcing in training)."""
         cached = not torch.is_grad_enabled() and getattr(self, "_use_cache", True)
         h = self._active_hidden
         tok_w = self._tok_view if cached else self.tok_embed[:, :h]
@@ -173,9 +187,23 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         state = (F.embedding(embodiment, emb_w) + self.proprio_proj(proprio)).unsqueeze(1)
         x = torch.cat([img, words, state, queries.unsqueeze(0).expand(b, -1, -1)], dim=1)
         cos, sin = self.rope_cos, self.rope_sin
-        for i in self._active_layers:
+        layers, point = self._active_layers, None
+        if self.readout_embed is not None:
+            half = len(layers) // 2
+            for i in layers[:half]:
+                x = self.layers[i](x, cos, sin)
+            layers = layers[half:]
+            n_img, n_q = self.config.num_image_tokens, self.config.num_action_tokens
+            point = self.point_head(self.point_norm(x[:, :n_img])).squeeze(-1)
+            # Spatial soft-argmax: the expected patch centre under the pointing distribution.
+            xy = torch.softmax(point, dim=-1) @ self.patch_xy
+            if point_forced is not None:
+                use = (point_forced >= 0).unsqueeze(-1)
+                xy = torch.where(use, self.patch_xy[point_forced.clamp(min=0)], xy)
+            x = torch.cat([x[:, :-n_q], x[:, -n_q:] + self.readout_embed(xy).unsqueeze(1)], dim=1)
+        for i in layers:
             x = self.layers[i](x, cos, sin)
-        return x
+        return x, point
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward(*(batch[k] for k in BATCH_KEYS))
@@ -189,12 +217,12 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
 
     def forward_scaffold(self, batch: dict[str, torch.Tensor]):
         """Training outputs: (action logits, auxiliary outputs (B, aux_dim) or None, pointing
-        logits over the image tokens (B, num_image_tokens) or None)."""
-        x = self._decode(*(batch[k] for k in BATCH_KEYS))
+        logits over the image tokens (B, num_image_tokens) or None). ``batch["point_forced"]``
+        (optional, with point_readout) is the teacher-forced target patch, -1 = none."""
+        x, point = self._decode(*(batch[k] for k in BATCH_KEYS), batch.get("point_forced"))
         q = self.final_norm(x[:, -self.config.num_action_tokens:])
         aux = self.aux_head(q.mean(dim=1)) if self.aux_head is not None else None
-        point = None
-        if self.point_head is not None:
+        if self.point_head is not None and point is None:
             img = self.final_norm(x[:, : self.config.num_image_tokens])
             point = self.point_head(img).squeeze(-1)
         return self.action_head(q), aux, point

@@ -97,6 +97,13 @@ class ElasticVLAConfig:
     #: patch holding the instruction's target (privileged: the simulator projects it with
     #: the camera model). Direct supervision for grounding words in the image; training only.
     point_head: bool = False
+    #: hand the action queries where the pointing head sees the target: the head then reads
+    #: the image tokens after the first half of the active decoder layers, a spatial
+    #: soft-argmax of its logits gives the target's expected patch centre (x, y) in [0, 1]^2,
+    #: and a linear embedding of it (zero at initialisation, so adding it to a trained model
+    #: changes nothing until trained) is added to the action queries for the remaining layers.
+    #: Part of the acting network (exported). Needs point_head.
+    point_readout: bool = False
 
     # --- bookkeeping ---
     model_type: str = MODEL_TYPE  #: fixed tag checked on load
@@ -155,6 +162,11 @@ class ElasticVLAConfig:
         _check_int("aux_dim", self.aux_dim, 0, 256)
         if not isinstance(self.point_head, bool):
             raise ValueError(f"ElasticVLAConfig.point_head={self.point_head!r} must be True or False")
+        if not isinstance(self.point_readout, bool):
+            raise ValueError(f"ElasticVLAConfig.point_readout={self.point_readout!r} must be True or False")
+        if self.point_readout and not self.point_head:
+            raise ValueError("ElasticVLAConfig.point_readout=True needs point_head=True (the readout "
+                             "reads the pointing head's logits)")
         if not isinstance(self.proprio_inputs, dict):
             raise ValueError(f"ElasticVLAConfig.proprio_inputs={self.proprio_inputs!r} must be a dict")
         for name, idx in self.proprio_inputs.items():

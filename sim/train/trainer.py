@@ -101,6 +101,10 @@ class TrainConfig:
     #: which nested submodel is trained alongside the full model at each step
     aux_weight: float = 1.0  #: weight of the auxiliary head's loss (models with aux_dim > 0)
     point_weight: float = 1.0  #: weight of the pointing head's loss (models with point_head)
+    #: models with point_readout: share of training samples whose readout is handed the true
+    #: target patch instead of the model's own pointing (teacher forcing), so the action
+    #: queries learn to use the position before the pointing is good; acting never is
+    readout_teacher_forcing: float = 0.5
     elastic_every: int = 1  #: train a sampled submodel every N-th supervised step
     kd_weight: float = 1.0  #: weight of KL(full || submodel)
     student_ce_weight: float = 0.5  #: weight of the submodel's own CE (bc, dagger)
@@ -161,6 +165,8 @@ class TrainConfig:
         for name in ("aux_weight", "point_weight", "kd_weight", "student_ce_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if not 0.0 <= self.readout_teacher_forcing <= 1.0:
+            raise ValueError(f"readout_teacher_forcing={self.readout_teacher_forcing} must be in [0, 1]")
         # Seed blocks per iteration (SEED_BASE): wider ones would reuse another block's seeds.
         for name, limit in (("dagger_episodes", 500), ("rl_groups", 50)):
             big = {w: n for w, n in getattr(self, name).items() if not 0 <= n <= limit}
@@ -207,7 +213,9 @@ class TrainConfig:
 PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m", "proprio_inputs")
 #: Training-scaffold heads a warm start may add, change or drop (they start fresh): config
 #: field -> module name.
-SCAFFOLD_FIELDS = {"aux_dim": "aux_head", "point_head": "point_head"}
+#: Config fields a warm start may add, and the modules that then start fresh.
+SCAFFOLD_FIELDS = {"aux_dim": ("aux_head",), "point_head": ("point_head",),
+                   "point_readout": ("point_norm", "readout_embed")}
 
 
 def instruction_tokenizer(worlds) -> InstructionTokenizer:
@@ -237,7 +245,8 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
     # A model built for the new config (its derived tables follow the config), carrying the
     # warm-started weights; only the scaffold heads whose field changed start fresh.
     warm = ElasticVLA(dataclasses.replace(model.config, **changed), model.tokenizer)
-    fresh = [f"{module}." for field, module in SCAFFOLD_FIELDS.items() if field in changed]
+    fresh = [f"{module}." for field, modules in SCAFFOLD_FIELDS.items() if field in changed
+             for module in modules]
 
     def is_fresh(key: str) -> bool:
         return any(key.startswith(prefix) for prefix in fresh)
@@ -470,6 +479,9 @@ def supervised_step(run: Run, lr: float) -> dict:
                                        cfg.world_weights)
     aux_targets = batch.pop("aux")
     point_targets = batch.pop("point")
+    if model.config.point_readout and cfg.readout_teacher_forcing > 0:
+        keep = torch.rand(len(point_targets), generator=run.generator) < cfg.readout_teacher_forcing
+        batch["point_forced"] = torch.where(keep.to(point_targets.device), point_targets, -1)
     model.train()
     model.set_submodel("full")
     logits, aux, point = model.forward_scaffold(batch)
