@@ -208,13 +208,23 @@ def test_kill_and_resume_gives_the_same_parameters(tmp_path):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
 
 
+def _arm_observations(n: int) -> list:
+    """n random 64x64 tabletop-like observations (seeded)."""
+    from embodied_stack.models.policy.interface import Observation
+
+    rng = np.random.default_rng(0)
+    return [Observation(rgb=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+                        instruction="touch the red cube", proprio=np.zeros(8, np.float32),
+                        embodiment="arm", depth=rng.random((64, 64), dtype=np.float32))
+            for _ in range(n)]
+
+
 def test_warm_start_can_add_the_auxiliary_head(tmp_path):
     """init_from a model without an auxiliary head, aux_dim 6: the old weights carry over
     unchanged and a fresh head is added; the nested permutation keeps its outputs."""
     from embodied_stack.models.elastic.submodels import calibrate_and_permute
     from embodied_stack.models.policy.elastic_vla import ElasticVLA
     from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.models.policy.interface import Observation
     from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
 
     small = {k: v for k, v in TINY["model"].items() if k != "aux_dim"}
@@ -225,12 +235,7 @@ def test_warm_start_can_add_the_auxiliary_head(tmp_path):
     assert model.config.aux_dim == 6 and model.aux_head is not None
     for k, v in old.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
-    rng = np.random.default_rng(0)
-    obs = [Observation(rgb=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
-                       instruction="touch the red cube", proprio=np.zeros(8, np.float32),
-                       embodiment="arm", depth=rng.random((64, 64), dtype=np.float32))
-           for _ in range(4)]
-    batch = model.obs_to_batch(obs)
+    batch = model.obs_to_batch(_arm_observations(4))
     with torch.no_grad():
         logits, aux = model.forward_with_aux(batch)
         calibrate_and_permute(model, [batch])
@@ -255,14 +260,7 @@ def test_warm_start_adds_the_point_readout_and_bc_trains_it(tmp_path):
                          "bc_steps": 12, "model": {"point_readout": True}})
     model = build_model(cfg)
     assert model.config.point_readout and model.readout_embed is not None
-    rng = np.random.default_rng(0)
-    from embodied_stack.models.policy.interface import Observation
-
-    obs = [Observation(rgb=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
-                       instruction="touch the red cube", proprio=np.zeros(8, np.float32),
-                       embodiment="arm", depth=rng.random((64, 64), dtype=np.float32))
-           for _ in range(3)]
-    batch = model.obs_to_batch(obs)
+    batch = model.obs_to_batch(_arm_observations(3))
     with torch.no_grad():
         torch.testing.assert_close(model.forward_batch(batch), old.forward_batch(batch))
     threads = torch.get_num_threads()
