@@ -61,6 +61,7 @@ setup(
         "console_scripts": [
             "embodied-stack = embodied_stack.nodes.cli:main",
             "policy_node = embodied_stack.nodes.policy_node:main",
+            "elastic_node = embodied_stack.nodes.elastic_node:main",
             "sim_bridge_node = embodied_stack.nodes.sim_bridge_node:main",
         ],
     },

@@ -13,12 +13,15 @@ Launch arguments (all optional):
   embodiment         arm | vehicle
   submodel           full | 3/4 | 1/2 | 1/4
   use_sim_time       true with a simulator publishing /clock
+  elastic            true | false: run elastic_node, which switches the policy's submodel to
+                     fit the live GPU/CPU budget (default true)
+  elastic_params_file  parameter YAML for elastic_node (default: config/elastic.yaml)
   color_topic, depth_topic, camera_info_topic, instruction_topic, estop_topic,
   joint_states_topic, odom_topic, cmd_topic
                      remaps of the node's standard topics (DESIGN §3)
 
 ROS_DOMAIN_ID and SROS2 (ROS_SECURITY_*) settings come from the environment: this file does
-not override them. The perception and elastic nodes join this launch when they land.
+not override them. The perception node joins this launch when it lands.
 """
 
 import os
@@ -93,5 +96,26 @@ def policy_node():
     ]
 
 
+def elastic_node():
+    """elastic_node next to the policy node (same namespace), off with elastic:=false."""
+    share = get_package_share_directory(PACKAGE)
+    cfg = LaunchConfiguration
+    return [
+        DeclareLaunchArgument("elastic", default_value="true",
+                              description="run elastic_node (switches the policy's submodel)"),
+        DeclareLaunchArgument("elastic_params_file",
+                              default_value=os.path.join(share, "config", "elastic.yaml"),
+                              description="parameter YAML for elastic_node"),
+        Node(package=PACKAGE, executable="elastic_node", name="elastic_node",
+             namespace=cfg("namespace"), output="screen",
+             parameters=[cfg("elastic_params_file"), {
+                 "device": cfg("device"), "model_path": cfg("model_path"),
+                 "submodel": cfg("submodel"),
+                 "use_sim_time": PythonExpression(["'", cfg("use_sim_time"), "' == 'true'"])}],
+             condition=IfCondition(PythonExpression([
+                 "'", cfg("elastic"), "' == 'true' and '", cfg("backend"), "' == 'vla'"]))),
+    ]
+
+
 def generate_launch_description():
-    return LaunchDescription(declare_arguments() + policy_node())
+    return LaunchDescription(declare_arguments() + policy_node() + elastic_node())

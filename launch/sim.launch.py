@@ -12,6 +12,7 @@ Launch arguments (plus every argument of robot.launch.py, passed through):
   width, height camera image size
   mode          realtime | lockstep
   sim_params_file  sim bridge parameter YAML (default: share/embodied_stack/config/sim.yaml)
+  elastic       true | false: the elastic node (from robot.launch.py; default true)
 
 DDS discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) so a simulation
 never drives a robot on the LAN; Fast DDS uses LARGE_DATA transports for images.

@@ -90,6 +90,32 @@ def test_sim_yaml_parameters_are_declared_and_accepted():
         rclpy.shutdown(context=context)
 
 
+def test_elastic_yaml_parameters_are_declared_and_accepted(tmp_path):
+    import json
+
+    from embodied_stack.models.runtime.profiling import device_key
+    from embodied_stack.nodes.elastic_node import ElasticNode
+
+    params = _yaml_params("elastic.yaml", "/**")
+    table = tmp_path / "latency_tables.json"  # this machine, whatever it is: no measuring
+    table.write_text(json.dumps({device_key("cpu"): {n: {
+        "p50_ms": 1.0 * k, "p95_ms": 1.2 * k, "p99_ms": 1.5 * k, "weight_mb": k,
+        "params": k, "runtime": "onnxruntime:CPU"} for k, n in enumerate(["1/4", "full"], 1)}}))
+    params.update(latency_table=str(table), measure_if_missing=False)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = ElasticNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        assert set(params) <= set(node._parameters), set(params) - set(node._parameters)
+        for key, value in params.items():
+            assert node.get_parameter(key).value == value
+        assert node.source.name == "cpu"  # auto on a CPU device
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
                     reason="launch_ros is not pip-installable; runs on a ROS 2 install")
 @pytest.mark.parametrize("name", LAUNCH_FILES)
