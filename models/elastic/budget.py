@@ -356,7 +356,7 @@ class CpuSource(BudgetSource):
         self.proc = Path(proc)
         self.exclude_pids = tuple(dict.fromkeys((os.getpid(), *exclude_pids)))
         self._runnable = deque(maxlen=max(1, window))
-        self._vm_at, self._vm = -1.0, None
+        self._vm_at, self._vm, self._freq = -1.0, None, None
 
     def _running_threads(self, pid: int) -> int:
         n = 0
@@ -384,9 +384,10 @@ class CpuSource(BudgetSource):
         ordered = sorted(self._runnable)
         others_med = float(ordered[len(ordered) // 2]) if ordered else 0.0
         now = time.monotonic()
-        if now - self._vm_at > 0.5:  # psutil's RAM read is slow-ish: twice a second is enough
+        if now - self._vm_at > 0.5:  # RAM and clock reads are slow-ish: twice a second is enough
             self._vm, self._vm_at = self._psutil.virtual_memory(), now
-        freq = self._psutil.cpu_freq()
+            self._freq = self._psutil.cpu_freq()
+        freq = self._freq
         cur = freq.current if freq else None
         top = freq.max if freq and freq.max else None
         slowdown = cpu_slowdown(others_med, self.threads, self.cores, cur, top)
