@@ -237,7 +237,9 @@ class ElasticNode(Node):
         self.diag_pub.publish(msg)
 
     def destroy_node(self):
-        self.source.close()
+        source = getattr(self, "source", None)  # (__init__ may have stopped before it)
+        if source is not None:
+            source.close()
         return super().destroy_node()
 
 
