@@ -6,6 +6,9 @@ for the largest submodel whose tail latency and memory fit, and sets the policy 
 `submodel` parameter through its standard SetParameters service (`<policy_node>/set_parameters`),
 asynchronously: the executor is never blocked waiting for the answer.
 
+With `follow_policy_rate` (default) the node reads the policy node's `control_rate_hz` at
+start-up and follows its changes (`/parameter_events`), so the deadline stays the policy's.
+
 Inputs: `<policy_node>/inference` (diagnostic_msgs/KeyValue: submodel, seconds) — the latencies
 the policy measures, used to correct the latency table online and to count missed deadlines.
 Outputs: `/diagnostics` (the decision, its reason, the budget, predicted tails, misses) once a
@@ -28,9 +31,10 @@ from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import Parameter as ParameterMsg
-from rcl_interfaces.msg import ParameterType, ParameterValue, SetParametersResult
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.msg import ParameterEvent, ParameterType, ParameterValue, SetParametersResult
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 from embodied_stack.models.elastic.budget import SOURCES, make_budget_source
 from embodied_stack.models.elastic.selector import Selector, SelectorConfig
@@ -117,6 +121,8 @@ class ElasticNode(Node):
         p("poll_rate_hz", 50.0, _float("budget polls per second", 0.5, 1000.0))
         p("control_rate_hz", 10.0, _float("the policy's control rate (Hz); deadline = "
                                           "1/rate - margin_s", 0.1, 1000.0))
+        p("follow_policy_rate", True, _fixed("take control_rate_hz from the policy node, and "
+                                             "follow its changes"))
         p("margin_s", 0.002, _float("deadline margin (s)", 0.0, 10.0))
         p("dwell_s", 2.0, _float("least time between a switch and a step up (s)", 0.0, 600.0))
         p("up_headroom", 0.15, _float("step up only when the larger submodel's predicted tail "
@@ -156,6 +162,13 @@ class ElasticNode(Node):
         self.client = self.create_client(SetParameters, f"{target}/set_parameters")
         self.create_subscription(KeyValue, f"{target}/inference", self._on_inference, 50)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if g("follow_policy_rate"):
+            self.policy_fqn = target if target.startswith("/") else \
+                f"{self.get_namespace().rstrip('/')}/{target}"
+            self.create_subscription(ParameterEvent, "/parameter_events",
+                                     self._on_parameter_event, 10)
+            self._rate_client = self.create_client(GetParameters, f"{target}/get_parameters")
+            self._rate_asked = False
         self._poll_timer = self.create_timer(1.0 / g("poll_rate_hz"), self._poll)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
@@ -164,7 +177,42 @@ class ElasticNode(Node):
             f"{cfg.deadline_s * 1e3:.2f} ms")
 
     # --- loop -----------------------------------------------------------------------------
+    def _follow_rate(self, rate) -> None:
+        if rate is None or rate == self.get_parameter("control_rate_hz").value:
+            return
+        result = self.set_parameters([Parameter("control_rate_hz", value=float(rate))])[0]
+        if result.successful:
+            self.get_logger().info(f"following the policy's control_rate_hz: {rate} Hz")
+        else:
+            self.get_logger().warning(f"cannot follow the policy's control_rate_hz {rate}: "
+                                      f"{result.reason}", throttle_duration_sec=5.0)
+
+    def _on_parameter_event(self, event: ParameterEvent) -> None:
+        if event.node != self.policy_fqn:
+            return
+        for param in list(event.new_parameters) + list(event.changed_parameters):
+            if param.name == "control_rate_hz":
+                self._follow_rate(param.value.double_value)
+
+    def _ask_rate(self) -> None:
+        """Once the policy node's parameter service is up: read its control_rate_hz."""
+        if self._rate_asked or not self._rate_client.service_is_ready():
+            return
+        self._rate_asked = True
+        future = self._rate_client.call_async(GetParameters.Request(names=["control_rate_hz"]))
+
+        def done(f):
+            try:
+                value = f.result().values[0]
+            except Exception:  # service gone, or no such parameter: keep ours
+                return
+            if value.type == ParameterType.PARAMETER_DOUBLE:
+                self._follow_rate(value.double_value)
+        future.add_done_callback(done)
+
     def _poll(self) -> None:
+        if hasattr(self, "_rate_client"):
+            self._ask_rate()
         now = time.monotonic()
         before = self.control.decision.submodel if self.control.decision else None
         want = self.control.poll(now)

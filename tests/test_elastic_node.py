@@ -52,7 +52,7 @@ def graph(tmp_path, table):
         Parameter("tegrastats_log", value=str(log)),
         Parameter("latency_table", value=str(table)),
         Parameter("measure_if_missing", value=False),
-        Parameter("control_rate_hz", value=100.0),  # 10 ms period, 2 ms margin: 8 ms
+        Parameter("control_rate_hz", value=10.0),  # follows the policy's: 100 Hz, 8 ms
         Parameter("poll_rate_hz", value=50.0),
         Parameter("dwell_s", value=DWELL_S)])
     watcher = rclpy.create_node("watcher", context=context)
@@ -78,7 +78,7 @@ def wait_for(pred, timeout):
 def test_budget_drop_switches_down_and_recovery_switches_back_after_the_dwell(graph):
     policy_node, elastic, log, diagnostics = graph
     sub = lambda: policy_node.get_parameter("submodel").value  # noqa: E731
-    time.sleep(0.5)
+    assert wait_for(lambda: elastic.get_parameter("control_rate_hz").value == 100.0, 3.0)
     assert sub() == "full"
     with open(log, "a") as f:  # GPU clock 1300 -> 325 MHz: everything 4x slower
         f.write(LINE.format(load=99, mhz=325))
@@ -100,6 +100,15 @@ def test_budget_drop_switches_down_and_recovery_switches_back_after_the_dwell(gr
               if s.name.endswith("elastic") for kv in s.values}
     assert values["budget_source"].startswith("tegrastats") and "switches" in values
     assert "predicted_tail_ms.full" in values and "reason" in values
+
+
+def test_deadline_follows_the_policy_nodes_control_rate(graph):
+    policy_node, elastic, _, _ = graph
+    rate = lambda: elastic.get_parameter("control_rate_hz").value  # noqa: E731
+    assert wait_for(lambda: rate() == 100.0, 3.0)  # read from the policy node at start-up
+    assert policy_node.set_parameters([Parameter("control_rate_hz", value=50.0)])[0].successful
+    assert wait_for(lambda: rate() == 50.0, 3.0)
+    assert elastic.control.selector.config.deadline_s == pytest.approx(0.02 - 0.002)
 
 
 def test_no_table_for_this_device_is_a_clear_error(tmp_path):
