@@ -32,6 +32,7 @@ episodes_<run>, <run>_p50_ms, <run>_p99_ms, <run>_miss_rate_under_load, command.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing as mp
 import os
 import sys
@@ -292,6 +293,10 @@ def main(argv=None) -> dict:
     policy.use_runtime(make_vla_runtime(policy, "onnxruntime", "cpu", "fp32", False))
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
     load = Load(args.burners)
+    # As run_node does for the nodes: everything built so far lives for the whole run, so a
+    # cyclic-GC pass never walks it in the middle of an inference.
+    gc.collect()
+    gc.freeze()
     modes = ("full", "smallest", "elastic")
     segment = seconds / args.repeats
     parts = {m: [] for m in modes}

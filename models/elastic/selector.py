@@ -89,6 +89,7 @@ class Selector:
         self._last_switch = -float("inf")
         self._last_miss = -float("inf")
         self._ratios: deque = deque()  # (t, measured / (p50 * slowdown), missed)
+        self._cache_key, self._cache = None, None
         self.switches = 0
 
     # --- online correction ---------------------------------------------------------------
@@ -110,12 +111,20 @@ class Selector:
     def correction(self, now: float) -> float | None:
         """The tail of measured/predicted latency ratios (None: not enough recent samples)."""
         self._trim(now)
-        r = np.array([x[1] for x in self._ratios])
-        if now - self._last_miss < self.config.miss_hold_s and r.size:
-            return float(r.max())  # misses cluster: plan for the worst recent cycle
-        if r.size < self.config.min_samples:
-            return None
-        return float(np.percentile(r, self.config.quantile))
+        hold = now - self._last_miss < self.config.miss_hold_s
+        key = (len(self._ratios), self._ratios[-1][0] if self._ratios else None, hold,
+               self.config.quantile, self.config.min_samples)
+        if key == self._cache_key:  # polled far more often than latencies arrive
+            return self._cache
+        r = np.fromiter((x[1] for x in self._ratios), float, len(self._ratios))
+        if hold and r.size:
+            value = float(r.max())  # misses cluster: plan for the worst recent cycle
+        elif r.size < self.config.min_samples:
+            value = None
+        else:
+            value = float(np.percentile(r, self.config.quantile))
+        self._cache_key, self._cache = key, value
+        return value
 
     def predicted_tail_ms(self, name: str, slowdown: float, correction: float | None) -> float:
         e = self.table[name]
