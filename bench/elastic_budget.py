@@ -52,11 +52,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _burn(go, stop) -> None:
-    """A CPU burner: spin while `go` is set, until `stop`."""
-    while not stop.is_set():
+    """A CPU burner: spin while `go` is set, until `stop` (or its parent is gone)."""
+    parent = os.getppid()
+    while not stop.is_set() and os.getppid() == parent:
         if go.wait(0.05):
             x = 0
-            while go.is_set():
+            while go.is_set() and os.getppid() == parent:
                 for _ in range(20000):
                     x += 1
 
@@ -302,10 +303,11 @@ def main(argv=None) -> dict:
     parts = {m: [] for m in modes}
     bar = tqdm(total=int(3 * seconds), desc="elastic budget", unit="s", file=sys.stderr)
     try:
-        # Interleaved: each repeat runs the whole load schedule once per mode, so a change in
-        # the background load of a shared machine hits the three alike.
+        # Interleaved: each repeat runs the whole load schedule once per mode, the order of
+        # the modes rotated from one repeat to the next, so a change in the background load
+        # of a shared machine (or a place in the sequence) hits the three alike.
         for rep in range(args.repeats):
-            for mode in modes:
+            for mode in modes[rep % 3:] + modes[:rep % 3]:
                 bar.set_postfix_str(f"{mode} {rep + 1}/{args.repeats}")
                 parts[mode].append(run(policy, mode, segment, args.rate, args.margin_ms * 1e-3,
                                        load, table, smallest, bar, seed0=200_000 + 1000 * rep,
@@ -364,8 +366,9 @@ def main(argv=None) -> dict:
     if png:
         timeline_png(runs, deadline_ms, png)
     if args.json:
-        atomic_write_json(args.json, {k: (round(v, 6) if isinstance(v, float) else v)
-                                      for k, v in out.items()})
+        atomic_write_json(args.json, {  # NaN (e.g. no load step needed a switch) -> null
+            k: ((round(v, 6) if np.isfinite(v) else None) if isinstance(v, float) else v)
+            for k, v in out.items()})
     return out
 
 
