@@ -155,7 +155,7 @@ def test_procs_running():
 
 
 def test_cpu_source_counts_other_runnable_threads(tmp_path):
-    """A fake /proc: 5 runnable threads, 2 of them in the excluded (policy) process."""
+    """A fake /proc: 5 runnable threads: the reader, 2 in the excluded process, 2 others."""
     (tmp_path / "stat").write_text("cpu 1\nprocs_running 5\n")
     for tid, state in ((11, "R"), (12, "R"), (13, "S")):
         d = tmp_path / "4242" / "task" / str(tid)
@@ -163,8 +163,9 @@ def test_cpu_source_counts_other_runnable_threads(tmp_path):
         (d / "stat").write_text(f"{tid} (ort worker) {state} 1 2 3\n")
     src = CpuSource(threads=2, proc=str(tmp_path), exclude_pids=(4242,))
     b = src.read()
-    assert b.detail["runnable_others"] == 3  # 5 - 2 of the policy (this pid has no task dir)
-    assert b.slowdown == pytest.approx(max(1.0, (3 + 2) / src.cores))
+    assert b.detail["runnable_others"] == 2  # 5 - the reader - 2 of the excluded process
+    assert b.slowdown == pytest.approx(max(1.0, (2 + 2) / src.cores))
+    assert CpuSource(threads=2, proc=str(tmp_path)).read().detail["runnable_others"] == 4
     assert b.free_mem_mb > 0
 
 
