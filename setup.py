@@ -34,7 +34,7 @@ def subpackages(*roots):
 INSTALL_REQUIRES = [
     "numpy", "torch", "gymnasium", "mujoco", "safetensors", "onnxruntime",
     "onnx", "onnxscript",  # not imported: torch's ONNX exporter (dynamo=True) needs them
-    "opencv-python-headless", "open3d", "PyYAML", "tqdm", "rich", "rosbags",
+    "opencv-python-headless", "open3d", "PyYAML", "psutil", "tqdm", "rich", "rosbags",
 ]
 EXTRAS_REQUIRE = {
     # ROS 2 (Kilted, Python 3.11) as pip wheels, for a venv without a sourced ROS 2 install;
@@ -53,6 +53,8 @@ EXTRAS_REQUIRE = {
         "ros-jazzy-builtin-interfaces", "ros-jazzy-ament-index-python",
         "ros-jazzy-visualization-msgs",
     ],
+    # The elastic node's NVML budget source on desktop NVIDIA GPUs (imported as pynvml).
+    "nvml": ["nvidia-ml-py"],
     # The MiMo-Embodied-7B backend (a local Hugging Face checkpoint).
     "mimo": ["transformers", "tokenizers"],
     # Training: TensorBoard logs, Ray rollout workers, plots, the SB3 PPO baseline bench.
@@ -98,6 +100,7 @@ setup(
             "embodied-stack = embodied_stack.nodes.cli:main",
             "policy_node = embodied_stack.nodes.policy_node:main",
             "perception_node = embodied_stack.nodes.perception_node:main",
+            "elastic_node = embodied_stack.nodes.elastic_node:main",
             "sim_bridge_node = embodied_stack.nodes.sim_bridge_node:main",
         ],
     },

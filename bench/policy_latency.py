@@ -9,6 +9,9 @@ several rounds) so background load hits them alike and their ratios stay fair.
 
     python bench/policy_latency.py [--quick] [--json out.json] [--table latency_table.json]
 
+--table measures the elastic node's latency table for this machine (p50/p95/p99 per submodel,
+interleaved rounds, re-measured while not monotone) and merges it into the file.
+
 JSON keys (docs/benchmarks.md): full_p50_ms, smallest_over_full, switch_ms, switch_extra_mb,
 ort_speedup (full, batch 1), ort_max_abs_diff (max over the exported submodels),
 reference_decoder_p50_ms and full_over_reference (a plain 4-layer d=128 decoder timed
@@ -55,6 +58,7 @@ from embodied_stack.models.policy.interface import Observation
 from embodied_stack.models.runtime import default_cache_dir
 from embodied_stack.models.runtime.profiling import (
     device_key,
+    measure_policy_table,
     percentiles,
     rss_bytes,
     write_latency_table,
@@ -395,7 +399,23 @@ def main(argv=None) -> dict:
 
     print_table(res, names, ort_names, use_cuda)
     if args.table:
-        write_latency_table(args.table, device_key("cpu"), table_entries)
+        # The table the elastic node reads: measured on its own, interleaved over several
+        # rounds, re-measured while not monotone (models/runtime/profiling.py).
+        table_rt = "torch:cpu:fp32"
+        if args.table_runtime == "onnxruntime" and ort is not None:
+            ort.prepare(names)
+            model.use_runtime(ort)
+            table_rt = ort.description
+        t_rounds, t_iters = (4, 50) if args.quick else (10, 200)
+        entries, bad = measure_policy_table(model, table_rt,
+                                            rounds=t_rounds, iters=t_iters)
+        model.use_runtime(None)
+        for name, e in entries.items():
+            e["resident_mb"] = table_entries[name]["resident_mb"]
+        if bad:
+            print(f"warning: latency table still not monotone after {entries[names[0]]['attempts']}"
+                  f" attempts: {bad}", file=sys.stderr)
+        write_latency_table(args.table, device_key("cpu"), entries)
         if cuda_table:
             write_latency_table(args.table, device_key("cuda"), cuda_table)
     if args.json:

@@ -19,6 +19,9 @@ Launch arguments (all optional):
   embodiment         arm | vehicle
   submodel           full | 3/4 | 1/2 | 1/4
   use_sim_time       true with a simulator publishing /clock
+  elastic            true | false: run elastic_node, which switches the policy's submodel to
+                     fit the live GPU/CPU budget (default true)
+  elastic_params_file  parameter YAML for elastic_node (default: config/elastic.yaml)
   color_topic, depth_topic, camera_info_topic, instruction_topic, estop_topic,
   joint_states_topic, odom_topic
                      remaps of the node's standard input topics
@@ -26,6 +29,11 @@ Launch arguments (all optional):
   perception         true | false: start the perception node (objects/markers, objects/cloud,
                      objects/poses from the same camera topics; default true)
   perception_params_file  its parameter YAML (default: the installed config/perception.yaml)
+  elastic            true | false: start the elastic node, which switches the policy's
+                     submodel to fit the GPU/CPU budget (vla backend only; default true)
+  elastic_params_file     its parameter YAML (default: the installed config/elastic.yaml); the
+                     policy's device, model_path, runtime, submodel and use_sim_time are
+                     passed to it as the policy node gets them
 
 ROS_DOMAIN_ID and SROS2 (ROS_SECURITY_*) settings come from the environment: this file does
 not set them.
@@ -38,7 +46,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from embodied_stack.nodes.launch_params import UNSET, node_parameters, typed
+from embodied_stack.nodes.launch_params import UNSET, effective_parameters, node_parameters, typed, yaml_parameters
 from launch import LaunchDescription
 
 PACKAGE = "embodied_stack"
@@ -126,6 +134,39 @@ def perception_node(context):
                  output="screen")]
 
 
+# --- elastic node (nodes/elastic_node.py); elastic:=false leaves it out ---------------------
+def elastic_arguments():
+    share = get_package_share_directory(PACKAGE)
+    return [
+        DeclareLaunchArgument("elastic", default_value="true",
+                              description="start elastic_node (switches the policy's submodel "
+                                          "to fit the budget; vla backend only): true | false"),
+        DeclareLaunchArgument("elastic_params_file",
+                              default_value=os.path.join(share, "config", "elastic.yaml"),
+                              description="elastic_node parameter YAML"),
+    ]
+
+
+def elastic_node(context):
+    names = ["elastic", "elastic_params_file", "params_file", "namespace", *OVERRIDES]
+    value = {name: LaunchConfiguration(name).perform(context) for name in names}
+    if not typed("elastic", value["elastic"], bool):
+        return []
+    # What the policy node runs (its YAML, then the given overrides) is what the elastic
+    # node's latency table must describe.
+    policy = effective_parameters(
+        yaml_parameters(value["params_file"], "policy_node", value["namespace"]),
+        {k: value[k] for k in OVERRIDES}, {k: kind for k, (kind, _) in OVERRIDES.items()})
+    if policy.get("backend", "vla") != "vla":
+        return []
+    mirrored = {k: policy[k] for k in ("device", "model_path", "runtime", "submodel",
+                                        "use_sim_time") if k in policy}
+    return [Node(package=PACKAGE, executable="elastic_node", name="elastic_node",
+                 namespace=value["namespace"], output="screen",
+                 parameters=[value["elastic_params_file"], mirrored])]
+
+
 def generate_launch_description():
-    return LaunchDescription(declare_arguments() + perception_arguments() + [
-        OpaqueFunction(function=policy_node), OpaqueFunction(function=perception_node)])
+    return LaunchDescription(declare_arguments() + perception_arguments() + elastic_arguments() + [
+        OpaqueFunction(function=policy_node), OpaqueFunction(function=perception_node),
+        OpaqueFunction(function=elastic_node)])

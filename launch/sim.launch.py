@@ -16,6 +16,7 @@ Launch arguments (plus every argument of robot.launch.py, passed through):
   mode             realtime | lockstep
   sim_params_file  sim bridge parameter YAML (default: the installed config/sim.yaml)
   perception       true | false: robot.launch.py's perception node (default true)
+  elastic          true | false: robot.launch.py's elastic node (default true)
 
 DDS discovery stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) so a simulation
 never drives a robot on the LAN, and Fast DDS uses LARGE_DATA transports for images; both only

@@ -8,7 +8,9 @@ Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped
 with `cmd_vel_stamped:=false`, vehicle), stamped with their publish time (MoveIt Servo and
 twist muxes judge freshness by it); `~/command_source` (std_msgs/Header: the stamp of the
 observation each command answers, published with it); `plan` (nav_msgs/Path) and
-`target_point` (PointStamped) when the backend gives them; `/diagnostics`.
+`target_point` (PointStamped) when the backend gives them; `~/inference`
+(diagnostic_msgs/KeyValue per inference: key = submodel, value = seconds inside the backend;
+the elastic node corrects its latency table from them); `/diagnostics`.
 
 How it runs:
 - Inference never runs on an executor thread: a dedicated worker thread runs
@@ -282,6 +284,7 @@ class PolicyNode(Node):
         self.plan_pub = self.create_publisher(Path, "plan", 10)
         self.point_pub = self.create_publisher(PointStamped, "target_point", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.inference_pub = self.create_publisher(KeyValue, "~/inference", 50)
         now = self._now()
         self.safety.watch("camera", now)
         if self.use_depth:
@@ -488,7 +491,10 @@ class PolicyNode(Node):
         try:
             if submodel != self.policy.submodel:
                 self.policy.set_submodel(submodel)
+            t0 = time.perf_counter()
             action = self.policy.select_action(obs)
+            self.inference_pub.publish(KeyValue(key=submodel,
+                                                value=f"{time.perf_counter() - t0:.6f}"))
         except Exception as exc:  # any backend failure becomes a safety fault
             error = exc
             self.get_logger().error(

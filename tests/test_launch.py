@@ -126,6 +126,32 @@ def test_launch_overrides_are_declared_parameters_of_the_right_type(name, node_m
         assert "runtime" in overrides
 
 
+def test_elastic_yaml_parameters_are_declared_and_accepted(tmp_path):
+    import json
+
+    from embodied_stack.models.runtime.profiling import device_key
+    from embodied_stack.nodes.elastic_node import ElasticNode
+
+    params = _yaml_params("elastic.yaml", "elastic_node")
+    table = tmp_path / "latency_tables.json"  # this machine, whatever it is: no measuring
+    table.write_text(json.dumps({device_key("cpu"): {n: {
+        "p50_ms": 1.0 * k, "p95_ms": 1.2 * k, "p99_ms": 1.5 * k, "weight_mb": k,
+        "params": k, "runtime": "onnxruntime:CPU"} for k, n in enumerate(["1/4", "full"], 1)}}))
+    params.update(latency_table=str(table), measure_if_missing=False)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = ElasticNode(context=context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in params.items()])
+        assert set(params) <= set(node._parameters), set(params) - set(node._parameters)
+        for key, value in params.items():
+            assert node.get_parameter(key).value == value
+        assert node.source.name == "cpu"  # auto on a CPU device
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
 @pytest.mark.parametrize("name", LAUNCH_FILES)
 def test_launch_arguments_are_never_evaluated_as_python(name):
     text = open(os.path.join(REPO, "launch", name)).read()
@@ -278,6 +304,23 @@ def test_robot_launch_starts_perception_unless_switched_off():
     params = _parameters(context, perception)
     assert params[0].endswith("config/perception.yaml") and params[1] == {"use_sim_time": True}
     context, nodes = _nodes_after_visit("robot.launch.py", {"perception": "false"})
-    assert set(_by_executable(nodes)) == {"policy_node"}
+    assert set(_by_executable(nodes)) == {"policy_node", "elastic_node"}
     with pytest.raises(ValueError, match="perception"):
         _nodes_after_visit("robot.launch.py", {"perception": "maybe"})
+
+
+@needs_launch
+def test_robot_launch_gives_the_elastic_node_what_the_policy_runs():
+    """The elastic node's latency table must describe the policy node's device, runtime and
+    model: it gets them as the policy gets them (YAML, then given arguments); it is left out
+    with elastic:=false or a backend other than vla."""
+    context, nodes = _nodes_after_visit("robot.launch.py", {"device": "cuda", "runtime": "torch"})
+    params = _parameters(context, _by_executable(nodes)["elastic_node"])
+    assert params[0].endswith("config/elastic.yaml")
+    policy_yaml = _yaml_params("policy.yaml", "policy_node")
+    assert params[1] == {"device": "cuda", "runtime": "torch",
+                         "model_path": policy_yaml["model_path"],
+                         "submodel": policy_yaml["submodel"]}
+    for given in ({"elastic": "false"}, {"backend": "expert"}):
+        _, nodes = _nodes_after_visit("robot.launch.py", given)
+        assert "elastic_node" not in _by_executable(nodes), given

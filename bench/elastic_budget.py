@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""Elastic submodels under a changing CPU budget: fixed full vs fixed smallest vs elastic.
+
+The default policy (ElasticVLA, ONNX Runtime on the CPU, as the policy node runs it) drives
+the Driving world (default; --world tabletop) at a fixed control rate in real time, executing its action chunks as the
+policy node does (the next chunk is asked for when `refill_at` actions remain). Every
+inference has a deadline of 1/rate - margin; a late result is dropped and that tick's command
+is a stop (as the node's safety supervisor does). A load generator changes the budget on a
+schedule: CPU burner processes, started and stopped at once (they are forked beforehand and
+wait on an event, so a load step is a step). The same schedule runs three times:
+
+- fixed `full`, fixed smallest (`1/4`): the submodel never changes;
+- elastic: the elastic node's decision loop (nodes/elastic_control.py: CPU budget source,
+  Selector with this machine's latency table, online correction from the measured latencies)
+  polled every control tick, in this process; a decision is applied with
+  ``policy.set_submodel`` (the node sends it through the policy node's SetParameters service
+  instead: tests/test_elastic_node.py covers that path).
+
+Figures: missed deadlines (share of inferences later than the deadline), success in the world
+(episodes that end in success / episodes finished), switches, reaction time (from a load step
+to the elastic loop's switch down; the maximum over load steps), and a PNG timeline.
+
+    python bench/elastic_budget.py [--quick] [--json out.json] [--png timeline.png]
+        [--world driving] [--rate 100] [--burners 3] [--table config/latency_tables.json]
+
+JSON keys: elastic_miss_rate, fixed_full_miss_rate, fixed_smallest_miss_rate,
+fixed_full_success, fixed_smallest_success, elastic_success, switches, reaction_s,
+reaction_periods, world, rate_hz, deadline_ms, burners, seconds_per_mode, repeats,
+episodes_<run>, <run>_p50_ms, <run>_p99_ms, <run>_miss_rate_under_load, command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from embodied_stack.models.elastic.budget import CpuSource
+from embodied_stack.models.elastic.selector import Selector, SelectorConfig
+from embodied_stack.models.files import atomic_write_bytes, atomic_write_json
+from embodied_stack.models.policy.interface import ExecutionMode, Observation
+from embodied_stack.models.runtime.profiling import device_key, read_latency_table
+from embodied_stack.nodes.elastic_control import ElasticControl
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _burn(go, stop) -> None:
+    """A CPU burner: spin while `go` is set, until `stop` (or its parent is gone)."""
+    parent = os.getppid()
+    while not stop.is_set() and os.getppid() == parent:
+        if go.wait(0.05):
+            x = 0
+            while go.is_set() and os.getppid() == parent:
+                for _ in range(20000):
+                    x += 1
+
+
+class Load:
+    """`n` forked burner processes switched on and off together."""
+
+    def __init__(self, n: int):
+        ctx = mp.get_context("fork")
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.procs = [ctx.Process(target=_burn, args=(self.go, self.stop), daemon=True)
+                      for _ in range(n)]
+        for p in self.procs:
+            p.start()
+        self.pids = tuple(p.pid for p in self.procs)
+
+    def on(self) -> None:
+        self.go.set()
+
+    def off(self) -> None:
+        self.go.clear()
+
+    def close(self) -> None:
+        self.go.clear()
+        self.stop.set()
+        for p in self.procs:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.terminate()
+
+
+def schedule(seconds: float) -> list[tuple[float, bool]]:
+    """(start time, load on) phases in shares of `seconds`: quiet 10%, load 35%, quiet 15%,
+    load 35%, quiet 5% (load 70% of the time)."""
+    shares = [(0.0, False), (0.10, True), (0.45, False), (0.60, True), (0.95, False)]
+    return [(s * seconds, on) for s, on in shares]
+
+
+def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: Load,
+        table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str):
+    """One real-time run of the schedule; returns per-inference and per-tick records."""
+    import gymnasium as gym
+
+    import embodied_stack.sim  # noqa: F401
+    from embodied_stack.sim import WORLD_IDS
+    from embodied_stack.sim.train.demos import EMBODIMENT
+
+    env = gym.make(WORLD_IDS[world], width=64, height=64, with_segmentation=False)
+    embodiment = EMBODIMENT[world]
+    dims = env.action_space.shape[0]
+    period = 1.0 / rate
+    deadline = period - margin_s
+    emode = ExecutionMode(policy.config.chunk_length)
+    ctl = None
+    if mode == "elastic":
+        sel = Selector(table, SelectorConfig(rate_hz=rate, margin_s=margin_s, dwell_s=dwell_s,
+                                             miss_hold_s=dwell_s), current="full")
+        ctl = ElasticControl(sel, CpuSource(threads=policy._runtime.intra_op_threads))
+        ctl.applied = "full"
+        policy.set_submodel("full")
+    else:
+        policy.set_submodel("full" if mode == "full" else smallest)
+    phases = schedule(seconds)
+    seed = seed0
+    obs, info = env.reset(seed=seed)
+    instruction = str(obs["instruction"])
+    chunk, pos = None, 0
+    episodes = successes = 0
+    infer = []  # (t, submodel, latency_s, missed)
+    ticks = []  # (t, submodel, load on, slowdown)
+    steps_at = []  # (t of load step, on)
+    t_start = time.perf_counter()
+    phase_i = -1
+    k = 0
+    while True:
+        t_tick = t_start + k * period
+        now = time.perf_counter()
+        if t_tick > now:
+            time.sleep(t_tick - now)
+        now = time.perf_counter()
+        t = now - t_start
+        if t >= seconds:
+            break
+        while phase_i + 1 < len(phases) and t >= phases[phase_i + 1][0]:
+            phase_i += 1
+            (load.on if phases[phase_i][1] else load.off)()
+            steps_at.append((time.perf_counter() - t_start, phases[phase_i][1]))
+        action = None
+        if chunk is None:
+            o = Observation(rgb=obs["rgb"], instruction=instruction, proprio=obs["proprio"],
+                            embodiment=embodiment, depth=obs["depth"])
+            t0 = time.perf_counter()
+            result = policy.select_action(o)
+            lat = time.perf_counter() - t0
+            missed = lat > deadline
+            infer.append((t0 - t_start, policy.submodel, lat, missed))
+            if ctl is not None:
+                ctl.observe(time.perf_counter(), policy.submodel, lat)
+            if not missed:
+                chunk, pos = np.asarray(result.chunk), 0
+        if chunk is not None:
+            action = chunk[pos]
+            pos += 1
+            if pos >= emode.steps_per_inference:
+                chunk = None
+        if action is None:
+            action = np.zeros(dims, np.float32)  # a dropped result: the safety stop
+        obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32)[:dims])
+        slowdown = float("nan")
+        if ctl is not None:  # the budget poll, after the tick's work (the node polls in its
+            now = time.perf_counter()  # own process); the decision is used from the next tick
+            want = ctl.poll(now)
+            if want is not None:
+                policy.set_submodel(want)
+                ctl.request_done(want, True, "", now)
+            slowdown = ctl.budget.slowdown
+        ticks.append((t, policy.submodel, phases[phase_i][1], slowdown))
+        if terminated or truncated:
+            episodes += 1
+            successes += int(bool(info.get("is_success")))
+            seed += 1
+            obs, info = env.reset(seed=seed)
+            instruction = str(obs["instruction"])
+            chunk = None
+        k += 1
+        if k % int(rate) == 0:
+            bar.update(1)
+    load.off()
+    env.close()
+    return {"infer": infer, "ticks": ticks, "steps": steps_at, "episodes": episodes,
+            "successes": successes, "switch_log": ctl.switch_log if ctl else [],
+            "t_start": t_start, "deadline": deadline}
+
+
+def reaction(res: dict, size: dict) -> list[float]:
+    """Seconds from each load-on step to the elastic loop's first switch to a smaller
+    submodel after it (steps after which it did not need to switch down are not counted)."""
+    out = []
+    log = [(t - res["t_start"], name) for t, name, _ in res["switch_log"]]
+    for i, (t_step, on) in enumerate(res["steps"]):
+        if not on:
+            continue
+        t_end = res["steps"][i + 1][0] if i + 1 < len(res["steps"]) else float("inf")
+        before = [x[1] for x in res["ticks"] if x[0] < t_step]
+        current = before[-1] if before else "full"
+        down = [t for t, name in log if t_step - 1e-3 <= t < t_end and size[name] < size[current]]
+        if down:
+            out.append(down[0] - t_step)
+    return out
+
+
+def merge(parts: list[dict], segment: float) -> dict:
+    """One record of several runs, each shifted by its place in the sequence of repeats."""
+    out = {"infer": [], "ticks": [], "steps": [], "switch_log": [], "episodes": 0,
+           "successes": 0, "t_start": 0.0, "deadline": parts[0]["deadline"]}
+    for i, res in enumerate(parts):
+        dt = i * segment
+        out["infer"] += [(t + dt, *rest) for t, *rest in res["infer"]]
+        out["ticks"] += [(t + dt, *rest) for t, *rest in res["ticks"]]
+        out["steps"] += [(t + dt, on) for t, on in res["steps"]]
+        out["switch_log"] += [(t - res["t_start"] + dt, n, why) for t, n, why in res["switch_log"]]
+        out["episodes"] += res["episodes"]
+        out["successes"] += res["successes"]
+    return out
+
+
+def timeline_png(runs: dict, deadline_ms: float, path: str) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = {"1/4": 0, "1/2": 1, "3/4": 2, "full": 3}
+    fig, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True, dpi=80)
+    for name, res in runs.items():
+        inf = np.array([(t, lat * 1e3) for t, _, lat, _ in res["infer"]])
+        if inf.size:
+            axes[0].plot(inf[:, 0], inf[:, 1], ".", ms=1.5, label=name, alpha=0.6)
+    axes[0].axhline(deadline_ms, color="k", lw=1, ls="--", label="deadline")
+    axes[0].set_ylabel("inference ms")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=7, markerscale=5, loc="upper right")
+    el = runs["elastic"]
+    ticks = el["ticks"]
+    tt = np.array([x[0] for x in ticks])
+    axes[1].step(tt, [order.get(x[1], -1) for x in ticks], where="post", color="C2")
+    axes[1].set_yticks(list(order.values()), list(order))
+    axes[1].set_ylabel("elastic submodel")
+    axes[2].step(tt, [x[2] for x in ticks], where="post", color="C3", label="burners on")
+    axes[2].plot(tt, [x[3] for x in ticks], color="C4", lw=0.8, label="budget slowdown")
+    axes[2].set_ylabel("budget")
+    axes[2].set_xlabel("s")
+    axes[2].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced run (~60 s), same code path")
+    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser.add_argument("--png", metavar="PATH", help="timeline PNG (default next to --json)")
+    parser.add_argument("--world", default="driving", choices=["driving", "tabletop"],
+                        help="world (default driving)")
+    parser.add_argument("--rate", type=float, default=100.0, help="control rate Hz (default 100)")
+    parser.add_argument("--margin-ms", type=float, default=1.0, help="deadline margin (default 1)")
+    parser.add_argument("--burners", type=int, default=3, help="CPU burner processes (default 3)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="seconds per mode, all repeats (default 100, --quick 20)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="load schedules per mode, interleaved (default 5, --quick 2)")
+    parser.add_argument("--dwell", type=float, default=1.0, help="elastic dwell s (default 1)")
+    parser.add_argument("--table", default=os.path.join(REPO, "config", "latency_tables.json"),
+                        help="latency table (this machine's entry is required)")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (20.0 if args.quick else 100.0)
+    args.repeats = args.repeats or (2 if args.quick else 5)
+
+    from embodied_stack.models.policy import load_default_policy
+    from embodied_stack.models.runtime import make_vla_runtime
+
+    key = device_key("cpu")
+    try:
+        table = read_latency_table(args.table, key)
+    except (KeyError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
+                 f"models/default_vla --table-runtime onnxruntime --table {args.table}")
+    policy = load_default_policy(None)
+    policy.use_runtime(make_vla_runtime(policy, "onnxruntime", "cpu", "fp32", False))
+    smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
+    load = Load(args.burners)
+    # As run_node does for the nodes: everything built so far lives for the whole run, so a
+    # cyclic-GC pass never walks it in the middle of an inference.
+    gc.collect()
+    gc.freeze()
+    modes = ("full", "smallest", "elastic")
+    segment = seconds / args.repeats
+    parts = {m: [] for m in modes}
+    bar = tqdm(total=int(3 * seconds), desc="elastic budget", unit="s", file=sys.stderr)
+    try:
+        # Interleaved: each repeat runs the whole load schedule once per mode, the order of
+        # the modes rotated from one repeat to the next, so a change in the background load
+        # of a shared machine (or a place in the sequence) hits the three alike.
+        for rep in range(args.repeats):
+            for mode in modes[rep % 3:] + modes[:rep % 3]:
+                bar.set_postfix_str(f"{mode} {rep + 1}/{args.repeats}")
+                parts[mode].append(run(policy, mode, segment, args.rate, args.margin_ms * 1e-3,
+                                       load, table, smallest, bar, seed0=200_000 + 1000 * rep,
+                                       dwell_s=args.dwell, world=args.world))
+    finally:
+        bar.close()
+        load.close()
+    runs = {m: merge(parts[m], segment) for m in modes}
+
+    def miss_rate(res):
+        return float(np.mean([m for *_, m in res["infer"]])) if res["infer"] else float("nan")
+
+    def success(res):
+        return res["successes"] / res["episodes"] if res["episodes"] else float("nan")
+
+    react = reaction(runs["elastic"], {n: table[n].get("params", table[n]["p50_ms"]) for n in table})
+    deadline_ms = (1.0 / args.rate - args.margin_ms * 1e-3) * 1e3
+    out = {
+        "elastic_miss_rate": miss_rate(runs["elastic"]),
+        "fixed_full_miss_rate": miss_rate(runs["full"]),
+        "fixed_smallest_miss_rate": miss_rate(runs["smallest"]),
+        "fixed_full_success": success(runs["full"]),
+        "fixed_smallest_success": success(runs["smallest"]),
+        "elastic_success": success(runs["elastic"]),
+        "switches": len(runs["elastic"]["switch_log"]),
+        "reaction_s": max(react) if react else float("nan"),
+        "reaction_periods": max(react) * args.rate if react else float("nan"),
+        "reaction_steps": len(react),
+        "world": args.world, "rate_hz": args.rate, "deadline_ms": deadline_ms, "burners": args.burners,
+        "seconds_per_mode": seconds, "repeats": args.repeats,
+        "threads": policy._runtime.intra_op_threads, "smallest": smallest,
+        "device": key, "quick": args.quick,
+        "command": "python bench/elastic_budget.py " + " ".join(argv if argv is not None
+                                                                else sys.argv[1:]),
+    }
+    for mode, res in runs.items():
+        out[f"episodes_{mode}"] = res["episodes"]
+        out[f"inferences_{mode}"] = len(res["infer"])
+        lat = np.array([x[2] for x in res["infer"]]) * 1e3
+        out[f"{mode}_p50_ms"] = float(np.percentile(lat, 50))
+        out[f"{mode}_p99_ms"] = float(np.percentile(lat, 99))
+        on = [x for x in res["infer"] if _load_on(res, x[0])]
+        out[f"{mode}_miss_rate_under_load"] = float(np.mean([x[3] for x in on])) if on else 0.0
+    el = runs["elastic"]["infer"]
+    for name in table:
+        mine = [x for x in el if x[1] == name]
+        out[f"elastic_share_{name.replace('/', '_')}"] = len(mine) / len(el) if el else 0.0
+        out[f"elastic_misses_{name.replace('/', '_')}"] = sum(x[3] for x in mine)
+    print_table(out)
+    key = {n: n.replace("/", "_") for n in table}
+    print("elastic: " + ", ".join(
+        f"{n} {out['elastic_share_' + key[n]]:.0%} of inferences, "
+        f"{out['elastic_misses_' + key[n]]} missed" for n in table))
+    for t, name, why in runs["elastic"]["switch_log"]:
+        print(f"  switch at {t:6.2f} s -> {name}: {why}")
+    png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
+    if png:
+        timeline_png(runs, deadline_ms, png)
+    if args.json:
+        atomic_write_json(args.json, {  # NaN (e.g. no load step needed a switch) -> null
+            k: ((round(v, 6) if np.isfinite(v) else None) if isinstance(v, float) else v)
+            for k, v in out.items()})
+    return out
+
+
+def _load_on(res, t) -> bool:
+    on = False
+    for t_step, state in res["steps"]:
+        if t_step <= t:
+            on = state
+    return on
+
+
+def print_table(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"elastic budget: {out['rate_hz']:.0f} Hz, deadline "
+                        f"{out['deadline_ms']:.2f} ms, {out['burners']} burners, "
+                        f"{out['seconds_per_mode']:.0f} s per mode ({out['device']})")
+    for c in ("run", "miss rate", "miss rate under load", "p50 ms", "p99 ms", "success",
+              "episodes"):
+        table.add_column(c, justify="left" if c == "run" else "right")
+    names = {"full": "fixed full", "smallest": f"fixed {out['smallest']}", "elastic": "elastic"}
+    for mode, label in names.items():
+        miss = out["elastic_miss_rate" if mode == "elastic" else f"fixed_{mode}_miss_rate"]
+        succ = out["elastic_success" if mode == "elastic" else f"fixed_{mode}_success"]
+        table.add_row(label, f"{miss:.2%}", f"{out[f'{mode}_miss_rate_under_load']:.2%}",
+                      f"{out[f'{mode}_p50_ms']:.2f}", f"{out[f'{mode}_p99_ms']:.2f}",
+                      f"{succ:.2f}", str(out[f"episodes_{mode}"]))
+    Console().print(table)
+    print(f"switches {out['switches']} | reaction {out['reaction_s'] * 1e3:.1f} ms = "
+          f"{out['reaction_periods']:.2f} control periods (max over {out['reaction_steps']} "
+          "load steps)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,445 @@
+"""Budget sources: how much memory and how much speed the policy has right now.
+
+Every source answers ``read() -> Budget``:
+
+- ``free_mem_mb``: memory the policy could still use (GPU memory on a desktop GPU; shared RAM
+  on a Jetson or a CPU machine),
+- ``slowdown``: how much slower than in the quiet conditions its latency table was measured
+  under the model is expected to run now (1.0 = as measured; 2.0 = twice the latency), from
+  what the source can see (clock drops, CPU contention),
+- ``detail``: the raw readings behind both, for /diagnostics.
+
+Sources (``make_budget_source("auto")`` picks the first that works, and says which):
+
+- ``nvml``        desktop NVIDIA GPUs through NVML (``pip install nvidia-ml-py``): free memory,
+                  utilisation, SM clock vs its maximum, throttle reasons;
+- ``tegrastats``  Jetson: lines of ``tegrastats`` (a running ``tegrastats`` process, or the file
+                  ``tegrastats --logfile`` writes): shared RAM, GPU load and frequency, per-cluster
+                  CPU frequency, EMC frequency, power rails;
+- ``torch.cuda``  ``torch.cuda.mem_get_info`` (free memory only: no clocks);
+- ``cpu``         psutil + /proc/stat: available RAM, runnable threads vs cores, CPU frequency.
+
+The slowdown models are deliberately simple (clock ratio, runnable threads per core); the
+selector corrects them online from the latencies the policy actually measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    source: str
+    free_mem_mb: float
+    slowdown: float = 1.0
+    detail: dict = dataclasses.field(default_factory=dict)
+    stamp: float = 0.0
+
+    def describe(self) -> str:
+        return (f"{self.source}: free {self.free_mem_mb:.0f} MB, slowdown x{self.slowdown:.2f}")
+
+
+class BudgetSourceError(RuntimeError):
+    """A source that cannot run here (no GPU, no NVML, no tegrastats) or gave bad data."""
+
+
+class BudgetSource:
+    name = "source"
+
+    def read(self) -> Budget:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def description(self) -> str:
+        return self.name
+
+
+# --- Jetson tegrastats ---------------------------------------------------------------------
+
+class TegrastatsParseError(ValueError):
+    """A tegrastats line that is malformed or truncated; the message says what is missing."""
+
+
+_RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
+_CPU = re.compile(r"\bCPU \[([^\]]*)\]")
+_EMC = re.compile(r"\bEMC_FREQ (\d+)%(?:@(\d+))?")
+# GR3D_FREQ: "37%@[612]", "0%@[0,0]" (one per GPC), "45%@318", "0%" (no clock), "@[314,314,314]"
+_GR3D = re.compile(r"\bGR3D_FREQ (?:(\d+)%)?(?:@\[([\d,]*)\]|@(\d+))?(?=\s|$)")
+_RAIL = re.compile(r"\b([A-Z][A-Z0-9_]*) (\d+)mW/(\d+)mW")
+_TEMP = re.compile(r"\b([A-Za-z][\w]*)@(-?\d+(?:\.\d+)?)C\b")
+
+
+@dataclasses.dataclass(frozen=True)
+class TegrastatsSample:
+    ram_used_mb: int
+    ram_total_mb: int
+    cpu_load: tuple            # per core, percent; None for a core that is off
+    cpu_freq_mhz: tuple        # per core, MHz; None when off or not printed
+    emc_load: int | None
+    emc_freq_mhz: int | None
+    gpu_load: int | None       # GR3D percent
+    gpu_freq_mhz: tuple        # one per GPU cluster (GPC); empty when not printed
+    rails_mw: dict             # rail -> current mW (the first number of current/avg)
+    temps_c: dict
+
+    @property
+    def ram_free_mb(self) -> int:
+        return self.ram_total_mb - self.ram_used_mb
+
+
+def parse_tegrastats_line(line: str) -> TegrastatsSample:
+    """One tegrastats output line -> TegrastatsSample; TegrastatsParseError if it is malformed.
+
+    RAM and CPU are required (every release prints them); a line cut short before them, or
+    with a CPU list that does not close, is refused with the reason."""
+    if not isinstance(line, str) or not line.strip():
+        raise TegrastatsParseError("empty tegrastats line")
+    ram = _RAM.search(line)
+    if ram is None:
+        raise TegrastatsParseError(f"no 'RAM used/totalMB' field in tegrastats line: {line[:80]!r}")
+    used, total = int(ram.group(1)), int(ram.group(2))
+    if total <= 0 or used > total:
+        raise TegrastatsParseError(f"RAM {used}/{total}MB is not a plausible used/total")
+    cpu = _CPU.search(line)
+    if cpu is None:
+        raise TegrastatsParseError("no complete 'CPU [..]' field (line truncated?): "
+                                   f"{line[:80]!r}")
+    loads, freqs = [], []
+    for i, core in enumerate(cpu.group(1).split(",")):
+        core = core.strip()
+        if core == "off":
+            loads.append(None)
+            freqs.append(None)
+            continue
+        m = re.fullmatch(r"(\d+)%(?:@(\d+))?", core)
+        if m is None:
+            raise TegrastatsParseError(f"CPU core {i}: {core!r} is not 'load%@MHz' or 'off'")
+        loads.append(int(m.group(1)))
+        freqs.append(int(m.group(2)) if m.group(2) else None)
+    emc = _EMC.search(line)
+    gpu_load, gpu_freq = None, ()
+    gr3d = _GR3D.search(line)
+    if gr3d is not None:
+        if gr3d.group(1) is None and gr3d.group(2) is None and gr3d.group(3) is None:
+            raise TegrastatsParseError("GR3D_FREQ without load or frequency")
+        gpu_load = int(gr3d.group(1)) if gr3d.group(1) else None
+        if gr3d.group(2):
+            gpu_freq = tuple(int(v) for v in gr3d.group(2).split(",") if v)
+        elif gr3d.group(3):
+            gpu_freq = (int(gr3d.group(3)),)
+    elif "GR3D_FREQ" in line:
+        raise TegrastatsParseError(f"unreadable GR3D_FREQ field: "
+                                   f"{line[line.index('GR3D_FREQ'):][:40]!r}")
+    rails = {m.group(1): int(m.group(2)) for m in _RAIL.finditer(line)}
+    temps = {m.group(1): float(m.group(2)) for m in _TEMP.finditer(line)
+             if float(m.group(2)) > -200}  # -256C: sensor off
+    return TegrastatsSample(
+        ram_used_mb=used, ram_total_mb=total, cpu_load=tuple(loads), cpu_freq_mhz=tuple(freqs),
+        emc_load=int(emc.group(1)) if emc else None,
+        emc_freq_mhz=int(emc.group(2)) if emc and emc.group(2) else None,
+        gpu_load=gpu_load, gpu_freq_mhz=gpu_freq, rails_mw=rails, temps_c=temps)
+
+
+class TegrastatsSource(BudgetSource):
+    """Jetson budget from tegrastats lines.
+
+    `path`: a file that ``tegrastats --logfile PATH`` appends to (its last complete line is
+    read); None starts ``tegrastats --interval <ms>`` and reads its stdout in a thread.
+    Slowdown = reference GPU clock / current GPU clock (the highest clock seen so far, or
+    `gpu_max_mhz`), times the same ratio for the EMC (memory) clock when printed."""
+
+    name = "tegrastats"
+
+    def __init__(self, path: str | None = None, interval_ms: int = 100,
+                 gpu_max_mhz: float | None = None, emc_max_mhz: float | None = None):
+        self.path = Path(path) if path else None
+        self.gpu_ref = gpu_max_mhz
+        self.emc_ref = emc_max_mhz
+        self._proc = None
+        self._last_line: str | None = None
+        if self.path is None:
+            exe = shutil.which("tegrastats")
+            if exe is None:
+                raise BudgetSourceError("tegrastats not found (not a Jetson?)")
+            self._proc = subprocess.Popen([exe, "--interval", str(int(interval_ms))],
+                                          stdout=subprocess.PIPE, text=True)
+            threading.Thread(target=self._pump, daemon=True, name="tegrastats").start()
+        elif not self.path.is_file():
+            raise BudgetSourceError(f"tegrastats log {self.path} does not exist")
+
+    def _pump(self) -> None:
+        for line in self._proc.stdout:
+            self._last_line = line
+
+    def _line(self) -> str:
+        if self.path is None:
+            if self._last_line is None:
+                raise BudgetSourceError("no tegrastats line yet")
+            return self._last_line
+        with open(self.path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 4096))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        complete = [ln for ln in lines if ln.strip()]
+        if not complete:
+            raise BudgetSourceError(f"tegrastats log {self.path} is empty")
+        return complete[-1]
+
+    def read(self) -> Budget:
+        return self.budget_from(parse_tegrastats_line(self._line()))
+
+    def budget_from(self, s: TegrastatsSample) -> Budget:
+        slowdown = 1.0
+        detail = {"ram_used_mb": s.ram_used_mb, "ram_total_mb": s.ram_total_mb,
+                  "gpu_load": s.gpu_load}
+        gpu = max(s.gpu_freq_mhz) if s.gpu_freq_mhz else 0
+        if gpu > 0:
+            self.gpu_ref = max(self.gpu_ref or 0.0, gpu)
+            slowdown *= self.gpu_ref / gpu
+            detail["gpu_mhz"] = gpu
+        if s.emc_freq_mhz:
+            self.emc_ref = max(self.emc_ref or 0.0, s.emc_freq_mhz)
+            slowdown *= self.emc_ref / s.emc_freq_mhz
+            detail["emc_mhz"] = s.emc_freq_mhz
+        cpus = [f for f in s.cpu_freq_mhz if f]
+        if cpus:
+            detail["cpu_mhz_max"] = max(cpus)
+        if s.rails_mw:
+            detail["power_mw"] = sum(s.rails_mw.values())
+        return Budget(self.name, float(s.ram_free_mb), slowdown, detail, time.monotonic())
+
+    def close(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=2)
+
+    @property
+    def description(self) -> str:
+        return f"tegrastats ({self.path or 'live process'})"
+
+
+# --- NVML ----------------------------------------------------------------------------------
+
+#: NVML clocks-throttle reason bits (nvmlClocksThrottleReason*), for the report.
+NVML_THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "app_clocks", 0x4: "sw_power_cap",
+                         0x8: "hw_slowdown", 0x20: "sw_thermal", 0x40: "hw_thermal",
+                         0x80: "hw_power_brake", 0x100: "display_clocks"}
+
+
+def budget_from_nvml(values: dict) -> Budget:
+    """A Budget from NVML readings: memory ``free``/``total`` (bytes), ``util_gpu`` (%),
+    ``sm_clock`` and ``sm_clock_max`` (MHz), ``throttle_reasons`` (bit mask).
+    Slowdown = max SM clock / current SM clock when a reason other than idle holds the clock
+    down (an idle GPU also clocks down, and that is not a lack of speed)."""
+    for key in ("free", "total", "sm_clock", "sm_clock_max"):
+        v = values.get(key)
+        if not isinstance(v, (int, float)) or v < 0:
+            raise ValueError(f"NVML value {key!r} missing or invalid: {v!r}")
+    if values["free"] > values["total"]:
+        raise ValueError(f"NVML free {values['free']} > total {values['total']}")
+    mask = int(values.get("throttle_reasons", 0))
+    reasons = [n for bit, n in NVML_THROTTLE_REASONS.items() if mask & bit]
+    slowdown = 1.0
+    if values["sm_clock"] > 0 and [r for r in reasons if r != "gpu_idle"]:
+        slowdown = max(1.0, values["sm_clock_max"] / values["sm_clock"])
+    detail = {"util_gpu": values.get("util_gpu"), "sm_mhz": values["sm_clock"],
+              "sm_max_mhz": values["sm_clock_max"], "throttle": ",".join(reasons) or "none"}
+    return Budget("nvml", values["free"] / 2**20, slowdown, detail, time.monotonic())
+
+
+class NvmlSource(BudgetSource):
+    """Desktop NVIDIA GPU through NVML (nvidia-ml-py). Not verified on a live GPU here."""
+
+    name = "nvml"
+
+    def __init__(self, index: int = 0):
+        try:
+            import pynvml
+        except ImportError as exc:
+            raise BudgetSourceError("NVML needs nvidia-ml-py (pip install nvidia-ml-py)") from exc
+        try:
+            pynvml.nvmlInit()
+            self._h = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.gpu_name = pynvml.nvmlDeviceGetName(self._h)
+        except pynvml.NVMLError as exc:
+            raise BudgetSourceError(f"NVML: {exc}") from exc
+        self._nvml = pynvml
+
+    def read(self) -> Budget:
+        n, h = self._nvml, self._h
+        mem = n.nvmlDeviceGetMemoryInfo(h)
+        return budget_from_nvml({
+            "free": mem.free, "total": mem.total,
+            "util_gpu": n.nvmlDeviceGetUtilizationRates(h).gpu,
+            "sm_clock": n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
+            "sm_clock_max": n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_SM),
+            "throttle_reasons": n.nvmlDeviceGetCurrentClocksThrottleReasons(h)})
+
+    def close(self) -> None:
+        self._nvml.nvmlShutdown()
+
+    @property
+    def description(self) -> str:
+        return f"nvml ({self.gpu_name})"
+
+
+class TorchCudaSource(BudgetSource):
+    """Free GPU memory from torch.cuda.mem_get_info; no clock information (slowdown 1)."""
+
+    name = "torch.cuda"
+
+    def __init__(self, device: int = 0):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BudgetSourceError("torch sees no CUDA GPU")
+        self._torch, self.device = torch, device
+
+    def read(self) -> Budget:
+        free, total = self._torch.cuda.mem_get_info(self.device)
+        return Budget(self.name, free / 2**20, 1.0, {"total_mb": total / 2**20},
+                      time.monotonic())
+
+
+# --- CPU -----------------------------------------------------------------------------------
+
+def read_procs_running(stat_text: str) -> int:
+    """The instantaneous count of runnable threads (`procs_running`) from /proc/stat text."""
+    m = re.search(r"^procs_running (\d+)$", stat_text, re.M)
+    if m is None:
+        raise ValueError("no procs_running line in /proc/stat")
+    return int(m.group(1))
+
+
+def cpu_slowdown(runnable_others: float, threads: int, cores: int,
+                 freq_mhz: float | None = None, freq_max_mhz: float | None = None) -> float:
+    """Expected latency multiplier of a `threads`-thread model on `cores` cores while
+    `runnable_others` other threads want to run (a fair share of the cores), times the clock
+    ratio when the CPU reports a lower current than maximum frequency."""
+    want = threads + max(0.0, runnable_others)
+    slowdown = max(1.0, want / max(1, cores)) if want > cores else 1.0
+    if freq_mhz and freq_max_mhz and 0 < freq_mhz < freq_max_mhz:
+        slowdown *= freq_max_mhz / freq_mhz
+    return slowdown
+
+
+class CpuSource(BudgetSource):
+    """CPU budget: available RAM (psutil), runnable threads on this machine (/proc/stat
+    procs_running, sampled at each read; the median of the last `window` reads), CPU frequency.
+
+    `threads`: the threads the policy's runtime uses (ONNX Runtime / torch intra-op).
+    Other load = runnable threads - 1 (the reading thread itself) - the runnable threads of
+    `exclude_pids` (optional). Scanning the thread states of a process whose threads are busy
+    on other cores disturbed their latency measurably on a 2-core machine, so nothing is
+    scanned by default: the policy's own threads, when they happen to be on a core, then count
+    as load, and the selector's online correction absorbs that bias."""
+
+    name = "cpu"
+
+    def __init__(self, threads: int | None = None, window: int = 3,
+                 exclude_pids: tuple = (), proc: str = "/proc"):
+        import psutil
+
+        self._psutil = psutil
+        self.cores = psutil.cpu_count() or 1
+        self.threads = threads or self.cores
+        self.proc = Path(proc)
+        self.exclude_pids = tuple(dict.fromkeys(exclude_pids))
+        self._runnable = deque(maxlen=max(1, window))
+        self._vm_at, self._vm, self._freq = -1.0, None, None
+
+    def _running_threads(self, pid: int) -> int:
+        n = 0
+        try:
+            tasks = list((self.proc / str(pid) / "task").iterdir())
+        except OSError:
+            return 0
+        for task in tasks:
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            # "tid (comm) S ...": the state follows the last ')'
+            if stat[stat.rindex(")") + 2:stat.rindex(")") + 3] == "R":
+                n += 1
+        return n
+
+    def read(self) -> Budget:
+        try:
+            runnable = read_procs_running((self.proc / "stat").read_text())
+            others = max(0, runnable - 1 - sum(self._running_threads(p)
+                                               for p in self.exclude_pids))
+            self._runnable.append(others)
+        except (OSError, ValueError):
+            pass
+        ordered = sorted(self._runnable)
+        others_med = float(ordered[len(ordered) // 2]) if ordered else 0.0
+        now = time.monotonic()
+        if now - self._vm_at > 0.5:  # RAM and clock reads are slow-ish: twice a second is enough
+            self._vm, self._vm_at = self._psutil.virtual_memory(), now
+            self._freq = self._psutil.cpu_freq()
+        freq = self._freq
+        cur = freq.current if freq else None
+        top = freq.max if freq and freq.max else None
+        slowdown = cpu_slowdown(others_med, self.threads, self.cores, cur, top)
+        detail = {"runnable_others": others_med, "cores": self.cores, "threads": self.threads,
+                  "cpu_mhz": cur or 0.0}
+        return Budget(self.name, self._vm.available / 2**20, slowdown, detail, now)
+
+    @property
+    def description(self) -> str:
+        return f"cpu ({self.cores} cores, psutil + /proc/stat)"
+
+
+# --- choice --------------------------------------------------------------------------------
+
+SOURCES = ("auto", "nvml", "tegrastats", "torch.cuda", "cpu")
+
+
+def make_budget_source(kind: str = "auto", device: str = "cpu", tegrastats_path: str = "",
+                       threads: int | None = None, exclude_pids: tuple = ()) -> tuple[BudgetSource, list[str]]:
+    """The source `kind` names, or for "auto" the first that works for `device`: on a GPU
+    device nvml, then tegrastats (Jetson), then torch.cuda; on the CPU (or when none of those
+    works) the CPU source. Returns (source, notes): notes say why each skipped one was skipped.
+    A source named explicitly that cannot run raises BudgetSourceError."""
+    notes: list[str] = []
+
+    def build(k):
+        if k == "nvml":
+            return NvmlSource()
+        if k == "tegrastats":
+            return TegrastatsSource(tegrastats_path or None)
+        if k == "torch.cuda":
+            return TorchCudaSource()
+        if k == "cpu":
+            return CpuSource(threads=threads, exclude_pids=exclude_pids)
+        raise ValueError(f"budget source {k!r} not in {SOURCES}")
+
+    if kind != "auto":
+        return build(kind), notes
+    order = ["tegrastats"] if tegrastats_path else []
+    if device.startswith("cuda"):
+        order += ["nvml", "tegrastats", "torch.cuda"]
+    for k in dict.fromkeys(order):
+        try:
+            return build(k), notes
+        except BudgetSourceError as exc:
+            notes.append(f"{k}: {exc}")
+    if device.startswith("cuda"):
+        notes.append("no GPU budget source works: using the CPU budget")
+    else:
+        notes.append("policy runs on the CPU: CPU budget (no GPU used)")
+    return build("cpu"), notes

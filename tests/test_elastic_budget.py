@@ -1,0 +1,191 @@
+"""Budget sources: tegrastats lines from real boards (tests/fixtures/tegrastats-lines.txt),
+NVML-style values, the CPU source on this machine, and the automatic choice."""
+
+from pathlib import Path
+
+import pytest
+
+from embodied_stack.models.elastic.budget import (
+    Budget,
+    BudgetSourceError,
+    CpuSource,
+    TegrastatsParseError,
+    TegrastatsSource,
+    budget_from_nvml,
+    cpu_slowdown,
+    make_budget_source,
+    parse_tegrastats_line,
+    read_procs_running,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tegrastats-lines.txt"
+LINES = [ln.strip() for ln in FIXTURE.read_text().splitlines()
+         if ln.strip() and not ln.startswith("#")]
+
+
+def test_fixture_has_the_boards():
+    assert len(LINES) >= 4
+
+
+@pytest.mark.parametrize("line", LINES)
+def test_every_fixture_line_parses(line, tmp_path):
+    s = parse_tegrastats_line(line)
+    assert 0 < s.ram_used_mb <= s.ram_total_mb
+    assert len(s.cpu_load) == len(s.cpu_freq_mhz) >= 6
+    (tmp_path / "t.log").write_text(line + "\n")
+    budget = TegrastatsSource(str(tmp_path / "t.log")).read()
+    assert budget.free_mem_mb == s.ram_total_mb - s.ram_used_mb and budget.slowdown >= 1.0
+
+
+def test_orin_agx_line_by_hand():
+    s = parse_tegrastats_line(LINES[0])
+    assert (s.ram_used_mb, s.ram_total_mb) == (18207, 62841)
+    assert s.cpu_load[:2] == (14, 5) and s.cpu_freq_mhz[4] == 1267 and len(s.cpu_load) == 12
+    assert (s.emc_load, s.emc_freq_mhz) == (3, 2133)
+    assert (s.gpu_load, s.gpu_freq_mhz) == (0, (0, 0))
+    # power rails: the first number of current/avg
+    assert s.rails_mw == {"VDD_GPU_SOC": 2412, "VDD_CPU_CV": 1607, "VIN_SYS_5V0": 4707}
+    assert s.temps_c["tj"] == pytest.approx(52.562)
+
+
+def test_idle_orin_drops_switched_off_sensors():
+    s = parse_tegrastats_line(LINES[1])
+    assert "GPU" not in s.temps_c and "CV0" not in s.temps_c  # -256C = off
+    assert s.rails_mw["VDDQ_VDD2_1V8AO"] == 301 and s.rails_mw["NC"] == 0
+
+
+def test_xavier_nx_line_by_hand():
+    s = parse_tegrastats_line(LINES[2])
+    assert s.cpu_load == (3, 7, 1, 0, None, None)  # two cores off
+    assert s.gpu_freq_mhz == (510,) and s.emc_freq_mhz == 1600
+    assert s.rails_mw["VDD_IN"] == 5079
+
+
+def test_orin_jp5_gr3d_without_clock():
+    s = parse_tegrastats_line(LINES[3])
+    assert s.gpu_load == 0 and s.gpu_freq_mhz == () and s.emc_freq_mhz is None
+    assert s.rails_mw == {}
+
+
+BASE = "RAM 3000/7000MB (lfb 1x4MB) CPU [10%@1500,20%@1500] EMC_FREQ 5%@1600 "
+
+
+@pytest.mark.parametrize("field, load, freq", [
+    ("GR3D_FREQ 37%@[612]", 37, (612,)),
+    ("GR3D_FREQ 0%@[0,0]", 0, (0, 0)),
+    ("GR3D_FREQ 45%@318", 45, (318,)),
+    ("GR3D_FREQ @[314,314,314]", None, (314, 314, 314)),
+    ("GR3D_FREQ 12%", 12, ()),
+])
+def test_gr3d_formats(field, load, freq):
+    s = parse_tegrastats_line(BASE + field + " VDD_IN 5000mW/4800mW")
+    assert (s.gpu_load, s.gpu_freq_mhz) == (load, freq)
+    assert s.rails_mw == {"VDD_IN": 5000}
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("", "empty"),
+    ("RAM 3000/7000MB (lfb 1x4MB) CPU [10%@1500,20%", "CPU"),  # truncated
+    ("SWAP 0/100MB CPU [1%@100]", "RAM"),
+    ("RAM 9000/7000MB CPU [1%@100]", "plausible"),
+    ("RAM 3000/7000MB CPU [1%@100,fast]", "core 1"),
+    ("RAM 3000/7000MB CPU [1%@100] GR3D_FREQ hot", "GR3D_FREQ"),
+    (LINES[0][:40], "RAM"),
+    (LINES[0][:120], "CPU"),
+])
+def test_malformed_or_truncated_line_is_a_clear_error(bad, why):
+    with pytest.raises(TegrastatsParseError, match=why):
+        parse_tegrastats_line(bad)
+
+
+def test_tegrastats_log_source_reads_the_last_line_and_clock_drop(tmp_path):
+    log = tmp_path / "tegrastats.log"
+    log.write_text(BASE + "GR3D_FREQ 50%@[1300]\n")
+    src = TegrastatsSource(str(log))
+    b = src.read()
+    assert b.source == "tegrastats" and b.free_mem_mb == 4000 and b.slowdown == 1.0
+    with open(log, "a") as f:
+        f.write(BASE + "GR3D_FREQ 99%@[325]\n")
+    assert src.read().slowdown == pytest.approx(4.0)  # the highest clock seen is the reference
+    with open(log, "a") as f:
+        f.write("RAM 3000/7000MB CPU [10%@15")  # tegrastats cut mid-write
+    with pytest.raises(TegrastatsParseError):
+        src.read()
+
+
+def test_tegrastats_missing_log_is_refused(tmp_path):
+    with pytest.raises(BudgetSourceError, match="does not exist"):
+        TegrastatsSource(str(tmp_path / "nope.log"))
+
+
+# --- NVML-style values -------------------------------------------------------------------
+
+GB = 2**30
+
+
+def test_nvml_idle_clock_is_not_a_slowdown():
+    b = budget_from_nvml({"free": 20 * GB, "total": 80 * GB, "util_gpu": 0, "sm_clock": 345,
+                          "sm_clock_max": 1980, "throttle_reasons": 0x1})
+    assert b.source == "nvml" and b.free_mem_mb == 20 * 1024 and b.slowdown == 1.0
+    assert b.detail["throttle"] == "gpu_idle"
+
+
+def test_nvml_thermal_throttle_slows_by_the_clock_ratio():
+    b = budget_from_nvml({"free": 1 * GB, "total": 80 * GB, "util_gpu": 97, "sm_clock": 990,
+                          "sm_clock_max": 1980, "throttle_reasons": 0x20 | 0x4})
+    assert b.slowdown == pytest.approx(2.0)
+    assert b.detail["throttle"] == "sw_power_cap,sw_thermal"
+
+
+@pytest.mark.parametrize("values", [
+    {"free": 1, "total": 2, "sm_clock": 100},                           # no max clock
+    {"free": 3 * GB, "total": 2 * GB, "sm_clock": 1, "sm_clock_max": 2},  # free > total
+    {"free": -1, "total": 2, "sm_clock": 1, "sm_clock_max": 2},
+])
+def test_nvml_bad_values_are_a_clear_error(values):
+    with pytest.raises(ValueError, match="NVML"):
+        budget_from_nvml(values)
+
+
+# --- CPU ---------------------------------------------------------------------------------
+
+def test_cpu_slowdown_model():
+    assert cpu_slowdown(0, threads=2, cores=2) == 1.0
+    assert cpu_slowdown(2, threads=2, cores=2) == 2.0  # two burners: half the cores
+    assert cpu_slowdown(6, threads=1, cores=8) == 1.0
+    assert cpu_slowdown(0, 1, 4, freq_mhz=1000, freq_max_mhz=2000) == 2.0
+
+
+def test_procs_running():
+    assert read_procs_running("cpu 1 2 3\nprocs_running 7\nprocs_blocked 0\n") == 7
+    with pytest.raises(ValueError):
+        read_procs_running("cpu 1 2 3\n")
+
+
+def test_cpu_source_counts_other_runnable_threads(tmp_path):
+    """A fake /proc: 5 runnable threads: the reader, 2 in the excluded process, 2 others."""
+    (tmp_path / "stat").write_text("cpu 1\nprocs_running 5\n")
+    for tid, state in ((11, "R"), (12, "R"), (13, "S")):
+        d = tmp_path / "4242" / "task" / str(tid)
+        d.mkdir(parents=True)
+        (d / "stat").write_text(f"{tid} (ort worker) {state} 1 2 3\n")
+    src = CpuSource(threads=2, proc=str(tmp_path), exclude_pids=(4242,))
+    b = src.read()
+    assert b.detail["runnable_others"] == 2  # 5 - the reader - 2 of the excluded process
+    assert b.slowdown == pytest.approx(max(1.0, (2 + 2) / src.cores))
+    assert CpuSource(threads=2, proc=str(tmp_path)).read().detail["runnable_others"] == 4
+    assert b.free_mem_mb > 0
+
+
+def test_auto_on_cpu_says_cpu():
+    src, notes = make_budget_source("auto", device="cpu")
+    assert src.name == "cpu" and any("CPU" in n for n in notes)
+    b = src.read()
+    assert isinstance(b, Budget) and b.slowdown >= 1.0 and "cpu" in b.describe()
+
+
+def test_named_source_that_cannot_run_raises():
+    with pytest.raises(BudgetSourceError):
+        make_budget_source("tegrastats", tegrastats_path="/nonexistent/tegrastats.log")
+    with pytest.raises(ValueError, match="not in"):
+        make_budget_source("psychic")
