@@ -1,0 +1,179 @@
+"""A target or a plan -> the action chunk the policy node executes (pure Python, no rclpy).
+
+Backends that answer "where" rather than "how" (``Policy.outputs_targets``: MiMo-Embodied)
+give a 3D point for an arm or waypoints for a vehicle. These controllers turn that answer into
+a chunk of normalised actions at the control rate, so the chunk scheduler (deadline, skip by
+age, instruction epochs) and the safety supervisor (stale inputs, faults, clamps) apply to it
+unchanged. Each chunk is rolled forward from the state at the observation's time: step k is
+the command for time ``stamp + k / rate``, which is what the scheduler assumes when it skips
+the steps a slow answer has already missed.
+
+Arm (``ArmServo``): the target, in the camera optical frame, is moved to the arm's base frame
+by a static transform (``camera_to_base``: the camera optical frame's pose in the base frame,
+x y z qx qy qz qw as ``static_transform_publisher`` takes it). The end effector is driven
+toward it with a proportional velocity ``v = gain * (target - ee)``, its norm capped at the
+arm's ``max_ee_speed`` (direction kept), and zero inside ``stop_radius_m``. In the Tabletop
+world the fingertip moves in the world frame, so the base frame is the world frame and the
+transform is the camera's ``T_world_camera``.
+
+Vehicle (``PurePursuit``): waypoints in metres in the ego frame at the observation's time (x
+forward, y left, one every ``waypoint_dt`` s; our JSON convention, models/policy/mimo_prompts).
+Steering aims at the point one look-ahead ``L = max(lookahead_m, lookahead_time_s * v)`` along
+the path (the last waypoint if the path is shorter): ``delta = atan2(2 * wheelbase * sin(alpha),
+L)`` with ``alpha`` the bearing of that point. Speed follows the plan's own timing: the
+desired speed at time t is the length of the path segment being driven then divided by
+``waypoint_dt``, capped at ``max_speed``; acceleration ``= speed_gain * (desired - v)``, capped
+at ``max_accel``. The rollout uses the kinematic bicycle model of nodes/commands.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from embodied_stack.models.perception.types import matrix_from_quaternion, quaternion_from_matrix
+from embodied_stack.nodes.commands import ArmScale, VehicleScale
+
+
+def static_transform(values) -> np.ndarray | None:
+    """[x, y, z, qx, qy, qz, qw] -> 4x4 homogeneous transform; an empty list or the single
+    placeholder [0.0] -> None (not set). ValueError for anything else that is not 7 finite
+    numbers with a non-zero quaternion."""
+    vals = [float(v) for v in values]
+    if len(vals) == 0 or vals == [0.0]:
+        return None
+    if len(vals) != 7 or not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"camera_to_base needs 7 finite numbers x y z qx qy qz qw, got {vals}")
+    qx, qy, qz, qw = vals[3:]
+    if math.hypot(qx, qy, qz, qw) < 1e-9:
+        raise ValueError(f"camera_to_base quaternion {vals[3:]} has no direction")
+    T = np.eye(4)
+    T[:3, :3] = matrix_from_quaternion([qw, qx, qy, qz])
+    T[:3, 3] = vals[:3]
+    return T
+
+
+def transform_to_list(T: np.ndarray) -> list[float]:
+    """4x4 transform -> [x, y, z, qx, qy, qz, qw] (the inverse of :func:`static_transform`)."""
+    T = np.asarray(T, np.float64)
+    w, x, y, z = quaternion_from_matrix(T[:3, :3])
+    return [float(v) for v in T[:3, 3]] + [float(x), float(y), float(z), float(w)]
+
+
+@dataclass(frozen=True)
+class ArmServo:
+    """Proportional end-effector servo toward a 3D point (module docstring)."""
+
+    scale: ArmScale = ArmScale()
+    gain: float = 2.0  #: 1/s: m/s of velocity per m of distance
+    stop_radius_m: float = 0.01  #: zero velocity this close to the target
+    dt: float = 0.1  #: s, the control period
+
+    def __post_init__(self):
+        if not (self.gain > 0 and self.stop_radius_m >= 0 and self.dt > 0):
+            raise ValueError(f"ArmServo(gain={self.gain}, stop_radius_m={self.stop_radius_m}, "
+                             f"dt={self.dt}): need gain > 0, stop_radius_m >= 0, dt > 0")
+
+    def velocity(self, target: np.ndarray, ee: np.ndarray) -> np.ndarray:
+        """m/s toward `target` from `ee` (both in the base frame)."""
+        offset = np.asarray(target, np.float64)[:3] - np.asarray(ee, np.float64)[:3]
+        dist = float(np.linalg.norm(offset))
+        if not math.isfinite(dist) or dist <= self.stop_radius_m:
+            return np.zeros(3)
+        speed = min(self.gain * dist, self.scale.max_ee_speed)
+        return offset / dist * speed
+
+    def chunk(self, target_base: np.ndarray, ee_base: np.ndarray, steps: int) -> np.ndarray:
+        """(steps, 3) normalised actions, rolled forward from `ee_base` at the control rate."""
+        ee = np.asarray(ee_base, np.float64)[:3].copy()
+        out = np.zeros((max(1, int(steps)), 3))
+        for k in range(len(out)):
+            v = self.velocity(target_base, ee)
+            out[k] = self.scale.to_action(v)
+            ee += self.scale.to_command(out[k]) * self.dt
+        return out.astype(np.float32)
+
+
+def path_point_at(path: np.ndarray, distance: float) -> np.ndarray:
+    """The point `distance` metres along the polyline origin -> path[0] -> path[1] ...; the
+    last point when the path is shorter."""
+    pts = np.vstack([np.zeros(2), np.asarray(path, np.float64)[:, :2]])
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    acc = 0.0
+    for i, s in enumerate(seg):
+        if s > 0 and acc + s >= distance:
+            return pts[i] + (pts[i + 1] - pts[i]) * (distance - acc) / s
+        acc += s
+    return pts[-1]
+
+
+@dataclass(frozen=True)
+class PurePursuit:
+    """Pure pursuit on ego-frame waypoints plus the plan's own speed profile (module
+    docstring). Limits come from the vehicle's command scaling (`scale`)."""
+
+    scale: VehicleScale = VehicleScale()
+    lookahead_m: float = 5.0  #: shortest look-ahead distance, m
+    lookahead_time_s: float = 1.0  #: look-ahead grows to this many seconds of travel
+    speed_gain: float = 2.0  #: 1/s: m/s^2 per m/s of speed error
+    waypoint_dt: float = 0.5  #: s between waypoints (the prompt's convention)
+
+    def __post_init__(self):
+        if not (self.lookahead_m > 0 and self.lookahead_time_s >= 0 and self.speed_gain > 0
+                and self.waypoint_dt > 0):
+            raise ValueError(f"PurePursuit(lookahead_m={self.lookahead_m}, lookahead_time_s="
+                             f"{self.lookahead_time_s}, speed_gain={self.speed_gain}, "
+                             f"waypoint_dt={self.waypoint_dt}): need > 0 (time >= 0)")
+
+    def lookahead(self, speed: float) -> float:
+        return max(self.lookahead_m, self.lookahead_time_s * max(speed, 0.0))
+
+    def steering(self, path: np.ndarray, speed: float) -> float:
+        """Front-wheel angle (rad, + = left) toward the look-ahead point of `path` (ego frame)."""
+        L = self.lookahead(speed)
+        tx, ty = path_point_at(path, L)
+        dist = math.hypot(tx, ty)
+        if dist < 1e-6:
+            return 0.0
+        alpha = math.atan2(ty, tx)
+        return math.atan2(2.0 * self.scale.wheelbase * math.sin(alpha), max(dist, 1e-6))
+
+    def desired_speed(self, path: np.ndarray, t: float) -> float:
+        """The plan's speed at `t` s after its time: the length of the segment driven then,
+        over waypoint_dt (0 past the last waypoint), capped at max_speed."""
+        pts = np.vstack([np.zeros(2), np.asarray(path, np.float64)[:, :2]])
+        i = int(t / self.waypoint_dt)
+        if i >= len(pts) - 1:
+            return 0.0
+        v = float(np.linalg.norm(pts[i + 1] - pts[i])) / self.waypoint_dt
+        return min(v, self.scale.max_speed)
+
+    def chunk(self, path: np.ndarray, speed: float, steps: int) -> np.ndarray:
+        """(steps, 2) normalised [steer, accel] actions, rolled forward with the bicycle model
+        from the plan's time (ego at the origin, heading +x, moving at `speed`)."""
+        sc = self.scale
+        path = np.asarray(path, np.float64)[:, :2]
+        x = y = yaw = 0.0
+        v = max(float(speed), 0.0)
+        out = np.zeros((max(1, int(steps)), 2))
+        c, s = 1.0, 0.0
+        for k in range(len(out)):
+            # The remaining path in the predicted ego frame at step k.
+            local = (path - [x, y]) @ np.array([[c, -s], [s, c]])
+            ahead = local[local[:, 0] > -1e-6] if k else local
+            steer = self.steering(ahead if len(ahead) else local[-1:], v)
+            accel = self.speed_gain * (self.desired_speed(path, k * sc.dt) - v)
+            action = np.array([steer / sc.max_steer, accel / sc.max_accel])
+            out[k] = np.clip(action, -1.0, 1.0)
+            v_next, omega = sc.to_command(out[k], v)
+            x += v_next * c * sc.dt
+            y += v_next * s * sc.dt
+            yaw += omega * sc.dt
+            c, s = math.cos(yaw), math.sin(yaw)
+            v = v_next
+        return out.astype(np.float32)
+
+
+__all__ = ["ArmServo", "PurePursuit", "path_point_at", "static_transform", "transform_to_list"]
