@@ -2,22 +2,25 @@
 
 Backends that answer "where" rather than "how" (``Policy.outputs_targets``: MiMo-Embodied)
 give a 3D point for an arm or waypoints for a vehicle. These controllers turn that answer into
-a chunk of normalised actions at the control rate, so the chunk scheduler (deadline, skip by
-age, instruction epochs) and the safety supervisor (stale inputs, faults, clamps) apply to it
-unchanged. Each chunk is rolled forward from the state at the observation's time: step k is
-the command for time ``stamp + k / rate``, which is what the scheduler assumes when it skips
-the steps a slow answer has already missed.
+a chunk at the control rate, so the chunk scheduler (deadline, skip by age, instruction
+epochs) and the safety supervisor (stale inputs, faults, clamps) apply to it unchanged. Step k
+of a chunk is the command for time ``stamp + k / rate``, which is what the scheduler assumes
+when it skips the steps a slow answer has already missed.
 
 Arm (``ArmServo``): the target, in the camera optical frame, is moved to the arm's base frame
 by a static transform (``camera_to_base``: the camera optical frame's pose in the base frame,
-x y z qx qy qz qw as ``static_transform_publisher`` takes it). The end effector is driven
-toward it with a proportional velocity ``v = gain * (target - ee)``, its norm capped at the
-arm's ``max_ee_speed`` (direction kept), and zero inside ``stop_radius_m``. In the Tabletop
-world the fingertip moves in the world frame, so the base frame is the world frame and the
-transform is the camera's ``T_world_camera``.
+x y z qx qy qz qw as ``static_transform_publisher`` takes it). The chunk holds that setpoint
+for the plan's horizon, and every control tick turns it into a velocity from the latest
+end-effector position (closed loop; an open-loop rollout would be wrong whenever the arm did
+not execute the previous chunk while the model was thinking): ``v = gain * (target - ee)``,
+its norm capped at the arm's ``max_ee_speed`` (direction kept), zero inside
+``stop_radius_m``. In the Tabletop world the fingertip moves in the world frame, so the base
+frame is the world frame and the transform is the camera's ``T_world_camera``.
 
-Vehicle (``PurePursuit``): waypoints in metres in the ego frame at the observation's time (x
-forward, y left, one every ``waypoint_dt`` s; our JSON convention, models/policy/mimo_prompts).
+Vehicle (``PurePursuit``): the chunk is rolled forward with the bicycle model from the
+observation's time (normalised [steer, accel] actions, as the learned policy's). Waypoints
+in metres in the ego frame at the observation's time (x forward, y left, one every
+``waypoint_dt`` s; our JSON convention, models/policy/mimo_prompts).
 Steering aims at the point one look-ahead ``L = max(lookahead_m, lookahead_time_s * v)`` along
 the path (the last waypoint if the path is shorter): ``delta = atan2(2 * wheelbase * sin(alpha),
 L)`` with ``alpha`` the bearing of that point. Speed follows the plan's own timing: the
@@ -85,15 +88,10 @@ class ArmServo:
         speed = min(self.gain * dist, self.scale.max_ee_speed)
         return offset / dist * speed
 
-    def chunk(self, target_base: np.ndarray, ee_base: np.ndarray, steps: int) -> np.ndarray:
-        """(steps, 3) normalised actions, rolled forward from `ee_base` at the control rate."""
-        ee = np.asarray(ee_base, np.float64)[:3].copy()
-        out = np.zeros((max(1, int(steps)), 3))
-        for k in range(len(out)):
-            v = self.velocity(target_base, ee)
-            out[k] = self.scale.to_action(v)
-            ee += self.scale.to_command(out[k]) * self.dt
-        return out.astype(np.float32)
+    def setpoints(self, target_base: np.ndarray, steps: int) -> np.ndarray:
+        """(steps, 3) float32: the chunk, the base-frame target held for `steps` ticks (the
+        node converts each with :meth:`velocity` from the end-effector position then)."""
+        return np.tile(np.asarray(target_base, np.float32)[:3], (max(1, int(steps)), 1))
 
 
 def path_point_at(path: np.ndarray, distance: float) -> np.ndarray:

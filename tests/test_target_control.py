@@ -67,12 +67,14 @@ def test_arm_servo_is_bounded_converges_and_stops_inside_the_radius():
     v = servo.velocity(target, ee)
     assert np.linalg.norm(v) == pytest.approx(0.25)  # capped, direction kept
     np.testing.assert_allclose(v / np.linalg.norm(v), (target - ee) / np.linalg.norm(target - ee))
-    chunk = servo.chunk(target, ee, 40)
-    assert chunk.shape == (40, 3) and chunk.dtype == np.float32 and np.abs(chunk).max() <= 1
-    pos = ee + np.cumsum(chunk * 0.25 * 0.1, axis=0)
-    dist = np.linalg.norm(pos - target, axis=1)
-    assert dist[-1] <= 0.011 and np.all(np.diff(dist) <= 1e-9)  # monotone approach
-    assert not servo.chunk(target, target + [0.005, 0, 0], 3).any()  # inside the radius: zero
+    chunk = servo.setpoints(target, 40)
+    assert chunk.shape == (40, 3) and chunk.dtype == np.float32 and np.all(chunk == target.astype(np.float32))
+    dist = []
+    for _ in range(40):  # closed loop, as the node runs it: velocity from the latest position
+        ee = ee + servo.velocity(target, ee) * 0.1
+        dist.append(np.linalg.norm(ee - target))
+    assert dist[-1] <= 0.0101 and np.all(np.diff(dist) <= 1e-9)  # monotone approach
+    assert not servo.velocity(target, target + [0.005, 0, 0]).any()  # inside the radius: zero
 
 
 def _drive(chunk, scale, speed):
