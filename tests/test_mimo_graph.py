@@ -32,7 +32,7 @@ from mimo_fixtures import install_canned_answer, make_tiny_random_checkpoint  # 
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from test_policy_node import Harness, speed  # noqa: E402
+from test_policy_node import Harness, ScriptedPolicy, speed  # noqa: E402
 
 from embodied_stack.models.perception.types import matrix_from_quaternion  # noqa: E402
 from embodied_stack.models.policy import mimo_prompts as P  # noqa: E402
@@ -257,3 +257,38 @@ def test_mimo_elastic_submodels_switch_through_the_node_parameter(ckpt):
         assert not refused.successful and "allowed" in refused.reason
     finally:
         h.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# A slow planner (seconds per answer, as a 7B model on a small GPU): executed, its age skipped
+# ---------------------------------------------------------------------------------------------
+
+
+class SlowRampPolicy(ScriptedPolicy):
+    """Takes `delay_s` per answer; action k of its chunk is [k / 100, 0, 0], so a command
+    tells which step of the chunk it came from."""
+
+    def select_action(self, obs):
+        action = super().select_action(obs)
+        action.chunk = np.stack([np.arange(60) / 100.0, np.zeros(60), np.zeros(60)], axis=1)
+        return action
+
+
+def test_a_slow_planner_is_executed_with_its_age_accounted_for():
+    policy = SlowRampPolicy()
+    policy.delay_s = 1.0  # at 20 Hz: 20 control periods pass while it thinks
+    h = Harness(policy, deadline_s=3.0, refill_at=30)  # refill 1.5 s before the chunk runs out
+    try:
+        h.stream(4.0)
+        stats = dict(h.node.stats)
+    finally:
+        h.close()
+    assert stats.get("dropped_stale", 0) == 0 and stats.get("chunks", 0) >= 2, stats
+    steps = [round(speed(m) / 0.25 * 100) for _, m in h.commands]
+    moving = [k for k, s in enumerate(steps) if s > 0]
+    assert moving, steps
+    first = steps[moving[0]]
+    # The first command is the step for "now", not step 0: the ~1 s the answer took is skipped.
+    assert 19 <= first <= 35, steps
+    # No stop between chunks: the refill arrives before the queue runs dry.
+    assert all(s > 0 for s in steps[moving[0]:]), steps
