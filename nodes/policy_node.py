@@ -24,6 +24,12 @@ How it runs:
   diagnostic and does not refresh staleness.
 - Parameters marked read-only are refused at run time with a reason; every other one takes
   effect at once (rate, deadline, staleness, clamps, submodel, ...).
+- Backends that answer with a target or a plan (`Policy.outputs_targets`: MiMo) get their
+  chunk built here (nodes/target_control.py): an arm servoes to `target_point` (metres, camera
+  optical frame) moved to the base frame by `camera_to_base`; a vehicle follows `plan` by pure
+  pursuit. No target (no answer, no valid depth, no transform) -> a stop, the reason on
+  /diagnostics (`fault.target`). For a model that takes seconds, raise `deadline_s` and make
+  `plan_horizon_s` and `refill_at` cover its latency.
 - Malformed messages are rejected at the boundary with a throttled log line and a
   diagnostics entry; the last good state is kept. Repeated identical faults are logged at most
   every few seconds; a change of the active faults at once.
