@@ -151,6 +151,9 @@ def load_backend(name: str, model_path: str, device: str, runtime: str = "torch"
 
         if not model_path:
             raise ValueError("backend 'mimo' needs model_path: a local MiMo-Embodied-7B checkpoint")
+        if submodel not in (None, "full") and not elastic:
+            raise ValueError(f"submodel {submodel!r}: backend 'mimo' serves only 'full' unless "
+                             "mimo_elastic:=true")
         policy = MiMoEmbodiedPolicy.from_pretrained(model_path, device=device)
         if elastic:
             policy.make_elastic()

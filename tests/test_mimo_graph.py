@@ -238,6 +238,13 @@ def test_arm_target_needs_camera_to_base_and_valid_depth(tiny_policy):
 # ---------------------------------------------------------------------------------------------
 
 
+def test_mimo_submodel_without_elastic_fails_before_loading():
+    from embodied_stack.nodes.policy_node import load_backend
+
+    with pytest.raises(ValueError, match="mimo_elastic"):  # (the path is never opened)
+        load_backend("mimo", "/nonexistent/mimo", "cpu", submodel="1/2")
+
+
 def test_mimo_elastic_submodels_switch_through_the_node_parameter(ckpt):
     h = Harness(None, backend="mimo", model_path=str(ckpt), mimo_elastic=True, plan_horizon_s=0.3,
                 camera_to_base=[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
