@@ -356,7 +356,7 @@ class PolicyNode(Node):
         self.arm_scale = ArmScale(g("max_ee_speed"))
         self.vehicle_scale = VehicleScale(g("max_steer"), g("max_accel"), g("max_speed"),
                                           g("wheelbase"), dt)
-        self.arm_servo = ArmServo(self.arm_scale, g("servo_gain"), g("servo_stop_radius_m"), dt)
+        self.arm_servo = ArmServo(self.arm_scale, g("servo_gain"), g("servo_stop_radius_m"))
         self.pursuit = PurePursuit(self.vehicle_scale, g("lookahead_m"), g("lookahead_time_s"))
         self.plan_steps = max(1, math.ceil(g("plan_horizon_s") * g("control_rate_hz")))
 

@@ -72,12 +72,11 @@ class ArmServo:
     scale: ArmScale = ArmScale()
     gain: float = 2.0  #: 1/s: m/s of velocity per m of distance
     stop_radius_m: float = 0.01  #: zero velocity this close to the target
-    dt: float = 0.1  #: s, the control period
 
     def __post_init__(self):
-        if not (self.gain > 0 and self.stop_radius_m >= 0 and self.dt > 0):
-            raise ValueError(f"ArmServo(gain={self.gain}, stop_radius_m={self.stop_radius_m}, "
-                             f"dt={self.dt}): need gain > 0, stop_radius_m >= 0, dt > 0")
+        if not (self.gain > 0 and self.stop_radius_m >= 0):
+            raise ValueError(f"ArmServo(gain={self.gain}, stop_radius_m={self.stop_radius_m}): "
+                             "need gain > 0, stop_radius_m >= 0")
 
     def velocity(self, target: np.ndarray, ee: np.ndarray) -> np.ndarray:
         """m/s toward `target` from `ee` (both in the base frame)."""

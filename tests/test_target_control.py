@@ -62,7 +62,7 @@ def test_static_transform_round_trip_and_errors():
 
 
 def test_arm_servo_is_bounded_converges_and_stops_inside_the_radius():
-    servo = ArmServo(ArmScale(0.25), gain=2.0, stop_radius_m=0.01, dt=0.1)
+    servo = ArmServo(ArmScale(0.25), gain=2.0, stop_radius_m=0.01)
     target, ee = np.array([0.3, -0.2, 0.05]), np.array([0.0, 0.0, 0.2])
     v = servo.velocity(target, ee)
     assert np.linalg.norm(v) == pytest.approx(0.25)  # capped, direction kept
