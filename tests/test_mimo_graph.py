@@ -193,6 +193,34 @@ def test_canned_waypoints_drive_by_pure_pursuit_through_the_node(tiny_policy):
         assert min(abs(v - e[0]) + abs(omega - e[1]) for e in expect) < 1e-3, (v, omega, expect[:3])
 
 
+def test_lookahead_parameters_take_effect_at_run_time(tiny_policy):
+    install_canned_answer(tiny_policy, json.dumps({"waypoints": LEFT_PLAN}))
+    h = Harness(tiny_policy, embodiment="vehicle", deadline_s=2.0, plan_horizon_s=0.3)
+    h.vehicle_speed = lambda: 5.0
+    try:
+        h.stream(1.0)
+        mark = time.monotonic()
+        h.stream(0.5)
+        short = np.median([m.twist.angular.z for m in h.recent(mark)])
+        ok = h.node.set_parameters([Parameter("lookahead_m", value=15.0),
+                                    Parameter("lookahead_time_s", value=3.0)])[0]
+        assert ok.successful
+        h.stream(0.6)
+        mark = time.monotonic()
+        h.stream(0.5)
+        far = np.median([m.twist.angular.z for m in h.recent(mark)])
+    finally:
+        h.close()
+    # A longer look-ahead aims at a point further along the bend: a larger bearing over a
+    # longer chord; pure pursuit says which way the yaw rate moves, compare with it.
+    scale = VehicleScale(0.5, 3.0, 15.0, 2.7, 1.0 / 20)
+    pp = PurePursuit(scale, 5.0, 1.0)
+    expect_short, expect_far = (pp.steering(np.array(LEFT_PLAN), 5.0),
+                                PurePursuit(scale, 15.0, 3.0).steering(np.array(LEFT_PLAN), 5.0))
+    assert short > 0 and far > 0 and np.sign(far - short) == np.sign(expect_far - expect_short), (
+        short, far, expect_short, expect_far)
+
+
 # ---------------------------------------------------------------------------------------------
 # Arm through the node on the Harness: no transform or no depth -> stop with a reason
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +257,49 @@ def test_arm_target_needs_camera_to_base_and_valid_depth(tiny_policy):
             time.sleep(0.05)
         assert any("no valid depth" in f for f in _faults(h)), _faults(h)
         assert not any(m.twist.linear.z for m in h.recent(mark + 0.5))
+    finally:
+        h.close()
+
+
+def _stream_at_depth(h, seconds, depth_m, rate=20.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        stamp = h.driver.get_clock().now().to_msg()
+        h.send_frame(depth=depth_to_image(np.full((16, 16), depth_m, np.float32), stamp, "cam"))
+        time.sleep(1.0 / rate)
+
+
+def _norms(h, since):
+    return [float(np.linalg.norm([m.twist.linear.x, m.twist.linear.y, m.twist.linear.z]))
+            for m in h.recent(since)]
+
+
+def test_servo_and_horizon_parameters_take_effect_at_run_time(tiny_policy):
+    seen = install_canned_answer(tiny_policy, '[{"points": [[28, 28]]}]')  # 0.5 m ahead
+    h = Harness(tiny_policy, plan_horizon_s=0.3, camera_to_base=[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+    try:
+        _stream_at_depth(h, 1.0, 0.5)
+        mark = time.monotonic()
+        _stream_at_depth(h, 0.6, 0.5)
+        assert np.median(_norms(h, mark)) == pytest.approx(0.25, abs=0.01)  # gain 2: capped
+        assert h.node.set_parameters([Parameter("servo_gain", value=0.1)])[0].successful
+        _stream_at_depth(h, 0.5, 0.5)
+        mark = time.monotonic()
+        _stream_at_depth(h, 0.6, 0.5)
+        assert np.median(_norms(h, mark)) == pytest.approx(0.1 * 0.5, abs=0.003)  # 0.1 x 0.5 m
+        assert h.node.set_parameters([Parameter("servo_stop_radius_m", value=0.6)])[0].successful
+        _stream_at_depth(h, 0.5, 0.5)
+        mark = time.monotonic()
+        _stream_at_depth(h, 0.6, 0.5)
+        assert max(_norms(h, mark)) == 0.0  # inside the radius: hold still
+        calls = seen["calls"]
+        _stream_at_depth(h, 1.2, 0.5)
+        fast = seen["calls"] - calls  # a 0.3 s horizon: an answer every ~0.3 s
+        assert h.node.set_parameters([Parameter("plan_horizon_s", value=5.0)])[0].successful
+        _stream_at_depth(h, 0.4, 0.5)  # (the chunk in hand was cut at 0.3 s)
+        calls = seen["calls"]
+        _stream_at_depth(h, 1.2, 0.5)
+        assert h.node.plan_steps == 100 and fast >= 3 and seen["calls"] - calls <= 1, (fast, seen)
     finally:
         h.close()
 
