@@ -370,3 +370,5 @@ def test_a_slow_planner_is_executed_with_its_age_accounted_for():
     assert 19 <= first <= 35, steps
     # No stop between chunks: the refill arrives before the queue runs dry.
     assert all(s > 0 for s in steps[moving[0]:]), steps
+    print(f"\nslow planner (1 s per answer, 20 Hz): first command from chunk step {first}; "
+          f"{len(steps) - moving[0]} commands after it, none zero; stats {stats}")
