@@ -193,6 +193,48 @@ def test_canned_waypoints_drive_by_pure_pursuit_through_the_node(tiny_policy):
         assert min(abs(v - e[0]) + abs(omega - e[1]) for e in expect) < 1e-3, (v, omega, expect[:3])
 
 
+def test_canned_stop_plan_brakes_the_simulated_car_over_dds(ckpt):
+    """Driving world through the sim bridge: a canned plan of waypoints that stay where the
+    car is (our convention: waypoints at future times, so: stand still) is followed by pure
+    pursuit from the bridge's odometry; the car brakes from its start speed to a stop,
+    straight, on commands of the plan (no safety stop involved)."""
+    from geometry_msgs.msg import TwistStamped
+    from nav_msgs.msg import Odometry
+
+    plan = [[0.0, 0.0]] * 6
+    box = {}
+
+    def prepare(bridge, policy):
+        install_canned_answer(policy.policy, json.dumps({"waypoints": plan}), run_model=True)
+        node = rclpy.create_node("odom_listener", context=policy.context)
+        box["odom"] = []
+        node.create_subscription(Odometry, "odom", lambda m: box["odom"].append(
+            (m.twist.twist.linear.x, m.twist.twist.angular.z)), 10)
+        box["cmd"] = []
+        node.create_subscription(TwistStamped, "cmd_vel", lambda m: box["cmd"].append(
+            (m.twist.linear.x, m.twist.angular.z)), 10)
+        return [node]
+
+    run = run_world("driving", episodes=1, seed=11, backend="mimo", model_path=str(ckpt),
+                    submodel="full", bag_path=None, timeout_s=60,
+                    policy_params={"deadline_s": 2.0}, prepare=prepare)
+    speeds = [v for v, _ in box["odom"]]
+    assert speeds[0] > 5.0 and min(speeds) < 0.2, speeds
+    stopped = next(i for i, v in enumerate(speeds) if v < 0.2)
+    assert stopped <= 45  # ~7 m/s at up to 3 m/s^2, after the first answer
+    assert max(abs(w) for _, w in box["odom"]) < 0.05  # straight ahead
+    cmd = [v for v, _ in box["cmd"]]  # the plan's commands: braking, never speeding up
+    first = next(i for i, v in enumerate(cmd) if v > 0)  # (after the start-up stop ticks)
+    cmd = cmd[first:]
+    assert all(b <= a + 1e-9 for a, b in zip(cmd, cmd[1:])) and cmd[-1] == 0.0, cmd
+    stats = run.policy_stats
+    assert stats.get("chunks", 0) >= 1 and stats.get("no_target", 0) == 0, stats
+    # (A few stop ticks at start-up, before the first frames: not what stopped the car.)
+    assert stats.get("stop_ticks", 0) <= 5 and stats.get("backend_errors", 0) == 0, stats
+    print(f"\ncanned stop plan: {speeds[0]:.1f} m/s -> {min(speeds):.2f} m/s in {stopped} "
+          f"steps; stats {stats}")
+
+
 def test_lookahead_parameters_take_effect_at_run_time(tiny_policy):
     install_canned_answer(tiny_policy, json.dumps({"waypoints": LEFT_PLAN}))
     h = Harness(tiny_policy, embodiment="vehicle", deadline_s=2.0, plan_horizon_s=0.3)
