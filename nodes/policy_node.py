@@ -251,9 +251,9 @@ class PolicyNode(Node):
             g("backend"), g("model_path"), g("device"), g("runtime"), g("precision"),
             bool(g("cuda_graph")), g("submodel"), bool(g("mimo_elastic")))
         self.backend_name = g("backend") if policy is None else type(policy).__name__
-        #: arm chunks of a target backend are setpoints, servoed to at every tick
-        self._servo_targets = (self.embodiment == "arm"
-                               and getattr(self.policy, "outputs_targets", False))
+        #: chunks of a target backend hold setpoints (arm: a base-frame point; vehicle:
+        #: steering and desired speed), turned into commands at every tick
+        self._target_chunks = bool(getattr(self.policy, "outputs_targets", False))
         runtime = getattr(self.policy, "_runtime", None)
         self.runtime_description = getattr(runtime, "description", "model (eager)")
         check_submodel(self.policy, g("submodel"))
@@ -584,7 +584,8 @@ class PolicyNode(Node):
         + k periods, so the scheduler skips what a slow answer missed. An arm: `target_point`
         moved to the base frame by `camera_to_base`, held as the setpoint each tick servoes
         to from the end-effector position in proprio[0:3] (base frame). A vehicle: `plan`
-        followed by pure pursuit, rolled forward from the odometry speed. No target -> a zero
+        followed by pure pursuit (steering rolled forward from the odometry speed, rows of
+        [steer, desired speed] whose speed loop closes at the tick). No target -> a zero
         chunk and extras["no_target"] (a stop with the reason on /diagnostics)."""
         steps, extras = self.plan_steps, action.extras
         dim = 3 if self.embodiment == "arm" else 2
@@ -633,12 +634,13 @@ class PolicyNode(Node):
             if popped is not None:
                 action, obs_stamp = popped
                 self.safety.note_input("actions", now, now)
-                if self.embodiment == "vehicle":
-                    command = self.vehicle_scale.to_command(action, speed)
-                elif self._servo_targets:  # the action is a base-frame setpoint
+                if not self._target_chunks:
+                    command = (self.arm_scale.to_command(action) if self.embodiment == "arm"
+                               else self.vehicle_scale.to_command(action, speed))
+                elif self.embodiment == "arm":  # a base-frame setpoint
                     command = self.arm_servo.velocity(action, ee)
-                else:
-                    command = self.arm_scale.to_command(action)
+                else:  # [steer, desired speed]
+                    command = self.pursuit.command(action, speed)
             out, faults = self.safety.filter(now, command)
             self._log_faults(faults, now)
             if out is None:

@@ -17,8 +17,10 @@ its norm capped at the arm's ``max_ee_speed`` (direction kept), zero inside
 ``stop_radius_m``. In the Tabletop world the fingertip moves in the world frame, so the base
 frame is the world frame and the transform is the camera's ``T_world_camera``.
 
-Vehicle (``PurePursuit``): the chunk is rolled forward with the bicycle model from the
-observation's time (normalised [steer, accel] actions, as the learned policy's). Waypoints
+Vehicle (``PurePursuit``): each chunk row is [steering (normalised), desired speed]; the
+steering is rolled forward with the bicycle model from the observation's time, and the speed
+loop is closed at the tick from the odometry speed (an open-loop acceleration profile would
+hold a wrong speed whenever the car did not do what the rollout assumed). Waypoints
 in metres in the ego frame at the observation's time (x forward, y left, one every
 ``waypoint_dt`` s; our JSON convention, models/policy/mimo_prompts).
 Steering aims at the point one look-ahead ``L = max(lookahead_m, lookahead_time_s * v)`` along
@@ -147,9 +149,17 @@ class PurePursuit:
         v = float(np.linalg.norm(pts[i + 1] - pts[i])) / self.waypoint_dt
         return min(v, self.scale.max_speed)
 
+    def command(self, row: np.ndarray, speed: float) -> np.ndarray:
+        """One chunk row [steer (normalised), desired speed m/s] at the measured `speed` ->
+        the command [v m/s, omega rad/s]: the speed loop is closed here, at the tick."""
+        sc = self.scale
+        accel = np.clip(self.speed_gain * (float(row[1]) - speed) / sc.max_accel, -1.0, 1.0)
+        return sc.to_command(np.array([float(row[0]), accel]), speed)
+
     def chunk(self, path: np.ndarray, speed: float, steps: int) -> np.ndarray:
-        """(steps, 2) normalised [steer, accel] actions, rolled forward with the bicycle model
-        from the plan's time (ego at the origin, heading +x, moving at `speed`)."""
+        """(steps, 2) rows [steer (normalised), desired speed m/s], the steering rolled
+        forward with the bicycle model from the plan's time (ego at the origin, heading +x,
+        moving at `speed`); :meth:`command` turns a row into cmd_vel at the tick."""
         sc = self.scale
         path = np.asarray(path, np.float64)[:, :2]
         x = y = yaw = 0.0
@@ -161,10 +171,8 @@ class PurePursuit:
             local = (path - [x, y]) @ np.array([[c, -s], [s, c]])
             ahead = local[local[:, 0] > -1e-6] if k else local
             steer = self.steering(ahead if len(ahead) else local[-1:], v)
-            accel = self.speed_gain * (self.desired_speed(path, k * sc.dt) - v)
-            action = np.array([steer / sc.max_steer, accel / sc.max_accel])
-            out[k] = np.clip(action, -1.0, 1.0)
-            v_next, omega = sc.to_command(out[k], v)
+            out[k] = [np.clip(steer / sc.max_steer, -1.0, 1.0), self.desired_speed(path, k * sc.dt)]
+            v_next, omega = self.command(out[k], v)
             x += v_next * c * sc.dt
             y += v_next * s * sc.dt
             yaw += omega * sc.dt

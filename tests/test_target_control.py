@@ -77,12 +77,13 @@ def test_arm_servo_is_bounded_converges_and_stops_inside_the_radius():
     assert not servo.velocity(target, target + [0.005, 0, 0]).any()  # inside the radius: zero
 
 
-def _drive(chunk, scale, speed):
-    """Integrate the bicycle model over a chunk: final (x, y, yaw, v)."""
+def _drive(chunk, pp, speed):
+    """Integrate the bicycle model over a chunk, commands made at each tick: (x, y, yaw, v)."""
+    scale = pp.scale
     x = y = yaw = 0.0
     v = speed
-    for action in chunk:
-        v, omega = scale.to_command(action, v)
+    for row in chunk:
+        v, omega = pp.command(row, v)
         x, y, yaw = x + v * math.cos(yaw) * scale.dt, y + v * math.sin(yaw) * scale.dt, yaw + omega * scale.dt
     return x, y, yaw, v
 
@@ -98,13 +99,16 @@ def test_pure_pursuit_steers_toward_the_path_and_tracks_its_speed():
     tx, ty = path_point_at(left, 5.0)
     expect = math.atan2(2 * 2.7 * math.sin(math.atan2(ty, tx)), math.hypot(tx, ty))
     assert chunk[0, 0] * 0.5 == pytest.approx(expect, rel=1e-5)
-    x, y, _, v = _drive(chunk[:25], scale, 5.0)  # 2.5 s: the plan says x = 12.5, y = 4.2
+    x, y, _, v = _drive(chunk[:25], pp, 5.0)  # 2.5 s: the plan says x = 12.5, y = 4.2
     assert y > 2.0 and 9.0 < x < 14.0 and 3.0 < v < 7.0
     straight = np.array([[5.0 * (k + 1), 0.0] for k in range(6)])  # 10 m/s from standstill
     acc = pp.chunk(straight, 0.0, 10)
-    assert np.all(acc[:, 1] > 0) and not np.any(acc[:, 0])
+    assert np.all(acc[:, 1] == 10.0) and not np.any(acc[:, 0])
+    assert pp.command(acc[0], 0.0)[0] == pytest.approx(3.0 * 0.1)  # full throttle for a tick
     stop = np.array([[0.5, 0.0], [0.6, 0.0], [0.6, 0.0]])  # stop ahead: brake
-    assert np.all(pp.chunk(stop, 8.0, 5)[:, 1] < 0)
+    assert np.all(pp.chunk(stop, 8.0, 5)[:, 1] <= 1.0)
+    assert pp.command([0.0, 0.0], 8.0)[0] == pytest.approx(8.0 - 0.3)  # closed loop: brake
+    assert pp.command([0.0, 5.0], 5.0)[0] == pytest.approx(5.0)  # at the plan's speed: hold
 
 
 def test_path_point_at_interpolates_and_clips():
