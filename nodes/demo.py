@@ -44,7 +44,14 @@ class WorldRun:
 def run_world(world: str, episodes: int, seed: int, backend: str, model_path: str,
               submodel: str, bag_path: Path | None, width: int = 64, height: int = 64,
               rate_hz: float | None = None, mode: str = "realtime", timeout_s: float = 300.0,
-              progress=None, runtime: str = "torch", use_sim_time: bool = False) -> WorldRun:
+              progress=None, runtime: str = "torch", use_sim_time: bool = False,
+              bridge_params: dict | None = None, policy_params: dict | None = None,
+              prepare=None) -> WorldRun:
+    """Run `episodes` of `world` through the sim bridge and the policy node over DDS.
+    `bridge_params` / `policy_params`: more parameter overrides of either node; `prepare`:
+    called as prepare(bridge, policy_node) before spinning, may return extra nodes to spin
+    (a test's listener). For an arm world the policy node's `camera_to_base` is the world's
+    camera pose (the Tabletop fingertip moves in the world frame: base = world)."""
     configure_dds_environment()
     import rclpy
     from rclpy.parameter import Parameter
@@ -53,6 +60,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
     from embodied_stack.nodes.policy_node import PolicyNode
     from embodied_stack.nodes.recorder import BagRecorder
     from embodied_stack.nodes.sim_bridge_node import SimBridgeNode
+    from embodied_stack.nodes.target_control import transform_to_list
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -65,16 +73,24 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
             Parameter("height", value=height), Parameter("mode", value=mode),
             Parameter("publish_expert", value=backend == "expert"),
             Parameter("use_sim_time", value=use_sim_time),
+            *(Parameter(k, value=v) for k, v in (bridge_params or {}).items()),
         ])
         nodes.append(bridge)
+        extra = dict(policy_params or {})
+        if EMBODIMENT_OF_WORLD[world] == "arm":
+            extra.setdefault("camera_to_base",
+                             transform_to_list(bridge.info["camera"]["T_world_camera"]))
         rate = rate_hz or bridge.env.metadata["render_fps"]
         policy = PolicyNode(context=context, parameter_overrides=[
             Parameter("backend", value=backend), Parameter("model_path", value=model_path),
             Parameter("embodiment", value=EMBODIMENT_OF_WORLD[world]),
             Parameter("submodel", value=submodel), Parameter("control_rate_hz", value=float(rate)),
             Parameter("runtime", value=runtime), Parameter("use_sim_time", value=use_sim_time),
+            *(Parameter(k, value=v) for k, v in extra.items()),
         ])
         nodes.append(policy)
+        if prepare is not None:
+            nodes.extend(prepare(bridge, policy) or [])
         if bag_path is not None:
             recorder = BagRecorder(bag_path, context=context)
             nodes.append(recorder)

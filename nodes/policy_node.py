@@ -26,6 +26,12 @@ How it runs:
   diagnostic and does not refresh staleness.
 - Parameters marked read-only are refused at run time with a reason; every other one takes
   effect at once (rate, deadline, staleness, clamps, submodel, ...).
+- Backends that answer with a target or a plan (`Policy.outputs_targets`: MiMo) get their
+  chunk built here (nodes/target_control.py): an arm servoes to `target_point` (metres, camera
+  optical frame) moved to the base frame by `camera_to_base`; a vehicle follows `plan` by pure
+  pursuit. No target (no answer, no valid depth, no transform) -> a stop, the reason on
+  /diagnostics (`fault.target`). For a model that takes seconds, raise `deadline_s` and make
+  `plan_horizon_s` and `refill_at` cover its latency.
 - Malformed messages are rejected at the boundary with a throttled log line and a
   diagnostics entry; the last good state is kept. Repeated identical faults are logged at most
   every few seconds; a change of the active faults at once.
@@ -34,6 +40,8 @@ How it runs:
 from __future__ import annotations
 
 import collections
+import dataclasses
+import math
 import re
 import threading
 import time
@@ -64,6 +72,7 @@ from embodied_stack.nodes.conversions import (
     stamp_to_seconds,
 )
 from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
+from embodied_stack.nodes.target_control import ArmServo, PurePursuit, static_transform
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
 
 #: Default proprio layouts by embodiment: the simulation worlds' (a robot sets proprio_names).
@@ -115,16 +124,18 @@ def _live(desc):
 SCHEDULER_PARAMS = {"control_rate_hz": "rate_hz", "deadline_s": "deadline_s",
                     "refill_at": "refill_at", "execute_steps": "execute_steps"}
 SCALE_PARAMS = ("max_ee_speed", "max_steer", "max_accel", "max_speed", "wheelbase",
-                "control_rate_hz")
+                "control_rate_hz", "servo_gain", "servo_stop_radius_m", "lookahead_m",
+                "lookahead_time_s", "plan_horizon_s")
 
 
 def load_backend(name: str, model_path: str, device: str, runtime: str = "torch",
                  precision: str = "fp32", cuda_graph: bool = False,
-                 submodel: str | None = None) -> Policy:
+                 submodel: str | None = None, elastic: bool = False) -> Policy:
     """Build the policy backend the `backend` parameter names. For `vla`, the runtime is
     prepared here (ONNX export / engine build / CUDA graph capture for every named submodel,
     cached on disk where it can be), never in the control loop; `submodel` is checked first,
-    so a wrong name fails before that work."""
+    so a wrong name fails before that work. For `mimo`, `elastic` ranks and permutes the
+    Qwen decoder at start-up so `submodel` can switch its nested submodels."""
     if name == "expert":
         from embodied_stack.models.policy.expert_relay import ExpertRelayPolicy
 
@@ -142,7 +153,13 @@ def load_backend(name: str, model_path: str, device: str, runtime: str = "torch"
 
         if not model_path:
             raise ValueError("backend 'mimo' needs model_path: a local MiMo-Embodied-7B checkpoint")
-        return MiMoEmbodiedPolicy.from_pretrained(model_path, device=device)
+        if submodel not in (None, "full") and not elastic:
+            raise ValueError(f"submodel {submodel!r}: backend 'mimo' serves only 'full' unless "
+                             "mimo_elastic:=true")
+        policy = MiMoEmbodiedPolicy.from_pretrained(model_path, device=device)
+        if elastic:
+            policy.make_elastic()
+        return policy
     raise ValueError(f"backend {name!r} not in ('vla', 'mimo', 'expert')")
 
 
@@ -166,8 +183,11 @@ class PolicyNode(Node):
                                       "weights"))
         p("cuda_graph", False, _fixed("vla on CUDA with runtime torch: replay one captured "
                                       "CUDA graph per submodel"))
-        p("submodel", "full", _live("elastic submodel (full, 3/4, 1/2, 1/4 for ElasticVLA); "
-                                    "switchable at run time"))
+        p("submodel", "full", _live("elastic submodel (full, 3/4, 1/2, 1/4 for ElasticVLA, "
+                                    "and for mimo with mimo_elastic); switchable at run time"))
+        p("mimo_elastic", False, _fixed("mimo: rank and permute the Qwen decoder at start-up "
+                                        "into nested submodels full, 3/4, 1/2, 1/4 (zero-shot; "
+                                        "calibrated on synthetic frames)"))
         p("embodiment", "arm", _fixed("arm (servo/delta_twist_cmds) or vehicle (cmd_vel)"))
         # --- timing (live) ---
         p("control_rate_hz", 10.0, _float("command rate (Hz)", 1.0, 200.0))
@@ -198,6 +218,18 @@ class PolicyNode(Node):
         p("max_accel", 3.0, _float("vehicle: m/s^2 at |action| = 1", 0.1, 20.0))
         p("max_speed", 15.0, _float("vehicle: speed cap m/s", 0.1, 100.0))
         p("wheelbase", 2.7, _float("vehicle: wheelbase m", 0.1, 10.0))
+        # --- target / plan backends (mimo): how their answers become the chunk ---
+        p("plan_horizon_s", 3.0, _float("mimo: seconds of commands built from one answer "
+                                        "(cover the backend's inference time)", 0.1, 60.0))
+        p("camera_to_base", [0.0], _fixed("arm: the camera optical frame's pose in the base "
+                                          "frame of servo commands, x y z qx qy qz qw (as "
+                                          "static_transform_publisher); [0.0] = not set"))
+        p("servo_gain", 2.0, _float("arm: m/s toward the target per m of distance", 0.01, 50.0))
+        p("servo_stop_radius_m", 0.01, _float("arm: zero velocity this close to the target",
+                                              0.0, 1.0))
+        p("lookahead_m", 5.0, _float("vehicle: shortest pure-pursuit look-ahead, m", 0.1, 100.0))
+        p("lookahead_time_s", 1.0, _float("vehicle: look-ahead grows to this many seconds of "
+                                          "travel", 0.0, 10.0))
 
         g = lambda name: self.get_parameter(name).value  # noqa: E731
         self.embodiment = g("embodiment")
@@ -214,12 +246,16 @@ class PolicyNode(Node):
             rate_hz=g("control_rate_hz"), deadline_s=g("deadline_s"), refill_at=g("refill_at"),
             execute_steps=g("execute_steps")))
         self.safety = SafetySupervisor(SafetyConfig(kind=self.embodiment, **self._safety_limits(g)))
+        self.camera_to_base = static_transform(g("camera_to_base"))
         self._build_scales(g)
 
         self.policy = policy if policy is not None else load_backend(
             g("backend"), g("model_path"), g("device"), g("runtime"), g("precision"),
-            bool(g("cuda_graph")), g("submodel"))
+            bool(g("cuda_graph")), g("submodel"), bool(g("mimo_elastic")))
         self.backend_name = g("backend") if policy is None else type(policy).__name__
+        #: chunks of a target backend hold setpoints (arm: a base-frame point; vehicle:
+        #: steering and desired speed), turned into commands at every tick
+        self._target_chunks = bool(getattr(self.policy, "outputs_targets", False))
         runtime = getattr(self.policy, "_runtime", None)
         self.runtime_description = getattr(runtime, "description", "model (eager)")
         check_submodel(self.policy, g("submodel"))
@@ -233,13 +269,14 @@ class PolicyNode(Node):
         # --- state shared with the worker: under _lock (the _wake condition's lock) ---
         self._lock = self._wake
         self._rgb = self._rgb_stamp = None
+        self._rgb_frame = "camera_color_optical_frame"  # frame_id of the latest colour image
         self._depth = None
         self._K = None
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
         self._instruction: str | None = None
         self._instruction_since = -float("inf")  # when it arrived (wall time)
-        self._request = None  # (Observation, epoch) waiting for the worker
+        self._request = None  # (Observation, epoch, camera frame, speed) for the worker
         self._result = None  # (Action | None, Exception | None, obs stamp, epoch)
         self._control_lock = threading.Lock()  # serialises _control_step (timer vs worker)
         self._last_obs_stamp = None  # the observation the last command answered
@@ -316,9 +353,15 @@ class PolicyNode(Node):
                 "max_angular": g("max_angular"), "max_reverse": g("max_reverse")}
 
     def _build_scales(self, g) -> None:
+        """Command scaling and the target/plan controllers, from the parameters (at start-up
+        and on every change; the worker reads them as whole objects)."""
+        dt = 1.0 / g("control_rate_hz")
         self.arm_scale = ArmScale(g("max_ee_speed"))
         self.vehicle_scale = VehicleScale(g("max_steer"), g("max_accel"), g("max_speed"),
-                                          g("wheelbase"), 1.0 / g("control_rate_hz"))
+                                          g("wheelbase"), dt)
+        self.arm_servo = ArmServo(self.arm_scale, g("servo_gain"), g("servo_stop_radius_m"))
+        self.pursuit = PurePursuit(self.vehicle_scale, g("lookahead_m"), g("lookahead_time_s"))
+        self.plan_steps = max(1, math.ceil(g("plan_horizon_s") * g("control_rate_hz")))
 
     def _reject(self, source: str, reason: str) -> None:
         with self._lock:
@@ -348,6 +391,7 @@ class PolicyNode(Node):
             return
         with self._lock:
             self._rgb, self._rgb_stamp = rgb, stamp
+            self._rgb_frame = msg.header.frame_id or self._rgb_frame
             # ~/command_source echoes the frame's exact header stamp (a float loses ns), and
             # the arrival time gives the node's own share of camera -> command latency.
             self._stamp_msgs[stamp] = (msg.header.stamp, time.monotonic())
@@ -485,7 +529,7 @@ class PolicyNode(Node):
             self._wake.wait_for(lambda: self._request is not None or self._stop)
             if self._stop:
                 return False
-            (obs, epoch), self._request = self._request, None
+            (obs, epoch, frame, speed), self._request = self._request, None
             submodel = self._pending_submodel
         action = error = None
         try:
@@ -495,6 +539,9 @@ class PolicyNode(Node):
             action = self.policy.select_action(obs)
             self.inference_pub.publish(KeyValue(key=submodel,
                                                 value=f"{time.perf_counter() - t0:.6f}"))
+            action.extras["frame_id"] = frame
+            if getattr(self.policy, "outputs_targets", False):
+                self._chunk_from_target(action, obs, speed)
         except Exception as exc:  # any backend failure becomes a safety fault
             error = exc
             self.get_logger().error(
@@ -533,8 +580,38 @@ class PolicyNode(Node):
         obs = Observation(
             rgb=self._rgb, instruction=self._instruction, proprio=self._proprio.copy(),
             embodiment=self.embodiment, depth=depth, camera_K=self._K, stamp=self._rgb_stamp)
-        self._request = (obs, self.scheduler.start_request(self._rgb_stamp))
+        self._request = (obs, self.scheduler.start_request(self._rgb_stamp), self._rgb_frame,
+                         self._speed)
         self._wake.notify()
+
+    def _chunk_from_target(self, action, obs: Observation, speed: float) -> None:
+        """(worker) For a backend that answers with a target or a plan (MiMo): build the
+        chunk to execute (nodes/target_control.py); step k is for the observation's time
+        + k periods, so the scheduler skips what a slow answer missed. An arm: `target_point`
+        moved to the base frame by `camera_to_base`, held as the setpoint each tick servoes
+        to from the end-effector position in proprio[0:3] (base frame). A vehicle: `plan`
+        followed by pure pursuit (steering rolled forward from the odometry speed, rows of
+        [steer, desired speed] whose speed loop closes at the tick). No target -> a zero
+        chunk and extras["no_target"] (a stop with the reason on /diagnostics)."""
+        steps, extras = self.plan_steps, action.extras
+        dim = 3 if self.embodiment == "arm" else 2
+        chunk, why = None, extras.get("reason") or "the backend gave no target"
+        if self.embodiment == "arm" and action.target_point is not None:
+            if self.camera_to_base is None:
+                why = "camera_to_base not set: a camera-frame target cannot be servoed to"
+            else:
+                T = self.camera_to_base
+                target = T[:3, :3] @ np.asarray(action.target_point, np.float64)[:3] + T[:3, 3]
+                extras["target_base"] = target
+                chunk = self.arm_servo.setpoints(target, steps)
+        elif self.embodiment == "vehicle" and action.plan is not None:
+            pursuit = dataclasses.replace(
+                self.pursuit, waypoint_dt=float(extras.get("waypoint_dt", self.pursuit.waypoint_dt)))
+            chunk = pursuit.chunk(action.plan, speed, steps)
+        if chunk is None:
+            extras["no_target"] = why
+            chunk = np.zeros((steps, dim), np.float32)
+        action.chunk = chunk
 
     # --- control tick -------------------------------------------------------------------
     def _on_tick(self) -> None:
@@ -554,6 +631,7 @@ class PolicyNode(Node):
                 if popped is None and not from_result and self.scheduler.missed_tick(now):
                     self.stats["missed_ticks"] += 1
                 speed = self._speed
+                ee = self._proprio[:3].copy()
             if from_result:
                 if popped is None:
                     return  # nothing due yet; the timer keeps the cadence and the safety
@@ -562,8 +640,13 @@ class PolicyNode(Node):
             if popped is not None:
                 action, obs_stamp = popped
                 self.safety.note_input("actions", now, now)
-                command = (self.arm_scale.to_command(action) if self.embodiment == "arm"
-                           else self.vehicle_scale.to_command(action, speed))
+                if not self._target_chunks:
+                    command = (self.arm_scale.to_command(action) if self.embodiment == "arm"
+                               else self.vehicle_scale.to_command(action, speed))
+                elif self.embodiment == "arm":  # a base-frame setpoint
+                    command = self.arm_servo.velocity(action, ee)
+                else:  # [steer, desired speed]
+                    command = self.pursuit.command(action, speed)
             out, faults = self.safety.filter(now, command)
             self._log_faults(faults, now)
             if out is None:
@@ -610,9 +693,21 @@ class PolicyNode(Node):
         self.safety.clear_fault("deadline")
         self.latencies.append(age)
         self.model_latencies.append(action.latency_s)
+        self._publish_answer(action, obs_stamp)
+        no_target = action.extras.get("no_target") if isinstance(action.extras, dict) else None
+        if no_target:  # a target/plan backend found nothing to aim at: stop and say why
+            self.scheduler.clear()
+            self.stats["no_target"] += 1
+            self.safety.report_fault("target", no_target)
+            return
+        self.safety.clear_fault("target")
         self.safety.watch("actions", now)
         self.safety.note_input("actions", now, now)
         self.stats["chunks"] += 1
+
+    def _publish_answer(self, action, obs_stamp: float) -> None:
+        """`plan` (base frame) and `target_point` (metres, the camera frame of the image the
+        answer is about), stamped with that image's stamp."""
         header_stamp = seconds_to_stamp(obs_stamp)
         if action.plan is not None:
             path = Path()
@@ -627,10 +722,11 @@ class PolicyNode(Node):
             self.plan_pub.publish(path)
         if action.target_point is not None:
             pt = PointStamped()
-            pt.header.stamp, pt.header.frame_id = header_stamp, "camera_color_optical_frame"
-            tp = np.asarray(action.target_point, np.float64)
-            pt.point.x, pt.point.y = float(tp[0]), float(tp[1])
-            pt.point.z = float(tp[2]) if len(tp) > 2 else 0.0
+            pt.header.stamp = header_stamp
+            extras = action.extras if isinstance(action.extras, dict) else {}
+            pt.header.frame_id = extras.get("frame_id") or "camera_color_optical_frame"
+            pt.point.x, pt.point.y, pt.point.z = (
+                float(v) for v in np.asarray(action.target_point, np.float64)[:3])
             self.point_pub.publish(pt)
 
     def _publish_command(self, command: np.ndarray, obs_stamp: float | None) -> None:

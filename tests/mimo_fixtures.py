@@ -125,3 +125,35 @@ def make_tiny_random_checkpoint(path: str | os.PathLike, seed: int = 0, *, min_p
         (root / "preprocessor_config.json").write_text(json.dumps(image_cfg, indent=2), encoding="utf-8")
         (root / "chat_template.jinja").write_text(QWEN2_VL_CHAT_TEMPLATE, encoding="utf-8")
     return root
+
+
+def install_canned_answer(policy, answer: str, seen: dict | None = None, *, run_model: bool = False,
+                          setattr_=setattr):
+    """Replace only the text generation step of ``policy.model``: ``generate`` returns the
+    prompt's ids followed by the tokens of ``answer`` (+ ``<|im_end|>``), so prompt building,
+    decoding, thinking removal, parsing and resize mapping stay real. The random weights say
+    nothing meaningful, hence the canned text. ``run_model``: run the real ``generate`` for one
+    token first (vision encoder + decoder forward on the real inputs, the active elastic
+    submodel included) and discard its token. ``setattr_``: e.g. ``monkeypatch.setattr``.
+    Returns ``seen``: the decoded prompt, the ``max_new_tokens`` asked for, the other kwargs
+    and how many calls were made."""
+    import torch
+
+    seen = {} if seen is None else seen
+    tok = policy.tokenizer
+    ans_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
+    setattr_(policy, "max_new_tokens", max(policy.max_new_tokens, len(ans_ids)))  # byte-level tokens
+    real_generate = policy.model.generate
+
+    def fake_generate(input_ids=None, max_new_tokens=None, **kwargs):
+        if run_model:
+            real_generate(input_ids=input_ids, max_new_tokens=1, **kwargs)
+        seen["prompt"] = tok.decode(input_ids[0].tolist())
+        seen["max_new_tokens"] = max_new_tokens
+        seen["kwargs"] = kwargs
+        seen["calls"] = seen.get("calls", 0) + 1
+        tail = torch.tensor([ans_ids[:max_new_tokens]], dtype=input_ids.dtype)
+        return torch.cat([input_ids, tail], dim=1)
+
+    setattr_(policy.model, "generate", fake_generate)
+    return seen

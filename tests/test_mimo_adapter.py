@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from mimo_fixtures import make_tiny_random_checkpoint  # noqa: E402
+from mimo_fixtures import install_canned_answer, make_tiny_random_checkpoint  # noqa: E402
 
 from embodied_stack.models.policy import mimo_prompts as P  # noqa: E402
 from embodied_stack.models.policy.interface import Action, Observation, Policy  # noqa: E402
@@ -51,33 +51,22 @@ def _image(h=CAMERA[0], w=CAMERA[1], seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def _obs(instruction, embodiment="arm", stamp=12.5):
+#: The camera's intrinsics and a flat scene 2 m away, for back-projection.
+K_CAM = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+
+
+def _obs(instruction, embodiment="arm", stamp=12.5, depth_m=2.0):
+    depth = None if depth_m is None else np.full(CAMERA, depth_m, np.float32)
     return Observation(rgb=_image(), instruction=instruction, proprio=np.zeros(8, np.float32),
-                       embodiment=embodiment, stamp=stamp)
+                       embodiment=embodiment, stamp=stamp, depth=depth, camera_K=K_CAM)
 
 
 @pytest.fixture
 def canned(policy, monkeypatch):
-    """Replace only model.generate: it returns the prompt followed by the tokens of a canned
-    answer (+ <|im_end|>), so decoding, thinking removal, parsing and resize mapping are real."""
-    seen = {}
-
-    def install(answer: str):
-        monkeypatch.setattr(policy, "max_new_tokens", 200)  # byte-level tokens: room for the answer
-        tok = policy.tokenizer
-        ans_ids = tok(answer, add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids("<|im_end|>")]
-
-        def fake_generate(input_ids=None, max_new_tokens=None, **kwargs):
-            seen["prompt"] = tok.decode(input_ids[0].tolist())
-            seen["max_new_tokens"] = max_new_tokens
-            seen["kwargs"] = kwargs
-            tail = torch.tensor([ans_ids[:max_new_tokens]], dtype=input_ids.dtype)
-            return torch.cat([input_ids, tail], dim=1)
-
-        monkeypatch.setattr(policy.model, "generate", fake_generate)
-        return seen
-
-    return install
+    """Replace only model.generate (mimo_fixtures.install_canned_answer): decoding, thinking
+    removal, parsing, resize mapping and back-projection are real."""
+    monkeypatch.setattr(policy, "max_new_tokens", 200)  # byte-level tokens: room for the answer
+    return lambda answer: install_canned_answer(policy, answer, setattr_=monkeypatch.setattr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,8 +124,10 @@ def test_canned_point_maps_to_camera_pixels(policy, canned):
     assert seen["max_new_tokens"] == 200  # the cap is passed to generate
     assert a.extras["ok"] and a.extras["task"] == "point" and a.extras["argument"] == "the red cube"
     # (56, 42) in the 112x84 resized image -> (320, 240) in the 640x480 camera image;
-    # (200, 10) lies outside the resized image and is dropped.
-    np.testing.assert_allclose(a.target_point, [320.0, 240.0])
+    # (200, 10) lies outside the resized image and is dropped. Back-projected at 2 m:
+    # x = (320 - 319.5) * 2 / 500, y = (240 - 239.5) * 2 / 500, metres in the optical frame.
+    np.testing.assert_allclose(a.extras["target_pixel"], [320.0, 240.0])
+    np.testing.assert_allclose(a.target_point, [0.002, 0.002, 2.0], atol=1e-6)
     ans = a.extras["answer"]
     assert ans.frame == "camera" and ans.dropped == 1 and ans.labels == ("red cube",)
     assert not a.chunk.any() and a.plan is None
@@ -148,7 +139,19 @@ def test_canned_affordance_with_thinking(policy, canned, monkeypatch):
     a = policy.select_action(_obs("open the drawer"))
     assert "/no_think" not in seen["prompt"]
     assert a.extras["task"] == "affordance" and a.extras["thought"] == "The drawer handle is at the top."
-    np.testing.assert_allclose(a.target_point, [111 * 640 / 112, 0.0])  # border point clipped to the last pixel
+    # border point clipped to the last pixel
+    np.testing.assert_allclose(a.extras["target_pixel"], [111 * 640 / 112, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(a.target_point, [(111 * 640 / 112 - 319.5) * 2 / 500, -239.5 * 2 / 500, 2.0],
+                               rtol=1e-5)
+
+
+def test_canned_point_without_depth_gives_no_target_and_a_reason(policy, canned):
+    canned('[{"points": [[56, 42]]}]')
+    a = policy.select_action(_obs("point to the cup", depth_m=None))
+    assert a.target_point is None and not a.extras["ok"] and "no depth" in a.extras["reason"]
+    a = policy.select_action(_obs("point to the cup", depth_m=0.0))  # all "no return"
+    assert a.target_point is None and "no valid depth" in a.extras["reason"]
+    np.testing.assert_allclose(a.extras["target_pixel"], [320.0, 240.0])
 
 
 def test_canned_truncated_thinking_gives_no_answer(policy, canned):
@@ -163,6 +166,7 @@ def test_canned_drive_gives_plan(policy, canned):
     a = policy.select_action(_obs("turn left at the junction", embodiment="vehicle"))
     assert '{"waypoints"' in seen["prompt"] and "turn left at the junction" in seen["prompt"]
     assert a.chunk.shape == (8, 2) and not a.chunk.any() and a.target_point is None
+    assert a.extras["ok"] and a.extras["waypoint_dt"] == policy.waypoint_dt and policy.outputs_targets
     np.testing.assert_allclose(a.plan, [[1, 0], [2, 0.2], [3, 0.5]], rtol=1e-6)
     assert a.plan.dtype == np.float32
 

@@ -74,7 +74,8 @@ class Action:
     stamp: float  #: the stamp of the Observation this answers (for staleness checks)
     submodel: str = "full"  #: which (elastic) submodel produced it
     latency_s: float = 0.0  #: wall time spent inside select_action
-    target_point: np.ndarray | None = None  #: (u, v) camera pixel the policy points at
+    #: (x, y, z) metres in the camera optical frame: the point the policy points at
+    target_point: np.ndarray | None = None
     plan: np.ndarray | None = None  #: (N, 2) or (N, 3) waypoints, if the backend plans
     extras: dict[str, Any] = field(default_factory=dict)  #: backend-specific (raw text, ...)
 
@@ -84,6 +85,10 @@ class Policy(abc.ABC):
 
     #: Names of the submodels this backend can switch between (["full"] if not elastic).
     submodel_names: list[str] = ["full"]
+    #: True for a backend that answers with ``target_point`` / ``plan`` instead of motor
+    #: actions (MiMo): its chunk is a placeholder, and the policy node builds the executed
+    #: chunk from the target (servo) or the plan (pure pursuit), nodes/target_control.py.
+    outputs_targets: bool = False
 
     @abc.abstractmethod
     def select_action(self, observation: Observation) -> Action:

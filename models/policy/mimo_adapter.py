@@ -12,18 +12,22 @@ A language model that points at pixels does not output joint or wheel commands, 
 invent them here:
 
 - ``embodiment == "arm"``: a pointing prompt ("point to X", "where is X", "find X") or else an
-  affordance prompt built from the instruction. ``Action.target_point`` = the first point in
-  **camera pixels** (u, v) (resize ratio applied), ``Action.chunk`` = zeros (T, 3): moving the
-  end effector toward the point needs depth + camera intrinsics + kinematics, which the policy
-  node has (it back-projects ``target_point`` with the depth image and servos to it).
+  affordance prompt built from the instruction. The first point, mapped to **camera pixels**
+  (resize ratio applied), is ``extras["target_pixel"]``; back-projected with the observation's
+  depth and intrinsics (``grounding.backproject_pixel``) it is ``Action.target_point``: (x, y, z)
+  **metres in the camera optical frame**. ``Action.chunk`` = zeros (T, 3).
 - ``embodiment == "vehicle"``: a driving prompt in our own JSON waypoint convention.
-  ``Action.plan`` = (N, 2) waypoints in metres, ego frame (x forward, y left), ``chunk`` =
-  zeros (T, 2). The policy node turns the plan into ``cmd_vel`` (e.g. pure pursuit) and
-  publishes it as ``nav_msgs/Path``.
+  ``Action.plan`` = (N, 2) waypoints in metres, ego frame (x forward, y left), one every
+  ``extras["waypoint_dt"]`` s; ``chunk`` = zeros (T, 2).
 
-When the model's text holds no usable answer, ``target_point`` / ``plan`` stay None and
-``extras["ok"]`` is False with ``extras["reason"]`` — the node then holds a zero command.
-``extras`` always carries the parsed answer, the raw text and the thought.
+``outputs_targets`` is True: the chunk is a placeholder, and the policy node turns the target
+(servo toward it, with the camera -> base transform and the end-effector position) or the plan
+(pure pursuit) into the executed chunk (``nodes/target_control.py``).
+
+When the model's text holds no usable answer, or the pixel has no valid depth around it,
+``target_point`` / ``plan`` stay None and ``extras["ok"]`` is False with ``extras["reason"]``
+— the node then stops and reports the reason. ``extras`` always carries the parsed answer, the
+raw text and the thought.
 
 Processor
 ---------
@@ -55,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from . import mimo_prompts as P
+from .grounding import backproject_pixel
 from .interface import EMBODIMENT_ACTION_DIM, Action, Observation, Policy
 
 log = logging.getLogger(__name__)
@@ -359,6 +364,8 @@ def _str_dtype(dtype, device: str):
 class MiMoEmbodiedPolicy(Policy):
     """A local MiMo-Embodied-7B (or any Qwen2.5-VL) checkpoint behind the Policy interface."""
 
+    outputs_targets = True  # target_point / plan, not motor actions: the node controls
+
     def __init__(self, model, processor, *, device: str = "cpu", thinking: bool = False,
                  max_new_tokens: int | None = None, chunk_len: int = 8, num_waypoints: int = 6,
                  waypoint_dt: float = 0.5, checkpoint: str | os.PathLike | None = None):
@@ -536,7 +543,8 @@ class MiMoEmbodiedPolicy(Policy):
         g = self.generate(observation.rgb, prompt)
         dim = EMBODIMENT_ACTION_DIM[observation.embodiment]
         chunk = np.zeros((self.chunk_len, dim), np.float32)
-        target = plan = None
+        target = plan = pixel = None
+        reason = ""
         if task == "drive":
             answer = P.parse_waypoints(g.text)
             if answer.ok:
@@ -545,12 +553,20 @@ class MiMoEmbodiedPolicy(Policy):
             answer = P.parse_points(g.text, (g.resize.resized_w, g.resize.resized_h))
             if answer.ok:
                 answer = answer.to_camera(g.resize)
-                target = answer.points[0].astype(np.float32)
+                pixel = answer.points[0].astype(np.float32)
+                ground = backproject_pixel(pixel, observation.depth, observation.camera_K)
+                if ground.ok:
+                    target = ground.point.astype(np.float32)
+                else:
+                    reason = f"pointed at pixel ({pixel[0]:.1f}, {pixel[1]:.1f}): {ground.reason}"
+        ok = bool(answer.ok) and (task == "drive" or target is not None)
+        if not answer.ok:
+            reason = answer.reason
         extras = {
-            "task": task, "argument": arg, "prompt": g.prompt, "answer": answer, "ok": bool(answer.ok),
-            "reason": "" if answer.ok else answer.reason, "raw_text": g.text,
+            "task": task, "argument": arg, "prompt": g.prompt, "answer": answer, "ok": ok,
+            "reason": reason, "raw_text": g.text, "target_pixel": pixel,
             "thought": getattr(answer, "thought", ""), "new_tokens": g.new_tokens,
-            "generate_s": g.seconds, "resize": g.resize,
+            "generate_s": g.seconds, "resize": g.resize, "waypoint_dt": self.waypoint_dt,
         }
         return Action(chunk=chunk, stamp=observation.stamp, submodel=self.submodel,
                       latency_s=time.perf_counter() - t0, target_point=target, plan=plan, extras=extras)
