@@ -103,10 +103,10 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
 
     import embodied_stack.sim  # noqa: F401
     from embodied_stack.sim import WORLD_IDS
-    from embodied_stack.sim.train.demos import EMBODIMENT
+    from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
     env = gym.make(WORLD_IDS[world], width=64, height=64, with_segmentation=False)
-    embodiment = EMBODIMENT[world]
+    embodiment = EMBODIMENT_OF_WORLD[world]
     dims = env.action_space.shape[0]
     period = 1.0 / rate
     deadline = period - margin_s
