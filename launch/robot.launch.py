@@ -19,6 +19,8 @@ Launch arguments (all optional):
   embodiment         arm | vehicle
   submodel           full | 3/4 | 1/2 | 1/4
   use_sim_time       true with a simulator publishing /clock
+  camera_to_base     arm: camera optical frame pose in the base frame, "x y z qx qy qz qw"
+                     (needed by target backends such as mimo; sim.launch.py sets it)
   elastic            true | false: run elastic_node, which switches the policy's submodel to
                      fit the live GPU/CPU budget (default true)
   elastic_params_file  parameter YAML for elastic_node (default: config/elastic.yaml)
@@ -60,6 +62,8 @@ OVERRIDES = {
     "embodiment": (str, "arm (servo/delta_twist_cmds) | vehicle (cmd_vel)"),
     "submodel": (str, "elastic submodel: full | 3/4 | 1/2 | 1/4"),
     "use_sim_time": (bool, "true: use /clock"),
+    "camera_to_base": (list, "arm: the camera optical frame's pose in the base frame, "
+                             "'x y z qx qy qz qw' (target backends such as mimo)"),
 }
 #: Input topics the node subscribes to, and the launch argument that remaps each.
 REMAPS = {

@@ -31,7 +31,13 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 
-from embodied_stack.nodes.launch_params import UNSET, embodiment_of_world, node_parameters, yaml_parameters
+from embodied_stack.nodes.launch_params import (
+    UNSET,
+    embodiment_of_world,
+    node_parameters,
+    sim_camera_to_base,
+    yaml_parameters,
+)
 from launch import LaunchDescription
 
 PACKAGE = "embodied_stack"
@@ -61,9 +67,13 @@ def bridge_and_robot(context):
         world = yaml_parameters(value["sim_params_file"], "sim_bridge").get("world", "tabletop")
     bridge = Node(package=PACKAGE, executable="sim_bridge_node", name="sim_bridge",
                   output="screen", parameters=params)
+    robot_args = {"embodiment": embodiment_of_world(world)}
+    if robot_args["embodiment"] == "arm" and context.launch_configurations.get(
+            "camera_to_base", UNSET) == UNSET:
+        robot_args["camera_to_base"] = sim_camera_to_base(world)  # the simulated camera's pose
     robot = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(share, "launch", "robot.launch.py")),
-        launch_arguments={"embodiment": embodiment_of_world(world)}.items(),
+        launch_arguments=robot_args.items(),
     )
     return [bridge, robot]
 

@@ -7,7 +7,8 @@ The rules:
   also apply in a namespace). A launch argument overrides a parameter only when it is given on
   the command line (or by an including launch file); an argument left unset (its default is
   the empty string) leaves the YAML value alone.
-- A given argument is converted to the parameter's type (bool, int, float or string), never
+- A given argument is converted to the parameter's type (bool, int, float, string or a list
+  of numbers), never
   evaluated as Python; a value that does not convert is an error that names the argument,
   the value and the expected type.
 """
@@ -42,6 +43,11 @@ def typed(name: str, text: str, kind: type):
             raise ValueError(f"launch argument {name}:={text!r} is not a number") from None
     if kind is str:
         return text
+    if kind is list:  # numbers: "x y z", "x,y,z" or "[x, y, z]"
+        try:
+            return [float(v) for v in value.strip("[]").replace(",", " ").split()]
+        except ValueError:
+            raise ValueError(f"launch argument {name}:={text!r} is not a list of numbers") from None
     raise TypeError(f"unsupported parameter type {kind!r} for launch argument {name}")
 
 
@@ -64,6 +70,23 @@ def node_parameters(params_file: str, given: dict[str, str], kinds: dict[str, ty
 def effective_parameters(yaml_params: dict, given: dict[str, str], kinds: dict[str, type]) -> dict:
     """What the node ends up with: the YAML's parameters, then the given overrides."""
     return {**yaml_params, **overrides(given, kinds)}
+
+
+def sim_camera_to_base(world: str) -> str:
+    """A simulated arm world's camera pose in the arm's base frame, as the `camera_to_base`
+    launch argument takes it ("x y z qx qy qz qw"). The Tabletop fingertip moves in the world
+    frame, so base = world and this is the camera's world pose (fixed across episodes)."""
+    import gymnasium as gym
+
+    from embodied_stack.nodes.target_control import transform_to_list
+    from embodied_stack.sim import WORLD_IDS
+
+    env = gym.make(WORLD_IDS[world], width=8, height=8, with_segmentation=False)
+    try:
+        _, info = env.reset(seed=0)
+        return " ".join(f"{v:.6f}" for v in transform_to_list(info["camera"]["T_world_camera"]))
+    finally:
+        env.close()
 
 
 def embodiment_of_world(world: str) -> str:

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 
+import numpy as np
 import pytest
 import rclpy
 import yaml
@@ -179,6 +180,27 @@ def test_yaml_decides_unless_a_launch_argument_is_given():
         effective_parameters({}, {"use_sim_time": "maybe"}, {"use_sim_time": bool})
 
 
+def test_list_arguments_and_the_simulated_camera_pose():
+    from embodied_stack.nodes.launch_params import sim_camera_to_base, typed
+    from embodied_stack.nodes.target_control import static_transform
+
+    assert typed("camera_to_base", "[1, 2.5, -3]", list) == [1.0, 2.5, -3.0]
+    assert typed("camera_to_base", "1,2 3", list) == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="camera_to_base:='1 two' is not a list of numbers"):
+        typed("camera_to_base", "1 two", list)
+    # The pose sim.launch.py hands the policy node is the Tabletop camera's (base = world),
+    # through the same string a user would type.
+    import gymnasium as gym
+
+    from embodied_stack.sim import WORLD_IDS
+
+    env = gym.make(WORLD_IDS["tabletop"], width=8, height=8, with_segmentation=False)
+    _, info = env.reset(seed=3)
+    env.close()
+    T = static_transform(typed("camera_to_base", sim_camera_to_base("tabletop"), list))
+    np.testing.assert_allclose(T, info["camera"]["T_world_camera"], atol=1e-5)
+
+
 def test_yaml_file_applies_under_a_namespace(tmp_path):
     """The shipped YAML, read by rcl itself (--params-file), reaches a policy node in a
     namespace: the `/**` key matches any node, as a plain `policy_node:` key would not."""
@@ -284,8 +306,11 @@ def test_sim_launch_picks_the_embodiment_from_the_world_and_keeps_user_dds_setti
     assert context.environment["FASTDDS_BUILTIN_TRANSPORTS"] == "UDPv4"
     assert context.environment["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     assert context.launch_configurations["embodiment"] == "arm"  # sim.yaml's world: tabletop
+    policy = _by_executable(nodes)["policy_node"]
+    assert len(_parameters(context, policy)[1]["camera_to_base"]) == 7  # the sim camera's pose
     context, nodes = _nodes_after_visit("sim.launch.py", {"world": "driving", "seed": "7"})
     assert context.launch_configurations["embodiment"] == "vehicle"
+    assert context.launch_configurations.get("camera_to_base", "") == ""  # unset: a vehicle
     bridge = next(n for n in nodes if n.node_executable == "sim_bridge_node")
     assert _parameters(context, bridge)[1] == {"world": "driving", "seed": 7}
 
