@@ -112,14 +112,15 @@ def policy_node(context):
 
 
 # --- perception node (nodes/perception_node.py); perception:=false leaves it out ----------
-def perception_arguments():
+def optional_node_arguments(name: str, description: str):
+    """`<name>:=true|false` (default true) and `<name>_params_file` (default: the installed
+    config/<name>.yaml) for a node the launch may leave out."""
     share = get_package_share_directory(PACKAGE)
     return [
-        DeclareLaunchArgument("perception", default_value="true",
-                              description="start the perception node: true | false"),
-        DeclareLaunchArgument("perception_params_file",
-                              default_value=os.path.join(share, "config", "perception.yaml"),
-                              description="perception_node parameter YAML"),
+        DeclareLaunchArgument(name, default_value="true", description=description + ": true | false"),
+        DeclareLaunchArgument(f"{name}_params_file",
+                              default_value=os.path.join(share, "config", f"{name}.yaml"),
+                              description=f"{name}_node parameter YAML"),
     ]
 
 
@@ -139,18 +140,6 @@ def perception_node(context):
 
 
 # --- elastic node (nodes/elastic_node.py); elastic:=false leaves it out ---------------------
-def elastic_arguments():
-    share = get_package_share_directory(PACKAGE)
-    return [
-        DeclareLaunchArgument("elastic", default_value="true",
-                              description="start elastic_node (switches the policy's submodel "
-                                          "to fit the budget; vla backend only): true | false"),
-        DeclareLaunchArgument("elastic_params_file",
-                              default_value=os.path.join(share, "config", "elastic.yaml"),
-                              description="elastic_node parameter YAML"),
-    ]
-
-
 def elastic_node(context):
     names = ["elastic", "elastic_params_file", "params_file", "namespace", *OVERRIDES]
     value = {name: LaunchConfiguration(name).perform(context) for name in names}
@@ -171,6 +160,10 @@ def elastic_node(context):
 
 
 def generate_launch_description():
-    return LaunchDescription(declare_arguments() + perception_arguments() + elastic_arguments() + [
-        OpaqueFunction(function=policy_node), OpaqueFunction(function=perception_node),
-        OpaqueFunction(function=elastic_node)])
+    arguments = (declare_arguments()
+                 + optional_node_arguments("perception", "start the perception node")
+                 + optional_node_arguments("elastic", "start elastic_node (switches the policy's "
+                                                      "submodel to fit the budget; vla only)"))
+    return LaunchDescription(arguments + [OpaqueFunction(function=policy_node),
+                                          OpaqueFunction(function=perception_node),
+                                          OpaqueFunction(function=elastic_node)])

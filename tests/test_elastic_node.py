@@ -10,6 +10,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
+from ros_harness import wait_for
 from test_policy_node import ScriptedPolicy
 
 from embodied_stack.models.runtime.profiling import device_key
@@ -64,15 +65,6 @@ def graph(tmp_path, table):
     for n in (watcher, elastic, policy_node):
         n.destroy_node()
     rclpy.shutdown(context=context)
-
-
-def wait_for(pred, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_budget_drop_switches_down_and_recovery_switches_back_after_the_dwell(graph):

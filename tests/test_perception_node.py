@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PoseArray
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from ros_harness import NodeHarness, wait_for
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -116,13 +116,12 @@ def test_messages_carry_meshes_boxes_labels_cloud_and_poses(scene):
 # ------------------------------------------------------------------ the node over DDS
 
 
-class Harness:
+class Harness(NodeHarness):
     def __init__(self, **params):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        super().__init__()
         overrides = [Parameter(k, value=v) for k, v in {"rate_hz": 20.0, **params}.items()]
         self.node = PerceptionNode(context=self.context, parameter_overrides=overrides)
-        d = self.driver = rclpy.create_node("driver", context=self.context)
+        d = self.driver
         self.rgb_pub = d.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
         self.depth_pub = d.create_publisher(Image, "camera/depth/image_raw",
                                             qos_profile_sensor_data)
@@ -130,12 +129,11 @@ class Harness:
                                            qos_profile_sensor_data)
         self.point_pub = d.create_publisher(PointStamped, "target_point", 10)
         self.box_pub = d.create_publisher(RegionOfInterest, "objects/prompt_box", 10)
-        self.poses, self.markers, self.clouds, self.diagnostics = [], [], [], []
+        self.poses, self.markers, self.clouds = [], [], []
         d.create_subscription(PoseArray, "objects/poses", self.poses.append, 10)
         d.create_subscription(MarkerArray, "objects/markers", self.markers.append, 10)
         d.create_subscription(PointCloud2, "objects/cloud", self.clouds.append, 10)
-        d.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
-        self.executor = spin_in_background([self.node, d], self.context)
+        self.spin()
         time.sleep(0.5)  # discovery
 
     def send(self, rgb, depth, K, width, height, frame="camera_color_optical_frame"):
@@ -147,23 +145,18 @@ class Harness:
         self.rgb_pub.publish(rgb_to_image(rgb, stamp, frame))
         return stamp
 
-    def wait_for(self, predicate, timeout=10.0):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return False
 
-    def diag(self, key):
-        return [kv.value for d in self.diagnostics for s in d.status for kv in s.values
-                if kv.key == key]
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        self.driver.destroy_node()
-        rclpy.shutdown(context=self.context)
+def _only_pose_after_a_frame(harness, obs, intr) -> np.ndarray:
+    """Let a prompt just published arrive, send one frame, and return the position of the
+    single object the node then reports."""
+    time.sleep(0.3)
+    n = len(harness.poses)
+    harness.send(obs["rgb"], obs["depth"], intr.K, 160, 120)
+    assert wait_for(lambda: len(harness.poses) > n)
+    last = harness.poses[-1].poses
+    assert len(last) == 1
+    p = last[0].position
+    return np.array([p.x, p.y, p.z])
 
 
 @pytest.fixture
@@ -182,7 +175,7 @@ def _gt_in_camera(info):
 def test_node_publishes_objects_where_they_are(harness, scene):
     obs, info, intr = scene
     harness.send(obs["rgb"], obs["depth"], intr.K, 160, 120)
-    assert harness.wait_for(lambda: harness.poses and harness.markers and harness.clouds)
+    assert wait_for(lambda: harness.poses and harness.markers and harness.clouds)
     poses = harness.poses[-1]
     assert poses.header.frame_id == "camera_color_optical_frame"
     found = [np.array([p.position.x, p.position.y, p.position.z]) for p in poses.poses]
@@ -194,27 +187,14 @@ def test_node_publishes_objects_where_they_are(harness, scene):
     msg.header.frame_id = "camera_color_optical_frame"
     msg.point.x, msg.point.y, msg.point.z = (float(v) for v in target)
     harness.point_pub.publish(msg)
-    time.sleep(0.3)
-    n = len(harness.poses)
-    harness.send(obs["rgb"], obs["depth"], intr.K, 160, 120)
-    assert harness.wait_for(lambda: len(harness.poses) > n)
-    last = harness.poses[-1].poses
-    assert len(last) == 1
-    p = last[0].position
-    assert np.linalg.norm(np.array([p.x, p.y, p.z]) - target) < 0.02
+    assert np.linalg.norm(_only_pose_after_a_frame(harness, obs, intr) - target) < 0.02
     # A box prompt (pixels) around another object selects that one.
     vs, us = np.nonzero(info["segmentation"] == 1)
     harness.box_pub.publish(RegionOfInterest(
         x_offset=int(us.min()) - 2, y_offset=int(vs.min()) - 2,
         width=int(np.ptp(us)) + 5, height=int(np.ptp(vs)) + 5))
-    time.sleep(0.3)
-    n = len(harness.poses)
-    harness.send(obs["rgb"], obs["depth"], intr.K, 160, 120)
-    assert harness.wait_for(lambda: len(harness.poses) > n)
-    last = harness.poses[-1].poses
-    assert len(last) == 1
-    p = last[0].position
-    assert np.linalg.norm(np.array([p.x, p.y, p.z]) - _gt_in_camera(info)[1]) < 0.02
+    assert np.linalg.norm(_only_pose_after_a_frame(harness, obs, intr)
+                          - _gt_in_camera(info)[1]) < 0.02
 
 
 @pytest.mark.ros
@@ -236,12 +216,12 @@ def test_bad_input_is_reported_and_the_node_keeps_working(harness, scene):
     ]
     for name, send, key, words in cases:
         send()
-        assert harness.wait_for(lambda w=words, k=key: any(w in v for v in harness.diag(k)),
+        assert wait_for(lambda w=words, k=key: any(w in v for v in harness.diag_values(k)),
                                 5.0), name
         # ... and the next good frame is answered with objects.
         n = len(harness.poses)
         harness.send(obs["rgb"], obs["depth"], K, 160, 120)
-        assert harness.wait_for(lambda n=n: len(harness.poses) > n and harness.poses[-1].poses), name
+        assert wait_for(lambda n=n: len(harness.poses) > n and harness.poses[-1].poses), name
     # A prompt outside the image: an empty result with the reason, then back to normal.
     msg = PointStamped()
     msg.header.frame_id = "camera_color_optical_frame"
@@ -249,7 +229,7 @@ def test_bad_input_is_reported_and_the_node_keeps_working(harness, scene):
     harness.point_pub.publish(msg)
     time.sleep(0.3)
     harness.send(obs["rgb"], obs["depth"], K, 160, 120)
-    assert harness.wait_for(lambda: any("outside" in v for v in harness.diag("last_empty_reason")))
+    assert wait_for(lambda: any("outside" in v for v in harness.diag_values("last_empty_reason")))
     assert harness.node.stats["worker_errors"] == 0
 
 

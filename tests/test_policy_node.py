@@ -7,19 +7,17 @@ import time
 
 import numpy as np
 import pytest
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.duration import Duration
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
+from ros_harness import NodeHarness
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Bool, Header, String
 
 from embodied_stack.models.policy.interface import Action, Policy
 from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image
-from embodied_stack.nodes.executor import spin_in_background
 from embodied_stack.nodes.policy_node import DEFAULT_PROPRIO_NAMES, LATCHED, PolicyNode
 
 pytestmark = pytest.mark.ros
@@ -63,16 +61,14 @@ class ScriptedPolicy(Policy):
         return Action(chunk=chunk, stamp=obs.stamp, submodel=self._submodel)
 
 
-class Harness:
+class Harness(NodeHarness):
     def __init__(self, policy, embodiment="arm", **params):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        super().__init__()
         self.embodiment = embodiment
         overrides = [Parameter("embodiment", value=embodiment),
                      Parameter("control_rate_hz", value=20.0)]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = PolicyNode(policy=policy, context=self.context, parameter_overrides=overrides)
-        self.driver = rclpy.create_node("driver", context=self.context)
         d = self.driver
         self.rgb_pub = d.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
         self.depth_pub = d.create_publisher(Image, "camera/depth/image_raw", qos_profile_sensor_data)
@@ -84,17 +80,13 @@ class Harness:
         self.estop_pub = d.create_publisher(Bool, "estop", LATCHED)
         self.commands = []  # (receive time, TwistStamped or Twist)
         self.sources = []  # (receive time, Header): the frame each command answers
-        self.diagnostics = []
         cmd_topic = "servo/delta_twist_cmds" if embodiment == "arm" else "cmd_vel"
         cmd_type = Twist if params.get("cmd_vel_stamped") is False else TwistStamped
         d.create_subscription(cmd_type, cmd_topic,
                               lambda m: self.commands.append((time.monotonic(), m)), 50)
         d.create_subscription(Header, "policy_node/command_source",
                               lambda m: self.sources.append((time.monotonic(), m)), 50)
-        d.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
-        # As the nodes are spun in production (nodes/executor.py): rclpy's
-        # MultiThreadedExecutor busy-waits a core, which starves the node on 2 cores.
-        self.executor = spin_in_background([self.node, d], self.context)
+        self.spin()
         self.joints = True
         self.instr_pub.publish(String(data="touch the red cube"))
 
@@ -132,16 +124,6 @@ class Harness:
 
     def recent(self, since):
         return [m for t, m in self.commands if t >= since]
-
-    def diag_values(self, key):
-        return [kv.value for d in self.diagnostics for s in d.status for kv in s.values
-                if kv.key == key]
-
-    def close(self):
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        self.driver.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 @pytest.fixture
