@@ -252,6 +252,18 @@ def test_conv_stem_keeps_the_token_grid_and_round_trips(tmp_path):
         assert torch.equal(conv.forward_batch(batch), loaded.forward_batch(batch))
 
 
+def _every_submodel_runs_and_it_round_trips(model, batch, tmp_path):
+    with torch.no_grad():
+        for name in ("full", "3/4", "1/2", "1/4"):
+            model.set_submodel(name)
+            assert torch.isfinite(model.forward_batch(batch)).all()
+        model.set_submodel("full")
+    loaded = ElasticVLA.from_pretrained(_saved(model, tmp_path))
+    assert loaded.config == model.config
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_batch(batch), model.forward_batch(batch))
+
+
 def test_point_readout_starts_as_a_no_op_and_then_hands_the_queries_the_position(tmp_path):
     """point_readout: zero-initialised, the model acts exactly as the same weights without it;
     once its embedding is non-zero, the position it is handed (teacher-forced or pointed)
@@ -269,22 +281,79 @@ def test_point_readout_starts_as_a_no_op_and_then_hands_the_queries_the_position
         torch.testing.assert_close(with_readout.forward_batch(batch), plain.forward_batch(batch))
         with_readout.readout_embed.weight.normal_(0.0, 1.0)
         with_readout.refresh_views()
-        logits, _, point = with_readout.forward_scaffold(batch)
+        logits, _, point, _ = with_readout.forward_scaffold(batch)
         assert point.shape == (3, with_readout.config.num_image_tokens)
         far = with_readout.forward_scaffold({**batch, "point_forced": torch.tensor([0, 0, 0])})[0]
         near = with_readout.forward_scaffold({**batch, "point_forced": torch.tensor([63, 63, -1])})[0]
         assert not torch.allclose(far[:2], near[:2])  # the handed position matters
         torch.testing.assert_close(near[2], logits[2])  # -1: the model's own pointing
-        for name in ("full", "3/4", "1/2", "1/4"):
-            with_readout.set_submodel(name)
-            assert torch.isfinite(with_readout.forward_batch(batch)).all()
-        with_readout.set_submodel("full")
-    loaded = ElasticVLA.from_pretrained(_saved(with_readout, tmp_path))
-    assert loaded.config.point_readout
-    with torch.no_grad():
-        assert torch.equal(loaded.forward_batch(batch), with_readout.forward_batch(batch))
+    _every_submodel_runs_and_it_round_trips(with_readout, batch, tmp_path)
     with pytest.raises(ValueError, match="point_readout=True needs point_head=True"):
         ElasticVLAConfig(**SMALL, point_readout=True)
+
+
+def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_path):
+    """target_keypoint: the windowed soft-argmax lands on the best cell even when a second,
+    nearly as good one is far away (a global soft-argmax would land between them); a forced
+    (u, v) is passed through where finite; the zero-initialised projection starts as a no-op
+    and, once trained, the keypoint changes the actions; every submodel runs; it round-trips."""
+    from embodied_stack.models.policy.target_keypoint import TargetKeypoint
+
+    kp = TargetKeypoint(4, 64, 16, pad_id=0, use_depth=True)
+    g = kp.grid
+    logits = torch.full((1, g * g), -10.0)
+    logits[0, 5 * g + 4] = 5.0  # best: cell (row 5, col 4)
+    logits[0, 25 * g + 28] = 4.9  # a second object far away
+    uv = kp.window_weights(logits, kp.cell_uv[logits.argmax(-1)]) @ kp.cell_uv
+    torch.testing.assert_close(uv, torch.tensor([[4.5 / g, 5.5 / g]]), atol=1e-3, rtol=0)
+    assert kp.target_cells(torch.tensor([[4.5 / g, 5.5 / g], [0.9999, 0.0]])).tolist() == [5 * g + 4, g - 1]
+    pixels, tokens = torch.rand(2, 4, 64, 64), torch.tensor([[3, 4, 0, 0], [5, 0, 0, 0]])
+    forced = torch.tensor([[0.25, 0.75], [float("nan"), float("nan")]])
+    own_logits, own = kp(pixels, tokens)
+    f_logits, f = kp(pixels, tokens, forced)
+    torch.testing.assert_close(f_logits, own_logits)
+    torch.testing.assert_close(f[0, :2], forced[0])
+    torch.testing.assert_close(f[1], own[1])
+
+    torch.manual_seed(7)
+    with_kp = ElasticVLA(ElasticVLAConfig(**SMALL, target_keypoint=True))
+    plain = ElasticVLA(ElasticVLAConfig(**SMALL))
+    plain.load_state_dict({k: v for k, v in with_kp.state_dict().items() if not k.startswith("keypoint")})
+    batch = with_kp.obs_to_batch([make_obs(i, "arm") for i in range(3)])
+    with torch.no_grad():
+        torch.testing.assert_close(with_kp.forward_batch(batch), plain.forward_batch(batch))
+        with_kp.keypoint_proj.weight.normal_(0.0, 1.0)
+        with_kp.refresh_views()
+        logits, _, _, (kp_logits, kp_uv, _) = with_kp.forward_scaffold(batch)
+        assert kp_logits.shape == (3, 32 * 32) and kp_uv.shape == (3, 2)
+        a = with_kp.forward_scaffold({**batch, "keypoint_forced": torch.tensor([[0.1, 0.1]] * 3)})[0]
+        b = with_kp.forward_scaffold({**batch, "keypoint_forced": torch.tensor([[0.9, 0.9]] * 3)})[0]
+        assert not torch.allclose(a, b)  # the keypoint reaches the actions
+        cars = with_kp.obs_to_batch([make_obs(i, "vehicle") for i in range(2)])
+        torch.testing.assert_close(with_kp.forward_batch(cars), plain.forward_batch(cars))  # arms only
+    _every_submodel_runs_and_it_round_trips(with_kp, batch, tmp_path)
+    with pytest.raises(ValueError, match="target_keypoint='yes' must be True or False"):
+        ElasticVLAConfig(**SMALL, target_keypoint="yes")
+    with pytest.raises(ValueError, match=r"keypoint_embodiments=\['boat'\] must be a list of embodiment names"):
+        ElasticVLAConfig(**SMALL, target_keypoint=True, keypoint_embodiments=["boat"])
+
+
+@pytest.mark.parametrize("encoding", ["log", "linear"])
+def test_target_keypoint_back_projects_in_metres(encoding):
+    """The keypoint's depth is decoded back to metres whatever the encoding, and the point is
+    back-projected as ((u - 0.5) z, (v - 0.5) z, z): linear in the target's camera-frame
+    position, so the robot-frame offset is one linear map away for a fixed camera."""
+    cfg = ElasticVLAConfig(**SMALL, target_keypoint=True, depth_encoding=encoding, depth_max_m=20.0)
+    m = ElasticVLA(cfg)
+    obs = make_obs(0, "arm")
+    obs.depth[:] = 0.7
+    batch = m.obs_to_batch([obs])
+    with torch.no_grad():
+        _, kp = m.keypoint(batch["pixels"], batch["tokens"], torch.tensor([[0.25, 0.75]]))
+    u, v, _, x, y, z = kp[0, :6].tolist()
+    assert (u, v) == (0.25, 0.75)
+    assert z == pytest.approx(0.7, rel=1e-4)
+    assert (x, y) == (pytest.approx(-0.25 * z), pytest.approx(0.25 * z))
 
 
 def _rewrite(d, fn):

@@ -145,6 +145,16 @@ def test_onnx_export_of_the_point_readout_matches_torch(tmp_path):
     _check_ort(m, ["full", "1/4"], tmp_path)
 
 
+@pytest.mark.slow
+def test_onnx_export_of_the_target_keypoint_matches_torch(tmp_path):
+    torch.manual_seed(6)
+    m = ElasticVLA(ElasticVLAConfig(**TINY, target_keypoint=True))
+    with torch.no_grad():
+        m.keypoint_proj.weight.normal_(0.0, 1.0)  # a trained projection, not the no-op start
+    m.refresh_views()
+    _check_ort(m, ["full", "1/4"], tmp_path)
+
+
 def test_onnx_every_named_submodel_default_config(tmp_path):
     torch.manual_seed(0)
     m = ElasticVLA()

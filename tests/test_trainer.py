@@ -245,10 +245,15 @@ def test_warm_start_can_add_the_auxiliary_head(tmp_path):
 
 
 @pytest.mark.slow
-def test_warm_start_adds_the_point_readout_and_bc_trains_it(tmp_path):
-    """init_from a model with a pointing head, point_readout on: the old weights carry over
-    and the model still acts the same (the readout starts as a no-op); a short bc run then
-    trains the readout (its embedding moves away from zero) and logs the pointing loss."""
+@pytest.mark.parametrize("field, fresh_weight, logged", [
+    ("point_readout", "readout_embed.weight", "point"),
+    ("target_keypoint", "keypoint_proj.weight", "keypoint"),
+])
+def test_warm_start_adds_a_position_readout_and_bc_trains_it(tmp_path, field, fresh_weight, logged):
+    """init_from a model with a pointing head, then point_readout or target_keypoint on: the
+    old weights carry over and the model still acts the same (the new part enters through a
+    zero embedding); a short bc run trains it (the embedding moves away from zero) and logs
+    its loss."""
     from embodied_stack.models.policy.elastic_vla import ElasticVLA
     from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
     from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
@@ -257,9 +262,9 @@ def test_warm_start_adds_the_point_readout_and_bc_trains_it(tmp_path):
     old = ElasticVLA(ElasticVLAConfig(**TINY["model"]), instruction_tokenizer(("tabletop", "driving")))
     old.save_pretrained(tmp_path / "old")
     cfg = TrainConfig(**{**TINY, "init_from": str(tmp_path / "old"), "stages": ("bc",),
-                         "bc_steps": 12, "model": {"point_readout": True}})
+                         "bc_steps": 12, "model": {field: True}})
     model = build_model(cfg)
-    assert model.config.point_readout and model.readout_embed is not None
+    assert getattr(model.config, field)
     batch = model.obs_to_batch(_arm_observations(3))
     with torch.no_grad():
         torch.testing.assert_close(model.forward_batch(batch), old.forward_batch(batch))
@@ -269,9 +274,10 @@ def test_warm_start_adds_the_point_readout_and_bc_trains_it(tmp_path):
     finally:
         torch.set_num_threads(threads)
     trained = _params(tmp_path / "run" / "model")
-    assert trained["readout_embed.weight"].abs().max() > 0
+    assert trained[fresh_weight].abs().max() > 0
     log = json.loads(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["log"])
-    assert any("point" in e for e in log if e["stage"] == "bc"), "pointing loss not logged"
+    bc = [e for e in log if e["stage"] == "bc" and logged in e]
+    assert bc and all(0.0 <= e[f"{logged}_acc"] <= 1.0 for e in bc), f"{logged} loss not logged"
 
 
 def test_pointing_targets_are_the_named_objects_patch():
@@ -305,3 +311,29 @@ def test_pointing_targets_are_the_named_objects_patch():
     buf = StateBuffer(model)
     buf.add("tabletop", d)
     assert buf._world_tensors("tabletop")["point"].tolist() == [4 * 8 + 2, -1, 7]
+
+
+def test_keypoint_targets_match_the_features_and_older_data_is_projected():
+    """The keypoint is trained on the target centre's (u, v): read from features()[6:8], or,
+    for data recorded with 6 features, projected from target - fingertip with the world's
+    camera; both agree. NaN where there is nothing (driving, outside the image)."""
+    from embodied_stack.sim.train.trainer import target_image_position
+
+    env = gym.make(WORLD_IDS["tabletop"])
+    rows = []
+    for seed in range(420, 430):
+        obs, info = env.reset(seed=seed)
+        expert = make_expert(env)
+        expert.reset()
+        expert(obs, info)
+        rows.append((obs["proprio"], expert.features()))
+    env.close()
+    proprio = np.stack([p for p, _ in rows])
+    aux8 = np.stack([f for _, f in rows])
+    full = target_image_position("tabletop", {"proprio": proprio, "aux": aux8}, slice(0, 10))
+    older = target_image_position("tabletop", {"proprio": proprio, "aux": aux8[:, :6]}, slice(0, 10))
+    np.testing.assert_allclose(older, full, atol=1e-4)
+    np.testing.assert_allclose(full, aux8[:, 6:8])
+    aux8[3, 6:8] = (1.2, 0.5)  # outside the image
+    assert np.isnan(target_image_position("tabletop", {"proprio": proprio, "aux": aux8}, slice(0, 10))[3]).all()
+    assert np.isnan(target_image_position("driving", {"proprio": proprio, "aux": aux8}, slice(2, 5))).all()

@@ -65,6 +65,8 @@ class SubmodelSwitching:
         if self.readout_embed is not None:
             self.point_norm.set_active(h)
             self.readout_embed.set_active(h, 2)
+        if self.keypoint_proj is not None:
+            self.keypoint_proj.set_active(h, self.keypoint_proj.in_features)
         d = self.__dict__
         d["_tok_view"], d["_emb_view"], d["_query_view"] = views
         d["_active_layers"], d["_active_hidden"] = layers, h
@@ -132,6 +134,9 @@ class SubmodelSwitching:
         other += (c.vocab_size + len(c.embodiments) + c.num_action_tokens + 1) * h  # +1: final norm
         if self.readout_embed is not None:  # the pointing readout acts too
             other += self.readout_embed.active_params() + self.point_head.active_params() + h
+        if self.keypoint is not None:  # the target keypoint acts too
+            other += sum(p.numel() for p in self.keypoint.parameters())
+            other += sum(p.numel() for p in self.keypoint_in.parameters()) + self.keypoint_proj.active_params()
         return dec + fixed + other
 
     def parameter_count(self) -> int:

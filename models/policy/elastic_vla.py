@@ -44,6 +44,7 @@ from .elastic_layers import Block, ElasticLinear, RMSNorm, rotary_tables
 from .elastic_switching import SubmodelSwitching
 from .elastic_vla_config import ElasticVLAConfig
 from .interface import Action, Observation, Policy
+from .target_keypoint import KEYPOINT_FEATURES, KEYPOINT_WIDTH, TargetKeypoint
 from .tokenizer import InstructionTokenizer
 from .vla_preprocessing import VLAPreprocessing
 
@@ -110,6 +111,26 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             nn.init.zeros_(self.readout_embed.weight)
             nn.init.zeros_(self.readout_embed.bias)
             self.readout_embed.refresh_views()
+        # Target keypoint: instruction-conditioned soft-argmax on a half-resolution feature
+        # map, handed to the decoder on the robot-state token (zero-initialised projection).
+        self.keypoint = self.keypoint_in = self.keypoint_aux = self.keypoint_proj = None
+        if c.target_keypoint:
+            self.keypoint = TargetKeypoint(c.in_channels, c.image_size, c.vocab_size, self.tokenizer.pad_id,
+                                           c.use_depth, c.depth_encoding, c.depth_min_m, c.depth_max_m)
+            # The keypoint and the robot state meet in a small MLP first: the actions depend
+            # on where the target is relative to the robot, which is a non-linear function
+            # of (u, v, depth) and the proprio that one linear step cannot give the decoder.
+            w = 2 * KEYPOINT_WIDTH
+            self.keypoint_in = nn.Sequential(nn.Linear(KEYPOINT_FEATURES + c.proprio_dim, w), nn.GELU(),
+                                             nn.Linear(w, w), nn.GELU())
+            # Training scaffold: the privileged features (target - robot) read off that MLP.
+            self.keypoint_aux = nn.Linear(w, c.aux_dim) if c.aux_dim else None
+            self.keypoint_proj = ElasticLinear(2 * KEYPOINT_WIDTH, d, bias=True)
+            nn.init.zeros_(self.keypoint_proj.weight)
+            nn.init.zeros_(self.keypoint_proj.bias)
+            self.keypoint_proj.refresh_views()
+            self.register_buffer("keypoint_gate", torch.tensor(
+                [float(n in c.keypoint_embodiments) for n in c.embodiment_names]), persistent=False)
         grid = c.image_size // c.patch_size
         cells = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
         self.register_buffer("patch_xy", torch.stack(torch.meshgrid(cells, cells, indexing="xy"), -1)
@@ -165,14 +186,17 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
 
     def _action_states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
         """Final-norm decoder states of the action query tokens (B, T*A, active hidden)."""
-        x, _ = self._decode(pixels, tokens, proprio, embodiment)
+        x, _, _ = self._decode(pixels, tokens, proprio, embodiment)
         return self.final_norm(x[:, -self.config.num_action_tokens:])
 
-    def _decode(self, pixels, tokens, proprio, embodiment, point_forced=None):
+    def _decode(self, pixels, tokens, proprio, embodiment, point_forced=None, keypoint_forced=None):
         """Decoder output of every token before the final norm (B, sequence, active hidden;
-        acting normalises only the action queries' rows), and with ``point_readout`` the
-        mid-decoder pointing logits (B, num_image_tokens), else None. ``point_forced`` (B,)
-        hands the readout the true target patch where >= 0 (teacher forcing in training)."""
+        acting normalises only the action queries' rows); with ``point_readout`` the
+        mid-decoder pointing logits (B, num_image_tokens), else None; with ``target_keypoint``
+        (keypoint cell logits (B, G*G), keypoint (u, v) (B, 2), keypoint+robot features), else None.
+        ``point_forced`` (B,) hands the readout the true target patch where >= 0, and
+        ``keypoint_forced`` (B, 2) the keypoint the true (u, v) where finite (teacher forcing
+        in training)."""
         cached = not torch.is_grad_enabled() and getattr(self, "_use_cache", True)
         h = self._active_hidden
         tok_w = self._tok_view if cached else self.tok_embed[:, :h]
@@ -184,7 +208,17 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             x = blk(x, None, None)
         img = self.proj_out(F.gelu(self.proj_in(self.vision_norm(x))))
         words = F.embedding(tokens, tok_w)
-        state = (F.embedding(embodiment, emb_w) + self.proprio_proj(proprio)).unsqueeze(1)
+        state = F.embedding(embodiment, emb_w) + self.proprio_proj(proprio)
+        keypoint = None
+        if self.keypoint is not None:
+            kp_logits, kp = self.keypoint(pixels, tokens, keypoint_forced)
+            fused = self.keypoint_in(torch.cat([kp, proprio], dim=-1))
+            # Detached: the keypoint path learns only from its own (privileged) losses; the
+            # action loss's gradient, far larger, would drown the geometry it has to learn.
+            gate = self.keypoint_gate[embodiment].unsqueeze(-1)
+            state = state + gate * self.keypoint_proj(fused.detach())
+            keypoint = (kp_logits, kp[:, :2], fused)
+        state = state.unsqueeze(1)
         x = torch.cat([img, words, state, queries.unsqueeze(0).expand(b, -1, -1)], dim=1)
         cos, sin = self.rope_cos, self.rope_sin
         layers, point = self._active_layers, None
@@ -203,29 +237,37 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             x = torch.cat([x[:, :-n_q], x[:, -n_q:] + self.readout_embed(xy).unsqueeze(1)], dim=1)
         for i in layers:
             x = self.layers[i](x, cos, sin)
-        return x, point
+        return x, point, keypoint
 
     def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.forward(*(batch[k] for k in BATCH_KEYS))
 
     def forward_with_aux(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, auxiliary outputs (B, aux_dim)) for training; needs ``aux_dim`` > 0."""
-        logits, aux, _ = self.forward_scaffold(batch)
+        logits, aux, _, _ = self.forward_scaffold(batch)
         if aux is None:
             raise ValueError("this model has no auxiliary head (config.aux_dim = 0)")
         return logits, aux
 
     def forward_scaffold(self, batch: dict[str, torch.Tensor]):
         """Training outputs: (action logits, auxiliary outputs (B, aux_dim) or None, pointing
-        logits over the image tokens (B, num_image_tokens) or None). ``batch["point_forced"]``
-        (optional, with point_readout) is the teacher-forced target patch, -1 = none."""
-        x, point = self._decode(*(batch[k] for k in BATCH_KEYS), batch.get("point_forced"))
+        logits over the image tokens (B, num_image_tokens) or None, target keypoint (cell
+        logits (B, G*G), (u, v) (B, 2), auxiliary outputs read off the keypoint MLP (B, aux_dim)
+        or None) or None). ``batch["point_forced"]`` (optional, with
+        point_readout) is the teacher-forced target patch, -1 = none; ``batch["keypoint_forced"]``
+        (optional, with target_keypoint) the teacher-forced (u, v), NaN = none."""
+        x, point, keypoint = self._decode(*(batch[k] for k in BATCH_KEYS), batch.get("point_forced"),
+                                          batch.get("keypoint_forced"))
         q = self.final_norm(x[:, -self.config.num_action_tokens:])
         aux = self.aux_head(q.mean(dim=1)) if self.aux_head is not None else None
         if self.point_head is not None and point is None:
             img = self.final_norm(x[:, : self.config.num_image_tokens])
             point = self.point_head(img).squeeze(-1)
-        return self.action_head(q), aux, point
+        if keypoint is not None:
+            # x10: the head works in metres (weights of order 1), the features are in dm
+            kp_aux = 10.0 * self.keypoint_aux(keypoint[2]) if self.keypoint_aux is not None else None
+            keypoint = (keypoint[0], keypoint[1], kp_aux)
+        return self.action_head(q), aux, point, keypoint
 
     # ---------------------------------------------------------------------- training interface
     def _logits_for(self, batch: dict) -> torch.Tensor:

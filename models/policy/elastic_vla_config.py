@@ -104,6 +104,15 @@ class ElasticVLAConfig:
     #: changes nothing until trained) is added to the action queries for the remaining layers.
     #: Part of the acting network (exported). Needs point_head.
     point_readout: bool = False
+    #: find the instruction's target on a half-resolution convolutional feature map (words
+    #: modulate the features; a windowed spatial soft-argmax gives its image position and the
+    #: depth there) and add that keypoint to the robot-state token (models/policy/
+    #: target_keypoint.py). Part of the acting network (exported); not elastic. Trained with
+    #: its own loss on the target's projected centre (TrainConfig.keypoint_weight).
+    target_keypoint: bool = False
+    #: embodiments whose robot-state token receives the keypoint (those told to act on a named
+    #: object and trained with a keypoint target); the others act exactly as without it
+    keypoint_embodiments: list[str] = field(default_factory=lambda: ["arm"])
 
     # --- bookkeeping ---
     model_type: str = MODEL_TYPE  #: fixed tag checked on load
@@ -164,6 +173,15 @@ class ElasticVLAConfig:
             raise ValueError(f"ElasticVLAConfig.point_head={self.point_head!r} must be True or False")
         if not isinstance(self.point_readout, bool):
             raise ValueError(f"ElasticVLAConfig.point_readout={self.point_readout!r} must be True or False")
+        if not isinstance(self.target_keypoint, bool):
+            raise ValueError(f"ElasticVLAConfig.target_keypoint={self.target_keypoint!r} must be True or False")
+        if self.target_keypoint and self.image_size % 2:
+            raise ValueError(f"ElasticVLAConfig.image_size={self.image_size} must be even with "
+                             "target_keypoint=True (the keypoint grid is half the image size)")
+        unknown = [e for e in self.keypoint_embodiments if e not in self.embodiments]
+        if not isinstance(self.keypoint_embodiments, list) or unknown:
+            raise ValueError(f"ElasticVLAConfig.keypoint_embodiments={self.keypoint_embodiments!r} must be a "
+                             f"list of embodiment names from {sorted(self.embodiments)}")
         if self.point_readout and not self.point_head:
             raise ValueError("ElasticVLAConfig.point_readout=True needs point_head=True (the readout "
                              "reads the pointing head's logits)")

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -55,6 +56,7 @@ from embodied_stack.models.policy.elastic_vla import ElasticVLA
 from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.models.policy.tokenizer import DEFAULT_WORDS, InstructionTokenizer, split_words
+from embodied_stack.sim import WORLD_IDS
 from embodied_stack.sim.train import demos, losses
 from embodied_stack.sim.train.rollouts import LocalRollouts
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
@@ -101,9 +103,14 @@ class TrainConfig:
     #: which nested submodel is trained alongside the full model at each step
     aux_weight: float = 1.0  #: weight of the auxiliary head's loss (models with aux_dim > 0)
     point_weight: float = 1.0  #: weight of the pointing head's loss (models with point_head)
-    #: models with point_readout: share of training samples whose readout is handed the true
-    #: target patch instead of the model's own pointing (teacher forcing), so the action
-    #: queries learn to use the position before the pointing is good; acting never is
+    keypoint_weight: float = 1.0  #: weight of the target keypoint's loss (models with target_keypoint)
+    #: the keypoint MLP and its projection learn at lr x this: they must learn a camera's
+    #: geometry (weights of order 1), which AdamW steps of ~lr would take thousands of steps
+    keypoint_lr_scale: float = 10.0
+    #: models with point_readout or target_keypoint: share of training samples whose readout
+    #: or keypoint is handed the true target position instead of the model's own (teacher
+    #: forcing), so the action queries learn to use the position before the model finds it
+    #: well; acting never is
     readout_teacher_forcing: float = 0.5
     elastic_every: int = 1  #: train a sampled submodel every N-th supervised step
     kd_weight: float = 1.0  #: weight of KL(full || submodel)
@@ -162,7 +169,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.workers < 0:
             raise ValueError(f"workers={self.workers} must be >= 0")
-        for name in ("aux_weight", "point_weight", "kd_weight", "student_ce_weight"):
+        for name in ("aux_weight", "point_weight", "keypoint_weight", "keypoint_lr_scale", "kd_weight",
+                     "student_ce_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if not 0.0 <= self.readout_teacher_forcing <= 1.0:
@@ -214,8 +222,9 @@ PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m", "proprio
 #: Training-scaffold heads a warm start may add, change or drop (they start fresh): config
 #: field -> module name.
 #: Config fields a warm start may add, and the modules that then start fresh.
-SCAFFOLD_FIELDS = {"aux_dim": ("aux_head",), "point_head": ("point_head",),
-                   "point_readout": ("point_norm", "readout_embed")}
+SCAFFOLD_FIELDS = {"aux_dim": ("aux_head", "keypoint_aux"), "point_head": ("point_head",),
+                   "point_readout": ("point_norm", "readout_embed"),
+                   "target_keypoint": ("keypoint", "keypoint_in", "keypoint_aux", "keypoint_proj")}
 
 
 def instruction_tokenizer(worlds) -> InstructionTokenizer:
@@ -256,6 +265,43 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
     if unexpected or any(not is_fresh(k) for k in missing):
         raise ValueError(f"warm start: unexpected {unexpected}, missing {missing}")
     return warm
+
+
+def target_image_position(world: str, d: dict[str, np.ndarray], rows: slice) -> np.ndarray:
+    """(n, 2) image position (u / width, v / height) of the expert's target centre for the
+    given rows of recorded states; NaN where there is none (worlds without a target, rows
+    outside the image). Read from the recorded features (aux[6:8]) or, for data recorded
+    before they carried it, projected from aux[:3] (target - fingertip, dm) with the world's
+    fixed camera."""
+    n = rows.stop - rows.start
+    out = np.full((n, 2), np.nan, np.float32)
+    aux = d.get("aux")
+    if aux is None or EMBODIMENT_OF_WORLD[world] != "arm":
+        return out
+    aux = aux[rows]
+    if aux.shape[1] >= 8:
+        uv = aux[:, 6:8]
+    else:
+        cam = _world_camera(world)
+        target = d["proprio"][rows, :3] + aux[:, :3] / 10.0
+        pc = (np.linalg.inv(cam["T_world_camera"]) @ np.c_[target, np.ones(n)].T)[:3]
+        uvw = cam["K"] @ pc
+        uv = np.stack([(uvw[0] / uvw[2] + 0.5) / cam["width"], (uvw[1] / uvw[2] + 0.5) / cam["height"]], 1)
+    ok = np.all(np.isfinite(uv) & (uv >= 0) & (uv < 1), axis=1)
+    out[ok] = uv[ok]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _world_camera(world: str) -> dict:
+    """The world's camera model (fixed per world) as its reset info reports it."""
+    import gymnasium as gym
+
+    env = gym.make(WORLD_IDS[world])
+    try:
+        return env.reset(seed=0)[1]["camera"]
+    finally:
+        env.close()
 
 
 class StateBuffer:
@@ -300,6 +346,10 @@ class StateBuffer:
                 cells = np.floor(np.nan_to_num(uv) * grid).astype(np.int64)
                 point[ok] = cells[ok, 1] * grid + cells[ok, 0]
             batch["point"] = torch.from_numpy(point)
+            # Target keypoint: the target centre's (u, v) in [0, 1)^2; NaN = none.
+            if model.config.target_keypoint:
+                batch["keypoint"] = torch.from_numpy(
+                    target_image_position(world, d, slice(start, start + len(idx))))
             self.parts.setdefault(world, []).append(batch)
         self.tensors.pop(world, None)
 
@@ -386,8 +436,14 @@ class Run:
         self.model = build_model(cfg).to(cfg.device)
         self.mode = ExecutionMode(self.model.config.chunk_length, cfg.refill_at,
                                   cfg.execute_steps)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
-                                           weight_decay=cfg.weight_decay)
+        # The target keypoint's MLP and projection learn faster (keypoint_lr_scale).
+        fast = [p for n, p in self.model.named_parameters()
+                if n.startswith(("keypoint_in.", "keypoint_aux.", "keypoint_proj."))]
+        ids = {id(p) for p in fast}
+        groups = [{"params": [p for p in self.model.parameters() if id(p) not in ids], "lr_scale": 1.0}]
+        if fast:
+            groups.append({"params": fast, "lr_scale": cfg.keypoint_lr_scale})
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.controller = losses.EntropyPIController(cfg.entropy_target, cfg.entropy_kp,
@@ -474,17 +530,24 @@ def _sample_submodel(cfg: TrainConfig, rng: np.random.Generator) -> str | None:
 def supervised_step(run: Run, lr: float) -> dict:
     cfg, model = run.cfg, run.model
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"]
     batch, targets = run.buffer.sample(cfg.batch_size, run.generator, cfg.device,
                                        cfg.world_weights)
     aux_targets = batch.pop("aux")
     point_targets = batch.pop("point")
+    kp_targets = batch.pop("keypoint", None)
     if model.config.point_readout and cfg.readout_teacher_forcing > 0:
         keep = torch.rand(len(point_targets), generator=run.generator) < cfg.readout_teacher_forcing
         batch["point_forced"] = torch.where(keep.to(point_targets.device), point_targets, -1)
+    kp_forced = torch.zeros(0, dtype=torch.bool)
+    if kp_targets is not None and cfg.readout_teacher_forcing > 0:
+        kp_forced = torch.rand(len(kp_targets), generator=run.generator) < cfg.readout_teacher_forcing
+        kp_forced = kp_forced.to(kp_targets.device).unsqueeze(-1)
+        batch["keypoint_forced"] = torch.where(kp_forced, kp_targets, float("nan"))
+        kp_forced = kp_forced.squeeze(-1)
     model.train()
     model.set_submodel("full")
-    logits, aux, point = model.forward_scaffold(batch)
+    logits, aux, point, keypoint = model.forward_scaffold(batch)
     # L_full = CE(pi_full(a|o), a_expert) over counted action tokens.
     loss = masked_cross_entropy(logits, targets, batch["loss_mask"], cfg.label_smoothing)
     record = {"ce_full": float(loss.detach())}
@@ -497,6 +560,32 @@ def supervised_step(run: Run, lr: float) -> dict:
             record["point"] = float(point_loss.detach())
             record["point_acc"] = float((point[have].argmax(-1) == point_targets[have])
                                         .float().mean())
+    if keypoint is not None and kp_targets is not None and cfg.keypoint_weight > 0:
+        have = torch.isfinite(kp_targets).all(-1)
+        if have.any():
+            kp_logits, kp_uv, kp_aux = keypoint
+            # L_kp = CE(cell scores, cell of the target) + G * |uv_hat - uv|_1 (soft-argmax, in
+            # cells; not on the rows whose keypoint was teacher-forced)
+            cells = model.keypoint.target_cells(kp_targets[have])
+            kp_loss = torch.nn.functional.cross_entropy(kp_logits[have], cells)
+            free = have & ~kp_forced if len(kp_forced) else have
+            if free.any():
+                grid = model.keypoint.grid
+                kp_err = (kp_uv[free] - kp_targets[free]).abs().sum(-1) * grid
+                kp_loss = kp_loss + kp_err.mean()
+                record["keypoint_err_px"] = float(kp_err.detach().mean()) * 2.0  # 2 px per cell
+            if kp_aux is not None and cfg.aux_weight > 0:
+                # L_kp_aux = Huber(aux(keypoint, proprio), privileged features) on those rows:
+                # the keypoint MLP must work out where the target is relative to the robot.
+                want = aux_targets[have]
+                ok = torch.isfinite(want)
+                if ok.any():
+                    kp_aux_loss = torch.nn.functional.smooth_l1_loss(kp_aux[have][ok], want[ok])
+                    loss = loss + cfg.aux_weight * kp_aux_loss
+                    record["keypoint_aux"] = float(kp_aux_loss.detach())
+            loss = loss + cfg.keypoint_weight * kp_loss
+            record["keypoint"] = float(kp_loss.detach())
+            record["keypoint_acc"] = float((kp_logits[have].argmax(-1) == cells).float().mean())
     if cfg.aux_weight <= 0:
         aux = None
     if aux is not None:
@@ -767,7 +856,7 @@ def rl_update(run: Run, data: dict) -> dict:
     batch = data["batch"]
     n = len(batch["adv"])
     for group in run.optimizer.param_groups:
-        group["lr"] = cfg.rl_lr
+        group["lr"] = cfg.rl_lr * group["lr_scale"]
     stats_sum: dict[str, list] = {}
     for _ in range(cfg.rl_epochs):
         order = torch.randperm(n, generator=run.generator)
