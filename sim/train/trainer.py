@@ -72,7 +72,7 @@ class TrainConfig:
     worlds: tuple = ("tabletop", "driving")  #: worlds trained together (one model serves both)
     init_from: str = "default"  #: "default" = the shipped model, a model directory, or "" (new)
     model: dict = field(default_factory=lambda: {
-        "depth_encoding": "log", "depth_max_m": 100.0, "aux_dim": 6, "point_head": True,
+        "depth_encoding": "log", "depth_max_m": 100.0, "aux_dim": 6, "target_keypoint": True,
         # arm: fingertip position and contact; vehicle: speed (no velocities or last commands)
         "proprio_inputs": {"arm": [0, 1, 2, 6], "vehicle": [0]}})
     #: ElasticVLAConfig overrides; with init_from only input-preprocessing fields may change
@@ -455,8 +455,11 @@ class Run:
             self._load()
         else:
             atomic_write_json(self.out / "train_config.json", dataclasses.asdict(cfg))
+            argv = sys.argv[1:]
+            if argv[:1] == ["train"]:  # `embodied-stack train ...` (not `python -m ...trainer`)
+                argv = argv[1:]
             atomic_write_json(self.out / "run_info.json", {
-                "command": "embodied-stack train " + shlex.join(sys.argv[1:]),
+                "command": "embodied-stack train " + shlex.join(argv),
                 "commit": _git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         self.buffer = StateBuffer(self.model, cfg.device)
         self._tb = None
