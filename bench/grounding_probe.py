@@ -38,34 +38,29 @@ import time
 import numpy as np
 
 
-def _target_patches(d: dict, K: np.ndarray, T_world_camera: np.ndarray, patch: int, grid: int):
-    """Patch index of the chosen target's centre (aux[:3] = target - fingertip, in dm)."""
-    target = d["proprio"][:, :3] + d["aux"][:, :3] / 10.0
-    pc = (np.linalg.inv(T_world_camera) @ np.c_[target, np.ones(len(target))].T).T[:, :3]
-    uv = (K @ pc.T).T
-    uv = uv[:, :2] / uv[:, 2:3]
-    col = np.clip((uv[:, 0] // patch).astype(int), 0, grid - 1)
-    row = np.clip((uv[:, 1] // patch).astype(int), 0, grid - 1)
-    return row * grid + col
+def _target_patches(d: dict, grid: int) -> np.ndarray:
+    """Patch index of the chosen target's centre in every recorded tabletop state."""
+    from embodied_stack.sim.train.trainer import target_image_position
+
+    uv = target_image_position("tabletop", d, slice(0, len(d["proprio"])))
+    if not np.isfinite(uv).all():
+        raise ValueError("a recorded target lies outside the camera image; the probe needs every one inside")
+    cells = np.minimum(np.floor(uv * grid).astype(np.int64), grid - 1)
+    return cells[:, 1] * grid + cells[:, 0]
 
 
 def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed: int, out):
-    import gymnasium as gym
     import torch
     import torch.nn.functional as F
 
     import embodied_stack.sim  # noqa: F401
     from embodied_stack.models.policy.elastic_vla import ElasticVLA
     from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.sim import WORLD_IDS
     from embodied_stack.sim.train import demos
     from embodied_stack.sim.train.trainer import StateBuffer, instruction_tokenizer, masked_cross_entropy
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    env = gym.make(WORLD_IDS["tabletop"])
-    _, info = env.reset(seed=0)
-    cam = info["camera"]
     cfg = ElasticVLAConfig(depth_encoding="log", depth_max_m=100.0, aux_dim=6, vision_stem="conv",
                            proprio_inputs={"arm": [0, 1, 2, 6], "vehicle": [0]})
     model = ElasticVLA(cfg, instruction_tokenizer(("tabletop", "driving")))
@@ -83,8 +78,7 @@ def run_variant(variant: str, minutes: float, train_dir: str, val_dir: str, seed
         buf = StateBuffer(model)
         buf.add("tabletop", d)
         t = buf._world_tensors("tabletop")
-        t["point"] = torch.from_numpy(_target_patches(d, cam["K"], cam["T_world_camera"],
-                                                      cfg.patch_size, grid))
+        t["point"] = torch.from_numpy(_target_patches(d, grid))
         tensors[name] = t
     extra = list(head.parameters()) + list(mid_norm.parameters()) + list(coord_embed.parameters())
     opt = torch.optim.AdamW(list(model.parameters()) + extra, lr=1e-3, weight_decay=0.01)

@@ -125,7 +125,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
                                              nn.Linear(w, w), nn.GELU())
             # Training scaffold: the privileged features (target - robot) read off that MLP.
             self.keypoint_aux = nn.Linear(w, c.aux_dim) if c.aux_dim else None
-            self.keypoint_proj = ElasticLinear(2 * KEYPOINT_WIDTH, d, bias=True)
+            self.keypoint_proj = ElasticLinear(w, d, bias=True)
             nn.init.zeros_(self.keypoint_proj.weight)
             nn.init.zeros_(self.keypoint_proj.bias)
             self.keypoint_proj.refresh_views()

@@ -77,8 +77,8 @@ class TargetKeypoint(nn.Module):
             use = torch.isfinite(forced_uv).all(-1, keepdim=True)
             forced = torch.nan_to_num(forced_uv).clamp(0.0, 1.0)
             # one-hot at the forced cell: depth and features are read there
-            d2 = ((self.cell_uv.unsqueeze(0) - forced.unsqueeze(1)) ** 2).sum(-1)
-            weights = torch.where(use, F.one_hot(d2.argmin(-1), d2.shape[1]).to(weights.dtype), weights)
+            one_hot = F.one_hot(self.target_cells(forced), weights.shape[1]).to(weights.dtype)
+            weights = torch.where(use, one_hot, weights)
         uv = weights @ self.cell_uv  # (B, 2)
         if forced_uv is not None:
             uv = torch.where(use, forced, uv)

@@ -336,20 +336,18 @@ class StateBuffer:
                 n = min(model.config.aux_dim, d["aux"].shape[1])
                 aux[:, :n] = d["aux"][start: start + len(idx), :n]
             batch["aux"] = torch.from_numpy(aux)
-            # Pointing targets: the image patch holding the target's centre; -1 = none.
+            # The target centre's (u, v) in [0, 1)^2, NaN = none: the pointing head's patch
+            # (-1 = none) and the target keypoint are both trained on it.
+            uv = target_image_position(world, d, slice(start, start + len(idx)))
+            ok = np.isfinite(uv).all(axis=1)
             point = np.full(len(idx), -1, np.int64)
-            if "aux" in d and d["aux"].shape[1] >= 8 and model.config.point_head:
-                c = model.config
-                grid = c.image_size // c.patch_size
-                uv = d["aux"][start: start + len(idx), 6:8]
-                ok = np.all(np.isfinite(uv) & (uv >= 0) & (uv < 1), axis=1)
+            if model.config.point_head:
+                grid = model.config.image_size // model.config.patch_size
                 cells = np.floor(np.nan_to_num(uv) * grid).astype(np.int64)
                 point[ok] = cells[ok, 1] * grid + cells[ok, 0]
             batch["point"] = torch.from_numpy(point)
-            # Target keypoint: the target centre's (u, v) in [0, 1)^2; NaN = none.
             if model.config.target_keypoint:
-                batch["keypoint"] = torch.from_numpy(
-                    target_image_position(world, d, slice(start, start + len(idx))))
+                batch["keypoint"] = torch.from_numpy(uv)
             self.parts.setdefault(world, []).append(batch)
         self.tensors.pop(world, None)
 
@@ -542,12 +540,12 @@ def supervised_step(run: Run, lr: float) -> dict:
     if model.config.point_readout and cfg.readout_teacher_forcing > 0:
         keep = torch.rand(len(point_targets), generator=run.generator) < cfg.readout_teacher_forcing
         batch["point_forced"] = torch.where(keep.to(point_targets.device), point_targets, -1)
-    kp_forced = torch.zeros(0, dtype=torch.bool)
     if kp_targets is not None and cfg.readout_teacher_forcing > 0:
-        kp_forced = torch.rand(len(kp_targets), generator=run.generator) < cfg.readout_teacher_forcing
-        kp_forced = kp_forced.to(kp_targets.device).unsqueeze(-1)
-        batch["keypoint_forced"] = torch.where(kp_forced, kp_targets, float("nan"))
-        kp_forced = kp_forced.squeeze(-1)
+        kp_forced = (torch.rand(len(kp_targets), generator=run.generator)
+                     < cfg.readout_teacher_forcing).to(kp_targets.device)
+        batch["keypoint_forced"] = torch.where(kp_forced.unsqueeze(-1), kp_targets, float("nan"))
+    elif kp_targets is not None:
+        kp_forced = torch.zeros(len(kp_targets), dtype=torch.bool, device=kp_targets.device)
     model.train()
     model.set_submodel("full")
     logits, aux, point, keypoint = model.forward_scaffold(batch)
@@ -571,7 +569,7 @@ def supervised_step(run: Run, lr: float) -> dict:
             # cells; not on the rows whose keypoint was teacher-forced)
             cells = model.keypoint.target_cells(kp_targets[have])
             kp_loss = torch.nn.functional.cross_entropy(kp_logits[have], cells)
-            free = have & ~kp_forced if len(kp_forced) else have
+            free = have & ~kp_forced
             if free.any():
                 grid = model.keypoint.grid
                 kp_err = (kp_uv[free] - kp_targets[free]).abs().sum(-1) * grid
