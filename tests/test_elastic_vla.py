@@ -338,6 +338,31 @@ def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_pa
         ElasticVLAConfig(**SMALL, target_keypoint=True, keypoint_embodiments=["boat"])
 
 
+def test_keypoint_instruction_lets_the_direction_word_reach_the_keypoint_mlp(tmp_path):
+    """keypoint_instruction: the keypoint MLP reads the instruction's words too, so two
+    instructions naming the same object but different push directions give different
+    target-minus-robot features (without it they cannot); it exports and round-trips; it
+    needs target_keypoint."""
+    torch.manual_seed(3)
+    left, right = make_obs(0, "arm", instruction="push the red cube to the left"), \
+        make_obs(0, "arm", instruction="push the red cube to the right")
+    for with_words in (False, True):
+        m = ElasticVLA(ElasticVLAConfig(**SMALL, target_keypoint=True, aux_dim=6,
+                                        keypoint_instruction=with_words))
+        assert (m.keypoint_words is not None) == with_words
+        batch = m.obs_to_batch([left, right])
+        forced = torch.tensor([[0.4, 0.6]] * 2)  # same keypoint for both
+        with torch.no_grad():
+            kp_aux = m.forward_scaffold({**batch, "keypoint_forced": forced})[3][2]
+        assert torch.allclose(kp_aux[0], kp_aux[1]) != with_words
+    with torch.no_grad():
+        m.keypoint_proj.weight.normal_(0.0, 1.0)
+        m.refresh_views()
+    _every_submodel_runs_and_it_round_trips(m, batch, tmp_path)
+    with pytest.raises(ValueError, match="keypoint_instruction=True needs target_keypoint=True"):
+        ElasticVLAConfig(**SMALL, keypoint_instruction=True)
+
+
 @pytest.mark.parametrize("encoding", ["log", "linear"])
 def test_target_keypoint_back_projects_in_metres(encoding):
     """The keypoint's depth is decoded back to metres whatever the encoding, and the point is

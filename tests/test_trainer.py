@@ -280,6 +280,60 @@ def test_warm_start_adds_a_position_readout_and_bc_trains_it(tmp_path, field, fr
     assert bc and all(0.0 <= e[f"{logged}_acc"] <= 1.0 for e in bc), f"{logged} loss not logged"
 
 
+def test_warm_start_widens_the_keypoint_mlp_for_the_instruction(tmp_path):
+    """init_from a keypoint model, then keypoint_instruction on: the keypoint MLP's first
+    layer keeps its weights on the old inputs and gets zeros on the words, so the model acts
+    exactly as before."""
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA
+    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+
+    torch.manual_seed(0)
+    model_cfg = {**TINY["model"], "target_keypoint": True}
+    old = ElasticVLA(ElasticVLAConfig(**model_cfg), instruction_tokenizer(("tabletop", "driving")))
+    with torch.no_grad():
+        old.keypoint_proj.weight.normal_(0.0, 0.5)  # as trained: the keypoint reaches the actions
+        old.refresh_views()
+    old.save_pretrained(tmp_path / "old")
+    cfg = TrainConfig(**{**TINY, "init_from": str(tmp_path / "old"),
+                         "model": {**model_cfg, "keypoint_instruction": True}})
+    model = build_model(cfg)
+    w_old, w_new = old.keypoint_in[0].weight, model.keypoint_in[0].weight
+    assert w_new.shape[1] == w_old.shape[1] + model.keypoint_words.embedding_dim
+    torch.testing.assert_close(w_new[:, :w_old.shape[1]], w_old)
+    assert not w_new[:, w_old.shape[1]:].any()
+    batch = model.obs_to_batch(_arm_observations(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_batch(batch), old.forward_batch(batch))
+
+
+def test_dagger_from_adds_earlier_runs_shards_to_the_aggregate(tmp_path):
+    """dagger_from: every DAgger shard of the named runs joins this run's buffer when it is
+    built (at the start and on --resume), whatever its iteration; a run folder without
+    shards is refused up front."""
+    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+    from embodied_stack.sim.train.trainer import Run, load_dagger_shards
+
+    n, T = 5, ElasticVLAConfig().chunk_length
+    shard = {"rgb": np.zeros((n, 64, 64, 3), np.uint8), "depth": np.ones((n, 64, 64), np.float16),
+             "proprio": np.zeros((n, 8), np.float32), "aux": np.zeros((n, 8), np.float32),
+             "chunk": np.zeros((n, T, 3), np.float32), "chunk_mask": np.ones((n, T), bool),
+             "instruction": np.array(["touch the red cube"] * n), "episode": np.arange(n),
+             "episode_success": np.ones(n, bool)}
+    (tmp_path / "earlier" / "dagger").mkdir(parents=True)
+    for it in (0, 3):
+        np.savez(tmp_path / "earlier" / "dagger" / f"iter_00{it}_tabletop.npz", **shard)
+    with pytest.raises(ValueError, match="holds no DAgger shards"):
+        TrainConfig(**{**TINY, "dagger_from": (str(tmp_path),)})
+    cfg = TrainConfig(**{**TINY, "dagger_from": (str(tmp_path / "earlier"),)})
+    run = Run(cfg, tmp_path / "run", resume=False)
+    try:
+        load_dagger_shards(run, below=0)
+        assert run.buffer.size("tabletop") == 2 * n
+    finally:
+        run.close()
+
+
 def test_pointing_targets_are_the_named_objects_patch():
     """features()[6:8] projects the expert's chosen target with the camera model: the pixel
     lies on that object in the segmentation image, and the buffer turns it into the patch

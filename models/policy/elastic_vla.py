@@ -114,6 +114,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         # Target keypoint: instruction-conditioned soft-argmax on a half-resolution feature
         # map, handed to the decoder on the robot-state token (zero-initialised projection).
         self.keypoint = self.keypoint_in = self.keypoint_aux = self.keypoint_proj = None
+        self.keypoint_words = None
         if c.target_keypoint:
             self.keypoint = TargetKeypoint(c.in_channels, c.image_size, c.vocab_size, self.tokenizer.pad_id,
                                            c.use_depth, c.depth_encoding, c.depth_min_m, c.depth_max_m)
@@ -121,7 +122,11 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             # on where the target is relative to the robot, which is a non-linear function
             # of (u, v, depth) and the proprio that one linear step cannot give the decoder.
             w = 2 * KEYPOINT_WIDTH
-            self.keypoint_in = nn.Sequential(nn.Linear(KEYPOINT_FEATURES + c.proprio_dim, w), nn.GELU(),
+            # keypoint_instruction: the instruction's words too (own bag-of-words embedding).
+            self.keypoint_words = (nn.Embedding(c.vocab_size, KEYPOINT_WIDTH) if c.keypoint_instruction
+                                   else None)
+            words_in = KEYPOINT_WIDTH if c.keypoint_instruction else 0
+            self.keypoint_in = nn.Sequential(nn.Linear(KEYPOINT_FEATURES + c.proprio_dim + words_in, w), nn.GELU(),
                                              nn.Linear(w, w), nn.GELU())
             # Training scaffold: the privileged features (target - robot) read off that MLP.
             self.keypoint_aux = nn.Linear(w, c.aux_dim) if c.aux_dim else None
@@ -212,7 +217,12 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         keypoint = None
         if self.keypoint is not None:
             kp_logits, kp = self.keypoint(pixels, tokens, keypoint_forced)
-            fused = self.keypoint_in(torch.cat([kp, proprio], dim=-1))
+            inputs = [kp, proprio]
+            if self.keypoint_words is not None:
+                present = (tokens != self.tokenizer.pad_id).unsqueeze(-1).to(kp.dtype)
+                inputs.append((self.keypoint_words(tokens) * present).sum(1)
+                              / present.sum(1).clamp(min=1.0))
+            fused = self.keypoint_in(torch.cat(inputs, dim=-1))
             # Detached: the keypoint path learns only from its own (privileged) losses; the
             # action loss's gradient, far larger, would drown the geometry it has to learn.
             gate = self.keypoint_gate[embodiment].unsqueeze(-1)

@@ -113,6 +113,10 @@ class ElasticVLAConfig:
     #: embodiments whose robot-state token receives the keypoint (those told to act on a named
     #: object and trained with a keypoint target); the others act exactly as without it
     keypoint_embodiments: list[str] = field(default_factory=lambda: ["arm"])
+    #: the keypoint MLP also reads the instruction (a bag of its words): where the robot must
+    #: go first can depend on words the keypoint does not encode (a push starts behind the
+    #: object, on the side opposite the direction word). Needs target_keypoint.
+    keypoint_instruction: bool = False
 
     # --- bookkeeping ---
     model_type: str = MODEL_TYPE  #: fixed tag checked on load
@@ -178,6 +182,12 @@ class ElasticVLAConfig:
         if self.target_keypoint and self.image_size % 2:
             raise ValueError(f"ElasticVLAConfig.image_size={self.image_size} must be even with "
                              "target_keypoint=True (the keypoint grid is half the image size)")
+        if not isinstance(self.keypoint_instruction, bool):
+            raise ValueError(f"ElasticVLAConfig.keypoint_instruction={self.keypoint_instruction!r} must be "
+                             "True or False")
+        if self.keypoint_instruction and not self.target_keypoint:
+            raise ValueError("ElasticVLAConfig.keypoint_instruction=True needs target_keypoint=True (it "
+                             "widens the keypoint MLP)")
         unknown = [e for e in self.keypoint_embodiments if e not in self.embodiments]
         if not isinstance(self.keypoint_embodiments, list) or unknown:
             raise ValueError(f"ElasticVLAConfig.keypoint_embodiments={self.keypoint_embodiments!r} must be a "

@@ -76,6 +76,28 @@ def plot_curves(log: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def stage_description(cfg: dict, stage: str) -> str:
+    """One bullet of the card per stage the run ran."""
+    if stage == "bc":
+        return f"""- **bc**: {cfg['demo_episodes']} expert episodes per world (DART noise {cfg['noise_std']} on
+  {cfg['noisy_share']:.0%} of them), each state labelled with the expert's own chunk from that
+  state (simulator look-ahead); {cfg['bc_steps']} AdamW steps of batch {cfg['batch_size']}
+  (world shares {cfg['world_weights'] or 'equal'}), CE on the action bins plus, every {cfg['elastic_every']}
+  step(s), a sampled submodel ({cfg['submodel_probs']}) trained by KL(full || submodel) + CE."""
+    if stage == "dagger":
+        imported = (f" The aggregate starts with the DAgger shards of {list(cfg['dagger_from'])}."
+                    if cfg.get("dagger_from") else "")
+        return f"""- **dagger**: {cfg['dagger_iterations']} iterations; each rolls out the learner (execution as
+  the policy node) on {cfg['dagger_episodes']} episodes, labels every visited state with the
+  expert's chunk (beta {cfg['dagger_beta']} x {cfg['dagger_beta_decay']}^i of chunks executed
+  by the expert), aggregates and retrains {cfg['dagger_steps']} steps.{imported}"""
+    return f"""- **rl**: {cfg['rl_iterations']} iterations of `{cfg['loss']}` with groups of
+  {cfg['group_size']} rollouts per seed ({cfg['rl_groups']} seeds per iteration), reward
+  {cfg['reward']}, lr {cfg['rl_lr']}, EntroPIC target {cfg['entropy_target']} nats
+  (Kp {cfg['entropy_kp']}, Ki {cfg['entropy_ki']}), CE anchor on the DAgger aggregate
+  {cfg['bc_anchor']}, the sampled submodel following the full model by forward KL."""
+
+
 def model_card(to: Path, cfg: dict, ev: dict, run_info: dict, note: str) -> str:
     from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
 
@@ -94,6 +116,7 @@ def model_card(to: Path, cfg: dict, ev: dict, run_info: dict, note: str) -> str:
                                 for t, v in tasks.items())
                 rows.append(f"| {sub} | {world} | {ev[k]:.0%} | [{lo:.0%}, {hi:.0%}] | {per} |")
     stages = " -> ".join(cfg["stages"])
+    stage_lines = "\n".join(stage_description(cfg, stage) for stage in cfg["stages"])
     return f"""# Model card: ElasticVLA default policy (`models/default_vla`)
 
 The embedded default policy of embodied_stack: a compact MiMo-style vision-language-action
@@ -126,20 +149,7 @@ Recipe: `{run_info.get('command', '?')}` (code: commit {run_info.get('commit', '
 Stages {stages}; the full configuration is `train_config.json` beside this card.
 {note}
 
-- **bc**: {cfg['demo_episodes']} expert episodes per world (DART noise {cfg['noise_std']} on
-  {cfg['noisy_share']:.0%} of them), each state labelled with the expert's own chunk from that
-  state (simulator look-ahead); {cfg['bc_steps']} AdamW steps of batch {cfg['batch_size']}
-  (half per world), CE on the action bins plus, every step, a sampled submodel
-  ({cfg['submodel_probs']}) trained by KL(full || submodel) + CE.
-- **dagger**: {cfg['dagger_iterations']} iterations; each rolls out the learner (execution as
-  the policy node) on {cfg['dagger_episodes']} episodes, labels every visited state with the
-  expert's chunk (beta {cfg['dagger_beta']} x {cfg['dagger_beta_decay']}^i of chunks executed
-  by the expert), aggregates and retrains {cfg['dagger_steps']} steps.
-- **rl**: {cfg['rl_iterations']} iterations of `{cfg['loss']}` with groups of
-  {cfg['group_size']} rollouts per seed ({cfg['rl_groups']} seeds per iteration), reward
-  {cfg['reward']}, lr {cfg['rl_lr']}, EntroPIC target {cfg['entropy_target']} nats
-  (Kp {cfg['entropy_kp']}, Ki {cfg['entropy_ki']}), CE anchor on the DAgger aggregate
-  {cfg['bc_anchor']}, the sampled submodel following the full model by forward KL.
+{stage_lines}
 
 Curves (`curves.png`, from `training_log.json`): validation success per stage, losses,
 RL token entropy against the EntroPIC target.

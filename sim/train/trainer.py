@@ -73,6 +73,7 @@ class TrainConfig:
     init_from: str = "default"  #: "default" = the shipped model, a model directory, or "" (new)
     model: dict = field(default_factory=lambda: {
         "depth_encoding": "log", "depth_max_m": 100.0, "aux_dim": 6, "target_keypoint": True,
+        "keypoint_instruction": True,
         # arm: fingertip position and contact; vehicle: speed (no velocities or last commands)
         "proprio_inputs": {"arm": [0, 1, 2, 6], "vehicle": [0]}})
     #: ElasticVLAConfig overrides; with init_from only input-preprocessing fields may change
@@ -127,6 +128,9 @@ class TrainConfig:
     dagger_beta: float = 0.3  #: share of expert-executed chunks in the first iteration
     dagger_beta_decay: float = 0.5  #: beta multiplier per iteration
     dagger_steps: int = 300  #: optimiser steps per iteration, on the whole aggregate
+    #: run directories whose DAgger shards join this run's aggregate from the start (a
+    #: warm-started run keeps the states earlier runs' learners visited, with their labels)
+    dagger_from: tuple = ()
     # --- rl ---
     rl_iterations: int = 10
     loss: str = "adpo+entropic"  #: grpo | adpo | entropic | adpo+entropic (sim/train/losses.py)
@@ -191,6 +195,10 @@ class TrainConfig:
                      "label_smoothing"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+        for run_dir in self.dagger_from:
+            if not sorted((Path(run_dir) / "dagger").glob("iter_*_*.npz")):
+                raise ValueError(f"dagger_from: {run_dir!r} holds no DAgger shards "
+                                 "(expected <run>/dagger/iter_NNN_<world>.npz)")
         if self.reward not in ("success", "return", "success+return"):
             raise ValueError(f"reward={self.reward!r} not in ('success', 'return', 'success+return')")
         if self.group_size < 2 and self.loss != "grpo":
@@ -219,12 +227,16 @@ class TrainConfig:
 #: Config fields that only change how observations are turned into tensors: a warm start may
 #: change them (the weights still fit).
 PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m", "proprio_inputs")
-#: Training-scaffold heads a warm start may add, change or drop (they start fresh): config
-#: field -> module name.
-#: Config fields a warm start may add, and the modules that then start fresh.
+#: Config fields a warm start may add, change or drop (training-scaffold heads), and the
+#: modules that then start fresh.
 SCAFFOLD_FIELDS = {"aux_dim": ("aux_head", "keypoint_aux"), "point_head": ("point_head",),
                    "point_readout": ("point_norm", "readout_embed"),
-                   "target_keypoint": ("keypoint", "keypoint_in", "keypoint_aux", "keypoint_proj")}
+                   "target_keypoint": ("keypoint", "keypoint_in", "keypoint_aux", "keypoint_proj",
+                                       "keypoint_words")}
+#: Config fields a warm start may add that widen an acting layer's input: their module starts
+#: fresh and the widened layer gets zero weights on the new inputs, so the warm-started model
+#: acts exactly as before until trained.
+WIDENING_FIELDS = {"keypoint_instruction": ("keypoint_words",)}
 
 
 def instruction_tokenizer(worlds) -> InstructionTokenizer:
@@ -243,25 +255,37 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
 
     model = load_default_policy(None if cfg.init_from == "default" else cfg.init_from)
     changed = {k: v for k, v in cfg.model.items() if getattr(model.config, k) != v}
-    shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS) - set(SCAFFOLD_FIELDS))
+    shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS) - set(SCAFFOLD_FIELDS)
+                           - set(WIDENING_FIELDS))
     if shape_changes:
         raise ValueError(f"init_from={cfg.init_from!r}: model overrides {shape_changes} change "
-                         f"the weights' shapes; only {PREPROCESSING_FIELDS} and "
-                         f"{SCAFFOLD_FIELDS} may "
+                         f"the weights' shapes; only {PREPROCESSING_FIELDS}, "
+                         f"{sorted(SCAFFOLD_FIELDS)} and {sorted(WIDENING_FIELDS)} may "
                          "change on a warm start (or set init_from: '' to train a new model)")
     if not changed:
         return model
     # A model built for the new config (its derived tables follow the config), carrying the
     # warm-started weights; only the scaffold heads whose field changed start fresh.
     warm = ElasticVLA(dataclasses.replace(model.config, **changed), model.tokenizer)
-    fresh = [f"{module}." for field, modules in SCAFFOLD_FIELDS.items() if field in changed
-             for module in modules]
+    fresh = [f"{module}." for fields in (SCAFFOLD_FIELDS, WIDENING_FIELDS)
+             for field, modules in fields.items() if field in changed for module in modules]
 
     def is_fresh(key: str) -> bool:
         return any(key.startswith(prefix) for prefix in fresh)
 
-    missing, unexpected = warm.load_state_dict(
-        {k: v for k, v in model.state_dict().items() if not is_fresh(k)}, strict=False)
+    target = warm.state_dict()
+    weights = {}
+    for k, v in model.state_dict().items():
+        if is_fresh(k):
+            continue
+        if k in target and target[k].shape != v.shape:
+            # A widened input: the old weights on the old inputs, zeros on the new ones.
+            new = target[k]
+            if new.dim() != 2 or v.dim() != 2 or new.shape[0] != v.shape[0] or new.shape[1] < v.shape[1]:
+                raise ValueError(f"warm start: {k} changes shape {tuple(v.shape)} -> {tuple(new.shape)}")
+            v = torch.cat([v, v.new_zeros(v.shape[0], new.shape[1] - v.shape[1])], dim=1)
+        weights[k] = v
+    missing, unexpected = warm.load_state_dict(weights, strict=False)
     if unexpected or any(not is_fresh(k) for k in missing):
         raise ValueError(f"warm start: unexpected {unexpected}, missing {missing}")
     return warm
@@ -436,7 +460,7 @@ class Run:
                                   cfg.execute_steps)
         # The target keypoint's MLP and projection learn faster (keypoint_lr_scale).
         fast = [p for n, p in self.model.named_parameters()
-                if n.startswith(("keypoint_in.", "keypoint_aux.", "keypoint_proj."))]
+                if n.startswith(("keypoint_in.", "keypoint_aux.", "keypoint_proj.", "keypoint_words."))]
         ids = {id(p) for p in fast}
         groups = [{"params": [p for p in self.model.parameters() if id(p) not in ids], "lr_scale": 1.0}]
         if fast:
@@ -724,11 +748,15 @@ def dagger_shards(run: Run) -> list[Path]:
 
 
 def load_dagger_shards(run: Run, below: int) -> None:
-    for path in dagger_shards(run):
+    """This run's shards of iterations < below, and every shard of the dagger_from runs."""
+    imported = [p for d in run.cfg.dagger_from for p in sorted((Path(d) / "dagger").glob("iter_*_*.npz"))]
+    for path in imported + dagger_shards(run):
         iteration, world = int(path.stem.split("_")[1]), path.stem.split("_", 2)[2]
-        if iteration < below and world in run.cfg.worlds:
+        if (path in imported or iteration < below) and world in run.cfg.worlds:
             data = dict(np.load(path, allow_pickle=False))
             run.buffer.add(world, data)
+    if imported:
+        print(f"dagger_from: {len(imported)} shards from {len(run.cfg.dagger_from)} earlier runs")
 
 
 def stage_dagger(run: Run) -> None:
