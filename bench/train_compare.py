@@ -19,8 +19,9 @@ continues where it stopped. JSON keys: ``<method>_success_<world>`` (mean over s
 ``<method>_env_steps``, ``<method>_steps_per_s``, ``<method>_wall_s``, ``rl_steps_per_s``
 (the RL trainer's rollout+update throughput, mean over RL methods), ``sb3_ppo_steps_per_s``,
 ``entropy_target`` (mean of the RL runs' own targets: EntroPIC target 0 = the entropy each run
-measures on its first rollouts), ``<method>_entropy_last`` and ``<method>_entropy_within_10pct`` (share of
-post-warm-up updates with entropy within +-10% of the target).
+measures on its first update, as its controller measures entropy), ``<method>_entropy_last``
+and ``<method>_entropy_within_10pct`` (share of post-warm-up updates with entropy within +-10%
+of the target).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def summarize_trainer_run(method: str, out: Path, entropy_target: float) -> dict
     final = curve[-1][1] if curve else {}
     rl_iters = [e for e in log if "rl_steps_per_s" in e]
     ent = [e["entropy"] for e in log if "entropy" in e]
-    # The run's own EntroPIC target: the entropy it measured on its first rollouts, the way
+    # The run's own EntroPIC target: the entropy it measured on its first update, the way
     # the controller measures it (executed tokens); every RL method logs it.
     targets = [e["entropy_target"] for e in log if "entropy_target" in e]
     if targets:

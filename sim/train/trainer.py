@@ -145,7 +145,8 @@ class TrainConfig:
     pseudo_reward: bool = False  #: ADPO without ground truth: reward = agrees with majority
     frontier: bool = True  #: ADPO: drop groups whose majority share is outside [0.3, 0.8]
     entropy_target: float = 0.0  #: EntroPIC target token entropy (nats); 0 = the entropy of
-    #: the policy the rl stage starts from (measured on its first rollouts); < 0 disables
+    #: the policy the rl stage starts from (on its first update's tokens, as the controller
+    #: measures it); < 0 disables
     entropy_kp: float = 1.0
     entropy_ki: float = 0.01
     bc_anchor: float = 0.1  #: weight of CE on the DAgger aggregate during rl (0 = pure RL)
@@ -903,6 +904,12 @@ def rl_update(run: Run, data: dict) -> dict:
             mask = mb["token_mask"].float()
             entropy = -(logp_all.exp() * logp_all).sum(-1)
             h = float(losses.token_entropy_mean(entropy.detach(), mask))
+            if cfg.entropy_target == 0 and "entropy_target" not in run.progress:
+                # Hold the entropy the RL stage starts from (EntroPIC's usual choice), measured
+                # as the controller measures it: on the update's tokens (the rows with signal),
+                # which are not the rollouts' average state.
+                run.progress["entropy_target"] = run.controller.target = h
+                print(f"[rl] EntroPIC target: {h:.3f} nats (the starting policy's entropy)")
             loss, st = losses.policy_loss(
                 cfg.loss, logp_new, mb["logp_old"], mb["adv"], mask, mb["rollout"],
                 p_hat_row=mb["p_hat"],
@@ -986,11 +993,6 @@ def stage_rl(run: Run) -> None:
         t0 = time.time()
         groups = collect_groups(run)
         token_stats = rollout_token_stats(run, groups, reference)
-        if cfg.entropy_target == 0 and "entropy_target" not in run.progress:
-            # Hold the entropy the RL stage starts from (EntroPIC's usual choice).
-            run.progress["entropy_target"] = run.controller.target = token_stats[
-                "entropy_rollouts"]
-            print(f"[rl] EntroPIC target: {run.controller.target:.3f} nats (initial entropy)")
         env_steps = sum(ep.steps for g in groups for ep in g)
         per_world = {f"env_steps_{w}": sum(ep.steps for g in groups for ep in g if ep.world == w)
                      for w in cfg.worlds}

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Two models on the same evaluation seeds: success of each, the seeds one solves and the other
+does not, and an exact McNemar test of the difference.
+
+    python bench/paired_success.py BASE_EVAL.json NEW_EVAL.json [--json PATH]
+
+Both files are `embodied-stack eval --json` outputs over the same seed range (the script checks
+it). Two rates on the same 100 seeds share most of their noise (the scene decides most
+outcomes), so the paired test is the fair one: only seeds where the models disagree carry
+information. JSON keys per ``<submodel>_<world>``: ``base``, ``new`` (success rates),
+``new_solves_base_fails``, ``base_solves_new_fails``, ``mcnemar_p`` (two-sided, exact binomial
+on the disagreeing seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from embodied_stack.models.files import atomic_write_json
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: P(as or more lopsided split of the b + c disagreeing
+    seeds) under Binomial(b + c, 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
+
+
+def compare(base: dict, new: dict) -> dict:
+    for key in ("episodes", "first_seed"):
+        if base.get(key) != new.get(key):
+            raise ValueError(f"the two evaluations differ in {key}: {base.get(key)} vs {new.get(key)}; "
+                             "a paired comparison needs the same seeds")
+    out = {}
+    for name in sorted(set(base["details"]) & set(new["details"])):
+        b, n = base["details"][name], new["details"][name]
+        b_fail, n_fail = set(b["failed_seeds"]), set(n["failed_seeds"])
+        fixed, broke = len(b_fail - n_fail), len(n_fail - b_fail)
+        out[name] = {"base": b["success"], "new": n["success"], "episodes": b["episodes"],
+                     "new_solves_base_fails": fixed, "base_solves_new_fails": broke,
+                     "mcnemar_p": mcnemar_exact(fixed, broke)}
+    if not out:
+        raise ValueError("no submodel/world appears in both evaluations")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base", type=Path, help="eval JSON of the reference model")
+    parser.add_argument("new", type=Path, help="eval JSON of the model compared with it")
+    parser.add_argument("--json", type=Path, help="write the comparison here")
+    args = parser.parse_args(argv)
+    try:
+        result = compare(json.loads(args.base.read_text()), json.loads(args.new.read_text()))
+    except (OSError, ValueError, KeyError) as e:
+        print(f"paired_success: {e}", file=sys.stderr)
+        return 2
+    table = Table(title=f"{args.new} vs {args.base} (same seeds)")
+    for col in ("submodel_world", "base", "new", "new only", "base only", "McNemar p"):
+        table.add_column(col)
+    for name, r in result.items():
+        table.add_row(name, f"{r['base']:.0%}", f"{r['new']:.0%}", str(r["new_solves_base_fails"]),
+                      str(r["base_solves_new_fails"]), f"{r['mcnemar_p']:.2f}")
+    Console().print(table)
+    if args.json:
+        atomic_write_json(args.json, {"base": str(args.base), "new": str(args.new),
+                                      "command": " ".join(["python", "bench/paired_success.py",
+                                                           *(argv or sys.argv[1:])]),
+                                      **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

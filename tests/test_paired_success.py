@@ -1,0 +1,40 @@
+"""bench/paired_success.py: the exact McNemar test and the paired counts from two evals."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "paired_success", Path(__file__).resolve().parents[1] / "bench" / "paired_success.py")
+paired = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(paired)
+
+
+def test_mcnemar_exact_on_hand_computed_values():
+    assert paired.mcnemar_exact(0, 0) == 1.0
+    assert paired.mcnemar_exact(3, 1) == pytest.approx(2 * 5 / 16)  # P(X <= 1), n = 4
+    assert paired.mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert paired.mcnemar_exact(2, 2) == 1.0  # clipped at 1
+
+
+def _eval(failed, first_seed=100):
+    return {"episodes": 10, "first_seed": first_seed,
+            "details": {"full_tabletop": {"success": 1 - len(failed) / 10, "episodes": 10,
+                                          "failed_seeds": failed}}}
+
+
+def test_compare_counts_the_seeds_each_model_alone_solves(tmp_path):
+    base, new = _eval([100, 101, 102]), _eval([102, 105])
+    r = paired.compare(base, new)["full_tabletop"]
+    assert (r["new_solves_base_fails"], r["base_solves_new_fails"]) == (2, 1)
+    assert r["mcnemar_p"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="first_seed"):
+        paired.compare(base, _eval([], first_seed=200))
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps(new))
+    assert paired.main([str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                        "--json", str(tmp_path / "out.json")]) == 0
+    assert json.loads((tmp_path / "out.json").read_text())["full_tabletop"]["new"] == 0.8
+    assert paired.main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
