@@ -44,7 +44,7 @@ from .elastic_layers import Block, ElasticLinear, RMSNorm, rotary_tables
 from .elastic_switching import SubmodelSwitching
 from .elastic_vla_config import ElasticVLAConfig
 from .interface import Action, Observation, Policy
-from .target_keypoint import KEYPOINT_FEATURES, KEYPOINT_WIDTH, TargetKeypoint
+from .target_keypoint import KEYPOINT_FEATURES, KEYPOINT_WIDTH, TargetKeypoint, bag_of_words
 from .tokenizer import InstructionTokenizer
 from .vla_preprocessing import VLAPreprocessing
 
@@ -219,9 +219,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             kp_logits, kp = self.keypoint(pixels, tokens, keypoint_forced)
             inputs = [kp, proprio]
             if self.keypoint_words is not None:
-                present = (tokens != self.tokenizer.pad_id).unsqueeze(-1).to(kp.dtype)
-                inputs.append((self.keypoint_words(tokens) * present).sum(1)
-                              / present.sum(1).clamp(min=1.0))
+                inputs.append(bag_of_words(self.keypoint_words, tokens, self.tokenizer.pad_id))
             fused = self.keypoint_in(torch.cat(inputs, dim=-1))
             # Detached: the keypoint path learns only from its own (privileged) losses; the
             # action loss's gradient, far larger, would drown the geometry it has to learn.

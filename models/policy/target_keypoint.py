@@ -37,6 +37,12 @@ WINDOW_SIGMA_CELLS = 1.5
 KEYPOINT_FEATURES = 6 + KEYPOINT_WIDTH
 
 
+def bag_of_words(embedding: nn.Embedding, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean embedding of the instruction's non-padding tokens (B, dim); zeros if none."""
+    present = (tokens != pad_id).unsqueeze(-1).to(embedding.weight.dtype)
+    return (embedding(tokens) * present).sum(1) / present.sum(1).clamp(min=1.0)
+
+
 class TargetKeypoint(nn.Module):
     """``logits, keypoint = TargetKeypoint(...)(pixels, tokens)``: cell scores (B, G*G) over a
     G x G grid (G = image_size / 2) and the keypoint features (B, KEYPOINT_FEATURES)."""
@@ -66,8 +72,7 @@ class TargetKeypoint(nn.Module):
         instead of the model's own (teacher forcing in training); the logits are unchanged."""
         f = self.stem(pixels)  # (B, w, G, G)
         b, w = f.shape[:2]
-        present = (tokens != self.pad_id).unsqueeze(-1).to(f.dtype)
-        words = (self.words(tokens) * present).sum(1) / present.sum(1).clamp(min=1.0)
+        words = bag_of_words(self.words, tokens, self.pad_id)
         gamma, beta = self.film(words).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
         logits = self.score(self.mix(f) * (1.0 + gamma) + beta).flatten(1)  # (B, G*G)
         # Soft-argmax inside a window around the best cell (one target even if two fit).
