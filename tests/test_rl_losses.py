@@ -252,6 +252,16 @@ def test_entropic_term_hand_computed():
     assert none.item() == 0.0 and stats["high_prob_fraction"] == 0.0
 
 
+def test_entropic_term_threshold_is_a_parameter():
+    ratio, adv, probs, mask, rollout = entropic_example()
+    # high_prob=0.4: row 0 counts 0.99, 0.5, 0.97 -> -(1.1+1.0+0.9)*2/3 = -2.0;
+    # rows 1-2 (rollout 1) count 0.96 (A=1) and 0.95 (A=3) -> (-1.2 - 3.0)/2 = -2.1
+    # term = 0.5 * (-2.0 - 2.1) / 2 = -1.025
+    term, stats = entropic_term(ratio, adv, probs, mask, rollout, alpha=0.5, high_prob=0.4)
+    assert term.item() == approx(-1.025)
+    assert stats["high_prob_fraction"] == approx(5 / 8)
+
+
 def test_token_entropy_mean():
     entropy = torch.tensor([[1.0, 2.0, 100.0], [3.0, 100.0, 100.0]])
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])

@@ -33,6 +33,7 @@ TINY = dict(
     dagger_iterations=1, dagger_episodes={"tabletop": 3, "driving": 1}, dagger_steps=10,
     rl_iterations=2, rl_groups={"tabletop": 2, "driving": 1}, group_size=3, rl_minibatch=32,
     eval_episodes=2, entropy_target=0.0,  # 0: hold the entropy the rl stage starts from
+    entropy_probe_episodes={"tabletop": 1, "driving": 1},
 )
 
 
@@ -104,6 +105,11 @@ def test_execution_mode_matches_the_policy_node():
     ({"dagger_episodes": {"tabletop": 501}}, "dagger_episodes"),
     ({"rl_groups": {"driving": 51}}, "rl_groups"),
     ({"readout_teacher_forcing": 1.5}, "readout_teacher_forcing"),
+    ({"entropy_measure": "rollouts"}, "entropy_measure"),
+    ({"entropy_probe_episodes": {"tabletop": 0, "driving": 0}}, "entropy_probe_episodes"),
+    ({"entropy_probe_episodes": {"tabletop": 51}}, "entropy_probe_episodes"),
+    ({"entropy_high_prob": 1.0}, "entropy_high_prob"),
+    ({"dagger_iterations": 11}, "dagger_iterations"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -151,6 +157,8 @@ def test_smoke_run_every_stage_then_eval(tmp_path):
     updates = [e for e in log if e["stage"] == "rl" and "alpha" in e]
     assert updates, "no RL update was logged (every group had zero variance?)"
     assert all(-1.0 <= e["alpha"] <= 1.0 and "entropy" in e and "kd" in e for e in updates)
+    # The controller's entropy is the probe's (fixed states); the update batch's is logged too.
+    assert all("entropy_batch" in e for e in updates)
     # The measured target: the starting policy's token entropy (an untrained one: ~ln 256).
     targets = [e["entropy_target"] for e in updates]
     assert max(targets) - min(targets) < 1e-9 and 3.0 < targets[0] <= np.log(256) + 1e-3
@@ -391,3 +399,33 @@ def test_keypoint_targets_match_the_features_and_older_data_is_projected():
     aux8[3, 6:8] = (1.2, 0.5)  # outside the image
     assert np.isnan(target_image_position("tabletop", {"proprio": proprio, "aux": aux8}, slice(0, 10))[3]).all()
     assert np.isnan(target_image_position("driving", {"proprio": proprio, "aux": aux8}, slice(2, 5))).all()
+
+
+def test_screening_gives_the_groups_to_the_seeds_the_greedy_policy_fails():
+    from types import SimpleNamespace
+
+    from embodied_stack.sim.train.rollouts import Episode
+    from embodied_stack.sim.train.trainer import _rl_seeds, screen_seeds
+
+    solved = {20_001, 20_002, 20_004, 20_005, 20_006, 20_007}
+    calls = []
+
+    def rollouts(model, world, seeds, mode, **kw):
+        calls.append((list(seeds), kw))
+        return [Episode(world=world, seed=s, success=s in solved, steps=10) for s in seeds]
+
+    run = SimpleNamespace(model=None, mode=None, rollouts=rollouts)
+    cfg = TrainConfig(rl_groups={"tabletop": 2, "driving": 1}, rl_screen=4)
+    candidates = _rl_seeds(cfg, 0, 0)
+    assert candidates == list(range(20_000, 20_008))
+    seeds, stats = screen_seeds(run, "tabletop", candidates, 2)
+    assert seeds == [20_000, 20_003]          # the two failures, not the first two seeds
+    assert [c[0] for c in calls] == [candidates]      # one greedy try each (no sampling)
+    assert set(calls[0][1]) == {"progress"}
+    assert stats == {"screen_failed_tabletop": 2 / 8, "screen_env_steps_tabletop": 80}
+    seeds, _ = screen_seeds(run, "tabletop", candidates, 3)
+    assert seeds == [20_000, 20_001, 20_003]  # then the rest in seed order
+    calls.clear()
+    assert screen_seeds(run, "driving", [20_050], 1) == ([20_050], {}) and not calls
+    with pytest.raises(ValueError, match="rl_screen"):
+        TrainConfig(rl_groups={"tabletop": 26, "driving": 4}, rl_screen=2)

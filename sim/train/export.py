@@ -91,10 +91,15 @@ def stage_description(cfg: dict, stage: str) -> str:
   the policy node) on {cfg['dagger_episodes']} episodes, labels every visited state with the
   expert's chunk (beta {cfg['dagger_beta']} x {cfg['dagger_beta_decay']}^i of chunks executed
   by the expert), aggregates and retrains {cfg['dagger_steps']} steps.{imported}"""
+    screen = cfg.get("rl_screen", 1)
+    screened = (f" chosen from {screen}x as many by one greedy try each (failed seeds first)"
+                if screen > 1 else "")
+    measure = cfg.get("entropy_measure", "batch")
     return f"""- **rl**: {cfg['rl_iterations']} iterations of `{cfg['loss']}` with groups of
-  {cfg['group_size']} rollouts per seed ({cfg['rl_groups']} seeds per iteration), reward
+  {cfg['group_size']} rollouts per seed ({cfg['rl_groups']} seeds per iteration{screened}), reward
   {cfg['reward']}, lr {cfg['rl_lr']}, EntroPIC target {cfg['entropy_target']} nats
-  (Kp {cfg['entropy_kp']}, Ki {cfg['entropy_ki']}), CE anchor on the DAgger aggregate
+  (0 = the starting entropy; Kp {cfg['entropy_kp']}, Ki {cfg['entropy_ki']}, entropy measured
+  on the {measure}), CE anchor on the DAgger aggregate
   {cfg['bc_anchor']}, the sampled submodel following the full model by forward KL."""
 
 

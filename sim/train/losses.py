@@ -305,8 +305,8 @@ def token_entropy_mean(entropy: Tensor, mask: Tensor) -> Tensor:
 def policy_loss(kind: str, logp_new: Tensor, logp_old: Tensor, advantages: Tensor, mask: Tensor,
                 rollout_index: Tensor, p_hat_row: Tensor | None = None,
                 controller: EntropyPIController | None = None,
-                entropy_mean: float | None = None, batch_fraction: float = 1.0
-                ) -> tuple[Tensor, dict]:
+                entropy_mean: float | None = None, batch_fraction: float = 1.0,
+                high_prob: float = 0.95) -> tuple[Tensor, dict]:
     """One entry point: kind in LOSS_KINDS.
 
     "entropic" = GRPO surrogate + entropic term; "adpo+entropic" = ADPO surrogate + entropic
@@ -330,7 +330,8 @@ def policy_loss(kind: str, logp_new: Tensor, logp_old: Tensor, advantages: Tenso
             raise ValueError(f"loss kind {kind!r} needs controller and entropy_mean")
         alpha = controller.alpha(float(entropy_mean), batch_fraction)
         term, term_stats = entropic_term(_ratio(logp_new, logp_old, mask), advantages,
-                                         logp_new.detach().exp(), mask, rollout_index, alpha)
+                                         logp_new.detach().exp(), mask, rollout_index, alpha,
+                                         high_prob)
         loss = loss + term
         stats.update(term_stats, alpha=alpha, integral=controller.integral,
                      entropic_term=float(term.detach()))

@@ -18,12 +18,13 @@ Read top to bottom:
    executed from the expert with probability beta (decaying per iteration).
 3. ``rl``: G rollouts per initial state (the same seed), sampled from the policy; reward =
    success; group-relative advantages; the selected loss (sim/train/losses.py); token entropy
-   held near a target by EntroPIC's PI controller; a sampled submodel follows the full model by
-   forward KL on the rollouts' states, so 1/2 keeps up with full.
+   held near a target by EntroPIC's PI controller (measured on a fixed probe of states, see
+   ``entropy_measure``); a sampled submodel follows the full model by forward KL on the
+   rollouts' states, so 1/2 keeps up with full.
 
 Every hyper-parameter is in TrainConfig (one dataclass; flags and a YAML file override it).
-Seeds are disjoint by purpose: demos from 0, DAgger from 10_000, RL from 20_000, periodic
-validation from 300_000; `embodied-stack eval` tests on 100_000+ (never seen in training).
+Seeds are disjoint by purpose: demos from 0, DAgger from 10_000, RL from 20_000, the entropy
+probe from 290_000, periodic validation from 300_000; `embodied-stack eval` tests on 100_000+ (never seen in training).
 The model after each stage is kept in <out>/model_after_<stage>; the final one in <out>/model.
 A checkpoint (model, optimizer, RNG states, stage progress, EntroPIC integral, log) is written
 atomically at the end of every iteration and every ``checkpoint_every`` steps; the DAgger
@@ -62,7 +63,7 @@ from embodied_stack.sim.train.rollouts import LocalRollouts
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 STAGES = ("bc", "dagger", "rl")
-SEED_BASE = {"demo": 0, "dagger": 10_000, "rl": 20_000, "val": 300_000}
+SEED_BASE = {"demo": 0, "dagger": 10_000, "rl": 20_000, "probe": 290_000, "val": 300_000}
 
 
 @dataclass
@@ -137,6 +138,9 @@ class TrainConfig:
     group_size: int = 8  #: G rollouts per initial state
     rl_groups: dict = field(default_factory=lambda: {"tabletop": 8, "driving": 4})
     #: initial states (seeds) per world per iteration
+    rl_screen: int = 1  #: screening: try rl_screen x rl_groups seeds once with the greedy policy
+    #: and give the groups to the seeds it failed first (then the rest, in seed order), so
+    #: fewer groups are all-success and carry no signal; 1 = no screening
     rl_lr: float = 2e-5  #: learning rate of the rl stage (constant)
     rl_epochs: int = 2  #: passes over each iteration's rollouts
     rl_minibatch: int = 128  #: decisions per gradient step
@@ -147,8 +151,17 @@ class TrainConfig:
     entropy_target: float = 0.0  #: EntroPIC target token entropy (nats); 0 = the entropy of
     #: the policy the rl stage starts from (on its first update's tokens, as the controller
     #: measures it); < 0 disables
-    entropy_kp: float = 1.0
-    entropy_ki: float = 0.01
+    entropy_kp: float = 1.0  #: EntroPIC proportional gain
+    entropy_ki: float = 0.01  #: EntroPIC integral gain; the integral advances by the entropy
+    #: error once per optimiser step (each minibatch here is one step, no micro-batching)
+    entropy_high_prob: float = 0.95  #: EntroPIC acts on tokens whose probability exceeds this
+    entropy_measure: str = "probe"  #: the entropy EntroPIC holds (and the log's "entropy"):
+    #: "probe" = token-mean entropy on a fixed set of states (greedy rollouts of the starting
+    #: policy on held-out seeds), "batch" = on each update minibatch (the paper's form; here the
+    #: minibatches are a few groups' states and their entropy swings +-30% while the policy
+    #: barely moves, so the controller would chase the batch's make-up)
+    entropy_probe_episodes: dict = field(default_factory=lambda: {"tabletop": 8, "driving": 4})
+    #: probe episodes per world ("probe" measure)
     bc_anchor: float = 0.1  #: weight of CE on the DAgger aggregate during rl (0 = pure RL)
     # --- evaluation and bookkeeping ---
     eval_episodes: int = 40  #: validation episodes per world after each iteration (0 = none)
@@ -185,6 +198,17 @@ class TrainConfig:
             big = {w: n for w, n in getattr(self, name).items() if not 0 <= n <= limit}
             if big:
                 raise ValueError(f"{name}={big}: each must be in [0, {limit}] per world")
+        if not 1 <= self.rl_screen <= 50:
+            raise ValueError(f"rl_screen={self.rl_screen} must be in [1, 50]")
+        wide = {w: n * self.rl_screen for w, n in self.rl_groups.items() if n * self.rl_screen > 50}
+        if wide:
+            raise ValueError(f"rl_groups x rl_screen={wide}: each must be <= 50 per world "
+                             f"(rl_screen={self.rl_screen})")
+        # ... and more iterations would run into the next block (dagger -> rl -> probe).
+        for name, limit in (("dagger_iterations", 10), ("rl_iterations", 2000)):
+            if getattr(self, name) > limit:
+                raise ValueError(f"{name}={getattr(self, name)} must be <= {limit} "
+                                 "(its seed block would overlap the next one)")
         for name in ("bc_steps", "dagger_iterations", "dagger_steps", "rl_iterations",
                      "rl_epochs", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 0:
@@ -196,6 +220,15 @@ class TrainConfig:
                      "label_smoothing"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
+        if self.entropy_measure not in ("probe", "batch"):
+            raise ValueError(f"entropy_measure={self.entropy_measure!r}: allowed 'probe', 'batch'")
+        if self.entropy_measure == "probe" and (
+                not any(self.entropy_probe_episodes.get(w, 0) for w in self.worlds)
+                or any(not 0 <= n <= 50 for n in self.entropy_probe_episodes.values())):
+            raise ValueError(f"entropy_probe_episodes={self.entropy_probe_episodes}: each in "
+                             "[0, 50], and at least one episode in a trained world")
+        if not 0 < self.entropy_high_prob < 1:
+            raise ValueError(f"entropy_high_prob={self.entropy_high_prob} must be in (0, 1)")
         for run_dir in self.dagger_from:
             if not sorted((Path(run_dir) / "dagger").glob("iter_*_*.npz")):
                 raise ValueError(f"dagger_from: {run_dir!r} holds no DAgger shards "
@@ -797,19 +830,36 @@ def stage_dagger(run: Run) -> None:
 
 
 def _rl_seeds(cfg: TrainConfig, it: int, w: int) -> list[int]:
-    n = cfg.rl_groups[cfg.worlds[w]]
+    """This iteration's candidate seeds of world w (rl_screen per group)."""
+    n = cfg.rl_groups[cfg.worlds[w]] * cfg.rl_screen
     first = SEED_BASE["rl"] + it * 100 + w * 50
     return list(range(first, first + n))
 
 
-def collect_groups(run: Run) -> list:
-    """G sampled rollouts per seed, per world: episodes grouped by (world, seed)."""
+def screen_seeds(run: Run, world: str, candidates: list[int], n: int) -> tuple[list[int], dict]:
+    """The n seeds to roll groups out on: those the greedy policy fails first, then the rest in
+    seed order. Groups on seeds the policy always solves have zero variance (no signal)."""
+    if len(candidates) == n:
+        return candidates, {}
+    bar = tqdm(total=len(candidates), desc=f"rl {world} screening", unit="episode")
+    greedy = run.rollouts(run.model, world, candidates, run.mode, progress=bar.update)
+    bar.close()
+    failed = [s for s, ep in zip(candidates, greedy) if not ep.success]
+    chosen = (failed + [s for s in candidates if s not in set(failed)])[:n]
+    return sorted(chosen), {f"screen_failed_{world}": len(failed) / len(candidates),
+                            f"screen_env_steps_{world}": sum(ep.steps for ep in greedy)}
+
+
+def collect_groups(run: Run) -> tuple[list, dict]:
+    """G sampled rollouts per seed, per world: episodes grouped by (world, seed); and the
+    screening's figures (rl_screen > 1)."""
     cfg, model = run.cfg, run.model
     it = run.progress["iteration"]
     model.set_submodel("full")
-    groups = []
+    groups, screen = [], {}
     for w, world in enumerate(cfg.worlds):
-        seeds = _rl_seeds(cfg, it, w)
+        seeds, st = screen_seeds(run, world, _rl_seeds(cfg, it, w), cfg.rl_groups[world])
+        screen.update(st)
         plan = [s for s in seeds for _ in range(cfg.group_size)]
         bar = tqdm(total=len(plan), desc=f"rl {it} {world} rollouts", unit="episode")
         eps = run.rollouts(model, world, plan, run.mode, sample=True,
@@ -818,7 +868,7 @@ def collect_groups(run: Run) -> list:
         bar.close()
         for g in range(len(seeds)):
             groups.append(eps[g * cfg.group_size:(g + 1) * cfg.group_size])
-    return groups
+    return groups, screen
 
 
 def rl_batch(run: Run, groups) -> dict:
@@ -881,7 +931,7 @@ def rl_batch(run: Run, groups) -> dict:
     return {"stats": stats, "batch": batch}
 
 
-def rl_update(run: Run, data: dict) -> dict:
+def rl_update(run: Run, data: dict, probe: dict | None = None) -> dict:
     cfg, model = run.cfg, run.model
     batch = data["batch"]
     n = len(batch["adv"])
@@ -903,19 +953,26 @@ def rl_update(run: Run, data: dict) -> dict:
             logp_new = logp_all.gather(-1, mb["action_tokens"].unsqueeze(-1)).squeeze(-1)
             mask = mb["token_mask"].float()
             entropy = -(logp_all.exp() * logp_all).sum(-1)
-            h = float(losses.token_entropy_mean(entropy.detach(), mask))
+            h_batch = float(losses.token_entropy_mean(entropy.detach(), mask))
+            if probe is None:
+                h = h_batch
+            else:
+                with torch.no_grad():
+                    h = float(losses.token_entropy_mean(model.entropy(probe["batch"]),
+                                                        probe["mask"]))
             if cfg.entropy_target == 0 and "entropy_target" not in run.progress:
                 # Hold the entropy the RL stage starts from (EntroPIC's usual choice), measured
                 # as the controller measures it: on the update's tokens (the rows with signal),
                 # which are not the rollouts' average state.
                 run.progress["entropy_target"] = run.controller.target = h
-                print(f"[rl] EntroPIC target: {h:.3f} nats (the starting policy's entropy)")
+                print(f"[rl] EntroPIC target: {h:.3f} nats (the starting policy's entropy, "
+                      f"measured on the {cfg.entropy_measure})")
             loss, st = losses.policy_loss(
                 cfg.loss, logp_new, mb["logp_old"], mb["adv"], mask, mb["rollout"],
                 p_hat_row=mb["p_hat"],
-                controller=run.controller, entropy_mean=h,
-                batch_fraction=len(idx) / n)
-            st["entropy"] = h
+                controller=run.controller, entropy_mean=h, batch_fraction=1.0,
+                high_prob=cfg.entropy_high_prob)
+            st["entropy"], st["entropy_batch"] = h, h_batch
             st["entropy_target"] = run.controller.target
             # KL(pi_old || pi_new) on the taken tokens, k3 estimator (Schulman).
             log_r = (logp_new - mb["logp_old"]).detach()
@@ -974,6 +1031,33 @@ def rollout_token_stats(run: Run, groups, reference: ElasticVLA | None) -> dict:
             **({"kl_ref": kl_sum / count} if reference is not None else {})}
 
 
+@torch.no_grad()
+def entropy_probe(run: Run, reference: ElasticVLA) -> dict | None:
+    """Fixed states on which the entropy the EntroPIC controller holds is measured: the
+    executed decisions of greedy rollouts of the starting policy on held-out seeds (rebuilt
+    identically on --resume). None when the run measures on the update batch instead."""
+    cfg = run.cfg
+    if cfg.entropy_measure != "probe":
+        return None
+    k, A = run.mode.steps_per_inference, reference.config.max_action_dim
+    obs, executed = [], []
+    for w, world in enumerate(cfg.worlds):
+        n = cfg.entropy_probe_episodes.get(world, 0)
+        first = SEED_BASE["probe"] + w * 50
+        for ep in run.rollouts(reference, world, list(range(first, first + n)), run.mode,
+                               keep_decisions=True):
+            obs += [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
+                                embodiment=EMBODIMENT_OF_WORLD[ep.world],
+                                depth=o[1].astype(np.float32)) for o in ep.obs]
+            executed += [np.repeat(np.arange(reference.config.chunk_length) < min(ex, k), A)
+                         for ex in ep.executed]
+    batch = run.model.obs_to_batch(obs, device=cfg.device)
+    mask = (batch["action_mask"] & torch.from_numpy(np.stack(executed)).to(cfg.device)).float()
+    print(f"[rl] entropy probe: {len(obs)} decisions from "
+          f"{sum(cfg.entropy_probe_episodes.get(w, 0) for w in cfg.worlds)} greedy episodes")
+    return {"batch": batch, "mask": mask}
+
+
 def rl_reference(run: Run) -> ElasticVLA:
     """The policy the rl stage started from, kept in <out>/rl_reference (so a resumed run
     measures its KL against the same one)."""
@@ -988,18 +1072,22 @@ def rl_reference(run: Run) -> ElasticVLA:
 def stage_rl(run: Run) -> None:
     cfg = run.cfg
     reference = rl_reference(run)
+    probe = entropy_probe(run, reference) if run.progress["iteration"] < cfg.rl_iterations \
+        else None
     while run.progress["iteration"] < cfg.rl_iterations:
         it = run.progress["iteration"]
         t0 = time.time()
-        groups = collect_groups(run)
+        groups, screen = collect_groups(run)
         token_stats = rollout_token_stats(run, groups, reference)
-        env_steps = sum(ep.steps for g in groups for ep in g)
+        # Env steps include the screening's greedy episodes (they are part of the budget).
         per_world = {f"env_steps_{w}": sum(ep.steps for g in groups for ep in g if ep.world == w)
-                     for w in cfg.worlds}
+                     + screen.get(f"screen_env_steps_{w}", 0) for w in cfg.worlds}
+        env_steps = sum(per_world.values())
         data = rl_batch(run, groups)
-        stats = dict(data["stats"], **token_stats)
+        stats = dict(data["stats"], **token_stats,
+                     **{k: v for k, v in screen.items() if k.startswith("screen_failed")})
         if "batch" in data:
-            stats.update(rl_update(run, data))
+            stats.update(rl_update(run, data, probe))
         wall = time.time() - t0
         stats.update(env_steps=env_steps, rl_steps_per_s=env_steps / wall, wall_s=wall,
                      **per_world)
