@@ -24,7 +24,8 @@ states), ``<method>_entropy_last``, ``<method>_entropy_within_10pct`` (share of 
 iterations after the first third whose mean entropy lies within +-10% of the run's target),
 and per run and iteration ``<method>_entropy_per_iteration``,
 ``<method>_entropy_batch_per_iteration`` (the update batches' own entropy: what the paper's
-controller would see) and ``<method>_kl_ref_per_iteration``. Every RL method logs the same
+controller would see), ``<method>_kl_ref_per_iteration`` and, for EntroPIC methods,
+``<method>_alpha_per_iteration`` and ``<method>_high_prob_fraction_per_iteration``. Every RL method logs the same
 probe entropy, so GRPO's drift and EntroPIC's hold are measured alike.
 """
 
@@ -86,6 +87,7 @@ def run_trainer_method(method: str, seed: int, args, start: Path, work: Path,
                           loss=method, rl_iterations=its, group_size=8,
                           rl_groups={"tabletop": 4, "driving": 2}, bc_anchor=0.0,
                           rl_lr=args.rl_lr, keypoint_lr_scale=args.rl_keypoint_lr_scale,
+                          rl_epochs=args.rl_epochs,
                           entropy_target=0.0, **common)
     train(cfg, out, resume=(out / "checkpoint.pt").exists())
     return out
@@ -114,6 +116,8 @@ def summarize_trainer_run(method: str, out: Path, entropy_target: float) -> dict
     ent = [e["entropy"] for e in log if "entropy" in e]
     ent_batch = [e["entropy_batch"] for e in log if "entropy_batch" in e]
     kl_ref = [e["kl_ref"] for e in log if "kl_ref" in e]
+    alpha = [e["alpha"] for e in log if "alpha" in e]
+    high_prob = [e["high_prob_fraction"] for e in log if "high_prob_fraction" in e]
     # The run's own EntroPIC target: the entropy it measured on its first update, the way
     # the controller measures it (executed tokens); every RL method logs it.
     targets = [e["entropy_target"] for e in log if "entropy_target" in e]
@@ -126,7 +130,8 @@ def summarize_trainer_run(method: str, out: Path, entropy_target: float) -> dict
         "env_steps_per_world": {w: sum(_env_steps(e, w) for e in log) for w in WORLDS},
         "wall_s": sum(e["wall_s"] for e in rl_iters) if rl_iters else float("nan"),
         "curve": curve, "entropy": ent, "entropy_target": entropy_target,
-        "entropy_batch": ent_batch, "kl_ref": kl_ref,
+        "entropy_batch": ent_batch, "kl_ref": kl_ref, "alpha": alpha,
+        "high_prob_fraction": high_prob,
         "entropy_within_10pct": (float(np.mean([abs(h - entropy_target) <= 0.1 * entropy_target
                                                 for h in warm])) if warm else float("nan")),
     }
@@ -187,11 +192,15 @@ def plot(results: dict, entropy_target: float, path: Path) -> None:
                     x, y = zip(*pts)
                     ax.plot(x, y, marker="o", alpha=0.7, color=f"C{list(results).index(method)}",
                             label=method if j == 0 else None)
+        if not ax.lines and not ax.collections:
+            ax.text(0.5, 0.5, "no validation episodes (--eval-episodes 0)", ha="center",
+                    transform=ax.transAxes)
         ax.set_title(f"{world}: validation success (full) vs env steps")
         ax.set_xlabel("env steps (this method's training)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     ax = axes[2]
     for method in RL_METHODS:
         for j, r in enumerate(results.get(method, [])):
@@ -228,6 +237,9 @@ def main(argv=None) -> dict:
                         help="SB3 PPO env steps per world (default: the RL methods' mean)")
     parser.add_argument("--rl-lr", type=float, default=1e-5,
                         help="learning rate of RL methods (the shipped recipe's)")
+    parser.add_argument("--rl-epochs", type=int, default=2,
+                        help="passes of the RL methods over each iteration's rollouts (more "
+                             "passes at a high lr is where GRPO's entropy drifts here)")
     parser.add_argument("--rl-keypoint-lr-scale", type=float, default=1.0,
                         help="the RL methods' lr multiplier on the target keypoint's layers (at "
                              "lr 5e-5 and the trainer's default 10 one iteration moves the "
@@ -307,6 +319,11 @@ def main(argv=None) -> dict:
                 # how far the policy moved from its start, per run and iteration.
                 figures[f"{key}_entropy_batch_per_iteration"] = [r["entropy_batch"] for r in runs]
                 figures[f"{key}_kl_ref_per_iteration"] = [r["kl_ref"] for r in runs]
+                if any(r["alpha"] for r in runs):  # EntroPIC: the controller's output and
+                    # the share of tokens its term acts on (pi > entropy_high_prob)
+                    figures[f"{key}_alpha_per_iteration"] = [r["alpha"] for r in runs]
+                    figures[f"{key}_high_prob_fraction_per_iteration"] = [
+                        r["high_prob_fraction"] for r in runs]
         for w in WORLDS:
             figures[f"{key}_success_{w}"] = succ[w]
             if method != "sb3_ppo":
