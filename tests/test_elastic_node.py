@@ -81,6 +81,9 @@ def test_budget_drop_switches_down_and_recovery_switches_back_after_the_dwell(gr
     with open(log, "a") as f:  # the clock comes back at once
         f.write(LINE.format(load=20, mhz=1300))
     assert wait_for(lambda: sub() == "full", DWELL_S + 3.0), elastic.control.status()
+    # The policy node takes the value before its SetParameters answer reaches the elastic
+    # node, which logs the switch on that answer.
+    assert wait_for(lambda: len(elastic.control.switch_log) >= 2, 2.0)
     log_ = elastic.control.switch_log
     assert [name for _, name, _ in log_] == ["1/2", "full"]
     assert log_[1][0] - log_[0][0] >= DWELL_S  # not before the dwell
