@@ -230,7 +230,7 @@ class TrainConfig:
         if not 0 < self.entropy_high_prob < 1:
             raise ValueError(f"entropy_high_prob={self.entropy_high_prob} must be in (0, 1)")
         for run_dir in self.dagger_from:
-            if not sorted((Path(run_dir) / "dagger").glob("iter_*_*.npz")):
+            if not dagger_shards(run_dir):
                 raise ValueError(f"dagger_from: {run_dir!r} holds no DAgger shards "
                                  "(expected <run>/dagger/iter_NNN_<world>.npz)")
         if self.reward not in ("success", "return", "success+return"):
@@ -777,14 +777,15 @@ def stage_bc(run: Run) -> None:
     run.record(validate(run, "bc"))
 
 
-def dagger_shards(run: Run) -> list[Path]:
-    return sorted((run.out / "dagger").glob("iter_*_*.npz"))
+def dagger_shards(run_dir: Path) -> list[Path]:
+    """A run's DAgger shards, <run>/dagger/iter_NNN_<world>.npz, in order."""
+    return sorted((Path(run_dir) / "dagger").glob("iter_*_*.npz"))
 
 
 def load_dagger_shards(run: Run, below: int) -> None:
     """This run's shards of iterations < below, and every shard of the dagger_from runs."""
-    imported = [p for d in run.cfg.dagger_from for p in sorted((Path(d) / "dagger").glob("iter_*_*.npz"))]
-    for path in imported + dagger_shards(run):
+    imported = [p for d in run.cfg.dagger_from for p in dagger_shards(d)]
+    for path in imported + dagger_shards(run.out):
         iteration, world = int(path.stem.split("_")[1]), path.stem.split("_", 2)[2]
         if (path in imported or iteration < below) and world in run.cfg.worlds:
             data = dict(np.load(path, allow_pickle=False))
@@ -829,6 +830,16 @@ def stage_dagger(run: Run) -> None:
         run.save()
 
 
+def episode_decisions(ep, chunk_length: int, k: int, A: int) -> tuple[list, list]:
+    """An RL episode's decisions as policy Observations, and per decision the (T*A,) mask of
+    the action tokens that were executed (only those had consequences)."""
+    obs = [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
+                       embodiment=EMBODIMENT_OF_WORLD[ep.world], depth=o[1].astype(np.float32))
+           for o in ep.obs]
+    executed = [np.repeat(np.arange(chunk_length) < min(ex, k), A) for ex in ep.executed]
+    return obs, executed
+
+
 def _rl_seeds(cfg: TrainConfig, it: int, w: int) -> list[int]:
     """This iteration's candidate seeds of world w (rl_screen per group)."""
     n = cfg.rl_groups[cfg.worlds[w]] * cfg.rl_screen
@@ -845,7 +856,8 @@ def screen_seeds(run: Run, world: str, candidates: list[int], n: int) -> tuple[l
     greedy = run.rollouts(run.model, world, candidates, run.mode, progress=bar.update)
     bar.close()
     failed = [s for s, ep in zip(candidates, greedy) if not ep.success]
-    chosen = (failed + [s for s in candidates if s not in set(failed)])[:n]
+    solved = [s for s, ep in zip(candidates, greedy) if ep.success]
+    chosen = (failed + solved)[:n]
     return sorted(chosen), {f"screen_failed_{world}": len(failed) / len(candidates),
                             f"screen_env_steps_{world}": sum(ep.steps for ep in greedy)}
 
@@ -895,18 +907,14 @@ def rl_batch(run: Run, groups) -> dict:
     for r, ep in enumerate(ep for g in groups for ep in g):
         if not keep[r] or float(adv[r]) == 0.0:
             continue  # no signal: a zero advantage adds nothing but cost
-        for obs, tok, lp, ex in zip(ep.obs, ep.tokens, ep.logp, ep.executed):
-            rgb, depth, proprio = obs
-            observations.append(Observation(rgb=rgb, instruction=ep.instruction, proprio=proprio,
-                                            embodiment=EMBODIMENT_OF_WORLD[ep.world],
-                                            depth=depth.astype(np.float32)))
-            tokens.append(tok)
-            logp.append(lp)
-            # Only the executed actions of a chunk had consequences.
-            step_mask.append(np.repeat(np.arange(model.config.chunk_length) < min(ex, k), A))
-            row_adv.append(float(adv[r]))
-            row_p.append(float(p_hat[r]))
-            row_rollout.append(r)
+        obs, executed = episode_decisions(ep, model.config.chunk_length, k, A)
+        observations += obs
+        step_mask += executed
+        tokens += ep.tokens
+        logp += ep.logp
+        row_adv += [float(adv[r])] * len(obs)
+        row_p += [float(p_hat[r])] * len(obs)
+        row_rollout += [r] * len(obs)
     stats = {
         "success": float(np.mean([ep.success for g in groups for ep in g])),
         "return": float(np.mean([ep.ret for g in groups for ep in g])),
@@ -962,8 +970,7 @@ def rl_update(run: Run, data: dict, probe: dict | None = None) -> dict:
                                                         probe["mask"]))
             if cfg.entropy_target == 0 and "entropy_target" not in run.progress:
                 # Hold the entropy the RL stage starts from (EntroPIC's usual choice), measured
-                # as the controller measures it: on the update's tokens (the rows with signal),
-                # which are not the rollouts' average state.
+                # as the controller measures it (the probe, or this update's tokens).
                 run.progress["entropy_target"] = run.controller.target = h
                 print(f"[rl] EntroPIC target: {h:.3f} nats (the starting policy's entropy, "
                       f"measured on the {cfg.entropy_measure})")
@@ -1010,15 +1017,12 @@ def rollout_token_stats(run: Run, groups, reference: ElasticVLA | None) -> dict:
     ent_sum = kl_sum = count = 0.0
     for g in groups:
         for ep in g:
-            obs = [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
-                               embodiment=EMBODIMENT_OF_WORLD[ep.world], depth=o[1].astype(np.float32))
-                   for o in ep.obs]
+            obs, executed = episode_decisions(ep, model.config.chunk_length, k, A)
             if not obs:
                 continue
             batch = model.obs_to_batch(obs, device=run.cfg.device)
-            executed = torch.tensor(np.stack([np.repeat(np.arange(model.config.chunk_length)
-                                                        < min(ex, k), A) for ex in ep.executed]))
-            mask = (batch["action_mask"] & executed.to(batch["action_mask"].device)).float()
+            mask = (batch["action_mask"]
+                    & torch.from_numpy(np.stack(executed)).to(batch["action_mask"].device)).float()
             ent_sum += float((model.entropy(batch) * mask).sum())
             count += float(mask.sum())
             if reference is not None:
@@ -1046,11 +1050,9 @@ def entropy_probe(run: Run, reference: ElasticVLA) -> dict | None:
         first = SEED_BASE["probe"] + w * 50
         for ep in run.rollouts(reference, world, list(range(first, first + n)), run.mode,
                                keep_decisions=True):
-            obs += [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
-                                embodiment=EMBODIMENT_OF_WORLD[ep.world],
-                                depth=o[1].astype(np.float32)) for o in ep.obs]
-            executed += [np.repeat(np.arange(reference.config.chunk_length) < min(ex, k), A)
-                         for ex in ep.executed]
+            ep_obs, ep_executed = episode_decisions(ep, reference.config.chunk_length, k, A)
+            obs += ep_obs
+            executed += ep_executed
     batch = run.model.obs_to_batch(obs, device=cfg.device)
     mask = (batch["action_mask"] & torch.from_numpy(np.stack(executed)).to(cfg.device)).float()
     print(f"[rl] entropy probe: {len(obs)} decisions from "
