@@ -123,7 +123,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
     phases = schedule(seconds)
     seed = seed0
     obs, info = env.reset(seed=seed)
-    instruction = str(obs["instruction"])
+    instruction, reference = str(obs["instruction"]), obs  # the episode's first frame
     chunk, pos = None, 0
     episodes = successes = 0
     infer = []  # (t, submodel, latency_s, missed)
@@ -148,7 +148,8 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
         action = None
         if chunk is None:
             o = Observation(rgb=obs["rgb"], instruction=instruction, proprio=obs["proprio"],
-                            embodiment=embodiment, depth=obs["depth"])
+                            embodiment=embodiment, depth=obs["depth"],
+                            reference_rgb=reference["rgb"], reference_depth=reference["depth"])
             t0 = time.perf_counter()
             result = policy.select_action(o)
             lat = time.perf_counter() - t0
@@ -180,7 +181,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
             successes += int(bool(info.get("is_success")))
             seed += 1
             obs, info = env.reset(seed=seed)
-            instruction = str(obs["instruction"])
+            instruction, reference = str(obs["instruction"]), obs
             chunk = None
         k += 1
         if k % int(rate) == 0:

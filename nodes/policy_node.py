@@ -20,7 +20,10 @@ How it runs:
 - When to ask for a chunk and which action to execute is decided by ChunkScheduler
   (nodes/chunk_scheduler.py: refill, deadline, skip by age, instruction epochs) and what may
   go out by SafetySupervisor (nodes/safety.py: stale input, faults, e-stop, clamps); both are
-  plain classes tested on a fake clock. A new instruction invalidates every older result.
+  plain classes tested on a fake clock. Every message on `instruction` starts a new task (the
+  same text too) and invalidates every older result; the first frame used after it is the
+  task's reference frame, handed to the policy with every later observation (models with
+  `reference_frame` read it: their memory of where the task started).
 - Every input is judged by this node's clock (sim time with `use_sim_time`): a frame stamped
   more than `max_clock_skew_s` ahead of it, or older than `stale_after_s`, is rejected with a
   diagnostic and does not refresh staleness.
@@ -276,6 +279,7 @@ class PolicyNode(Node):
         self._speed = 0.0
         self._instruction: str | None = None
         self._instruction_since = -float("inf")  # when it arrived (wall time)
+        self._reference = None  # (rgb, depth) of the task's first frame, once one was used
         self._request = None  # (Observation, epoch, camera frame, speed) for the worker
         self._result = None  # (Action | None, Exception | None, obs stamp, epoch)
         self._control_lock = threading.Lock()  # serialises _control_step (timer vs worker)
@@ -453,14 +457,15 @@ class PolicyNode(Node):
         except MessageRejected as exc:
             return self._reject("instruction", str(exc))
         with self._lock:
-            changed = text != self._instruction
+            # Every message is a new task, the same text too ("do it again", or the next
+            # episode in simulation): drop the old plan and any result still in flight, and
+            # take the task's reference frame afresh.
             self._instruction = text
-            if changed:  # a new task: drop the old plan and any result still in flight
-                self.scheduler.new_instruction()
-                self._instruction_since = time.monotonic()
-                self.policy.reset()
-        if changed:
-            self.get_logger().info(f"instruction: {text!r}")
+            self.scheduler.new_instruction()
+            self._instruction_since = time.monotonic()
+            self._reference = None
+            self.policy.reset()
+        self.get_logger().info(f"instruction: {text!r}")
 
     def _on_estop(self, msg: Bool) -> None:
         self.safety.set_estop(msg.data)
@@ -577,9 +582,12 @@ class PolicyNode(Node):
         depth = self._depth if self.use_depth else None
         if depth is not None and depth.shape != self._rgb.shape[:2]:
             depth = None  # not registered to the colour image: do not feed it
+        if self._reference is None:  # the first frame since the instruction: where the task starts
+            self._reference = (self._rgb, depth)
         obs = Observation(
             rgb=self._rgb, instruction=self._instruction, proprio=self._proprio.copy(),
-            embodiment=self.embodiment, depth=depth, camera_K=self._K, stamp=self._rgb_stamp)
+            embodiment=self.embodiment, depth=depth, camera_K=self._K, stamp=self._rgb_stamp,
+            reference_rgb=self._reference[0], reference_depth=self._reference[1])
         self._request = (obs, self.scheduler.start_request(self._rgb_stamp), self._rgb_frame,
                          self._speed)
         self._wake.notify()

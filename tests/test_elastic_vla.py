@@ -441,3 +441,29 @@ def test_refuses_non_finite_and_missing_files(small, tmp_path):
     (d / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="missing tokenizer.json"):
         ElasticVLA.from_pretrained(d)
+
+
+def test_reference_frame_is_stacked_after_the_frame_and_defaults_to_it():
+    """reference_frame: pixels hold the frame, then the reference frame (encoded the same
+    way); no reference given means the frame is its own (the task's first frame)."""
+    import dataclasses
+
+    m = ElasticVLA(ElasticVLAConfig(hidden_size=32, num_heads=2, ffn_size=64, num_layers=2,
+                                    vision_width=32, reference_frame=True))
+    n = m.config.frame_channels
+    rng = np.random.default_rng(0)
+    a = Observation(rgb=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), instruction="stop",
+                    proprio=np.zeros(8, np.float32), embodiment="vehicle",
+                    depth=rng.random((64, 64), dtype=np.float32) * 50)
+    b = dataclasses.replace(a, rgb=rng.integers(0, 255, (64, 64, 3), dtype=np.uint8),
+                            depth=rng.random((64, 64), dtype=np.float32) * 50)
+    alone = m.obs_to_batch([a])["pixels"][0]
+    assert alone.shape[0] == 2 * n
+    torch.testing.assert_close(alone[n:], alone[:n])
+    with_ref = m.obs_to_batch([dataclasses.replace(b, reference_rgb=a.rgb, reference_depth=a.depth)])
+    torch.testing.assert_close(with_ref["pixels"][0, n:], alone[:n])
+    torch.testing.assert_close(with_ref["pixels"][0, :n], m.obs_to_batch([b])["pixels"][0, :n])
+    with pytest.raises(ValueError, match="reference_frame"):
+        ElasticVLAConfig(reference_frame=1)
+    with pytest.raises(ValueError, match="reference_rgb"):
+        dataclasses.replace(a, reference_rgb=np.zeros((64, 64), np.uint8))

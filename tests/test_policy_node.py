@@ -36,6 +36,7 @@ class ScriptedPolicy(Policy):
         self.bad_chunk = False
         self.chunk_len = 2
         self.calls = 0
+        self.seen = []  # (frame's pixel value, its reference frame's pixel value or None)
         self._submodel = "full"
 
     @property
@@ -48,6 +49,8 @@ class ScriptedPolicy(Policy):
 
     def select_action(self, obs):
         self.calls += 1
+        ref = None if obs.reference_rgb is None else int(obs.reference_rgb[0, 0, 0])
+        self.seen.append((int(obs.rgb[0, 0, 0]), ref))
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail:
@@ -423,6 +426,30 @@ def test_a_new_instruction_never_executes_an_old_chunk(harness, policy):
     assert any(v < 0 for v in after), "the new task never ran"
     assert not any(v > 0 for v in after), "an old chunk was executed after the new instruction"
     assert harness.node.stats["superseded"] >= 1 or harness.node.stats["chunks"] > 0
+
+
+def test_the_reference_frame_is_the_first_frame_after_each_instruction(harness, policy):
+    """The policy sees, with every frame, the one its task started from; an instruction
+    message starts a new task even with the same text (the next episode in simulation)."""
+    def stream(value, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            harness.send_frame(rgb=np.full((16, 16, 3), value, np.uint8))
+            time.sleep(0.05)
+
+    stream(10, 0.6)
+    stream(50, 0.6)
+    first = [(v, r) for v, r in policy.seen if r is not None]
+    assert first and {r for _, r in first} == {10}, policy.seen  # never replaced mid-task
+    assert any(v == 50 for v, _ in first)
+    harness.instr_pub.publish(String(data="touch the red cube"))  # the same text again
+    stream(50, 0.3)
+    mark = len(policy.seen)  # (by now the node has the instruction)
+    stream(50, 0.2)
+    stream(90, 0.6)
+    after = policy.seen[mark:]
+    assert after and {r for _, r in after} == {50}, policy.seen
+    assert any(v == 90 for v, _ in after)
 
 
 # ------------------------------------------------------------------ proprio

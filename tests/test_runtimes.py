@@ -155,6 +155,18 @@ def test_onnx_export_of_the_target_keypoint_matches_torch(tmp_path):
     _check_ort(m, ["full", "1/4"], tmp_path)
 
 
+@pytest.mark.slow
+def test_onnx_export_with_the_reference_frame_matches_torch(tmp_path):
+    """reference_frame doubles the pixels input; the keypoint reads its first half only."""
+    torch.manual_seed(7)
+    m = ElasticVLA(ElasticVLAConfig(**TINY, target_keypoint=True, reference_frame=True))
+    assert m.config.in_channels == 2 * m.config.frame_channels
+    with torch.no_grad():
+        m.keypoint_proj.weight.normal_(0.0, 1.0)
+    m.refresh_views()
+    _check_ort(m, ["full", "1/4"], tmp_path)
+
+
 def test_onnx_every_named_submodel_default_config(tmp_path):
     torch.manual_seed(0)
     m = ElasticVLA()

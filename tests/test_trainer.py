@@ -315,6 +315,45 @@ def test_warm_start_widens_the_keypoint_mlp_for_the_instruction(tmp_path):
         torch.testing.assert_close(model.forward_batch(batch), old.forward_batch(batch))
 
 
+def test_warm_start_adds_the_reference_frame_channels_with_zero_weights(tmp_path):
+    """init_from a model, then reference_frame on: the vision stem's first convolution keeps
+    its weights on the frame's channels and gets zeros on the reference's, so the model acts
+    exactly as before whatever the reference shows; the target keypoint still reads the
+    current frame only."""
+    import dataclasses
+
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA
+    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+
+    torch.manual_seed(0)
+    model_cfg = {**TINY["model"], "vision_stem": "conv", "target_keypoint": True}
+    old = ElasticVLA(ElasticVLAConfig(**model_cfg), instruction_tokenizer(("tabletop", "driving")))
+    old.save_pretrained(tmp_path / "old")
+    cfg = TrainConfig(**{**TINY, "init_from": str(tmp_path / "old"),
+                         "model": {**model_cfg, "reference_frame": True}})
+    model = build_model(cfg)
+    w_old, w_new = old.patch_embed[0].weight, model.patch_embed[0].weight
+    assert w_new.shape[1] == 2 * w_old.shape[1] == 2 * model.config.frame_channels
+    torch.testing.assert_close(w_new[:, :w_old.shape[1]], w_old)
+    assert not w_new[:, w_old.shape[1]:].any()
+    obs = _arm_observations(4)
+    other = [dataclasses.replace(o, reference_rgb=r.rgb, reference_depth=r.depth)
+             for o, r in zip(obs, obs[::-1])]
+    with torch.no_grad():
+        before = old.forward_batch(old.obs_to_batch(obs))
+        for batch in (model.obs_to_batch(obs), model.obs_to_batch(other)):
+            assert batch["pixels"].shape[1] == 2 * model.config.frame_channels
+            torch.testing.assert_close(model.forward_batch(batch), before)
+
+
+def test_first_rows_points_every_state_at_its_episodes_first_state():
+    from embodied_stack.sim.train.trainer import first_rows
+
+    episode = np.array([3, 3, 3, 0, 0, 7, 3, 3])  # ids may repeat, episodes are contiguous
+    assert first_rows(episode).tolist() == [0, 0, 0, 3, 3, 5, 6, 6]
+
+
 def test_dagger_from_adds_earlier_runs_shards_to_the_aggregate(tmp_path):
     """dagger_from: every DAgger shard of the named runs joins this run's buffer when it is
     built (at the start and on --resume), whatever its iteration; a run folder without

@@ -116,7 +116,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         self.keypoint = self.keypoint_in = self.keypoint_aux = self.keypoint_proj = None
         self.keypoint_words = None
         if c.target_keypoint:
-            self.keypoint = TargetKeypoint(c.in_channels, c.image_size, c.vocab_size, self.tokenizer.pad_id,
+            self.keypoint = TargetKeypoint(c.frame_channels, c.image_size, c.vocab_size, self.tokenizer.pad_id,
                                            c.use_depth, c.depth_encoding, c.depth_min_m, c.depth_max_m)
             # The keypoint and the robot state meet in a small MLP first: the actions depend
             # on where the target is relative to the robot, which is a non-linear function
@@ -216,7 +216,8 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         state = F.embedding(embodiment, emb_w) + self.proprio_proj(proprio)
         keypoint = None
         if self.keypoint is not None:
-            kp_logits, kp = self.keypoint(pixels, tokens, keypoint_forced)
+            kp_logits, kp = self.keypoint(pixels[:, : self.config.frame_channels], tokens,
+                                          keypoint_forced)
             inputs = [kp, proprio]
             if self.keypoint_words is not None:
                 inputs.append(bag_of_words(self.keypoint_words, tokens, self.tokenizer.pad_id))

@@ -117,6 +117,12 @@ class ElasticVLAConfig:
     #: go first can depend on words the keypoint does not encode (a push starts behind the
     #: object, on the side opposite the direction word). Needs target_keypoint.
     keypoint_instruction: bool = False
+    #: the vision encoder also reads the first frame seen after the instruction
+    #: (Observation.reference_rgb/depth), stacked as extra input channels: the policy's memory
+    #: of where the task started. Without it, "change to the left lane" seen from the middle
+    #: lane means "go" (the car started there) or "stay" (it started on the right and has
+    #: changed already) on identical observations. Not read by the target keypoint.
+    reference_frame: bool = False
 
     # --- bookkeeping ---
     model_type: str = MODEL_TYPE  #: fixed tag checked on load
@@ -185,6 +191,9 @@ class ElasticVLAConfig:
         if not isinstance(self.keypoint_instruction, bool):
             raise ValueError(f"ElasticVLAConfig.keypoint_instruction={self.keypoint_instruction!r} must be "
                              "True or False")
+        if not isinstance(self.reference_frame, bool):
+            raise ValueError(f"ElasticVLAConfig.reference_frame={self.reference_frame!r} must be "
+                             "True or False")
         if self.keypoint_instruction and not self.target_keypoint:
             raise ValueError("ElasticVLAConfig.keypoint_instruction=True needs target_keypoint=True (it "
                              "widens the keypoint MLP)")
@@ -216,8 +225,14 @@ class ElasticVLAConfig:
         return self.hidden_size // self.num_heads
 
     @property
-    def in_channels(self) -> int:
+    def frame_channels(self) -> int:
+        """Channels of one camera frame: RGB, plus depth when used."""
         return 4 if self.use_depth else 3
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the pixels input: the frame, then the reference frame if used."""
+        return self.frame_channels * (2 if self.reference_frame else 1)
 
     @property
     def num_image_tokens(self) -> int:

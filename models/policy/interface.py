@@ -31,6 +31,11 @@ class Observation:
     depth: np.ndarray | None = None  #: (H, W) float32 metres, 0 = no return
     camera_K: np.ndarray | None = None  #: (3, 3) intrinsics of `rgb`, if known
     stamp: float = 0.0  #: time (s) of the camera frame; copied into the Action it yields
+    #: the first frame seen after the current instruction arrived (rgb, and depth when the
+    #: model reads depth): the scene the task started from, for models with
+    #: ``reference_frame``. None = this frame is the first one (the task starts now).
+    reference_rgb: np.ndarray | None = None
+    reference_depth: np.ndarray | None = None
 
     def __post_init__(self):
         if self.embodiment not in EMBODIMENT_ACTION_DIM:
@@ -40,6 +45,10 @@ class Observation:
         rgb = np.asarray(self.rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+        if self.reference_rgb is not None:
+            ref = np.asarray(self.reference_rgb)
+            if ref.ndim != 3 or ref.shape[2] != 3 or ref.dtype != np.uint8:
+                raise ValueError(f"reference_rgb must be (H, W, 3) uint8, got {ref.shape} {ref.dtype}")
 
 
 @dataclass(frozen=True)

@@ -33,16 +33,14 @@ class VLAPreprocessing:
             self._token_cache[text] = ids
         return ids
 
-    def _fill(self, obs: Observation, pixels: np.ndarray, tokens: np.ndarray, proprio: np.ndarray) -> int:
-        """Write one observation into preallocated rows; return its embodiment index."""
+    def _fill_frame(self, rgb: np.ndarray, depth: np.ndarray | None, pixels: np.ndarray) -> None:
+        """Write one camera frame (RGB, then encoded depth) into pixels (frame_channels, S, S)."""
         c = self.config
-        rgb = obs.rgb
         if rgb.shape[0] != c.image_size or rgb.shape[1] != c.image_size:
             rows, cols = self._resize_index(rgb.shape[0], rgb.shape[1])
             rgb = rgb[rows][:, cols]
         np.multiply(rgb.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=pixels[:3], casting="unsafe")
         if c.use_depth:
-            depth = obs.depth
             if depth is None:
                 pixels[3] = 0.0
             else:
@@ -62,6 +60,17 @@ class VLAPreprocessing:
                     np.clip(depth, 0.0, c.depth_max_m, out=pixels[3])
                     pixels[3] *= np.float32(1.0 / c.depth_max_m)
                 pixels[3][~valid] = 0.0
+
+    def _fill(self, obs: Observation, pixels: np.ndarray, tokens: np.ndarray, proprio: np.ndarray) -> int:
+        """Write one observation into preallocated rows; return its embodiment index."""
+        c = self.config
+        n = c.frame_channels
+        self._fill_frame(obs.rgb, obs.depth, pixels[:n])
+        if c.reference_frame:
+            if obs.reference_rgb is None:  # the first frame of the task is its own reference
+                pixels[n:] = pixels[:n]
+            else:
+                self._fill_frame(obs.reference_rgb, obs.reference_depth, pixels[n:])
         tokens[:] = self._encode_instruction(obs.instruction)
         p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)[: c.proprio_dim]
         proprio[: p.shape[0]] = p
@@ -77,7 +86,8 @@ class VLAPreprocessing:
         """Stack Observations into the model's input tensors.
 
         Returns ``pixels`` (B, C, S, S) float32 in [0, 1] (RGB, then encoded depth, see
-        ``ElasticVLAConfig.depth_encoding``),
+        ``ElasticVLAConfig.depth_encoding``; then the same for the reference frame when
+        ``reference_frame``),
         ``tokens`` (B, L) int64, ``proprio`` (B, P) float32, ``embodiment`` (B,) int64 and
         ``action_mask`` (B, T*A) bool (True for the action dims the embodiment uses).
         """

@@ -120,6 +120,8 @@ def model_card(to: Path, cfg: dict, ev: dict, run_info: dict, note: str) -> str:
                 per = ", ".join(f"{t} {v['success']:.0%} ({v['episodes']})"
                                 for t, v in tasks.items())
                 rows.append(f"| {sub} | {world} | {ev[k]:.0%} | [{lo:.0%}, {hi:.0%}] | {per} |")
+    reference = (" and the task's first frame (`reference_frame`: the first frame after the "
+                 "instruction, its memory of where the task started)" if mc.reference_frame else "")
     stages = " -> ".join(cfg["stages"])
     stage_lines = "\n".join(stage_description(cfg, stage) for stage in cfg["stages"])
     return f"""# Model card: ElasticVLA default policy (`models/default_vla`)
@@ -129,8 +131,8 @@ model ({n_params:,} parameters, {(to / 'model.safetensors').stat().st_size / 1e6
 safetensors) that serves both simulated worlds: a tabletop arm ("touch the red cube", "push
 the blue ball to the left") and a car on a three-lane road ("change to the left lane", "stop
 behind the obstacle"). Input: a 64x64 RGB-D camera frame ({mc.depth_encoding} depth encoding,
-{mc.depth_min_m}-{mc.depth_max_m} m), the instruction, the embodiment and its proprioception
-(no episode clock). Output: a chunk of {mc.chunk_length} actions x {mc.max_action_dim} dims in
+{mc.depth_min_m}-{mc.depth_max_m} m){reference}, the instruction, the embodiment and its
+proprioception (no episode clock). Output: a chunk of {mc.chunk_length} actions x {mc.max_action_dim} dims in
 {mc.action_bins} bins, in one forward pass. Nested elastic submodels full, 3/4, 1/2, 1/4.
 
 **Intended use**: the simulation demo, tests, and a warm start for your own fine-tuning

@@ -41,6 +41,8 @@ class Episode:
     outcome: str = "none"
     ret: float = 0.0
     steps: int = 0
+    #: (rgb, depth float16, proprio) of the first frame: the reference frame of the episode
+    reference: tuple | None = None
     # decisions (policy queries)
     obs: list = field(default_factory=list)  #: (rgb, depth float16, proprio) per decision
     tokens: list = field(default_factory=list)  #: (T*A,) int64 chosen action tokens
@@ -152,7 +154,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         obs, info = env.reset(seed=int(seed))
         expert.reset()
         ep = Episode(world=world, seed=int(seed), instruction=str(obs["instruction"]),
-                     task=task_template(info))
+                     task=task_template(info), reference=_frame(obs))
         stream = np.random.default_rng([stream_seed, keys[index]])
         slots[i] = [index, ep, obs, info, None, 0, stream]
 
@@ -163,7 +165,9 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         if need:
             observations = [Observation(rgb=slots[i][2]["rgb"], instruction=slots[i][1].instruction,
                                         proprio=slots[i][2]["proprio"], embodiment=pool.embodiment,
-                                        depth=slots[i][2]["depth"]) for i in need]
+                                        depth=slots[i][2]["depth"],
+                                        reference_rgb=slots[i][1].reference[0],
+                                        reference_depth=slots[i][1].reference[1]) for i in need]
             uniforms = None
             if sample:
                 uniforms = np.stack([slots[i][6].random(model.config.num_action_tokens)

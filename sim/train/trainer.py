@@ -270,7 +270,7 @@ SCAFFOLD_FIELDS = {"aux_dim": ("aux_head", "keypoint_aux"), "point_head": ("poin
 #: Config fields a warm start may add that widen an acting layer's input: their module starts
 #: fresh and the widened layer gets zero weights on the new inputs, so the warm-started model
 #: acts exactly as before until trained.
-WIDENING_FIELDS = {"keypoint_instruction": ("keypoint_words",)}
+WIDENING_FIELDS = {"keypoint_instruction": ("keypoint_words",), "reference_frame": ()}
 
 
 def instruction_tokenizer(worlds) -> InstructionTokenizer:
@@ -313,11 +313,14 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
         if is_fresh(k):
             continue
         if k in target and target[k].shape != v.shape:
-            # A widened input: the old weights on the old inputs, zeros on the new ones.
+            # A widened input (a linear layer's features, a convolution's channels): the old
+            # weights on the old inputs, zeros on the new ones.
             new = target[k]
-            if new.dim() != 2 or v.dim() != 2 or new.shape[0] != v.shape[0] or new.shape[1] < v.shape[1]:
+            if (new.dim() != v.dim() or new.dim() not in (2, 4) or new.shape[0] != v.shape[0]
+                    or new.shape[1] < v.shape[1] or new.shape[2:] != v.shape[2:]):
                 raise ValueError(f"warm start: {k} changes shape {tuple(v.shape)} -> {tuple(new.shape)}")
-            v = torch.cat([v, v.new_zeros(v.shape[0], new.shape[1] - v.shape[1])], dim=1)
+            v = torch.cat([v, v.new_zeros(v.shape[0], new.shape[1] - v.shape[1], *v.shape[2:])],
+                          dim=1)
         weights[k] = v
     missing, unexpected = warm.load_state_dict(weights, strict=False)
     if unexpected or any(not is_fresh(k) for k in missing):
@@ -362,6 +365,14 @@ def _world_camera(world: str) -> dict:
         env.close()
 
 
+def first_rows(episode: np.ndarray) -> np.ndarray:
+    """For each row of recorded states (episodes stored contiguously, in order), the row of
+    its episode's first state: the reference frame of a model with ``reference_frame``."""
+    episode = np.asarray(episode)
+    starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
+    return starts[np.searchsorted(starts, np.arange(len(episode)), side="right") - 1]
+
+
 class StateBuffer:
     """Labelled states (demos + DAgger aggregate) as model-ready tensors, per world, so a
     minibatch is one gather. Pixels are kept as float16 (32 KB a state)."""
@@ -373,11 +384,13 @@ class StateBuffer:
 
     def add(self, world: str, d: dict[str, np.ndarray], chunk: int = 1024) -> None:
         model, A = self.model, self.model.config.max_action_dim
+        ref = first_rows(d["episode"]) if "episode" in d else np.arange(len(d["rgb"]))
         for start in range(0, len(d["rgb"]), chunk):
             idx = range(start, min(start + chunk, len(d["rgb"])))
             batch = model.obs_to_batch([Observation(
                 rgb=d["rgb"][i], instruction=str(d["instruction"][i]), proprio=d["proprio"][i],
-                embodiment=EMBODIMENT_OF_WORLD[world], depth=d["depth"][i].astype(np.float32))
+                embodiment=EMBODIMENT_OF_WORLD[world], depth=d["depth"][i].astype(np.float32),
+                reference_rgb=d["rgb"][ref[i]], reference_depth=d["depth"][ref[i]])
                 for i in idx])
             T, a = d["chunk"].shape[1:]
             chunks = np.zeros((len(idx), T, A), np.float32)
@@ -833,8 +846,10 @@ def stage_dagger(run: Run) -> None:
 def episode_decisions(ep, chunk_length: int, k: int, A: int) -> tuple[list, list]:
     """An RL episode's decisions as policy Observations, and per decision the (T*A,) mask of
     the action tokens that were executed (only those had consequences)."""
+    ref = ep.reference or ep.obs[0]  # the episode's first frame
     obs = [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
-                       embodiment=EMBODIMENT_OF_WORLD[ep.world], depth=o[1].astype(np.float32))
+                       embodiment=EMBODIMENT_OF_WORLD[ep.world], depth=o[1].astype(np.float32),
+                       reference_rgb=ref[0], reference_depth=ref[1])
            for o in ep.obs]
     executed = [np.repeat(np.arange(chunk_length) < min(ex, k), A) for ex in ep.executed]
     return obs, executed
