@@ -40,7 +40,7 @@ from tqdm import tqdm
 import embodied_stack.sim  # noqa: F401  (registers the worlds)
 from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy import load_default_policy
-from embodied_stack.models.policy.interface import Observation
+from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.sim import WORLD_IDS
 from embodied_stack.sim.eval import SUBMODEL_KEY
 from embodied_stack.sim.worlds import driving as world
@@ -53,8 +53,9 @@ def lane_of(d: float) -> int:
     return int(np.clip(round(d / world.LANE_WIDTH + 1.0), 0, world.NUM_LANES - 1))
 
 
-def run_episode(policy, env, seed: int) -> dict | None:
-    """One greedy episode; None when the seed's task is not a lane change."""
+def run_episode(policy, env, seed: int, mode: ExecutionMode) -> dict | None:
+    """One greedy episode, each chunk executed for mode.steps_per_inference actions before
+    re-planning on the newest frame; None when the seed's task is not a lane change."""
     obs, info = env.reset(seed=seed)
     first = obs  # the reference frame (models with reference_frame)
     w = env.unwrapped
@@ -65,11 +66,11 @@ def run_episode(policy, env, seed: int) -> dict | None:
     queue: list = []
     done = False
     while not done:
-        if len(queue) <= 1:  # refill_at 1, as deployed
+        if not queue:
             queue = list(policy.select_action(Observation(
                 rgb=obs["rgb"], instruction=obs["instruction"], proprio=obs["proprio"],
                 embodiment="vehicle", depth=obs["depth"], reference_rgb=first["rgb"],
-                reference_depth=first["depth"])).chunk)
+                reference_depth=first["depth"])).chunk[: mode.steps_per_inference])
         obs, _, terminated, truncated, info = env.step(np.asarray(queue.pop(0), np.float32))
         done = terminated or truncated
         reached = reached or lane_of(w.ego_d) == target
@@ -101,6 +102,7 @@ def main(argv=None) -> dict:
         parser.error(f"--episodes {args.episodes}: need at least 1")
 
     policy = load_default_policy(args.model)
+    mode = ExecutionMode(policy.config.chunk_length)  # as `embodied-stack eval` and the node
     env = gym.make(WORLD_IDS["driving"], width=policy.config.image_size,
                    height=policy.config.image_size, with_segmentation=False)
     out: dict = {"episodes": args.episodes, "first_seed": args.first_seed,
@@ -115,7 +117,7 @@ def main(argv=None) -> dict:
             groups: dict = collections.defaultdict(list)
             seeds = range(args.first_seed, args.first_seed + args.episodes)
             for seed in tqdm(seeds, desc=f"driving {sub}", unit="seed", mininterval=1.0):
-                ep = run_episode(policy, env, seed)
+                ep = run_episode(policy, env, seed, mode)
                 if ep is not None:
                     groups[f"{ep['task']} {ep['start']}->{ep['target']}"].append(ep)
             eps = [e for g in groups.values() for e in g]

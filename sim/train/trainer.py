@@ -846,7 +846,7 @@ def stage_dagger(run: Run) -> None:
 def episode_decisions(ep, chunk_length: int, k: int, A: int) -> tuple[list, list]:
     """An RL episode's decisions as policy Observations, and per decision the (T*A,) mask of
     the action tokens that were executed (only those had consequences)."""
-    ref = ep.reference or ep.obs[0]  # the episode's first frame
+    ref = ep.reference  # the episode's first frame
     obs = [Observation(rgb=o[0], instruction=ep.instruction, proprio=o[2],
                        embodiment=EMBODIMENT_OF_WORLD[ep.world], depth=o[1].astype(np.float32),
                        reference_rgb=ref[0], reference_depth=ref[1])
