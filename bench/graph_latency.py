@@ -10,6 +10,7 @@ the policy node discarded as older than its deadline.
 
     python bench/graph_latency.py [--quick] [--json out.json] [--backend vla|expert]
     python bench/graph_latency.py --headline 3 --json bench/results/graph_latency_headline.json
+    python bench/graph_latency.py --headline 1 --runtime torch --node-param device=cuda
 
 JSON keys: p99_over_model_ms and missed_ticks (the docs/benchmarks.md figure: 15 Hz, 64x64, separate
 processes), plus <config>_{p50,p95,p99,max}_ms, <config>_missed, <config>_dropped, model_p50_ms,
@@ -26,11 +27,13 @@ import sys
 import time
 
 import numpy as np
+import yaml
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
 from embodied_stack.models.files import atomic_write_json
+from embodied_stack.models.runtime.profiling import cpu_name, device_key
 from embodied_stack.nodes.demo import configure_dds_environment
 
 configure_dds_environment()
@@ -47,7 +50,8 @@ WORLD_RATE_HZ = 10.0  # Tabletop's control rate; realtime_factor scales it
 
 
 def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, seconds: float,
-            warmup: float = 2.0, runtime: str = "torch", min_frames: int = 0) -> dict:
+            warmup: float = 2.0, runtime: str = "torch", min_frames: int = 0,
+            node_params: dict | None = None, node_log: str | None = None) -> dict:
     context = rclpy.Context()
     rclpy.init(context=context)
     width, height = size
@@ -57,14 +61,15 @@ def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, se
         Parameter("publish_expert", value=backend == "expert"), Parameter("seed", value=500),
     ])
     policy_params = {"backend": backend, "embodiment": "arm", "control_rate_hz": rate,
-                     "runtime": runtime}
+                     "runtime": runtime, **(node_params or {})}
     nodes = [bridge]
     peer = None
     if separate:
         args = [sys.executable, "-m", "embodied_stack.nodes.policy_node", "--ros-args"]
         for k, v in policy_params.items():
-            args += ["-p", f"{k}:={v}"]
-        peer = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            args += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
+        log = open(node_log, "ab") if node_log else subprocess.DEVNULL
+        peer = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     else:
         nodes.append(PolicyNode(context=context, parameter_overrides=[
             Parameter(k, value=v) for k, v in policy_params.items()]))
@@ -119,6 +124,8 @@ def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, se
         if peer is not None:
             peer.terminate()
             peer.wait(timeout=10)
+            if node_log:
+                log.close()
         for node in nodes:
             node.destroy_node()
         rclpy.shutdown(context=context)
@@ -135,7 +142,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--headline", type=int, metavar="RUNS", default=0,
                         help="only the headline config (15 Hz, 64x64, separate processes), "
                              "RUNS runs in a row, each >= 85 s and >= 600 answered frames")
+    parser.add_argument("--node-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="another policy node parameter, e.g. device=cuda (repeatable)")
+    parser.add_argument("--node-log", metavar="PATH",
+                        help="append the separate policy node process's output to PATH")
     args = parser.parse_args(argv)
+    node_params = {}
+    for item in args.node_param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--node-param {item!r}: expected NAME=VALUE, e.g. device=cuda")
+        node_params[name] = yaml.safe_load(value)
     seconds = args.seconds or (4.0 if args.quick else 20.0)
     configs = [(15.0, (64, 64), True), (15.0, (64, 64), False), (30.0, (64, 64), True),
                (15.0, (640, 480), True)]
@@ -152,7 +169,8 @@ def main(argv=None) -> dict:
             name = f"{name}_run{k_run + 1}"
         r = measure(rate, size, separate, args.backend, seconds,
                     warmup=1.0 if args.quick else 2.0, runtime=args.runtime,
-                    min_frames=600 if args.headline else 0)
+                    min_frames=600 if args.headline else 0, node_params=node_params,
+                    node_log=args.node_log)
         rows.append((name, r))
         for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "missed", "dropped", "frames",
                   "model_p50_ms", "model_p99_ms", "node_p50_ms", "node_p99_ms", "node_max_ms"):
@@ -163,6 +181,9 @@ def main(argv=None) -> dict:
     results["missed_ticks"] = headline["missed"]
     results["backend"] = args.backend
     results["runtime"] = args.runtime
+    results["node_params"] = node_params
+    results["device"] = device_key(str(node_params.get("device", "cpu")))  # the policy's
+    results["cpu"] = cpu_name()
     if args.headline:  # every run must meet the target
         results["worst_p99_over_model_ms"] = round(max(
             r["p99_ms"] - r["model_p50_ms"] for _, r in rows), 3)

@@ -286,7 +286,9 @@ class NvmlSource(BudgetSource):
             "util_gpu": n.nvmlDeviceGetUtilizationRates(h).gpu,
             "sm_clock": n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
             "sm_clock_max": n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_SM),
-            "throttle_reasons": n.nvmlDeviceGetCurrentClocksThrottleReasons(h)})
+            # (renamed "event reasons" in newer NVML; the old name is a deprecated alias)
+            "throttle_reasons": getattr(n, "nvmlDeviceGetCurrentClocksEventReasons",
+                                        n.nvmlDeviceGetCurrentClocksThrottleReasons)(h)})
 
     def close(self) -> None:
         self._nvml.nvmlShutdown()
