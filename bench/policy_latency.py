@@ -418,6 +418,8 @@ def main(argv=None) -> dict:
         write_latency_table(args.table, device_key("cpu"), entries)
         if cuda_table:
             write_latency_table(args.table, device_key("cuda"), cuda_table)
+    res["command"] = "python bench/policy_latency.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
     if args.json:
         atomic_write_json(args.json, {k: (round(v, 6) if isinstance(v, float) else v)
                                       for k, v in res.items()})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 
 import numpy as np
@@ -257,6 +258,8 @@ def test_latency_table_and_percentiles(tmp_path):
     p = percentiles([0.001] * 50 + [0.003] * 50)
     assert p["p50_ms"] == pytest.approx(2.0) and p["p95_ms"] == pytest.approx(3.0)
     assert device_key("cpu").startswith("cpu:")
+    # the CPU count is in the key: VMs report one generic model name for 2 and 16 cores
+    assert device_key("cpu").endswith(f" ({len(os.sched_getaffinity(0))} cpus)")
     path = tmp_path / "table.json"
     write_latency_table(path, "cpu:test", {"full": {"p50_ms": 3.0, "p95_ms": 4.0, "weight_mb": 3.9}})
     write_latency_table(path, "cuda:gpu", {"full": {"p50_ms": 0.2, "p95_ms": 0.3, "weight_mb": 3.9}})

@@ -3,7 +3,7 @@
 Latency table file (JSON), keyed by a device string::
 
     {
-      "cpu:AMD EPYC": {
+      "cpu:AMD EPYC 7763 (8 cpus)": {
         "full": {"p50_ms": 3.1, "p95_ms": 3.9, "weight_mb": 3.9, "params": 1028864, "runtime": "torch"},
         "1/2":  {...}, ...
       },
@@ -72,11 +72,18 @@ def cpu_name() -> str:
 
 
 def device_key(device: str | torch.device = "cpu") -> str:
-    """"cpu:<cpu model name>" or "cuda:<gpu name>" (the latency table's key)."""
+    """"cpu:<cpu model name> (<n> cpus)" or "cuda:<gpu name>" (the latency table's key).
+    The CPU count is part of the key: virtual machines often report a generic model name
+    ("Intel(R) Xeon(R) Processor" on a 2-core and on a 16-core one alike), and a table measured
+    on one must never be read on the other. n = the CPUs this process may run on."""
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{cpu_name()}"
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return f"cpu:{cpu_name()} ({n} cpus)"
 
 
 def rss_bytes() -> int:
