@@ -12,13 +12,16 @@ the model folder's eval.json (`embodied-stack eval`, 100 seeds from 100000) and,
 seeds the graph runs (1000+, the demo's), `sim.eval.evaluate`. JSON keys:
 ``<mode>_success_<world>``, ``<mode>_ci95_<world>``, ``offline_success_<world>``,
 ``offline_ci95_<world>``, ``offline_same_seeds_success_<world>``,
-``<mode>_within_offline_ci_<world>``, ``<mode>_latency_p95_ms_<world>``.
+``<mode>_within_offline_ci_<world>``, ``<mode>_latency_p95_ms_<world>``,
+``<mode>_failed_seeds_<world>``, ``offline_failed_seeds_<world>`` and
+``<mode>_agrees_with_offline_<world>`` (seeds with the same outcome in the graph and offline).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -61,9 +64,11 @@ def main(argv=None) -> dict:
         from embodied_stack.models.policy import load_default_policy
         from embodied_stack.sim.eval import evaluate
 
-        same = evaluate(load_default_policy(args.model or None), world, args.episodes,
-                        args.seed, progress=False)["success"]
+        offline_same = evaluate(load_default_policy(args.model or None), world, args.episodes,
+                                args.seed, progress=False)
+        same = offline_same["success"]
         figures[f"offline_same_seeds_success_{world}"] = same
+        figures[f"offline_failed_seeds_{world}"] = offline_same["failed_seeds"]
         for mode in args.modes:
             run = run_world(world, args.episodes, args.seed, "vla", args.model, "full", None,
                             mode=mode, timeout_s=60.0 * args.episodes, runtime="onnxruntime")
@@ -76,6 +81,15 @@ def main(argv=None) -> dict:
             figures[f"{mode}_within_offline_ci_{world}"] = bool(within)
             figures[f"{mode}_latency_p95_ms_{world}"] = run.summary["latency_p95_ms"]
             figures[f"{mode}_missed_ticks_{world}"] = run.summary["missed_ticks"]
+            # sim steps that reused the previous command / commands no step ever used
+            figures[f"{mode}_repeated_commands_{world}"] = run.summary["missed_commands"]
+            figures[f"{mode}_overwritten_commands_{world}"] = run.summary["overwritten_commands"]
+            figures[f"{mode}_steps_{world}"] = run.summary["steps"]
+            failed = [e["seed"] for e in run.episodes if not e["success"]]
+            figures[f"{mode}_failed_seeds_{world}"] = failed
+            # seeds on which the graph and the offline eval agree (both won or both lost)
+            figures[f"{mode}_agrees_with_offline_{world}"] = len(run.episodes) - len(
+                set(failed) ^ set(offline_same["failed_seeds"]))
             table.add_row(world, mode, f"{rate:.0%} ({len(run.episodes)})",
                           f"[{ci[0]:.0%}, {ci[1]:.0%}]",
                           "-" if off is None else f"{off:.0%}",
@@ -83,6 +97,8 @@ def main(argv=None) -> dict:
                           "yes" if within else "no", f"{same:.0%}",
                           f"{run.summary['latency_p95_ms']:.1f}")
     Console(width=120).print(table)
+    figures["command"] = "python bench/ros_graph_success.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
     if args.json:
         atomic_write_json(args.json, figures)
         print(f"wrote {args.json}")

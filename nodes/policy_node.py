@@ -74,6 +74,7 @@ from embodied_stack.nodes.conversions import (
     seconds_to_stamp,
     stamp_to_seconds,
 )
+from embodied_stack.nodes.input_sync import StampedBuffer
 from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
 from embodied_stack.nodes.target_control import ArmServo, PurePursuit, static_transform
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
@@ -88,6 +89,9 @@ FAULT_LOG_PERIOD_S = 5.0
 #: a frame that arrived at most this long before an instruction may start the new task: the
 #: two come on different topics, which DDS does not order (a simulator's reset frame came
 #: 0.6-3.6 ms ahead of its instruction here; the frame before it, >= 8 ms)
+#: After a chunk's first action, the ticks restart this share of a period later, so the
+#: chunk's next action goes out 1 + PHASE_OFFSET periods after its first.
+PHASE_OFFSET = 0.4
 INSTRUCTION_GRACE_S = 0.005
 
 
@@ -121,6 +125,13 @@ def _fixed(desc):
     """A parameter read once at start-up: setting it later is refused with a reason."""
     return ParameterDescriptor(description=desc + " (read-only: set it at launch)",
                                read_only=True)
+
+
+def _fixed_range(desc, lo, hi):
+    """A read-only float with its allowed range."""
+    d = _float(desc + " (read-only: set it at launch)", lo, hi)
+    d.read_only = True
+    return d
 
 
 def _live(desc):
@@ -212,6 +223,9 @@ class PolicyNode(Node):
         p("proprio_qos", "sensor_data", _fixed(f"joint_states / odom QoS: {', '.join(QOS_NAMES)}"))
         p("require_proprio", True, _fixed("stop when joint_states (and odom for a vehicle) "
                                           "go stale, like the camera"))
+        p("sync_tolerance_s", 0.02, _fixed_range(
+            "pair each camera frame with the depth image and joint state stamped closest to "
+            "it within this many seconds, waiting while they may still come", 0.0, 1.0))
         p("proprio_names", [""], _fixed("joint_states names forming the proprio vector, in "
                                         "order (default: the worlds' layout)"))
         # --- outputs and limits ---
@@ -246,6 +260,8 @@ class PolicyNode(Node):
             if g(name) not in QOS_NAMES:
                 raise ValueError(f"{name} {g(name)!r} not in {QOS_NAMES}")
         self.use_depth = bool(g("use_depth"))
+        self.require_proprio = bool(g("require_proprio"))
+        self.sync_tolerance_s = float(g("sync_tolerance_s"))
         self.frame = g("base_frame")
         names = [n for n in g("proprio_names") if n]
         self.proprio_names = names or DEFAULT_PROPRIO_NAMES[self.embodiment]
@@ -277,7 +293,8 @@ class PolicyNode(Node):
         self._lock = self._wake
         self._rgb = self._rgb_stamp = None
         self._rgb_frame = "camera_color_optical_frame"  # frame_id of the latest colour image
-        self._depth = None
+        self._depth_buf = StampedBuffer()  # recent (stamp, depth) / (stamp, proprio) samples
+        self._proprio_buf = StampedBuffer()
         self._K = None
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
@@ -341,6 +358,7 @@ class PolicyNode(Node):
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._tick_timer = self.create_timer(self.scheduler.config.period_s, self._on_tick,
                                              callback_group=self._control_group)
+        self._phase_timer = self._make_phase_timer(self.scheduler.config.period_s)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._control_group)
         self._worker = threading.Thread(target=self._worker_loop, name="policy_inference",
                                         daemon=True)
@@ -415,7 +433,8 @@ class PolicyNode(Node):
         if not self._note("depth", stamp_to_seconds(msg.header.stamp)):
             return
         with self._lock:
-            self._depth = depth
+            self._depth_buf.add(stamp_to_seconds(msg.header.stamp), depth)
+            self._maybe_request()  # a frame may be waiting for this depth image
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
@@ -445,6 +464,8 @@ class PolicyNode(Node):
             return
         with self._lock:
             self._proprio = values
+            self._proprio_buf.add(stamp_to_seconds(msg.header.stamp), values)
+            self._maybe_request()  # a frame may be waiting for this joint state
 
     def _on_odom(self, msg: Odometry) -> None:
         v = msg.twist.twist.linear.x
@@ -513,6 +534,9 @@ class PolicyNode(Node):
                 self._tick_timer = self.create_timer(
                     1.0 / values["control_rate_hz"], self._on_tick,
                     callback_group=self._control_group)
+                self._phase_timer.cancel()
+                self.destroy_timer(self._phase_timer)
+                self._phase_timer = self._make_phase_timer(1.0 / values["control_rate_hz"])
         changed = ", ".join(f"{k}={v}" for k, v in values.items())
         self.get_logger().info(f"parameters set: {changed}")
         return SetParametersResult(successful=True)
@@ -581,15 +605,27 @@ class PolicyNode(Node):
                 return  # a scene from before the instruction: wait for one that goes with it
             if fresh_only and self.scheduler.queue and age > 0.5 * self.scheduler.config.period_s:
                 return
-        if self.use_depth and self._depth is None:
-            return
-        depth = self._depth if self.use_depth else None
+        # Depth and proprio of this frame's instant (nodes/input_sync.py), not merely the
+        # latest: those may still be the previous instant's when the colour image comes first.
+        tol = self.sync_tolerance_s
+        depth = None
+        if self.use_depth:
+            status, depth = self._depth_buf.match(self._rgb_stamp, tol)
+            if status in ("wait", "empty"):
+                return  # its depth image is on the way: its callback asks again
+            self.stats["sync_closest_depth"] += status == "closest"
+        proprio = self._proprio
+        if len(self._proprio_buf) or self.require_proprio:
+            status, proprio = self._proprio_buf.match(self._rgb_stamp, tol)
+            if status in ("wait", "empty"):
+                return
+            self.stats["sync_closest_proprio"] += status == "closest"
         if depth is not None and depth.shape != self._rgb.shape[:2]:
             depth = None  # not registered to the colour image: do not feed it
         if self._reference is None:  # the first frame since the instruction: where the task starts
             self._reference = (self._rgb, depth)
         obs = Observation(
-            rgb=self._rgb, instruction=self._instruction, proprio=self._proprio.copy(),
+            rgb=self._rgb, instruction=self._instruction, proprio=proprio.copy(),
             embodiment=self.embodiment, depth=depth, camera_K=self._K, stamp=self._rgb_stamp,
             reference_rgb=self._reference[0], reference_depth=self._reference[1])
         self._request = (obs, self.scheduler.start_request(self._rgb_stamp), self._rgb_frame,
@@ -626,6 +662,19 @@ class PolicyNode(Node):
         action.chunk = chunk
 
     # --- control tick -------------------------------------------------------------------
+    def _make_phase_timer(self, period_s: float):
+        """A one-shot (cancelled at once, started by a chunk's first action): 0.4 periods
+        later it restarts the tick timer, so the ticks fall mid-way between control steps."""
+        timer = self.create_timer(PHASE_OFFSET * period_s, self._on_phase,
+                                  callback_group=self._control_group)
+        timer.cancel()
+        return timer
+
+    def _on_phase(self) -> None:
+        with self._control_lock:
+            self._phase_timer.cancel()
+            self._tick_timer.reset()
+
     def _on_tick(self) -> None:
         self._control_step(from_result=False)
 
@@ -648,6 +697,14 @@ class PolicyNode(Node):
                 if popped is None:
                     return  # nothing due yet; the timer keeps the cadence and the safety
                 self.stats["actions_on_result"] += 1
+                # Re-phase the ticks to this chunk: its next action goes out 1.4 periods from
+                # now (the phase timer fires at 0.4 and restarts the tick timer). This action
+                # answers a frame that came a few ms after the robot's control step; with the
+                # ticks at any other phase, one could fall before the robot's next step and
+                # replace this action unexecuted (at its worst half the commands), or fall
+                # just after a step and lose the race to a late one.
+                self._tick_timer.cancel()
+                self._phase_timer.reset()
             command = obs_stamp = None
             if popped is not None:
                 action, obs_stamp = popped

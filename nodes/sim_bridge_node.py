@@ -133,13 +133,15 @@ class SimBridgeNode(Node):
         self.finished = False
         self.sim_time = 0.0
         self.steps = 0
-        self.missed_commands = 0
+        self.missed_commands = 0  # steps that found no command since the last step
+        self.overwritten_commands = 0  # commands replaced by a newer one before any step used them
         self._command = None  # (normalised action, wall time received)
         self._fresh_command = False
         self._published: dict[int, float] = {}  # frame stamp (ns) -> wall time published
         self.create_subscription(Header, "policy_node/command_source", self._on_command_source,
                                  10)
         self.use_sim_time = bool(g("use_sim_time"))
+        self._listener_seen = False  # stepping waits for a camera subscriber (see _step)
         self._reset()
         steady = Clock(clock_type=ClockType.STEADY_TIME)  # never the sim clock it drives
         if self.mode == "realtime":
@@ -197,6 +199,8 @@ class SimBridgeNode(Node):
         if not np.all(np.isfinite(action)):
             self.get_logger().warning("non-finite command ignored", throttle_duration_sec=2.0)
             return
+        if self._fresh_command:
+            self.overwritten_commands += 1
         self._command = (action.astype(np.float32), wall)
         self._fresh_command = True
         if self.mode == "lockstep":
@@ -217,6 +221,15 @@ class SimBridgeNode(Node):
     # --- stepping -------------------------------------------------------------------------
     def _step(self) -> None:
         if self.finished:
+            return
+        if not self._listener_seen:
+            # The run starts when someone watches the camera: the first episode's first frame,
+            # published before any policy subscribed, went nowhere; send it again instead of
+            # stepping that episode blind (a zero command brakes the car).
+            if self.rgb_pub.get_subscription_count() == 0:
+                return
+            self._listener_seen = True
+            self._publish_observation()
             return
         if not self._fresh_command:
             self.missed_commands += 1
@@ -278,6 +291,7 @@ class SimBridgeNode(Node):
             "episodes": len(self.results),
             "success_rate": float(np.mean([r["success"] for r in self.results])) if self.results else float("nan"),
             "steps": self.steps, "missed_commands": self.missed_commands,
+            "overwritten_commands": self.overwritten_commands,
             "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else float("nan"),
             "latency_p95_ms": float(np.percentile(lat, 95)) if lat.size else float("nan"),
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else float("nan"),

@@ -22,6 +22,7 @@ from embodied_stack.nodes.policy_node import (
     DEFAULT_PROPRIO_NAMES,
     INSTRUCTION_GRACE_S,
     LATCHED,
+    PHASE_OFFSET,
     PolicyNode,
 )
 
@@ -43,6 +44,7 @@ class ScriptedPolicy(Policy):
         self.calls = 0
         self.seen = []  # (frame's pixel value, its reference frame's pixel value or None)
         self.asked = []  # (the same, and the instruction)
+        self.inputs = []  # (frame's pixel value, depth[0, 0], proprio[0])
         self._submodel = "full"
 
     @property
@@ -58,6 +60,9 @@ class ScriptedPolicy(Policy):
         ref = None if obs.reference_rgb is None else int(obs.reference_rgb[0, 0, 0])
         self.seen.append((int(obs.rgb[0, 0, 0]), ref))
         self.asked.append((int(obs.rgb[0, 0, 0]), ref, obs.instruction))
+        self.inputs.append((int(obs.rgb[0, 0, 0]),
+                            None if obs.depth is None else float(obs.depth[0, 0]),
+                            float(obs.proprio[0])))
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.fail:
@@ -467,8 +472,13 @@ def test_a_frame_just_before_an_instruction_starts_the_new_task(harness, policy)
     harness.wait(0.2)  # nothing left in flight from the stream
 
     def frame(value):
-        return rgb_to_image(np.full((16, 16, 3), value, np.uint8),
-                            harness.driver.get_clock().now().to_msg(), "cam")
+        """The frame, after the depth image and joint state of its instant."""
+        stamp = harness.driver.get_clock().now().to_msg()
+        names = DEFAULT_PROPRIO_NAMES["arm"]
+        harness.node._on_depth(depth_to_image(np.ones((16, 16), np.float32), stamp, "cam"))
+        harness.node._on_joints(JointState(header=Header(stamp=stamp), name=names,
+                                           position=[0.0] * len(names)))
+        return rgb_to_image(np.full((16, 16, 3), value, np.uint8), stamp, "cam")
 
     harness.node._on_rgb(frame(77))
     harness.wait(0.06)
@@ -477,8 +487,9 @@ def test_a_frame_just_before_an_instruction_starts_the_new_task(harness, policy)
     assert not [a for a in policy.asked if "blue" in a[2]], policy.asked[-3:]
     for value in range(33, 38):  # (a rare scheduler hiccup can part the two calls: retry)
         text = f"touch the red cube {value}"
+        msg = frame(value)
         t0 = time.monotonic()
-        harness.node._on_rgb(frame(value))
+        harness.node._on_rgb(msg)
         harness.node._on_instruction(String(data=text))
         if time.monotonic() - t0 < INSTRUCTION_GRACE_S:
             break
@@ -501,6 +512,58 @@ def test_stale_proprio_stops_and_missing_joint_names_are_reported(harness):
     harness.wait(0.3)
     reasons = harness.diag_values("rejected.joint_states")
     assert reasons and "missing proprio entries" in reasons[-1] and "ee_x" in reasons[-1]
+
+
+def test_a_frame_is_paired_with_the_depth_and_joints_of_its_own_instant(harness, policy):
+    """DDS orders nothing between topics: when a frame is handled before the depth image and
+    joint state stamped with it, the node waits for those instead of pairing the frame with
+    the previous instant's (which the policy never saw in training)."""
+    names = DEFAULT_PROPRIO_NAMES["arm"]
+
+    def inputs(stamp, value):
+        harness.joint_pub.publish(JointState(header=Header(stamp=stamp), name=names,
+                                             position=[value] * len(names)))
+        harness.depth_pub.publish(depth_to_image(np.full((16, 16), value, np.float32), stamp,
+                                                 "cam"))
+
+    def rgb(stamp, value):
+        harness.rgb_pub.publish(rgb_to_image(np.full((16, 16, 3), value, np.uint8), stamp, "cam"))
+
+    for _ in range(4):  # a normal stream, depth and joints before each frame
+        stamp = harness.driver.get_clock().now().to_msg()
+        inputs(stamp, 1.0)
+        rgb(stamp, 10)
+        harness.wait(0.1)
+    assert (10, 1.0, 1.0) in policy.inputs
+    stamp = harness.driver.get_clock().now().to_msg()
+    rgb(stamp, 20)  # this instant's frame first ...
+    harness.wait(0.06)  # (under half the 0.3 s deadline: the frame is still worth asking on)
+    assert all(v != 20 for v, _, _ in policy.inputs), "asked before its depth and joints came"
+    inputs(stamp, 2.0)  # ... then its depth image and joint state
+    harness.wait(0.2)
+    assert [(d, p) for v, d, p in policy.inputs if v == 20] == [(2.0, 2.0)]
+
+
+def test_a_chunks_second_action_goes_out_mid_way_between_control_steps(harness, policy):
+    """Whatever phase the control timer had, the ticks are re-phased to each chunk: its second
+    action goes out 1 + PHASE_OFFSET periods after its first (which went out as soon as the
+    frame was answered), never within the robot's same control step. Frames come at 13 Hz
+    against a 20 Hz timer, so the frames sweep every phase of the timer."""
+    policy.chunk_len = 4
+    period = 1.0 / 20.0
+    harness.stream(3.0, rate=13.0)
+    gaps, first = [], None  # per chunk: second command's arrival - first's
+    for (t, src), (_, src_prev) in zip(harness.sources[1:], harness.sources[:-1]):
+        if src.stamp != src_prev.stamp:
+            first = t  # a new chunk's first action
+        elif first is not None:
+            gaps.append(t - first)
+            first = None
+    assert len(gaps) >= 15, gaps
+    want = (1 + PHASE_OFFSET) * period
+    near = [g for g in gaps if abs(g - want) < 0.3 * period]
+    # (at an unchanged timer phase these gaps spread over 0.5 .. 1.5 periods)
+    assert len(near) >= 0.75 * len(gaps), [round(g / period, 2) for g in gaps]
 
 
 # ------------------------------------------------------------------ worker faults
