@@ -12,6 +12,8 @@ the policy node discarded as older than its deadline.
     python bench/graph_latency.py --headline 3 --json bench/results/graph_latency_headline.json
     python bench/graph_latency.py --headline 1 --runtime torch --node-param device=cuda
 
+The JSON is rewritten after every configuration (``partial: true`` until the last): a run
+cut short keeps what it measured.
 JSON keys: p99_over_model_ms and missed_ticks (the docs/benchmarks.md figure: 15 Hz, 64x64, separate
 processes), plus <config>_{p50,p95,p99,max}_ms, <config>_missed, <config>_dropped, model_p50_ms,
 <config>_model_{p50,p99}_ms (select_action alone, from the policy node's diagnostics) and
@@ -175,6 +177,8 @@ def main(argv=None) -> dict:
         for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "missed", "dropped", "frames",
                   "model_p50_ms", "model_p99_ms", "node_p50_ms", "node_p99_ms", "node_max_ms"):
             results[f"{name}_{k}"] = round(r[k], 3) if isinstance(r[k], float) else r[k]
+        if args.json and k_run + 1 < len(configs):  # a run cut short keeps what it measured
+            atomic_write_json(args.json, {**results, "partial": True, "configs_done": k_run + 1})
     headline = dict(rows)["15hz_64x64_procs" + ("_run1" if args.headline else "")]
     results["model_p50_ms"] = round(headline["model_p50_ms"], 3)
     results["p99_over_model_ms"] = round(headline["p99_ms"] - headline["model_p50_ms"], 3)

@@ -89,9 +89,9 @@ FAULT_LOG_PERIOD_S = 5.0
 #: a frame that arrived at most this long before an instruction may start the new task: the
 #: two come on different topics, which DDS does not order (a simulator's reset frame came
 #: 0.6-3.6 ms ahead of its instruction here; the frame before it, >= 8 ms)
-#: After a chunk's first action, the ticks restart this share of a period later, so the
-#: chunk's next action goes out 1 + PHASE_OFFSET periods after its first.
-PHASE_OFFSET = 0.4
+#: A chunk's second action goes out 1 + PHASE_OFFSET control periods after its frame's stamp
+#: (its first goes out as soon as it is ready): mid-way between the robot's steps.
+PHASE_OFFSET = 0.5
 INSTRUCTION_GRACE_S = 0.005
 
 
@@ -295,6 +295,7 @@ class PolicyNode(Node):
         self._rgb_frame = "camera_color_optical_frame"  # frame_id of the latest colour image
         self._depth_buf = StampedBuffer()  # recent (stamp, depth) / (stamp, proprio) samples
         self._proprio_buf = StampedBuffer()
+        self._awaiting_inputs = False  # the newest frame waits for its depth / joint state
         self._K = None
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
@@ -434,7 +435,8 @@ class PolicyNode(Node):
             return
         with self._lock:
             self._depth_buf.add(stamp_to_seconds(msg.header.stamp), depth)
-            self._maybe_request()  # a frame may be waiting for this depth image
+            if self._awaiting_inputs:  # the newest frame waits for its depth image
+                self._maybe_request()
 
     def _on_info(self, msg: CameraInfo) -> None:
         try:
@@ -465,7 +467,8 @@ class PolicyNode(Node):
         with self._lock:
             self._proprio = values
             self._proprio_buf.add(stamp_to_seconds(msg.header.stamp), values)
-            self._maybe_request()  # a frame may be waiting for this joint state
+            if self._awaiting_inputs:  # the newest frame waits for its joint state
+                self._maybe_request()
 
     def _on_odom(self, msg: Odometry) -> None:
         v = msg.twist.twist.linear.x
@@ -594,6 +597,7 @@ class PolicyNode(Node):
         `fresh_only` (timer ticks): while actions remain queued, skip a frame that arrived
         more than half a control period ago; a fresher one is due, and asking on the old one
         would answer it a period late (the latency tail of bench/graph_latency.py)."""
+        self._awaiting_inputs = False
         if self._instruction is None or not self.scheduler.wants_request(self._rgb_stamp):
             return
         arrived = self._stamp_msgs.get(self._rgb_stamp, (None, None))[1]
@@ -607,17 +611,21 @@ class PolicyNode(Node):
                 return
         # Depth and proprio of this frame's instant (nodes/input_sync.py), not merely the
         # latest: those may still be the previous instant's when the colour image comes first.
+        # (Only for a frame that is waiting: a depth image or joint state of the next instant
+        # must not start an inference on the frame before it.)
         tol = self.sync_tolerance_s
         depth = None
         if self.use_depth:
             status, depth = self._depth_buf.match(self._rgb_stamp, tol)
             if status in ("wait", "empty"):
-                return  # its depth image is on the way: its callback asks again
+                self._awaiting_inputs = True  # its depth image is on the way: ask again then
+                return
             self.stats["sync_closest_depth"] += status == "closest"
         proprio = self._proprio
         if len(self._proprio_buf) or self.require_proprio:
             status, proprio = self._proprio_buf.match(self._rgb_stamp, tol)
             if status in ("wait", "empty"):
+                self._awaiting_inputs = True
                 return
             self.stats["sync_closest_proprio"] += status == "closest"
         if depth is not None and depth.shape != self._rgb.shape[:2]:
@@ -663,8 +671,8 @@ class PolicyNode(Node):
 
     # --- control tick -------------------------------------------------------------------
     def _make_phase_timer(self, period_s: float):
-        """A one-shot (cancelled at once, started by a chunk's first action): 0.4 periods
-        later it restarts the tick timer, so the ticks fall mid-way between control steps."""
+        """A one-shot (cancelled at once, started with its delay by a chunk's first action):
+        it restarts the tick timer, so the ticks fall mid-way between control steps."""
         timer = self.create_timer(PHASE_OFFSET * period_s, self._on_phase,
                                   callback_group=self._control_group)
         timer.cancel()
@@ -697,13 +705,17 @@ class PolicyNode(Node):
                 if popped is None:
                     return  # nothing due yet; the timer keeps the cadence and the safety
                 self.stats["actions_on_result"] += 1
-                # Re-phase the ticks to this chunk: its next action goes out 1.4 periods from
-                # now (the phase timer fires at 0.4 and restarts the tick timer). This action
-                # answers a frame that came a few ms after the robot's control step; with the
-                # ticks at any other phase, one could fall before the robot's next step and
-                # replace this action unexecuted (at its worst half the commands), or fall
-                # just after a step and lose the race to a late one.
+                # Re-phase the ticks to this chunk: its next action goes out 1 + PHASE_OFFSET
+                # periods after its frame's stamp (the robot's control step it shows), mid-way
+                # between the robot's next two steps (the phase timer restarts the tick
+                # timer). With the ticks at any other phase, one could fall before the robot's
+                # next step and replace this action unexecuted, or just after a step and lose
+                # the race to a late one.
+                period = self.scheduler.config.period_s
+                since = max(0.0, now - popped[1])
+                delay = min(max(PHASE_OFFSET * period - since, 0.05 * period), PHASE_OFFSET * period)
                 self._tick_timer.cancel()
+                self._phase_timer.timer_period_ns = int(delay * 1e9)
                 self._phase_timer.reset()
             command = obs_stamp = None
             if popped is not None:

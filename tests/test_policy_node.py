@@ -546,9 +546,9 @@ def test_a_frame_is_paired_with_the_depth_and_joints_of_its_own_instant(harness,
 
 def test_a_chunks_second_action_goes_out_mid_way_between_control_steps(harness, policy):
     """Whatever phase the control timer had, the ticks are re-phased to each chunk: its second
-    action goes out 1 + PHASE_OFFSET periods after its first (which went out as soon as the
-    frame was answered), never within the robot's same control step. Frames come at 13 Hz
-    against a 20 Hz timer, so the frames sweep every phase of the timer."""
+    action goes out 1 + PHASE_OFFSET periods after its frame's stamp (the first went out as
+    soon as the frame was answered, a few ms after that), never within the robot's same
+    control step. Frames come at 13 Hz against a 20 Hz timer, so they sweep every phase."""
     policy.chunk_len = 4
     period = 1.0 / 20.0
     harness.stream(3.0, rate=13.0)
