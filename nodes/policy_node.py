@@ -89,10 +89,10 @@ FAULT_LOG_PERIOD_S = 5.0
 #: a frame that arrived at most this long before an instruction may start the new task: the
 #: two come on different topics, which DDS does not order (a simulator's reset frame came
 #: 0.6-3.6 ms ahead of its instruction here; the frame before it, >= 8 ms)
+INSTRUCTION_GRACE_S = 0.005
 #: A chunk's second action goes out 1 + PHASE_OFFSET control periods after its frame's stamp
 #: (its first goes out as soon as it is ready): mid-way between the robot's steps.
 PHASE_OFFSET = 0.5
-INSTRUCTION_GRACE_S = 0.005
 
 
 def sensor_qos(name: str) -> QoSProfile:
@@ -295,7 +295,9 @@ class PolicyNode(Node):
         self._rgb_frame = "camera_color_optical_frame"  # frame_id of the latest colour image
         self._depth_buf = StampedBuffer()  # recent (stamp, depth) / (stamp, proprio) samples
         self._proprio_buf = StampedBuffer()
-        self._awaiting_inputs = False  # the newest frame waits for its depth / joint state
+        # The newest frame waits for its depth / joint state: only then may their callbacks
+        # ask (one of the next instant must not start an inference on the frame before it).
+        self._awaiting_inputs = False
         self._K = None
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
@@ -359,7 +361,11 @@ class PolicyNode(Node):
         self._control_group = MutuallyExclusiveCallbackGroup()
         self._tick_timer = self.create_timer(self.scheduler.config.period_s, self._on_tick,
                                              callback_group=self._control_group)
-        self._phase_timer = self._make_phase_timer(self.scheduler.config.period_s)
+        # A one-shot, started (with its delay) by each chunk's first action: it restarts the
+        # tick timer so that the ticks fall mid-way between the robot's control steps.
+        self._phase_timer = self.create_timer(self.scheduler.config.period_s, self._on_phase,
+                                              callback_group=self._control_group)
+        self._phase_timer.cancel()
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._control_group)
         self._worker = threading.Thread(target=self._worker_loop, name="policy_inference",
                                         daemon=True)
@@ -537,9 +543,6 @@ class PolicyNode(Node):
                 self._tick_timer = self.create_timer(
                     1.0 / values["control_rate_hz"], self._on_tick,
                     callback_group=self._control_group)
-                self._phase_timer.cancel()
-                self.destroy_timer(self._phase_timer)
-                self._phase_timer = self._make_phase_timer(1.0 / values["control_rate_hz"])
         changed = ", ".join(f"{k}={v}" for k, v in values.items())
         self.get_logger().info(f"parameters set: {changed}")
         return SetParametersResult(successful=True)
@@ -611,8 +614,6 @@ class PolicyNode(Node):
                 return
         # Depth and proprio of this frame's instant (nodes/input_sync.py), not merely the
         # latest: those may still be the previous instant's when the colour image comes first.
-        # (Only for a frame that is waiting: a depth image or joint state of the next instant
-        # must not start an inference on the frame before it.)
         tol = self.sync_tolerance_s
         depth = None
         if self.use_depth:
@@ -670,14 +671,6 @@ class PolicyNode(Node):
         action.chunk = chunk
 
     # --- control tick -------------------------------------------------------------------
-    def _make_phase_timer(self, period_s: float):
-        """A one-shot (cancelled at once, started with its delay by a chunk's first action):
-        it restarts the tick timer, so the ticks fall mid-way between control steps."""
-        timer = self.create_timer(PHASE_OFFSET * period_s, self._on_phase,
-                                  callback_group=self._control_group)
-        timer.cancel()
-        return timer
-
     def _on_phase(self) -> None:
         with self._control_lock:
             self._phase_timer.cancel()
@@ -713,7 +706,7 @@ class PolicyNode(Node):
                 # the race to a late one.
                 period = self.scheduler.config.period_s
                 since = max(0.0, now - popped[1])
-                delay = min(max(PHASE_OFFSET * period - since, 0.05 * period), PHASE_OFFSET * period)
+                delay = max(PHASE_OFFSET * period - since, 0.05 * period)
                 self._tick_timer.cancel()
                 self._phase_timer.timer_period_ns = int(delay * 1e9)
                 self._phase_timer.reset()

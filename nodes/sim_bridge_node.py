@@ -203,6 +203,7 @@ class SimBridgeNode(Node):
             self.overwritten_commands += 1
         self._command = (action.astype(np.float32), wall)
         self._fresh_command = True
+        self._listener_seen = True  # a command: a policy is there (and must not wait a step)
         if self.mode == "lockstep":
             self._step()
 
