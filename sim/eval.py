@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shlex
+import sys
 
 import numpy as np
 from tqdm import tqdm
@@ -95,7 +97,10 @@ def main(argv=None) -> dict:
     mode = ExecutionMode(model.config.chunk_length, args.refill_at, args.execute_steps)
     results = {"model": args.model or "shipped default", "episodes": args.episodes,
                "first_seed": args.first_seed, "refill_at": args.refill_at,
-               "execute_steps": args.execute_steps, "details": {}}
+               "execute_steps": args.execute_steps, "details": {},
+               # the command that wrote these figures, as a user would type it
+               "command": shlex.join(["embodied-stack", "eval",
+                                      *(sys.argv[1:] if argv is None else argv)])}
     print(f"{'submodel':8s} {'world':9s} {'success':>8s} {'95% CI':>14s} {'return':>7s} "
           f"{'steps':>6s}  per task")
     for submodel in args.submodels:

@@ -175,6 +175,9 @@ def test_smoke_run_every_stage_then_eval(tmp_path):
         assert 0.0 <= figures[key] <= 1.0
         lo, hi = figures[key.replace("success", "ci95")]
         assert 0.0 <= lo <= figures[key] <= hi <= 1.0
+    # the file names the command that wrote it (every quoted figure must have one)
+    assert figures["command"] == ("embodied-stack eval --model " + str(out / "model")
+                                  + " --episodes 2 --submodels full 1/2 --json " + str(result))
 
 
 @pytest.mark.slow

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""How the tabletop policy fails its push tasks, next to the scripted expert on the same seeds.
+
+A push task succeeds when the named object has moved PUSH_DISTANCE (6 cm) along the
+instruction's direction and no other object was touched. Each push episode (greedy, chunks
+executed as `embodied-stack eval` and the policy node execute them) is classified:
+
+- ``wrong_touch``: the fingertip touched an object that is not a target (the episode ends);
+- ``timeout``: the time ran out; ``moved_cm`` says how far the target got along the
+  direction (0 = never pushed, close to 6 = nearly done);
+- ``success``.
+
+The expert runs the same seeds, so a failure that the expert also has is the world's, not
+the policy's.
+
+    python bench/push_failures.py [--model DIR] [--episodes 300] [--first-seed 101000]
+        [--submodel full] [--json PATH]
+
+JSON keys: episodes (seeds tried), push_episodes, policy_push_success, expert_push_success,
+failures ({wrong_touch, timeout}), timeout_moved_cm (quartiles of the distance the target
+moved in timed-out episodes), by_direction ({word: {episodes, success}}), failed (one row
+per failed episode: seed, instruction, failure, moved_cm, steps), model, submodel, command.
+Seeds from 100000 are never used in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+
+import gymnasium as gym
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+import embodied_stack.sim  # noqa: F401  (registers the worlds)
+from embodied_stack.models.files import atomic_write_json
+from embodied_stack.models.policy import load_default_policy
+from embodied_stack.models.policy.interface import ExecutionMode, Observation
+from embodied_stack.sim import WORLD_IDS
+from embodied_stack.sim.eval import SUBMODEL_KEY
+from embodied_stack.sim.experts import make_expert
+
+DIRECTION_WORDS = ("left", "right", "forward", "backward")
+
+
+def direction_word(instruction: str) -> str:
+    return next((w for w in DIRECTION_WORDS if instruction.endswith(w)), "?")
+
+
+def run_episode(env, seed: int, act) -> dict | None:
+    """One episode of seed with `act(obs, info, first_obs) -> action`; None when the seed's
+    task is not a push."""
+    obs, info = env.reset(seed=seed)
+    first = obs
+    w = env.unwrapped
+    if not str(obs["instruction"]).startswith("push"):
+        return None
+    done, steps = False, 0
+    while not done:
+        obs, _, terminated, truncated, info = env.step(act(obs, info, first))
+        done, steps = terminated or truncated, steps + 1
+    success = bool(info["is_success"])
+    failure = None if success else ("wrong_touch" if w._wrong_touch else "timeout")
+    return {"seed": seed, "instruction": str(first["instruction"]), "success": success,
+            "failure": failure, "moved_cm": round(100 * float(w._push_displacement().max()), 2),
+            "steps": steps}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model directory (default: the shipped one)")
+    parser.add_argument("--episodes", type=int, default=300,
+                        help="tabletop seeds tried (about 40%% are pushes; default 300)")
+    parser.add_argument("--first-seed", type=int, default=101_000)
+    parser.add_argument("--submodel", default="full", choices=list(SUBMODEL_KEY))
+    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes {args.episodes}: need at least 1")
+
+    policy = load_default_policy(args.model)
+    policy.set_submodel(args.submodel)
+    mode = ExecutionMode(policy.config.chunk_length)  # as `embodied-stack eval` and the node
+    env = gym.make(WORLD_IDS["tabletop"], width=policy.config.image_size,
+                   height=policy.config.image_size, with_segmentation=False)
+    expert = make_expert(env)
+    queue: list = []
+
+    def policy_act(obs, info, first):
+        if not queue:
+            queue.extend(policy.select_action(Observation(
+                rgb=obs["rgb"], instruction=str(first["instruction"]), proprio=obs["proprio"],
+                embodiment="arm", depth=obs["depth"], reference_rgb=first["rgb"],
+                reference_depth=first["depth"])).chunk[: mode.steps_per_inference])
+        return np.asarray(queue.pop(0), np.float32)
+
+    mine, theirs = [], []
+    try:
+        for seed in tqdm(range(args.first_seed, args.first_seed + args.episodes), desc="push",
+                         unit="seed", mininterval=1.0):
+            queue.clear()
+            ep = run_episode(env, seed, policy_act)
+            if ep is None:
+                continue
+            mine.append(ep)
+            expert.reset()
+            theirs.append(run_episode(env, seed, lambda o, i, f: expert(o, i)))
+    finally:
+        env.close()
+    fails = [e for e in mine if not e["success"]]
+    kinds = collections.Counter(e["failure"] for e in fails)
+    moved = [e["moved_cm"] for e in fails if e["failure"] == "timeout"]
+    by_dir: dict = collections.defaultdict(list)
+    for e in mine:
+        by_dir[direction_word(e["instruction"])].append(e["success"])
+    out = {
+        "episodes": args.episodes, "first_seed": args.first_seed,
+        "model": args.model or "models/default_vla", "submodel": args.submodel,
+        "push_episodes": len(mine),
+        "policy_push_success": round(float(np.mean([e["success"] for e in mine])), 4) if mine else None,
+        "expert_push_success": round(float(np.mean([e["success"] for e in theirs])), 4) if theirs else None,
+        "failures": {k: kinds.get(k, 0) for k in ("wrong_touch", "timeout")},
+        "timeout_moved_cm": [round(float(q), 2) for q in np.percentile(moved, [25, 50, 75])] if moved else None,
+        "by_direction": {d: {"episodes": len(v), "success": round(float(np.mean(v)), 4)}
+                         for d, v in sorted(by_dir.items())},
+        "failed": fails,
+        "command": "python bench/push_failures.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    table = Table(title=f"Tabletop push tasks, {args.submodel} ({len(mine)} episodes)")
+    for col in ("", "episodes", "success"):
+        table.add_column(col, justify="right")
+    table.add_row("policy", str(len(mine)), f"{100 * (out['policy_push_success'] or 0):.0f}%")
+    table.add_row("expert, same seeds", str(len(theirs)), f"{100 * (out['expert_push_success'] or 0):.0f}%")
+    for d, v in out["by_direction"].items():
+        table.add_row(f"policy, {d}", str(v["episodes"]), f"{100 * v['success']:.0f}%")
+    Console().print(table)
+    print(f"policy failures: {out['failures']}; timed-out episodes moved the target "
+          f"{out['timeout_moved_cm']} cm (quartiles) of the 6 cm needed")
+    if args.json:
+        atomic_write_json(args.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
