@@ -19,7 +19,7 @@ the policy's.
 JSON keys: episodes (seeds tried), push_episodes, policy_push_success, expert_push_success,
 failures ({wrong_touch, timeout}), timeout_moved_cm (quartiles of the distance the target
 moved in timed-out episodes), by_direction ({word: {episodes, success}}), failed (one row
-per failed episode: seed, instruction, failure, moved_cm, steps), model, submodel, command.
+per failed episode: seed, instruction, direction, failure, moved_cm, steps), model, submodel, command.
 Seeds from 100000 are never used in training.
 """
 
@@ -42,30 +42,32 @@ from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.sim import WORLD_IDS
 from embodied_stack.sim.eval import SUBMODEL_KEY
 from embodied_stack.sim.experts import make_expert
+from embodied_stack.sim.worlds.tabletop import DIRECTIONS
 
-DIRECTION_WORDS = ("left", "right", "forward", "backward")
 
-
-def direction_word(instruction: str) -> str:
-    return next((w for w in DIRECTION_WORDS if instruction.endswith(w)), "?")
+def target_positions(info: dict) -> np.ndarray:
+    by_id = {o["id"]: o["position"] for o in info["objects"]}
+    return np.array([by_id[i] for i in info["target_ids"]])
 
 
 def run_episode(env, seed: int, act) -> dict | None:
     """One episode of seed with `act(obs, info, first_obs) -> action`; None when the seed's
-    task is not a push."""
+    task is not a push. Read from the world's info only: an episode that ends before its
+    time without success ended on a wrong touch (the world's only other way to terminate)."""
     obs, info = env.reset(seed=seed)
-    first = obs
-    w = env.unwrapped
-    if not str(obs["instruction"]).startswith("push"):
+    first, start = obs, target_positions(info)
+    if info["task"] != "push":
         return None
+    direction = next(w for w, v in DIRECTIONS.items() if np.allclose(v, info["direction"]))
     done, steps = False, 0
     while not done:
         obs, _, terminated, truncated, info = env.step(act(obs, info, first))
         done, steps = terminated or truncated, steps + 1
     success = bool(info["is_success"])
-    failure = None if success else ("wrong_touch" if w._wrong_touch else "timeout")
-    return {"seed": seed, "instruction": str(first["instruction"]), "success": success,
-            "failure": failure, "moved_cm": round(100 * float(w._push_displacement().max()), 2),
+    failure = None if success else ("wrong_touch" if terminated else "timeout")
+    moved = float(((target_positions(info) - start) @ info["direction"]).max())
+    return {"seed": seed, "instruction": str(first["instruction"]), "direction": direction,
+            "success": success, "failure": failure, "moved_cm": round(100 * moved, 2),
             "steps": steps}
 
 
@@ -115,7 +117,7 @@ def main(argv=None) -> dict:
     moved = [e["moved_cm"] for e in fails if e["failure"] == "timeout"]
     by_dir: dict = collections.defaultdict(list)
     for e in mine:
-        by_dir[direction_word(e["instruction"])].append(e["success"])
+        by_dir[e["direction"]].append(e["success"])
     out = {
         "episodes": args.episodes, "first_seed": args.first_seed,
         "model": args.model or "models/default_vla", "submodel": args.submodel,
