@@ -103,7 +103,8 @@ def test_execution_mode_matches_the_policy_node():
     ({"worlds": ("kitchen",)}, "kitchen"),
     ({"workers": -1}, "workers"),
     ({"dagger_episodes": {"tabletop": 501}}, "dagger_episodes"),
-    ({"rl_groups": {"driving": 51}}, "rl_groups"),
+    ({"rl_groups": {"driving": 501}}, "rl_groups"),
+    ({"rl_iterations": 271}, "rl_iterations"),
     ({"readout_teacher_forcing": 1.5}, "readout_teacher_forcing"),
     ({"entropy_measure": "rollouts"}, "entropy_measure"),
     ({"entropy_probe_episodes": {"tabletop": 0, "driving": 0}}, "entropy_probe_episodes"),
@@ -460,6 +461,7 @@ def test_screening_gives_the_groups_to_the_seeds_the_greedy_policy_fails():
     cfg = TrainConfig(rl_groups={"tabletop": 2, "driving": 1}, rl_screen=4)
     candidates = _rl_seeds(cfg, 0, 0)
     assert candidates == list(range(20_000, 20_008))
+    assert _rl_seeds(cfg, 1, 1) == [21_500, 21_501, 21_502, 21_503]  # 500 seeds per world block
     seeds, stats = screen_seeds(run, "tabletop", candidates, 2)
     assert seeds == [20_000, 20_003]          # the two failures, not the first two seeds
     assert [c[0] for c in calls] == [candidates]      # one greedy try each (no sampling)
@@ -468,6 +470,15 @@ def test_screening_gives_the_groups_to_the_seeds_the_greedy_policy_fails():
     seeds, _ = screen_seeds(run, "tabletop", candidates, 3)
     assert seeds == [20_000, 20_001, 20_003]  # then the rest in seed order
     calls.clear()
-    assert screen_seeds(run, "driving", [20_050], 1) == ([20_050], {}) and not calls
+    assert screen_seeds(run, "driving", [20_500], 1) == ([20_500], {}) and not calls
     with pytest.raises(ValueError, match="rl_screen"):
-        TrainConfig(rl_groups={"tabletop": 26, "driving": 4}, rl_screen=2)
+        TrainConfig(rl_groups={"tabletop": 26, "driving": 4}, rl_screen=20)
+
+
+def test_bool_flags_reject_a_misspelt_value(capsys):
+    from embodied_stack.sim.train.trainer import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", "unused", "--frontier", "flase"])
+    assert exc.value.code == 2
+    assert "'flase' is not a boolean" in capsys.readouterr().err

@@ -194,18 +194,18 @@ class TrainConfig:
         if not 0.0 <= self.readout_teacher_forcing <= 1.0:
             raise ValueError(f"readout_teacher_forcing={self.readout_teacher_forcing} must be in [0, 1]")
         # Seed blocks per iteration (SEED_BASE): wider ones would reuse another block's seeds.
-        for name, limit in (("dagger_episodes", 500), ("rl_groups", 50)):
+        for name, limit in (("dagger_episodes", 500), ("rl_groups", 500)):
             big = {w: n for w, n in getattr(self, name).items() if not 0 <= n <= limit}
             if big:
                 raise ValueError(f"{name}={big}: each must be in [0, {limit}] per world")
         if not 1 <= self.rl_screen <= 50:
             raise ValueError(f"rl_screen={self.rl_screen} must be in [1, 50]")
-        wide = {w: n * self.rl_screen for w, n in self.rl_groups.items() if n * self.rl_screen > 50}
+        wide = {w: n * self.rl_screen for w, n in self.rl_groups.items() if n * self.rl_screen > 500}
         if wide:
-            raise ValueError(f"rl_groups x rl_screen={wide}: each must be <= 50 per world "
+            raise ValueError(f"rl_groups x rl_screen={wide}: each must be <= 500 per world "
                              f"(rl_screen={self.rl_screen})")
         # ... and more iterations would run into the next block (dagger -> rl -> probe).
-        for name, limit in (("dagger_iterations", 10), ("rl_iterations", 2000)):
+        for name, limit in (("dagger_iterations", 10), ("rl_iterations", 270)):
             if getattr(self, name) > limit:
                 raise ValueError(f"{name}={getattr(self, name)} must be <= {limit} "
                                  "(its seed block would overlap the next one)")
@@ -858,7 +858,7 @@ def episode_decisions(ep, chunk_length: int, k: int, A: int) -> tuple[list, list
 def _rl_seeds(cfg: TrainConfig, it: int, w: int) -> list[int]:
     """This iteration's candidate seeds of world w (rl_screen per group)."""
     n = cfg.rl_groups[cfg.worlds[w]] * cfg.rl_screen
-    first = SEED_BASE["rl"] + it * 100 + w * 50
+    first = SEED_BASE["rl"] + it * 1000 + w * 500  # as DAgger's blocks: 500 per world
     return list(range(first, first + n))
 
 
@@ -1162,6 +1162,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Ela
     return run.model
 
 
+def _parse_bool(text: str) -> bool:
+    """A BOOL flag's value; anything but the usual spellings is an error, not False."""
+    value = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true/false, yes/no, 1/0, on/off)")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="embodied-stack train",
                                      description=__doc__.splitlines()[0])
@@ -1174,8 +1183,7 @@ def main(argv=None) -> int:
         flag = "--" + name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"),
-                                metavar="BOOL", help=f"default {default}")
+            parser.add_argument(flag, type=_parse_bool, metavar="BOOL", help=f"default {default}")
         elif isinstance(default, (int, float, str)):
             parser.add_argument(flag, type=type(default), help=f"default {default!r}")
         elif isinstance(default, tuple):
