@@ -95,9 +95,13 @@ def stage_description(cfg: dict, stage: str) -> str:
     screened = (f" chosen from {screen}x as many by one greedy try each (failed seeds first)"
                 if screen > 1 else "")
     measure = cfg.get("entropy_measure", "batch")
+    frontier = ""
+    if cfg["loss"].startswith("adpo"):
+        frontier = (", ADPO frontier filter on (groups with p-hat outside [0.3, 0.8] dropped)"
+                    if cfg.get("frontier", True) else ", ADPO frontier filter off")
     return f"""- **rl**: {cfg['rl_iterations']} iterations of `{cfg['loss']}` with groups of
   {cfg['group_size']} rollouts per seed ({cfg['rl_groups']} seeds per iteration{screened}), reward
-  {cfg['reward']}, lr {cfg['rl_lr']}, EntroPIC target {cfg['entropy_target']} nats
+  {cfg['reward']}{frontier}, lr {cfg['rl_lr']}, EntroPIC target {cfg['entropy_target']} nats
   (0 = the starting entropy; Kp {cfg['entropy_kp']}, Ki {cfg['entropy_ki']}, entropy measured
   on the {measure}), CE anchor on the DAgger aggregate
   {cfg['bc_anchor']}, the sampled submodel following the full model by forward KL."""
