@@ -64,6 +64,19 @@ from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 STAGES = ("bc", "dagger", "rl")
 SEED_BASE = {"demo": 0, "dagger": 10_000, "rl": 20_000, "probe": 290_000, "val": 300_000}
+#: DAgger and RL iterations each own a block of this many seeds per world (two worlds)
+SEEDS_PER_WORLD = 500
+
+
+def iteration_seeds(purpose: str, it: int, w: int, n: int) -> list[int]:
+    """The first n seeds of world w's block in iteration it of a DAgger or RL stage."""
+    first = SEED_BASE[purpose] + (it * 2 + w) * SEEDS_PER_WORLD
+    return list(range(first, first + n))
+
+
+def _iteration_limit(purpose: str, following: str) -> int:
+    """Iterations whose seed blocks fit before the next purpose's seeds."""
+    return (SEED_BASE[following] - SEED_BASE[purpose]) // (2 * SEEDS_PER_WORLD)
 
 
 @dataclass
@@ -194,18 +207,20 @@ class TrainConfig:
         if not 0.0 <= self.readout_teacher_forcing <= 1.0:
             raise ValueError(f"readout_teacher_forcing={self.readout_teacher_forcing} must be in [0, 1]")
         # Seed blocks per iteration (SEED_BASE): wider ones would reuse another block's seeds.
-        for name, limit in (("dagger_episodes", 500), ("rl_groups", 500)):
+        for name, limit in (("dagger_episodes", SEEDS_PER_WORLD), ("rl_groups", SEEDS_PER_WORLD)):
             big = {w: n for w, n in getattr(self, name).items() if not 0 <= n <= limit}
             if big:
                 raise ValueError(f"{name}={big}: each must be in [0, {limit}] per world")
         if not 1 <= self.rl_screen <= 50:
             raise ValueError(f"rl_screen={self.rl_screen} must be in [1, 50]")
-        wide = {w: n * self.rl_screen for w, n in self.rl_groups.items() if n * self.rl_screen > 500}
+        wide = {w: n * self.rl_screen for w, n in self.rl_groups.items()
+                if n * self.rl_screen > SEEDS_PER_WORLD}
         if wide:
-            raise ValueError(f"rl_groups x rl_screen={wide}: each must be <= 500 per world "
+            raise ValueError(f"rl_groups x rl_screen={wide}: each must be <= {SEEDS_PER_WORLD} per world "
                              f"(rl_screen={self.rl_screen})")
         # ... and more iterations would run into the next block (dagger -> rl -> probe).
-        for name, limit in (("dagger_iterations", 10), ("rl_iterations", 270)):
+        for name, limit in (("dagger_iterations", _iteration_limit("dagger", "rl")),
+                            ("rl_iterations", _iteration_limit("rl", "probe"))):
             if getattr(self, name) > limit:
                 raise ValueError(f"{name}={getattr(self, name)} must be <= {limit} "
                                  "(its seed block would overlap the next one)")
@@ -819,10 +834,9 @@ def stage_dagger(run: Run) -> None:
             path = run.out / "dagger" / f"iter_{it:03d}_{world}.npz"
             if not path.exists():
                 n = cfg.dagger_episodes[world]
-                first = SEED_BASE["dagger"] + it * 1000 + w * 500
                 bar = tqdm(total=n, desc=f"dagger {it} {world} rollouts", unit="episode")
                 run.model.set_submodel("full")
-                eps = run.rollouts(run.model, world, range(first, first + n), run.mode,
+                eps = run.rollouts(run.model, world, iteration_seeds("dagger", it, w, n), run.mode,
                                    label=True, beta=beta, stream_seed=cfg.seed * 7919 + it,
                                    progress=bar.update)
                 bar.close()
@@ -857,9 +871,7 @@ def episode_decisions(ep, chunk_length: int, k: int, A: int) -> tuple[list, list
 
 def _rl_seeds(cfg: TrainConfig, it: int, w: int) -> list[int]:
     """This iteration's candidate seeds of world w (rl_screen per group)."""
-    n = cfg.rl_groups[cfg.worlds[w]] * cfg.rl_screen
-    first = SEED_BASE["rl"] + it * 1000 + w * 500  # as DAgger's blocks: 500 per world
-    return list(range(first, first + n))
+    return iteration_seeds("rl", it, w, cfg.rl_groups[cfg.worlds[w]] * cfg.rl_screen)
 
 
 def screen_seeds(run: Run, world: str, candidates: list[int], n: int) -> tuple[list[int], dict]:
