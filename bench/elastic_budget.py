@@ -6,13 +6,20 @@ the Driving world (default; --world tabletop) at a fixed control rate in real ti
 policy node does (the next chunk is asked for when `refill_at` actions remain). Every
 inference has a deadline of 1/rate - margin; a late result is dropped and that tick's command
 is a stop (as the node's safety supervisor does). A load generator changes the budget on a
-schedule: CPU burner processes, started and stopped at once (they are forked beforehand and
-wait on an event, so a load step is a step). The same schedule runs three times:
+schedule, one of:
+
+- `--load burners` (default): CPU burner processes, started and stopped at once (they are
+  forked beforehand and wait on an event, so a load step is a step);
+- `--load quota` (root): this process's cgroup CPU quota cut to `--quota` CPUs and lifted
+  again, as `docker update --cpus` does to a running container.
+
+The same schedule runs three times:
 
 - fixed `full`, fixed smallest (`1/4`): the submodel never changes;
 - elastic: the elastic node's decision loop (nodes/elastic_control.py: CPU budget source,
   Selector with this machine's latency table, online correction from the measured latencies)
-  polled every control tick, in this process; a decision is applied with
+  polled at the control rate in a process of its own, as the node runs; the control loop
+  applies a decision before its next inference with
   ``policy.set_submodel`` (the node sends it through the policy node's SetParameters service
   instead: tests/test_elastic_node.py covers that path).
 
@@ -21,11 +28,14 @@ Figures: missed deadlines (share of inferences later than the deadline), success
 to the elastic loop's switch down; the maximum over load steps), and a PNG timeline.
 
     python bench/elastic_budget.py [--quick] [--json out.json] [--png timeline.png]
-        [--world driving] [--rate 100] [--burners 3] [--table config/latency_tables.json]
+        [--world driving] [--rate 100] [--margin-ms 1] [--threads 2]
+        [--load burners --burners 3 | --load quota --quota 0.25]
+        [--table config/latency_tables.json]
 
 JSON keys: elastic_miss_rate, fixed_full_miss_rate, fixed_smallest_miss_rate,
 fixed_full_success, fixed_smallest_success, elastic_success, switches, reaction_s,
-reaction_periods, world, rate_hz, deadline_ms, burners, seconds_per_mode, repeats,
+reaction_periods, world, rate_hz, deadline_ms, load, burners, quota_cpus, quota_period_us,
+threads, seconds_per_mode, repeats,
 episodes_<run>, <run>_p50_ms, <run>_p99_ms, <run>_miss_rate_under_load, command.
 """
 
@@ -52,14 +62,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _burn(go, stop) -> None:
-    """A CPU burner: spin while `go` is set, until `stop` (or its parent is gone)."""
-    parent = os.getppid()
-    while not stop.is_set() and os.getppid() == parent:
-        if go.wait(0.05):
-            x = 0
-            while go.is_set() and os.getppid() == parent:
-                for _ in range(20000):
-                    x += 1
+    """A CPU burner: spin while `go` is set, until `stop`. It sleeps on `go` without a
+    timeout: burners that woke to poll (all at once, every 50 ms) were themselves a load the
+    CPU budget source saw while the schedule said quiet. The kernel ends it with its parent."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before prctl
+        return
+    x = 0
+    while True:
+        go.wait()
+        if stop.is_set():
+            return
+        while go.is_set():
+            for _ in range(20000):
+                x += 1
 
 
 class Load:
@@ -81,12 +100,156 @@ class Load:
         self.go.clear()
 
     def close(self) -> None:
-        self.go.clear()
         self.stop.set()
+        self.go.set()  # wakes the burners to see `stop`
         for p in self.procs:
             p.join(timeout=2)
             if p.is_alive():
                 p.terminate()
+
+
+class QuotaLoad:
+    """This process's CPU bandwidth cut to `cpus` CPUs while on, through a cgroup of its own
+    (what `docker update --cpus`, systemd's CPUQuota= or a Kubernetes limit do to a running
+    policy; the elastic loop's CPU source reads the limit). A short period (4.1 ms by
+    default; the kernel's smallest quota is 1 ms) spreads the cut out instead of stalling the
+    process for most of a 100 ms period (the kernel's default). A period in a simple ratio to
+    the control period (4 ms against 10 ms: 5 quota periods every 2 ticks) puts each
+    inference at one of a few places in the quota cycle for a whole run, so whole runs come
+    out lucky or unlucky (in an unlucky one every `1/4` inference under the quota took twice
+    as long); 4.1 ms moves through the cycle.
+    Needs root and the cgroup `cpu` controller (v1 or v2); the process goes back to its own
+    cgroup, and the new one is removed, on close()."""
+
+    def __init__(self, cpus: float, period_us: int = 4100, root: str = "/sys/fs/cgroup"):
+        from pathlib import Path
+
+        from embodied_stack.models.elastic.budget import cgroup_cpu_dirs
+
+        self.quota_us, self.period_us = int(cpus * period_us), int(period_us)
+        if not 0 < cpus or self.quota_us < 1000:
+            raise SystemExit(f"error: --quota {cpus} CPUs x --quota-period-us {period_us} = "
+                             f"{self.quota_us} us: the kernel needs >= 1000 us per period "
+                             f"(use --quota-period-us >= {int(np.ceil(1000 / cpus))})"
+                             if cpus > 0 else f"error: --quota {cpus} must be > 0")
+        self.pids = ()
+        own = cgroup_cpu_dirs(Path("/proc/self/cgroup").read_text(), root)
+        if not own:
+            raise SystemExit(f"error: no cgroup with the cpu controller under {root}")
+        home, self.version = own[0]
+        mount = own[-1][0]  # the hierarchy's root
+        self.home = home
+        for stale in mount.glob("embodied_elastic_bench_*"):  # left by a killed run: empty
+            if not Path(f"/proc/{stale.name.rsplit('_', 1)[-1]}").exists():
+                try:
+                    stale.rmdir()
+                except OSError:
+                    pass
+        self.dir = mount / f"embodied_elastic_bench_{os.getpid()}"
+        try:
+            if self.version == "v2":
+                ctl = mount / "cgroup.subtree_control"
+                if "cpu" not in ctl.read_text().split():
+                    ctl.write_text("+cpu")
+            self.dir.mkdir(exist_ok=True)
+            self._move(self.dir)
+            self.off()
+        except OSError as exc:
+            self.close()
+            raise SystemExit(f"error: cannot set a CPU quota in {self.dir} ({exc}); "
+                             "--load quota needs root and the cgroup cpu controller") from exc
+
+    def _move(self, d) -> None:
+        (d / "cgroup.procs").write_text(str(os.getpid()))  # every thread of this process
+
+    def _set(self, quota_us: int) -> None:
+        if self.version == "v1":
+            (self.dir / "cpu.cfs_period_us").write_text(str(self.period_us))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota_us))
+        else:
+            q = "max" if quota_us < 0 else str(quota_us)
+            (self.dir / "cpu.max").write_text(f"{q} {self.period_us}")
+
+    def on(self) -> None:
+        self._set(self.quota_us)
+
+    def off(self) -> None:
+        self._set(-1)
+
+    def close(self) -> None:
+        try:
+            if self.dir.exists():
+                self.off()
+                self._move(self.home)
+                self.dir.rmdir()
+        except OSError as exc:
+            print(f"warning: could not remove {self.dir}: {exc}", file=sys.stderr)
+
+
+def _poll_loop(conn, ctl: ElasticControl, period_s: float) -> None:
+    """The elastic decision loop in a process of its own, as the elastic node runs: polls the
+    budget every `period_s`, sends ("want", name), takes ("obs", t, submodel, latency_s),
+    ("applied", name, t) and ("stop",), after which it sends back its logs."""
+    budget_log = []
+    next_t = time.perf_counter()
+    while True:
+        while conn.poll():
+            msg = conn.recv()
+            if msg[0] == "obs":
+                ctl.observe(*msg[1:])
+            elif msg[0] == "applied":
+                ctl.request_done(msg[1], True, "", msg[2])
+            else:
+                conn.send(("log", ctl.switch_log, budget_log))
+                return
+        now = time.perf_counter()
+        want = ctl.poll(now)
+        budget_log.append((now, ctl.budget.slowdown))
+        if want is not None:
+            conn.send(("want", want))
+        next_t += period_s
+        delay = next_t - time.perf_counter()
+        if delay > 0:
+            conn.poll(delay)  # wakes early for a message
+        else:  # late: poll again at once, then keep the period from here
+            next_t = time.perf_counter()
+
+
+class ElasticPoller:
+    """The elastic decision loop on its own timer in its own process, as the elastic node runs:
+    it polls whatever the control loop is doing (an inference that a new load slows can take
+    more than a period: polling after it counted that inference as reaction time), and its
+    work does not hold this process's GIL (a poll thread here did, and burners preempting it
+    then stalled the control loop). The control loop applies a decision before its next
+    inference, as the policy node applies a parameter change between inferences."""
+
+    def __init__(self, ctl: ElasticControl, period_s: float):
+        ctx = mp.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_poll_loop, args=(child, ctl, period_s), daemon=True)
+        self.proc.start()
+
+    def take(self) -> str | None:
+        """The newest decision since the last call (None: none)."""
+        want = None
+        while self.conn.poll():
+            want = self.conn.recv()[1]
+        return want
+
+    def applied(self, name: str) -> None:
+        self.conn.send(("applied", name, time.perf_counter()))
+
+    def observe(self, submodel: str, latency_s: float) -> None:
+        self.conn.send(("obs", time.perf_counter(), submodel, latency_s))
+
+    def stop(self) -> tuple[list, list]:
+        """Ends the loop; returns its (switch_log, budget_log)."""
+        self.conn.send(("stop",))
+        while True:
+            msg = self.conn.recv()
+            if msg[0] == "log":
+                self.proc.join(timeout=2)
+                return msg[1], msg[2]
 
 
 def schedule(seconds: float) -> list[tuple[float, bool]]:
@@ -96,7 +259,7 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
     return [(s * seconds, on) for s, on in shares]
 
 
-def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: Load,
+def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str):
     """One real-time run of the schedule; returns per-inference and per-tick records."""
     import gymnasium as gym
@@ -111,13 +274,14 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
     period = 1.0 / rate
     deadline = period - margin_s
     emode = ExecutionMode(policy.config.chunk_length)
-    ctl = None
+    poller = None
     if mode == "elastic":
         sel = Selector(table, SelectorConfig(rate_hz=rate, margin_s=margin_s, dwell_s=dwell_s,
                                              miss_hold_s=dwell_s), current="full")
         ctl = ElasticControl(sel, CpuSource(threads=policy._runtime.intra_op_threads))
         ctl.applied = "full"
         policy.set_submodel("full")
+        poller = ElasticPoller(ctl, 1.0 / rate)  # at the control rate; ctl lives there now
     else:
         policy.set_submodel("full" if mode == "full" else smallest)
     phases = schedule(seconds)
@@ -127,7 +291,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
     chunk, pos = None, 0
     episodes = successes = 0
     infer = []  # (t, submodel, latency_s, missed)
-    ticks = []  # (t, submodel, load on, slowdown)
+    ticks = []  # (t, submodel, load on)
     steps_at = []  # (t of load step, on)
     t_start = time.perf_counter()
     phase_i = -1
@@ -144,7 +308,10 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
         while phase_i + 1 < len(phases) and t >= phases[phase_i + 1][0]:
             phase_i += 1
             (load.on if phases[phase_i][1] else load.off)()
-            steps_at.append((time.perf_counter() - t_start, phases[phase_i][1]))
+            steps_at.append((t, phases[phase_i][1]))  # this tick: its record shows the outcome
+        if poller is not None and (want := poller.take()) is not None:
+            policy.set_submodel(want)  # between inferences, as the policy node does
+            poller.applied(want)
         action = None
         if chunk is None:
             o = Observation(rgb=obs["rgb"], instruction=instruction, proprio=obs["proprio"],
@@ -155,8 +322,8 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
             lat = time.perf_counter() - t0
             missed = lat > deadline
             infer.append((t0 - t_start, policy.submodel, lat, missed))
-            if ctl is not None:
-                ctl.observe(time.perf_counter(), policy.submodel, lat)
+            if poller is not None:
+                poller.observe(policy.submodel, lat)
             if not missed:
                 chunk, pos = np.asarray(result.chunk), 0
         if chunk is not None:
@@ -167,15 +334,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
         if action is None:
             action = np.zeros(dims, np.float32)  # a dropped result: the safety stop
         obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32)[:dims])
-        slowdown = float("nan")
-        if ctl is not None:  # the budget poll, after the tick's work (the node polls in its
-            now = time.perf_counter()  # own process); the decision is used from the next tick
-            want = ctl.poll(now)
-            if want is not None:
-                policy.set_submodel(want)
-                ctl.request_done(want, True, "", now)
-            slowdown = ctl.budget.slowdown
-        ticks.append((t, policy.submodel, phases[phase_i][1], slowdown))
+        ticks.append((t, policy.submodel, phases[phase_i][1]))
         if terminated or truncated:
             episodes += 1
             successes += int(bool(info.get("is_success")))
@@ -186,10 +345,12 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load: L
         k += 1
         if k % int(rate) == 0:
             bar.update(1)
+    switch_log, budget_log = poller.stop() if poller is not None else ([], [])
     load.off()
     env.close()
     return {"infer": infer, "ticks": ticks, "steps": steps_at, "episodes": episodes,
-            "successes": successes, "switch_log": ctl.switch_log if ctl else [],
+            "successes": successes, "switch_log": switch_log,
+            "budget": [(t - t_start, slowdown) for t, slowdown in budget_log],
             "t_start": t_start, "deadline": deadline}
 
 
@@ -212,13 +373,14 @@ def reaction(res: dict, size: dict) -> list[float]:
 
 def merge(parts: list[dict], segment: float) -> dict:
     """One record of several runs, each shifted by its place in the sequence of repeats."""
-    out = {"infer": [], "ticks": [], "steps": [], "switch_log": [], "episodes": 0,
+    out = {"infer": [], "ticks": [], "steps": [], "switch_log": [], "budget": [], "episodes": 0,
            "successes": 0, "t_start": 0.0, "deadline": parts[0]["deadline"]}
     for i, res in enumerate(parts):
         dt = i * segment
         out["infer"] += [(t + dt, *rest) for t, *rest in res["infer"]]
         out["ticks"] += [(t + dt, *rest) for t, *rest in res["ticks"]]
         out["steps"] += [(t + dt, on) for t, on in res["steps"]]
+        out["budget"] += [(t + dt, slowdown) for t, slowdown in res["budget"]]
         out["switch_log"] += [(t - res["t_start"] + dt, n, why) for t, n, why in res["switch_log"]]
         out["episodes"] += res["episodes"]
         out["successes"] += res["successes"]
@@ -249,8 +411,10 @@ def timeline_png(runs: dict, deadline_ms: float, path: str) -> None:
     axes[1].step(tt, [order.get(x[1], -1) for x in ticks], where="post", color="C2")
     axes[1].set_yticks(list(order.values()), list(order))
     axes[1].set_ylabel("elastic submodel")
-    axes[2].step(tt, [x[2] for x in ticks], where="post", color="C3", label="burners on")
-    axes[2].plot(tt, [x[3] for x in ticks], color="C4", lw=0.8, label="budget slowdown")
+    axes[2].step(tt, [x[2] for x in ticks], where="post", color="C3", label="load on")
+    if el["budget"]:
+        bt, slow = zip(*el["budget"])
+        axes[2].plot(bt, slow, color="C4", lw=0.8, label="budget slowdown")
     axes[2].set_ylabel("budget")
     axes[2].set_xlabel("s")
     axes[2].legend(fontsize=7, loc="upper right")
@@ -270,11 +434,20 @@ def main(argv=None) -> dict:
                         help="world (default driving)")
     parser.add_argument("--rate", type=float, default=100.0, help="control rate Hz (default 100)")
     parser.add_argument("--margin-ms", type=float, default=1.0, help="deadline margin (default 1)")
+    parser.add_argument("--load", default="burners", choices=["burners", "quota"],
+                        help="what the schedule switches on: CPU burner processes (default), "
+                             "or a CPU quota on this process's cgroup (root)")
     parser.add_argument("--burners", type=int, default=3, help="CPU burner processes (default 3)")
+    parser.add_argument("--quota", type=float, default=0.25,
+                        help="--load quota: CPUs this process may use while loaded (default 0.25)")
+    parser.add_argument("--quota-period-us", type=int, default=4100,
+                        help="--load quota: the quota's period in us (default 4100)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds per mode, all repeats (default 100, --quick 20)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="load schedules per mode, interleaved (default 5, --quick 2)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="ONNX Runtime intra-op threads of the policy (default 2, as the node)")
     parser.add_argument("--dwell", type=float, default=1.0, help="elastic dwell s (default 1)")
     parser.add_argument("--table", default=os.path.join(REPO, "config", "latency_tables.json"),
                         help="latency table (this machine's entry is required)")
@@ -283,7 +456,7 @@ def main(argv=None) -> dict:
     args.repeats = args.repeats or (2 if args.quick else 5)
 
     from embodied_stack.models.policy import load_default_policy
-    from embodied_stack.models.runtime import make_vla_runtime
+    from embodied_stack.models.runtime import make_runtime
 
     key = device_key("cpu")
     try:
@@ -292,9 +465,11 @@ def main(argv=None) -> dict:
         sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
                  f"models/default_vla --table-runtime onnxruntime --table {args.table}")
     policy = load_default_policy(None)
-    policy.use_runtime(make_vla_runtime(policy, "onnxruntime", "cpu", "fp32", False))
+    policy.use_runtime(make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"],
+                                    intra_op_threads=args.threads))
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
-    load = Load(args.burners)
+    load = Load(args.burners) if args.load == "burners" else QuotaLoad(args.quota,
+                                                                         args.quota_period_us)
     # As run_node does for the nodes: everything built so far lives for the whole run, so a
     # cyclic-GC pass never walks it in the middle of an inference.
     gc.collect()
@@ -336,8 +511,11 @@ def main(argv=None) -> dict:
         "switches": len(runs["elastic"]["switch_log"]),
         "reaction_s": max(react) if react else float("nan"),
         "reaction_periods": max(react) * args.rate if react else float("nan"),
-        "reaction_steps": len(react),
-        "world": args.world, "rate_hz": args.rate, "deadline_ms": deadline_ms, "burners": args.burners,
+        "reaction_steps": len(react), "reaction_each_s": [round(x, 4) for x in react],
+        "world": args.world, "rate_hz": args.rate, "deadline_ms": deadline_ms, "load": args.load,
+        "burners": args.burners if args.load == "burners" else 0,
+        "quota_cpus": args.quota if args.load == "quota" else None,
+        "quota_period_us": args.quota_period_us if args.load == "quota" else None,
         "seconds_per_mode": seconds, "repeats": args.repeats,
         "threads": policy._runtime.intra_op_threads, "smallest": smallest,
         "device": key, "quick": args.quick,
@@ -382,12 +560,19 @@ def _load_on(res, t) -> bool:
     return on
 
 
+def _load_words(out: dict) -> str:
+    if out.get("load") == "quota":
+        return f"CPU quota {out['quota_cpus']:g} CPUs / {out['quota_period_us']} us"
+    return f"{out['burners']} burners"
+
+
 def print_table(out: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"elastic budget: {out['rate_hz']:.0f} Hz, deadline "
-                        f"{out['deadline_ms']:.2f} ms, {out['burners']} burners, "
+                        f"{out['deadline_ms']:.2f} ms, "
+                        f"{_load_words(out)}, "
                         f"{out['seconds_per_mode']:.0f} s per mode ({out['device']})")
     for c in ("run", "miss rate", "miss rate under load", "p50 ms", "p99 ms", "success",
               "episodes"):

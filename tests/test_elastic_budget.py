@@ -12,6 +12,8 @@ from embodied_stack.models.elastic.budget import (
     TegrastatsParseError,
     TegrastatsSource,
     budget_from_nvml,
+    cgroup_cpu_dirs,
+    cgroup_cpu_quota,
     cpu_slowdown,
     make_budget_source,
     parse_tegrastats_line,
@@ -189,3 +191,72 @@ def test_named_source_that_cannot_run_raises():
         make_budget_source("tegrastats", tegrastats_path="/nonexistent/tegrastats.log")
     with pytest.raises(ValueError, match="not in"):
         make_budget_source("psychic")
+
+
+def test_cpu_source_sees_a_load_step_at_the_first_read_and_drops_it_after_the_window(tmp_path):
+    """Misses cluster right after a load step: the source reports the load at the first read
+    that sees it (not once a median of reads agrees), and forgets it `window` reads later."""
+    stat = tmp_path / "stat"
+    src = CpuSource(threads=2, window=3, proc=str(tmp_path))
+    seen = []
+    for running in (1, 1, 1, 7, 1, 1, 1, 1):  # the reader alone; then one read with 6 others
+        stat.write_text(f"cpu 1\nprocs_running {running}\n")
+        seen.append(src.read().detail["runnable_others"])
+    assert seen == [0, 0, 0, 6, 6, 6, 0, 0]
+
+
+def _cgroup_tree(root, files: dict) -> None:
+    for rel, text in files.items():
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+
+
+def test_cgroup_v1_quota_is_the_smallest_along_the_path(tmp_path):
+    _cgroup_tree(tmp_path, {
+        "cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/docker/cpu.cfs_quota_us": "150000\n",
+        "cpu,cpuacct/docker/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",  # docker run --cpus 0.5
+        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+    })
+    text = "9:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n"
+    dirs = cgroup_cpu_dirs(text, str(tmp_path))
+    assert [d.name for d, v in dirs] == ["abc", "docker", "cpu,cpuacct"] and dirs[0][1] == "v1"
+    assert cgroup_cpu_quota(dirs) == pytest.approx(0.5)
+    (tmp_path / "cpu,cpuacct/docker/abc/cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_cpu_quota(dirs) == pytest.approx(1.5)  # the parent's limit still applies
+
+
+def test_cgroup_v2_quota_and_no_limit(tmp_path):
+    _cgroup_tree(tmp_path, {"cgroup.controllers": "cpu memory\n",
+                            "robot.slice/cpu.max": "max 100000\n",
+                            "robot.slice/policy.service/cpu.max": "25000 100000\n"})
+    dirs = cgroup_cpu_dirs("0::/robot.slice/policy.service\n", str(tmp_path))
+    assert all(v == "v2" for _, v in dirs)
+    assert cgroup_cpu_quota(dirs) == pytest.approx(0.25)
+    (tmp_path / "robot.slice/policy.service/cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(dirs) is None
+    (tmp_path / "robot.slice/policy.service/cpu.max").write_text("garbage\n")
+    assert cgroup_cpu_quota(dirs) is None  # unreadable: no limit known, no crash
+    assert cgroup_cpu_dirs("", str(tmp_path)) == []
+    assert cgroup_cpu_dirs("0::/x\n", str(tmp_path / "absent")) == []
+
+
+def test_cpu_slowdown_under_a_quota():
+    assert cpu_slowdown(0, threads=1, cores=2, quota_cpus=0.25) == pytest.approx(4.0)
+    assert cpu_slowdown(0, threads=2, cores=2, quota_cpus=4.0) == 1.0  # a loose limit
+    assert cpu_slowdown(6, threads=2, cores=2, quota_cpus=1.0) == pytest.approx(4.0)  # the worse
+
+
+def test_cpu_source_follows_a_quota_change_at_the_next_read(tmp_path):
+    """`docker update --cpus 0.25` on a running container: the next read sees it."""
+    proc = tmp_path / "proc"
+    _cgroup_tree(proc, {"stat": "cpu 1\nprocs_running 1\n", "self/cgroup": "0::/policy\n"})
+    cg = tmp_path / "cg"
+    _cgroup_tree(cg, {"cgroup.controllers": "cpu\n", "policy/cpu.max": "max 100000\n"})
+    src = CpuSource(threads=1, proc=str(proc), cgroup_root=str(cg))
+    assert src.read().slowdown == 1.0
+    (cg / "policy/cpu.max").write_text("25000 100000\n")
+    b = src.read()
+    assert b.slowdown == pytest.approx(4.0) and b.detail["cpu_quota"] == pytest.approx(0.25)

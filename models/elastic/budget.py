@@ -326,13 +326,79 @@ def read_procs_running(stat_text: str) -> int:
     return int(m.group(1))
 
 
+def cgroup_cpu_dirs(proc_cgroup_text: str, root: str = "/sys/fs/cgroup") -> list[tuple[Path, str]]:
+    """The cgroup folders whose CPU bandwidth limit applies to the process whose
+    /proc/<pid>/cgroup text is given: its own and every ancestor's that is visible, as
+    (folder, "v1" | "v2"). cgroup v1 when a hierarchy has the `cpu` controller, else v2."""
+    base = Path(root)
+    entries = [ln.split(":", 2) for ln in proc_cgroup_text.splitlines() if ln.count(":") >= 2]
+    mount, path, version = None, None, None
+    for _, controllers, rel in entries:
+        if "cpu" in controllers.split(","):
+            names = [controllers, "cpu", "cpu,cpuacct", "cpuacct,cpu"]
+            mount = next((base / n for n in names if (base / n / "cpu.cfs_quota_us").exists()), None)
+            path, version = rel, "v1"
+            break
+    if mount is None:
+        rel = next((r for h, c, r in entries if h == "0" and c == ""), None)
+        mount = next((m for m in (base, base / "unified") if (m / "cgroup.controllers").exists()), None)
+        path, version = rel, "v2"
+    if mount is None or path is None:
+        return []
+    dirs, parts = [], [p for p in path.split("/") if p]
+    for k in range(len(parts), -1, -1):
+        d = mount.joinpath(*parts[:k])
+        if d.is_dir():
+            dirs.append((d, version))
+    return dirs
+
+
+def cgroup_cpu_quota(dirs: list[tuple[Path, str]]) -> float | None:
+    """CPUs the cgroup limits allow (quota / period, the smallest along the path, as
+    `docker run --cpus`, systemd's CPUQuota= or a Kubernetes CPU limit set it); None when
+    no folder sets a limit or none can be read. Read at every budget poll, so with plain
+    os.open/os.read on path strings: cheaper than pathlib's read_text, and a poll's own CPU
+    time counts against a tight quota."""
+    quota = None
+    for d, version in dirs:
+        base = str(d)
+        try:
+            if version == "v1":
+                q = int(_read_text(base + "/cpu.cfs_quota_us"))
+                period = int(_read_text(base + "/cpu.cfs_period_us"))
+            else:
+                q_text, period_text = _read_text(base + "/cpu.max").split()
+                q = -1 if q_text == "max" else int(q_text)
+                period = int(period_text)
+        except (OSError, ValueError):
+            continue
+        if q > 0 and period > 0:
+            quota = q / period if quota is None else min(quota, q / period)
+    return quota
+
+
+def _read_text(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(fd)
+
+
 def cpu_slowdown(runnable_others: float, threads: int, cores: int,
-                 freq_mhz: float | None = None, freq_max_mhz: float | None = None) -> float:
+                 freq_mhz: float | None = None, freq_max_mhz: float | None = None,
+                 quota_cpus: float | None = None) -> float:
     """Expected latency multiplier of a `threads`-thread model on `cores` cores while
-    `runnable_others` other threads want to run (a fair share of the cores), times the clock
-    ratio when the CPU reports a lower current than maximum frequency."""
+    `runnable_others` other threads want to run (a fair share of the cores), or while its
+    cgroup may use only `quota_cpus` CPUs (whichever is worse), times the clock ratio when the
+    CPU reports a lower current than maximum frequency."""
     want = threads + max(0.0, runnable_others)
     slowdown = max(1.0, want / max(1, cores)) if want > cores else 1.0
+    if quota_cpus and quota_cpus > 0:
+        slowdown = max(slowdown, min(threads, cores) / quota_cpus)
     if freq_mhz and freq_max_mhz and 0 < freq_mhz < freq_max_mhz:
         slowdown *= freq_max_mhz / freq_mhz
     return slowdown
@@ -340,7 +406,13 @@ def cpu_slowdown(runnable_others: float, threads: int, cores: int,
 
 class CpuSource(BudgetSource):
     """CPU budget: available RAM (psutil), runnable threads on this machine (/proc/stat
-    procs_running, sampled at each read; the median of the last `window` reads), CPU frequency.
+    procs_running, sampled at each read; the largest of the last `window` reads), the CPU
+    bandwidth limit of this process's cgroup (a container's `--cpus`, read at each read), CPU
+    frequency.
+
+    The largest, not the median: a load step shows at the first read after it, so the
+    selector can step down at the next poll (a median of 3 waited for a second read to agree);
+    one quiet read does not undo it, and stepping up again waits for the selector's dwell.
 
     `threads`: the threads the policy's runtime uses (ONNX Runtime / torch intra-op).
     Other load = runnable threads - 1 (the reading thread itself) - the runnable threads of
@@ -352,7 +424,7 @@ class CpuSource(BudgetSource):
     name = "cpu"
 
     def __init__(self, threads: int | None = None, window: int = 3,
-                 exclude_pids: tuple = (), proc: str = "/proc"):
+                 exclude_pids: tuple = (), proc: str = "/proc", cgroup_root: str = "/sys/fs/cgroup"):
         import psutil
 
         self._psutil = psutil
@@ -362,6 +434,9 @@ class CpuSource(BudgetSource):
         self.exclude_pids = tuple(dict.fromkeys(exclude_pids))
         self._runnable = deque(maxlen=max(1, window))
         self._vm_at, self._vm, self._freq = -1.0, None, None
+        self.cgroup_root = cgroup_root
+        self._cgroup_text, self._cgroup, self._cgroup_at = None, [], None
+        self._stat_path = str(self.proc / "stat")
 
     def _running_threads(self, pid: int) -> int:
         n = 0
@@ -381,14 +456,13 @@ class CpuSource(BudgetSource):
 
     def read(self) -> Budget:
         try:
-            runnable = read_procs_running((self.proc / "stat").read_text())
+            runnable = read_procs_running(_read_text(self._stat_path))
             others = max(0, runnable - 1 - sum(self._running_threads(p)
                                                for p in self.exclude_pids))
             self._runnable.append(others)
         except (OSError, ValueError):
             pass
-        ordered = sorted(self._runnable)
-        others_med = float(ordered[len(ordered) // 2]) if ordered else 0.0
+        others = float(max(self._runnable)) if self._runnable else 0.0
         now = time.monotonic()
         if now - self._vm_at > 0.5:  # RAM and clock reads are slow-ish: twice a second is enough
             self._vm, self._vm_at = self._psutil.virtual_memory(), now
@@ -396,14 +470,27 @@ class CpuSource(BudgetSource):
         freq = self._freq
         cur = freq.current if freq else None
         top = freq.max if freq and freq.max else None
-        slowdown = cpu_slowdown(others_med, self.threads, self.cores, cur, top)
-        detail = {"runnable_others": others_med, "cores": self.cores, "threads": self.threads,
-                  "cpu_mhz": cur or 0.0}
+        if self._cgroup_at is None or now - self._cgroup_at > 0.5:  # which cgroup: rarely
+            self._cgroup_at = now  # changes; its quota is read at every poll
+            self._cgroup_dirs()
+        quota = cgroup_cpu_quota(self._cgroup)
+        slowdown = cpu_slowdown(others, self.threads, self.cores, cur, top, quota)
+        detail = {"runnable_others": others, "cores": self.cores, "threads": self.threads,
+                  "cpu_mhz": cur or 0.0, "cpu_quota": quota or 0.0}
         return Budget(self.name, self._vm.available / 2**20, slowdown, detail, now)
+
+    def _cgroup_dirs(self) -> list[tuple[Path, str]]:
+        try:  # again twice a second: a process may be moved to another cgroup while it runs
+            text = (self.proc / "self" / "cgroup").read_text()
+        except OSError:
+            return []
+        if text != self._cgroup_text:
+            self._cgroup_text, self._cgroup = text, cgroup_cpu_dirs(text, self.cgroup_root)
+        return self._cgroup
 
     @property
     def description(self) -> str:
-        return f"cpu ({self.cores} cores, psutil + /proc/stat)"
+        return f"cpu ({self.cores} cores, psutil + /proc/stat + cgroup CPU quota)"
 
 
 # --- choice --------------------------------------------------------------------------------
