@@ -18,7 +18,7 @@ The same schedule runs three times:
 - fixed `full`, fixed smallest (`1/4`): the submodel never changes;
 - elastic: the elastic node's decision loop (nodes/elastic_control.py: CPU budget source,
   Selector with this machine's latency table, online correction from the measured latencies)
-  polled at the control rate in a process of its own, as the node runs; the control loop
+  polled at the control rate (`--poll-rate`) in a process of its own, as the node runs; the control loop
   applies a decision before its next inference with
   ``policy.set_submodel`` (the node sends it through the policy node's SetParameters service
   instead: tests/test_elastic_node.py covers that path).
@@ -260,7 +260,8 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
 
 
 def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
-        table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str):
+        table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str,
+        poll_rate: float | None = None):
     """One real-time run of the schedule; returns per-inference and per-tick records."""
     import gymnasium as gym
 
@@ -281,7 +282,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         ctl = ElasticControl(sel, CpuSource(threads=policy._runtime.intra_op_threads))
         ctl.applied = "full"
         policy.set_submodel("full")
-        poller = ElasticPoller(ctl, 1.0 / rate)  # at the control rate; ctl lives there now
+        poller = ElasticPoller(ctl, 1.0 / (poll_rate or rate))  # ctl lives there now
     else:
         policy.set_submodel("full" if mode == "full" else smallest)
     phases = schedule(seconds)
@@ -448,6 +449,9 @@ def main(argv=None) -> dict:
                         help="load schedules per mode, interleaved (default 5, --quick 2)")
     parser.add_argument("--threads", type=int, default=2,
                         help="ONNX Runtime intra-op threads of the policy (default 2, as the node)")
+    parser.add_argument("--poll-rate", type=float, default=None,
+                        help="elastic decision polls per second (default: the control rate; "
+                             "the elastic node's own default is 50)")
     parser.add_argument("--dwell", type=float, default=1.0, help="elastic dwell s (default 1)")
     parser.add_argument("--table", default=os.path.join(REPO, "config", "latency_tables.json"),
                         help="latency table (this machine's entry is required)")
@@ -487,7 +491,8 @@ def main(argv=None) -> dict:
                 bar.set_postfix_str(f"{mode} {rep + 1}/{args.repeats}")
                 parts[mode].append(run(policy, mode, segment, args.rate, args.margin_ms * 1e-3,
                                        load, table, smallest, bar, seed0=200_000 + 1000 * rep,
-                                       dwell_s=args.dwell, world=args.world))
+                                       dwell_s=args.dwell, world=args.world,
+                                       poll_rate=args.poll_rate))
     finally:
         bar.close()
         load.close()
@@ -518,6 +523,7 @@ def main(argv=None) -> dict:
         "quota_period_us": args.quota_period_us if args.load == "quota" else None,
         "seconds_per_mode": seconds, "repeats": args.repeats,
         "threads": policy._runtime.intra_op_threads, "smallest": smallest,
+        "poll_rate_hz": args.poll_rate or args.rate,
         "device": key, "quick": args.quick,
         "command": "python bench/elastic_budget.py " + " ".join(argv if argv is not None
                                                                 else sys.argv[1:]),
