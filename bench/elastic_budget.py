@@ -18,8 +18,8 @@ The same schedule runs three times:
 - fixed `full`, fixed smallest (`1/4`): the submodel never changes;
 - elastic: the elastic node's decision loop (nodes/elastic_control.py: CPU budget source,
   Selector with this machine's latency table, online correction from the measured latencies)
-  polled at the control rate (`--poll-rate`) in a process of its own, as the node runs; the control loop
-  applies a decision before its next inference with
+  polled at the control rate (or `--poll-rate`) in a process of its own, as the node runs;
+  the control loop applies a decision before its next inference with
   ``policy.set_submodel`` (the node sends it through the policy node's SetParameters service
   instead: tests/test_elastic_node.py covers that path).
 
@@ -91,7 +91,6 @@ class Load:
                       for _ in range(n)]
         for p in self.procs:
             p.start()
-        self.pids = tuple(p.pid for p in self.procs)
 
     def on(self) -> None:
         self.go.set()
@@ -132,7 +131,6 @@ class QuotaLoad:
                              f"{self.quota_us} us: the kernel needs >= 1000 us per period "
                              f"(use --quota-period-us >= {int(np.ceil(1000 / cpus))})"
                              if cpus > 0 else f"error: --quota {cpus} must be > 0")
-        self.pids = ()
         own = cgroup_cpu_dirs(Path("/proc/self/cgroup").read_text(), root)
         if not own:
             raise SystemExit(f"error: no cgroup with the cpu controller under {root}")

@@ -435,7 +435,7 @@ class CpuSource(BudgetSource):
         self._runnable = deque(maxlen=max(1, window))
         self._vm_at, self._vm, self._freq = -1.0, None, None
         self.cgroup_root = cgroup_root
-        self._cgroup_text, self._cgroup, self._cgroup_at = None, [], None
+        self._cgroup_text, self._cgroup = None, []
         self._stat_path = str(self.proc / "stat")
 
     def _running_threads(self, pid: int) -> int:
@@ -464,15 +464,13 @@ class CpuSource(BudgetSource):
             pass
         others = float(max(self._runnable)) if self._runnable else 0.0
         now = time.monotonic()
-        if now - self._vm_at > 0.5:  # RAM and clock reads are slow-ish: twice a second is enough
+        if now - self._vm_at > 0.5:  # RAM, clock and which cgroup: twice a second is enough
             self._vm, self._vm_at = self._psutil.virtual_memory(), now
             self._freq = self._psutil.cpu_freq()
+            self._cgroup = self._cgroup_dirs()  # its quota, though, is read at every poll
         freq = self._freq
         cur = freq.current if freq else None
         top = freq.max if freq and freq.max else None
-        if self._cgroup_at is None or now - self._cgroup_at > 0.5:  # which cgroup: rarely
-            self._cgroup_at = now  # changes; its quota is read at every poll
-            self._cgroup_dirs()
         quota = cgroup_cpu_quota(self._cgroup)
         slowdown = cpu_slowdown(others, self.threads, self.cores, cur, top, quota)
         detail = {"runnable_others": others, "cores": self.cores, "threads": self.threads,
@@ -480,7 +478,8 @@ class CpuSource(BudgetSource):
         return Budget(self.name, self._vm.available / 2**20, slowdown, detail, now)
 
     def _cgroup_dirs(self) -> list[tuple[Path, str]]:
-        try:  # again twice a second: a process may be moved to another cgroup while it runs
+        """This process's cgroup folders (a process may be moved to another while it runs)."""
+        try:
             text = (self.proc / "self" / "cgroup").read_text()
         except OSError:
             return []
