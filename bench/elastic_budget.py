@@ -13,6 +13,11 @@ schedule, one of:
 - `--load quota` (root): this process's cgroup CPU quota cut to `--quota` CPUs and lifted
   again, as `docker update --cpus` does to a running container.
 
+The world (physics and camera rendering) runs in a process of its own, started before any
+load, so a quota limits the policy's process (and the elastic decision loop's) and not the
+world, as on a robot; the control loop receives each observation and sends each action
+through a pipe, as the policy node receives frames and publishes commands.
+
 The same schedule runs three times:
 
 - fixed `full`, fixed smallest (`1/4`): the submodel never changes;
@@ -187,29 +192,31 @@ class QuotaLoad:
 def _poll_loop(conn, ctl: ElasticControl, period_s: float) -> None:
     """The elastic decision loop in a process of its own, as the elastic node runs: polls the
     budget every `period_s`, sends ("want", name), takes ("obs", t, submodel, latency_s),
-    ("applied", name, t) and ("stop",), after which it sends back its logs."""
+    ("applied", name, t) and ("stop",) as they come between polls, after which it sends back
+    its logs. A message does not make a poll (each poll stays on its period: an early one
+    had pushed the next a whole period later), and the pipe is looked at only when the wait
+    says a message came: this loop's CPU time counts against a quota it shares with the
+    policy, and a check at every poll cost as much as reading the budget."""
     budget_log = []
     next_t = time.perf_counter()
     while True:
-        while conn.poll():
-            msg = conn.recv()
-            if msg[0] == "obs":
-                ctl.observe(*msg[1:])
-            elif msg[0] == "applied":
-                ctl.request_done(msg[1], True, "", msg[2])
-            else:
-                conn.send(("log", ctl.switch_log, budget_log))
-                return
         now = time.perf_counter()
         want = ctl.poll(now)
         budget_log.append((now, ctl.budget.slowdown))
         if want is not None:
             conn.send(("want", want))
         next_t += period_s
-        delay = next_t - time.perf_counter()
-        if delay > 0:
-            conn.poll(delay)  # wakes early for a message
-        else:  # late: poll again at once, then keep the period from here
+        while (delay := next_t - time.perf_counter()) > 0 and conn.poll(delay):
+            while conn.poll():
+                msg = conn.recv()
+                if msg[0] == "obs":
+                    ctl.observe(*msg[1:])
+                elif msg[0] == "applied":
+                    ctl.request_done(msg[1], True, "", msg[2])
+                else:
+                    conn.send(("log", ctl.switch_log, budget_log))
+                    return
+        if delay < -period_s:  # a whole period late: keep the period from now on
             next_t = time.perf_counter()
 
 
@@ -250,6 +257,73 @@ class ElasticPoller:
                 return msg[1], msg[2]
 
 
+def _world_loop(conn, world: str) -> None:
+    """The world in a process of its own: ("reset", seed) -> (obs, None),
+    ("step", action) -> (obs, (terminated or truncated, is_success)), ("close",)."""
+    os.environ.setdefault("LP_NUM_THREADS", "0")  # Mesa's renderer on this one thread
+    import gymnasium as gym
+
+    import embodied_stack.sim  # noqa: F401
+    from embodied_stack.sim import WORLD_IDS
+
+    env = gym.make(WORLD_IDS[world], width=64, height=64, with_segmentation=False)
+    conn.send(env.action_space.shape[0])
+    while True:
+        msg = conn.recv()
+        if msg[0] == "reset":
+            conn.send((env.reset(seed=msg[1])[0], None))
+        elif msg[0] == "step":
+            obs, _, terminated, truncated, info = env.step(msg[1])
+            conn.send((obs, (terminated or truncated, bool(info.get("is_success")))))
+        else:
+            env.close()
+            return
+
+
+class World:
+    """The simulated world (physics and camera rendering) in a process of its own, stepped in
+    lockstep with the control loop. On a robot the world is not the policy's CPU: a quota on
+    the policy's cgroup must not also throttle the physics and the renderer (they took 60% of
+    a 0.2-CPU quota when they ran in the control loop's process, so every extra cost tipped
+    the policy over), and the world's renderer must not compete with the policy's threads
+    more than a camera driver would. What the control loop pays per tick is receiving an
+    observation and sending an action through a pipe, as the policy node receives a camera
+    frame and publishes a command. Start it before any load (a child starts in its parent's
+    cgroup)."""
+
+    def __init__(self, world: str):
+        ctx = mp.get_context("spawn")  # a fresh interpreter: none of the policy's threads
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_world_loop, args=(child, world), daemon=True)
+        self.proc.start()
+        child.close()  # so a world that dies is an EOFError here, not a wait forever
+        try:
+            self.dims = self.conn.recv()
+        except EOFError:
+            self.proc.join(timeout=5)
+            raise SystemExit(f"error: the {world} world process exited "
+                             f"(code {self.proc.exitcode}) before it was ready") from None
+
+    def reset(self, seed: int) -> dict:
+        self.conn.send(("reset", seed))
+        return self.conn.recv()[0]
+
+    def step(self, action: np.ndarray) -> tuple[dict, bool, bool]:
+        """(obs, episode over, success)."""
+        self.conn.send(("step", action))
+        obs, (done, success) = self.conn.recv()
+        return obs, done, success
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("close",))
+        except OSError:
+            pass
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+
+
 def schedule(seconds: float) -> list[tuple[float, bool]]:
     """(start time, load on) phases in shares of `seconds`: quiet 10%, load 35%, quiet 15%,
     load 35%, quiet 5% (load 70% of the time)."""
@@ -258,18 +332,14 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
 
 
 def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
-        table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str,
+        table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str, env: World,
         poll_rate: float | None = None):
-    """One real-time run of the schedule; returns per-inference and per-tick records."""
-    import gymnasium as gym
-
-    import embodied_stack.sim  # noqa: F401
-    from embodied_stack.sim import WORLD_IDS
+    """One real-time run of the schedule in `env` (a World of `world`); returns
+    per-inference and per-tick records."""
     from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
-    env = gym.make(WORLD_IDS[world], width=64, height=64, with_segmentation=False)
     embodiment = EMBODIMENT_OF_WORLD[world]
-    dims = env.action_space.shape[0]
+    dims = env.dims
     period = 1.0 / rate
     deadline = period - margin_s
     emode = ExecutionMode(policy.config.chunk_length)
@@ -285,7 +355,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         policy.set_submodel("full" if mode == "full" else smallest)
     phases = schedule(seconds)
     seed = seed0
-    obs, info = env.reset(seed=seed)
+    obs = env.reset(seed)
     instruction, reference = str(obs["instruction"]), obs  # the episode's first frame
     chunk, pos = None, 0
     episodes = successes = 0
@@ -332,13 +402,13 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
                 chunk = None
         if action is None:
             action = np.zeros(dims, np.float32)  # a dropped result: the safety stop
-        obs, _, terminated, truncated, info = env.step(np.asarray(action, np.float32)[:dims])
+        obs, done, success = env.step(np.asarray(action, np.float32)[:dims])
         ticks.append((t, policy.submodel, phases[phase_i][1]))
-        if terminated or truncated:
+        if done:
             episodes += 1
-            successes += int(bool(info.get("is_success")))
+            successes += int(success)
             seed += 1
-            obs, info = env.reset(seed=seed)
+            obs = env.reset(seed)
             instruction, reference = str(obs["instruction"]), obs
             chunk = None
         k += 1
@@ -346,7 +416,6 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
             bar.update(1)
     switch_log, budget_log = poller.stop() if poller is not None else ([], [])
     load.off()
-    env.close()
     return {"infer": infer, "ticks": ticks, "steps": steps_at, "episodes": episodes,
             "successes": successes, "switch_log": switch_log,
             "budget": [(t - t_start, slowdown) for t, slowdown in budget_log],
@@ -470,8 +539,13 @@ def main(argv=None) -> dict:
     policy.use_runtime(make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"],
                                     intra_op_threads=args.threads))
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
-    load = Load(args.burners) if args.load == "burners" else QuotaLoad(args.quota,
-                                                                         args.quota_period_us)
+    env = World(args.world)  # before the load: it must not start in the quota's cgroup
+    try:
+        load = Load(args.burners) if args.load == "burners" else QuotaLoad(args.quota,
+                                                                             args.quota_period_us)
+    except BaseException:
+        env.close()
+        raise
     # As run_node does for the nodes: everything built so far lives for the whole run, so a
     # cyclic-GC pass never walks it in the middle of an inference.
     gc.collect()
@@ -489,11 +563,12 @@ def main(argv=None) -> dict:
                 bar.set_postfix_str(f"{mode} {rep + 1}/{args.repeats}")
                 parts[mode].append(run(policy, mode, segment, args.rate, args.margin_ms * 1e-3,
                                        load, table, smallest, bar, seed0=200_000 + 1000 * rep,
-                                       dwell_s=args.dwell, world=args.world,
+                                       dwell_s=args.dwell, world=args.world, env=env,
                                        poll_rate=args.poll_rate))
     finally:
         bar.close()
         load.close()
+        env.close()
     runs = {m: merge(parts[m], segment) for m in modes}
 
     def miss_rate(res):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from embodied_stack.models.elastic import budget as budget_module
 from embodied_stack.models.elastic.budget import (
     Budget,
     BudgetSourceError,
@@ -17,7 +18,7 @@ from embodied_stack.models.elastic.budget import (
     cpu_slowdown,
     make_budget_source,
     parse_tegrastats_line,
-    read_procs_running,
+    read_runnable,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tegrastats-lines.txt"
@@ -158,15 +159,16 @@ def test_cpu_slowdown_model():
     assert cpu_slowdown(0, 1, 4, freq_mhz=1000, freq_max_mhz=2000) == 2.0
 
 
-def test_procs_running():
-    assert read_procs_running("cpu 1 2 3\nprocs_running 7\nprocs_blocked 0\n") == 7
-    with pytest.raises(ValueError):
-        read_procs_running("cpu 1 2 3\n")
+def test_runnable_from_loadavg():
+    assert read_runnable("0.30 0.57 0.62 7/345 23719\n") == 7
+    for bad in ("", "0.30 0.57 0.62\n", "0.30 0.57 0.62 x/345 1\n"):
+        with pytest.raises(ValueError, match="loadavg"):
+            read_runnable(bad)
 
 
 def test_cpu_source_counts_other_runnable_threads(tmp_path):
     """A fake /proc: 5 runnable threads: the reader, 2 in the excluded process, 2 others."""
-    (tmp_path / "stat").write_text("cpu 1\nprocs_running 5\n")
+    (tmp_path / "loadavg").write_text("0.1 0.1 0.1 5/99 1\n")
     for tid, state in ((11, "R"), (12, "R"), (13, "S")):
         d = tmp_path / "4242" / "task" / str(tid)
         d.mkdir(parents=True)
@@ -196,11 +198,11 @@ def test_named_source_that_cannot_run_raises():
 def test_cpu_source_sees_a_load_step_at_the_first_read_and_drops_it_after_the_window(tmp_path):
     """Misses cluster right after a load step: the source reports the load at the first read
     that sees it (not once a median of reads agrees), and forgets it `window` reads later."""
-    stat = tmp_path / "stat"
+    loadavg = tmp_path / "loadavg"
     src = CpuSource(threads=2, window=3, proc=str(tmp_path))
     seen = []
     for running in (1, 1, 1, 7, 1, 1, 1, 1):  # the reader alone; then one read with 6 others
-        stat.write_text(f"cpu 1\nprocs_running {running}\n")
+        loadavg.write_text(f"0.5 0.5 0.5 {running}/99 1\n")
         seen.append(src.read().detail["runnable_others"])
     assert seen == [0, 0, 0, 6, 6, 6, 0, 0]
 
@@ -252,7 +254,7 @@ def test_cpu_slowdown_under_a_quota():
 def test_cpu_source_follows_a_quota_change_at_the_next_read(tmp_path):
     """`docker update --cpus 0.25` on a running container: the next read sees it."""
     proc = tmp_path / "proc"
-    _cgroup_tree(proc, {"stat": "cpu 1\nprocs_running 1\n", "self/cgroup": "0::/policy\n"})
+    _cgroup_tree(proc, {"loadavg": "0.0 0.0 0.0 1/99 1\n", "self/cgroup": "0::/policy\n"})
     cg = tmp_path / "cg"
     _cgroup_tree(cg, {"cgroup.controllers": "cpu\n", "policy/cpu.max": "max 100000\n"})
     src = CpuSource(threads=1, proc=str(proc), cgroup_root=str(cg))
@@ -260,3 +262,43 @@ def test_cpu_source_follows_a_quota_change_at_the_next_read(tmp_path):
     (cg / "policy/cpu.max").write_text("25000 100000\n")
     b = src.read()
     assert b.slowdown == pytest.approx(4.0) and b.detail["cpu_quota"] == pytest.approx(0.25)
+
+
+def test_cgroup_v1_period_is_read_again_when_the_quota_changes(tmp_path):
+    """With a period cache a v1 poll reads one file per folder; a new quota re-reads the
+    period, and a period changed alone shows once the caller clears the cache."""
+    _cgroup_tree(tmp_path, {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n",
+                            "cpu/box/cpu.cfs_quota_us": "25000\n",
+                            "cpu/box/cpu.cfs_period_us": "100000\n"})
+    dirs = cgroup_cpu_dirs("4:cpu:/box\n", str(tmp_path))
+    periods = {}
+    assert cgroup_cpu_quota(dirs, periods) == pytest.approx(0.25)
+    (tmp_path / "cpu/box/cpu.cfs_period_us").write_text("50000\n")
+    (tmp_path / "cpu/box/cpu.cfs_quota_us").write_text("40000\n")  # docker update --cpus 0.8
+    assert cgroup_cpu_quota(dirs, periods) == pytest.approx(0.8)
+    (tmp_path / "cpu/box/cpu.cfs_period_us").write_text("100000\n")  # the period alone
+    assert cgroup_cpu_quota(dirs, periods) == pytest.approx(0.8)  # cached until cleared
+    periods.clear()
+    assert cgroup_cpu_quota(dirs, periods) == pytest.approx(0.4)
+    assert cgroup_cpu_quota(dirs) == pytest.approx(0.4)  # no cache: both files every time
+
+
+def test_cpu_source_opens_each_file_once_and_none_that_is_not_there(tmp_path, monkeypatch):
+    """A poll's CPU time counts against a tight quota: the source keeps the files it reads at
+    every poll open (a read is one pread), and leaves out cgroup v2's root, which has no
+    cpu.max (a failed open at every poll). A quota change still shows at the next read."""
+    proc = tmp_path / "proc"
+    _cgroup_tree(proc, {"loadavg": "0.0 0.0 0.0 1/99 1\n", "self/cgroup": "0::/policy\n"})
+    cg = tmp_path / "cg"
+    _cgroup_tree(cg, {"cgroup.controllers": "cpu\n", "policy/cpu.max": "50000 100000\n"})
+    src = CpuSource(threads=1, proc=str(proc), cgroup_root=str(cg))
+    opened = []
+    real_open = budget_module.os.open
+    monkeypatch.setattr(budget_module.os, "open", lambda p, *a: opened.append(p) or real_open(p, *a))
+    assert src.read().detail["cpu_quota"] == pytest.approx(0.5)
+    (cg / "policy/cpu.max").write_text("25000 100000\n")  # docker update --cpus 0.25
+    for _ in range(3):
+        assert src.read().detail["cpu_quota"] == pytest.approx(0.25)
+    assert sorted(opened) == [str(cg / "policy/cpu.max"), str(proc / "loadavg")]
+    src.close()
+    assert src._fds == {}

@@ -17,7 +17,7 @@ Sources (``make_budget_source("auto")`` picks the first that works, and says whi
                   ``tegrastats --logfile`` writes): shared RAM, GPU load and frequency, per-cluster
                   CPU frequency, EMC frequency, power rails;
 - ``torch.cuda``  ``torch.cuda.mem_get_info`` (free memory only: no clocks);
-- ``cpu``         psutil + /proc/stat: available RAM, runnable threads vs cores, CPU frequency.
+- ``cpu``         psutil + /proc/loadavg: available RAM, runnable threads vs cores, CPU frequency.
 
 The slowdown models are deliberately simple (clock ratio, runnable threads per core); the
 selector corrects them online from the latencies the policy actually measures.
@@ -318,12 +318,16 @@ class TorchCudaSource(BudgetSource):
 
 # --- CPU -----------------------------------------------------------------------------------
 
-def read_procs_running(stat_text: str) -> int:
-    """The instantaneous count of runnable threads (`procs_running`) from /proc/stat text."""
-    m = re.search(r"^procs_running (\d+)$", stat_text, re.M)
-    if m is None:
-        raise ValueError("no procs_running line in /proc/stat")
-    return int(m.group(1))
+def read_runnable(loadavg_text: str) -> int:
+    """The instantaneous count of runnable threads from /proc/loadavg text ("0.30 0.57 0.62
+    2/345 6789": the 2). The kernel prints the same count as /proc/stat's `procs_running`,
+    but /proc/loadavg is one short line: reading it at every poll costs half as much CPU,
+    which counts against a tight CPU quota the policy shares."""
+    fields = loadavg_text.split()
+    running = fields[3].split("/")[0] if len(fields) >= 4 and "/" in fields[3] else ""
+    if not running.isdigit():
+        raise ValueError(f"no runnable/total field in /proc/loadavg text {loadavg_text!r}")
+    return int(running)
 
 
 def cgroup_cpu_dirs(proc_cgroup_text: str, root: str = "/sys/fs/cgroup") -> list[tuple[Path, str]]:
@@ -353,21 +357,34 @@ def cgroup_cpu_dirs(proc_cgroup_text: str, root: str = "/sys/fs/cgroup") -> list
     return dirs
 
 
-def cgroup_cpu_quota(dirs: list[tuple[Path, str]]) -> float | None:
+def cgroup_cpu_quota(dirs: list[tuple[Path, str]], periods: dict | None = None,
+                     read=None) -> float | None:
     """CPUs the cgroup limits allow (quota / period, the smallest along the path, as
     `docker run --cpus`, systemd's CPUQuota= or a Kubernetes CPU limit set it); None when
-    no folder sets a limit or none can be read. Read at every budget poll, so with plain
-    os.open/os.read on path strings: cheaper than pathlib's read_text, and a poll's own CPU
-    time counts against a tight quota."""
+    no folder sets a limit or none can be read.
+
+    Read at every budget poll, and a poll's own CPU time counts against a tight quota, so:
+    plain os.open/os.read on path strings (cheaper than pathlib; `read(path) -> str` replaces
+    it, e.g. with reads of files kept open), and with `periods` (a dict the caller keeps, and
+    clears now and then) a v1 period file is read again only when its quota changed: one file
+    per folder per poll instead of two."""
+    read = read or _read_text
     quota = None
     for d, version in dirs:
         base = str(d)
         try:
             if version == "v1":
-                q = int(_read_text(base + "/cpu.cfs_quota_us"))
-                period = int(_read_text(base + "/cpu.cfs_period_us"))
+                q_text = read(base + "/cpu.cfs_quota_us")
+                cached = periods.get(base) if periods is not None else None
+                if cached is not None and cached[0] == q_text:
+                    period = cached[1]
+                else:
+                    period = int(read(base + "/cpu.cfs_period_us"))
+                    if periods is not None:
+                        periods[base] = (q_text, period)
+                q = int(q_text)
             else:
-                q_text, period_text = _read_text(base + "/cpu.max").split()
+                q_text, period_text = read(base + "/cpu.max").split()
                 q = -1 if q_text == "max" else int(q_text)
                 period = int(period_text)
         except (OSError, ValueError):
@@ -405,8 +422,8 @@ def cpu_slowdown(runnable_others: float, threads: int, cores: int,
 
 
 class CpuSource(BudgetSource):
-    """CPU budget: available RAM (psutil), runnable threads on this machine (/proc/stat
-    procs_running, sampled at each read; the largest of the last `window` reads), the CPU
+    """CPU budget: available RAM (psutil), runnable threads on this machine (/proc/loadavg,
+    sampled at each read; the largest of the last `window` reads), the CPU
     bandwidth limit of this process's cgroup (a container's `--cpus`, read at each read), CPU
     frequency.
 
@@ -435,8 +452,10 @@ class CpuSource(BudgetSource):
         self._runnable = deque(maxlen=max(1, window))
         self._vm_at, self._vm, self._freq = -1.0, None, None
         self.cgroup_root = cgroup_root
-        self._cgroup_text, self._cgroup = None, []
-        self._stat_path = str(self.proc / "stat")
+        self._cgroup_text, self._cgroup_all, self._cgroup = None, [], []
+        self._loadavg_path = str(self.proc / "loadavg")
+        self._periods: dict = {}  # cgroup v1 period files, read again when a quota changes
+        self._fds: dict[str, int] = {}  # files read at every poll, kept open
 
     def _running_threads(self, pid: int) -> int:
         n = 0
@@ -456,7 +475,7 @@ class CpuSource(BudgetSource):
 
     def read(self) -> Budget:
         try:
-            runnable = read_procs_running(_read_text(self._stat_path))
+            runnable = read_runnable(self._read_kept(self._loadavg_path))
             others = max(0, runnable - 1 - sum(self._running_threads(p)
                                                for p in self.exclude_pids))
             self._runnable.append(others)
@@ -468,28 +487,63 @@ class CpuSource(BudgetSource):
             self._vm, self._vm_at = self._psutil.virtual_memory(), now
             self._freq = self._psutil.cpu_freq()
             self._cgroup = self._cgroup_dirs()  # its quota, though, is read at every poll
+            self._periods.clear()  # (a period changed alone shows within half a second)
+            for path in [p for p in self._fds if p != self._loadavg_path]:
+                self._forget(path)  # reopened at the next read: a folder may have gone
         freq = self._freq
         cur = freq.current if freq else None
         top = freq.max if freq and freq.max else None
-        quota = cgroup_cpu_quota(self._cgroup)
+        quota = cgroup_cpu_quota(self._cgroup, self._periods, self._read_kept)
         slowdown = cpu_slowdown(others, self.threads, self.cores, cur, top, quota)
         detail = {"runnable_others": others, "cores": self.cores, "threads": self.threads,
                   "cpu_mhz": cur or 0.0, "cpu_quota": quota or 0.0}
         return Budget(self.name, self._vm.available / 2**20, slowdown, detail, now)
 
+    def _read_kept(self, path: str) -> str:
+        """The file's text, read again (pread at 0: the kernel makes a /proc or cgroup file's
+        text afresh at each read from the start) through a descriptor kept open: one system
+        call per poll instead of three. A poll's CPU time counts against a tight quota the
+        policy shares, and on a virtual machine a system call right after a sleep cost
+        ~20-35 us here."""
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, 4096, 0)  # a few dozen bytes each
+        except OSError:
+            self._forget(path)  # e.g. its cgroup was removed: open it afresh next time
+            raise
+        return data.decode()
+
+    def _forget(self, path: str) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for path in list(getattr(self, "_fds", ())):  # (also after a failed __init__)
+            self._forget(path)
+
+    def __del__(self):
+        self.close()
+
     def _cgroup_dirs(self) -> list[tuple[Path, str]]:
-        """This process's cgroup folders (a process may be moved to another while it runs)."""
+        """This process's cgroup folders (a process may be moved to another while it runs)
+        that carry limit files: cgroup v2's root has no cpu.max, and a file that is not there
+        would be a failed open at every poll. Called twice a second, so a folder that gains
+        the files (the cpu controller switched on for it) shows then."""
         try:
             text = (self.proc / "self" / "cgroup").read_text()
         except OSError:
             return []
         if text != self._cgroup_text:
-            self._cgroup_text, self._cgroup = text, cgroup_cpu_dirs(text, self.cgroup_root)
-        return self._cgroup
+            self._cgroup_text, self._cgroup_all = text, cgroup_cpu_dirs(text, self.cgroup_root)
+        return [(d, v) for d, v in self._cgroup_all
+                if (d / ("cpu.cfs_quota_us" if v == "v1" else "cpu.max")).exists()]
 
     @property
     def description(self) -> str:
-        return f"cpu ({self.cores} cores, psutil + /proc/stat + cgroup CPU quota)"
+        return f"cpu ({self.cores} cores, psutil + /proc/loadavg + cgroup CPU quota)"
 
 
 # --- choice --------------------------------------------------------------------------------
