@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""What the elastic decision loop costs in CPU time per poll, and so in share of a CPU quota.
+
+The elastic loop polls its budget at the control rate so that it reacts to a load step
+within two control periods. Under a tight CPU quota (a container's `--cpus`) that the loop
+shares with the policy, every microsecond it spends counts against the policy's quota. This
+bench measures, on this machine, with nothing else of ours running:
+
+- ``loop``: the decision loop exactly as bench/elastic_budget.py runs it (CPU budget source,
+  Selector with this device's latency table, ElasticControl; a process of its own, sleeping
+  between polls), its CPU time per poll from the kernel's accounting of that process;
+- ``read`` / ``decide``: the budget read (``CpuSource.read``) and the decision
+  (``ElasticControl.poll`` less the read), each timed with the thread's CPU clock, once in a
+  loop that sleeps a control period between calls (as polls run: on this VM a system call
+  right after a sleep costs several times a warm one) and once back to back (``_warm``).
+
+The figures are for this machine only. It prints a table and writes JSON: <item>_us (CPU
+microseconds per call, the mean), the loop's share of one CPU at the poll rate, and of a 0.2-
+and a 0.25-CPU quota.
+
+    python bench/elastic_poll_cost.py [--rate 100] [--polls 1000] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from elastic_budget import REPO, ElasticPoller  # noqa: E402
+
+from embodied_stack.models.elastic.budget import CpuSource, cgroup_cpu_dirs  # noqa: E402
+from embodied_stack.models.elastic.selector import Selector, SelectorConfig  # noqa: E402
+from embodied_stack.models.files import atomic_write_json  # noqa: E402
+from embodied_stack.models.runtime.profiling import device_key, read_latency_table  # noqa: E402
+from embodied_stack.nodes.elastic_control import ElasticControl  # noqa: E402
+
+
+def cpu_per_call(fn, calls: int, period_s: float | None, bar) -> float:
+    """Mean thread-CPU seconds of fn(), sleeping `period_s` between calls (None: none)."""
+    ts = []
+    for _ in range(calls):
+        c0 = time.thread_time()
+        fn()
+        ts.append(time.thread_time() - c0)
+        if period_s:
+            time.sleep(period_s)
+        bar.update(1)
+    return float(np.mean(ts))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="polls per second (default 100)")
+    parser.add_argument("--polls", type=int, default=1000, help="polls per item (default 1000)")
+    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser.add_argument("--table", default=os.path.join(REPO, "config", "latency_tables.json"),
+                        help="latency table (this machine's entry is required)")
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.polls < 10:
+        sys.exit(f"error: --rate {args.rate} must be > 0 and --polls {args.polls} >= 10")
+    key = device_key("cpu")
+    try:
+        table = read_latency_table(args.table, key)
+    except (KeyError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
+                 f"models/default_vla --table-runtime onnxruntime --table {args.table}")
+    period = 1.0 / args.rate
+
+    def control():
+        sel = Selector(table, SelectorConfig(rate_hz=args.rate, margin_s=0.4 * period),
+                       current="full")
+        ctl = ElasticControl(sel, CpuSource(threads=1))
+        ctl.applied = "full"
+        return ctl
+
+    gc.collect()
+    gc.freeze()
+    out = {}
+    n = args.polls
+    bar = tqdm(total=4 * n, desc="poll cost", unit="call", file=sys.stderr)
+    # 1. the loop as the elastic bench runs it, in its own process: the kernel's count
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    poller = ElasticPoller(control(), period)
+    t_end = time.perf_counter() + n * period
+    while (left := t_end - time.perf_counter()) > 0:
+        time.sleep(min(left, 0.25))
+        bar.update(min(n, int(round((n * period - left) / period))) - bar.n)
+    _, budget_log = poller.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    out["loop_polls"] = len(budget_log)
+    out["loop_us"] = cpu_s / max(1, len(budget_log)) * 1e6
+    bar.n = n
+    # 2. the parts, timed with the thread's CPU clock, sleeping between calls and not
+    ctl = control()
+    src = ctl.source
+    dirs = cgroup_cpu_dirs(open("/proc/self/cgroup").read())
+    for name, fn in (("read", src.read), ("poll", lambda: ctl.poll(time.perf_counter()))):
+        out[f"{name}_us"] = cpu_per_call(fn, n, period, bar) * 1e6
+        if name != "poll":
+            out[f"{name}_warm_us"] = cpu_per_call(fn, n, None, bar) * 1e6
+    bar.close()
+    src.close()
+    out["decide_us"] = out.pop("poll_us") - out["read_us"]
+    share = out["loop_us"] * 1e-6 * args.rate
+    out.update({
+        "rate_hz": args.rate, "polls": n, "loop_cpu_share": share,
+        "loop_share_of_quota_0_2": share / 0.2, "loop_share_of_quota_0_25": share / 0.25,
+        "cgroup_folders": len(dirs), "device": key,
+        "command": "python bench/elastic_poll_cost.py " + " ".join(
+            argv if argv is not None else sys.argv[1:])})
+    print(f"\nelastic decision loop at {args.rate:g} Hz on {key} "
+          f"({len(dirs)} cgroup folder(s) on the path)")
+    print(f"{'item':<28}{'CPU us per call':>18}")
+    for item, label in (("loop", "loop, in its own process"),
+                        ("read", "read (after a sleep)"), ("read_warm", "read (back to back)"),
+                        ("decide", "decide (after a sleep)")):
+        print(f"{label:<28}{out[item + '_us']:>18.1f}")
+    print(f"loop: {share:.2%} of one CPU; {out['loop_share_of_quota_0_2']:.1%} of a 0.2-CPU "
+          f"quota, {out['loop_share_of_quota_0_25']:.1%} of a 0.25-CPU quota")
+    if args.json:
+        atomic_write_json(args.json, {k: round(v, 4) if isinstance(v, float) else v
+                                      for k, v in out.items()})
+    return out
+
+
+if __name__ == "__main__":
+    mp.set_start_method("fork", force=True)
+    main()
