@@ -257,6 +257,15 @@ class ElasticPoller:
                 return msg[1], msg[2]
 
 
+def this_machines_table(path: str, key: str) -> dict:
+    """This machine's latency table entry, or exit saying how to measure it."""
+    try:
+        return read_latency_table(path, key)
+    except (KeyError, FileNotFoundError) as exc:
+        sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
+                 f"models/default_vla --table-runtime onnxruntime --table {path}")
+
+
 def _world_loop(conn, world: str) -> None:
     """The world in a process of its own: ("reset", seed) -> (obs, None),
     ("step", action) -> (obs, (terminated or truncated, is_success)), ("close",)."""
@@ -530,11 +539,7 @@ def main(argv=None) -> dict:
     from embodied_stack.models.runtime import make_runtime
 
     key = device_key("cpu")
-    try:
-        table = read_latency_table(args.table, key)
-    except (KeyError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
-                 f"models/default_vla --table-runtime onnxruntime --table {args.table}")
+    table = this_machines_table(args.table, key)
     policy = load_default_policy(None)
     policy.use_runtime(make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"],
                                     intra_op_threads=args.threads))

@@ -35,12 +35,12 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from elastic_budget import REPO, ElasticPoller  # noqa: E402
+from elastic_budget import REPO, ElasticPoller, this_machines_table  # noqa: E402
 
 from embodied_stack.models.elastic.budget import CpuSource, cgroup_cpu_dirs  # noqa: E402
 from embodied_stack.models.elastic.selector import Selector, SelectorConfig  # noqa: E402
 from embodied_stack.models.files import atomic_write_json  # noqa: E402
-from embodied_stack.models.runtime.profiling import device_key, read_latency_table  # noqa: E402
+from embodied_stack.models.runtime.profiling import device_key  # noqa: E402
 from embodied_stack.nodes.elastic_control import ElasticControl  # noqa: E402
 
 
@@ -68,11 +68,7 @@ def main(argv=None) -> dict:
     if args.rate <= 0 or args.polls < 10:
         sys.exit(f"error: --rate {args.rate} must be > 0 and --polls {args.polls} >= 10")
     key = device_key("cpu")
-    try:
-        table = read_latency_table(args.table, key)
-    except (KeyError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
-                 f"models/default_vla --table-runtime onnxruntime --table {args.table}")
+    table = this_machines_table(args.table, key)
     period = 1.0 / args.rate
 
     def control():
