@@ -302,3 +302,26 @@ def test_cpu_source_opens_each_file_once_and_none_that_is_not_there(tmp_path, mo
     assert sorted(opened) == [str(cg / "policy/cpu.max"), str(proc / "loadavg")]
     src.close()
     assert src._fds == {}
+
+
+def test_cpu_source_keeps_its_files_open_across_the_twice_a_second_refresh(tmp_path, monkeypatch):
+    """The cgroup is resolved again twice a second; files of folders still in use stay open
+    (reopening them each time was a repeated cost), those of a folder left are closed."""
+    proc = tmp_path / "proc"
+    _cgroup_tree(proc, {"loadavg": "0.0 0.0 0.0 1/99 1\n", "self/cgroup": "0::/a\n"})
+    cg = tmp_path / "cg"
+    _cgroup_tree(cg, {"cgroup.controllers": "cpu\n", "a/cpu.max": "50000 100000\n",
+                      "b/cpu.max": "25000 100000\n"})
+    clock = iter(range(1000))
+    monkeypatch.setattr(budget_module.time, "monotonic", lambda: float(next(clock)))  # 1 s a read
+    src = CpuSource(threads=1, proc=str(proc), cgroup_root=str(cg))
+    opened = []
+    real_open = budget_module.os.open
+    monkeypatch.setattr(budget_module.os, "open", lambda p, *a: opened.append(p) or real_open(p, *a))
+    for _ in range(3):
+        assert src.read().detail["cpu_quota"] == pytest.approx(0.5)
+    assert sorted(opened) == [str(cg / "a/cpu.max"), str(proc / "loadavg")]
+    (proc / "self/cgroup").write_text("0::/b\n")  # moved to another cgroup
+    assert src.read().detail["cpu_quota"] == pytest.approx(0.25)
+    assert sorted(src._fds) == [str(cg / "b/cpu.max"), str(proc / "loadavg")]
+    src.close()

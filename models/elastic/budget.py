@@ -321,8 +321,8 @@ class TorchCudaSource(BudgetSource):
 def read_runnable(loadavg_text: str) -> int:
     """The instantaneous count of runnable threads from /proc/loadavg text ("0.30 0.57 0.62
     2/345 6789": the 2). The kernel prints the same count as /proc/stat's `procs_running`,
-    but /proc/loadavg is one short line: reading it at every poll costs half as much CPU,
-    which counts against a tight CPU quota the policy shares."""
+    but /proc/loadavg is one short line, and a poll's CPU time counts against a tight CPU
+    quota the policy shares."""
     fields = loadavg_text.split()
     running = fields[3].split("/")[0] if len(fields) >= 4 and "/" in fields[3] else ""
     if not running.isdigit():
@@ -488,8 +488,11 @@ class CpuSource(BudgetSource):
             self._freq = self._psutil.cpu_freq()
             self._cgroup = self._cgroup_dirs()  # its quota, though, is read at every poll
             self._periods.clear()  # (a period changed alone shows within half a second)
-            for path in [p for p in self._fds if p != self._loadavg_path]:
-                self._forget(path)  # reopened at the next read: a folder may have gone
+            kept = {self._loadavg_path} | {f"{d}/{name}" for d, _ in self._cgroup
+                                           for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us",
+                                                        "cpu.max")}
+            for path in [p for p in self._fds if p not in kept]:
+                self._forget(path)  # a folder this process has left
         freq = self._freq
         cur = freq.current if freq else None
         top = freq.max if freq and freq.max else None
@@ -503,15 +506,15 @@ class CpuSource(BudgetSource):
         """The file's text, read again (pread at 0: the kernel makes a /proc or cgroup file's
         text afresh at each read from the start) through a descriptor kept open: one system
         call per poll instead of three. A poll's CPU time counts against a tight quota the
-        policy shares, and on a virtual machine a system call right after a sleep cost
-        ~20-35 us here."""
+        policy shares (bench/elastic_poll_cost.py measures it). A read that fails (its cgroup
+        was removed) closes the descriptor, so the next read opens the path afresh."""
         fd = self._fds.get(path)
         if fd is None:
             fd = self._fds[path] = os.open(path, os.O_RDONLY)
         try:
             data = os.pread(fd, 4096, 0)  # a few dozen bytes each
         except OSError:
-            self._forget(path)  # e.g. its cgroup was removed: open it afresh next time
+            self._forget(path)
             raise
         return data.decode()
 
