@@ -23,8 +23,10 @@ The same schedule runs three times:
 - fixed `full`, fixed smallest (`1/4`): the submodel never changes;
 - elastic: the elastic node's decision loop (nodes/elastic_control.py: CPU budget source,
   Selector with this machine's latency table, online correction from the measured latencies)
-  polled at the control rate (or `--poll-rate`) in a process of its own, as the node runs;
-  the control loop applies a decision before its next inference with
+  polled at the control rate (or `--poll-rate`; every `--idle-poll-s` while the policy runs
+  the smallest submodel, as the node does) in a process of its own (a fresh interpreter in
+  the policy's cgroup, so under `--load quota` it spends the policy's quota), as the node
+  runs; the control loop applies a decision before its next inference with
   ``policy.set_submodel`` (the node sends it through the policy node's SetParameters service
   instead: tests/test_elastic_node.py covers that path).
 
@@ -40,8 +42,9 @@ to the elastic loop's switch down; the maximum over load steps), and a PNG timel
 JSON keys: elastic_miss_rate, fixed_full_miss_rate, fixed_smallest_miss_rate,
 fixed_full_success, fixed_smallest_success, elastic_success, switches, reaction_s,
 reaction_periods, world, rate_hz, deadline_ms, load, burners, quota_cpus, quota_period_us,
-threads, seconds_per_mode, repeats,
-episodes_<run>, <run>_p50_ms, <run>_p99_ms, <run>_miss_rate_under_load, command.
+threads, seconds_per_mode, repeats, idle_poll_s,
+episodes_<run>, page_faults_<run> (the control loop's minor page faults), <run>_p50_ms,
+<run>_p99_ms, <run>_miss_rate_under_load, command.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import argparse
 import gc
 import multiprocessing as mp
 import os
+import resource
 import sys
 import time
 
@@ -189,50 +193,121 @@ class QuotaLoad:
             print(f"warning: could not remove {self.dir}: {exc}", file=sys.stderr)
 
 
-def _poll_loop(conn, ctl: ElasticControl, period_s: float) -> None:
-    """The elastic decision loop in a process of its own, as the elastic node runs: polls the
-    budget every `period_s`, sends ("want", name), takes ("obs", t, submodel, latency_s),
-    ("applied", name, t) and ("stop",) as they come between polls, after which it sends back
-    its logs. A message does not make a poll (each poll stays on its period: an early one
-    had pushed the next a whole period later), and the pipe is looked at only when the wait
-    says a message came: this loop's CPU time counts against a quota it shares with the
-    policy, and a check at every poll cost as much as reading the budget."""
+def _poll_loop(conn, ctl: ElasticControl, period_s: float) -> tuple[list, float]:
+    """The elastic decision loop, as the elastic node runs it: polls the budget every
+    `period_s` (every `ElasticControl.poll_period`: slower while the policy runs the smallest
+    submodel), sends ("want", name), and at each poll first takes the ("obs", t, submodel,
+    latency_s) and ("applied", name, t) messages that came since the last one, until
+    ("stop",). It sleeps between polls rather than waking for each latency report: under a
+    quota this loop's CPU time is the policy's, and a wake per inference cost it about as
+    much as the polls (a report waits at most one poll; its time is the control loop's,
+    taken when it was sent). Returns (budget log, CPU seconds it spent)."""
     budget_log = []
+    cpu0 = time.process_time()
     next_t = time.perf_counter()
     while True:
+        while conn.poll():  # the reports since the last poll
+            msg = conn.recv()
+            if msg[0] == "obs":
+                ctl.observe(*msg[1:])
+            elif msg[0] == "applied":
+                ctl.request_done(msg[1], True, "", msg[2])
+            else:
+                return budget_log, time.process_time() - cpu0
         now = time.perf_counter()
         want = ctl.poll(now)
         budget_log.append((now, ctl.budget.slowdown))
         if want is not None:
             conn.send(("want", want))
-        next_t += period_s
-        while (delay := next_t - time.perf_counter()) > 0 and conn.poll(delay):
-            while conn.poll():
-                msg = conn.recv()
-                if msg[0] == "obs":
-                    ctl.observe(*msg[1:])
-                elif msg[0] == "applied":
-                    ctl.request_done(msg[1], True, "", msg[2])
-                else:
-                    conn.send(("log", ctl.switch_log, budget_log))
-                    return
-        if delay < -period_s:  # a whole period late: keep the period from now on
+        next_t += ctl.poll_period(period_s)
+        delay = next_t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -period_s:  # a whole period late: keep the period from now on
             next_t = time.perf_counter()
 
 
-class ElasticPoller:
+def _poller_main(conn) -> None:
+    """The decision loop's process: ("start", table, SelectorConfig, threads, period_s,
+    idle_poll_s) runs one loop (ElasticControl + CPU source + Selector, starting on
+    `full`) until ("stop",), then sends ("log", switch_log, budget_log, cpu_s); ("close",)
+    ends the process."""
+    conn.send(("ready",))
+    while True:
+        msg = conn.recv()
+        if msg[0] != "start":
+            return
+        table, config, threads, period_s, idle_poll_s = msg[1:]
+        ctl = ElasticControl(Selector(table, config, current="full"),
+                             CpuSource(threads=threads), idle_poll_s=idle_poll_s)
+        ctl.applied = "full"
+        conn.send(("started",))
+        budget_log, cpu_s = _poll_loop(conn, ctl, period_s)
+        ctl.source.close()
+        conn.send(("log", ctl.switch_log, budget_log, cpu_s))
+
+
+class SpawnedChild:
+    """A fresh interpreter (spawned: none of this process's threads or memory) running
+    `target(conn, *args)`, talked to through a pipe; a child that dies is an error here, not
+    a wait forever."""
+
+    def __init__(self, target, *args, what: str):
+        ctx = mp.get_context("spawn")
+        self.what = what
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+        self.proc.start()
+        child.close()  # so a child that dies is an EOFError here
+
+    def _recv(self):
+        try:
+            return self.conn.recv()
+        except EOFError:
+            self.proc.join(timeout=5)
+            raise SystemExit(f"error: the {self.what} process exited "
+                             f"(code {self.proc.exitcode})") from None
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("close",))
+        except OSError:
+            pass
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+
+
+class ElasticPoller(SpawnedChild):
     """The elastic decision loop on its own timer in its own process, as the elastic node runs:
     it polls whatever the control loop is doing (an inference that a new load slows can take
     more than a period: polling after it counted that inference as reaction time), and its
     work does not hold this process's GIL (a poll thread here did, and burners preempting it
     then stalled the control loop). The control loop applies a decision before its next
-    inference, as the policy node applies a parameter change between inferences."""
+    inference, as the policy node applies a parameter change between inferences.
 
-    def __init__(self, ctl: ElasticControl, period_s: float):
-        ctx = mp.get_context("fork")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_poll_loop, args=(child, ctl, period_s), daemon=True)
-        self.proc.start()
+    The process is a fresh interpreter (spawned, once per bench), not a fork of this one: a
+    forked loop shares this process's memory copy-on-write for as long as it lives, and every
+    page the control loop then writes (Python touches its objects' reference counts) costs it
+    a page fault, in the control loop's own time (`page_faults_<run>` in the JSON counts
+    them). It starts in this process's cgroup, so under `--load quota` its CPU time
+    counts against the policy's quota, as the elastic node's does in the policy's
+    container."""
+
+    def __init__(self):
+        super().__init__(_poller_main, what="elastic decision loop")
+        self._expect("ready")
+
+    def _expect(self, what: str) -> tuple:
+        while (msg := self._recv())[0] != what:
+            pass
+        return msg
+
+    def start(self, table: dict, config: SelectorConfig, threads: int, period_s: float,
+              idle_poll_s: float) -> None:
+        """Starts a loop on `full` (returns once it runs)."""
+        self.conn.send(("start", table, config, threads, period_s, idle_poll_s))
+        self._expect("started")
 
     def take(self) -> str | None:
         """The newest decision since the last call (None: none)."""
@@ -247,14 +322,11 @@ class ElasticPoller:
     def observe(self, submodel: str, latency_s: float) -> None:
         self.conn.send(("obs", time.perf_counter(), submodel, latency_s))
 
-    def stop(self) -> tuple[list, list]:
-        """Ends the loop; returns its (switch_log, budget_log)."""
+    def stop(self) -> tuple[list, list, float]:
+        """Ends the loop; returns its (switch_log, budget_log, CPU seconds)."""
         self.conn.send(("stop",))
-        while True:
-            msg = self.conn.recv()
-            if msg[0] == "log":
-                self.proc.join(timeout=2)
-                return msg[1], msg[2]
+        return self._expect("log")[1:]
+
 
 
 def this_machines_table(path: str, key: str) -> dict:
@@ -289,7 +361,7 @@ def _world_loop(conn, world: str) -> None:
             return
 
 
-class World:
+class World(SpawnedChild):
     """The simulated world (physics and camera rendering) in a process of its own, stepped in
     lockstep with the control loop. On a robot the world is not the policy's CPU: a quota on
     the policy's cgroup must not also throttle the physics and the renderer (they took 60% of
@@ -301,36 +373,18 @@ class World:
     cgroup)."""
 
     def __init__(self, world: str):
-        ctx = mp.get_context("spawn")  # a fresh interpreter: none of the policy's threads
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_world_loop, args=(child, world), daemon=True)
-        self.proc.start()
-        child.close()  # so a world that dies is an EOFError here, not a wait forever
-        try:
-            self.dims = self.conn.recv()
-        except EOFError:
-            self.proc.join(timeout=5)
-            raise SystemExit(f"error: the {world} world process exited "
-                             f"(code {self.proc.exitcode}) before it was ready") from None
+        super().__init__(_world_loop, world, what=f"{world} world")
+        self.dims = self._recv()
 
     def reset(self, seed: int) -> dict:
         self.conn.send(("reset", seed))
-        return self.conn.recv()[0]
+        return self._recv()[0]
 
     def step(self, action: np.ndarray) -> tuple[dict, bool, bool]:
         """(obs, episode over, success)."""
         self.conn.send(("step", action))
-        obs, (done, success) = self.conn.recv()
+        obs, (done, success) = self._recv()
         return obs, done, success
-
-    def close(self) -> None:
-        try:
-            self.conn.send(("close",))
-        except OSError:
-            pass
-        self.proc.join(timeout=5)
-        if self.proc.is_alive():
-            self.proc.terminate()
 
 
 def schedule(seconds: float) -> list[tuple[float, bool]]:
@@ -342,7 +396,7 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
 
 def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str, env: World,
-        poll_rate: float | None = None):
+        poller: ElasticPoller, poll_rate: float | None = None, idle_poll_s: float = 0.1):
     """One real-time run of the schedule in `env` (a World of `world`); returns
     per-inference and per-tick records."""
     from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
@@ -352,15 +406,13 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
     period = 1.0 / rate
     deadline = period - margin_s
     emode = ExecutionMode(policy.config.chunk_length)
-    poller = None
     if mode == "elastic":
-        sel = Selector(table, SelectorConfig(rate_hz=rate, margin_s=margin_s, dwell_s=dwell_s,
-                                             miss_hold_s=dwell_s), current="full")
-        ctl = ElasticControl(sel, CpuSource(threads=policy._runtime.intra_op_threads))
-        ctl.applied = "full"
         policy.set_submodel("full")
-        poller = ElasticPoller(ctl, 1.0 / (poll_rate or rate))  # ctl lives there now
+        poller.start(table, SelectorConfig(rate_hz=rate, margin_s=margin_s, dwell_s=dwell_s,
+                                           miss_hold_s=dwell_s),
+                     policy._runtime.intra_op_threads, 1.0 / (poll_rate or rate), idle_poll_s)
     else:
+        poller = None
         policy.set_submodel("full" if mode == "full" else smallest)
     phases = schedule(seconds)
     seed = seed0
@@ -423,7 +475,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         k += 1
         if k % int(rate) == 0:
             bar.update(1)
-    switch_log, budget_log = poller.stop() if poller is not None else ([], [])
+    switch_log, budget_log, _ = poller.stop() if poller is not None else ([], [], 0.0)
     load.off()
     return {"infer": infer, "ticks": ticks, "steps": steps_at, "episodes": episodes,
             "successes": successes, "switch_log": switch_log,
@@ -528,6 +580,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--poll-rate", type=float, default=None,
                         help="elastic decision polls per second (default: the control rate; "
                              "the elastic node's own default is 50)")
+    parser.add_argument("--idle-poll-s", type=float, default=0.1,
+                        help="elastic: poll at most this often while the policy runs the "
+                             "smallest submodel (default 0.1, as the node)")
     parser.add_argument("--dwell", type=float, default=1.0, help="elastic dwell s (default 1)")
     parser.add_argument("--table", default=os.path.join(REPO, "config", "latency_tables.json"),
                         help="latency table (this machine's entry is required)")
@@ -551,6 +606,12 @@ def main(argv=None) -> dict:
     except BaseException:
         env.close()
         raise
+    try:  # after the load: under a quota the decision loop shares the policy's cgroup
+        poller = ElasticPoller()
+    except BaseException:
+        load.close()
+        env.close()
+        raise
     # As run_node does for the nodes: everything built so far lives for the whole run, so a
     # cyclic-GC pass never walks it in the middle of an inference.
     gc.collect()
@@ -566,12 +627,17 @@ def main(argv=None) -> dict:
         for rep in range(args.repeats):
             for mode in modes[rep % 3:] + modes[:rep % 3]:
                 bar.set_postfix_str(f"{mode} {rep + 1}/{args.repeats}")
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 parts[mode].append(run(policy, mode, segment, args.rate, args.margin_ms * 1e-3,
                                        load, table, smallest, bar, seed0=200_000 + 1000 * rep,
                                        dwell_s=args.dwell, world=args.world, env=env,
-                                       poll_rate=args.poll_rate))
+                                       poller=poller, poll_rate=args.poll_rate,
+                                       idle_poll_s=args.idle_poll_s))
+                parts[mode][-1]["page_faults"] = (
+                    resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     finally:
         bar.close()
+        poller.close()
         load.close()
         env.close()
     runs = {m: merge(parts[m], segment) for m in modes}
@@ -601,12 +667,14 @@ def main(argv=None) -> dict:
         "quota_period_us": args.quota_period_us if args.load == "quota" else None,
         "seconds_per_mode": seconds, "repeats": args.repeats,
         "threads": policy._runtime.intra_op_threads, "smallest": smallest,
-        "poll_rate_hz": args.poll_rate or args.rate,
+        "poll_rate_hz": args.poll_rate or args.rate, "idle_poll_s": args.idle_poll_s,
         "device": key, "quick": args.quick,
         "command": "python bench/elastic_budget.py " + " ".join(argv if argv is not None
                                                                 else sys.argv[1:]),
     }
     for mode, res in runs.items():
+        # the control loop's own minor page faults (its time, in the inference's budget)
+        out[f"page_faults_{mode}"] = sum(p["page_faults"] for p in parts[mode])
         out[f"episodes_{mode}"] = res["episodes"]
         out[f"inferences_{mode}"] = len(res["infer"])
         lat = np.array([x[2] for x in res["infer"]]) * 1e3

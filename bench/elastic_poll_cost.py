@@ -8,7 +8,7 @@ bench measures, on this machine, with nothing else of ours running:
 
 - ``loop``: the decision loop exactly as bench/elastic_budget.py runs it (CPU budget source,
   Selector with this device's latency table, ElasticControl; a process of its own, sleeping
-  between polls), its CPU time per poll from the kernel's accounting of that process;
+  between polls), its CPU time per poll from that process's own CPU clock;
 - ``read`` / ``decide``: the budget read (``CpuSource.read``) and the decision
   (``ElasticControl.poll`` less the read), each timed with the thread's CPU clock, once in a
   loop that sleeps a control period between calls (as polls run: on this VM a system call
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import multiprocessing as mp
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -84,15 +82,17 @@ def main(argv=None) -> dict:
     out = {}
     n = args.polls
     bar = tqdm(total=4 * n, desc="poll cost", unit="call", file=sys.stderr)
-    # 1. the loop as the elastic bench runs it, in its own process: the kernel's count
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    poller = ElasticPoller(control(), period)
-    for _ in range(n // 25):  # the bar moves every 25 periods; the loop polls meanwhile
-        time.sleep(25 * period)
-        bar.update(25)
-    _, budget_log = poller.stop()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    # 1. the loop as the elastic bench runs it, in its own process: its own CPU clock
+    poller = ElasticPoller()
+    try:
+        poller.start(table, control().selector.config, threads=1, period_s=period,
+                     idle_poll_s=period)
+        for _ in range(n // 25):  # the bar moves every 25 periods; the loop polls meanwhile
+            time.sleep(25 * period)
+            bar.update(25)
+        _, budget_log, cpu_s = poller.stop()
+    finally:
+        poller.close()
     out["loop_polls"] = len(budget_log)
     out["loop_us"] = cpu_s / max(1, len(budget_log)) * 1e6
     bar.update(n - bar.n)
@@ -130,5 +130,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    mp.set_start_method("fork", force=True)
     main()

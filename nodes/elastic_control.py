@@ -21,10 +21,12 @@ RETRY_S = 0.5
 
 
 class ElasticControl:
-    def __init__(self, selector: Selector, source: BudgetSource, request_timeout_s: float = 2.0):
+    def __init__(self, selector: Selector, source: BudgetSource, request_timeout_s: float = 2.0,
+                 idle_poll_s: float = 0.1):
         self.selector = selector
         self.source = source
         self.request_timeout_s = request_timeout_s
+        self.idle_poll_s = idle_poll_s
         self.applied: str | None = None        # last submodel the policy confirmed
         self.in_flight: tuple[str, float, str] | None = None  # (name, sent at, why)
         self.budget: Budget | None = None
@@ -67,6 +69,16 @@ class ElasticControl:
         self.in_flight = (want, now, self.decision.reason)
         self.stats["requests"] += 1
         return want
+
+    def poll_period(self, fast_s: float) -> float:
+        """Seconds to the next poll: `fast_s`, or `idle_poll_s` (when longer) while the policy
+        runs the smallest submodel, the selector wants it and no request is in flight. There is
+        then nothing to step down to, and a step up waits `dwell_s` anyway, so fast polls would
+        only spend CPU, which under a quota shared with the policy is the policy's."""
+        smallest = self.selector.order[0]
+        if self.applied == smallest == self.selector.current and self.in_flight is None:
+            return max(fast_s, self.idle_poll_s)
+        return fast_s
 
     def request_done(self, name: str, ok: bool, reason: str, now: float) -> None:
         """The policy's answer to a switch request."""

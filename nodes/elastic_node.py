@@ -1,7 +1,8 @@
 """elastic_node: keep the policy on its deadline by switching its nested submodel.
 
 Polls a budget source (NVML, Jetson tegrastats, torch.cuda or the CPU; `budget_source:=auto`
-picks one and says which) at `poll_rate_hz`, asks the Selector (models/elastic/selector.py)
+picks one and says which) at `poll_rate_hz` (every `idle_poll_s` while the policy runs the
+smallest submodel: nothing to step down to), asks the Selector (models/elastic/selector.py)
 for the largest submodel whose tail latency and memory fit, and sets the policy node's
 `submodel` parameter through its standard SetParameters service (`<policy_node>/set_parameters`),
 asynchronously: the executor is never blocked waiting for the answer.
@@ -123,6 +124,9 @@ class ElasticNode(Node):
         p("enabled", True, _live("switch the policy's submodel (false: decide and report "
                                  "only)"))
         p("poll_rate_hz", 50.0, _float("budget polls per second", 0.5, 1000.0))
+        p("idle_poll_s", 0.1, _float("poll no more often than this while the policy runs the "
+                                     "smallest submodel (nothing to step down to; a step up "
+                                     "waits dwell_s anyway) (s)", 0.0, 10.0))
         p("control_rate_hz", 10.0, _float("the policy's control rate (Hz); deadline = "
                                           "1/rate - margin_s", 0.1, 1000.0))
         p("follow_policy_rate", True, _fixed("take control_rate_hz from the policy node, and "
@@ -157,7 +161,8 @@ class ElasticNode(Node):
             raise ValueError(f"submodel {g('submodel')!r} not in the latency table "
                              f"({sorted(entries)})")
         self.control = ElasticControl(Selector(entries, cfg, current=g("submodel")),
-                                      budget_source, g("request_timeout_s"))
+                                      budget_source, g("request_timeout_s"),
+                                      g("idle_poll_s"))
         self.control.applied = g("submodel")
         self.enabled = bool(g("enabled"))
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -173,7 +178,8 @@ class ElasticNode(Node):
                                      self._on_parameter_event, 10)
             self._rate_client = self.create_client(GetParameters, f"{target}/get_parameters")
             self._rate_asked = False
-        self._poll_timer = self.create_timer(1.0 / g("poll_rate_hz"), self._poll)
+        self._poll_s = 1.0 / g("poll_rate_hz")
+        self._poll_timer = self.create_timer(self._poll_s, self._poll)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
             f"elastic_node: budget {self.source.description} ({'; '.join(notes)}); table "
@@ -223,6 +229,7 @@ class ElasticNode(Node):
         if self.control.decision and self.control.decision.submodel != before:
             self.get_logger().info(f"decision: {self.control.decision.reason}")
         if want is None:
+            self._retime_poll()
             return
         if not self.enabled or not self.client.service_is_ready():
             self.control.request_done(want, False, "disabled" if not self.enabled else
@@ -232,6 +239,15 @@ class ElasticNode(Node):
         future = self.client.call_async(
             SetParameters.Request(parameters=[ParameterMsg(name="submodel", value=value)]))
         future.add_done_callback(lambda f, name=want: self._on_switched(name, f))
+        self._retime_poll()
+
+    def _retime_poll(self) -> None:
+        """Poll at poll_rate_hz, or every idle_poll_s while the policy runs the smallest
+        submodel (ElasticControl.poll_period); a change starts the new period now."""
+        period_ns = int(self.control.poll_period(self._poll_s) * 1e9)
+        if period_ns != self._poll_timer.timer_period_ns:
+            self._poll_timer.timer_period_ns = period_ns
+            self._poll_timer.reset()
 
     def _on_switched(self, name: str, future) -> None:
         now = time.monotonic()
@@ -241,6 +257,7 @@ class ElasticNode(Node):
         except Exception as exc:  # service gone mid-call
             ok, reason = False, f"{type(exc).__name__}: {exc}"
         self.control.request_done(name, ok, reason, now)
+        self._retime_poll()
         if ok:
             self.get_logger().info(f"switched policy to {name}")
         else:
@@ -268,9 +285,12 @@ class ElasticNode(Node):
             self.enabled = bool(values["enabled"])
         if "request_timeout_s" in values:
             self.control.request_timeout_s = values["request_timeout_s"]
+        if "idle_poll_s" in values:
+            self.control.idle_poll_s = values["idle_poll_s"]
         if "poll_rate_hz" in values:
-            self.destroy_timer(self._poll_timer)
-            self._poll_timer = self.create_timer(1.0 / values["poll_rate_hz"], self._poll)
+            self._poll_s = 1.0 / values["poll_rate_hz"]
+        if "idle_poll_s" in values or "poll_rate_hz" in values:
+            self._retime_poll()
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:

@@ -84,3 +84,17 @@ def test_misses_are_counted_per_submodel(ctl):
     assert not ctl.observe(0.01, "full", 2.5e-3)
     assert ctl.observe(0.02, "full", 4.5e-3)  # deadline 4 ms
     assert ctl.misses_by_submodel["full"] == 1 and ctl.status()["miss_rate"] == "0.5000"
+
+
+def test_polls_slow_down_only_while_the_smallest_runs_and_nothing_is_in_flight(ctl):
+    ctl.idle_poll_s = 0.1
+    assert ctl.poll_period(0.01) == 0.01  # at full: a load step must be seen at once
+    ctl.source.slowdown = 10.0  # nothing fits
+    assert ctl.poll(0.0) == "1/4"
+    assert ctl.poll_period(0.01) == 0.01  # asked, not confirmed yet
+    ctl.request_done("1/4", True, "", 0.01)
+    assert ctl.poll_period(0.01) == 0.1  # nothing to step down to
+    assert ctl.poll_period(0.5) == 0.5  # never faster than asked
+    ctl.source.slowdown = 1.0
+    assert ctl.poll(1.5) == "full"  # the step up after the dwell
+    assert ctl.poll_period(0.01) == 0.01

@@ -97,6 +97,23 @@ def test_budget_drop_switches_down_and_recovery_switches_back_after_the_dwell(gr
     assert "predicted_tail_ms.full" in values and "reason" in values
 
 
+def test_polls_slow_down_at_the_smallest_and_speed_up_after_the_step_up(graph):
+    policy_node, elastic, log, _ = graph
+    sub = lambda: policy_node.get_parameter("submodel").value  # noqa: E731
+    period = lambda: elastic._poll_timer.timer_period_ns * 1e-9  # noqa: E731
+    assert wait_for(lambda: elastic.get_parameter("control_rate_hz").value == 100.0, 3.0)
+    assert period() == pytest.approx(1 / 50.0)
+    with open(log, "a") as f:  # 1300 -> 65 MHz: 20x slower, nothing fits
+        f.write(LINE.format(load=99, mhz=65))
+    assert wait_for(lambda: sub() == "1/4", 3.0), elastic.control.status()
+    assert wait_for(lambda: period() == pytest.approx(0.1), 2.0)  # idle_poll_s
+    with open(log, "a") as f:
+        f.write(LINE.format(load=20, mhz=1300))
+    # the step up still comes after the dwell: an idle poll sees the budget back
+    assert wait_for(lambda: sub() == "full", DWELL_S + 3.0), elastic.control.status()
+    assert wait_for(lambda: period() == pytest.approx(1 / 50.0), 2.0)
+
+
 def test_deadline_follows_the_policy_nodes_control_rate(graph):
     policy_node, elastic, _, _ = graph
     rate = lambda: elastic.get_parameter("control_rate_hz").value  # noqa: E731

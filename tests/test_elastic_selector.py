@@ -198,3 +198,22 @@ def test_another_devices_table_is_never_used(tmp_path):
     with pytest.raises(KeyError, match="no latency entry"):
         read_latency_table(path)  # this machine's CPU is not in it
     assert json.loads(path.read_text())["cuda:Some GPU"]["full"]["p99_ms"] == 3.4
+
+
+def test_a_correction_below_one_does_not_carry_a_step_up():
+    """Under a CPU quota the source's slowdown (threads / quota) overstates what a small
+    inference that fits between two refills sees, so the correction learned on `1/4` falls
+    below 1; applied to `full` it would make full look fine, but full crosses the quota and
+    waits. The selector stays on `1/4` until the slowdown itself comes down."""
+    s = make(dwell_s=0.5, window_s=2.0, min_samples=20, miss_hold_s=0.5)
+    assert s.decide(0.0, budget(5.0)).submodel == "1/4"  # 0.8 x 5 = 4 ms: only 1/4 fits
+    t = 0.0
+    for _ in range(100):  # 1/4 measures a quarter of the budget's prediction: 1 ms
+        s.observe(t, "1/4", 0.8e-3 * 5 * 0.25, slowdown=5.0)
+        t += 0.01
+        d = s.decide(t, budget(5.0))
+    assert d.correction == pytest.approx(0.25)
+    assert d.predicted_ms["full"] <= 0.85 * 4.0  # 2.6 x 5 x 0.25 = 3.25 ms would "fit" ...
+    assert s.current == "1/4" and "holding 1/4" in d.reason  # ... but full's tail x 5 does not
+    d = s.decide(t + 0.1, budget(1.0))  # the quota is lifted
+    assert d.submodel == "full" and d.switched

@@ -16,7 +16,9 @@ clock. The rules:
 - choose the largest submodel whose predicted tail <= deadline and whose memory fits the free
   memory; none fits -> the smallest, with the reason (one pass over the table, no search);
 - hysteresis: stepping down is immediate; stepping up waits `dwell_s` since the last switch and
-  needs the larger submodel's predicted tail <= (1 - up_headroom) x deadline.
+  needs the larger submodel's predicted tail <= (1 - up_headroom) x deadline, and so its table
+  tail x slowdown (a correction below 1, learned on a smaller submodel, does not carry a step
+  up: under a CPU quota a small inference fits between refills and a larger one does not).
 """
 
 from __future__ import annotations
@@ -169,8 +171,14 @@ class Selector:
                 return self._keep(pred, deadline_ms, corr,
                                   f"holding {self.current}: a deadline miss "
                                   f"{now - self._last_miss:.2f} s ago")
+            # A correction below 1 was learned on the submodel that runs; a larger one may
+            # not scale down with it (under a CPU quota a small inference fits between two
+            # refills, a larger one crosses one and waits), so a step up also needs the
+            # table's own tail x slowdown to fit.
             up = [n for n in fitting if rank(n) > rank(self.current)
-                  and fits(n, (1 - cfg.up_headroom) * deadline_ms)]
+                  and fits(n, (1 - cfg.up_headroom) * deadline_ms)
+                  and self.table[n][self.tail_key] * budget.slowdown
+                  <= (1 - cfg.up_headroom) * deadline_ms]
             if not up:
                 return self._keep(pred, deadline_ms, corr,
                                   f"holding {self.current}: {target} fits but within the "
