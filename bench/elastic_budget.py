@@ -50,6 +50,7 @@ episodes_<run>, page_faults_<run> (the control loop's minor page faults), <run>_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import multiprocessing as mp
 import os
@@ -328,7 +329,6 @@ class ElasticPoller(SpawnedChild):
         return self._expect("log")[1:]
 
 
-
 def this_machines_table(path: str, key: str) -> dict:
     """This machine's latency table entry, or exit saying how to measure it."""
     try:
@@ -396,9 +396,11 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
 
 def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str, env: World,
-        poller: ElasticPoller, poll_rate: float | None = None, idle_poll_s: float = 0.1):
-    """One real-time run of the schedule in `env` (a World of `world`); returns
-    per-inference and per-tick records."""
+        poller: ElasticPoller | None, poll_rate: float | None = None,
+        idle_poll_s: float = 0.1):
+    """One real-time run of the schedule in `env` (a World of `world`); `poller` runs the
+    elastic decision loop (mode "elastic" only). Returns per-inference and per-tick
+    records."""
     from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
     embodiment = EMBODIMENT_OF_WORLD[world]
@@ -412,7 +414,6 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
                                            miss_hold_s=dwell_s),
                      policy._runtime.intra_op_threads, 1.0 / (poll_rate or rate), idle_poll_s)
     else:
-        poller = None
         policy.set_submodel("full" if mode == "full" else smallest)
     phases = schedule(seconds)
     seed = seed0
@@ -599,28 +600,23 @@ def main(argv=None) -> dict:
     policy.use_runtime(make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"],
                                     intra_op_threads=args.threads))
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
-    env = World(args.world)  # before the load: it must not start in the quota's cgroup
-    try:
-        load = Load(args.burners) if args.load == "burners" else QuotaLoad(args.quota,
-                                                                             args.quota_period_us)
-    except BaseException:
-        env.close()
-        raise
-    try:  # after the load: under a quota the decision loop shares the policy's cgroup
-        poller = ElasticPoller()
-    except BaseException:
-        load.close()
-        env.close()
-        raise
-    # As run_node does for the nodes: everything built so far lives for the whole run, so a
-    # cyclic-GC pass never walks it in the middle of an inference.
-    gc.collect()
-    gc.freeze()
     modes = ("full", "smallest", "elastic")
     segment = seconds / args.repeats
     parts = {m: [] for m in modes}
-    bar = tqdm(total=int(3 * seconds), desc="elastic budget", unit="s", file=sys.stderr)
-    try:
+    with contextlib.ExitStack() as children:  # closed in reverse order, also on an error
+        env = World(args.world)  # before the load: it must not start in the quota's cgroup
+        children.callback(env.close)
+        load = Load(args.burners) if args.load == "burners" else QuotaLoad(args.quota,
+                                                                             args.quota_period_us)
+        children.callback(load.close)
+        poller = ElasticPoller()  # after the load: under a quota it shares the policy's cgroup
+        children.callback(poller.close)
+        # As run_node does for the nodes: everything built so far lives for the whole run, so
+        # a cyclic-GC pass never walks it in the middle of an inference.
+        gc.collect()
+        gc.freeze()
+        bar = children.enter_context(tqdm(total=int(3 * seconds), desc="elastic budget",
+                                          unit="s", file=sys.stderr))
         # Interleaved: each repeat runs the whole load schedule once per mode, the order of
         # the modes rotated from one repeat to the next, so a change in the background load
         # of a shared machine (or a place in the sequence) hits the three alike.
@@ -631,15 +627,10 @@ def main(argv=None) -> dict:
                 parts[mode].append(run(policy, mode, segment, args.rate, args.margin_ms * 1e-3,
                                        load, table, smallest, bar, seed0=200_000 + 1000 * rep,
                                        dwell_s=args.dwell, world=args.world, env=env,
-                                       poller=poller, poll_rate=args.poll_rate,
-                                       idle_poll_s=args.idle_poll_s))
+                                       poller=poller if mode == "elastic" else None,
+                                       poll_rate=args.poll_rate, idle_poll_s=args.idle_poll_s))
                 parts[mode][-1]["page_faults"] = (
                     resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
-    finally:
-        bar.close()
-        poller.close()
-        load.close()
-        env.close()
     runs = {m: merge(parts[m], segment) for m in modes}
 
     def miss_rate(res):

@@ -70,10 +70,10 @@ def main(argv=None) -> dict:
     table = this_machines_table(args.table, key)
     period = 1.0 / args.rate
 
+    config = SelectorConfig(rate_hz=args.rate, margin_s=0.4 * period)
+
     def control():
-        sel = Selector(table, SelectorConfig(rate_hz=args.rate, margin_s=0.4 * period),
-                       current="full")
-        ctl = ElasticControl(sel, CpuSource(threads=1))
+        ctl = ElasticControl(Selector(table, config, current="full"), CpuSource(threads=1))
         ctl.applied = "full"
         return ctl
 
@@ -85,8 +85,7 @@ def main(argv=None) -> dict:
     # 1. the loop as the elastic bench runs it, in its own process: its own CPU clock
     poller = ElasticPoller()
     try:
-        poller.start(table, control().selector.config, threads=1, period_s=period,
-                     idle_poll_s=period)
+        poller.start(table, config, threads=1, period_s=period, idle_poll_s=period)
         for _ in range(n // 25):  # the bar moves every 25 periods; the loop polls meanwhile
             time.sleep(25 * period)
             bar.update(25)

@@ -228,9 +228,12 @@ class ElasticNode(Node):
         want = self.control.poll(now)
         if self.control.decision and self.control.decision.submodel != before:
             self.get_logger().info(f"decision: {self.control.decision.reason}")
-        if want is None:
-            self._retime_poll()
-            return
+        if want is not None:
+            self._request(want, now)
+        self._retime_poll()
+
+    def _request(self, want: str, now: float) -> None:
+        """Ask the policy node for `want` through its SetParameters service, without waiting."""
         if not self.enabled or not self.client.service_is_ready():
             self.control.request_done(want, False, "disabled" if not self.enabled else
                                       "parameter service not available", now)
@@ -239,7 +242,6 @@ class ElasticNode(Node):
         future = self.client.call_async(
             SetParameters.Request(parameters=[ParameterMsg(name="submodel", value=value)]))
         future.add_done_callback(lambda f, name=want: self._on_switched(name, f))
-        self._retime_poll()
 
     def _retime_poll(self) -> None:
         """Poll at poll_rate_hz, or every idle_poll_s while the policy runs the smallest

@@ -174,15 +174,17 @@ class Selector:
             # A correction below 1 was learned on the submodel that runs; a larger one may
             # not scale down with it (under a CPU quota a small inference fits between two
             # refills, a larger one crosses one and waits), so a step up also needs the
-            # table's own tail x slowdown to fit.
-            up = [n for n in fitting if rank(n) > rank(self.current)
-                  and fits(n, (1 - cfg.up_headroom) * deadline_ms)
-                  and self.table[n][self.tail_key] * budget.slowdown
-                  <= (1 - cfg.up_headroom) * deadline_ms]
+            # table's own tail x slowdown (the prediction without a correction) to fit.
+            up_limit = (1 - cfg.up_headroom) * deadline_ms
+            larger = [n for n in fitting if rank(n) > rank(self.current) and fits(n, up_limit)]
+            up = [n for n in larger
+                  if self.predicted_tail_ms(n, budget.slowdown, None) <= up_limit]
             if not up:
-                return self._keep(pred, deadline_ms, corr,
-                                  f"holding {self.current}: {target} fits but within the "
-                                  f"{cfg.up_headroom:.0%} headroom")
+                why = (f"{larger[-1]}'s table p99 x slowdown "
+                       f"{self.predicted_tail_ms(larger[-1], budget.slowdown, None):.2f} ms "
+                       f"does not (a correction below 1 does not carry a step up)" if larger
+                       else f"{target} fits but within the {cfg.up_headroom:.0%} headroom")
+                return self._keep(pred, deadline_ms, corr, f"holding {self.current}: {why}")
             target = up[-1]
             reason = (f"up to {target}: predicted p{cfg.quantile:g} {pred[target]:.2f} ms <= "
                       f"{1 - cfg.up_headroom:.0%} of deadline {deadline_ms:.2f} ms")
