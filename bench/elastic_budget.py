@@ -11,7 +11,12 @@ schedule, one of:
 - `--load burners` (default): CPU burner processes, started and stopped at once (they are
   forked beforehand and wait on an event, so a load step is a step);
 - `--load quota` (root): this process's cgroup CPU quota cut to `--quota` CPUs and lifted
-  again, as `docker update --cpus` does to a running container.
+  again, as `docker update --cpus` does to a running container;
+- `--load rt` (root): one real-time (SCHED_FIFO) burner per CPU, all in phase, that holds
+  its CPU for `--rt-busy` of every `--rt-period-ms` (a driver or perception thread at a
+  higher priority than the policy, woken by a timer). The policy runs in what is left, on
+  every core at once; the runnable count never sees such a burner (it sleeps whenever a
+  normal task, the budget reader included, gets to run), its CPU time does.
 
 The world (physics and camera rendering) runs in a process of its own, started before any
 load, so a quota limits the policy's process (and the elastic decision loop's) and not the
@@ -36,12 +41,13 @@ to the elastic loop's switch down; the maximum over load steps), and a PNG timel
 
     python bench/elastic_budget.py [--quick] [--json out.json] [--png timeline.png]
         [--world driving] [--rate 100] [--margin-ms 1] [--threads 2]
-        [--load burners --burners 3 | --load quota --quota 0.25]
+        [--load burners --burners 3 | --load quota --quota 0.25 | --load rt --rt-busy 0.75]
         [--table config/latency_tables.json]
 
 JSON keys: elastic_miss_rate, fixed_full_miss_rate, fixed_smallest_miss_rate,
 fixed_full_success, fixed_smallest_success, elastic_success, switches, reaction_s,
 reaction_periods, world, rate_hz, deadline_ms, load, burners, quota_cpus, quota_period_us,
+rt_busy, rt_period_ms,
 threads, seconds_per_mode, repeats, idle_poll_s,
 episodes_<run>, page_faults_<run> (the control loop's minor page faults), <run>_p50_ms,
 <run>_p99_ms, <run>_miss_rate_under_load, command.
@@ -115,6 +121,69 @@ class Load:
             p.join(timeout=2)
             if p.is_alive():
                 p.terminate()
+
+
+def _rt_burn(conn, cpu: int, period_s: float, busy_s: float, priority: int, go, stop) -> None:
+    """A real-time burner on `cpu`: while `go` is set, spin from each multiple of `period_s`
+    on the monotonic clock for `busy_s` (the same grid on every CPU: the burners run in phase,
+    so no core is free while they run), sleep for the rest. Sends "ok" or why not."""
+    import ctypes
+    import math
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        conn.send(f"{type(exc).__name__}: {exc}")
+        return
+    conn.send("ok")
+    while True:
+        go.wait()
+        if stop.is_set():
+            return
+        k = math.floor(time.monotonic() / period_s) + 1
+        while go.is_set():
+            start = k * period_s
+            now = time.monotonic()
+            if start > now:
+                time.sleep(start - now)
+            end = start + busy_s
+            while time.monotonic() < end:
+                pass
+            k = max(k + 1, math.floor(time.monotonic() / period_s) + 1)  # late: skip, no burst
+
+
+RT_PRIORITY = 10  # the burners' SCHED_FIFO priority; the world runs above it (WORLD_RT_PRIORITY)
+WORLD_RT_PRIORITY = 20
+
+
+class RtLoad(Load):
+    """One SCHED_FIFO burner per CPU, switched on and off together (needs root or
+    CAP_SYS_NICE). The kernel's real-time throttling (sched_rt_runtime_us, 95% by default)
+    caps what they may take; `busy` must stay below it."""
+
+    def __init__(self, busy: float, period_ms: float):
+        if not 0 < busy < 0.95 or not 0.1 <= period_ms <= 100:
+            raise SystemExit(f"error: --rt-busy {busy} must be in (0, 0.95) and --rt-period-ms "
+                             f"{period_ms} in [0.1, 100]")
+        ctx = mp.get_context("fork")
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.procs, answers = [], []
+        for cpu in sorted(os.sched_getaffinity(0)):
+            mine, theirs = ctx.Pipe(duplex=False)
+            self.procs.append(ctx.Process(target=_rt_burn, daemon=True, args=(
+                theirs, cpu, period_ms * 1e-3, busy * period_ms * 1e-3, RT_PRIORITY,
+                self.go, self.stop)))
+            self.procs[-1].start()
+            answers.append(mine.recv() if mine.poll(10) else "no answer in 10 s")
+        if any(a != "ok" for a in answers):
+            self.close()
+            raise SystemExit(f"error: --load rt cannot start a SCHED_FIFO burner ({answers}); "
+                             "it needs root or CAP_SYS_NICE")
 
 
 class QuotaLoad:
@@ -338,10 +407,12 @@ def this_machines_table(path: str, key: str) -> dict:
                  f"models/default_vla --table-runtime onnxruntime --table {path}")
 
 
-def _world_loop(conn, world: str) -> None:
+def _world_loop(conn, world: str, rt_priority: int | None = None) -> None:
     """The world in a process of its own: ("reset", seed) -> (obs, None),
     ("step", action) -> (obs, (terminated or truncated, is_success)), ("close",)."""
     os.environ.setdefault("LP_NUM_THREADS", "0")  # Mesa's renderer on this one thread
+    if rt_priority is not None:  # above real-time burners: the load is on the robot's CPU
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
     import gymnasium as gym
 
     import embodied_stack.sim  # noqa: F401
@@ -370,10 +441,11 @@ class World(SpawnedChild):
     more than a camera driver would. What the control loop pays per tick is receiving an
     observation and sending an action through a pipe, as the policy node receives a camera
     frame and publishes a command. Start it before any load (a child starts in its parent's
-    cgroup)."""
+    cgroup). `rt_priority`: run it at this SCHED_FIFO priority (above `--load rt`'s burners,
+    for the same reason)."""
 
-    def __init__(self, world: str):
-        super().__init__(_world_loop, world, what=f"{world} world")
+    def __init__(self, world: str, rt_priority: int | None = None):
+        super().__init__(_world_loop, world, rt_priority, what=f"{world} world")
         self.dims = self._recv()
 
     def reset(self, seed: int) -> dict:
@@ -564,14 +636,19 @@ def main(argv=None) -> dict:
                         help="world (default driving)")
     parser.add_argument("--rate", type=float, default=100.0, help="control rate Hz (default 100)")
     parser.add_argument("--margin-ms", type=float, default=1.0, help="deadline margin (default 1)")
-    parser.add_argument("--load", default="burners", choices=["burners", "quota"],
+    parser.add_argument("--load", default="burners", choices=["burners", "quota", "rt"],
                         help="what the schedule switches on: CPU burner processes (default), "
-                             "or a CPU quota on this process's cgroup (root)")
+                             "a CPU quota on this process's cgroup (root), or real-time "
+                             "burners in phase on every CPU (root)")
     parser.add_argument("--burners", type=int, default=3, help="CPU burner processes (default 3)")
     parser.add_argument("--quota", type=float, default=0.25,
                         help="--load quota: CPUs this process may use while loaded (default 0.25)")
     parser.add_argument("--quota-period-us", type=int, default=4100,
                         help="--load quota: the quota's period in us (default 4100)")
+    parser.add_argument("--rt-busy", type=float, default=0.75,
+                        help="--load rt: share of each period the burners hold (default 0.75)")
+    parser.add_argument("--rt-period-ms", type=float, default=1.0,
+                        help="--load rt: the burners' period in ms (default 1)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds per mode, all repeats (default 100, --quick 20)")
     parser.add_argument("--repeats", type=int, default=None,
@@ -604,10 +681,15 @@ def main(argv=None) -> dict:
     segment = seconds / args.repeats
     parts = {m: [] for m in modes}
     with contextlib.ExitStack() as children:  # closed in reverse order, also on an error
-        env = World(args.world)  # before the load: it must not start in the quota's cgroup
+        # before the load: it must not start in the quota's cgroup
+        env = World(args.world, rt_priority=WORLD_RT_PRIORITY if args.load == "rt" else None)
         children.callback(env.close)
-        load = Load(args.burners) if args.load == "burners" else QuotaLoad(args.quota,
-                                                                             args.quota_period_us)
+        if args.load == "burners":
+            load = Load(args.burners)
+        elif args.load == "rt":
+            load = RtLoad(args.rt_busy, args.rt_period_ms)
+        else:
+            load = QuotaLoad(args.quota, args.quota_period_us)
         children.callback(load.close)
         poller = ElasticPoller()  # after the load: under a quota it shares the policy's cgroup
         children.callback(poller.close)
@@ -656,6 +738,8 @@ def main(argv=None) -> dict:
         "burners": args.burners if args.load == "burners" else 0,
         "quota_cpus": args.quota if args.load == "quota" else None,
         "quota_period_us": args.quota_period_us if args.load == "quota" else None,
+        "rt_busy": args.rt_busy if args.load == "rt" else None,
+        "rt_period_ms": args.rt_period_ms if args.load == "rt" else None,
         "seconds_per_mode": seconds, "repeats": args.repeats,
         "threads": policy._runtime.intra_op_threads, "smallest": smallest,
         "poll_rate_hz": args.poll_rate or args.rate, "idle_poll_s": args.idle_poll_s,
@@ -706,6 +790,9 @@ def _load_on(res, t) -> bool:
 def _load_words(out: dict) -> str:
     if out.get("load") == "quota":
         return f"CPU quota {out['quota_cpus']:g} CPUs / {out['quota_period_us']} us"
+    if out.get("load") == "rt":
+        return (f"real-time burners {out['rt_busy']:.0%} of every {out['rt_period_ms']:g} ms "
+                "on every CPU")
     return f"{out['burners']} burners"
 
 

@@ -1,6 +1,7 @@
 """Budget sources: tegrastats lines from real boards (tests/fixtures/tegrastats-lines.txt),
 NVML-style values, the CPU source on this machine, and the automatic choice."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from embodied_stack.models.elastic.budget import (
     cpu_slowdown,
     make_budget_source,
     parse_tegrastats_line,
+    proc_stat_busy_s,
     read_runnable,
 )
 
@@ -325,3 +327,113 @@ def test_cpu_source_keeps_its_files_open_across_the_twice_a_second_refresh(tmp_p
     assert src.read().detail["cpu_quota"] == pytest.approx(0.25)
     assert sorted(src._fds) == [str(cg / "b/cpu.max"), str(proc / "loadavg")]
     src.close()
+
+
+def test_cpu_slowdown_with_hidden_busy_time():
+    assert cpu_slowdown(0, threads=1, cores=2, hidden_busy=0.75) == pytest.approx(4.0)
+    assert cpu_slowdown(0, threads=1, cores=2, hidden_busy=1.0) == pytest.approx(20.0)  # capped
+    assert cpu_slowdown(4, threads=2, cores=2, hidden_busy=0.5) == pytest.approx(3.0)  # the worse
+    assert cpu_slowdown(0, threads=2, cores=2, hidden_busy=0.0) == 1.0
+
+
+def _cpuacct_source(tmp_path, monkeypatch, window=1):
+    """A CpuSource over a fake /proc and cgroup v1 cpuacct root, on a fake clock."""
+    import types
+
+    clock = [100.0]
+    monkeypatch.setattr(budget_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    proc, cg = tmp_path / "proc", tmp_path / "cg"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text("1:cpu,cpuacct:/\n")
+    _cgroup_tree(cg, {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                      "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    src = CpuSource(threads=1, window=window, proc=str(proc), cgroup_root=str(cg))
+    usage = cg / "cpu,cpuacct" / "cpuacct.usage_percpu"
+
+    def read_at(t, ns_per_cpu, running=1):
+        clock[0] = t
+        usage.write_text(" ".join(str(int(n)) for n in ns_per_cpu) + " \n")
+        (proc / "loadavg").write_text(f"0.5 0.5 0.5 {running}/99 1\n")
+        return src.read()
+
+    return src, read_at
+
+
+def test_cpu_source_sees_higher_priority_bursts_the_runnable_count_misses(tmp_path, monkeypatch):
+    """Real-time burners hold every core 75% of the time but sleep whenever the reader runs:
+    /proc/loadavg shows only the reader, cpuacct shows the CPU time they took."""
+    (tmp_path / "cg" / "cpu,cpuacct").mkdir(parents=True)
+    (tmp_path / "cg" / "cpu,cpuacct" / "cpuacct.usage_percpu").write_text("0 0 \n")
+    src, read_at = _cpuacct_source(tmp_path, monkeypatch)
+    n = src.cores
+    assert "cpuacct" in src.description and "not seen" not in src.description
+    assert read_at(0.00, [0] * n).detail["hidden_busy"] == 0.0  # no interval yet
+    b = read_at(0.01, [7.5e6] * n)  # 7.5 ms of every 10 ms on every CPU
+    assert b.detail["runnable_others"] == 0
+    assert b.detail["hidden_busy"] == pytest.approx(0.75)
+    assert b.slowdown == pytest.approx(4.0)
+    # the least busy CPU counts: one busy core leaves the other free (no slowdown)
+    b = read_at(0.02, [1.75e7] + [7.5e6] * (n - 1))
+    assert b.detail["hidden_busy"] == pytest.approx(0.0) and b.slowdown == 1.0
+    # reads closer than MIN_USAGE_SPAN_S keep the older base (no noisy share of 0.5 ms)
+    b = read_at(0.0205, [1.80e7] + [7.9e6] * (n - 1))
+    assert b.detail["hidden_busy"] == pytest.approx(0.0)
+    b = read_at(0.03, [2.75e7] + [1.5e7] * (n - 1))  # 7.5 ms of 10 since the read at 0.02
+    assert b.detail["hidden_busy"] == pytest.approx(0.75)
+
+
+def test_cpu_source_does_not_count_busy_time_that_runnable_threads_share(tmp_path, monkeypatch):
+    """Normal burners that are runnable when read share the cores fairly: their busy time is
+    the runnable count's (fair share), not hidden time as well."""
+    (tmp_path / "cg" / "cpu,cpuacct").mkdir(parents=True)
+    (tmp_path / "cg" / "cpu,cpuacct" / "cpuacct.usage_percpu").write_text("0 0 \n")
+    src, read_at = _cpuacct_source(tmp_path, monkeypatch)
+    n = src.cores
+    read_at(0.0, [0] * n, running=1)
+    b = read_at(0.01, [1e7] * n, running=1 + 2 * n + 1)  # the reader, 2 per core, the policy
+    assert b.detail["hidden_busy"] == 0.0
+    assert b.slowdown == pytest.approx((1 + 2 * n + 1) / n)  # (threads + others) / cores
+
+
+def test_busy_time_from_proc_stat():
+    text = ("cpu  10 0 10 500 0 0 0 0 0 0\n"
+            "cpu0 7 1 2 250 9 1 1 3 5 0\n"  # busy: user nice system irq softirq steal
+            "cpu1 3 0 8 250 0 0 0 0 0 0\n"
+            "intr 123 4 5\n"
+            "cpu2 1 2")  # cut short by the read: not used
+    busy = proc_stat_busy_s(text, 0.01)
+    assert busy == pytest.approx({0: 0.15, 1: 0.11})
+    for bad in ("intr 1 2\n", "cpu0 1 2 3\n", "cpuX 1 2 3 4 5 6 7 8\n"):
+        with pytest.raises(ValueError, match="/proc/stat"):
+            proc_stat_busy_s(bad, 0.01)
+
+
+def test_cpu_source_without_cpuacct_reads_proc_stat_over_a_tenth_of_a_second(tmp_path,
+                                                                              monkeypatch):
+    """cgroup v2: no cpuacct; /proc/stat counts 10 ms ticks, so shares span >= 0.1 s."""
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "stat").write_text("cpu  0 0 0 0 0 0 0 0 0 0\n")
+    src, read_at = _cpuacct_source(tmp_path, monkeypatch)
+    assert src._usage_path is None and "/proc/stat" in src.description
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "proc" / "stat"
+
+    def stat_at(t, busy_s):
+        stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\n" + "".join(
+            f"cpu{c} {round(b / tick)} 0 0 {round((t - b) / tick)} 0 0 0 0 0 0\n"
+            for c, b in enumerate(busy_s)) + "intr 1\n")
+        return read_at(t, [0] * src.cores)
+
+    n = src.cores
+    assert stat_at(0.0, [0.0] * n).detail["hidden_busy"] == 0.0
+    assert stat_at(0.05, [0.04] * n).detail["hidden_busy"] == 0.0  # too short: base kept
+    b = stat_at(0.2, [0.15] * n)  # 0.15 s of 0.2 s busy on every CPU
+    assert b.detail["hidden_busy"] == pytest.approx(0.75, abs=0.06)
+    assert b.slowdown == pytest.approx(4.0, rel=0.3)
+
+
+def test_cpu_source_without_per_cpu_time_says_so(tmp_path, monkeypatch):
+    src, read_at = _cpuacct_source(tmp_path, monkeypatch)
+    assert "not seen" in src.description
+    assert read_at(0.0, [0]).detail["hidden_busy"] == 0.0
+    assert read_at(1.0, [0]).detail["hidden_busy"] == 0.0

@@ -330,6 +330,24 @@ def read_runnable(loadavg_text: str) -> int:
     return int(running)
 
 
+def proc_stat_busy_s(stat_text: str, tick_s: float) -> dict[int, float]:
+    """Busy seconds per CPU id from /proc/stat text: user + nice + system + irq + softirq +
+    steal clock ticks of each `cpuN` line (idle and iowait are not busy; guest time is in
+    user already). A last line without its newline (a read cut short) is not used."""
+    out = {}
+    for line in stat_text.split("\n")[:-1]:
+        f = line.split()
+        if not f or not f[0].startswith("cpu") or f[0] == "cpu":
+            continue
+        if len(f) < 9 or not f[0][3:].isdigit():
+            raise ValueError(f"/proc/stat line {line!r} has no 8 counters")
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[1:9])
+        out[int(f[0][3:])] = (user + nice + system + irq + softirq + steal) * tick_s
+    if not out:
+        raise ValueError("no cpuN lines in /proc/stat text")
+    return out
+
+
 def cgroup_cpu_dirs(proc_cgroup_text: str, root: str = "/sys/fs/cgroup") -> list[tuple[Path, str]]:
     """The cgroup folders whose CPU bandwidth limit applies to the process whose
     /proc/<pid>/cgroup text is given: its own and every ancestor's that is visible, as
@@ -405,17 +423,24 @@ def _read_text(path: str) -> str:
         os.close(fd)
 
 
+MAX_HIDDEN_BUSY = 0.95  # a CPU others hold all the time: plan for 1/20 of it, not for never
+
+
 def cpu_slowdown(runnable_others: float, threads: int, cores: int,
                  freq_mhz: float | None = None, freq_max_mhz: float | None = None,
-                 quota_cpus: float | None = None) -> float:
+                 quota_cpus: float | None = None, hidden_busy: float = 0.0) -> float:
     """Expected latency multiplier of a `threads`-thread model on `cores` cores while
-    `runnable_others` other threads want to run (a fair share of the cores), or while its
-    cgroup may use only `quota_cpus` CPUs (whichever is worse), times the clock ratio when the
-    CPU reports a lower current than maximum frequency."""
+    `runnable_others` other threads want to run (a fair share of the cores), while its
+    cgroup may use only `quota_cpus` CPUs, or while others hold a share `hidden_busy` of every
+    CPU's time without being runnable when looked at (periodic work at a higher priority: the
+    model runs in what is left, 1 - hidden_busy), whichever is worst; times the clock ratio
+    when the CPU reports a lower current than maximum frequency."""
     want = threads + max(0.0, runnable_others)
     slowdown = max(1.0, want / max(1, cores)) if want > cores else 1.0
     if quota_cpus and quota_cpus > 0:
         slowdown = max(slowdown, min(threads, cores) / quota_cpus)
+    if hidden_busy > 0:
+        slowdown = max(slowdown, 1.0 / (1.0 - min(hidden_busy, MAX_HIDDEN_BUSY)))
     if freq_mhz and freq_max_mhz and 0 < freq_mhz < freq_max_mhz:
         slowdown *= freq_max_mhz / freq_mhz
     return slowdown
@@ -424,8 +449,18 @@ def cpu_slowdown(runnable_others: float, threads: int, cores: int,
 class CpuSource(BudgetSource):
     """CPU budget: available RAM (psutil), runnable threads on this machine (/proc/loadavg,
     sampled at each read; the largest of the last `window` reads), the CPU
-    bandwidth limit of this process's cgroup (a container's `--cpus`, read at each read), CPU
-    frequency.
+    bandwidth limit of this process's cgroup (a container's `--cpus`, read at each read), the
+    CPU time others took without being runnable when read (below), CPU frequency.
+
+    Hidden busy time: work at a higher priority that runs in short bursts (a real-time driver
+    or perception thread: SCHED_FIFO, woken by a timer) holds the CPUs between two reads, but
+    this reader only runs when it has let go, so the runnable count never sees it. The cgroup
+    v1 `cpuacct` root counts every task's CPU time per CPU in nanoseconds (/proc/stat, the
+    fallback on cgroup v2, in 10 ms clock ticks, so there over 0.1 s at least); the share of
+    the least busy CPU's time used since the previous read, less what the threads runnable at
+    this read beyond the policy's own account for (a fair share that they would give up), is
+    `hidden_busy` (the largest of the last `window` reads): the policy runs in the rest. In a
+    container whose cgroup root is its own, cpuacct sees only the container's tasks.
 
     The largest, not the median: a load step shows at the first read after it, so the
     selector can step down at the next poll (a median of 3 waited for a second read to agree);
@@ -456,6 +491,17 @@ class CpuSource(BudgetSource):
         self._loadavg_path = str(self.proc / "loadavg")
         self._periods: dict = {}  # cgroup v1 period files, read again when a quota changes
         self._fds: dict[str, int] = {}  # files read at every poll, kept open
+        # CPU time per CPU: cgroup v1's cpuacct root (ns), else /proc/stat (clock ticks)
+        self._usage_path = next(
+            (p for p in (f"{cgroup_root}/{d}/cpuacct.usage_percpu"
+                         for d in ("cpuacct", "cpu,cpuacct", "cpuacct,cpu")) if os.path.exists(p)),
+            None)
+        stat = self.proc / "stat"
+        self._stat_path = str(stat) if self._usage_path is None and stat.exists() else None
+        self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+        self._cpus = sorted(os.sched_getaffinity(0))  # the CPUs this process (and the policy) may use
+        self._usage_prev: tuple[float, dict[int, float]] | None = None
+        self._hidden = deque(maxlen=max(1, window))
 
     def _running_threads(self, pid: int) -> int:
         n = 0
@@ -474,33 +520,71 @@ class CpuSource(BudgetSource):
         return n
 
     def read(self) -> Budget:
+        others_now = None
         try:
             runnable = read_runnable(self._read_kept(self._loadavg_path))
-            others = max(0, runnable - 1 - sum(self._running_threads(p)
-                                               for p in self.exclude_pids))
-            self._runnable.append(others)
+            others_now = max(0, runnable - 1 - sum(self._running_threads(p)
+                                                   for p in self.exclude_pids))
+            self._runnable.append(others_now)
         except (OSError, ValueError):
             pass
         others = float(max(self._runnable)) if self._runnable else 0.0
         now = time.monotonic()
+        busy = self._least_busy_share(now)
+        if busy is not None:
+            # Runnable threads at this read would share the CPUs fairly: their part of the
+            # busy time is not hidden. Of up to `threads` of them, one may be the policy's
+            # own (nothing is scanned by default), so they are not counted.
+            shared = min(1.0, max(0, (others_now or 0) - self.threads) / self.cores)
+            self._hidden.append(max(0.0, busy - shared))
+        hidden = max(self._hidden) if self._hidden else 0.0
         if now - self._vm_at > 0.5:  # RAM, clock and which cgroup: twice a second is enough
             self._vm, self._vm_at = self._psutil.virtual_memory(), now
             self._freq = self._psutil.cpu_freq()
             self._cgroup = self._cgroup_dirs()  # its quota, though, is read at every poll
             self._periods.clear()  # (a period changed alone shows within half a second)
-            kept = {self._loadavg_path} | {f"{d}/{name}" for d, _ in self._cgroup
-                                           for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us",
-                                                        "cpu.max")}
+            kept = {self._loadavg_path, self._usage_path, self._stat_path} | {
+                f"{d}/{name}" for d, _ in self._cgroup
+                for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.max")}
             for path in [p for p in self._fds if p not in kept]:
                 self._forget(path)  # a folder this process has left
         freq = self._freq
         cur = freq.current if freq else None
         top = freq.max if freq and freq.max else None
         quota = cgroup_cpu_quota(self._cgroup, self._periods, self._read_kept)
-        slowdown = cpu_slowdown(others, self.threads, self.cores, cur, top, quota)
+        slowdown = cpu_slowdown(others, self.threads, self.cores, cur, top, quota, hidden)
         detail = {"runnable_others": others, "cores": self.cores, "threads": self.threads,
-                  "cpu_mhz": cur or 0.0, "cpu_quota": quota or 0.0}
+                  "cpu_mhz": cur or 0.0, "cpu_quota": quota or 0.0, "hidden_busy": hidden}
         return Budget(self.name, self._vm.available / 2**20, slowdown, detail, now)
+
+    MIN_USAGE_SPAN_S = 0.002  # cpuacct (ns): reads closer than this are too short to share out
+    PROC_STAT_SPAN_S = 0.1  # /proc/stat counts 10 ms clock ticks: a share needs 10 of them
+
+    def _least_busy_share(self, now: float) -> float | None:
+        """The share of the least busy CPU's time (of the CPUs this process may run on) that
+        tasks, this reader included, used since the base read: from cpuacct's per-CPU
+        nanoseconds, or from /proc/stat's clock ticks where there is no cpuacct (then over at
+        least PROC_STAT_SPAN_S). None without either file or before a second read."""
+        try:
+            if self._usage_path is not None:
+                text, span = self._read_kept(self._usage_path), self.MIN_USAGE_SPAN_S
+                busy = {i: int(x) * 1e-9 for i, x in enumerate(text.split())}
+            elif self._stat_path is None:
+                return None
+            else:
+                text, span = self._read_kept(self._stat_path), self.PROC_STAT_SPAN_S
+                busy = proc_stat_busy_s(text, self._tick_s)
+        except (OSError, ValueError):
+            return None
+        prev = self._usage_prev
+        if prev is not None and now - prev[0] < span:
+            return None  # keep the older base: a later read spans long enough
+        self._usage_prev = (now, busy)
+        cpus = [c for c in self._cpus if c in busy and prev is not None and c in prev[1]]
+        if not cpus:
+            return None
+        used = min(busy[c] - prev[1][c] for c in cpus)
+        return min(1.0, max(0.0, used / (now - prev[0])))
 
     def _read_kept(self, path: str) -> str:
         """The file's text, read again (pread at 0: the kernel makes a /proc or cgroup file's
@@ -546,7 +630,10 @@ class CpuSource(BudgetSource):
 
     @property
     def description(self) -> str:
-        return f"cpu ({self.cores} cores, psutil + /proc/loadavg + cgroup CPU quota)"
+        hidden = ("cpuacct per-CPU time" if self._usage_path else
+                  "/proc/stat per-CPU time (no cgroup v1 cpuacct: in 0.1 s steps)"
+                  if self._stat_path else "no per-CPU time: higher-priority bursts not seen")
+        return f"cpu ({self.cores} cores, psutil + /proc/loadavg + cgroup CPU quota + {hidden})"
 
 
 # --- choice --------------------------------------------------------------------------------
