@@ -41,7 +41,7 @@ to the elastic loop's switch down; the maximum over load steps), and a PNG timel
 
     python bench/elastic_budget.py [--quick] [--json out.json] [--png timeline.png]
         [--world driving] [--rate 100] [--margin-ms 1] [--threads 2]
-        [--load burners --burners 3 | --load quota --quota 0.25 | --load rt --rt-busy 0.75]
+        [--load burners --burners 3 | --load quota --quota 0.25 | --load rt --rt-busy 0.65]
         [--table config/latency_tables.json]
 
 JSON keys: elastic_miss_rate, fixed_full_miss_rate, fixed_smallest_miss_rate,
@@ -645,8 +645,8 @@ def main(argv=None) -> dict:
                         help="--load quota: CPUs this process may use while loaded (default 0.25)")
     parser.add_argument("--quota-period-us", type=int, default=4100,
                         help="--load quota: the quota's period in us (default 4100)")
-    parser.add_argument("--rt-busy", type=float, default=0.75,
-                        help="--load rt: share of each period the burners hold (default 0.75)")
+    parser.add_argument("--rt-busy", type=float, default=0.65,
+                        help="--load rt: share of each period the burners hold (default 0.65)")
     parser.add_argument("--rt-period-ms", type=float, default=1.0,
                         help="--load rt: the burners' period in ms (default 1)")
     parser.add_argument("--seconds", type=float, default=None,

@@ -12,7 +12,10 @@ bench measures, on this machine, with nothing else of ours running:
 - ``read`` / ``decide``: the budget read (``CpuSource.read``) and the decision
   (``ElasticControl.poll`` less the read), each timed with the thread's CPU clock, once in a
   loop that sleeps a control period between calls (as polls run: on this VM a system call
-  right after a sleep costs several times a warm one) and once back to back (``_warm``).
+  right after a sleep costs several times a warm one) and once back to back (``_warm``);
+- ``read_without_cpu_time``: the same read without the per-CPU time (cgroup v1 cpuacct or
+  /proc/stat) behind the hidden busy time, after a sleep, in blocks of 50 interleaved with
+  ``read``'s, so the two are measured side by side.
 
 The figures are for this machine only. It prints a table and writes JSON: <item>_us (CPU
 microseconds per call, the mean), the loop's share of one CPU at the poll rate, and of a 0.2-
@@ -56,6 +59,24 @@ def cpu_per_call(fn, calls: int, period_s: float | None, bar) -> float:
     return float(np.mean(ts))
 
 
+def cpu_per_call_interleaved(fns: dict, calls: int, period_s: float, bar,
+                             block: int = 50) -> dict:
+    """Mean thread-CPU seconds per call of each of `fns`, `calls` each, sleeping `period_s`
+    between calls, in blocks of `block` calls taken in turn (the order swapped every round),
+    so that a change in the machine's speed hits them alike."""
+    ts = {name: [] for name in fns}
+    names = list(fns)
+    for r in range(-(-calls // block)):
+        for name in names if r % 2 == 0 else names[::-1]:
+            for _ in range(min(block, calls - r * block)):
+                c0 = time.thread_time()
+                fns[name]()
+                ts[name].append(time.thread_time() - c0)
+                time.sleep(period_s)
+                bar.update(1)
+    return {name: float(np.mean(v)) for name, v in ts.items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=100.0, help="polls per second (default 100)")
@@ -81,7 +102,7 @@ def main(argv=None) -> dict:
     gc.freeze()
     out = {}
     n = args.polls
-    bar = tqdm(total=4 * n, desc="poll cost", unit="call", file=sys.stderr)
+    bar = tqdm(total=5 * n, desc="poll cost", unit="call", file=sys.stderr)
     # 1. the loop as the elastic bench runs it, in its own process: its own CPU clock
     poller = ElasticPoller()
     try:
@@ -99,12 +120,15 @@ def main(argv=None) -> dict:
     ctl = control()
     src = ctl.source
     dirs = cgroup_cpu_dirs(Path("/proc/self/cgroup").read_text())
-    for name, fn in (("read", src.read), ("poll", lambda: ctl.poll(time.perf_counter()))):
-        out[f"{name}_us"] = cpu_per_call(fn, n, period, bar) * 1e6
-        if name != "poll":
-            out[f"{name}_warm_us"] = cpu_per_call(fn, n, None, bar) * 1e6
+    bare = CpuSource(threads=1, per_cpu_time=False)
+    ab = cpu_per_call_interleaved({"read": src.read, "read_without_cpu_time": bare.read}, n,
+                                  period, bar)
+    out.update({f"{name}_us": v * 1e6 for name, v in ab.items()})
+    out["read_warm_us"] = cpu_per_call(src.read, n, None, bar) * 1e6
+    out["poll_us"] = cpu_per_call(lambda: ctl.poll(time.perf_counter()), n, period, bar) * 1e6
     bar.close()
     src.close()
+    bare.close()
     out["decide_us"] = out.pop("poll_us") - out["read_us"]
     share = out["loop_us"] * 1e-6 * args.rate
     out.update({
@@ -117,7 +141,9 @@ def main(argv=None) -> dict:
           f"({len(dirs)} cgroup folder(s) on the path)")
     print(f"{'item':<28}{'CPU us per call':>18}")
     for item, label in (("loop", "loop, in its own process"),
-                        ("read", "read (after a sleep)"), ("read_warm", "read (back to back)"),
+                        ("read", "read (after a sleep)"),
+                        ("read_without_cpu_time", "  without per-CPU time"),
+                        ("read_warm", "read (back to back)"),
                         ("decide", "decide (after a sleep)")):
         print(f"{label:<28}{out[item + '_us']:>18.1f}")
     print(f"loop: {share:.2%} of one CPU; {out['loop_share_of_quota_0_2']:.1%} of a 0.2-CPU "

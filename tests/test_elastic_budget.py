@@ -433,6 +433,7 @@ def test_cpu_source_without_cpuacct_reads_proc_stat_over_a_tenth_of_a_second(tmp
 
 
 def test_cpu_source_without_per_cpu_time_says_so(tmp_path, monkeypatch):
+    assert "not seen" in CpuSource(threads=1, per_cpu_time=False).description  # switched off
     src, read_at = _cpuacct_source(tmp_path, monkeypatch)
     assert "not seen" in src.description
     assert read_at(0.0, [0]).detail["hidden_busy"] == 0.0
