@@ -423,6 +423,7 @@ def _read_text(path: str) -> str:
         os.close(fd)
 
 
+PER_CPU_READ = 65536  # bytes read of a per-CPU file: a /proc/stat line per CPU for ~1,000 CPUs
 MAX_HIDDEN_BUSY = 0.95  # a CPU others hold all the time: plan for 1/20 of it, not for never
 
 
@@ -537,8 +538,8 @@ class CpuSource(BudgetSource):
         busy = self._least_busy_share(now)
         if busy is not None:
             # Runnable threads at this read would share the CPUs fairly: their part of the
-            # busy time is not hidden. Of up to `threads` of them, one may be the policy's
-            # own (nothing is scanned by default), so they are not counted.
+            # busy time is not hidden. Up to `threads` of them may be the policy's own
+            # (nothing is scanned by default), so that many are not counted.
             shared = min(1.0, max(0, (others_now or 0) - self.threads) / self.cores)
             self._hidden.append(max(0.0, busy - shared))
         hidden = max(self._hidden) if self._hidden else 0.0
@@ -571,12 +572,12 @@ class CpuSource(BudgetSource):
         least PROC_STAT_SPAN_S). None without either file or before a second read."""
         try:
             if self._usage_path is not None:
-                text, span = self._read_kept(self._usage_path), self.MIN_USAGE_SPAN_S
+                text, span = self._read_kept(self._usage_path, PER_CPU_READ), self.MIN_USAGE_SPAN_S
                 busy = {i: int(x) * 1e-9 for i, x in enumerate(text.split())}
             elif self._stat_path is None:
                 return None
             else:
-                text, span = self._read_kept(self._stat_path), self.PROC_STAT_SPAN_S
+                text, span = self._read_kept(self._stat_path, PER_CPU_READ), self.PROC_STAT_SPAN_S
                 busy = proc_stat_busy_s(text, self._tick_s)
         except (OSError, ValueError):
             return None
@@ -590,7 +591,7 @@ class CpuSource(BudgetSource):
         used = min(busy[c] - prev[1][c] for c in cpus)
         return min(1.0, max(0.0, used / (now - prev[0])))
 
-    def _read_kept(self, path: str) -> str:
+    def _read_kept(self, path: str, size: int = 4096) -> str:
         """The file's text, read again (pread at 0: the kernel makes a /proc or cgroup file's
         text afresh at each read from the start) through a descriptor kept open: one system
         call per poll instead of three. A poll's CPU time counts against a tight quota the
@@ -600,7 +601,7 @@ class CpuSource(BudgetSource):
         if fd is None:
             fd = self._fds[path] = os.open(path, os.O_RDONLY)
         try:
-            data = os.pread(fd, 4096, 0)  # a few dozen bytes each
+            data = os.pread(fd, size, 0)  # a few dozen bytes each, a line per CPU for two
         except OSError:
             self._forget(path)
             raise
