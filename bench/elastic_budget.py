@@ -77,15 +77,21 @@ from embodied_stack.nodes.elastic_control import ElasticControl
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _dies_with_parent() -> bool:
+    """Asks the kernel to end this forked burner with its parent (PR_SET_PDEATHSIG); False
+    when the parent is already gone (it died before the call)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    return os.getppid() != 1
+
+
 def _burn(go, stop) -> None:
     """A CPU burner: spin while `go` is set, until `stop`. It sleeps on `go` without a
     timeout: burners that woke to poll (all at once, every 50 ms) were themselves a load the
     CPU budget source saw while the schedule said quiet. The kernel ends it with its parent."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl
+    if not _dies_with_parent():
         return
     x = 0
     while True:
@@ -127,12 +133,9 @@ def _rt_burn(conn, cpu: int, period_s: float, busy_s: float, priority: int, go, 
     """A real-time burner on `cpu`: while `go` is set, spin from each multiple of `period_s`
     on the monotonic clock for `busy_s` (the same grid on every CPU: the burners run in phase,
     so no core is free while they run), sleep for the rest. Sends "ok" or why not."""
-    import ctypes
     import math
-    import signal
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
+    if not _dies_with_parent():
         return
     try:
         os.sched_setaffinity(0, {cpu})

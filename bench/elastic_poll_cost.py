@@ -14,8 +14,9 @@ bench measures, on this machine, with nothing else of ours running:
   loop that sleeps a control period between calls (as polls run: on this VM a system call
   right after a sleep costs several times a warm one) and once back to back (``_warm``);
 - ``read_without_cpu_time``: the same read without the per-CPU time (cgroup v1 cpuacct or
-  /proc/stat) behind the hidden busy time, after a sleep, in blocks of 50 interleaved with
-  ``read``'s, so the two are measured side by side.
+  /proc/stat) behind the hidden busy time. The three after a sleep (``read``, this one and
+  the poll behind ``decide``) run in blocks of 50 calls taken in turn, so they are measured
+  side by side.
 
 The figures are for this machine only. It prints a table and writes JSON: <item>_us (CPU
 microseconds per call, the mean), the loop's share of one CPU at the poll rate, and of a 0.2-
@@ -46,24 +47,10 @@ from embodied_stack.models.runtime.profiling import device_key  # noqa: E402
 from embodied_stack.nodes.elastic_control import ElasticControl  # noqa: E402
 
 
-def cpu_per_call(fn, calls: int, period_s: float | None, bar) -> float:
-    """Mean thread-CPU seconds of fn(), sleeping `period_s` between calls (None: none)."""
-    ts = []
-    for _ in range(calls):
-        c0 = time.thread_time()
-        fn()
-        ts.append(time.thread_time() - c0)
-        if period_s:
-            time.sleep(period_s)
-        bar.update(1)
-    return float(np.mean(ts))
-
-
-def cpu_per_call_interleaved(fns: dict, calls: int, period_s: float, bar,
-                             block: int = 50) -> dict:
+def cpu_per_call(fns: dict, calls: int, period_s: float | None, bar, block: int = 50) -> dict:
     """Mean thread-CPU seconds per call of each of `fns`, `calls` each, sleeping `period_s`
-    between calls, in blocks of `block` calls taken in turn (the order swapped every round),
-    so that a change in the machine's speed hits them alike."""
+    between calls (None: none), in blocks of `block` calls taken in turn (the order swapped
+    every round), so that a change in the machine's speed hits them alike."""
     ts = {name: [] for name in fns}
     names = list(fns)
     for r in range(-(-calls // block)):
@@ -72,7 +59,8 @@ def cpu_per_call_interleaved(fns: dict, calls: int, period_s: float, bar,
                 c0 = time.thread_time()
                 fns[name]()
                 ts[name].append(time.thread_time() - c0)
-                time.sleep(period_s)
+                if period_s:
+                    time.sleep(period_s)
                 bar.update(1)
     return {name: float(np.mean(v)) for name, v in ts.items()}
 
@@ -121,11 +109,11 @@ def main(argv=None) -> dict:
     src = ctl.source
     dirs = cgroup_cpu_dirs(Path("/proc/self/cgroup").read_text())
     bare = CpuSource(threads=1, per_cpu_time=False)
-    ab = cpu_per_call_interleaved({"read": src.read, "read_without_cpu_time": bare.read}, n,
-                                  period, bar)
-    out.update({f"{name}_us": v * 1e6 for name, v in ab.items()})
-    out["read_warm_us"] = cpu_per_call(src.read, n, None, bar) * 1e6
-    out["poll_us"] = cpu_per_call(lambda: ctl.poll(time.perf_counter()), n, period, bar) * 1e6
+    # after a sleep, interleaved: decide = poll - read is taken from one stretch of time
+    timed = {**cpu_per_call({"read": src.read, "read_without_cpu_time": bare.read,
+                             "poll": lambda: ctl.poll(time.perf_counter())}, n, period, bar),
+             "read_warm": cpu_per_call({"read": src.read}, n, None, bar)["read"]}
+    out.update({f"{name}_us": v * 1e6 for name, v in timed.items()})
     bar.close()
     src.close()
     bare.close()

@@ -548,7 +548,7 @@ class CpuSource(BudgetSource):
             self._freq = self._psutil.cpu_freq()
             self._cgroup = self._cgroup_dirs()  # its quota, though, is read at every poll
             self._periods.clear()  # (a period changed alone shows within half a second)
-            kept = {self._loadavg_path, self._usage_path, self._stat_path} | {
+            kept = {p for p in (self._loadavg_path, self._usage_path, self._stat_path) if p} | {
                 f"{d}/{name}" for d, _ in self._cgroup
                 for name in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.max")}
             for path in [p for p in self._fds if p not in kept]:
