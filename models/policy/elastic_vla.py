@@ -307,6 +307,24 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         """Run select_action through a runtime (models.runtime.*); None = this module, eager."""
         self._runtime = runtime
 
+    @property
+    def runtime(self):
+        """The runtime select_action goes through (models.runtime.*), or None (eager)."""
+        return self._runtime
+
+    @property
+    def runtime_description(self) -> str:
+        if self._runtime is not None:
+            return self._runtime.description
+        # the format of TorchRuntime.description (latency tables are keyed by it)
+        return f"torch:{next(self.parameters()).device.type}:fp32"
+
+    def warmup(self, embodiment: str) -> None:
+        """One inference on a blank observation of the active submodel."""
+        from embodied_stack.models.runtime import example_observation
+
+        self.select_action(example_observation(self, embodiment))
+
     def _single_buffers(self) -> dict:
         if self._single is None:
             c = self.config

@@ -21,6 +21,7 @@ from embodied_stack.models.policy.interface import Action, Observation, Policy
 
 class ExpertRelayPolicy(Policy):
     submodel_names = ["full"]
+    wants_expert_feed = True
 
     def __init__(self, wait_s: float = 0.2, keep: int = 64):
         self.wait_s = wait_s

@@ -98,6 +98,9 @@ class Policy(abc.ABC):
     #: actions (MiMo): its chunk is a placeholder, and the policy node builds the executed
     #: chunk from the target (servo) or the plan (pure pursuit), nodes/target_control.py.
     outputs_targets: bool = False
+    #: True for a backend fed the simulator's expert actions (``feed``): the sim-only expert
+    #: relay. The policy node then subscribes to ``sim/expert_action``.
+    wants_expert_feed: bool = False
 
     @abc.abstractmethod
     def select_action(self, observation: Observation) -> Action:
@@ -105,6 +108,21 @@ class Policy(abc.ABC):
 
     def reset(self) -> None:
         """Forget any per-episode state (called at every episode start)."""
+
+    def warmup(self, embodiment: str) -> None:
+        """Run whatever lazy set-up the first answer would otherwise pay for (kernel
+        selection, allocator growth), so the first real answer is not late. Default: none."""
+
+    def feed(self, stamp: float, action: np.ndarray) -> None:
+        """The simulator expert's action for the observation stamped `stamp` (only for a
+        backend with ``wants_expert_feed``)."""
+        raise NotImplementedError(f"{type(self).__name__} takes no expert actions")
+
+    @property
+    def runtime_description(self) -> str:
+        """What runs ``select_action`` (e.g. ``onnxruntime:CPUExecutionProvider``), for logs
+        and /diagnostics."""
+        return f"{type(self).__name__} (eager)"
 
     @property
     def submodel(self) -> str:
