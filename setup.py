@@ -2,9 +2,9 @@
 workspace, or `pip install -e .` in a venv.
 
 The repository root *is* the `embodied_stack` package: the symlink `embodied_stack -> .` at the
-root names it, so the folders `models/`, `nodes/`, `sim/` install as `embodied_stack.models`
-etc. and never as top-level `models`/`nodes`/`sim` (which would collide with other packages in
-site-packages). A link rather than `package_dir={"embodied_stack": "."}`: colcon's
+root names it, so the folders `models/`, `control/`, `nodes/`, `sim/` install as
+`embodied_stack.models` etc. and never as top-level `models`/`control`/`nodes`/`sim` (which would
+collide with other packages in site-packages). A link rather than `package_dir={"embodied_stack": "."}`: colcon's
 --symlink-install links each top-level package folder into the build space and cannot link ".".
 """
 
@@ -59,8 +59,8 @@ EXTRAS_REQUIRE = {
     "mimo": ["transformers", "tokenizers"],
     # Training: TensorBoard logs, Ray rollout workers, plots, the SB3 PPO baseline bench.
     "train": ["tensorboard", "ray", "matplotlib", "stable-baselines3"],
-    # Tests, lint and the workspace build test.
-    "test": ["pytest", "pytest-rerunfailures", "ruff", "colcon-common-extensions"],
+    # Tests, lint, the type check and the workspace build test.
+    "test": ["pytest", "pytest-rerunfailures", "ruff", "mypy", "colcon-common-extensions"],
 }
 
 
@@ -71,7 +71,7 @@ def data(pattern):
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=[PACKAGE] + subpackages("models", "nodes", "sim"),
+    packages=[PACKAGE] + subpackages("models", "control", "nodes", "sim"),
     # Shipped model weights, MJCF assets and the tokenizer vocabulary travel with the code.
     package_data={
         PACKAGE: [

@@ -1,8 +1,10 @@
 """ROS message <-> NumPy conversion, and the boundary where malformed messages are rejected.
 
-Every `*_to_numpy` function either returns a clean array or raises `MessageRejected` with a
-one-line reason; the node logs the reason (throttled), reports it on /diagnostics and keeps
-its last good state (docs/architecture.md, safety rules). Nothing here holds node state.
+Every function that reads a message either returns clean values or raises `MessageRejected`
+with a one-line reason; the node logs the reason (throttled), reports it on /diagnostics and
+keeps its last good state (docs/architecture.md, safety rules). The functions that build
+messages (images, commands, plans, the perception node's objects) take plain values. Nothing
+here holds node state.
 """
 
 from __future__ import annotations
@@ -11,7 +13,12 @@ import math
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CameraInfo, Image
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PointStamped, Pose, PoseArray, PoseStamped, Twist, TwistStamped
+from nav_msgs.msg import Odometry, Path
+from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointField
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
 
 #: Longest instruction accepted, in characters (a 1 MB string is rejected, not truncated).
 MAX_INSTRUCTION_CHARS = 512
@@ -155,3 +162,164 @@ def check_instruction(text: str) -> str:
     if any(not ch.isprintable() for ch in cleaned):
         raise MessageRejected("instruction has non-printable characters")
     return cleaned
+
+
+def joint_state_to_proprio(msg: JointState, names) -> np.ndarray:
+    """joint_states -> the (8,) float32 proprio vector: position of `names[k]` at k (names
+    starting with "unused" may be absent: zero). Rejects a message lacking a name, with
+    mismatched lengths or with NaN/inf in the entries used."""
+    if len(msg.position) != len(msg.name):
+        raise MessageRejected(f"{len(msg.name)} names but {len(msg.position)} positions")
+    index = {n: i for i, n in enumerate(msg.name)}
+    missing = [n for n in names[:8] if not n.startswith("unused") and n not in index]
+    if missing:
+        raise MessageRejected(f"missing proprio entries {missing} (have {list(msg.name)[:12]}); "
+                              "set proprio_names")
+    values = np.zeros(8, np.float32)
+    for k, name in enumerate(names[:8]):
+        if name in index:
+            values[k] = msg.position[index[name]]
+    if not np.all(np.isfinite(values)):
+        raise MessageRejected("NaN/inf in proprio entries")
+    return values
+
+
+def odometry_speed(msg: Odometry) -> float:
+    """Odometry -> forward speed m/s (twist.linear.x); rejects NaN/inf."""
+    v = msg.twist.twist.linear.x
+    if not math.isfinite(v):
+        raise MessageRejected("NaN/inf speed")
+    return float(v)
+
+
+def command_msg(command: np.ndarray, embodiment: str, stamped: bool, stamp: Time,
+                frame_id: str) -> Twist | TwistStamped:
+    """An arm's [vx, vy, vz] m/s or a vehicle's [v m/s, omega rad/s] -> Twist, or TwistStamped
+    stamped `stamp` in `frame_id`."""
+    twist = Twist()
+    if embodiment == "arm":
+        twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in command[:3])
+    else:
+        twist.linear.x, twist.angular.z = float(command[0]), float(command[1])
+    if not stamped:
+        return twist
+    msg = TwistStamped(twist=twist)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    return msg
+
+
+def plan_to_path(plan: np.ndarray, stamp: Time, frame_id: str) -> Path:
+    """(N, 2) or (N, 3) waypoints -> nav_msgs/Path (identity orientations)."""
+    path = Path()
+    path.header.stamp, path.header.frame_id = stamp, frame_id
+    for point in np.asarray(plan):
+        pose = PoseStamped()
+        pose.header = path.header
+        pose.pose.position.x, pose.pose.position.y = float(point[0]), float(point[1])
+        pose.pose.position.z = float(point[2]) if len(point) > 2 else 0.0
+        pose.pose.orientation.w = 1.0
+        path.poses.append(pose)
+    return path
+
+
+def point_stamped(point: np.ndarray, stamp: Time, frame_id: str) -> PointStamped:
+    msg = PointStamped()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.point.x, msg.point.y, msg.point.z = (float(v) for v in np.asarray(point, np.float64)[:3])
+    return msg
+
+
+#: DiagnosticStatus levels by name.
+LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
+
+
+def diagnostics_msg(name: str, hardware_id: str, level: str, message: str, values: dict,
+                    stamp: Time) -> DiagnosticArray:
+    """One status for /diagnostics: `level` "ok", "warn" or "error"; `values` key -> value
+    (each shown as str)."""
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, level=LEVELS[level],
+                              message=message,
+                              values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+    msg = DiagnosticArray(status=[status])
+    msg.header.stamp = stamp
+    return msg
+
+
+# --- the perception node's objects (models.perception ObjectModel lists) ---------------------
+
+#: Box edges as corner index pairs (corner bits: x 1, y 2, z 4; ObjectModel.box_corners).
+BOX_EDGES = [(a, b) for a in range(8) for b in range(8) if a < b and bin(a ^ b).count("1") == 1]
+
+
+def _point(v) -> Point:
+    return Point(x=float(v[0]), y=float(v[1]), z=float(v[2]))
+
+
+def markers_msg(objects, stamp, frame_id: str) -> MarkerArray:
+    """DELETEALL, then per object a mesh, a box outline and a label."""
+    out = MarkerArray()
+    clear = Marker(action=Marker.DELETEALL)
+    clear.header.stamp, clear.header.frame_id = stamp, frame_id
+    out.markers.append(clear)
+    for i, o in enumerate(objects):
+        def marker(ns, kind, i=i):
+            m = Marker(ns=ns, id=i, type=kind, action=Marker.ADD)
+            m.header.stamp, m.header.frame_id = stamp, frame_id
+            m.pose.orientation.w = 1.0
+            return m
+
+        mesh = marker("mesh", Marker.TRIANGLE_LIST)
+        mesh.scale.x = mesh.scale.y = mesh.scale.z = 1.0
+        idx = np.asarray(o.triangles).reshape(-1)
+        mesh.points = [_point(v) for v in o.vertices[idx]]
+        mesh.colors = [ColorRGBA(r=float(c[0]), g=float(c[1]), b=float(c[2]), a=1.0)
+                       for c in o.vertex_colors[idx]]
+        mesh.color.a = 1.0
+        box = marker("box", Marker.LINE_LIST)
+        box.scale.x = 0.002
+        corners = o.box_corners()
+        box.points = [_point(corners[k]) for edge in BOX_EDGES for k in edge]
+        box.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        label = marker("label", Marker.TEXT_VIEW_FACING)
+        # Above the object as the image shows it (optical -y is up in the image).
+        label.pose.position = _point(o.box_center - [0.0, 0.8 * o.box_extent.max(), 0.0])
+        label.scale.z = 0.02
+        label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        label.text = f"{o.label} {o.confidence:.2f}"
+        out.markers += [mesh, box, label]
+    return out
+
+
+def cloud_msg(objects, stamp, frame_id: str) -> PointCloud2:
+    """The observed points of every object: x, y, z float32 and rgb packed as float32."""
+    pts = [o.points for o in objects if len(o.points)]
+    cols = [o.point_colors for o in objects if len(o.points)]
+    xyz = np.vstack(pts).astype(np.float32) if pts else np.zeros((0, 3), np.float32)
+    rgb = (np.clip(np.vstack(cols), 0, 1) * 255).astype(np.uint32) if cols else \
+        np.zeros((0, 3), np.uint32)
+    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
+    data = np.empty(len(xyz), dtype=dtype)
+    data["x"], data["y"], data["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    data["rgb"] = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    msg = PointCloud2()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.height, msg.width = 1, len(data)
+    msg.fields = [PointField(name=n, offset=4 * k, datatype=PointField.FLOAT32, count=1)
+                  for k, n in enumerate(("x", "y", "z", "rgb"))]
+    msg.is_bigendian, msg.point_step = False, 16
+    msg.row_step, msg.is_dense = 16 * len(data), True
+    msg.data = data.tobytes()
+    return msg
+
+
+def poses_msg(objects, stamp, frame_id: str) -> PoseArray:
+    msg = PoseArray()
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    for o in objects:
+        pose = Pose()
+        pose.position = _point(o.translation)
+        w, x, y, z = o.rotation  # ours: w, x, y, z; ROS: x, y, z, w fields
+        pose.orientation.w, pose.orientation.x = float(w), float(x)
+        pose.orientation.y, pose.orientation.z = float(y), float(z)
+        msg.poses.append(pose)
+    return msg

@@ -56,11 +56,11 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
     import rclpy
     from rclpy.parameter import Parameter
 
+    from embodied_stack.control.target_control import transform_to_list
     from embodied_stack.nodes.executor import spin_in_background
     from embodied_stack.nodes.policy_node import PolicyNode
     from embodied_stack.nodes.recorder import BagRecorder
     from embodied_stack.nodes.sim_bridge_node import SimBridgeNode
-    from embodied_stack.nodes.target_control import transform_to_list
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -114,11 +114,11 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         while time.monotonic() < end:
             time.sleep(0.02)
         executor.shutdown(timeout_sec=2.0)
-        stats = dict(policy.stats)
+        stats = dict(policy.loop.stats)
         summary = bridge.summary()
         summary["missed_ticks"] = stats.get("missed_ticks", 0)
         # Median time inside select_action, from the backend's own Action.latency_s.
-        model_lat = list(policy.model_latencies)
+        model_lat = list(policy.loop.model_latencies)
         summary["model_latency_p50_ms"] = (
             float(np.median(model_lat) * 1e3) if model_lat else float("nan"))
         counts = {}

@@ -2,7 +2,7 @@
 
 Polls a budget source (NVML, Jetson tegrastats, torch.cuda or the CPU; `budget_source:=auto`
 picks one and says which) at `poll_rate_hz` (every `idle_poll_s` while the policy runs the
-smallest submodel: nothing to step down to), asks the Selector (models/elastic/selector.py)
+smallest submodel: nothing to step down to), asks the Selector (control/elastic/selector.py)
 for the largest submodel whose tail latency and memory fit, and sets the policy node's
 `submodel` parameter through its standard SetParameters service (`<policy_node>/set_parameters`),
 asynchronously: the executor is never blocked waiting for the answer.
@@ -19,35 +19,30 @@ The latency table (`latency_table`, default config/latency_tables.json) must hav
 this device and runtime; another device's entry is never used. When there is none and
 `measure_if_missing` is true, the table is measured here at start-up (the policy loaded once
 with the same model/runtime/device, outside any control loop) and cached under
-~/.cache/embodied_stack/latency_tables.json for the next start.
+~/.cache/embodied_stack/latency_tables.json for the next start
+(control/elastic/latency_table.py: load_table).
 
-Decision logic lives in ElasticControl (nodes/elastic_control.py) and Selector, both plain
+Decision logic lives in ElasticControl (control/elastic/control.py) and Selector, both plain
 classes tested on a fake clock; this node only wires them to ROS.
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterEvent, ParameterType, ParameterValue, SetParametersResult
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from embodied_stack.models.elastic.budget import SOURCES, make_budget_source
-from embodied_stack.models.elastic.selector import Selector, SelectorConfig
-from embodied_stack.models.runtime import default_cache_dir
-from embodied_stack.models.runtime.profiling import (
-    device_key,
-    measure_policy_table,
-    read_latency_table,
-    write_latency_table,
-)
-from embodied_stack.nodes.elastic_control import ElasticControl
-from embodied_stack.nodes.policy_node import _fixed, _float, _live
+from embodied_stack.control.elastic.budget import SOURCES, make_budget_source
+from embodied_stack.control.elastic.control import ElasticControl
+from embodied_stack.control.elastic.latency_table import load_table
+from embodied_stack.control.elastic.selector import Selector, SelectorConfig
+from embodied_stack.nodes.conversions import diagnostics_msg
+from embodied_stack.nodes.params import float_range, live, read_only
 
 #: Selector settings that can be changed at run time: parameter -> SelectorConfig field.
 LIVE_SELECTOR = {"control_rate_hz": "rate_hz", "margin_s": "margin_s", "dwell_s": "dwell_s",
@@ -56,94 +51,49 @@ LIVE_SELECTOR = {"control_rate_hz": "rate_hz", "margin_s": "margin_s", "dwell_s"
                  "mem_reserve_mb": "mem_reserve_mb"}
 
 
-def default_table_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "config" / "latency_tables.json"
-
-
-def runtime_matches(entries: dict, runtime: str) -> bool:
-    """Whether a table's entries were measured with the runtime the policy uses."""
-    want = "onnxruntime" if runtime in ("onnxruntime", "ort") else runtime
-    return all(str(e.get("runtime", "")).startswith(want) for e in entries.values())
-
-
-def load_table(path: str, device: str, runtime: str, measure: bool, model_path: str,
-               log) -> tuple[dict, str]:
-    """(entries, where they came from) for `device` + `runtime`: the table file, then the
-    cache, then (when `measure`) a measurement made now and cached."""
-    key = device_key(device)
-    cache = default_cache_dir() / "latency_tables.json"
-    tried = []
-    for candidate in (Path(path) if path else default_table_path(), cache):
-        try:
-            entries = read_latency_table(candidate, key)
-        except FileNotFoundError:
-            tried.append(f"{candidate}: no file")
-            continue
-        except KeyError:
-            tried.append(f"{candidate}: no entry for {key!r}")
-            continue
-        if not runtime_matches(entries, runtime):
-            tried.append(f"{candidate}: {key!r} measured with another runtime")
-            continue
-        return entries, f"{candidate} [{key}]"
-    if not measure:
-        raise ValueError(f"no latency table for {key!r} with runtime {runtime!r} "
-                         f"({'; '.join(tried)}); measure it (bench/policy_latency.py --table) "
-                         f"or set measure_if_missing:=true")
-    from embodied_stack.nodes.policy_node import load_backend
-
-    log(f"no latency table for {key!r} ({'; '.join(tried)}): measuring it now")
-    policy = load_backend("vla", model_path, device, runtime)
-    rt = getattr(getattr(policy, "_runtime", None), "description", "torch:cpu:fp32")
-    entries, bad = measure_policy_table(policy, rt, rounds=5, iters=100)
-    if bad:
-        log(f"latency table still not monotone after re-measuring: {bad}")
-    write_latency_table(cache, key, entries)
-    return entries, f"measured now, cached in {cache} [{key}]"
-
-
 class ElasticNode(Node):
     def __init__(self, budget_source=None, **node_kwargs):
         super().__init__("elastic_node", **node_kwargs)
         p = self.declare_parameter
-        p("policy_node", "policy_node", _fixed("the policy node whose `submodel` is switched "
-                                               "(name, resolved in this node's namespace)"))
-        p("budget_source", "auto", _fixed(f"budget source: {', '.join(SOURCES)}"))
-        p("tegrastats_log", "", _fixed("tegrastats --logfile path to read (Jetson); empty "
-                                       "= run tegrastats when budget_source is tegrastats"))
-        p("device", "cpu", _fixed("where the policy runs (cpu, cuda, cuda:0): the latency "
-                                  "table's device and the budget source's choice"))
-        p("runtime", "onnxruntime", _fixed("the policy's runtime (onnxruntime or torch): "
-                                           "only a table measured with it is used"))
-        p("model_path", "", _fixed("the policy's model (for a table measured on the spot)"))
-        p("latency_table", "", _fixed("latency table JSON; empty = config/latency_tables.json"))
-        p("measure_if_missing", True, _fixed("measure the table at start-up when it has no "
-                                             "entry for this device and runtime"))
-        p("threads", 0, _fixed("threads the policy's runtime uses (CPU budget); 0 = cores"))
-        p("submodel", "full", _fixed("the submodel the policy starts on"))
-        p("enabled", True, _live("switch the policy's submodel (false: decide and report "
-                                 "only)"))
-        p("poll_rate_hz", 50.0, _float("budget polls per second", 0.5, 1000.0))
-        p("idle_poll_s", 0.1, _float("poll no more often than this while the policy runs the "
-                                     "smallest submodel (nothing to step down to; a step up "
-                                     "waits dwell_s anyway) (s)", 0.0, 10.0))
-        p("control_rate_hz", 10.0, _float("the policy's control rate (Hz); deadline = "
-                                          "1/rate - margin_s", 0.1, 1000.0))
-        p("follow_policy_rate", True, _fixed("take control_rate_hz from the policy node, and "
-                                             "follow its changes"))
-        p("margin_s", 0.002, _float("deadline margin (s)", 0.0, 10.0))
-        p("dwell_s", 2.0, _float("least time between a switch and a step up (s)", 0.0, 600.0))
-        p("up_headroom", 0.15, _float("step up only when the larger submodel's predicted tail "
-                                      "is below (1 - this) x deadline", 0.0, 0.9))
-        p("window_s", 5.0, _float("window of measured latencies for the online correction "
-                                  "(s)", 0.1, 600.0))
-        p("miss_hold_s", 2.0, _float("after a missed deadline: plan for the worst recent cycle "
-                                     "and do not step up for this long (s)", 0.0, 600.0))
-        p("tail_quantile", 99.0, _float("latency quantile that must fit the deadline",
-                                        50.0, 99.9))
-        p("mem_reserve_mb", 0.0, _float("memory kept free for others (MB)", 0.0, 1e6))
-        p("request_timeout_s", 2.0, _float("give up on an unanswered switch after (s)",
-                                           0.05, 60.0))
+        p("policy_node", "policy_node", read_only("the policy node whose `submodel` is "
+                                                  "switched (name, resolved in this node's "
+                                                  "namespace)"))
+        p("budget_source", "auto", read_only(f"budget source: {', '.join(SOURCES)}"))
+        p("tegrastats_log", "", read_only("tegrastats --logfile path to read (Jetson); empty "
+                                          "= run tegrastats when budget_source is tegrastats"))
+        p("device", "cpu", read_only("where the policy runs (cpu, cuda, cuda:0): the latency "
+                                     "table's device and the budget source's choice"))
+        p("runtime", "onnxruntime", read_only("the policy's runtime (onnxruntime or torch): "
+                                              "only a table measured with it is used"))
+        p("model_path", "", read_only("the policy's model (for a table measured on the spot)"))
+        p("latency_table", "", read_only("latency table JSON; empty = config/latency_tables.json"))
+        p("measure_if_missing", True, read_only("measure the table at start-up when it has no "
+                                                "entry for this device and runtime"))
+        p("threads", 0, read_only("threads the policy's runtime uses (CPU budget); 0 = cores"))
+        p("submodel", "full", read_only("the submodel the policy starts on"))
+        p("enabled", True, live("switch the policy's submodel (false: decide and report only)"))
+        p("poll_rate_hz", 50.0, float_range("budget polls per second", 0.5, 1000.0))
+        p("idle_poll_s", 0.1, float_range("poll no more often than this while the policy runs "
+                                          "the smallest submodel (nothing to step down to; a "
+                                          "step up waits dwell_s anyway) (s)", 0.0, 10.0))
+        p("control_rate_hz", 10.0, float_range("the policy's control rate (Hz); deadline = "
+                                               "1/rate - margin_s", 0.1, 1000.0))
+        p("follow_policy_rate", True, read_only("take control_rate_hz from the policy node, and "
+                                                "follow its changes"))
+        p("margin_s", 0.002, float_range("deadline margin (s)", 0.0, 10.0))
+        p("dwell_s", 2.0, float_range("least time between a switch and a step up (s)", 0.0, 600.0))
+        p("up_headroom", 0.15, float_range("step up only when the larger submodel's predicted "
+                                           "tail is below (1 - this) x deadline", 0.0, 0.9))
+        p("window_s", 5.0, float_range("window of measured latencies for the online correction "
+                                       "(s)", 0.1, 600.0))
+        p("miss_hold_s", 2.0, float_range("after a missed deadline: plan for the worst recent "
+                                          "cycle and do not step up for this long (s)",
+                                          0.0, 600.0))
+        p("tail_quantile", 99.0, float_range("latency quantile that must fit the deadline",
+                                             50.0, 99.9))
+        p("mem_reserve_mb", 0.0, float_range("memory kept free for others (MB)", 0.0, 1e6))
+        p("request_timeout_s", 2.0, float_range("give up on an unanswered switch after (s)",
+                                                0.05, 60.0))
         g = lambda name: self.get_parameter(name).value  # noqa: E731
 
         cfg = SelectorConfig(**{f: g(n) for n, f in LIVE_SELECTOR.items()})
@@ -300,15 +250,10 @@ class ElasticNode(Node):
         values["table"] = self.table_origin
         values["enabled"] = str(self.enabled)
         values["budget_notes"] = "; ".join(self.source_notes)
-        status = DiagnosticStatus(name=f"{self.get_name()}: elastic",
-                                  hardware_id=self.source.description)
         faults = [v for k, v in values.items() if k.startswith("fault.")]
-        status.level = DiagnosticStatus.WARN if faults else DiagnosticStatus.OK
-        status.message = values["reason"]
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        self.diag_pub.publish(diagnostics_msg(
+            f"{self.get_name()}: elastic", self.source.description, "warn" if faults else "ok",
+            values["reason"], values, self.get_clock().now().to_msg()))
 
     def destroy_node(self):
         source = getattr(self, "source", None)  # (__init__ may have stopped before it)

@@ -78,7 +78,7 @@ def sim_camera_to_base(world: str) -> str:
     frame, so base = world and this is the camera's world pose (fixed across episodes)."""
     import gymnasium as gym
 
-    from embodied_stack.nodes.target_control import transform_to_list
+    from embodied_stack.control.target_control import transform_to_list
     from embodied_stack.sim import WORLD_IDS
 
     env = gym.make(WORLD_IDS[world], width=8, height=8, with_segmentation=False)

@@ -1,7 +1,7 @@
 """perception_node: colour + depth + CameraInfo in, whole 3D objects out.
 
 Subscribes `camera/color/image_raw`, `camera/depth/image_raw`, `camera/color/camera_info`
-(approximately time-synchronised, nodes/perception_sync.py), and the optional prompts
+(approximately time-synchronised, control/input_sync.py), and the optional prompts
 `target_point` (geometry_msgs/PointStamped, metres in the camera optical frame, as the policy
 node publishes it) and `objects/prompt_box` (sensor_msgs/RegionOfInterest, pixels). A prompt
 holds for `prompt_timeout_s`; without one, every object is reconstructed.
@@ -29,35 +29,27 @@ import traceback
 from collections import deque
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PointStamped, Pose, PoseArray
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PointStamped, PoseArray
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
-from std_msgs.msg import ColorRGBA
-from visualization_msgs.msg import Marker, MarkerArray
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
+from visualization_msgs.msg import MarkerArray
 
+from embodied_stack.control.input_sync import ApproxTimeSync, LatestSlot, PromptHolder
+from embodied_stack.control.safety import SafetyConfig, SafetySupervisor
 from embodied_stack.models.perception import BACKENDS, CameraIntrinsics, Prompt, make_backend
 from embodied_stack.nodes.conversions import (
     MessageRejected,
     camera_info_to_K,
+    cloud_msg,
+    diagnostics_msg,
     image_to_depth,
     image_to_rgb,
+    markers_msg,
+    poses_msg,
     stamp_to_seconds,
 )
-from embodied_stack.nodes.perception_sync import ApproxTimeSync, LatestSlot, PromptHolder
-from embodied_stack.nodes.policy_node import QOS_NAMES, _fixed, _float, _kind, sensor_qos
-from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
-
-
-def _ro_float(desc, lo, hi):
-    """A float parameter with a range, read once at start-up (a later set is refused)."""
-    d = _float(desc + " (read-only: set it at launch)", lo, hi)
-    d.read_only = True
-    return d
-
-
-#: Box edges as corner index pairs (corner bits: x 1, y 2, z 4; ObjectModel.box_corners).
-BOX_EDGES = [(a, b) for a in range(8) for b in range(8) if a < b and bin(a ^ b).count("1") == 1]
+from embodied_stack.nodes.params import QOS_NAMES, read_only, read_only_range, rejection_kind, sensor_qos
 
 
 class PerceptionNode(Node):
@@ -67,24 +59,25 @@ class PerceptionNode(Node):
         self.backend = None
         super().__init__("perception_node", **node_kwargs)
         p = self.declare_parameter
-        p("backend", "geometric", _fixed(f"reconstruction backend: {', '.join(BACKENDS)}"))
-        p("complete", True, _fixed("geometric backend: complete the unseen parts by fitting "
-                                   "primitives (false: the observed points' box only)"))
-        p("sam3d_repo", "", _fixed("sam3d backend: clone of facebookresearch/sam-3d-objects "
-                                   "(default: $SAM3D_REPO)"))
-        p("sam3d_python", "", _fixed("sam3d backend: interpreter of its environment "
-                                     "(default: $SAM3D_PYTHON)"))
-        p("rate_hz", 5.0, _ro_float("most reconstructions per second", 0.1, 100.0))
-        p("sync_slop_s", 0.02, _ro_float("colour, depth and camera info match when their stamps "
-                                      "differ by at most this (s)", 0.0, 1.0))
-        p("max_age_s", 1.0, _ro_float("skip a frame older than this (s) when the worker gets to "
-                                   "it; inputs stamped further in the past are rejected", 0.05, 60.0))
-        p("max_clock_skew_s", 0.1, _ro_float("reject inputs stamped further than this (s) ahead "
-                                          "of this node's clock", 0.001, 5.0))
-        p("prompt_timeout_s", 1.0, _ro_float("a prompt holds this long (s) after it arrives; 0 = "
-                                          "until replaced", 0.0, 3600.0))
-        p("sensor_qos", "sensor_data", _fixed(f"camera QoS: {', '.join(QOS_NAMES)}"))
-        p("max_depth_m", 10.0, _ro_float("depth beyond this is no return", 0.1, 1000.0))
+        p("backend", "geometric", read_only(f"reconstruction backend: {', '.join(BACKENDS)}"))
+        p("complete", True, read_only("geometric backend: complete the unseen parts by fitting "
+                                      "primitives (false: the observed points' box only)"))
+        p("sam3d_repo", "", read_only("sam3d backend: clone of facebookresearch/sam-3d-objects "
+                                      "(default: $SAM3D_REPO)"))
+        p("sam3d_python", "", read_only("sam3d backend: interpreter of its environment "
+                                        "(default: $SAM3D_PYTHON)"))
+        p("rate_hz", 5.0, read_only_range("most reconstructions per second", 0.1, 100.0))
+        p("sync_slop_s", 0.02, read_only_range("colour, depth and camera info match when their "
+                                               "stamps differ by at most this (s)", 0.0, 1.0))
+        p("max_age_s", 1.0, read_only_range("skip a frame older than this (s) when the worker gets "
+                                            "to it; inputs stamped further in the past are "
+                                            "rejected", 0.05, 60.0))
+        p("max_clock_skew_s", 0.1, read_only_range("reject inputs stamped further than this (s) "
+                                                   "ahead of this node's clock", 0.001, 5.0))
+        p("prompt_timeout_s", 1.0, read_only_range("a prompt holds this long (s) after it "
+                                                   "arrives; 0 = until replaced", 0.0, 3600.0))
+        p("sensor_qos", "sensor_data", read_only(f"camera QoS: {', '.join(QOS_NAMES)}"))
+        p("max_depth_m", 10.0, read_only_range("depth beyond this is no return", 0.1, 1000.0))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
 
         if backend is None:
@@ -137,7 +130,7 @@ class PerceptionNode(Node):
             count, last = self.rejections.get(source, (0, ""))
             self.rejections[source] = (count + 1, reason)
         self.get_logger().warning(f"rejected {source}: {reason}", throttle_duration_sec=2.0)
-        if count == 0 or _kind(reason) != _kind(last):
+        if count == 0 or rejection_kind(reason) != rejection_kind(last):
             self._publish_diagnostics()
 
     def _accept(self, source: str, msg, convert):
@@ -260,11 +253,6 @@ class PerceptionNode(Node):
             rejections = dict(self.rejections)
             reason, error = self.last_reason, self.last_error
         slot = self._slot
-        status = DiagnosticStatus(name=f"{self.get_name()}: perception",
-                                  hardware_id=str(getattr(self.backend, "name", "backend")))
-        status.level = (DiagnosticStatus.ERROR if error else DiagnosticStatus.WARN
-                        if (rejections or reason) else DiagnosticStatus.OK)
-        status.message = error or (f"empty result: {reason}" if reason else "running")
         pct = lambda a, q: f"{np.percentile(a, q):.1f}" if a.size else "nan"  # noqa: E731
         values = {
             "latency_p50_ms": pct(lat, 50), "latency_p95_ms": pct(lat, 95),
@@ -276,10 +264,11 @@ class PerceptionNode(Node):
         }
         for source, (count, why) in rejections.items():
             values[f"rejected.{source}"] = f"{count}x, last: {why}"
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        level = "error" if error else "warn" if (rejections or reason) else "ok"
+        message = error or (f"empty result: {reason}" if reason else "running")
+        self.diag_pub.publish(diagnostics_msg(
+            f"{self.get_name()}: perception", str(getattr(self.backend, "name", "backend")), level,
+            message, values, self.get_clock().now().to_msg()))
 
     def destroy_node(self):
         if self._slot is not None:
@@ -289,82 +278,6 @@ class PerceptionNode(Node):
         if self.backend is not None and hasattr(self.backend, "close"):
             self.backend.close()
         return super().destroy_node()
-
-
-# --- message building (plain functions: tested without a node) --------------------------
-
-def _point(v) -> Point:
-    return Point(x=float(v[0]), y=float(v[1]), z=float(v[2]))
-
-
-def markers_msg(objects, stamp, frame_id: str) -> MarkerArray:
-    """DELETEALL, then per object a mesh, a box outline and a label."""
-    out = MarkerArray()
-    clear = Marker(action=Marker.DELETEALL)
-    clear.header.stamp, clear.header.frame_id = stamp, frame_id
-    out.markers.append(clear)
-    for i, o in enumerate(objects):
-        def marker(ns, kind, i=i):
-            m = Marker(ns=ns, id=i, type=kind, action=Marker.ADD)
-            m.header.stamp, m.header.frame_id = stamp, frame_id
-            m.pose.orientation.w = 1.0
-            return m
-
-        mesh = marker("mesh", Marker.TRIANGLE_LIST)
-        mesh.scale.x = mesh.scale.y = mesh.scale.z = 1.0
-        idx = np.asarray(o.triangles).reshape(-1)
-        mesh.points = [_point(v) for v in o.vertices[idx]]
-        mesh.colors = [ColorRGBA(r=float(c[0]), g=float(c[1]), b=float(c[2]), a=1.0)
-                       for c in o.vertex_colors[idx]]
-        mesh.color.a = 1.0
-        box = marker("box", Marker.LINE_LIST)
-        box.scale.x = 0.002
-        corners = o.box_corners()
-        box.points = [_point(corners[k]) for edge in BOX_EDGES for k in edge]
-        box.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        label = marker("label", Marker.TEXT_VIEW_FACING)
-        # Above the object as the image shows it (optical -y is up in the image).
-        label.pose.position = _point(o.box_center - [0.0, 0.8 * o.box_extent.max(), 0.0])
-        label.scale.z = 0.02
-        label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        label.text = f"{o.label} {o.confidence:.2f}"
-        out.markers += [mesh, box, label]
-    return out
-
-
-def cloud_msg(objects, stamp, frame_id: str) -> PointCloud2:
-    """The observed points of every object: x, y, z float32 and rgb packed as float32."""
-    pts = [o.points for o in objects if len(o.points)]
-    cols = [o.point_colors for o in objects if len(o.points)]
-    xyz = np.vstack(pts).astype(np.float32) if pts else np.zeros((0, 3), np.float32)
-    rgb = (np.clip(np.vstack(cols), 0, 1) * 255).astype(np.uint32) if cols else \
-        np.zeros((0, 3), np.uint32)
-    dtype = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
-    data = np.empty(len(xyz), dtype=dtype)
-    data["x"], data["y"], data["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    data["rgb"] = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    msg = PointCloud2()
-    msg.header.stamp, msg.header.frame_id = stamp, frame_id
-    msg.height, msg.width = 1, len(data)
-    msg.fields = [PointField(name=n, offset=4 * k, datatype=PointField.FLOAT32, count=1)
-                  for k, n in enumerate(("x", "y", "z", "rgb"))]
-    msg.is_bigendian, msg.point_step = False, 16
-    msg.row_step, msg.is_dense = 16 * len(data), True
-    msg.data = data.tobytes()
-    return msg
-
-
-def poses_msg(objects, stamp, frame_id: str) -> PoseArray:
-    msg = PoseArray()
-    msg.header.stamp, msg.header.frame_id = stamp, frame_id
-    for o in objects:
-        pose = Pose()
-        pose.position = _point(o.translation)
-        w, x, y, z = o.rotation  # ours: w, x, y, z; ROS: x, y, z, w fields
-        pose.orientation.w, pose.orientation.x = float(w), float(x)
-        pose.orientation.y, pose.orientation.z = float(y), float(z)
-        msg.poses.append(pose)
-    return msg
 
 
 def main(args=None) -> None:

@@ -8,7 +8,7 @@ just published, stamped with it; for the `expert` policy backend) and `/diagnost
 (episode results: success, outcome, seed, steps; command latency).
 Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop) or `cmd_vel` (TwistStamped or
 Twist, Driving) and applies the latest command at the world's control rate, converted back to
-the world's normalised action (nodes/commands.py). No command for `command_timeout_s`: a
+the world's normalised action (control/commands.py). No command for `command_timeout_s`: a
 zero command (the arm holds, the car brakes).
 
 Modes: `realtime` steps on a timer at control rate x `realtime_factor`; `lockstep` steps once
@@ -27,52 +27,45 @@ import math
 import time
 
 import numpy as np
-from builtin_interfaces.msg import Time as TimeMsg
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Header, String
 
-from embodied_stack.nodes.commands import ArmScale, VehicleScale
-from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image, seconds_to_stamp
-from embodied_stack.nodes.policy_node import LATCHED
+from embodied_stack.control.commands import ArmScale, VehicleScale
+from embodied_stack.nodes.conversions import (
+    K_to_camera_info,
+    depth_to_image,
+    diagnostics_msg,
+    rgb_to_image,
+    seconds_to_stamp,
+)
+from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
-
-
-def _desc(text, lo=None, hi=None, integer=False, read_only=True):
-    d = ParameterDescriptor(description=text, read_only=read_only)
-    if lo is not None and integer:
-        d.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=1)]
-    elif lo is not None:
-        d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi))]
-    return d
 
 
 class SimBridgeNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("sim_bridge", **node_kwargs)
         p = self.declare_parameter
-        p("world", "tabletop", _desc("tabletop or driving"))
-        p("seed", 0, _desc("seed of the first episode (episode k uses seed + k)", 0, 2**31 - 1,
-                           integer=True))
-        p("episodes", 0, _desc("episodes to run, then stop (0 = forever)", 0, 10**9,
-                               integer=True))
-        p("width", 64, _desc("image width px", 8, 4096, integer=True))
-        p("height", 64, _desc("image height px", 8, 4096, integer=True))
-        p("mode", "realtime", _desc("realtime (timer) or lockstep (one step per command)"))
-        p("realtime_factor", 1.0, _desc("sim seconds per wall second in realtime mode", 0.05, 20))
-        p("command_timeout_s", 0.5, _desc("no command for this long: zero command", 0.05, 10))
-        p("publish_expert", True, _desc("publish sim/expert_action for the expert backend"))
-        p("cmd_vel_stamped", True, _desc("driving: subscribe TwistStamped (true) or Twist"))
-        p("camera_frame", "camera_color_optical_frame", _desc("frame_id of camera topics"))
-        p("depth_noise", False, _desc("make the depth look like an active-stereo sensor's "
-                                      "(sim/worlds/depth_noise.py)"))
+        p("world", "tabletop", read_only("tabletop or driving"))
+        p("seed", 0, read_only_range("seed of the first episode (episode k uses seed + k)", 0, 2**31 - 1, integer=True))
+        p("episodes", 0, read_only_range("episodes to run, then stop (0 = forever)", 0, 10**9, integer=True))
+        p("width", 64, read_only_range("image width px", 8, 4096, integer=True))
+        p("height", 64, read_only_range("image height px", 8, 4096, integer=True))
+        p("mode", "realtime", read_only("realtime (timer) or lockstep (one step per command)"))
+        p("realtime_factor", 1.0, read_only_range("sim seconds per wall second in realtime mode", 0.05, 20))
+        p("command_timeout_s", 0.5, read_only_range("no command for this long: zero command", 0.05, 10))
+        p("publish_expert", True, read_only("publish sim/expert_action for the expert backend"))
+        p("cmd_vel_stamped", True, read_only("driving: subscribe TwistStamped (true) or Twist"))
+        p("camera_frame", "camera_color_optical_frame", read_only("frame_id of camera topics"))
+        p("depth_noise", False, read_only("make the depth look like an active-stereo sensor's "
+                                          "(sim/worlds/depth_noise.py)"))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
         self.world = g("world")
         if self.world not in EMBODIMENT_OF_WORLD:
@@ -100,7 +93,7 @@ class SimBridgeNode(Node):
         self.expert = make_expert(self.env) if g("publish_expert") else None
         self.dt = 1.0 / self.env.metadata["render_fps"]
         self.embodiment = EMBODIMENT_OF_WORLD[self.world]
-        # The world module's constants set the command scaling (nodes/commands.py).
+        # The world module's constants set the command scaling (control/commands.py).
         consts = importlib.import_module(type(self.env.unwrapped).__module__)
         if self.embodiment == "arm":
             self.scale = ArmScale(consts.MAX_SPEED)
@@ -108,13 +101,10 @@ class SimBridgeNode(Node):
             self.scale = VehicleScale(consts.MAX_STEER, consts.MAX_ACCEL, consts.MAX_SPEED,
                                       consts.WHEELBASE, self.dt)
 
-        self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
-        self.depth_pub = self.create_publisher(Image, "camera/depth/image_raw",
-                                               qos_profile_sensor_data)
-        from sensor_msgs.msg import CameraInfo
-
-        self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info",
-                                              qos_profile_sensor_data)
+        camera_qos = qos_profile_sensor_data
+        self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", camera_qos)
+        self.depth_pub = self.create_publisher(Image, "camera/depth/image_raw", camera_qos)
+        self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info", camera_qos)
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
@@ -138,8 +128,7 @@ class SimBridgeNode(Node):
         self._command = None  # (normalised action, wall time received)
         self._fresh_command = False
         self._published: dict[int, float] = {}  # frame stamp (ns) -> wall time published
-        self.create_subscription(Header, "policy_node/command_source", self._on_command_source,
-                                 10)
+        self.create_subscription(Header, "policy_node/command_source", self._on_command_source, 10)
         self.use_sim_time = bool(g("use_sim_time"))
         self._listener_seen = False  # stepping waits for a camera subscriber (see _step)
         self._reset()
@@ -168,14 +157,11 @@ class SimBridgeNode(Node):
             "return": round(self.episode_return, 3), "instruction": self.obs["instruction"],
         }
         self.results.append(result)
-        status = DiagnosticStatus(name=f"{self.get_name()}: episode", hardware_id=self.world)
-        status.level = DiagnosticStatus.OK if result["success"] else DiagnosticStatus.WARN
-        status.message = f"episode {len(self.results)} {'success' if result['success'] else 'failure'}"
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in result.items()]
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
-        self.get_logger().info(f"{status.message}: {result}")
+        message = f"episode {len(self.results)} {'success' if result['success'] else 'failure'}"
+        self.diag_pub.publish(diagnostics_msg(f"{self.get_name()}: episode", self.world,
+                                              "ok" if result["success"] else "warn", message, result,
+                                              self.get_clock().now().to_msg()))
+        self.get_logger().info(f"{message}: {result}")
         if self.episodes and len(self.results) >= self.episodes:
             self.finished = True
 
@@ -260,12 +246,12 @@ class SimBridgeNode(Node):
         self.depth_pub.publish(depth_to_image(self.obs["depth"], stamp, self.frame))
         names = PROPRIO_NAMES[self.world]
         self.joint_pub.publish(JointState(
-            header=_header(stamp, "base_link"), name=names,
+            header=Header(stamp=stamp, frame_id="base_link"), name=names,
             position=[float(v) for v in self.obs["proprio"]]))
         if self.embodiment == "vehicle":
             ego = self.info["ego"]
             odom = Odometry()
-            odom.header = _header(stamp, "odom")
+            odom.header = Header(stamp=stamp, frame_id="odom")
             odom.child_frame_id = "base_link"
             odom.pose.pose.position.x, odom.pose.pose.position.y = float(ego["x"]), float(ego["y"])
             odom.pose.pose.orientation.z = math.sin(ego["yaw"] / 2)
@@ -275,9 +261,8 @@ class SimBridgeNode(Node):
             self.odom_pub.publish(odom)
         if self.expert is not None:
             action = np.asarray(self.expert(self.obs, self.info), np.float64)
-            msg = TwistStamped(header=_header(stamp, "base_link"))
-            msg.twist.linear.x = float(action[0])
-            msg.twist.linear.y = float(action[1])
+            msg = TwistStamped(header=Header(stamp=stamp, frame_id="base_link"))
+            msg.twist.linear.x, msg.twist.linear.y = float(action[0]), float(action[1])
             msg.twist.linear.z = float(action[2]) if action.size > 2 else 0.0
             self.expert_pub.publish(msg)
         # The colour image last: a policy that wakes on it finds the rest already sent.
@@ -302,12 +287,6 @@ class SimBridgeNode(Node):
     def destroy_node(self):
         self.env.close()
         return super().destroy_node()
-
-
-def _header(stamp: TimeMsg, frame: str):
-    from std_msgs.msg import Header
-
-    return Header(stamp=stamp, frame_id=frame)
 
 
 def main(args=None) -> None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from embodied_stack.nodes.chunk_scheduler import ChunkScheduler, SchedulerConfig
+from embodied_stack.control.chunk_scheduler import ChunkScheduler, SchedulerConfig
 
 CHUNK = np.arange(12, dtype=float).reshape(4, 3)  # action k = [3k, 3k+1, 3k+2]
 

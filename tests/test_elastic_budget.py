@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from embodied_stack.models.elastic import budget as budget_module
-from embodied_stack.models.elastic.budget import (
+from embodied_stack.control.elastic import budget as budget_module
+from embodied_stack.control.elastic.budget import (
     Budget,
     BudgetSourceError,
     CpuSource,

@@ -3,9 +3,9 @@ miss counting."""
 
 import pytest
 
-from embodied_stack.models.elastic.budget import Budget, BudgetSource
-from embodied_stack.models.elastic.selector import Selector, SelectorConfig
-from embodied_stack.nodes.elastic_control import RETRY_S, ElasticControl
+from embodied_stack.control.elastic.budget import Budget, BudgetSource
+from embodied_stack.control.elastic.control import RETRY_S, ElasticControl
+from embodied_stack.control.elastic.selector import Selector, SelectorConfig
 
 TABLE = {
     "full": {"p50_ms": 2.6, "p95_ms": 3.0, "p99_ms": 3.4, "weight_mb": 3.9, "params": 4},

@@ -13,8 +13,8 @@ from rclpy.parameter import Parameter
 from ros_harness import wait_for
 from test_policy_node import ScriptedPolicy
 
-from embodied_stack.models.runtime.profiling import device_key
-from embodied_stack.nodes.elastic_node import ElasticNode, load_table
+from embodied_stack.control.elastic.latency_table import device_key, load_table
+from embodied_stack.nodes.elastic_node import ElasticNode
 from embodied_stack.nodes.executor import spin_in_background
 from embodied_stack.nodes.policy_node import PolicyNode
 

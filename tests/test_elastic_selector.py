@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from embodied_stack.models.elastic.budget import Budget
-from embodied_stack.models.elastic.selector import Selector, SelectorConfig
-from embodied_stack.models.runtime.profiling import (
+from embodied_stack.control.elastic.budget import Budget
+from embodied_stack.control.elastic.latency_table import (
     measure_latency_table,
     monotonicity_violations,
     read_latency_table,
     write_latency_table,
 )
+from embodied_stack.control.elastic.selector import Selector, SelectorConfig
 
 # A CPU-like table (ms): p99 well above p50, as measured
 TABLE = {

@@ -1,8 +1,8 @@
-"""StampedBuffer: which depth image / joint state goes with a camera frame (nodes/input_sync.py)."""
+"""StampedBuffer: which depth image / joint state goes with a camera frame (control/input_sync.py)."""
 
 import pytest
 
-from embodied_stack.nodes.input_sync import StampedBuffer
+from embodied_stack.control.input_sync import StampedBuffer
 
 
 def test_the_sample_of_the_frames_instant_wins_over_the_latest():

@@ -130,7 +130,7 @@ def test_launch_overrides_are_declared_parameters_of_the_right_type(name, node_m
 def test_elastic_yaml_parameters_are_declared_and_accepted(tmp_path):
     import json
 
-    from embodied_stack.models.runtime.profiling import device_key
+    from embodied_stack.control.elastic.latency_table import device_key
     from embodied_stack.nodes.elastic_node import ElasticNode
 
     params = _yaml_params("elastic.yaml", "elastic_node")
@@ -181,8 +181,8 @@ def test_yaml_decides_unless_a_launch_argument_is_given():
 
 
 def test_list_arguments_and_the_simulated_camera_pose():
+    from embodied_stack.control.target_control import static_transform
     from embodied_stack.nodes.launch_params import sim_camera_to_base, typed
-    from embodied_stack.nodes.target_control import static_transform
 
     assert typed("camera_to_base", "[1, 2.5, -3]", list) == [1.0, 2.5, -3.0]
     assert typed("camera_to_base", "1,2 3", list) == [1.0, 2.0, 3.0]

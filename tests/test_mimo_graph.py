@@ -34,13 +34,13 @@ from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from test_policy_node import Harness, ScriptedPolicy, speed  # noqa: E402
 
+from embodied_stack.control.commands import VehicleScale  # noqa: E402
+from embodied_stack.control.target_control import PurePursuit  # noqa: E402
 from embodied_stack.models.perception.types import matrix_from_quaternion  # noqa: E402
 from embodied_stack.models.policy import mimo_prompts as P  # noqa: E402
 from embodied_stack.models.policy.mimo_adapter import MiMoEmbodiedPolicy  # noqa: E402
-from embodied_stack.nodes.commands import VehicleScale  # noqa: E402
 from embodied_stack.nodes.conversions import depth_to_image  # noqa: E402
 from embodied_stack.nodes.demo import run_world  # noqa: E402
-from embodied_stack.nodes.target_control import PurePursuit  # noqa: E402
 from embodied_stack.sim.worlds.tabletop import CLASS_SIZES, TabletopEnv  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -179,8 +179,8 @@ def test_canned_waypoints_drive_by_pure_pursuit_through_the_node(tiny_policy):
             h.instr_pub.publish(String(data="follow the road"))
             h.stream(1.5)
             moving = [m for _, m in h.commands if speed(m) > 0]
-            assert moving and h.node.stats.get("chunks", 0) >= 1, h.node.stats
-            assert h.node.stats.get("no_target", 0) == 0
+            assert moving and h.node.loop.stats.get("chunks", 0) >= 1, h.node.loop.stats
+            assert h.node.loop.stats.get("no_target", 0) == 0
         finally:
             h.close()
         # What pure pursuit says for this plan at 5 m/s (the node's defaults, 20 Hz).
@@ -286,7 +286,7 @@ def test_arm_target_needs_camera_to_base_and_valid_depth(tiny_policy):
     try:
         h.stream(1.2)
         assert not any(speed(m) for _, m in h.commands)
-        assert h.node.stats.get("no_target", 0) >= 1
+        assert h.node.loop.stats.get("no_target", 0) >= 1
         assert any("camera_to_base not set" in f for f in _faults(h)), _faults(h)
     finally:
         h.close()
@@ -295,7 +295,7 @@ def test_arm_target_needs_camera_to_base_and_valid_depth(tiny_policy):
         h.send_frame()  # depth 1 m everywhere: a target 1 m ahead of the camera
         h.stream(1.0)
         moving = [m for _, m in h.commands if any((m.twist.linear.x, m.twist.linear.z))]
-        assert moving, h.node.stats  # base = camera frame, fingertip at the origin: go +z
+        assert moving, h.node.loop.stats  # base = camera frame, fingertip at the origin: go +z
         assert all(m.twist.linear.z > 0 and abs(m.twist.linear.z) <= 0.25 + 1e-9 for m in moving)
         zero = np.zeros((16, 16), np.float32)
         mark = time.monotonic()
@@ -348,7 +348,7 @@ def test_servo_and_horizon_parameters_take_effect_at_run_time(tiny_policy):
         _stream_at_depth(h, 0.4, 0.5)  # (the chunk in hand was cut at 0.3 s)
         calls = seen["calls"]
         _stream_at_depth(h, 1.2, 0.5)
-        assert h.node.plan_steps == 100 and fast >= 3 and seen["calls"] - calls <= 1, (fast, seen)
+        assert h.node.loop.controllers.plan_steps == 100 and fast >= 3 and seen["calls"] - calls <= 1, (fast, seen)
     finally:
         h.close()
 
@@ -359,7 +359,7 @@ def test_servo_and_horizon_parameters_take_effect_at_run_time(tiny_policy):
 
 
 def test_mimo_submodel_without_elastic_fails_before_loading():
-    from embodied_stack.nodes.policy_node import load_backend
+    from embodied_stack.models.policy.backends import load_backend
 
     with pytest.raises(ValueError, match="mimo_elastic"):  # (the path is never opened)
         load_backend("mimo", "/nonexistent/mimo", "cpu", submodel="1/2")
@@ -407,7 +407,7 @@ def test_a_slow_planner_is_executed_with_its_age_accounted_for():
     h = Harness(policy, deadline_s=3.0, refill_at=30)  # refill 1.5 s before the chunk runs out
     try:
         h.stream(4.0)
-        stats = dict(h.node.stats)
+        stats = dict(h.node.loop.stats)
     finally:
         h.close()
     assert stats.get("dropped_stale", 0) == 0 and stats.get("chunks", 0) >= 2, stats

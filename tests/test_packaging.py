@@ -17,9 +17,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_imports_as_embodied_stack_and_never_top_level(tmp_path):
     # A fresh interpreter outside the repo, so the checkout itself is not on sys.path.
     code = (
-        "import importlib.util as u, embodied_stack.models, embodied_stack.sim, "
-        "embodied_stack.nodes; "
-        "print([n for n in ('models', 'nodes', 'sim') if u.find_spec(n) is not None])"
+        "import importlib.util as u, embodied_stack.models, embodied_stack.control, "
+        "embodied_stack.sim, embodied_stack.nodes; "
+        "print([n for n in ('models', 'control', 'nodes', 'sim') if u.find_spec(n) is not None])"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, check=True)
@@ -27,7 +27,7 @@ def test_imports_as_embodied_stack_and_never_top_level(tmp_path):
 
 
 #: Folders whose code is installed (tests and bench are not).
-INSTALLED = ("models", "nodes", "sim", "launch")
+INSTALLED = ("models", "control", "nodes", "sim", "launch")
 #: Imports that no dependency list can carry: TensorRT comes with JetPack / NVIDIA's installer.
 SYSTEM_ONLY = {"tensorrt",
                "inference"}  # SAM 3D Objects' notebook/inference.py, in its own environment
@@ -167,6 +167,7 @@ def test_colcon_build_installs_executables_launch_and_config(tmp_path, symlink_i
     else:
         site = next((prefix / "lib").glob("python3*/site-packages"))
         assert (site / "embodied_stack/models/__init__.py").is_file()
+        assert (site / "embodied_stack/control/elastic/latency_table.py").is_file()
         assert (site / "embodied_stack/models/default_vla/model.safetensors").is_file()
         assert not (site / "models").exists() and not (site / "sim").exists()
     # Run the installed executables from the install space the way a ROS user does: source

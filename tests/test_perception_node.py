@@ -16,11 +16,18 @@ from ros_harness import NodeHarness, wait_for
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, RegionOfInterest
 from visualization_msgs.msg import Marker, MarkerArray
 
+from embodied_stack.control.input_sync import ApproxTimeSync, LatestSlot, PromptHolder
 from embodied_stack.models.perception import CameraIntrinsics, reconstruct
-from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image
+from embodied_stack.nodes.conversions import (
+    K_to_camera_info,
+    cloud_msg,
+    depth_to_image,
+    markers_msg,
+    poses_msg,
+    rgb_to_image,
+)
 from embodied_stack.nodes.executor import spin_in_background
-from embodied_stack.nodes.perception_node import PerceptionNode, cloud_msg, markers_msg, poses_msg
-from embodied_stack.nodes.perception_sync import ApproxTimeSync, LatestSlot, PromptHolder
+from embodied_stack.nodes.perception_node import PerceptionNode
 from embodied_stack.sim.worlds.tabletop import TabletopEnv
 
 
@@ -134,7 +141,16 @@ class Harness(NodeHarness):
         d.create_subscription(MarkerArray, "objects/markers", self.markers.append, 10)
         d.create_subscription(PointCloud2, "objects/cloud", self.clouds.append, 10)
         self.spin()
-        time.sleep(0.5)  # discovery
+        pubs = (self.rgb_pub, self.depth_pub, self.info_pub, self.point_pub, self.box_pub)
+        outputs = ("objects/poses", "objects/markers", "objects/cloud")
+        assert wait_for(lambda: all(p.get_subscription_count() for p in pubs)
+                        and all(d.count_publishers(t) for t in outputs)), "discovery"
+
+    def wait_for_prompt(self, kind):
+        """Until the node holds a `kind` prompt ("point" or "box"): the one just published."""
+        node = self.node
+        held = lambda: node.prompt.current(node.get_clock().now().nanoseconds * 1e-9)  # noqa: E731
+        assert wait_for(lambda: (held() or ("none",))[0] == kind), f"no {kind} prompt arrived"
 
     def send(self, rgb, depth, K, width, height, frame="camera_color_optical_frame"):
         stamp = self.driver.get_clock().now().to_msg()
@@ -146,10 +162,10 @@ class Harness(NodeHarness):
         return stamp
 
 
-def _only_pose_after_a_frame(harness, obs, intr) -> np.ndarray:
-    """Let a prompt just published arrive, send one frame, and return the position of the
-    single object the node then reports."""
-    time.sleep(0.3)
+def _only_pose_after_a_frame(harness, obs, intr, prompt) -> np.ndarray:
+    """Let a `prompt` ("point" or "box") just published arrive, send one frame, and return
+    the position of the single object the node then reports."""
+    harness.wait_for_prompt(prompt)
     n = len(harness.poses)
     harness.send(obs["rgb"], obs["depth"], intr.K, 160, 120)
     assert wait_for(lambda: len(harness.poses) > n)
@@ -187,13 +203,13 @@ def test_node_publishes_objects_where_they_are(harness, scene):
     msg.header.frame_id = "camera_color_optical_frame"
     msg.point.x, msg.point.y, msg.point.z = (float(v) for v in target)
     harness.point_pub.publish(msg)
-    assert np.linalg.norm(_only_pose_after_a_frame(harness, obs, intr) - target) < 0.02
+    assert np.linalg.norm(_only_pose_after_a_frame(harness, obs, intr, "point") - target) < 0.02
     # A box prompt (pixels) around another object selects that one.
     vs, us = np.nonzero(info["segmentation"] == 1)
     harness.box_pub.publish(RegionOfInterest(
         x_offset=int(us.min()) - 2, y_offset=int(vs.min()) - 2,
         width=int(np.ptp(us)) + 5, height=int(np.ptp(vs)) + 5))
-    assert np.linalg.norm(_only_pose_after_a_frame(harness, obs, intr)
+    assert np.linalg.norm(_only_pose_after_a_frame(harness, obs, intr, "box")
                           - _gt_in_camera(info)[1]) < 0.02
 
 
@@ -227,7 +243,7 @@ def test_bad_input_is_reported_and_the_node_keeps_working(harness, scene):
     msg.header.frame_id = "camera_color_optical_frame"
     msg.point.x, msg.point.y, msg.point.z = 5.0, 0.0, 0.5
     harness.point_pub.publish(msg)
-    time.sleep(0.3)
+    harness.wait_for_prompt("point")
     harness.send(obs["rgb"], obs["depth"], K, 160, 120)
     assert wait_for(lambda: any("outside" in v for v in harness.diag_values("last_empty_reason")))
     assert harness.node.stats["worker_errors"] == 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from embodied_stack.nodes.safety import SafetyConfig, SafetySupervisor
+from embodied_stack.control.safety import SafetyConfig, SafetySupervisor
 
 
 def arm(**kw):

@@ -1,5 +1,5 @@
 """Pointing answers to metres (models/policy/grounding.py) and targets / plans to action chunks
-(nodes/target_control.py): back-projection with holes and edges, the static transform, the
+(control/target_control.py): back-projection with holes and edges, the static transform, the
 bounded arm servo and pure pursuit, without ROS."""
 
 import math
@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from embodied_stack.models.policy.grounding import backproject_pixel
-from embodied_stack.nodes.commands import ArmScale, VehicleScale
-from embodied_stack.nodes.target_control import (
+from embodied_stack.control.commands import ArmScale, VehicleScale
+from embodied_stack.control.target_control import (
     ArmServo,
     PurePursuit,
     path_point_at,
     static_transform,
     transform_to_list,
 )
+from embodied_stack.models.policy.grounding import backproject_pixel
 
 K = np.array([[100.0, 0, 31.5], [0, 100.0, 23.5], [0, 0, 1]])
 

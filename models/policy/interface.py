@@ -96,7 +96,7 @@ class Policy(abc.ABC):
     submodel_names: list[str] = ["full"]
     #: True for a backend that answers with ``target_point`` / ``plan`` instead of motor
     #: actions (MiMo): its chunk is a placeholder, and the policy node builds the executed
-    #: chunk from the target (servo) or the plan (pure pursuit), nodes/target_control.py.
+    #: chunk from the target (servo) or the plan (pure pursuit), control/target_control.py.
     outputs_targets: bool = False
     #: True for a backend fed the simulator's expert actions (``feed``): the sim-only expert
     #: relay. The policy node then subscribes to ``sim/expert_action``.

@@ -28,7 +28,7 @@ the path (the last waypoint if the path is shorter): ``delta = atan2(2 * wheelba
 L)`` with ``alpha`` the bearing of that point. Speed follows the plan's own timing: the
 desired speed at time t is the length of the path segment being driven then divided by
 ``waypoint_dt``, capped at ``max_speed``; acceleration ``= speed_gain * (desired - v)``, capped
-at ``max_accel``. The rollout uses the kinematic bicycle model of nodes/commands.py.
+at ``max_accel``. The rollout uses the kinematic bicycle model of control/commands.py.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embodied_stack.control.commands import ArmScale, VehicleScale
 from embodied_stack.models.perception.types import matrix_from_quaternion, quaternion_from_matrix
-from embodied_stack.nodes.commands import ArmScale, VehicleScale
 
 
 def static_transform(values) -> np.ndarray | None:

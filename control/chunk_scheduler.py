@@ -1,6 +1,6 @@
 """When policy_node asks for a chunk and which action it executes: pure Python (no rclpy), so
-the timing rules are tested on a fake clock (tests/test_chunk_scheduler.py) and the node only
-wires ROS to them, as it does with nodes/safety.py.
+the timing rules are tested on a fake clock (tests/test_chunk_scheduler.py). PolicyLoop
+(control/policy_loop.py) drives it, with control/safety.py, and the node only wires ROS to that.
 
 Rules:
 - A chunk of T actions is executed one action per control period (1 / ``rate_hz``). The next
@@ -53,7 +53,7 @@ class SchedulerConfig:
 
 
 class ChunkScheduler:
-    """The chunk queue of policy_node. Not thread-safe: the node calls it under its lock."""
+    """The chunk queue of policy_node. Not thread-safe: PolicyLoop calls it under its lock."""
 
     def __init__(self, config: SchedulerConfig | None = None):
         self.config = config or SchedulerConfig()

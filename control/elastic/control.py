@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import collections
 
-from embodied_stack.models.elastic.budget import Budget, BudgetSource
-from embodied_stack.models.elastic.selector import Decision, Selector
+from embodied_stack.control.elastic.budget import Budget, BudgetSource
+from embodied_stack.control.elastic.selector import Decision, Selector
 
 #: After a refused or unanswered switch, ask again no sooner than this (s).
 RETRY_S = 0.5
@@ -34,9 +34,9 @@ class ElasticControl:
         self.source_error: str | None = None
         self.last_refusal: str | None = None
         self._retry_at = -float("inf")
-        self.stats = collections.Counter()
-        self.misses_by_submodel = collections.Counter()
-        self.cycles_by_submodel = collections.Counter()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.misses_by_submodel: collections.Counter[str] = collections.Counter()
+        self.cycles_by_submodel: collections.Counter[str] = collections.Counter()
         self.switch_log: list[tuple[float, str, str]] = []  # (decided at, submodel, reason)
 
     def poll(self, now: float) -> str | None:

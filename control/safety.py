@@ -154,7 +154,8 @@ class SafetySupervisor:
         cfg = self.config
         if cfg.kind == "arm":
             self._ramp = self._ramp or _Ramp(0.0, 0.0, 0.0, zero_since=now)
-            return self._hold_or_quiet(now, np.zeros(3))
+            assert self._ramp.zero_since is not None  # (an arm's stop is zero from its first tick)
+            return self._hold_or_quiet(now, np.zeros(3), self._ramp.zero_since)
         if self._ramp is None:
             v0, w0 = (self._last_out if self._last_out is not None else np.zeros(2))
             kappa = w0 / v0 if abs(v0) > 1e-3 else 0.0
@@ -175,10 +176,10 @@ class SafetySupervisor:
         self._last_out = out
         if r.zero_since is None:
             return out
-        return self._hold_or_quiet(now, np.zeros(2))
+        return self._hold_or_quiet(now, np.zeros(2), r.zero_since)
 
-    def _hold_or_quiet(self, now: float, zero: np.ndarray):
+    def _hold_or_quiet(self, now: float, zero: np.ndarray, zero_since: float):
         self._last_out = zero
-        if now - self._ramp.zero_since <= self.config.hold_zero_s:
+        if now - zero_since <= self.config.hold_zero_s:
             return zero
         return None
