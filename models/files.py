@@ -1,5 +1,6 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename, so a reader (or a
-resumed run) never sees a half-written checkpoint, cache entry, config or report."""
+resumed run) never sees a half-written checkpoint, cache entry, config or report; and reading
+a JSON file a user hands us, with an error that names the file."""
 
 from __future__ import annotations
 
@@ -27,10 +28,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def atomic_write_json(path: str | os.PathLike, obj, indent: int = 2, sort_keys: bool = False) -> Path:
+def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2, sort_keys: bool = False) -> Path:
     """JSON (UTF-8, trailing newline) written atomically."""
     text = json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike, what: str = "file"):
+    """The JSON value in `path`; ValueError naming the file (and `what` it should be) when it
+    is not valid JSON. A missing file raises FileNotFoundError as open() does."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: {what} is not valid JSON ({e})") from e
 
 
 def atomic_write_npz(path: str | os.PathLike, arrays: dict) -> Path:

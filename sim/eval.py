@@ -21,6 +21,7 @@ import argparse
 import collections
 import shlex
 import sys
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -50,8 +51,8 @@ def evaluate(model, world: str, episodes: int, first_seed: int = EVAL_FIRST_SEED
         bar.close()
         pool.close()
     wins = sum(e.success for e in eps)
-    per_task = collections.defaultdict(lambda: {"episodes": 0, "success": 0,
-                                                "outcomes": collections.Counter()})
+    per_task: collections.defaultdict[str, dict[str, Any]] = collections.defaultdict(
+        lambda: {"episodes": 0, "success": 0, "outcomes": collections.Counter()})
     for e in eps:
         t = per_task[e.task]
         t["episodes"] += 1

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from embodied_stack.models.policy.elastic_vla import ElasticVLA
-from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig
 from embodied_stack.models.policy.interface import ExecutionMode
 from embodied_stack.sim.train.rollouts import LocalRollouts
-from embodied_stack.sim.train.trainer import instruction_tokenizer
+from embodied_stack.sim.train.run import instruction_tokenizer
 
 
 @pytest.mark.slow

@@ -17,8 +17,8 @@ from embodied_stack.models.elastic.submodels import (
     resident_weight_bytes,
     resolve,
 )
-from embodied_stack.models.policy.elastic_layers import ElasticLinear, RMSNorm
-from embodied_stack.models.policy.elastic_vla import ElasticVLA
+from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig
+from embodied_stack.models.policy.elastic_vla.layers import ElasticLinear, RMSNorm
 from embodied_stack.models.policy.interface import Observation
 from embodied_stack.models.runtime.profiling import rss_bytes
 
@@ -85,7 +85,7 @@ def test_unknown_submodel_and_custom_spec(model, batch):
     try:
         assert model.submodel == "custom" and model.submodel_shape.hidden == 64
         with torch.no_grad():
-            assert model.forward_batch(batch).shape[1:] == (12, 256)
+            assert model.batch_logits(batch).shape[1:] == (12, 256)
     finally:
         model.set_submodel("full")
 
@@ -98,7 +98,7 @@ def test_every_named_submodel_runs_with_expected_size(model, batch):
     for name, (lo, hi) in expected.items():
         model.set_submodel(name)
         with torch.no_grad():
-            logits = model.forward_batch(batch)
+            logits = model.batch_logits(batch)
         assert logits.shape == (6, 12, 256) and torch.isfinite(logits).all()
         fracs[name] = model.active_parameter_count() / total
         assert lo - 1e-9 <= fracs[name] <= hi + 1e-9, (name, fracs[name])
@@ -116,10 +116,10 @@ def test_permutation_preserves_full_model_and_orders_units():
     calib = [m.obs_to_batch(obs[:4]), m.obs_to_batch(obs[4:])]
     probe = m.obs_to_batch(observations(4, seed=2))
     with torch.no_grad():
-        before = m.forward_batch(probe)
+        before = m.batch_logits(probe)
     scores = calibrate_and_permute(m, calib)
     with torch.no_grad():
-        after = m.forward_batch(probe)
+        after = m.batch_logits(probe)
     assert float((before - after).abs().max()) <= 1e-5
     assert sorted(scores["layer_rank"]) == list(range(m.config.num_layers))
     assert m.layer_rank.tolist() == scores["layer_rank"]
@@ -137,6 +137,24 @@ def test_permutation_preserves_full_model_and_orders_units():
     k = m.submodel_shape.layers
     assert m._active_layers == sorted(scores["layer_rank"][:k])
     m.set_submodel("full")
+
+
+def test_permutation_preserves_a_keypoint_model():
+    """The keypoint's projection writes into the decoder width, so it is permuted with it: a
+    trained (non-zero) projection keeps the full model's function."""
+    torch.manual_seed(4)
+    m = ElasticVLA(ElasticVLAConfig(target_keypoint=True, keypoint_instruction=True, aux_dim=6))
+    with torch.no_grad():
+        m.keypoint_proj.weight.normal_(0.0, 0.5)
+        m.keypoint_proj.bias.normal_(0.0, 0.5)
+    m.refresh_views()
+    obs = observations(8, seed=1)
+    probe = m.obs_to_batch(obs)
+    with torch.no_grad():
+        before = m.batch_logits(probe)
+    calibrate_and_permute(m, [m.obs_to_batch(obs[:4])])
+    with torch.no_grad():
+        assert float((m.batch_logits(probe) - before).abs().max()) <= 1e-5
 
 
 def test_calibrated_prefix_beats_uncalibrated_prefix():
@@ -161,9 +179,9 @@ def test_calibrated_prefix_beats_uncalibrated_prefix():
     def gap():
         with torch.no_grad():
             m.set_submodel("full")
-            full = m.forward_batch(data)
+            full = m.batch_logits(data)
             m.set_submodel("3/4")
-            sub = m.forward_batch(data)
+            sub = m.batch_logits(data)
             m.set_submodel("full")
         return float((full - sub).pow(2).sum() / full.pow(2).sum())
 

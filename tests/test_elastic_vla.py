@@ -1,4 +1,5 @@
-"""ElasticVLA modeling: config, tokenizer, forward/select_action, training interface, files."""
+"""ElasticVLA modeling: config, tokenizer, action_logits/select_action, the training loss
+(forward), the RL interface, files."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from embodied_stack.models.policy.elastic_vla import ElasticVLA
-from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig, InstructionTokenizer
 from embodied_stack.models.policy.interface import Action, Observation, Policy
-from embodied_stack.models.policy.tokenizer import InstructionTokenizer
 
 SMALL = dict(hidden_size=64, num_heads=2, ffn_size=128, num_layers=2, vision_width=32, vocab_size=256)
 
@@ -112,7 +112,7 @@ def test_is_policy_and_forward_shape(small):
     assert batch["pixels"].shape == (2, 4, 64, 64) and batch["pixels"].dtype == torch.float32
     assert float(batch["pixels"][:, :3].max()) <= 1.0 and float(batch["pixels"][:, 3].min()) >= 0.0
     with torch.no_grad():
-        logits = small.forward_batch(batch)
+        logits = small.batch_logits(batch)
     c = small.config
     assert logits.shape == (2, c.chunk_length * 3, c.action_bins)
     assert batch["action_mask"][0].all() and batch["action_mask"][1].tolist() == [True, True, False] * c.chunk_length
@@ -136,7 +136,7 @@ def test_select_action_matches_batched_argmax_and_handles_other_sizes(small):
     act = small.select_action(obs)
     batch = small.obs_to_batch([obs])
     with torch.no_grad():
-        ids = small.forward_batch(batch).argmax(-1)
+        ids = small.batch_logits(batch).argmax(-1)
     np.testing.assert_array_equal(act.chunk, small.tokens_to_actions(ids, 3)[0].numpy())
     assert float(batch["pixels"][0, 3].abs().max()) == 0.0  # no depth -> zero channel
 
@@ -189,7 +189,73 @@ def test_action_token_round_trip(small):
     assert float((back - chunk).abs().max()) <= 1.0 / c.action_bins + 1e-6
 
 
-# ------------------------------------------------------------------ training interface
+# ------------------------------------------------------------------ training: forward(batch) -> (loss, logs)
+def _labelled(model, batch, **targets):
+    """A batch with action tokens to learn (all bin 0) and any of forward's other targets."""
+    tokens = torch.zeros(len(batch["tokens"]), model.config.num_action_tokens, dtype=torch.long)
+    return {**batch, "action_tokens": tokens, **targets}
+
+
+def test_forward_is_the_masked_smoothed_action_cross_entropy(small):
+    """Without targets for the training-only heads, the loss is the action cross-entropy over the
+    tokens the embodiment uses (a vehicle's 3rd dim never counts), with the label smoothing asked
+    for; loss_mask narrows it; the logged action logits are action_logits'."""
+    c = small.config
+    batch = small.obs_to_batch([make_obs(0, "arm"), make_obs(1, "vehicle")])
+    tokens = torch.randint(0, c.action_bins, (2, c.num_action_tokens), generator=torch.Generator().manual_seed(0))
+    used = batch["action_mask"]
+    with torch.no_grad():
+        logits = small.batch_logits(batch)
+        loss, logs = small({**batch, "action_tokens": tokens})
+        torch.testing.assert_close(loss, F.cross_entropy(logits[used], tokens[used]))
+        assert logs["ce"] == pytest.approx(float(loss))
+        torch.testing.assert_close(logs["action_logits"], logits)
+        third = torch.arange(c.num_action_tokens) % 3 == 2
+        other = tokens.clone()
+        other[1, third] = (other[1, third] + 1) % c.action_bins
+        torch.testing.assert_close(small({**batch, "action_tokens": other})[0], loss)
+        smoothed = small({**batch, "action_tokens": tokens}, label_smoothing=0.1)[0]
+        torch.testing.assert_close(smoothed, F.cross_entropy(logits[used], tokens[used], label_smoothing=0.1))
+        first_step = used & (torch.arange(c.num_action_tokens) < c.max_action_dim)
+        torch.testing.assert_close(small({**batch, "action_tokens": tokens, "loss_mask": first_step})[0],
+                                   F.cross_entropy(logits[first_step], tokens[first_step]))
+
+
+def test_forward_adds_the_privileged_heads_losses_where_there_are_targets():
+    """With aux_dim and target_keypoint the loss adds the auxiliary head's, the keypoint's own and
+    the keypoint MLP's losses where the batch has targets (NaN: none), scaled by their weights
+    (0: off); teacher-forced rows leave out the soft-argmax error; the action loss's gradient
+    never reaches the keypoint path."""
+    torch.manual_seed(5)
+    m = ElasticVLA(ElasticVLAConfig(**SMALL, aux_dim=6, target_keypoint=True))
+    batch = m.obs_to_batch([make_obs(0, "arm"), make_obs(1, "arm"), make_obs(2, "vehicle")])
+    features = torch.randn(3, 6)
+    features[2] = float("nan")
+    uv = torch.tensor([[0.3, 0.6], [0.7, 0.2], [float("nan")] * 2])
+    labelled = _labelled(m, batch, aux_targets=features, keypoint_uv=uv)
+    with torch.no_grad():
+        loss, logs = m(labelled)
+        assert {"ce", "aux", "keypoint", "keypoint_acc", "keypoint_err_px", "keypoint_aux"} <= set(logs)
+        assert float(loss) == pytest.approx(logs["ce"] + logs["aux"] + logs["keypoint"] + logs["keypoint_aux"],
+                                            rel=1e-5)
+        weighted = m(labelled, aux_weight=0.5, keypoint_weight=2.0)[0]
+        assert float(weighted) == pytest.approx(
+            logs["ce"] + 0.5 * (logs["aux"] + logs["keypoint_aux"]) + 2.0 * logs["keypoint"], rel=1e-5)
+        plain, plain_logs = m(labelled, aux_weight=0.0, keypoint_weight=0.0)
+        assert set(plain_logs) == {"ce", "action_logits"} and float(plain) == pytest.approx(logs["ce"])
+        assert "keypoint_err_px" not in m({**labelled, "keypoint_forced": uv})[1]
+    m.train()
+    try:
+        m(labelled, aux_weight=0.0, keypoint_weight=0.0)[0].backward()
+        for part in (m.keypoint, m.keypoint_in):
+            assert all(p.grad is None or not p.grad.any() for p in part.parameters())
+        assert m.keypoint_proj.weight.grad is not None
+    finally:
+        m.zero_grad(set_to_none=True)
+        m.eval()
+
+
+# ------------------------------------------------------------------ RL interface
 def test_log_probs_entropy_and_masking(small):
     c = small.config
     batch = small.obs_to_batch([make_obs(0, "arm"), make_obs(1, "vehicle")])
@@ -233,7 +299,7 @@ def test_round_trip_bit_identical(model, tmp_path):
         for name in ("full", "1/4"):
             model.set_submodel(name)
             loaded.set_submodel(name)
-            assert torch.equal(model.forward_batch(batch), loaded.forward_batch(batch))
+            assert torch.equal(model.batch_logits(batch), loaded.batch_logits(batch))
     model.set_submodel("full")
     loaded.set_submodel("full")
     obs = make_obs(9)
@@ -249,47 +315,19 @@ def test_conv_stem_keeps_the_token_grid_and_round_trips(tmp_path):
     loaded = ElasticVLA.from_pretrained(_saved(conv, tmp_path))
     assert loaded.config.vision_stem == "conv"
     with torch.no_grad():
-        assert torch.equal(conv.forward_batch(batch), loaded.forward_batch(batch))
+        assert torch.equal(conv.batch_logits(batch), loaded.batch_logits(batch))
 
 
 def _every_submodel_runs_and_it_round_trips(model, batch, tmp_path):
     with torch.no_grad():
         for name in ("full", "3/4", "1/2", "1/4"):
             model.set_submodel(name)
-            assert torch.isfinite(model.forward_batch(batch)).all()
+            assert torch.isfinite(model.batch_logits(batch)).all()
         model.set_submodel("full")
     loaded = ElasticVLA.from_pretrained(_saved(model, tmp_path))
     assert loaded.config == model.config
     with torch.no_grad():
-        assert torch.equal(loaded.forward_batch(batch), model.forward_batch(batch))
-
-
-def test_point_readout_starts_as_a_no_op_and_then_hands_the_queries_the_position(tmp_path):
-    """point_readout: zero-initialised, the model acts exactly as the same weights without it;
-    once its embedding is non-zero, the position it is handed (teacher-forced or pointed)
-    changes the actions, the pointing logits come from mid-decoder, every submodel runs, and
-    it saves and loads."""
-    torch.manual_seed(4)
-    cfg = {**SMALL, "num_layers": 4, "point_head": True}
-    with_readout = ElasticVLA(ElasticVLAConfig(**cfg, point_readout=True))
-    plain = ElasticVLA(ElasticVLAConfig(**cfg))
-    state = {k: v for k, v in with_readout.state_dict().items()
-             if not k.startswith(("point_norm.", "readout_embed."))}
-    plain.load_state_dict(state)
-    batch = with_readout.obs_to_batch([make_obs(i, "arm") for i in range(3)])
-    with torch.no_grad():
-        torch.testing.assert_close(with_readout.forward_batch(batch), plain.forward_batch(batch))
-        with_readout.readout_embed.weight.normal_(0.0, 1.0)
-        with_readout.refresh_views()
-        logits, _, point, _ = with_readout.forward_scaffold(batch)
-        assert point.shape == (3, with_readout.config.num_image_tokens)
-        far = with_readout.forward_scaffold({**batch, "point_forced": torch.tensor([0, 0, 0])})[0]
-        near = with_readout.forward_scaffold({**batch, "point_forced": torch.tensor([63, 63, -1])})[0]
-        assert not torch.allclose(far[:2], near[:2])  # the handed position matters
-        torch.testing.assert_close(near[2], logits[2])  # -1: the model's own pointing
-    _every_submodel_runs_and_it_round_trips(with_readout, batch, tmp_path)
-    with pytest.raises(ValueError, match="point_readout=True needs point_head=True"):
-        ElasticVLAConfig(**SMALL, point_readout=True)
+        assert torch.equal(loaded.batch_logits(batch), model.batch_logits(batch))
 
 
 def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_path):
@@ -297,7 +335,7 @@ def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_pa
     nearly as good one is far away (a global soft-argmax would land between them); a forced
     (u, v) is passed through where finite; the zero-initialised projection starts as a no-op
     and, once trained, the keypoint changes the actions; every submodel runs; it round-trips."""
-    from embodied_stack.models.policy.target_keypoint import TargetKeypoint
+    from embodied_stack.models.policy.elastic_vla.target_keypoint import TargetKeypoint
 
     kp = TargetKeypoint(4, 64, 16, pad_id=0, use_depth=True)
     g = kp.grid
@@ -321,16 +359,16 @@ def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_pa
     plain.load_state_dict({k: v for k, v in with_kp.state_dict().items() if not k.startswith("keypoint")})
     batch = with_kp.obs_to_batch([make_obs(i, "arm") for i in range(3)])
     with torch.no_grad():
-        torch.testing.assert_close(with_kp.forward_batch(batch), plain.forward_batch(batch))
+        torch.testing.assert_close(with_kp.batch_logits(batch), plain.batch_logits(batch))
         with_kp.keypoint_proj.weight.normal_(0.0, 1.0)
         with_kp.refresh_views()
-        logits, _, _, (kp_logits, kp_uv, _) = with_kp.forward_scaffold(batch)
-        assert kp_logits.shape == (3, 32 * 32) and kp_uv.shape == (3, 2)
-        a = with_kp.forward_scaffold({**batch, "keypoint_forced": torch.tensor([[0.1, 0.1]] * 3)})[0]
-        b = with_kp.forward_scaffold({**batch, "keypoint_forced": torch.tensor([[0.9, 0.9]] * 3)})[0]
-        assert not torch.allclose(a, b)  # the keypoint reaches the actions
+        kp_logits, kp = with_kp.keypoint(batch["pixels"], batch["tokens"])
+        assert kp_logits.shape == (3, 32 * 32) and kp.shape == (3, 6 + 32)
+        a = with_kp(_labelled(with_kp, batch, keypoint_forced=torch.tensor([[0.1, 0.1]] * 3)))[1]
+        b = with_kp(_labelled(with_kp, batch, keypoint_forced=torch.tensor([[0.9, 0.9]] * 3)))[1]
+        assert not torch.allclose(a["action_logits"], b["action_logits"])  # the keypoint reaches the actions
         cars = with_kp.obs_to_batch([make_obs(i, "vehicle") for i in range(2)])
-        torch.testing.assert_close(with_kp.forward_batch(cars), plain.forward_batch(cars))  # arms only
+        torch.testing.assert_close(with_kp.batch_logits(cars), plain.batch_logits(cars))  # arms only
     _every_submodel_runs_and_it_round_trips(with_kp, batch, tmp_path)
     with pytest.raises(ValueError, match="target_keypoint='yes' must be True or False"):
         ElasticVLAConfig(**SMALL, target_keypoint="yes")
@@ -341,8 +379,8 @@ def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_pa
 def test_keypoint_instruction_lets_the_direction_word_reach_the_keypoint_mlp(tmp_path):
     """keypoint_instruction: the keypoint MLP reads the instruction's words too, so two
     instructions naming the same object but different push directions give different
-    target-minus-robot features (without it they cannot); it exports and round-trips; it
-    needs target_keypoint."""
+    target-minus-robot readings (without it they cannot: the same keypoint aux loss); it
+    round-trips; it needs target_keypoint."""
     torch.manual_seed(3)
     left, right = make_obs(0, "arm", instruction="push the red cube to the left"), \
         make_obs(0, "arm", instruction="push the red cube to the right")
@@ -351,10 +389,14 @@ def test_keypoint_instruction_lets_the_direction_word_reach_the_keypoint_mlp(tmp
                                         keypoint_instruction=with_words))
         assert (m.keypoint_words is not None) == with_words
         batch = m.obs_to_batch([left, right])
-        forced = torch.tensor([[0.4, 0.6]] * 2)  # same keypoint for both
-        with torch.no_grad():
-            kp_aux = m.forward_scaffold({**batch, "keypoint_forced": forced})[3][2]
-        assert torch.allclose(kp_aux[0], kp_aux[1]) != with_words
+        readings = []
+        for row in (0, 1):  # the same keypoint, target and features for both
+            one = _labelled(m, {k: v[row:row + 1] for k, v in batch.items()},
+                            keypoint_uv=torch.tensor([[0.4, 0.6]]), keypoint_forced=torch.tensor([[0.4, 0.6]]),
+                            aux_targets=torch.ones(1, 6))
+            with torch.no_grad():
+                readings.append(m(one)[1]["keypoint_aux"])
+        assert (readings[0] == readings[1]) != with_words
     with torch.no_grad():
         m.keypoint_proj.weight.normal_(0.0, 1.0)
         m.refresh_views()
@@ -431,6 +473,19 @@ def test_refuses_missing_and_extra_keys(small, tmp_path):
     _rewrite(d2, lambda t: t.__setitem__("sneaky.weight", torch.zeros(3)))
     with pytest.raises(ValueError, match=r"unexpected keys \['sneaky.weight'\]"):
         ElasticVLA.from_pretrained(d2)
+
+
+def test_older_configs_load_with_the_removed_pointing_head_off_only(small, tmp_path):
+    """Models saved before the pointing head was removed hold point_head/point_readout: they load
+    when both are off (every shipped model); switched on, the file is refused with the commit
+    whose code still runs it."""
+    d = _saved(small, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**cfg, "point_head": False, "point_readout": False}))
+    assert ElasticVLA.from_pretrained(d).config == small.config
+    (d / "config.json").write_text(json.dumps({**cfg, "point_head": True, "point_readout": False}))
+    with pytest.raises(ValueError, match="point_head switched on: that field was removed.*commit 4bed112"):
+        ElasticVLA.from_pretrained(d)
 
 
 def test_refuses_non_finite_and_missing_files(small, tmp_path):

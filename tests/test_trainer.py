@@ -21,14 +21,15 @@ import embodied_stack.sim  # noqa: F401  (registers the worlds)
 from embodied_stack.models.policy.interface import ExecutionMode
 from embodied_stack.sim import WORLD_IDS
 from embodied_stack.sim.experts import expert_chunk, make_expert
-from embodied_stack.sim.train.trainer import TrainConfig, train
+from embodied_stack.sim.train.config import TrainConfig
+from embodied_stack.sim.train.trainer import train
 
 #: A tiny model and tiny budgets: every stage runs, in seconds.
 TINY = dict(
     init_from="", threads=1, pool_size=4, batch_size=16, bc_steps=30, checkpoint_every=5,
     model={"hidden_size": 32, "num_heads": 2, "ffn_size": 64, "num_layers": 2,
            "vision_width": 32, "vision_heads": 2, "depth_encoding": "log",
-           "depth_max_m": 100.0, "aux_dim": 6, "point_head": True},
+           "depth_max_m": 100.0, "aux_dim": 6},
     demo_episodes={"tabletop": 4, "driving": 2},
     dagger_iterations=1, dagger_episodes={"tabletop": 3, "driving": 1}, dagger_steps=10,
     rl_iterations=2, rl_groups={"tabletop": 2, "driving": 1}, group_size=3, rl_minibatch=32,
@@ -105,7 +106,7 @@ def test_execution_mode_matches_the_policy_node():
     ({"dagger_episodes": {"tabletop": 501}}, "dagger_episodes"),
     ({"rl_groups": {"driving": 501}}, "rl_groups"),
     ({"rl_iterations": 271}, "rl_iterations"),
-    ({"readout_teacher_forcing": 1.5}, "readout_teacher_forcing"),
+    ({"keypoint_teacher_forcing": 1.5}, "keypoint_teacher_forcing"),
     ({"entropy_measure": "rollouts"}, "entropy_measure"),
     ({"entropy_probe_episodes": {"tabletop": 0, "driving": 0}}, "entropy_probe_episodes"),
     ({"entropy_probe_episodes": {"tabletop": 51}}, "entropy_probe_episodes"),
@@ -115,6 +116,15 @@ def test_execution_mode_matches_the_policy_node():
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)
+
+
+def test_configs_of_earlier_versions_still_read():
+    """A saved train_config.json or YAML file of an earlier version: a renamed field reads under
+    its new name, a removed one is dropped; an unknown field is still an error."""
+    cfg = TrainConfig.from_dict({"readout_teacher_forcing": 0.25, "point_weight": 1.0})
+    assert cfg.keypoint_teacher_forcing == 0.25
+    with pytest.raises(ValueError, match=r"unknown TrainConfig fields \['pointing_weight'\]"):
+        TrainConfig.from_dict({"pointing_weight": 1.0})
 
 
 def test_warm_start_refuses_shape_changes(tmp_path):
@@ -235,9 +245,8 @@ def test_warm_start_can_add_the_auxiliary_head(tmp_path):
     """init_from a model without an auxiliary head, aux_dim 6: the old weights carry over
     unchanged and a fresh head is added; the nested permutation keeps its outputs."""
     from embodied_stack.models.elastic.submodels import calibrate_and_permute
-    from embodied_stack.models.policy.elastic_vla import ElasticVLA
-    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig
+    from embodied_stack.sim.train.run import build_model, instruction_tokenizer
 
     small = {k: v for k, v in TINY["model"].items() if k != "aux_dim"}
     torch.manual_seed(0)
@@ -248,57 +257,52 @@ def test_warm_start_can_add_the_auxiliary_head(tmp_path):
     for k, v in old.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     batch = model.obs_to_batch(_arm_observations(4))
+    batch.update(action_tokens=torch.zeros(4, model.config.num_action_tokens, dtype=torch.long),
+                 aux_targets=torch.randn(4, 6, generator=torch.Generator().manual_seed(0)))
     with torch.no_grad():
-        logits, aux = model.forward_with_aux(batch)
+        _, logs = model(batch)
         calibrate_and_permute(model, [batch])
-        logits2, aux2 = model.forward_with_aux(batch)
-    torch.testing.assert_close(aux2, aux, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(logits2, logits, atol=1e-4, rtol=1e-4)
+        _, logs2 = model(batch)
+    assert logs2["aux"] == pytest.approx(logs["aux"], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(logs2["action_logits"], logs["action_logits"], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("field, fresh_weight, logged", [
-    ("point_readout", "readout_embed.weight", "point"),
-    ("target_keypoint", "keypoint_proj.weight", "keypoint"),
-])
-def test_warm_start_adds_a_position_readout_and_bc_trains_it(tmp_path, field, fresh_weight, logged):
-    """init_from a model with a pointing head, then point_readout or target_keypoint on: the
-    old weights carry over and the model still acts the same (the new part enters through a
-    zero embedding); a short bc run trains it (the embedding moves away from zero) and logs
-    its loss."""
-    from embodied_stack.models.policy.elastic_vla import ElasticVLA
-    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+def test_warm_start_adds_the_target_keypoint_and_bc_trains_it(tmp_path):
+    """init_from a model without the keypoint, then target_keypoint on: the old weights carry
+    over and the model still acts the same (the keypoint enters through a zero projection); a
+    short bc run trains it (the projection moves away from zero) and logs its loss."""
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig
+    from embodied_stack.sim.train.run import build_model, instruction_tokenizer
 
     torch.manual_seed(0)
     old = ElasticVLA(ElasticVLAConfig(**TINY["model"]), instruction_tokenizer(("tabletop", "driving")))
     old.save_pretrained(tmp_path / "old")
     cfg = TrainConfig(**{**TINY, "init_from": str(tmp_path / "old"), "stages": ("bc",),
-                         "bc_steps": 12, "model": {field: True}})
+                         "bc_steps": 12, "model": {"target_keypoint": True}})
     model = build_model(cfg)
-    assert getattr(model.config, field)
+    assert model.config.target_keypoint
     batch = model.obs_to_batch(_arm_observations(3))
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_batch(batch), old.forward_batch(batch))
+        torch.testing.assert_close(model.batch_logits(batch), old.batch_logits(batch))
     threads = torch.get_num_threads()
     try:
         train(cfg, tmp_path / "run")
     finally:
         torch.set_num_threads(threads)
     trained = _params(tmp_path / "run" / "model")
-    assert trained[fresh_weight].abs().max() > 0
+    assert trained["keypoint_proj.weight"].abs().max() > 0
     log = json.loads(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["log"])
-    bc = [e for e in log if e["stage"] == "bc" and logged in e]
-    assert bc and all(0.0 <= e[f"{logged}_acc"] <= 1.0 for e in bc), f"{logged} loss not logged"
+    bc = [e for e in log if e["stage"] == "bc" and "keypoint" in e]
+    assert bc and all(0.0 <= e["keypoint_acc"] <= 1.0 for e in bc), "keypoint loss not logged"
 
 
 def test_warm_start_widens_the_keypoint_mlp_for_the_instruction(tmp_path):
     """init_from a keypoint model, then keypoint_instruction on: the keypoint MLP's first
     layer keeps its weights on the old inputs and gets zeros on the words, so the model acts
     exactly as before."""
-    from embodied_stack.models.policy.elastic_vla import ElasticVLA
-    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig
+    from embodied_stack.sim.train.run import build_model, instruction_tokenizer
 
     torch.manual_seed(0)
     model_cfg = {**TINY["model"], "target_keypoint": True}
@@ -316,7 +320,7 @@ def test_warm_start_widens_the_keypoint_mlp_for_the_instruction(tmp_path):
     assert not w_new[:, w_old.shape[1]:].any()
     batch = model.obs_to_batch(_arm_observations(3))
     with torch.no_grad():
-        torch.testing.assert_close(model.forward_batch(batch), old.forward_batch(batch))
+        torch.testing.assert_close(model.batch_logits(batch), old.batch_logits(batch))
 
 
 def test_warm_start_adds_the_reference_frame_channels_with_zero_weights(tmp_path):
@@ -326,9 +330,8 @@ def test_warm_start_adds_the_reference_frame_channels_with_zero_weights(tmp_path
     current frame only."""
     import dataclasses
 
-    from embodied_stack.models.policy.elastic_vla import ElasticVLA
-    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.sim.train.trainer import build_model, instruction_tokenizer
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig
+    from embodied_stack.sim.train.run import build_model, instruction_tokenizer
 
     torch.manual_seed(0)
     model_cfg = {**TINY["model"], "vision_stem": "conv", "target_keypoint": True}
@@ -345,14 +348,14 @@ def test_warm_start_adds_the_reference_frame_channels_with_zero_weights(tmp_path
     other = [dataclasses.replace(o, reference_rgb=r.rgb, reference_depth=r.depth)
              for o, r in zip(obs, obs[::-1])]
     with torch.no_grad():
-        before = old.forward_batch(old.obs_to_batch(obs))
+        before = old.batch_logits(old.obs_to_batch(obs))
         for batch in (model.obs_to_batch(obs), model.obs_to_batch(other)):
             assert batch["pixels"].shape[1] == 2 * model.config.frame_channels
-            torch.testing.assert_close(model.forward_batch(batch), before)
+            torch.testing.assert_close(model.batch_logits(batch), before)
 
 
 def test_first_rows_points_every_state_at_its_episodes_first_state():
-    from embodied_stack.sim.train.trainer import first_rows
+    from embodied_stack.sim.train.supervised import first_rows
 
     episode = np.array([3, 3, 3, 0, 0, 7, 3, 3])  # ids may repeat, episodes are contiguous
     assert first_rows(episode).tolist() == [0, 0, 0, 3, 3, 5, 6, 6]
@@ -362,8 +365,9 @@ def test_dagger_from_adds_earlier_runs_shards_to_the_aggregate(tmp_path):
     """dagger_from: every DAgger shard of the named runs joins this run's buffer when it is
     built (at the start and on --resume), whatever its iteration; a run folder without
     shards is refused up front."""
-    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.sim.train.trainer import Run, load_dagger_shards
+    from embodied_stack.models.policy.elastic_vla import ElasticVLAConfig
+    from embodied_stack.sim.train.run import Run
+    from embodied_stack.sim.train.supervised import load_dagger_shards
 
     n, T = 5, ElasticVLAConfig().chunk_length
     shard = {"rgb": np.zeros((n, 64, 64, 3), np.uint8), "depth": np.ones((n, 64, 64), np.float16),
@@ -385,13 +389,13 @@ def test_dagger_from_adds_earlier_runs_shards_to_the_aggregate(tmp_path):
         run.close()
 
 
-def test_pointing_targets_are_the_named_objects_patch():
+def test_keypoint_targets_are_the_named_objects_centre():
     """features()[6:8] projects the expert's chosen target with the camera model: the pixel
-    lies on that object in the segmentation image, and the buffer turns it into the patch
-    index the pointing head is trained on (-1 where there is nothing to point at)."""
-    from embodied_stack.models.policy.elastic_vla import ElasticVLA
-    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-    from embodied_stack.sim.train.trainer import StateBuffer, instruction_tokenizer
+    lies on that object in the segmentation image, and the buffer hands it to the keypoint as
+    its target (u, v) (NaN where there is nothing to find)."""
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig
+    from embodied_stack.sim.train.run import instruction_tokenizer
+    from embodied_stack.sim.train.supervised import StateBuffer
 
     env = gym.make(WORLD_IDS["tabletop"], with_segmentation=True)
     for seed in range(400, 415):
@@ -403,11 +407,11 @@ def test_pointing_targets_are_the_named_objects_patch():
         assert info["segmentation"][int(v), int(u)] == expert._target, seed
     env.close()
     model = ElasticVLA(ElasticVLAConfig(hidden_size=32, num_heads=2, ffn_size=64, num_layers=2,
-                                        vision_width=16, aux_dim=6, point_head=True),
+                                        vision_width=16, aux_dim=6, target_keypoint=True),
                        instruction_tokenizer(("tabletop", "driving")))
     aux = np.zeros((3, 8), np.float32)
-    aux[0, 6:8] = (0.30, 0.60)  # column 2, row 4 of the 8x8 grid
-    aux[1, 6:8] = np.nan  # driving: nothing to point at
+    aux[0, 6:8] = (0.30, 0.60)
+    aux[1, 6:8] = np.nan  # nothing to find
     aux[2, 6:8] = (0.999, 0.0)
     d = {"rgb": np.zeros((3, 64, 64, 3), np.uint8), "depth": np.zeros((3, 64, 64), np.float16),
          "proprio": np.zeros((3, 8), np.float32), "aux": aux,
@@ -415,14 +419,18 @@ def test_pointing_targets_are_the_named_objects_patch():
          "instruction": np.array(["touch the red cube"] * 3)}
     buf = StateBuffer(model)
     buf.add("tabletop", d)
-    assert buf._world_tensors("tabletop")["point"].tolist() == [4 * 8 + 2, -1, 7]
+    batch = buf.sample(3, torch.Generator().manual_seed(0), "cpu")
+    assert len(buf) == 3 and set(batch) >= {"action_tokens", "loss_mask", "aux_targets", "keypoint_uv"}
+    uv = buf.parts["tabletop"][0]["keypoint_uv"]
+    np.testing.assert_allclose(uv[[0, 2]].numpy(), aux[[0, 2], 6:8])
+    assert torch.isnan(uv[1]).all()
 
 
 def test_keypoint_targets_match_the_features_and_older_data_is_projected():
     """The keypoint is trained on the target centre's (u, v): read from features()[6:8], or,
     for data recorded with 6 features, projected from target - fingertip with the world's
     camera; both agree. NaN where there is nothing (driving, outside the image)."""
-    from embodied_stack.sim.train.trainer import target_image_position
+    from embodied_stack.sim.train.supervised import target_image_position
 
     env = gym.make(WORLD_IDS["tabletop"])
     rows = []
@@ -447,8 +455,8 @@ def test_keypoint_targets_match_the_features_and_older_data_is_projected():
 def test_screening_gives_the_groups_to_the_seeds_the_greedy_policy_fails():
     from types import SimpleNamespace
 
+    from embodied_stack.sim.train.rl import rl_seeds, screen_seeds
     from embodied_stack.sim.train.rollouts import Episode
-    from embodied_stack.sim.train.trainer import _rl_seeds, screen_seeds
 
     solved = {20_001, 20_002, 20_004, 20_005, 20_006, 20_007}
     calls = []
@@ -459,9 +467,9 @@ def test_screening_gives_the_groups_to_the_seeds_the_greedy_policy_fails():
 
     run = SimpleNamespace(model=None, mode=None, rollouts=rollouts)
     cfg = TrainConfig(rl_groups={"tabletop": 2, "driving": 1}, rl_screen=4)
-    candidates = _rl_seeds(cfg, 0, 0)
+    candidates = rl_seeds(cfg, 0, 0)
     assert candidates == list(range(20_000, 20_008))
-    assert _rl_seeds(cfg, 1, 1) == [21_500, 21_501, 21_502, 21_503]  # 500 seeds per world block
+    assert rl_seeds(cfg, 1, 1) == [21_500, 21_501, 21_502, 21_503]  # 500 seeds per world block
     seeds, stats = screen_seeds(run, "tabletop", candidates, 2)
     assert seeds == [20_000, 20_003]          # the two failures, not the first two seeds
     assert [c[0] for c in calls] == [candidates]      # one greedy try each (no sampling)

@@ -1,7 +1,8 @@
-"""Importance scores for nested submodels, exactly as docs/architecture.md describes them (Nemotron Elastic / Minitron)
-gives them. Each function takes activations gathered on calibration data and returns one
-score per unit; a larger score means more important. Sorting units by descending score and
-permuting the weights accordingly makes every prefix the best submodel of its size.
+"""Importance scores for nested submodels, as Nemotron Elastic / Minitron define them
+(docs/architecture.md, "Elastic submodels"). Each function takes activations gathered on
+calibration data and returns one score per unit; a larger score means more important. Sorting
+units by descending score and permuting the weights accordingly makes every prefix the best
+submodel of its size.
 
 These work on any transformer (our ElasticVLA, or a Hugging Face Qwen2 decoder): the caller
 collects the activations with forward hooks.

@@ -81,18 +81,24 @@ from .submodels import NAMED_SUBMODELS, SubmodelSpec, resolve
 # Locating the parts of a Qwen2 / Qwen2.5-VL model
 # ----------------------------------------------------------------------------------------------
 
+#: A Hugging Face (transformers) module reached by attribute: its submodules (``.layers``,
+#: ``.self_attn.q_proj``, ``.mlp.gate_proj``, ...) and config are dynamic attributes the torch
+#: stubs type as ``Tensor | Module`` (``nn.Module.__getattr__``), so they are ``Any`` here.
+_HFModule = Any
+
 
 @dataclass
 class QwenParts:
     """The modules of the text decoder that elastic slicing touches."""
 
     model: nn.Module  #: the top-level model (its forward returns ``.logits``)
-    text_model: nn.Module  #: has .embed_tokens, .layers, .norm
+    text_model: _HFModule  #: has .embed_tokens, .layers, .norm
     lm_head: nn.Linear
     merger_out: nn.Linear | None  #: Qwen2.5-VL visual merger's last Linear (its rows = text hidden)
 
     @property
-    def layers(self) -> nn.ModuleList:
+    def layers(self) -> _HFModule:
+        """The decoder layers (an ``nn.ModuleList`` of Hugging Face decoder layers)."""
         return self.text_model.layers
 
     @property
@@ -534,7 +540,7 @@ class ElasticQwen:
 
     def active_tensors(self) -> dict[str, torch.Tensor]:
         """The decoder tensors the active submodel computes with (skipped layers excluded)."""
-        out = {}
+        out: dict[str, torch.Tensor] = {}
         for name, mod in (("embed_tokens", self.parts.text_model.embed_tokens),
                           ("lm_head", self.parts.lm_head), ("norm", self.parts.text_model.norm)):
             out[f"{name}.weight"] = mod.weight

@@ -247,7 +247,7 @@ def calibrate_and_permute(model, calibration_batches, permute: bool = True) -> d
     if not batches:
         raise ValueError("calibrate_and_permute needs at least one calibration batch")
     try:
-        full_logits = [model.forward_batch(b) for b in batches]
+        full_logits = [model.batch_logits(b) for b in batches]
     finally:
         for h in hooks:
             h.remove()
@@ -258,7 +258,7 @@ def calibrate_and_permute(model, calibration_batches, permute: bool = True) -> d
     try:
         for j in all_layers:
             model._active_layers = [i for i in all_layers if i != j]
-            ablated = torch.cat([model.forward_batch(b).reshape(-1) for b in batches])
+            ablated = torch.cat([model.batch_logits(b).reshape(-1) for b in batches])
             layer_scores[j] = imp.layer_removal_importance(full, ablated)
     finally:
         model._active_layers = all_layers
@@ -274,13 +274,11 @@ def calibrate_and_permute(model, calibration_batches, permute: bool = True) -> d
             _permute_(emb, p_h, 1)
         _permute_(model.final_norm.weight, p_h, 0)
         _permute_(model.action_head.weight, p_h, 1)
-        for scaffold in ("aux_head", "point_head"):
-            if getattr(model, scaffold, None) is not None:
-                _permute_(getattr(model, scaffold).weight, p_h, 1)
-        if getattr(model, "readout_embed", None) is not None:
-            _permute_(model.readout_embed.weight, p_h, 0)
-            _permute_(model.readout_embed.bias, p_h, 0)
-            _permute_(model.point_norm.weight, p_h, 0)
+        if model.aux_head is not None:
+            _permute_(model.aux_head.weight, p_h, 1)
+        if model.keypoint_proj is not None:
+            _permute_(model.keypoint_proj.weight, p_h, 0)
+            _permute_(model.keypoint_proj.bias, p_h, 0)
         for i, layer in enumerate(layers):
             _permute_(layer.attn_norm.weight, p_h, 0)
             _permute_(layer.mlp_norm.weight, p_h, 0)

@@ -329,7 +329,7 @@ class GeometricBackend:
             return None
         q = (pts - origin) @ R
         low, top = shapes.robust_range(q[:, 2])
-        resting = resting_ok and low < max(0.015, 0.35 * top)
+        resting = bool(resting_ok and low < max(0.015, 0.35 * top))
         if cfg.complete:
             fit = shapes.fit_best(q, resting, cfg.hull_above_m)
         else:

@@ -22,11 +22,11 @@ def _inside(points, center, extent, R, eps=1e-9):
 def box_iou(c1, e1, R1, c2, e2, R2, cells: int = 48) -> float:
     """IoU of two oriented boxes (centre, full extents, 3x3 rotation whose columns are the
     box axes)."""
-    corners = []
+    box_corners = []
     for c, e, R in ((c1, e1, R1), (c2, e2, R2)):
         signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-        corners.append(c + (signs * (np.asarray(e) / 2)) @ np.asarray(R).T)
-    corners = np.vstack(corners)
+        box_corners.append(c + (signs * (np.asarray(e) / 2)) @ np.asarray(R).T)
+    corners = np.vstack(box_corners)
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     axes = [lo[i] + (np.arange(cells) + 0.5) * (hi[i] - lo[i]) / cells for i in range(3)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)

@@ -202,7 +202,7 @@ class Sam3dBackend:
             if found.reason:
                 return Reconstruction([], reason=found.reason)
             masks = [o.mask for o in found]
-        objects = []
+        objects: list[ObjectModel] = []
         with self._lock:
             proc = self._worker()
             for i, mask in enumerate(masks):

@@ -28,6 +28,7 @@ residual differences. Their thresholds were set from measurements on Tabletop se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -256,7 +257,8 @@ def _grid_face(n: int):
 def unit_box(n: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Unit cube [-0.5, 0.5]^3, each face an n x n grid (colour resolution), outward CCW."""
     a, b, tris = _grid_face(n)
-    verts, faces = [], []
+    verts: list[np.ndarray] = []
+    faces: list[np.ndarray] = []
     for axis in range(3):
         for sign in (-0.5, 0.5):
             p = np.zeros((len(a), 3))
@@ -305,7 +307,7 @@ def unit_cylinder(segments: int = 16, rings: int = 3) -> tuple[np.ndarray, np.nd
     return verts, np.array(tris)
 
 
-_UNIT = {}
+_UNIT: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # unit meshes by kind, built on first use
 
 
 def shape_mesh(fit: ShapeFit) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +316,9 @@ def shape_mesh(fit: ShapeFit) -> tuple[np.ndarray, np.ndarray]:
         return hull_mesh(fit.hull_points)
     kind = {"cube": "box"}.get(fit.shape, fit.shape)
     if kind not in _UNIT:
-        _UNIT[kind] = {"box": unit_box, "ball": unit_sphere, "cylinder": unit_cylinder}[kind]()
+        builders: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+            "box": unit_box, "ball": unit_sphere, "cylinder": unit_cylinder}
+        _UNIT[kind] = builders[kind]()
     verts, tris = _UNIT[kind]
     return fit.center + (verts * fit.extent) @ yaw_matrix(fit.yaw).T, tris.copy()
 

@@ -22,7 +22,7 @@ invent them here:
 
 ``outputs_targets`` is True: the chunk is a placeholder, and the policy node turns the target
 (servo toward it, with the camera -> base transform and the end-effector position) or the plan
-(pure pursuit) into the executed chunk (``nodes/target_control.py``).
+(pure pursuit) into the executed chunk (``control/target_control.py``).
 
 When the model's text holds no usable answer, or the pixel has no valid depth around it,
 ``target_point`` / ``plan`` stay None and ``extras["ok"]`` is False with ``extras["reason"]``
@@ -54,13 +54,16 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from . import mimo_prompts as P
 from .grounding import backproject_pixel
 from .interface import EMBODIMENT_ACTION_DIM, Action, Observation, Policy
+
+if TYPE_CHECKING:
+    from ..elastic.qwen import ElasticQwen
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ def check_checkpoint(path: str | os.PathLike) -> CheckpointFiles:
             )
         raise _missing(root, "model.safetensors", "weights (or model.safetensors.index.json + shards)")
     # Processor files.
+    tok: tuple[Path, ...]
     if (root / "tokenizer.json").is_file():
         tok = (root / "tokenizer.json",)
     elif (root / "vocab.json").is_file() and (root / "merges.txt").is_file():
@@ -378,7 +382,7 @@ class MiMoEmbodiedPolicy(Policy):
         self.num_waypoints = int(num_waypoints)
         self.waypoint_dt = float(waypoint_dt)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.elastic = None
+        self.elastic: ElasticQwen | None = None
         self.submodel_names = ["full"]
 
     # -- loading ------------------------------------------------------------------------------
@@ -399,7 +403,9 @@ class MiMoEmbodiedPolicy(Policy):
             )
         except OSError as exc:
             raise MissingCheckpointFile(f"MiMo checkpoint {files.root}: cannot load weights: {exc}") from exc
-        model.to(device).eval()
+        # cast: transformers decorates PreTrainedModel.to with functools.wraps(nn.Module.to), and
+        # typeshed's functools._Wrapped is no descriptor, so the checker would not bind self
+        cast(Any, model).to(device).eval()
         processor = load_processor(files.root, files)
         return cls(model, processor, device=device, thinking=thinking, checkpoint=files.root, **kwargs)
 
@@ -555,7 +561,7 @@ class MiMoEmbodiedPolicy(Policy):
                 answer = answer.to_camera(g.resize)
                 pixel = answer.points[0].astype(np.float32)
                 ground = backproject_pixel(pixel, observation.depth, observation.camera_K)
-                if ground.ok:
+                if ground.point is not None:  # i.e. ground.ok, in a form that narrows point
                     target = ground.point.astype(np.float32)
                 else:
                     reason = f"pointed at pixel ({pixel[0]:.1f}, {pixel[1]:.1f}): {ground.reason}"

@@ -361,7 +361,10 @@ def _loads_lenient(s: str) -> tuple[Any, str] | None:
 
 def _balanced_spans(text: str) -> list[str]:
     """Top-level ``[...]`` / ``{...}`` substrings, bracket-balanced outside of strings."""
-    spans, stack, start, quote = [], [], -1, None
+    spans: list[str] = []
+    stack: list[str] = []  # the closing brackets expected, innermost last
+    quote: str | None = None
+    start = -1
     i = 0
     while i < len(text):
         c = text[i]
@@ -660,7 +663,8 @@ def parse_steps(text: str) -> StepsAnswer | NoAnswer:
 
 
 def _boxed_contents(text: str) -> list[str]:
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while True:
         i = text.find("\\boxed{", i)
         if i == -1:

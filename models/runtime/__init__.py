@@ -19,10 +19,14 @@ import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from embodied_stack.models.files import atomic_write_bytes  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from .torch_runtime import TorchRuntime
 
 INPUT_NAMES = ("pixels", "tokens", "proprio", "embodiment")
 OUTPUT_NAME = "logits"
@@ -108,8 +112,8 @@ def make_vla_runtime(policy, runtime: str, device: str, precision: str, cuda_gra
         if (precision != "fp32" or cuda_graph) and not on_gpu:
             raise ValueError(f"precision={precision!r} / cuda_graph={cuda_graph} need "
                              f"device cuda, not {device!r}")
-        rt = make_runtime("torch", policy, device=device, precision=precision,
-                          cast=precision != "fp32", cuda_graph=cuda_graph)
+        rt = cast("TorchRuntime", make_runtime("torch", policy, device=device, precision=precision,
+                                               cast=precision != "fp32", cuda_graph=cuda_graph))
         if cuda_graph:
             rt.prepare(policy.submodel_names, policy.obs_to_batch([example_observation(policy)]))
         return rt

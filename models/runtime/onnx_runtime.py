@@ -1,6 +1,7 @@
 """ONNX export (one file per submodel) and ONNX Runtime execution.
 
-Export uses ``torch.onnx.export(..., dynamo=True)``: the legacy TorchScript exporter has no
+Export traces the model's tensors-in / logits-out ``ElasticVLA.action_logits`` with
+``torch.onnx.export(..., dynamo=True)``: the legacy TorchScript exporter has no
 ``aten::rms_norm``. Each submodel is exported with its slice sizes baked in (the
 exporter folds the prefix slices into the initializers), with a dynamic batch dimension. Files
 are cached under ``<cache_dir>/onnx/`` by a key over the weights hash, the submodel's resolved
@@ -20,6 +21,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,11 +30,23 @@ from . import INPUT_NAMES, OUTPUT_NAME, Runtime, default_cache_dir, model_hash
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1  #: bump when the export code changes in a way that changes the files
+EXPORT_FORMAT = 2  #: bump when the export code changes in a way that changes the files
 #: Opset 23 has RMSNormalization and Attention, which ORT runs as fused kernels (~10% faster
 #: than opset 18's decomposed norms on this CPU); an ORT too old for it falls back to 18.
 DEFAULT_OPSET = 23
 FALLBACK_OPSET = 18
+
+
+class _ActionLogits(torch.nn.Module):
+    """The module the exporter traces (it takes modules, not methods): the model's
+    ``action_logits``."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels, tokens, proprio, embodiment):
+        return self.model.action_logits(pixels, tokens, proprio, embodiment)
 
 
 def _example_batch(model, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
@@ -79,7 +93,7 @@ def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFA
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model,
+                _ActionLogits(model),
                 _example_batch(model),
                 tmp,
                 dynamo=True,
@@ -163,7 +177,7 @@ class OnnxRuntime(Runtime):
         self.providers = select_providers(providers)
         self.intra_op_threads = int(intra_op_threads)
         self.opset = opset
-        self.sessions: dict[str, object] = {}
+        self.sessions: dict[str, Any] = {}  # onnxruntime.InferenceSession (imported lazily)
         self.paths: dict[str, Path] = {}
         self._weights_hash = model_hash(model)
         self.prepare(model.submodel_names if submodels is None else submodels)

@@ -21,7 +21,7 @@ class TorchRuntime(Runtime):
     cast: False = autocast (weights stay fp32); True = cast the weights to `precision`.
     num_threads: torch intra-op threads for CPU (None: leave torch's setting).
     cuda_graph: capture one CUDA graph per (submodel, batch size) and replay it.
-    compile: run the forward through ``torch.compile`` (Inductor fuses the element-wise ops,
+    compile: run ``action_logits`` through ``torch.compile`` (Inductor fuses the element-wise ops,
         which at batch 1 on a GPU are most of the kernels); one compile per (submodel, batch
         size), done by ``prepare`` — compile ahead of time, never in the control loop.
     """
@@ -66,7 +66,7 @@ class TorchRuntime(Runtime):
                 if hasattr(cfg, name):
                     setattr(cfg, name, max(getattr(cfg, name), 64))
             model.set_view_cache(False)  # slices traced from the parameters
-            self.compiled = torch.compile(model, dynamic=False)
+            self.compiled = torch.compile(model.action_logits, dynamic=False)
 
     @property
     def description(self) -> str:
@@ -76,7 +76,7 @@ class TorchRuntime(Runtime):
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         args = [batch[k] for k in INPUT_NAMES]
-        fn = self.compiled if self.compiled is not None else self.model
+        fn = self.compiled if self.compiled is not None else self.model.action_logits
         if self.cast and self.dtype != torch.float32:
             args[0] = args[0].to(self.dtype)
             args[2] = args[2].to(self.dtype)

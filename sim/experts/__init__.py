@@ -6,8 +6,24 @@ node in simulation, and the reference for every success-rate figure.
 
 from __future__ import annotations
 
+from typing import Any, Protocol, SupportsFloat, cast
+
 import gymnasium
 import numpy as np
+
+
+class LookaheadWorld(Protocol):
+    """What expert look-ahead needs of a world (TabletopEnv, DrivingEnv; ``env.unwrapped``,
+    which gymnasium types as a plain Env): exact snapshot/restore, and ``_lookahead``, which
+    makes steps skip rendering."""
+
+    _lookahead: bool
+
+    def snapshot(self) -> tuple: ...
+
+    def restore(self, snap: tuple) -> None: ...
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]: ...
 
 
 def make_expert(env: gymnasium.Env):
@@ -38,7 +54,7 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     DAgger both label with this). ``first_action``: the expert's action at this state when
     the caller already asked for it (its phase has then advanced, as it should).
     """
-    world = env.unwrapped
+    world = cast(LookaheadWorld, env.unwrapped)
     first = np.asarray(expert(None, None) if first_action is None else first_action, np.float32)
     chunk = np.zeros((length, first.shape[0]), np.float32)
     mask = np.zeros(length, bool)

@@ -8,7 +8,9 @@ from, the states its own small errors lead to.
 
 Demonstrations are written in shards of `shard_episodes` episodes (NumPy .npz, no pickle),
 each written atomically (temp file + rename), so an interrupted collection resumes where it
-stopped and never leaves a half-written shard.
+stopped and never leaves a half-written shard. DAgger's learner episodes, labelled by the
+expert, are kept in the same layout, one shard per iteration and world
+(``<run>/dagger/iter_NNN_<world>.npz``: ``dagger_shard``, ``dagger_shards``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -95,7 +98,7 @@ def _record_shard(config: DemoConfig, out: Path, k: int, env=None, expert=None, 
     try:
         first = k * config.shard_episodes
         count = min(config.shard_episodes, config.episodes - first)
-        cols = {n: [] for n in ("rgb", "depth", "proprio", "aux", "chunk", "chunk_mask",
+        cols: dict[str, list[Any]] = {n: [] for n in ("rgb", "depth", "proprio", "aux", "chunk", "chunk_mask",
                                 "episode", "instruction")}
         successes = []
         for e in range(first, first + count):
@@ -189,3 +192,30 @@ def load(directory: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"no demonstration shards in {directory}")
     parts = [dict(np.load(p, allow_pickle=False)) for p in paths]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def dagger_shard(run_dir: str | os.PathLike, iteration: int, world: str) -> Path:
+    """Where a run keeps the expert-labelled states of one DAgger iteration in one world."""
+    return Path(run_dir) / "dagger" / f"iter_{iteration:03d}_{world}.npz"
+
+
+def dagger_shards(run_dir: str | os.PathLike) -> list[Path]:
+    """A run's DAgger shards, <run>/dagger/iter_NNN_<world>.npz, in order."""
+    return sorted((Path(run_dir) / "dagger").glob("iter_*_*.npz"))
+
+
+def episodes_to_arrays(episodes) -> dict[str, np.ndarray]:
+    """DAgger episodes (sim/train/rollouts.Episode, ``label=True``) -> the shard layout, one
+    row per labelled state."""
+    rows = [(f, lab, m, ep.instruction, n, x) for n, ep in enumerate(episodes)
+            for f, lab, m, x in zip(ep.frames, ep.labels, ep.label_masks, ep.aux)]
+    return {
+        "aux": np.stack([r[5] for r in rows]).astype(np.float32),
+        "rgb": np.stack([r[0][0] for r in rows]), "depth": np.stack([r[0][1] for r in rows]),
+        "proprio": np.stack([r[0][2] for r in rows]).astype(np.float32),
+        "chunk": np.stack([r[1] for r in rows]).astype(np.float32),
+        "chunk_mask": np.stack([r[2] for r in rows]),
+        "episode": np.asarray([r[4] for r in rows], np.int32),
+        "instruction": np.asarray([r[3] for r in rows], dtype="<U96"),
+        "episode_success": np.asarray([ep.success for ep in episodes]),
+    }

@@ -16,7 +16,12 @@ core stepping the worlds.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from embodied_stack.models.policy.interface import ExecutionMode
+
+if TYPE_CHECKING:
+    from embodied_stack.models.policy.elastic_vla import ElasticVLA
 
 
 class _Worker:
@@ -27,13 +32,11 @@ class _Worker:
 
         torch.set_num_threads(threads)
         self.pools = {w: WorldPool(w, pool_size) for w in worlds}
-        self.model = None
-        self.weights_id = None
+        self.model: ElasticVLA | None = None
+        self.weights_id: str | None = None
 
     def run(self, weights, weights_id: str, world: str, seeds, keys, mode: dict, kwargs: dict):
-        from embodied_stack.models.policy.elastic_vla import ElasticVLA
-        from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
-        from embodied_stack.models.policy.tokenizer import InstructionTokenizer
+        from embodied_stack.models.policy.elastic_vla import ElasticVLA, ElasticVLAConfig, InstructionTokenizer
         from embodied_stack.sim.train.rollouts import run_episodes
 
         if self.weights_id != weights_id:
@@ -42,6 +45,7 @@ class _Worker:
             self.model.load_state_dict(weights["state"])
             self.model.eval()
             self.weights_id = weights_id
+        assert self.model is not None  # built above on the first call (weights_id starts as None)
         self.model.set_submodel(weights["submodel"])
         return run_episodes(self.model, self.pools[world], seeds, ExecutionMode(**mode),
                             keys=keys, **kwargs)
@@ -131,7 +135,9 @@ class RayRollouts:
             else:
                 ray.init(address=address, log_to_driver=False)
         worker = ray.remote(num_cpus=1)(_Worker)
-        self.workers = [worker.remote(tuple(worlds), pool_size, threads) for _ in range(workers)]
+        # Ray actor handles: ray's stubs type ray.remote(...)(cls) as a union of a class and a
+        # function, which knows no .remote of the actor's methods
+        self.workers: list[Any] = [worker.remote(tuple(worlds), pool_size, threads) for _ in range(workers)]
         self._calls = 0
 
     def __call__(self, model, world: str, seeds, mode: ExecutionMode, progress=None,

@@ -108,12 +108,13 @@ def stage_description(cfg: dict, stage: str) -> str:
 
 
 def model_card(to: Path, cfg: dict, ev: dict, run_info: dict, note: str) -> str:
-    from embodied_stack.models.policy.elastic_vla_config import ElasticVLAConfig
+    from embodied_stack.models.policy.elastic_vla import ElasticVLAConfig
 
     mc = ElasticVLAConfig.load(to / "config.json")
-    from safetensors.torch import load_file
+    from embodied_stack.models.policy import load_default_policy
 
-    n_params = sum(t.numel() for t in load_file(str(to / "model.safetensors")).values())
+    # parameters only: the weights file also holds buffers (the layer ranking)
+    n_params = sum(p.numel() for p in load_default_policy(to).parameters())
     rows = []
     for sub, key in (("full", "full"), ("1/2", "half")):
         for world in WORLDS:

@@ -20,6 +20,7 @@ Modes (``run_episodes`` arguments):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ def choose_chunks(model, observations: list[Observation], uniforms: np.ndarray |
     rollout's draws depend on its own random stream only, not on what else is in the batch
     (the local and the Ray path then give the same rollouts)."""
     batch = model.obs_to_batch(observations, device=next(model.parameters()).device)
-    logits = model.forward_batch(batch).float()
+    logits = model.batch_logits(batch).float()
     logp_all = torch.log_softmax(logits, dim=-1).cpu()
     if uniforms is None:
         tokens = logp_all.argmax(-1)
@@ -129,7 +130,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
     `label` stores every visited state with the expert's chunk (DAgger). `progress`: a
     callable taking the number of finished episodes (e.g. a tqdm bar's update).
     """
-    from embodied_stack.sim.experts import expert_chunk
+    from embodied_stack.sim.experts import LookaheadWorld, expert_chunk
 
     if beta > 0 and not label:
         raise ValueError("beta > 0 (expert-executed chunks) needs label=True")
@@ -143,7 +144,9 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
     results: list[Episode | None] = [None] * len(queue)
     # per slot: [episode index, Episode, obs, info, chunk (k, dims) or None, position in chunk,
     #            sampling stream, (while a chunk runs) whether the expert executes it]
-    slots: list[list | None] = [None] * len(pool)
+    # (None: the slot is idle). Any: a slot is a heterogeneous record, and which slots are
+    # set is known by index (``need``), which the type checker cannot follow.
+    slots: list[Any] = [None] * len(pool)
 
     def start(i: int) -> None:
         if not queue:
@@ -202,7 +205,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
                 if from_expert:
                     action = first
             last_of_chunk = pos + 1 >= len(chunk)
-            world_env = env.unwrapped
+            world_env = cast(LookaheadWorld, env.unwrapped)
             # Frames inside a chunk are never looked at unless every state is labelled.
             skip_render = not label and not last_of_chunk
             world_env._lookahead = skip_render
@@ -226,7 +229,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
                 if progress is not None:
                     progress(1)
                 start(i)
-    return results
+    return cast("list[Episode]", results)  # every episode has finished: no None left
 
 
 def success_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -26,6 +26,7 @@ Missing pixels read 0.0 ("no return"), as the worlds' depth does everywhere.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -67,7 +68,7 @@ class DepthNoise:
         """A noisy copy of ``depth`` (HxW float32 metres, 0 = no return), focal length
         ``fx`` in pixels."""
         h, w = depth.shape
-        out = depth.astype(np.float32, copy=True)
+        out: np.ndarray = depth.astype(np.float32, copy=True)
         # Lateral jitter: each pixel reads its depth from a slightly shifted position.
         if self.lateral_sigma_px > 0:
             gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -104,4 +105,7 @@ class DepthNoise:
 def noise_generator(episode_rng: np.random.Generator) -> np.random.Generator:
     """The noise's own generator, spawned from the episode's seed sequence: it draws nothing
     from the episode generator, so a scene is the same with noise on or off."""
-    return np.random.default_rng(episode_rng.bit_generator.seed_seq.spawn(1)[0])
+    # numpy types seed_seq as the ISeedSequence interface; a generator built from a seed
+    # (default_rng, gymnasium's np_random: every episode generator here) holds a SeedSequence
+    seed_seq = cast(np.random.SeedSequence, episode_rng.bit_generator.seed_seq)
+    return np.random.default_rng(seed_seq.spawn(1)[0])

@@ -273,7 +273,8 @@ def _marking_mesh() -> tuple[list[float], list[int]]:
     Drawing costs per geom on a software GL, so the markings share one geom per segment;
     they are untextured (texture sampling costs ~0.15 ms a 64x64 frame there).
     """
-    vertices, faces = [], []
+    vertices: list[float] = []
+    faces: list[int] = []
 
     def quad(x0, x1, y0, y1, z):
         n = len(vertices) // 3
@@ -382,7 +383,7 @@ class DrivingEnv(gym.Env):
         self.max_episode_steps = int(max_episode_steps)
         self.render_mode = render_mode
         self.depth_noise = DepthNoise.from_option(depth_noise)  # see sim/worlds/depth_noise.py
-        self._noise_rng = None
+        self._noise_rng: np.random.Generator | None = None  # spawned by reset() with depth noise
 
         self.model = mujoco.MjModel.from_xml_string(build_mjcf())
         self.data = mujoco.MjData(self.model)
@@ -471,6 +472,7 @@ class DrivingEnv(gym.Env):
                 best = (outside, i * SEGMENT_LENGTH + t, -dx * sn + dy * c, i)
                 if outside == 0.0:
                     break
+        assert best is not None, f"segment hint {hint} outside the road"
         return best[1], best[2], best[3]
 
     def _sample_road(self) -> None:
@@ -706,6 +708,7 @@ class DrivingEnv(gym.Env):
                 self.settled_steps = self.settled_steps + 1 if settled else 0
                 success = self.settled_steps >= SETTLE_STEPS
             else:
+                assert gap is not None  # the stop task always has its barrier (_sample_scenario)
                 stopped = (self.ego_speed < STOP_SPEED and lane == self.start_lane
                            and STOP_GAP[0] <= gap <= STOP_GAP[1])
                 success = stopped
@@ -730,6 +733,7 @@ class DrivingEnv(gym.Env):
             rgb, depth, geom_ids = self._renderer.render(self.data,
                                                          segmentation=self.with_segmentation)
             if self.depth_noise is not None:
+                assert self._noise_rng is not None  # reset() spawns it when depth_noise is on
                 depth = self.depth_noise.apply(depth, self._renderer.camera_model(
                     self.data).K[0, 0], self._noise_rng)
         proprio = np.zeros(PROPRIO_DIM, dtype=np.float32)

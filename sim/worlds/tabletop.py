@@ -78,6 +78,7 @@ Scripted experts read :attr:`TabletopEnv.privileged_state` (ground truth), never
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import gymnasium
 import numpy as np
@@ -179,6 +180,8 @@ def make_instruction(task: str, color: str, shape: str | None, direction: str | 
     noun = shape if shape is not None else "object"
     if task == "touch":
         return f"touch the {color} {noun}"
+    if direction is None:
+        raise ValueError("a push instruction needs a direction")
     return f"push the {color} {noun} {DIRECTION_PHRASES[direction]}"
 
 
@@ -348,7 +351,7 @@ class TabletopEnv(gymnasium.Env):
         self.with_segmentation = bool(with_segmentation)
         self.max_episode_steps = int(max_episode_steps)
         self.depth_noise = DepthNoise.from_option(depth_noise)
-        self._noise_rng = None
+        self._noise_rng: np.random.Generator | None = None  # spawned by reset() with depth noise
 
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(max(self.width, self.height)))
         self.data = mujoco.MjData(self.model)
@@ -411,7 +414,7 @@ class TabletopEnv(gymnasium.Env):
         mujoco.mj_forward(m, self.data)
         # The camera is fixed: its model is computed once.
         self._camera = self.renderer.camera_model(self.data)
-        self._scene = None
+        self._scene: dict[str, Any] | None = None  # set by reset()
         self._rgb = None
         self._lookahead = False  # True while an expert looks ahead: steps skip rendering
 
@@ -491,7 +494,7 @@ class TabletopEnv(gymnasium.Env):
         foot = [CLASS_FOOTPRINT[c] for c in classes]
         ee_limit = float(EE_HIGH[0]) - 0.02
         table_limit = _TABLE_HALF - 0.04
-        xy = [None] * len(classes)
+        xy: list[Any] = [None] * len(classes)  # (x, y) of each object once placed
         placed: list[int] = []
         paths: list[tuple[float, float, float, float, float]] = []  # start, end, half-width
         used = [False] * len(candidates)
@@ -584,7 +587,7 @@ class TabletopEnv(gymnasium.Env):
         self._start_pos = self._xpos[self._object_bodies]  # fancy indexing copies
         self._steps = 0
         self._first_touch = None
-        self._touched = set()
+        self._touched: set[int] = set()
         self._wrong_touch = False
         self._success = False
         self._phi = self._potential()
@@ -604,6 +607,7 @@ class TabletopEnv(gymnasium.Env):
                 self._register_touches(np.flatnonzero(touch_counts[:n]))
         self._steps += 1
 
+        assert self._scene is not None  # set by reset() (Gymnasium: reset before step)
         if self._scene["task"] == "touch":
             self._success = (not self._wrong_touch) and self._first_touch in self._targets
         else:
@@ -644,6 +648,7 @@ class TabletopEnv(gymnasium.Env):
     def _potential(self) -> float:
         offset = self._xpos[self._target_bodies] - self._qpos[self._ee_q]
         dist = np.sqrt((offset * offset).sum(axis=1))
+        assert self._scene is not None  # set by reset()
         if self._scene["task"] == "push":
             dist = dist + np.maximum(0.0, PUSH_DISTANCE - self._push_displacement())
         return float(dist.min())
@@ -655,8 +660,10 @@ class TabletopEnv(gymnasium.Env):
             rgb, depth, geom_ids = self.renderer.render(self.data,
                                                         segmentation=self.with_segmentation)
             if self.depth_noise is not None:
+                assert self._noise_rng is not None  # reset() spawns it when depth_noise is on
                 depth = self.depth_noise.apply(depth, self._camera.K[0, 0], self._noise_rng)
             self._rgb = rgb
+        assert self._scene is not None  # set by reset()
         proprio = np.zeros(PROPRIO_DIM, dtype=np.float32)
         proprio[0:3] = self._qpos[self._ee_q]
         proprio[3:6] = self._qvel[self._ee_v]
@@ -671,6 +678,7 @@ class TabletopEnv(gymnasium.Env):
     def _info(self, seg, action_clipped: bool) -> dict:
         positions = self._xpos[self._object_bodies]  # fancy indexing copies
         quaternions = self._xquat[self._object_bodies]
+        assert self._scene is not None  # set by reset()
         classes, colors = self._scene["classes"], self._scene["colors"]
         objects = [
             {"id": slot, "class": classes[slot], "color": colors[slot],
@@ -715,6 +723,7 @@ class TabletopEnv(gymnasium.Env):
     def privileged_state(self) -> dict:
         """Ground truth an expert may use: fingertip position, object positions by id, the
         targets, the task and the push direction word."""
+        assert self._scene is not None  # set by reset()
         return {
             "ee": self._qpos[self._ee_q].copy(),
             "positions": self._xpos[self._object_bodies],

@@ -8,10 +8,10 @@ no pickle: the file is ``{"type": "word-level", "version": 1, "vocab": [...]}``.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable
+from typing import Any
 
 PAD, UNK = "<pad>", "<unk>"
 _SPLIT = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
@@ -95,14 +95,13 @@ class InstructionTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "InstructionTokenizer":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: tokenizer file is not valid JSON ({e})") from e
+        from embodied_stack.models.files import read_json
+
+        data = read_json(path, "tokenizer file")
         if not isinstance(data, dict) or data.get("type") != FORMAT or data.get("version") != VERSION:
             raise ValueError(
                 f"{path}: not a {FORMAT} tokenizer v{VERSION} file "
                 f"(type={data.get('type') if isinstance(data, dict) else None!r})"
             )
-        return cls(data.get("vocab"))
+        vocab: Any = data.get("vocab")  # untrusted JSON: __init__ checks it (ValueError)
+        return cls(vocab)

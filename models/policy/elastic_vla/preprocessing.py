@@ -1,19 +1,35 @@
 """Preprocessing of ElasticVLA: observations -> the batch tensors the network reads (resize,
 depth encoding, instruction tokens, proprio masking) and action chunks <-> action-bin tokens.
-A mixin of ElasticVLA (models/policy/elastic_vla.py)."""
+A mixin of ElasticVLA (modeling_elastic_vla.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .interface import Observation
+from ..interface import Observation
+
+if TYPE_CHECKING:
+    from .configuration_elastic_vla import ElasticVLAConfig
+    from .tokenizer import InstructionTokenizer
 
 
 class VLAPreprocessing:
     """Observation/action conversions for ElasticVLA (see the module docstring)."""
+
+    if TYPE_CHECKING:
+        # The attributes of ElasticVLA (modeling_elastic_vla.py) this mixin reads.
+        config: ElasticVLAConfig
+        tokenizer: InstructionTokenizer
+        _resize_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
+        _token_cache: dict[str, np.ndarray]
+        _embodiment_index: dict[str, int]
+        _proprio_dropped: dict[str, np.ndarray]
+        embodiment_action_mask: torch.Tensor  # buffer (E, T*A) bool
+        bin_centres: torch.Tensor  # buffer (action_bins,)
 
     def _resize_index(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         key = (h, w)

@@ -3,20 +3,20 @@
 Why: at 64x64 with 8x8-pixel patches a tabletop object is smaller than one image token, and
 the decoder has to find "the blue ball" among the patches and then read its position inside
 the patch to better than the ~3 cm a touch allows. Measured on this project's tabletop, that
-is what limits the policy (bench/grounding_probe.py). This module does the grounding where
-the resolution is: on a half-resolution (32x32) convolutional feature map, modulated by the
-instruction's words (FiLM, Perez et al. 2018), a per-cell score; its spatial soft-argmax
-(deep spatial autoencoders, Levine et al. 2016) is the named object's image position with
-sub-cell precision, and the depth under it comes with it. The decoder then gets that
-keypoint on the robot-state token instead of having to find the object itself.
+is what limited the policy (the grounding probe of commit b7636de; README). This module does
+the grounding where the resolution is: on a half-resolution (32x32) convolutional feature
+map, modulated by the instruction's words (FiLM, Perez et al. 2018), a per-cell score; its
+spatial soft-argmax (deep spatial autoencoders, Levine et al. 2016) is the named object's
+image position with sub-cell precision, and the depth under it comes with it. The decoder then
+gets that keypoint on the robot-state token instead of having to find the object itself.
 
 Two objects may fit an instruction ("the red object" with two red things): a global
 soft-argmax would land between them. So the soft-argmax is taken inside a Gaussian window
 around the highest-scoring cell (ArgMax + arithmetic: exportable to ONNX as is).
 
-Outside the action path it is trained directly: cross-entropy of the cell scores against
-the cell holding the target's centre plus the soft-argmax error in cells (the simulator
-projects the target with its camera model; privileged, training only).
+Outside the action path it is trained directly (``TargetKeypoint.loss``): cross-entropy of
+the cell scores against the cell holding the target's centre plus the soft-argmax error in
+cells (the simulator projects the target with its camera model; privileged, training only).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def bag_of_words(embedding: nn.Embedding, tokens: torch.Tensor, pad_id: int) -> 
 class TargetKeypoint(nn.Module):
     """``logits, keypoint = TargetKeypoint(...)(pixels, tokens)``: cell scores (B, G*G) over a
     G x G grid (G = image_size / 2) and the keypoint features (B, KEYPOINT_FEATURES)."""
+
+    cell_uv: torch.Tensor  #: buffer (G*G, 2): the (u, v) centre of every cell
 
     def __init__(self, in_channels: int, image_size: int, vocab_size: int, pad_id: int, use_depth: bool,
                  depth_encoding: str = "log", depth_min_m: float = 0.2, depth_max_m: float = 100.0):
@@ -117,3 +119,22 @@ class TargetKeypoint(nn.Module):
         col = (uv[:, 0] * self.grid).floor().long().clamp(0, self.grid - 1)
         row = (uv[:, 1] * self.grid).floor().long().clamp(0, self.grid - 1)
         return row * self.grid + col
+
+    def loss(self, logits: torch.Tensor, uv: torch.Tensor, target_uv: torch.Tensor,
+             own: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The keypoint's own loss on rows that have a target (privileged: where the simulator
+        projects it), and what to log:
+
+            L_kp = CE(cell scores, the cell holding uv*) + G * mean |uv - uv*|_1
+
+        the second term (the soft-argmax error, in cells) only on the ``own`` rows, whose
+        keypoint was the model's, not teacher-forced. logits (N, G*G), uv and target_uv (N, 2)."""
+        cells = self.target_cells(target_uv)
+        loss = F.cross_entropy(logits, cells)
+        logs = {"keypoint_acc": float((logits.argmax(-1) == cells).float().mean())}
+        if own.any():
+            error = (uv[own] - target_uv[own]).abs().sum(-1) * self.grid
+            loss = loss + error.mean()
+            logs["keypoint_err_px"] = float(error.detach().mean()) * 2.0  # a cell is 2x2 pixels
+        logs["keypoint"] = float(loss.detach())
+        return loss, logs

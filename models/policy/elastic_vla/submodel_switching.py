@@ -1,18 +1,61 @@
 """Submodel switching of ElasticVLA: choose the nested submodel (`set_submodel`), keep the
 no-grad views of the parent weights in step with moves, loads and copies, and count the
-parameters the active submodel reads. A mixin of ElasticVLA (models/policy/elastic_vla.py):
-it works on the network's ElasticLinear/RMSNorm layers and its layer importance order."""
+parameters the active submodel reads. A mixin of ElasticVLA (modeling_elastic_vla.py): it
+works on the network's ElasticLinear/RMSNorm layers and its layer importance order."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
+from torch import nn
 
-from ..elastic.submodels import NAMED_SUBMODELS, SubmodelShape, SubmodelSpec, resolve
-from .elastic_layers import ElasticLinear, RMSNorm
+from ...elastic.submodels import NAMED_SUBMODELS, SubmodelShape, SubmodelSpec, resolve
+from .layers import Block, ElasticLinear, RMSNorm
+
+if TYPE_CHECKING:
+    from .configuration_elastic_vla import ElasticVLAConfig
+    from .target_keypoint import TargetKeypoint
+
+    # For the type checker the mixin is the nn.Module it is mixed into (ElasticVLA), so that
+    # super()._apply/load_state_dict/__setstate__, modules() and parameters() resolve; at run
+    # time it is a plain class and ElasticVLA's own bases give the MRO.
+    _ModuleBase = nn.Module
+else:
+    _ModuleBase = object
 
 
-class SubmodelSwitching:
+class SubmodelSwitching(_ModuleBase):
     """Nested-submodel switching for ElasticVLA (see the module docstring)."""
+
+    if TYPE_CHECKING:
+        # The attributes of ElasticVLA (modeling_elastic_vla.py) this mixin reads or writes.
+        config: ElasticVLAConfig
+        submodel_names: list[str]
+        _submodel_name: str
+        _shape: SubmodelShape | None  # None only inside __init__, before set_submodel("full")
+        _plans: dict[str, tuple]
+        _active_layers: list[int]
+        _active_hidden: int
+        _use_cache: bool
+        tok_embed: nn.Parameter
+        embodiment_embed: nn.Parameter
+        action_queries: nn.Parameter
+        layer_rank: torch.Tensor
+        patch_embed: nn.Module
+        vision_pos: nn.Parameter
+        vision_blocks: nn.ModuleList
+        vision_norm: RMSNorm
+        proj_in: nn.Linear
+        proj_out: ElasticLinear
+        proprio_proj: ElasticLinear
+        layers: nn.ModuleList  # of Block
+        final_norm: RMSNorm
+        action_head: ElasticLinear
+        aux_head: ElasticLinear | None
+        keypoint: TargetKeypoint | None
+        keypoint_in: nn.Sequential | None
+        keypoint_proj: ElasticLinear | None
 
     def elastic_dims(self) -> dict[str, int]:
         c = self.config
@@ -33,6 +76,7 @@ class SubmodelSwitching:
 
     @property
     def submodel_shape(self) -> SubmodelShape:
+        assert self._shape is not None, "set by set_submodel('full') in __init__"
         return self._shape
 
     def set_submodel(self, name_or_spec: str | SubmodelSpec) -> None:
@@ -55,16 +99,11 @@ class SubmodelSwitching:
         self.proj_out.set_active(h, c.hidden_size)
         self.proprio_proj.set_active(h, c.proprio_dim)
         for layer in self.layers:
-            layer.set_active(h, shape.heads, shape.ffn)
+            cast(Block, layer).set_active(h, shape.heads, shape.ffn)
         self.final_norm.set_active(h)
         self.action_head.set_active(c.action_bins, h)
         if self.aux_head is not None:
             self.aux_head.set_active(c.aux_dim, h)
-        if self.point_head is not None:
-            self.point_head.set_active(1, h)
-        if self.readout_embed is not None:
-            self.point_norm.set_active(h)
-            self.readout_embed.set_active(h, 2)
         if self.keypoint_proj is not None:
             self.keypoint_proj.set_active(h, self.keypoint_proj.in_features)
         d = self.__dict__
@@ -132,9 +171,8 @@ class SubmodelSwitching:
         c = self.config
         other = self.proj_out.active_params() + self.proprio_proj.active_params() + self.action_head.active_params()
         other += (c.vocab_size + len(c.embodiments) + c.num_action_tokens + 1) * h  # +1: final norm
-        if self.readout_embed is not None:  # the pointing readout acts too
-            other += self.readout_embed.active_params() + self.point_head.active_params() + h
         if self.keypoint is not None:  # the target keypoint acts too
+            assert self.keypoint_in is not None and self.keypoint_proj is not None  # built with keypoint
             other += sum(p.numel() for p in self.keypoint.parameters())
             other += sum(p.numel() for p in self.keypoint_in.parameters()) + self.keypoint_proj.active_params()
         return dec + fixed + other

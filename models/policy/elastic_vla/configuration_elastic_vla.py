@@ -1,7 +1,8 @@
 """Configuration of ElasticVLA, the embedded MiMo-style vision-language-action model (docs/architecture.md).
 
-One dataclass, saved as ``config.json`` next to the weights. Every field is documented once,
-here; ``__post_init__`` rejects bad values with the value and the allowed range in the message.
+One dataclass, saved as ``config.json`` next to the weights (the network that reads it is
+modeling_elastic_vla.py). Every field is documented once, here; ``__post_init__`` rejects bad
+values with the value and the allowed range in the message.
 
 Default sizing: a 64x64 RGB-D image in 8x8 patches gives 64 image tokens; with 16 instruction
 tokens, one embodiment+proprio token and 4x3 action query tokens the decoder runs over 93
@@ -13,14 +14,22 @@ bench/results/policy_latency*.json (bench/policy_latency.py).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 
-from .interface import EMBODIMENT_ACTION_DIM
+from ..interface import EMBODIMENT_ACTION_DIM
 
 MODEL_TYPE = "elastic_vla"
 VISION_STEMS = ("patch", "conv")
+#: Fields that older saved models hold and this code no longer has, with the value at which
+#: they were off. ``from_dict`` drops such a field at that value, so older models load; at any
+#: other value it refuses the file, since the network the field switched on is gone. Both were a
+#: pointing head over the decoder's image tokens (and a soft-argmax readout of it for the action
+#: queries): it found the named object's patch but did not improve the actions (README, "What
+#: the shipped model does"); the target keypoint replaced it.
+REMOVED_FIELDS = {"point_head": False, "point_readout": False}
+#: The last commit whose code builds models with a REMOVED_FIELDS field switched on.
+REMOVED_FIELDS_LAST_COMMIT = "4bed112"
 
 
 def _check_int(name: str, value, lo: int, hi: int) -> None:
@@ -93,22 +102,13 @@ class ElasticVLAConfig:
     #: (where the target is, relative to the robot; see sim.experts.privileged_features);
     #: 0 = no head. It is not used to act and not exported to ONNX.
     aux_dim: int = 0
-    #: a pointing head over the image tokens' final decoder states, trained to pick the
-    #: patch holding the instruction's target (privileged: the simulator projects it with
-    #: the camera model). Direct supervision for grounding words in the image; training only.
-    point_head: bool = False
-    #: hand the action queries where the pointing head sees the target: the head then reads
-    #: the image tokens after the first half of the active decoder layers, a spatial
-    #: soft-argmax of its logits gives the target's expected patch centre (x, y) in [0, 1]^2,
-    #: and a linear embedding of it (zero at initialisation, so adding it to a trained model
-    #: changes nothing until trained) is added to the action queries for the remaining layers.
-    #: Part of the acting network (exported). Needs point_head.
-    point_readout: bool = False
+
+    # --- target keypoint (acting; in the vision path, so not elastic) ---
     #: find the instruction's target on a half-resolution convolutional feature map (words
     #: modulate the features; a windowed spatial soft-argmax gives its image position and the
-    #: depth there) and add that keypoint to the robot-state token (models/policy/
-    #: target_keypoint.py). Part of the acting network (exported); not elastic. Trained with
-    #: its own loss on the target's projected centre (TrainConfig.keypoint_weight).
+    #: depth there) and add that keypoint to the robot-state token (target_keypoint.py). Part
+    #: of the acting network (exported); not elastic. Trained by its own losses on the target's
+    #: projected centre (ElasticVLA.forward; weighted by TrainConfig.keypoint_weight).
     target_keypoint: bool = False
     #: embodiments whose robot-state token receives the keypoint (those told to act on a named
     #: object and trained with a keypoint target); the others act exactly as without it
@@ -117,6 +117,8 @@ class ElasticVLAConfig:
     #: go first can depend on words the keypoint does not encode (a push starts behind the
     #: object, on the side opposite the direction word). Needs target_keypoint.
     keypoint_instruction: bool = False
+
+    # --- task memory ---
     #: the vision encoder also reads the first frame seen after the instruction
     #: (Observation.reference_rgb/depth), stacked as extra input channels: the policy's memory
     #: of where the task started. Without it, "change to the left lane" seen from the middle
@@ -179,10 +181,6 @@ class ElasticVLAConfig:
         _check_int("chunk_length", self.chunk_length, 1, 256)
         _check_int("max_action_dim", self.max_action_dim, 1, 64)
         _check_int("aux_dim", self.aux_dim, 0, 256)
-        if not isinstance(self.point_head, bool):
-            raise ValueError(f"ElasticVLAConfig.point_head={self.point_head!r} must be True or False")
-        if not isinstance(self.point_readout, bool):
-            raise ValueError(f"ElasticVLAConfig.point_readout={self.point_readout!r} must be True or False")
         if not isinstance(self.target_keypoint, bool):
             raise ValueError(f"ElasticVLAConfig.target_keypoint={self.target_keypoint!r} must be True or False")
         if self.target_keypoint and self.image_size % 2:
@@ -201,9 +199,6 @@ class ElasticVLAConfig:
         if not isinstance(self.keypoint_embodiments, list) or unknown:
             raise ValueError(f"ElasticVLAConfig.keypoint_embodiments={self.keypoint_embodiments!r} must be a "
                              f"list of embodiment names from {sorted(self.embodiments)}")
-        if self.point_readout and not self.point_head:
-            raise ValueError("ElasticVLAConfig.point_readout=True needs point_head=True (the readout "
-                             "reads the pointing head's logits)")
         if not isinstance(self.proprio_inputs, dict):
             raise ValueError(f"ElasticVLAConfig.proprio_inputs={self.proprio_inputs!r} must be a dict")
         for name, idx in self.proprio_inputs.items():
@@ -258,8 +253,15 @@ class ElasticVLAConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ElasticVLAConfig":
+        """The config of a ``to_dict`` (or an older saved model's, see REMOVED_FIELDS)."""
         if not isinstance(data, dict):
             raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        for name, off in REMOVED_FIELDS.items():
+            if name in data and data.pop(name) != off:
+                raise ValueError(f"config has {name} switched on: that field was removed (only {name}={off!r} "
+                                 f"loads); a model that uses it needs the code of commit "
+                                 f"{REMOVED_FIELDS_LAST_COMMIT} or earlier")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -273,9 +275,6 @@ class ElasticVLAConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ElasticVLAConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from e
-        return cls.from_dict(data)
+        from embodied_stack.models.files import read_json
+
+        return cls.from_dict(read_json(path, "model config"))

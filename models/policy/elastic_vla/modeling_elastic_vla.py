@@ -22,9 +22,24 @@ Elastic submodels: every decoder weight is read through a prefix slice of its pa
 (``weight[:out_active, :in_active]``), a view with no copy. ``set_submodel`` only changes the
 active sizes and rebuilds the (no-grad) view cache; skipped layers are identity residuals.
 
-Files: the network is here (with saving/loading and ``select_action``); its sliceable layers are
-in ``elastic_layers.py``, submodel switching in ``elastic_switching.py`` and the conversions
-between observations/actions and tensors in ``vla_preprocessing.py``.
+The public API (LeRobot's policy shape):
+
+* ``select_action(observation) -> Action``: acting, the one entry point (the policy node, the
+  eval, the benches), through a runtime when one is set (``use_runtime``);
+* ``action_logits(pixels, tokens, proprio, embodiment) -> (B, T*A, bins)``: the network, tensors
+  in and logits out, which ONNX export, TorchRuntime, torch.compile and CUDA graphs run;
+  ``batch_logits(batch)`` calls it on a batch dict (``obs_to_batch``);
+* ``forward(batch) -> (loss, logs)``: training; the action cross-entropy and the losses of the
+  training-only heads (auxiliary, target keypoint) on privileged simulator targets;
+* ``log_probs``/``entropy`` per action token, for RL;
+* ``set_submodel`` and ``obs_to_batch``/``actions_to_tokens``/``tokens_to_actions``;
+* ``save_pretrained``/``from_pretrained``: config.json + model.safetensors + tokenizer.json.
+
+Files of this package: the configuration is ``configuration_elastic_vla.py``; the network is here
+(with saving/loading); its sliceable layers are in ``layers.py``, submodel switching in
+``submodel_switching.py``, the conversions between observations/actions and tensors in
+``preprocessing.py``, the target keypoint in ``target_keypoint.py`` and the instruction
+tokenizer in ``tokenizer.py``.
 """
 
 from __future__ import annotations
@@ -33,25 +48,25 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..elastic.submodels import NAMED_SUBMODELS, SubmodelShape
-from .elastic_layers import Block, ElasticLinear, RMSNorm, rotary_tables
-from .elastic_switching import SubmodelSwitching
-from .elastic_vla_config import ElasticVLAConfig
-from .interface import Action, Observation, Policy
+from ...elastic.submodels import NAMED_SUBMODELS, SubmodelShape
+from ..interface import Action, Observation, Policy
+from .configuration_elastic_vla import ElasticVLAConfig
+from .layers import Block, ElasticLinear, RMSNorm, rotary_tables
+from .preprocessing import VLAPreprocessing
+from .submodel_switching import SubmodelSwitching
 from .target_keypoint import KEYPOINT_FEATURES, KEYPOINT_WIDTH, TargetKeypoint, bag_of_words
 from .tokenizer import InstructionTokenizer
-from .vla_preprocessing import VLAPreprocessing
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
-BATCH_KEYS = ("pixels", "tokens", "proprio", "embodiment")
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,16 +116,6 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         self.action_head = ElasticLinear(d, c.action_bins, bias=True)
         # Training scaffold: reads the pooled action-query states (never used to act).
         self.aux_head = ElasticLinear(d, c.aux_dim, bias=True) if c.aux_dim else None
-        # Training scaffold: one logit per image token, "the target is here".
-        self.point_head = ElasticLinear(d, 1, bias=True) if c.point_head else None
-        # Pointing readout: mid-decoder norm for the pointing head, embedding of the pointed
-        # (x, y) for the action queries; zero-initialised, so it starts as a no-op.
-        self.point_norm = RMSNorm(d, c.norm_eps) if c.point_readout else None
-        self.readout_embed = ElasticLinear(2, d, bias=True) if c.point_readout else None
-        if self.readout_embed is not None:
-            nn.init.zeros_(self.readout_embed.weight)
-            nn.init.zeros_(self.readout_embed.bias)
-            self.readout_embed.refresh_views()
         # Target keypoint: instruction-conditioned soft-argmax on a half-resolution feature
         # map, handed to the decoder on the robot-state token (zero-initialised projection).
         self.keypoint = self.keypoint_in = self.keypoint_aux = self.keypoint_proj = None
@@ -132,19 +137,16 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             self.keypoint_aux = nn.Linear(w, c.aux_dim) if c.aux_dim else None
             self.keypoint_proj = ElasticLinear(w, d, bias=True)
             nn.init.zeros_(self.keypoint_proj.weight)
+            assert self.keypoint_proj.bias is not None  # built with bias=True
             nn.init.zeros_(self.keypoint_proj.bias)
             self.keypoint_proj.refresh_views()
             self.register_buffer("keypoint_gate", torch.tensor(
                 [float(n in c.keypoint_embodiments) for n in c.embodiment_names]), persistent=False)
-        grid = c.image_size // c.patch_size
-        cells = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
-        self.register_buffer("patch_xy", torch.stack(torch.meshgrid(cells, cells, indexing="xy"), -1)
-                             .reshape(-1, 2), persistent=False)
         # Layer importance order written by calibrate_and_permute (most important first); a
         # submodel with k layers runs layer_rank[:k] in their original order.
         self.register_buffer("layer_rank", torch.arange(c.num_layers, dtype=torch.int64))
         scale = 0.02 / math.sqrt(2 * max(1, c.num_layers))
-        for blk in list(self.layers) + list(self.vision_blocks):
+        for blk in cast("list[Block]", list(self.layers) + list(self.vision_blocks)):
             for lin in (blk.o_proj, blk.down_proj):
                 nn.init.normal_(lin.weight, std=scale)
                 lin.refresh_views()
@@ -172,6 +174,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         self._active_hidden = d
         self._plans: dict[str, tuple] = {}
         self._runtime = None
+        self._use_cache = True  # set_view_cache: off while exporting or compiling
         self._single: dict | None = None
         self._token_cache: dict[str, np.ndarray] = {}
         self._resize_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -182,27 +185,26 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
     def _bin_centres(bins: int) -> torch.Tensor:
         return ((torch.arange(bins, dtype=torch.float64) + 0.5) / bins * 2.0 - 1.0).float()
 
-    # ---------------------------------------------------------------------- forward
-    def forward(
+    # ---------------------------------------------------------------------- the network
+    def action_logits(
         self, pixels: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor, embodiment: torch.Tensor
     ) -> torch.Tensor:
-        """Logits (B, T*A, bins) for a batch (see :meth:`obs_to_batch` for the input layout)."""
-        return self.action_head(self._action_states(pixels, tokens, proprio, embodiment))
+        """Logits (B, T*A, bins) of the active submodel: tensors in (the layout of
+        :meth:`obs_to_batch`), logits out; what export and the runtimes run."""
+        x, _ = self._decoder_states(pixels, tokens, proprio, embodiment)
+        return self.action_head(self.final_norm(x[:, -self.config.num_action_tokens:]))
 
-    def _action_states(self, pixels, tokens, proprio, embodiment) -> torch.Tensor:
-        """Final-norm decoder states of the action query tokens (B, T*A, active hidden)."""
-        x, _, _ = self._decode(pixels, tokens, proprio, embodiment)
-        return self.final_norm(x[:, -self.config.num_action_tokens:])
+    def batch_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:meth:`action_logits` of a batch dict (``obs_to_batch``'s; other keys are ignored)."""
+        return self.action_logits(batch["pixels"], batch["tokens"], batch["proprio"], batch["embodiment"])
 
-    def _decode(self, pixels, tokens, proprio, embodiment, point_forced=None, keypoint_forced=None):
-        """Decoder output of every token before the final norm (B, sequence, active hidden;
-        acting normalises only the action queries' rows); with ``point_readout`` the
-        mid-decoder pointing logits (B, num_image_tokens), else None; with ``target_keypoint``
-        (keypoint cell logits (B, G*G), keypoint (u, v) (B, 2), keypoint+robot features), else None.
-        ``point_forced`` (B,) hands the readout the true target patch where >= 0, and
-        ``keypoint_forced`` (B, 2) the keypoint the true (u, v) where finite (teacher forcing
-        in training)."""
-        cached = not torch.is_grad_enabled() and getattr(self, "_use_cache", True)
+    def _decoder_states(self, pixels, tokens, proprio, embodiment, keypoint_forced=None):
+        """Decoder output of every token before the final norm (B, sequence, active hidden; acting
+        normalises only the action queries' rows), and with ``target_keypoint`` the keypoint's
+        (cell logits (B, G*G), (u, v) (B, 2), keypoint+robot features) for its losses, else
+        None. ``keypoint_forced`` (B, 2) hands the keypoint the true (u, v) where finite
+        (teacher forcing in training)."""
+        cached = self._use_cache and not torch.is_grad_enabled()
         h = self._active_hidden
         tok_w = self._tok_view if cached else self.tok_embed[:, :h]
         emb_w = self._emb_view if cached else self.embodiment_embed[:, :h]
@@ -229,74 +231,98 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             keypoint = (kp_logits, kp[:, :2], fused)
         state = state.unsqueeze(1)
         x = torch.cat([img, words, state, queries.unsqueeze(0).expand(b, -1, -1)], dim=1)
-        cos, sin = self.rope_cos, self.rope_sin
-        layers, point = self._active_layers, None
-        if self.readout_embed is not None:
-            half = len(layers) // 2
-            for i in layers[:half]:
-                x = self.layers[i](x, cos, sin)
-            layers = layers[half:]
-            n_img, n_q = self.config.num_image_tokens, self.config.num_action_tokens
-            point = self.point_head(self.point_norm(x[:, :n_img])).squeeze(-1)
-            # Spatial soft-argmax: the expected patch centre under the pointing distribution.
-            xy = torch.softmax(point, dim=-1) @ self.patch_xy
-            if point_forced is not None:
-                use = (point_forced >= 0).unsqueeze(-1)
-                xy = torch.where(use, self.patch_xy[point_forced.clamp(min=0)], xy)
-            x = torch.cat([x[:, :-n_q], x[:, -n_q:] + self.readout_embed(xy).unsqueeze(1)], dim=1)
-        for i in layers:
-            x = self.layers[i](x, cos, sin)
-        return x, point, keypoint
+        for i in self._active_layers:
+            x = self.layers[i](x, self.rope_cos, self.rope_sin)
+        return x, keypoint
 
-    def forward_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.forward(*(batch[k] for k in BATCH_KEYS))
+    # ---------------------------------------------------------------------- training
+    def forward(self, batch: dict[str, torch.Tensor], *, label_smoothing: float = 0.0, aux_weight: float = 1.0,
+                keypoint_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+        """The training loss of the active submodel on one batch, and what to log.
 
-    def forward_with_aux(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, auxiliary outputs (B, aux_dim)) for training; needs ``aux_dim`` > 0."""
-        logits, aux, _, _ = self.forward_scaffold(batch)
-        if aux is None:
-            raise ValueError("this model has no auxiliary head (config.aux_dim = 0)")
-        return logits, aux
+        ``batch``: :meth:`obs_to_batch`'s tensors, plus
+        ``action_tokens`` (B, T*A), the action bins to learn (the expert's chunk);
+        ``loss_mask`` (B, T*A), optional, the tokens that count (default: the embodiment's dims);
+        ``aux_targets`` (B, aux_dim), optional, the privileged features, NaN where unknown;
+        ``keypoint_uv`` (B, 2), optional, the target centre's image position, NaN where none;
+        ``keypoint_forced`` (B, 2), optional, where finite the keypoint is taken there instead
+        of at the model's own (teacher forcing: the decoder learns to use the keypoint before
+        the keypoint is good).
 
-    def forward_scaffold(self, batch: dict[str, torch.Tensor]):
-        """Training outputs: (action logits, auxiliary outputs (B, aux_dim) or None, pointing
-        logits over the image tokens (B, num_image_tokens) or None, target keypoint (cell
-        logits (B, G*G), (u, v) (B, 2), auxiliary outputs read off the keypoint MLP (B, aux_dim)
-        or None) or None). ``batch["point_forced"]`` (optional, with
-        point_readout) is the teacher-forced target patch, -1 = none; ``batch["keypoint_forced"]``
-        (optional, with target_keypoint) the teacher-forced (u, v), NaN = none."""
-        x, point, keypoint = self._decode(*(batch[k] for k in BATCH_KEYS), batch.get("point_forced"),
-                                          batch.get("keypoint_forced"))
-        q = self.final_norm(x[:, -self.config.num_action_tokens:])
-        aux = self.aux_head(q.mean(dim=1)) if self.aux_head is not None else None
-        if self.point_head is not None and point is None:
-            img = self.final_norm(x[:, : self.config.num_image_tokens])
-            point = self.point_head(img).squeeze(-1)
-        if keypoint is not None:
-            # x10: the head works in metres (weights of order 1), the features are in dm
-            kp_aux = 10.0 * self.keypoint_aux(keypoint[2]) if self.keypoint_aux is not None else None
-            keypoint = (keypoint[0], keypoint[1], kp_aux)
-        return self.action_head(q), aux, point, keypoint
+            loss = CE_smoothed(pi(a | o), a*)              over the counted action tokens
+                 + aux_weight * Huber(aux(o), f)           f: the privileged features (where the target is)
+                 + keypoint_weight * L_kp                  the keypoint's own loss (TargetKeypoint.loss)
+                 + aux_weight * Huber(10 aux_kp(m), f)     m: the keypoint MLP's output, on rows with a target
 
-    # ---------------------------------------------------------------------- training interface
-    def _logits_for(self, batch: dict) -> torch.Tensor:
-        return self.forward_batch(batch).float()
+        The heads' terms apply where the model has the head and the batch the target. Returns
+        (loss, logs): ``logs`` holds the floats to record and ``action_logits`` (detached), the
+        teacher of the elastic distillation the trainer runs on a sampled submodel.
+        """
+        x, keypoint = self._decoder_states(batch["pixels"], batch["tokens"], batch["proprio"],
+                                           batch["embodiment"], batch.get("keypoint_forced"))
+        queries = self.final_norm(x[:, -self.config.num_action_tokens:])
+        logits = self.action_head(queries)
+        loss = self.action_cross_entropy(logits, batch, label_smoothing)
+        logs: dict = {"ce": float(loss.detach())}
+        features = batch.get("aux_targets")
+        if self.aux_head is not None and features is not None and aux_weight > 0:
+            known = torch.isfinite(features)
+            if known.any():
+                aux_loss = F.smooth_l1_loss(self.aux_head(queries.mean(dim=1))[known], features[known])
+                loss = loss + aux_weight * aux_loss
+                logs["aux"] = float(aux_loss.detach())
+        target_uv = batch.get("keypoint_uv")
+        if keypoint is not None and target_uv is not None:
+            kp_logits, kp_uv, fused = keypoint
+            has_target = torch.isfinite(target_uv).all(-1)
+            if has_target.any() and keypoint_weight > 0:
+                forced = batch.get("keypoint_forced")
+                own = has_target if forced is None else has_target & ~torch.isfinite(forced).all(-1)
+                assert self.keypoint is not None  # _decoder_states gave keypoint outputs
+                kp_loss, kp_logs = self.keypoint.loss(kp_logits[has_target], kp_uv[has_target],
+                                                      target_uv[has_target], own[has_target])
+                loss = loss + keypoint_weight * kp_loss
+                logs.update(kp_logs)
+            if self.keypoint_aux is not None and features is not None and aux_weight > 0 and has_target.any():
+                # The keypoint MLP must work out where the target is relative to the robot.
+                # x10: the head works in metres (weights of order 1), the features are in dm.
+                wanted = features[has_target]
+                known = torch.isfinite(wanted)
+                if known.any():
+                    read = 10.0 * self.keypoint_aux(fused[has_target])
+                    kp_aux_loss = F.smooth_l1_loss(read[known], wanted[known])
+                    loss = loss + aux_weight * kp_aux_loss
+                    logs["keypoint_aux"] = float(kp_aux_loss.detach())
+        logs["action_logits"] = logits.detach()
+        return loss, logs
 
+    def action_cross_entropy(self, logits: torch.Tensor, batch: dict[str, torch.Tensor],
+                             label_smoothing: float = 0.0) -> torch.Tensor:
+        """Mean over the counted tokens of CE(action bin, ``batch["action_tokens"]``), with label
+        smoothing over the bins; counted: ``batch["loss_mask"]``, else the embodiment's dims."""
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), batch["action_tokens"].flatten(), reduction="none",
+                             label_smoothing=label_smoothing)
+        mask = batch.get("loss_mask")
+        m = (self._mask(batch, ce) if mask is None else mask).flatten().float()
+        return (ce * m).sum() / m.sum().clamp_min(1.0)
+
+    # ---------------------------------------------------------------------- RL
     def log_probs(self, batch: dict, action_tokens: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         """log pi(token) per action token, (B, T*A); 0 where the embodiment does not use the dim.
         The log-probability of a chunk is the sum over its tokens."""
-        logits = self._logits_for(batch) if logits is None else logits.float()
-        lp = torch.log_softmax(logits, dim=-1).gather(-1, action_tokens.long().unsqueeze(-1)).squeeze(-1)
+        logits = self.batch_logits(batch) if logits is None else logits
+        lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, action_tokens.long().unsqueeze(-1)).squeeze(-1)
         return lp * self._mask(batch, lp)
 
     def entropy(self, batch: dict, logits: torch.Tensor | None = None) -> torch.Tensor:
         """Entropy (nats) of each action token's distribution, (B, T*A); 0 on masked dims."""
-        logits = self._logits_for(batch) if logits is None else logits.float()
-        logp = torch.log_softmax(logits, dim=-1)
+        logits = self.batch_logits(batch) if logits is None else logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
         ent = -(logp.exp() * logp).sum(-1)
         return ent * self._mask(batch, ent)
 
     def _mask(self, batch: dict, like: torch.Tensor) -> torch.Tensor:
+        """The action dims each row's embodiment uses (``batch["action_mask"]`` if given)."""
         mask = batch.get("action_mask")
         if mask is None:
             mask = self.embodiment_action_mask[batch["embodiment"].to(self.embodiment_action_mask.device)]
@@ -345,6 +371,8 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         return self._single
 
     def select_action(self, observation: Observation) -> Action:
+        """Acting: the action chunk (T, the embodiment's action dims) for one observation, each
+        token's most likely bin, from the active submodel (through the runtime if one is set)."""
         t0 = time.perf_counter()
         buf = self._single_buffers()
         pixels, tokens, proprio, emb = buf["np"]
@@ -353,7 +381,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             if self._runtime is not None:
                 logits = self._runtime.run(buf["batch"], self._submodel_name)
             else:
-                logits = self.forward_batch(buf["batch"])
+                logits = self.batch_logits(buf["batch"])
             ids = logits[0].argmax(-1)
         c = self.config
         chunk = buf["centres"][ids.cpu().numpy()].reshape(c.chunk_length, c.max_action_dim)

@@ -64,6 +64,7 @@ class ElasticLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_view_cache and not torch.is_grad_enabled():
+            assert self._w is not None  # set by set_active (refresh_views in __init__)
             return F.linear(x, self._w, self._b)
         return F.linear(x, self.active_weight(), self.active_bias())
 
@@ -190,6 +191,7 @@ class Block(nn.Module):
         k = self.k_proj(h).view(b, s, -1, self.head_dim).transpose(1, 2)
         v = self.v_proj(h).view(b, s, -1, self.head_dim).transpose(1, 2)
         if cos is not None:
+            assert sin is not None  # the rotary tables come as a pair (both None: no rotary)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         a = F.scaled_dot_product_attention(q, k, v)
         x = x + self.o_proj(a.transpose(1, 2).reshape(b, s, -1))
