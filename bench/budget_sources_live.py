@@ -6,7 +6,7 @@ with matrix products, and while CPU burners run. A source passes when it sees ea
 see: the memory hog's size in free memory (within 10% plus the hog's CUDA context), the GPU's
 utilisation near 100% under the compute hog, a CPU slowdown above 1.5 with two burners per core.
 
-    python bench/budget_sources_live.py --json bench/results/budget_sources_live.json
+    python bench/budget_sources_live.py --json bench/results/budget_sources_live_h100.json
 
 Needs a CUDA GPU for the GPU sources (without one they are reported as not available and only
 the CPU source is checked). JSON keys: auto_source, auto_notes, <source>_available,
@@ -17,19 +17,15 @@ hog_mb, checks (name -> passed), device, command.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from embodied_stack.control.elastic.budget import BudgetSourceError, make_budget_source
+from embodied_stack.models.runtime.profiling import cpu_name
 
-from elastic_budget import Load  # noqa: E402  (the bench's CPU burners)
-
-from embodied_stack.models.elastic.budget import BudgetSourceError, make_budget_source  # noqa: E402
-from embodied_stack.models.files import atomic_write_json  # noqa: E402
-from embodied_stack.models.runtime.profiling import cpu_name  # noqa: E402
+import benchlib
+from cpu_loads import Burners
 
 CONTEXT_MB = 1024  # a CUDA context and allocator slack the hog adds beyond its tensor
 
@@ -83,8 +79,7 @@ def reads(source, n: int = 3, gap: float = 0.3):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", metavar="PATH")
+    parser = benchlib.parser(__doc__, quick=None)
     parser.add_argument("--hog-mb", type=int, default=8192, help="GPU memory hog (default 8192)")
     args = parser.parse_args(argv)
     res: dict = {"hog_mb": args.hog_mb, "cpu": cpu_name(), "checks": {}}
@@ -139,7 +134,7 @@ def main(argv=None) -> dict:
     cpu, _ = make_budget_source("cpu", "cpu", threads=2)
     res["cpu_slowdown_idle"] = round(max(b.slowdown for b in reads(cpu, n=4)), 3)
     cores = os.cpu_count() or 1
-    load = Load(2 * cores)
+    load = Burners(2 * cores)
     try:
         load.on()
         time.sleep(1.0)
@@ -149,16 +144,13 @@ def main(argv=None) -> dict:
     res["cpu_burners"] = 2 * cores
     res["checks"]["cpu_sees_burners"] = res["cpu_slowdown_burners"] >= 1.5
     cpu.close()
-    res["command"] = "python bench/budget_sources_live.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+    res["command"] = benchlib.command_line(__file__, argv)
 
-    for k, v in res.items():
-        if k != "checks":
-            print(f"  {k}: {v}")
-    for name, ok in res["checks"].items():
-        print(f"{'PASS' if ok else 'FAIL'} {name}")
-    if args.json:
-        atomic_write_json(args.json, res)
+    benchlib.print_table(f"Budget sources read live ({res['device']}, {res['cpu']})", ("figure", "value"),
+                         [(k, v) for k, v in res.items() if k not in ("checks", "command")], left=2)
+    benchlib.print_table("Checks (each source sees each load it can)", ("check", "result"),
+                         [(name, "PASS" if ok else "FAIL") for name, ok in res["checks"].items()])
+    benchlib.write_json(args.json, res)
     return res
 
 

@@ -16,7 +16,7 @@ target and final lane and classifies a failure:
 - ``overshoot``: reached the target lane and went on into the next one;
 - ``other``: anything else (a collision in the target lane, off the road, ...).
 
-    python bench/driving_failures.py [--model DIR] [--episodes 300] [--first-seed 100000]
+    python bench/driving_failures.py [--quick] [--model DIR] [--episodes 300] [--first-seed 100000]
         [--submodels full 1/2] [--json PATH]
 
 JSON keys: per submodel (``full``, ``half``): ``<sub>_lane_change_episodes``,
@@ -27,23 +27,20 @@ episodes, first_seed, model, command. Seeds from 100000 are never used in traini
 
 from __future__ import annotations
 
-import argparse
 import collections
-import sys
 
 import gymnasium as gym
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
 import embodied_stack.sim  # noqa: F401  (registers the worlds)
-from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy import load_default_policy
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.sim import WORLD_IDS
 from embodied_stack.sim.eval import SUBMODEL_KEY
 from embodied_stack.sim.worlds import driving as world
+
+import benchlib
 
 LANE_CHANGES = ("change_left", "change_right")
 
@@ -89,15 +86,15 @@ def run_episode(policy, env, seed: int, mode: ExecutionMode) -> dict | None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.parser(__doc__, quick="10 seeds (< 60 s here), same code path")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped one)")
-    parser.add_argument("--episodes", type=int, default=300,
-                        help="seeds tried (about half are lane changes; default 300)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="seeds tried (about half are lane changes; default 300, --quick 10)")
     parser.add_argument("--first-seed", type=int, default=100_000)
     parser.add_argument("--submodels", nargs="+", default=["full", "1/2"],
                         choices=list(SUBMODEL_KEY))
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
+    args.episodes = args.episodes or (10 if args.quick else 300)
     if args.episodes < 1:
         parser.error(f"--episodes {args.episodes}: need at least 1")
 
@@ -107,9 +104,7 @@ def main(argv=None) -> dict:
                    height=policy.config.image_size, with_segmentation=False)
     out: dict = {"episodes": args.episodes, "first_seed": args.first_seed,
                  "model": args.model or "models/default_vla"}
-    table = Table(title="Driving lane changes by start -> target lane (0 = rightmost)")
-    for col in ("submodel", "lanes", "episodes", "success", "no change", "overshoot", "other"):
-        table.add_column(col, justify="right", no_wrap=True)
+    rows = []
     try:
         for sub in args.submodels:
             policy.set_submodel(sub)
@@ -131,17 +126,16 @@ def main(argv=None) -> dict:
                 f = collections.Counter(e["failure"] for e in g if not e["success"])
                 by[name] = {"episodes": len(g), "success": round(float(np.mean([e["success"] for e in g])), 4),
                             "failures": {k: f.get(k, 0) for k in ("no_change", "overshoot", "other")}}
-                table.add_row(sub, name, str(len(g)), f"{100 * by[name]['success']:.0f}%",
-                              *(str(by[name]["failures"][k]) for k in ("no_change", "overshoot", "other")))
+                rows.append((sub, name, len(g), f"{100 * by[name]['success']:.0f}%",
+                             *(by[name]["failures"][k] for k in ("no_change", "overshoot", "other"))))
             out[f"{key}_by_lanes"] = by
     finally:
         env.close()
-    out["command"] = "python bench/driving_failures.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    Console(width=max(Console().width, 100)).print(table)
-    if args.json:
-        atomic_write_json(args.json, out)
-    return out
+    out["command"] = benchlib.command_line(__file__, argv)
+    benchlib.print_table("Driving lane changes by start -> target lane (0 = rightmost)",
+                         ("submodel", "lanes", "episodes", "success", "no change", "overshoot", "other"),
+                         rows, left=2, width=100)
+    return benchlib.write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ through a pipe, as the policy node receives frames and publishes commands.
 The same schedule runs three times:
 
 - fixed `full`, fixed smallest (`1/4`): the submodel never changes;
-- elastic: the elastic node's decision loop (nodes/elastic_control.py: CPU budget source,
+- elastic: the elastic node's decision loop (ElasticControl: CPU budget source,
   Selector with this machine's latency table, online correction from the measured latencies)
   polled at the control rate (or `--poll-rate`; every `--idle-poll-s` while the policy runs
   the smallest submodel, as the node does) in a process of its own (a fresh interpreter in
@@ -38,6 +38,10 @@ The same schedule runs three times:
 Figures: missed deadlines (share of inferences later than the deadline), success in the world
 (episodes that end in success / episodes finished), switches, reaction time (from a load step
 to the elastic loop's switch down; the maximum over load steps), and a PNG timeline.
+
+Layout: this script is the command line (``main``) and the run loop (``run``; ``reaction`` and
+``merge`` turn its records into figures, ``timeline_png`` draws them); the loads are in
+bench/cpu_loads.py, the world's and the decision loop's processes in bench/elastic_procs.py.
 
     python bench/elastic_budget.py [--quick] [--json out.json] [--png timeline.png]
         [--world driving] [--rate 100] [--margin-ms 1] [--threads 2]
@@ -55,10 +59,8 @@ episodes_<run>, page_faults_<run> (the control loop's minor page faults), <run>_
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
-import multiprocessing as mp
 import os
 import resource
 import sys
@@ -67,399 +69,14 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from embodied_stack.models.elastic.budget import CpuSource
-from embodied_stack.models.elastic.selector import Selector, SelectorConfig
-from embodied_stack.models.files import atomic_write_bytes, atomic_write_json
+from embodied_stack.control.elastic.latency_table import device_key
+from embodied_stack.control.elastic.selector import SelectorConfig
+from embodied_stack.models.files import atomic_write_bytes
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
-from embodied_stack.models.runtime.profiling import device_key, read_latency_table
-from embodied_stack.nodes.elastic_control import ElasticControl
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _dies_with_parent() -> bool:
-    """Asks the kernel to end this forked burner with its parent (PR_SET_PDEATHSIG); False
-    when the parent is already gone (it died before the call)."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    return os.getppid() != 1
-
-
-def _burn(go, stop) -> None:
-    """A CPU burner: spin while `go` is set, until `stop`. It sleeps on `go` without a
-    timeout: burners that woke to poll (all at once, every 50 ms) were themselves a load the
-    CPU budget source saw while the schedule said quiet. The kernel ends it with its parent."""
-    if not _dies_with_parent():
-        return
-    x = 0
-    while True:
-        go.wait()
-        if stop.is_set():
-            return
-        while go.is_set():
-            for _ in range(20000):
-                x += 1
-
-
-class Load:
-    """`n` forked burner processes switched on and off together."""
-
-    def __init__(self, n: int):
-        ctx = mp.get_context("fork")
-        self.go, self.stop = ctx.Event(), ctx.Event()
-        self.procs = [ctx.Process(target=_burn, args=(self.go, self.stop), daemon=True)
-                      for _ in range(n)]
-        for p in self.procs:
-            p.start()
-
-    def on(self) -> None:
-        self.go.set()
-
-    def off(self) -> None:
-        self.go.clear()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.go.set()  # wakes the burners to see `stop`
-        for p in self.procs:
-            p.join(timeout=2)
-            if p.is_alive():
-                p.terminate()
-
-
-def _rt_burn(conn, cpu: int, period_s: float, busy_s: float, priority: int, go, stop) -> None:
-    """A real-time burner on `cpu`: while `go` is set, spin from each multiple of `period_s`
-    on the monotonic clock for `busy_s` (the same grid on every CPU: the burners run in phase,
-    so no core is free while they run), sleep for the rest. Sends "ok" or why not."""
-    import math
-
-    if not _dies_with_parent():
-        return
-    try:
-        os.sched_setaffinity(0, {cpu})
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except OSError as exc:
-        conn.send(f"{type(exc).__name__}: {exc}")
-        return
-    conn.send("ok")
-    while True:
-        go.wait()
-        if stop.is_set():
-            return
-        k = math.floor(time.monotonic() / period_s) + 1
-        while go.is_set():
-            start = k * period_s
-            now = time.monotonic()
-            if start > now:
-                time.sleep(start - now)
-            end = start + busy_s
-            while time.monotonic() < end:
-                pass
-            k = max(k + 1, math.floor(time.monotonic() / period_s) + 1)  # late: skip, no burst
-
-
-RT_PRIORITY = 10  # the burners' SCHED_FIFO priority; the world runs above it (WORLD_RT_PRIORITY)
-WORLD_RT_PRIORITY = 20
-
-
-class RtLoad(Load):
-    """One SCHED_FIFO burner per CPU, switched on and off together (needs root or
-    CAP_SYS_NICE). The kernel's real-time throttling (sched_rt_runtime_us, 95% by default)
-    caps what they may take; `busy` must stay below it."""
-
-    def __init__(self, busy: float, period_ms: float):
-        if not 0 < busy < 0.95 or not 0.1 <= period_ms <= 100:
-            raise SystemExit(f"error: --rt-busy {busy} must be in (0, 0.95) and --rt-period-ms "
-                             f"{period_ms} in [0.1, 100]")
-        ctx = mp.get_context("fork")
-        self.go, self.stop = ctx.Event(), ctx.Event()
-        self.procs, answers = [], []
-        for cpu in sorted(os.sched_getaffinity(0)):
-            mine, theirs = ctx.Pipe(duplex=False)
-            self.procs.append(ctx.Process(target=_rt_burn, daemon=True, args=(
-                theirs, cpu, period_ms * 1e-3, busy * period_ms * 1e-3, RT_PRIORITY,
-                self.go, self.stop)))
-            self.procs[-1].start()
-            answers.append(mine.recv() if mine.poll(10) else "no answer in 10 s")
-        if any(a != "ok" for a in answers):
-            self.close()
-            raise SystemExit(f"error: --load rt cannot start a SCHED_FIFO burner ({answers}); "
-                             "it needs root or CAP_SYS_NICE")
-
-
-class QuotaLoad:
-    """This process's CPU bandwidth cut to `cpus` CPUs while on, through a cgroup of its own
-    (what `docker update --cpus`, systemd's CPUQuota= or a Kubernetes limit do to a running
-    policy; the elastic loop's CPU source reads the limit). A short period (4.1 ms by
-    default; the kernel's smallest quota is 1 ms) spreads the cut out instead of stalling the
-    process for most of a 100 ms period (the kernel's default). A period in a simple ratio to
-    the control period (4 ms against 10 ms: 5 quota periods every 2 ticks) puts each
-    inference at one of a few places in the quota cycle for a whole run, so whole runs come
-    out lucky or unlucky (in an unlucky one every `1/4` inference under the quota took twice
-    as long); 4.1 ms moves through the cycle.
-    Needs root and the cgroup `cpu` controller (v1 or v2); the process goes back to its own
-    cgroup, and the new one is removed, on close()."""
-
-    def __init__(self, cpus: float, period_us: int = 4100, root: str = "/sys/fs/cgroup"):
-        from pathlib import Path
-
-        from embodied_stack.models.elastic.budget import cgroup_cpu_dirs
-
-        self.quota_us, self.period_us = int(cpus * period_us), int(period_us)
-        if not 0 < cpus or self.quota_us < 1000:
-            raise SystemExit(f"error: --quota {cpus} CPUs x --quota-period-us {period_us} = "
-                             f"{self.quota_us} us: the kernel needs >= 1000 us per period "
-                             f"(use --quota-period-us >= {int(np.ceil(1000 / cpus))})"
-                             if cpus > 0 else f"error: --quota {cpus} must be > 0")
-        own = cgroup_cpu_dirs(Path("/proc/self/cgroup").read_text(), root)
-        if not own:
-            raise SystemExit(f"error: no cgroup with the cpu controller under {root}")
-        home, self.version = own[0]
-        mount = own[-1][0]  # the hierarchy's root
-        self.home = home
-        for stale in mount.glob("embodied_elastic_bench_*"):  # left by a killed run: empty
-            if not Path(f"/proc/{stale.name.rsplit('_', 1)[-1]}").exists():
-                try:
-                    stale.rmdir()
-                except OSError:
-                    pass
-        self.dir = mount / f"embodied_elastic_bench_{os.getpid()}"
-        try:
-            if self.version == "v2":
-                ctl = mount / "cgroup.subtree_control"
-                if "cpu" not in ctl.read_text().split():
-                    ctl.write_text("+cpu")
-            self.dir.mkdir(exist_ok=True)
-            self._move(self.dir)
-            self.off()
-        except OSError as exc:
-            self.close()
-            raise SystemExit(f"error: cannot set a CPU quota in {self.dir} ({exc}); "
-                             "--load quota needs root and the cgroup cpu controller") from exc
-
-    def _move(self, d) -> None:
-        (d / "cgroup.procs").write_text(str(os.getpid()))  # every thread of this process
-
-    def _set(self, quota_us: int) -> None:
-        if self.version == "v1":
-            (self.dir / "cpu.cfs_period_us").write_text(str(self.period_us))
-            (self.dir / "cpu.cfs_quota_us").write_text(str(quota_us))
-        else:
-            q = "max" if quota_us < 0 else str(quota_us)
-            (self.dir / "cpu.max").write_text(f"{q} {self.period_us}")
-
-    def on(self) -> None:
-        self._set(self.quota_us)
-
-    def off(self) -> None:
-        self._set(-1)
-
-    def close(self) -> None:
-        try:
-            if self.dir.exists():
-                self.off()
-                self._move(self.home)
-                self.dir.rmdir()
-        except OSError as exc:
-            print(f"warning: could not remove {self.dir}: {exc}", file=sys.stderr)
-
-
-def _poll_loop(conn, ctl: ElasticControl, period_s: float) -> tuple[list, float]:
-    """The elastic decision loop, as the elastic node runs it: polls the budget every
-    `period_s` (every `ElasticControl.poll_period`: slower while the policy runs the smallest
-    submodel), sends ("want", name), and at each poll first takes the ("obs", t, submodel,
-    latency_s) and ("applied", name, t) messages that came since the last one, until
-    ("stop",). It sleeps between polls rather than waking for each latency report: under a
-    quota this loop's CPU time is the policy's, and a wake per inference cost it about as
-    much as the polls (a report waits at most one poll; its time is the control loop's,
-    taken when it was sent). Returns (budget log, CPU seconds it spent)."""
-    budget_log = []
-    cpu0 = time.process_time()
-    next_t = time.perf_counter()
-    while True:
-        while conn.poll():  # the reports since the last poll
-            msg = conn.recv()
-            if msg[0] == "obs":
-                ctl.observe(*msg[1:])
-            elif msg[0] == "applied":
-                ctl.request_done(msg[1], True, "", msg[2])
-            else:
-                return budget_log, time.process_time() - cpu0
-        now = time.perf_counter()
-        want = ctl.poll(now)
-        budget_log.append((now, ctl.budget.slowdown))
-        if want is not None:
-            conn.send(("want", want))
-        next_t += ctl.poll_period(period_s)
-        delay = next_t - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        elif delay < -period_s:  # a whole period late: keep the period from now on
-            next_t = time.perf_counter()
-
-
-def _poller_main(conn) -> None:
-    """The decision loop's process: ("start", table, SelectorConfig, threads, period_s,
-    idle_poll_s) runs one loop (ElasticControl + CPU source + Selector, starting on
-    `full`) until ("stop",), then sends ("log", switch_log, budget_log, cpu_s); ("close",)
-    ends the process."""
-    conn.send(("ready",))
-    while True:
-        msg = conn.recv()
-        if msg[0] != "start":
-            return
-        table, config, threads, period_s, idle_poll_s = msg[1:]
-        ctl = ElasticControl(Selector(table, config, current="full"),
-                             CpuSource(threads=threads), idle_poll_s=idle_poll_s)
-        ctl.applied = "full"
-        conn.send(("started",))
-        budget_log, cpu_s = _poll_loop(conn, ctl, period_s)
-        ctl.source.close()
-        conn.send(("log", ctl.switch_log, budget_log, cpu_s))
-
-
-class SpawnedChild:
-    """A fresh interpreter (spawned: none of this process's threads or memory) running
-    `target(conn, *args)`, talked to through a pipe; a child that dies is an error here, not
-    a wait forever."""
-
-    def __init__(self, target, *args, what: str):
-        ctx = mp.get_context("spawn")
-        self.what = what
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
-        self.proc.start()
-        child.close()  # so a child that dies is an EOFError here
-
-    def _recv(self):
-        try:
-            return self.conn.recv()
-        except EOFError:
-            self.proc.join(timeout=5)
-            raise SystemExit(f"error: the {self.what} process exited "
-                             f"(code {self.proc.exitcode})") from None
-
-    def close(self) -> None:
-        try:
-            self.conn.send(("close",))
-        except OSError:
-            pass
-        self.proc.join(timeout=5)
-        if self.proc.is_alive():
-            self.proc.terminate()
-
-
-class ElasticPoller(SpawnedChild):
-    """The elastic decision loop on its own timer in its own process, as the elastic node runs:
-    it polls whatever the control loop is doing (an inference that a new load slows can take
-    more than a period: polling after it counted that inference as reaction time), and its
-    work does not hold this process's GIL (a poll thread here did, and burners preempting it
-    then stalled the control loop). The control loop applies a decision before its next
-    inference, as the policy node applies a parameter change between inferences.
-
-    The process is a fresh interpreter (spawned, once per bench), not a fork of this one: a
-    forked loop shares this process's memory copy-on-write for as long as it lives, and every
-    page the control loop then writes (Python touches its objects' reference counts) costs it
-    a page fault, in the control loop's own time (`page_faults_<run>` in the JSON counts
-    them). It starts in this process's cgroup, so under `--load quota` its CPU time
-    counts against the policy's quota, as the elastic node's does in the policy's
-    container."""
-
-    def __init__(self):
-        super().__init__(_poller_main, what="elastic decision loop")
-        self._expect("ready")
-
-    def _expect(self, what: str) -> tuple:
-        while (msg := self._recv())[0] != what:
-            pass
-        return msg
-
-    def start(self, table: dict, config: SelectorConfig, threads: int, period_s: float,
-              idle_poll_s: float) -> None:
-        """Starts a loop on `full` (returns once it runs)."""
-        self.conn.send(("start", table, config, threads, period_s, idle_poll_s))
-        self._expect("started")
-
-    def take(self) -> str | None:
-        """The newest decision since the last call (None: none)."""
-        want = None
-        while self.conn.poll():
-            want = self.conn.recv()[1]
-        return want
-
-    def applied(self, name: str) -> None:
-        self.conn.send(("applied", name, time.perf_counter()))
-
-    def observe(self, submodel: str, latency_s: float) -> None:
-        self.conn.send(("obs", time.perf_counter(), submodel, latency_s))
-
-    def stop(self) -> tuple[list, list, float]:
-        """Ends the loop; returns its (switch_log, budget_log, CPU seconds)."""
-        self.conn.send(("stop",))
-        return self._expect("log")[1:]
-
-
-def this_machines_table(path: str, key: str) -> dict:
-    """This machine's latency table entry, or exit saying how to measure it."""
-    try:
-        return read_latency_table(path, key)
-    except (KeyError, FileNotFoundError) as exc:
-        sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
-                 f"models/default_vla --table-runtime onnxruntime --table {path}")
-
-
-def _world_loop(conn, world: str, rt_priority: int | None = None) -> None:
-    """The world in a process of its own: ("reset", seed) -> (obs, None),
-    ("step", action) -> (obs, (terminated or truncated, is_success)), ("close",)."""
-    os.environ.setdefault("LP_NUM_THREADS", "0")  # Mesa's renderer on this one thread
-    if rt_priority is not None:  # above real-time burners: the load is on the robot's CPU
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
-    import gymnasium as gym
-
-    import embodied_stack.sim  # noqa: F401
-    from embodied_stack.sim import WORLD_IDS
-
-    env = gym.make(WORLD_IDS[world], width=64, height=64, with_segmentation=False)
-    conn.send(env.action_space.shape[0])
-    while True:
-        msg = conn.recv()
-        if msg[0] == "reset":
-            conn.send((env.reset(seed=msg[1])[0], None))
-        elif msg[0] == "step":
-            obs, _, terminated, truncated, info = env.step(msg[1])
-            conn.send((obs, (terminated or truncated, bool(info.get("is_success")))))
-        else:
-            env.close()
-            return
-
-
-class World(SpawnedChild):
-    """The simulated world (physics and camera rendering) in a process of its own, stepped in
-    lockstep with the control loop. On a robot the world is not the policy's CPU: a quota on
-    the policy's cgroup must not also throttle the physics and the renderer (they took 60% of
-    a 0.2-CPU quota when they ran in the control loop's process, so every extra cost tipped
-    the policy over), and the world's renderer must not compete with the policy's threads
-    more than a camera driver would. What the control loop pays per tick is receiving an
-    observation and sending an action through a pipe, as the policy node receives a camera
-    frame and publishes a command. Start it before any load (a child starts in its parent's
-    cgroup). `rt_priority`: run it at this SCHED_FIFO priority (above `--load rt`'s burners,
-    for the same reason)."""
-
-    def __init__(self, world: str, rt_priority: int | None = None):
-        super().__init__(_world_loop, world, rt_priority, what=f"{world} world")
-        self.dims = self._recv()
-
-    def reset(self, seed: int) -> dict:
-        self.conn.send(("reset", seed))
-        return self._recv()[0]
-
-    def step(self, action: np.ndarray) -> tuple[dict, bool, bool]:
-        """(obs, episode over, success)."""
-        self.conn.send(("step", action))
-        obs, (done, success) = self._recv()
-        return obs, done, success
+import benchlib
+from cpu_loads import WORLD_RT_PRIORITY, make_load
+from elastic_procs import ElasticPoller, World
 
 
 def schedule(seconds: float) -> list[tuple[float, bool]]:
@@ -472,7 +89,7 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
 def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str, env: World,
         poller: ElasticPoller | None, poll_rate: float | None = None,
-        idle_poll_s: float = 0.1):
+        idle_poll_s: float = 0.1, threads: int = 2):
     """One real-time run of the schedule in `env` (a World of `world`); `poller` runs the
     elastic decision loop (mode "elastic" only). Returns per-inference and per-tick
     records."""
@@ -487,7 +104,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         policy.set_submodel("full")
         poller.start(table, SelectorConfig(rate_hz=rate, margin_s=margin_s, dwell_s=dwell_s,
                                            miss_hold_s=dwell_s),
-                     policy._runtime.intra_op_threads, 1.0 / (poll_rate or rate), idle_poll_s)
+                     threads, 1.0 / (poll_rate or rate), idle_poll_s)
     else:
         policy.set_submodel("full" if mode == "full" else smallest)
     phases = schedule(seconds)
@@ -631,9 +248,7 @@ def timeline_png(runs: dict, deadline_ms: float, path: str) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="reduced run (~60 s), same code path")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser = benchlib.parser(__doc__, quick="reduced run (~60 s), same code path")
     parser.add_argument("--png", metavar="PATH", help="timeline PNG (default next to --json)")
     parser.add_argument("--world", default="driving", choices=["driving", "tabletop"],
                         help="world (default driving)")
@@ -665,7 +280,7 @@ def main(argv=None) -> dict:
                         help="elastic: poll at most this often while the policy runs the "
                              "smallest submodel (default 0.1, as the node)")
     parser.add_argument("--dwell", type=float, default=1.0, help="elastic dwell s (default 1)")
-    parser.add_argument("--table", default=os.path.join(REPO, "config", "latency_tables.json"),
+    parser.add_argument("--table", default=str(benchlib.LATENCY_TABLE),
                         help="latency table (this machine's entry is required)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (20.0 if args.quick else 100.0)
@@ -675,10 +290,11 @@ def main(argv=None) -> dict:
     from embodied_stack.models.runtime import make_runtime
 
     key = device_key("cpu")
-    table = this_machines_table(args.table, key)
+    table = benchlib.this_machines_table(args.table, key)
     policy = load_default_policy(None)
-    policy.use_runtime(make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"],
-                                    intra_op_threads=args.threads))
+    runtime = make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"],
+                           intra_op_threads=args.threads)
+    policy.use_runtime(runtime)
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
     modes = ("full", "smallest", "elastic")
     segment = seconds / args.repeats
@@ -687,12 +303,9 @@ def main(argv=None) -> dict:
         # before the load: it must not start in the quota's cgroup
         env = World(args.world, rt_priority=WORLD_RT_PRIORITY if args.load == "rt" else None)
         children.callback(env.close)
-        if args.load == "burners":
-            load = Load(args.burners)
-        elif args.load == "rt":
-            load = RtLoad(args.rt_busy, args.rt_period_ms)
-        else:
-            load = QuotaLoad(args.quota, args.quota_period_us)
+        load = make_load(args.load, burners=args.burners, quota=args.quota,
+                         quota_period_us=args.quota_period_us, rt_busy=args.rt_busy,
+                         rt_period_ms=args.rt_period_ms)
         children.callback(load.close)
         poller = ElasticPoller()  # after the load: under a quota it shares the policy's cgroup
         children.callback(poller.close)
@@ -713,7 +326,8 @@ def main(argv=None) -> dict:
                                        load, table, smallest, bar, seed0=200_000 + 1000 * rep,
                                        dwell_s=args.dwell, world=args.world, env=env,
                                        poller=poller if mode == "elastic" else None,
-                                       poll_rate=args.poll_rate, idle_poll_s=args.idle_poll_s))
+                                       poll_rate=args.poll_rate, idle_poll_s=args.idle_poll_s,
+                                       threads=runtime.intra_op_threads))
                 parts[mode][-1]["page_faults"] = (
                     resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     runs = {m: merge(parts[m], segment) for m in modes}
@@ -744,11 +358,10 @@ def main(argv=None) -> dict:
         "rt_busy": args.rt_busy if args.load == "rt" else None,
         "rt_period_ms": args.rt_period_ms if args.load == "rt" else None,
         "seconds_per_mode": seconds, "repeats": args.repeats,
-        "threads": policy._runtime.intra_op_threads, "smallest": smallest,
+        "threads": runtime.intra_op_threads, "smallest": smallest,
         "poll_rate_hz": args.poll_rate or args.rate, "idle_poll_s": args.idle_poll_s,
         "device": key, "quick": args.quick,
-        "command": "python bench/elastic_budget.py " + " ".join(argv if argv is not None
-                                                                else sys.argv[1:]),
+        "command": benchlib.command_line(__file__, argv),
     }
     for mode, res in runs.items():
         # the control loop's own minor page faults (its time, in the inference's budget)
@@ -775,10 +388,8 @@ def main(argv=None) -> dict:
     png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
     if png:
         timeline_png(runs, deadline_ms, png)
-    if args.json:
-        atomic_write_json(args.json, {  # NaN (e.g. no load step needed a switch) -> null
-            k: ((round(v, 6) if np.isfinite(v) else None) if isinstance(v, float) else v)
-            for k, v in out.items()})
+    # NaN (e.g. no load step needed a switch) -> null
+    benchlib.write_json(args.json, out, digits=6)
     return out
 
 
@@ -800,27 +411,22 @@ def _load_words(out: dict) -> str:
 
 
 def print_table(out: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"elastic budget: {out['rate_hz']:.0f} Hz, deadline "
-                        f"{out['deadline_ms']:.2f} ms, "
-                        f"{_load_words(out)}, "
-                        f"{out['seconds_per_mode']:.0f} s per mode ({out['device']})")
-    for c in ("run", "miss rate", "miss rate under load", "p50 ms", "p99 ms", "success",
-              "episodes"):
-        table.add_column(c, justify="left" if c == "run" else "right")
     names = {"full": "fixed full", "smallest": f"fixed {out['smallest']}", "elastic": "elastic"}
+    rows = []
     for mode, label in names.items():
         miss = out["elastic_miss_rate" if mode == "elastic" else f"fixed_{mode}_miss_rate"]
         succ = out["elastic_success" if mode == "elastic" else f"fixed_{mode}_success"]
-        table.add_row(label, f"{miss:.2%}", f"{out[f'{mode}_miss_rate_under_load']:.2%}",
-                      f"{out[f'{mode}_p50_ms']:.2f}", f"{out[f'{mode}_p99_ms']:.2f}",
-                      f"{succ:.2f}", str(out[f"episodes_{mode}"]))
-    Console().print(table)
-    print(f"switches {out['switches']} | reaction {out['reaction_s'] * 1e3:.1f} ms = "
-          f"{out['reaction_periods']:.2f} control periods (max over {out['reaction_steps']} "
-          "load steps)")
+        rows.append((label, f"{miss:.2%}", f"{out[f'{mode}_miss_rate_under_load']:.2%}",
+                     f"{out[f'{mode}_p50_ms']:.2f}", f"{out[f'{mode}_p99_ms']:.2f}",
+                     f"{succ:.2f}", str(out[f"episodes_{mode}"])))
+    benchlib.print_table(
+        f"elastic budget: {out['rate_hz']:.0f} Hz, deadline {out['deadline_ms']:.2f} ms, "
+        f"{_load_words(out)}, {out['seconds_per_mode']:.0f} s per mode ({out['device']})",
+        ("run", "miss rate", "miss rate under load", "p50 ms", "p99 ms", "success", "episodes"),
+        rows,
+        footer=f"switches {out['switches']} | reaction {out['reaction_s'] * 1e3:.1f} ms = "
+               f"{out['reaction_periods']:.2f} control periods (max over {out['reaction_steps']} "
+               "load steps)")
 
 
 if __name__ == "__main__":

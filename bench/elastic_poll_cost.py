@@ -22,14 +22,12 @@ The figures are for this machine only. It prints a table and writes JSON: <item>
 microseconds per call, the mean), the loop's share of one CPU at the poll rate, and of a 0.2-
 and a 0.25-CPU quota.
 
-    python bench/elastic_poll_cost.py [--rate 100] [--polls 1000] [--json PATH]
+    python bench/elastic_poll_cost.py [--quick] [--rate 100] [--polls 1000] [--json PATH]
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,14 +35,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from elastic_budget import REPO, ElasticPoller, this_machines_table  # noqa: E402
+from embodied_stack.control.elastic.budget import CpuSource, cgroup_cpu_dirs
+from embodied_stack.control.elastic.control import ElasticControl
+from embodied_stack.control.elastic.latency_table import device_key
+from embodied_stack.control.elastic.selector import Selector, SelectorConfig
 
-from embodied_stack.models.elastic.budget import CpuSource, cgroup_cpu_dirs  # noqa: E402
-from embodied_stack.models.elastic.selector import Selector, SelectorConfig  # noqa: E402
-from embodied_stack.models.files import atomic_write_json  # noqa: E402
-from embodied_stack.models.runtime.profiling import device_key  # noqa: E402
-from embodied_stack.nodes.elastic_control import ElasticControl  # noqa: E402
+import benchlib
+from elastic_procs import ElasticPoller
 
 
 def cpu_per_call(fns: dict, calls: int, period_s: float | None, bar, block: int = 50) -> dict:
@@ -66,17 +63,18 @@ def cpu_per_call(fns: dict, calls: int, period_s: float | None, bar, block: int 
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.parser(__doc__)
     parser.add_argument("--rate", type=float, default=100.0, help="polls per second (default 100)")
-    parser.add_argument("--polls", type=int, default=1000, help="polls per item (default 1000)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
-    parser.add_argument("--table", default=os.path.join(REPO, "config", "latency_tables.json"),
+    parser.add_argument("--polls", type=int, default=None,
+                        help="polls per item (default 1000, --quick 200)")
+    parser.add_argument("--table", default=str(benchlib.LATENCY_TABLE),
                         help="latency table (this machine's entry is required)")
     args = parser.parse_args(argv)
+    args.polls = args.polls or (200 if args.quick else 1000)
     if args.rate <= 0 or args.polls < 10:
         sys.exit(f"error: --rate {args.rate} must be > 0 and --polls {args.polls} >= 10")
     key = device_key("cpu")
-    table = this_machines_table(args.table, key)
+    table = benchlib.this_machines_table(args.table, key)
     period = 1.0 / args.rate
 
     config = SelectorConfig(rate_hz=args.rate, margin_s=0.4 * period)
@@ -123,22 +121,16 @@ def main(argv=None) -> dict:
         "rate_hz": args.rate, "polls": n, "loop_cpu_share": share,
         "loop_share_of_quota_0_2": share / 0.2, "loop_share_of_quota_0_25": share / 0.25,
         "cgroup_folders": len(dirs), "device": key,
-        "command": "python bench/elastic_poll_cost.py " + " ".join(
-            argv if argv is not None else sys.argv[1:])})
-    print(f"\nelastic decision loop at {args.rate:g} Hz on {key} "
-          f"({len(dirs)} cgroup folder(s) on the path)")
-    print(f"{'item':<28}{'CPU us per call':>18}")
-    for item, label in (("loop", "loop, in its own process"),
-                        ("read", "read (after a sleep)"),
-                        ("read_without_cpu_time", "  without per-CPU time"),
-                        ("read_warm", "read (back to back)"),
-                        ("decide", "decide (after a sleep)")):
-        print(f"{label:<28}{out[item + '_us']:>18.1f}")
-    print(f"loop: {share:.2%} of one CPU; {out['loop_share_of_quota_0_2']:.1%} of a 0.2-CPU "
-          f"quota, {out['loop_share_of_quota_0_25']:.1%} of a 0.25-CPU quota")
-    if args.json:
-        atomic_write_json(args.json, {k: round(v, 4) if isinstance(v, float) else v
-                                      for k, v in out.items()})
+        "quick": args.quick, "command": benchlib.command_line(__file__, argv)})
+    labels = (("loop", "loop, in its own process"), ("read", "read (after a sleep)"),
+              ("read_without_cpu_time", "  without per-CPU time"), ("read_warm", "read (back to back)"),
+              ("decide", "decide (after a sleep)"))
+    benchlib.print_table(
+        f"elastic decision loop at {args.rate:g} Hz on {key} ({len(dirs)} cgroup folder(s) on the path)",
+        ("item", "CPU us per call"), [(label, f"{out[item + '_us']:.1f}") for item, label in labels],
+        footer=f"loop: {share:.2%} of one CPU; {out['loop_share_of_quota_0_2']:.1%} of a 0.2-CPU "
+               f"quota, {out['loop_share_of_quota_0_25']:.1%} of a 0.25-CPU quota")
+    benchlib.write_json(args.json, out, digits=4)
     return out
 
 

@@ -15,14 +15,18 @@
 #      (bench/graph_latency.py --headline 3 --node-param device=cuda)
 #
 # usage: bench/gpu_checks.sh RESULTS_DIR [ARCHIVE.tar.gz]
-#   RESULTS_DIR gets one JSON (and PNG) per step; ARCHIVE, when given, is rewritten after every
-#   step with what RESULTS_DIR holds so far, so a run cut short still leaves its results.
-# Environment: PYTHON (default python3); MUJOCO_GL as for the worlds (default: EGL, else OSMesa).
+#   RESULTS_DIR gets one JSON (and PNG) per step, named as in bench/results/ (<bench>_..._<machine>:
+#   copy the ones that become a machine kind's headline there); ARCHIVE, when given, is
+#   rewritten after every step with what RESULTS_DIR holds so far, so a run cut short still
+#   leaves its results.
+# Environment: PYTHON (default python3); MACHINE, the machine kind in the file names (default
+# h100); MUJOCO_GL as for the worlds (default: EGL, else OSMesa).
 set -u
 cd "$(dirname "$0")/.."
 R=${1:?usage: bench/gpu_checks.sh RESULTS_DIR [ARCHIVE.tar.gz]}
 ARCHIVE=${2:-}
 PY=${PYTHON:-python3}
+M=${MACHINE:-h100}
 mkdir -p "$R"
 export PYTHONUNBUFFERED=1
 CORES=$(nproc)
@@ -41,11 +45,12 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND (its whole process group) 
 
 step machine 30 bash -c "nvidia-smi -L; nproc; grep -m1 'model name' /proc/cpuinfo; $PY -c \
 'import torch, onnxruntime as ort; print(\"torch\", torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else \"no cuda\"); print(\"onnxruntime\", ort.__version__, ort.get_available_providers())'"
-step budget_sources 120 "$PY" bench/budget_sources_live.py --json "$R/budget_sources_live.json"
-step node_backend 120 "$PY" bench/node_backend_cuda.py --json "$R/node_backend_cuda.json"
+step budget_sources 120 "$PY" bench/budget_sources_live.py --json "$R/budget_sources_live_$M.json"
+step node_backend 120 "$PY" bench/node_backend_cuda.py --json "$R/node_backend_cuda_$M.json"
+# its CPU latency table (the elastic step's input) goes to latency_tables_$M.json
 step policy_latency 120 "$PY" bench/policy_latency.py --quick --no-compile --model models/default_vla \
-  --table-runtime onnxruntime --table "$R/latency_tables.json" --json "$R/policy_latency_quick.json"
+  --table-runtime onnxruntime --table "$R/latency_tables_$M.json" --json "$R/policy_latency_cuda_${M}_quick.json"
 step elastic 120 "$PY" bench/elastic_budget.py --quick --burners $((3 * CORES)) \
-  --table "$R/latency_tables.json" --json "$R/elastic_budget_quick.json"
+  --table "$R/latency_tables_$M.json" --json "$R/elastic_budget_quick_$M.json"
 step graph_cuda 330 "$PY" bench/graph_latency.py --headline 3 --seconds 40 --runtime torch \
-  --node-param device=cuda --node-log "$R/graph_cuda_node.log" --json "$R/graph_latency_cuda.json"
+  --node-param device=cuda --node-log "$R/graph_cuda_node.log" --json "$R/graph_latency_cuda_$M.json"

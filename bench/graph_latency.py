@@ -23,20 +23,19 @@ tail sits. bench/machine_noise.py gives the machine's own tail for the same mode
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
 
 import numpy as np
 import yaml
-from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
-from embodied_stack.models.files import atomic_write_json
-from embodied_stack.models.runtime.profiling import cpu_name, device_key
+from embodied_stack.control.elastic.latency_table import device_key
+from embodied_stack.models.runtime.profiling import cpu_name
 from embodied_stack.nodes.demo import configure_dds_environment
+
+import benchlib
 
 configure_dds_environment()
 
@@ -134,9 +133,7 @@ def measure(rate: float, size: tuple[int, int], separate: bool, backend: str, se
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs (< 60 s here)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser = benchlib.parser(__doc__, quick="shorter runs (< 60 s here)")
     parser.add_argument("--backend", default="vla", choices=["vla", "expert"])
     parser.add_argument("--runtime", default="onnxruntime", choices=["torch", "onnxruntime"],
                         help="vla runtime in the policy node (default onnxruntime)")
@@ -177,8 +174,8 @@ def main(argv=None) -> dict:
         for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "missed", "dropped", "frames",
                   "model_p50_ms", "model_p99_ms", "node_p50_ms", "node_p99_ms", "node_max_ms"):
             results[f"{name}_{k}"] = round(r[k], 3) if isinstance(r[k], float) else r[k]
-        if args.json and k_run + 1 < len(configs):  # a run cut short keeps what it measured
-            atomic_write_json(args.json, {**results, "partial": True, "configs_done": k_run + 1})
+        if k_run + 1 < len(configs):  # a run cut short keeps what it measured
+            benchlib.write_json(args.json, {**results, "partial": True, "configs_done": k_run + 1})
     headline = dict(rows)["15hz_64x64_procs" + ("_run1" if args.headline else "")]
     results["model_p50_ms"] = round(headline["model_p50_ms"], 3)
     results["p99_over_model_ms"] = round(headline["p99_ms"] - headline["model_p50_ms"], 3)
@@ -192,23 +189,19 @@ def main(argv=None) -> dict:
         results["worst_p99_over_model_ms"] = round(max(
             r["p99_ms"] - r["model_p50_ms"] for _, r in rows), 3)
         results["missed_ticks"] = sum(r["missed"] for _, r in rows)
-    results["command"] = "python bench/graph_latency.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+    results["quick"] = args.quick
+    results["command"] = benchlib.command_line(__file__, argv)
 
-    table = Table(title=f"Camera -> command latency, backend={args.backend} ({args.runtime}) "
-                        "(target: p99 <= model + 20 ms at 15 Hz, no missed ticks)")
-    for col in ("config", "frames", "p50 ms", "p95 ms", "p99 ms", "max ms", "model p50 ms",
-                "model p99 ms", "in node p99 ms", "missed", "dropped"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for name, r in rows:
-        table.add_row(name, str(r["frames"]), f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}",
-                      f"{r['p99_ms']:.1f}", f"{r['max_ms']:.1f}", f"{r['model_p50_ms']:.2f}",
-                      f"{r['model_p99_ms']:.1f}",
-                      f"{r['node_p99_ms']:.1f}", str(r["missed"]), str(r["dropped"]))
-    Console(width=max(Console().width, 110)).print(table)
-    if args.json:
-        atomic_write_json(args.json, results)
-    return results
+    benchlib.print_table(
+        f"Camera -> command latency, backend={args.backend} ({args.runtime}) (target: p99 <= model "
+        "+ 20 ms at 15 Hz, no missed ticks)",
+        ("config", "frames", "p50 ms", "p95 ms", "p99 ms", "max ms", "model p50 ms", "model p99 ms",
+         "in node p99 ms", "missed", "dropped"),
+        [(name, r["frames"], f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}",
+          f"{r['max_ms']:.1f}", f"{r['model_p50_ms']:.2f}", f"{r['model_p99_ms']:.1f}",
+          f"{r['node_p99_ms']:.1f}", r["missed"], r["dropped"]) for name, r in rows],
+        width=110)
+    return benchlib.write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -34,17 +34,13 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
 import gc  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from embodied_stack.models.files import atomic_write_json  # noqa: E402
+import benchlib  # noqa: E402
 
 PERIOD_S = 1.0 / 15.0  # the graph bench's control period
 ELASTIC_DEADLINE_MS = 9.0  # bench/elastic_budget.py at 100 Hz: 10 ms - 1 ms margin
@@ -110,19 +106,17 @@ def summary(wall: np.ndarray, cpu: np.ndarray | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="400 calls per item (about 30 s)")
+    parser = benchlib.parser(__doc__, quick="400 calls per item (about 30 s)")
     parser.add_argument("--calls", type=int, default=None, help="calls per item (default 2000)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
     args = parser.parse_args(argv)
     calls = args.calls or (400 if args.quick else 2000)
     if calls < 100:
         parser.error(f"--calls {calls}: need at least 100 for a p99")
 
+    from embodied_stack.control.elastic.latency_table import device_key
     from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS
     from embodied_stack.models.policy import load_default_policy
     from embodied_stack.models.runtime import example_observation, make_runtime
-    from embodied_stack.models.runtime.profiling import device_key
 
     policy = load_default_policy(None)
     smallest = list(NAMED_SUBMODELS)[-1]
@@ -167,21 +161,17 @@ def main(argv=None) -> dict:
     if steal0 and steal1 and steal1[1] > steal0[1]:
         steal = 100.0 * (steal1[0] - steal0[0]) / (steal1[1] - steal0[1])
     results.update({"steal_pct": round(steal, 3), "device": device_key("cpu"), "calls": calls,
-                    "command": "python bench/machine_noise.py " + " ".join(
-                        argv if argv is not None else sys.argv[1:])})
+                    "command": benchlib.command_line(__file__, argv)})
 
-    table = Table(title=f"Noise floor, one quiet process ({results['device']}; CPU steal "
-                        f"{steal:.2f}%): identical work, timed per call")
-    for col in ("item", "p50 ms", "p99 ms", "max ms", "p99 - p50 ms", "> 2x p50", "cpu/wall"):
-        table.add_column(col, justify="right", no_wrap=True)
-    for name, s in rows:
-        table.add_row(name, f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['max_ms']:.1f}",
-                      f"{s['p99_minus_p50_ms']:.1f}", f"{100 * s['share_over_2x_p50']:.1f}%",
-                      f"{s['cpu_over_wall']:.2f}" if "cpu_over_wall" in s else "-")
-    Console(width=max(Console().width, 100)).print(table)
-    if args.json:
-        atomic_write_json(args.json, results)
-    return results
+    benchlib.print_table(
+        f"Noise floor, one quiet process ({results['device']}; CPU steal {steal:.2f}%): identical "
+        "work, timed per call",
+        ("item", "p50 ms", "p99 ms", "max ms", "p99 - p50 ms", "> 2x p50", "cpu/wall"),
+        [(name, f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['max_ms']:.1f}",
+          f"{s['p99_minus_p50_ms']:.1f}", f"{100 * s['share_over_2x_p50']:.1f}%",
+          f"{s['cpu_over_wall']:.2f}" if "cpu_over_wall" in s else "-") for name, s in rows],
+        width=100)
+    return benchlib.write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,16 @@ the largest action difference. Observations: real frames of both worlds from `--
 (an .npz written by `--write-observations` on a machine with the simulator), else rendered
 here.
 
-    python bench/node_backend_cuda.py --json bench/results/node_backend_cuda.json
+    python bench/node_backend_cuda.py [--quick] --json bench/results/node_backend_cuda_h100.json
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 import numpy as np
+
+import benchlib
 
 
 def observations_from_sim(n: int):
@@ -49,13 +49,13 @@ def observations_from_sim(n: int):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.parser(__doc__, quick="100 observations, same code path")
     parser.add_argument("--observations", help=".npz of observations (default: render them)")
     parser.add_argument("--write-observations", metavar="PATH", help="render, save, exit")
-    parser.add_argument("--n", type=int, default=400, help="observations (default 400)")
+    parser.add_argument("--n", type=int, default=None, help="observations (default 400, --quick 100)")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
+    args.n = args.n or (100 if args.quick else 400)
     if args.write_observations:
         np.savez_compressed(args.write_observations, **observations_from_sim(args.n))
         return {}
@@ -101,18 +101,14 @@ def main(argv=None) -> dict:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(chunks["fp32"], chunks[key]))
         res[f"{key}_chunk_agreement"] = float(np.mean(same))
         res[f"{key}_max_action_diff"] = diff
-    print(f"{'config':<12} {'runtime':<34} {'p50 ms':>8} {'p99 ms':>8} {'= fp32':>8} {'max diff':>9}")
-    for key in chunks:
-        print(f"{key:<12} {res[key + '_runtime']:<34} {res[key + '_p50_ms']:8.3f} "
-              f"{res[key + '_p99_ms']:8.3f} {res.get(key + '_chunk_agreement', 1.0):8.1%} "
-              f"{res.get(key + '_max_action_diff', 0.0):9.4f}")
-    print(f"device: {res['device']}, {len(obs)} observations")
-    if args.json:
-        from embodied_stack.models.files import atomic_write_json
-
-        atomic_write_json(args.json, {**res, "command": "python bench/node_backend_cuda.py "
-                                      + " ".join(argv if argv is not None else sys.argv[1:])})
-    return res
+    res["quick"] = args.quick
+    benchlib.print_table(
+        f"The policy node's GPU backend, select_action ({res['device']}, {len(obs)} observations)",
+        ("config", "runtime", "p50 ms", "p99 ms", "= fp32", "max diff"),
+        [(key, res[key + "_runtime"], f"{res[key + '_p50_ms']:.3f}", f"{res[key + '_p99_ms']:.3f}",
+          f"{res.get(key + '_chunk_agreement', 1.0):.1%}", f"{res.get(key + '_max_action_diff', 0.0):.4f}")
+         for key in chunks], left=2)
+    return benchlib.write_json(args.json, res, __file__, argv)
 
 
 if __name__ == "__main__":

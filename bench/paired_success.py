@@ -14,16 +14,12 @@ on the disagreeing seeds).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
-from embodied_stack.models.files import atomic_write_json
+import benchlib
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -56,28 +52,20 @@ def compare(base: dict, new: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.parser(__doc__, quick=None)  # instant: nothing to cut short
     parser.add_argument("base", type=Path, help="eval JSON of the reference model")
     parser.add_argument("new", type=Path, help="eval JSON of the model compared with it")
-    parser.add_argument("--json", type=Path, help="write the comparison here")
     args = parser.parse_args(argv)
     try:
         result = compare(json.loads(args.base.read_text()), json.loads(args.new.read_text()))
     except (OSError, ValueError, KeyError) as e:
         print(f"paired_success: {e}", file=sys.stderr)
         return 2
-    table = Table(title=f"{args.new} vs {args.base} (same seeds)")
-    for col in ("submodel_world", "base", "new", "new only", "base only", "McNemar p"):
-        table.add_column(col)
-    for name, r in result.items():
-        table.add_row(name, f"{r['base']:.0%}", f"{r['new']:.0%}", str(r["new_solves_base_fails"]),
-                      str(r["base_solves_new_fails"]), f"{r['mcnemar_p']:.2f}")
-    Console().print(table)
-    if args.json:
-        atomic_write_json(args.json, {"base": str(args.base), "new": str(args.new),
-                                      "command": " ".join(["python", "bench/paired_success.py",
-                                                           *(argv or sys.argv[1:])]),
-                                      **result})
+    benchlib.print_table(f"{args.new} vs {args.base} (same seeds)",
+                         ("submodel_world", "base", "new", "new only", "base only", "McNemar p"),
+                         [(name, f"{r['base']:.0%}", f"{r['new']:.0%}", r["new_solves_base_fails"],
+                           r["base_solves_new_fails"], f"{r['mcnemar_p']:.2f}") for name, r in result.items()])
+    benchlib.write_json(args.json, {"base": str(args.base), "new": str(args.new), **result}, __file__, argv)
     return 0
 
 

@@ -20,23 +20,21 @@ the exact command.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
 import cv2
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
-from embodied_stack.models.files import atomic_write_bytes, atomic_write_json
+from embodied_stack.models.files import atomic_write_bytes
 from embodied_stack.models.perception import CameraIntrinsics, matrix_from_quaternion
 from embodied_stack.models.perception.geometric import GeometricBackend, GeometricConfig
 from embodied_stack.models.perception.metrics import box_iou, chamfer, sample_mesh_surface, sample_primitive_surface
 from embodied_stack.models.perception.shapes import yaw_matrix
 from embodied_stack.sim.worlds.tabletop import TabletopEnv
+
+import benchlib
 
 MATCH_M = 0.04
 MIN_VISIBLE = 0.3
@@ -195,9 +193,7 @@ def figure(frames, path):
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer scenes (< 60 s here)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser = benchlib.parser(__doc__, quick="fewer scenes (< 60 s here)")
     parser.add_argument("--png", metavar="PATH", help="write a figure of a few reconstructions")
     args = parser.parse_args(argv)
     n_small, n_large = (12, 3) if args.quick else (100, 20)
@@ -219,27 +215,22 @@ def main(argv=None) -> dict:
             table_rows.append((f"{w}x{h}", "noisy" if noise else "clean", variant, n, s))
     results["scenes"], results["scenes_640"] = n_small, n_large
     results["cpu_count"] = os.cpu_count()
-    results["command"] = "python bench/perception_accuracy.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+    results["quick"] = args.quick
+    results["command"] = benchlib.command_line(__file__, argv)
 
-    table = Table(title="Perception accuracy, Tabletop (targets clean 320x240: IoU >= 0.6, "
-                        "centroid <= 1.5 cm, Chamfer <= 1 cm, recall >= 0.9, <= 100 ms; "
-                        "noisy IoU >= 0.5)")
-    for col in ("image", "depth", "completion", "scenes", "box IoU", "centroid cm",
-                "Chamfer cm", "recall", "shape acc", "ms p50", "ms p95"):
-        table.add_column(col, justify="right")
-    for res, depth, variant, n, s in table_rows:
-        table.add_row(res, depth, "on" if variant == "complete" else "off", str(n),
-                      f"{s['box_iou']:.3f}", f"{s['centroid_err_cm']:.2f}",
-                      f"{s['chamfer_cm']:.2f}", f"{s['recall']:.3f}",
-                      f"{s['shape_accuracy']:.2f}" if "shape_accuracy" in s else "-",
-                      f"{s['ms_per_frame']:.1f}", f"{s['ms_per_frame_p95']:.1f}")
-    Console(width=max(Console().width, 130)).print(table)
+    benchlib.print_table(
+        "Perception accuracy, Tabletop (targets clean 320x240: IoU >= 0.6, centroid <= 1.5 cm, "
+        "Chamfer <= 1 cm, recall >= 0.9, <= 100 ms; noisy IoU >= 0.5)",
+        ("image", "depth", "completion", "scenes", "box IoU", "centroid cm", "Chamfer cm", "recall",
+         "shape acc", "ms p50", "ms p95"),
+        [(res, depth, "on" if variant == "complete" else "off", n, f"{s['box_iou']:.3f}",
+          f"{s['centroid_err_cm']:.2f}", f"{s['chamfer_cm']:.2f}", f"{s['recall']:.3f}",
+          f"{s['shape_accuracy']:.2f}" if "shape_accuracy" in s else "-", f"{s['ms_per_frame']:.1f}",
+          f"{s['ms_per_frame_p95']:.1f}") for res, depth, variant, n, s in table_rows],
+        left=3, width=130)
     if args.png and frames:
         figure(frames, args.png)
-    if args.json:
-        atomic_write_json(args.json, results)
-    return results
+    return benchlib.write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ cuda_b256_obs_per_s. --quick exports/measures ORT for full and the smallest subm
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gc
 import sys
@@ -32,38 +31,17 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-try:
-    from tqdm import tqdm
-except ImportError:  # progress falls back to one line per step
-
-    class tqdm:  # noqa: N801
-        def __init__(self, total=0, desc="", **_):
-            self.n, self.total, self.desc, self.note = 0, total, desc, ""
-
-        def set_postfix_str(self, note):
-            self.note = note
-
-        def update(self, k=1):
-            self.n += k
-            print(f"{self.desc}: {self.n}/{self.total} {self.note}", file=sys.stderr, flush=True)
-
-        def close(self):
-            pass
-
+from embodied_stack.control.elastic.latency_table import device_key, measure_policy_table, write_latency_table
 from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS, resident_weight_bytes
-from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy.elastic_vla import ElasticVLA
 from embodied_stack.models.policy.interface import Observation
 from embodied_stack.models.runtime import default_cache_dir
-from embodied_stack.models.runtime.profiling import (
-    device_key,
-    measure_policy_table,
-    percentiles,
-    rss_bytes,
-    write_latency_table,
-)
+from embodied_stack.models.runtime.profiling import percentiles, rss_bytes
 from embodied_stack.models.runtime.torch_runtime import TorchRuntime
+
+import benchlib
 
 MB = 1 << 20
 
@@ -200,7 +178,7 @@ def ort_max_diff(model, ort, names, batch) -> dict[str, float]:
     with torch.inference_mode():
         for name in names:
             model.set_submodel(name)
-            ref = model.forward_batch(batch)
+            ref = model.batch_logits(batch)
             out[name] = float((ref - ort.run(batch, name)).abs().max())
     model.set_submodel("full")
     return out
@@ -269,7 +247,7 @@ def cuda_figures(model, names, obs_list, quick: bool, bar, compile: bool = True)
         # by rounding, so the figure of merit is how often the chosen action bin agrees.
         model.set_submodel(name)
         with torch.inference_mode():
-            ref = model.forward_batch({k: v.cpu() for k, v in b256.items()}).float()
+            ref = model.batch_logits({k: v.cpu() for k, v in b256.items()}).float()
         got = graph.run(b256, name).float().cpu()
         res[f"cuda_graph_{key(name)}_max_abs_logit_diff"] = float((got - ref).abs().max())
         res[f"cuda_graph_{key(name)}_argmax_agreement"] = float(
@@ -285,9 +263,7 @@ def cuda_figures(model, names, obs_list, quick: bool, bar, compile: bool = True)
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="reduced run (< 60 s here), same code path")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser = benchlib.parser(__doc__)
     parser.add_argument("--table", metavar="PATH", help="merge this device's latency table into PATH")
     parser.add_argument("--table-runtime", choices=("torch", "onnxruntime"), default="torch",
                         help="which CPU runtime's numbers go into --table (default torch eager)")
@@ -400,7 +376,7 @@ def main(argv=None) -> dict:
     print_table(res, names, ort_names, use_cuda)
     if args.table:
         # The table the elastic node reads: measured on its own, interleaved over several
-        # rounds, re-measured while not monotone (models/runtime/profiling.py).
+        # rounds, re-measured while not monotone (control/elastic/latency_table.py).
         table_rt = "torch:cpu:fp32"
         if args.table_runtime == "onnxruntime" and ort is not None:
             ort.prepare(names)
@@ -418,20 +394,12 @@ def main(argv=None) -> dict:
         write_latency_table(args.table, device_key("cpu"), entries)
         if cuda_table:
             write_latency_table(args.table, device_key("cuda"), cuda_table)
-    res["command"] = "python bench/policy_latency.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    if args.json:
-        atomic_write_json(args.json, {k: (round(v, 6) if isinstance(v, float) else v)
-                                      for k, v in res.items()})
+    res["command"] = benchlib.command_line(__file__, argv)
+    benchlib.write_json(args.json, res, digits=6)
     return res
 
 
 def print_table(res: dict, names, ort_names, use_cuda: bool) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # plain fallback
-        Console = Table = None
     cols = ["submodel", "params", "weight MB", "torch p50", "torch p95", "torch b32 obs/s",
             "ORT p50", "ORT p95", "ORT b32 obs/s", "ORT x", "ORT max|diff|"]
     if use_cuda:
@@ -459,21 +427,7 @@ def print_table(res: dict, names, ort_names, use_cuda: bool) -> None:
                 f"full = {res['full_over_reference']:.2f}x it")
     if "ort_speedup" in res:
         summary += f" | ORT speedup {res['ort_speedup']:.2f}x, max|diff| {res['ort_max_abs_diff']:.1e}"
-    if Table is None:
-        print(title)
-        print(" | ".join(cols))
-        for r in rows:
-            print(" | ".join(r))
-        print(summary)
-        return
-    table = Table(title=title)
-    for c in cols:
-        table.add_column(c, justify="left" if c == "submodel" else "right")
-    for r in rows:
-        table.add_row(*r)
-    console = Console(width=200)
-    console.print(table)
-    console.print(summary)
+    benchlib.print_table(title, cols, rows, width=200, footer=summary)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ executed as `embodied-stack eval` and the policy node execute them) is classifie
 The expert runs the same seeds, so a failure that the expert also has is the world's, not
 the policy's.
 
-    python bench/push_failures.py [--model DIR] [--episodes 300] [--first-seed 101000]
+    python bench/push_failures.py [--quick] [--model DIR] [--episodes 300] [--first-seed 101000]
         [--submodel full] [--json PATH]
 
 JSON keys: episodes (seeds tried), push_episodes, policy_push_success, expert_push_success,
@@ -25,24 +25,21 @@ Seeds from 100000 are never used in training.
 
 from __future__ import annotations
 
-import argparse
 import collections
-import sys
 
 import gymnasium as gym
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 from tqdm import tqdm
 
 import embodied_stack.sim  # noqa: F401  (registers the worlds)
-from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy import load_default_policy
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.sim import WORLD_IDS
 from embodied_stack.sim.eval import SUBMODEL_KEY
 from embodied_stack.sim.experts import make_expert
 from embodied_stack.sim.worlds.tabletop import DIRECTIONS
+
+import benchlib
 
 
 def target_positions(info: dict) -> np.ndarray:
@@ -72,14 +69,14 @@ def run_episode(env, seed: int, act) -> dict | None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.parser(__doc__, quick="20 seeds (< 60 s here), same code path")
     parser.add_argument("--model", default=None, help="model directory (default: the shipped one)")
-    parser.add_argument("--episodes", type=int, default=300,
-                        help="tabletop seeds tried (about 40%% are pushes; default 300)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="tabletop seeds tried (about 40%% are pushes; default 300, --quick 20)")
     parser.add_argument("--first-seed", type=int, default=101_000)
     parser.add_argument("--submodel", default="full", choices=list(SUBMODEL_KEY))
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = parser.parse_args(argv)
+    args.episodes = args.episodes or (20 if args.quick else 300)
     if args.episodes < 1:
         parser.error(f"--episodes {args.episodes}: need at least 1")
 
@@ -129,21 +126,16 @@ def main(argv=None) -> dict:
         "by_direction": {d: {"episodes": len(v), "success": round(float(np.mean(v)), 4)}
                          for d, v in sorted(by_dir.items())},
         "failed": fails,
-        "command": "python bench/push_failures.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": benchlib.command_line(__file__, argv),
     }
-    table = Table(title=f"Tabletop push tasks, {args.submodel} ({len(mine)} episodes)")
-    for col in ("", "episodes", "success"):
-        table.add_column(col, justify="right")
-    table.add_row("policy", str(len(mine)), f"{100 * (out['policy_push_success'] or 0):.0f}%")
-    table.add_row("expert, same seeds", str(len(theirs)), f"{100 * (out['expert_push_success'] or 0):.0f}%")
-    for d, v in out["by_direction"].items():
-        table.add_row(f"policy, {d}", str(v["episodes"]), f"{100 * v['success']:.0f}%")
-    Console().print(table)
-    print(f"policy failures: {out['failures']}; timed-out episodes moved the target "
-          f"{out['timeout_moved_cm']} cm (quartiles) of the 6 cm needed")
-    if args.json:
-        atomic_write_json(args.json, out)
-    return out
+    rows = [("policy", len(mine), f"{100 * (out['policy_push_success'] or 0):.0f}%"),
+            ("expert, same seeds", len(theirs), f"{100 * (out['expert_push_success'] or 0):.0f}%")]
+    rows += [(f"policy, {d}", v["episodes"], f"{100 * v['success']:.0f}%") for d, v in out["by_direction"].items()]
+    benchlib.print_table(f"Tabletop push tasks, {args.submodel} ({len(mine)} episodes)",
+                         ("", "episodes", "success"), rows,
+                         footer=f"policy failures: {out['failures']}; timed-out episodes moved the target "
+                                f"{out['timeout_moved_cm']} cm (quartiles) of the 6 cm needed")
+    return benchlib.write_json(args.json, out)
 
 
 if __name__ == "__main__":

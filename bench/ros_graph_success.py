@@ -19,21 +19,17 @@ seeds the graph runs (1000+, the demo's), `sim.eval.evaluate`. JSON keys:
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
-from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy import DEFAULT_MODEL_DIR
 from embodied_stack.sim.train.rollouts import success_interval
 
+import benchlib
+
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.parser(__doc__, quick="3 episodes per world and mode")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["realtime", "lockstep"],
                         choices=["realtime", "lockstep"])
@@ -41,8 +37,6 @@ def main(argv=None) -> dict:
                         choices=["tabletop", "driving"])
     parser.add_argument("--model", default="", help="model folder (default: the shipped one)")
     parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--quick", action="store_true", help="3 episodes per world and mode")
-    parser.add_argument("--json", default="")
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes = 3
@@ -52,10 +46,7 @@ def main(argv=None) -> dict:
     offline = json.loads((model_dir / "eval.json").read_text()) \
         if (model_dir / "eval.json").exists() else {}
     figures: dict = {"episodes": args.episodes, "first_seed": args.seed}
-    table = Table(title="Success through the ROS 2 graph vs offline (full submodel)")
-    for col in ("world", "mode", "graph success", "95% CI", "offline", "offline 95% CI",
-                "within", "offline, same seeds", "p95 ms"):
-        table.add_column(col, justify="right")
+    rows = []
     for world in args.worlds:
         off = offline.get(f"success_full_{world}")
         off_ci = offline.get(f"ci95_full_{world}")
@@ -90,19 +81,15 @@ def main(argv=None) -> dict:
             # seeds on which the graph and the offline eval agree (both won or both lost)
             figures[f"{mode}_agrees_with_offline_{world}"] = len(run.episodes) - len(
                 set(failed) ^ set(offline_same["failed_seeds"]))
-            table.add_row(world, mode, f"{rate:.0%} ({len(run.episodes)})",
-                          f"[{ci[0]:.0%}, {ci[1]:.0%}]",
-                          "-" if off is None else f"{off:.0%}",
-                          "-" if off_ci is None else f"[{off_ci[0]:.0%}, {off_ci[1]:.0%}]",
-                          "yes" if within else "no", f"{same:.0%}",
-                          f"{run.summary['latency_p95_ms']:.1f}")
-    Console(width=120).print(table)
-    figures["command"] = "python bench/ros_graph_success.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    if args.json:
-        atomic_write_json(args.json, figures)
-        print(f"wrote {args.json}")
-    return figures
+            rows.append((world, mode, f"{rate:.0%} ({len(run.episodes)})", f"[{ci[0]:.0%}, {ci[1]:.0%}]",
+                         "-" if off is None else f"{off:.0%}",
+                         "-" if off_ci is None else f"[{off_ci[0]:.0%}, {off_ci[1]:.0%}]",
+                         "yes" if within else "no", f"{same:.0%}", f"{run.summary['latency_p95_ms']:.1f}"))
+    benchlib.print_table("Success through the ROS 2 graph vs offline (full submodel)",
+                         ("world", "mode", "graph success", "95% CI", "offline", "offline 95% CI",
+                          "within", "offline, same seeds", "p95 ms"), rows, left=2, width=120)
+    figures["command"] = benchlib.command_line(__file__, argv)
+    return benchlib.write_json(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ off, one process) plus <world>_<config>_steps_per_s for every row of the table.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
@@ -24,13 +23,12 @@ import time
 os.environ.setdefault("LP_NUM_THREADS", "0")
 
 import gymnasium as gym  # noqa: E402
-from rich.console import Console
-from rich.table import Table
-from tqdm import tqdm
+from tqdm import tqdm  # noqa: E402
 
-import embodied_stack.sim  # noqa: F401  (registers the worlds)
-from embodied_stack.models.files import atomic_write_json
-from embodied_stack.sim import WORLD_IDS
+import embodied_stack.sim  # noqa: E402,F401  (registers the worlds)
+from embodied_stack.sim import WORLD_IDS  # noqa: E402
+
+import benchlib  # noqa: E402
 
 
 def run_single(world: str, width: int, height: int, segmentation: bool, steps: int) -> float:
@@ -75,9 +73,7 @@ def run_vector(world: str, workers: int, steps: int) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps (< 60 s here)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as flat JSON")
+    parser = benchlib.parser(__doc__, quick="fewer steps (< 60 s here)")
     parser.add_argument("--worlds", nargs="+", default=sorted(WORLD_IDS), choices=sorted(WORLD_IDS))
     args = parser.parse_args(argv)
 
@@ -107,16 +103,13 @@ def main(argv=None) -> dict:
         results[f"{world}_steps_per_s"] = results[f"{world}_64x64_steps_per_s"]
     results["cpu_count"] = os.cpu_count()
     results["lp_num_threads"] = os.environ["LP_NUM_THREADS"]
+    results["quick"] = args.quick
 
-    table = Table(title="Simulation throughput (env steps/s; target >= 1000 at 64x64 RGB-D)")
-    for col in ("world", "config", "steps/s", "ms/step"):
-        table.add_column(col, justify="right" if col != "world" else "left")
-    for world, name, rate in rows:
-        table.add_row(world, name, f"{rate:,.0f}", f"{1e3 / rate:.3f}")
-    Console(width=max(Console().width, 110)).print(table)
-    if args.json:
-        atomic_write_json(args.json, results)
-    return results
+    benchlib.print_table("Simulation throughput (env steps/s; target >= 1000 at 64x64 RGB-D)",
+                         ("world", "config", "steps/s", "ms/step"),
+                         [(world, name, f"{rate:,.0f}", f"{1e3 / rate:.3f}") for world, name, rate in rows],
+                         width=110)
+    return benchlib.write_json(args.json, results, __file__, argv)
 
 
 if __name__ == "__main__":

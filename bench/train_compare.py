@@ -12,7 +12,7 @@ from scratch on each world for the same env steps. Each method runs with ``--see
 seeds; success is measured on validation seeds (300000+) after every iteration.
 
     python bench/train_compare.py --start runs/default [--seeds 3] [--iterations 2]
-        [--quick] [--json bench/results/train_compare.json] [--png bench/results/train_compare.png]
+        [--quick] [--json bench/results/train_compare_entropy.json] [--png bench/results/train_compare_entropy.png]
 
 Runs are kept under ``--work`` (default runs/compare) and resume: an interrupted comparison
 continues where it stopped. JSON keys: ``<method>_success_<world>`` (mean over seeds, final),
@@ -31,17 +31,16 @@ probe entropy, so GRPO's drift and EntroPIC's hold are measured alike.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from embodied_stack.models.files import atomic_write_json
+
+import benchlib
 
 RL_METHODS = ("grpo", "adpo", "entropic", "adpo+entropic")
 METHODS = ("bc", "bc+dagger") + RL_METHODS + ("sb3_ppo",)
@@ -222,7 +221,7 @@ def plot(results: dict, entropy_target: float, path: Path) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchlib.parser(__doc__, quick="1 seed, 1 iteration, 20 supervised steps, 4 eval episodes")
     parser.add_argument("--start", default="runs/default",
                         help="a finished `embodied-stack train` run (its model_after_* folders)")
     parser.add_argument("--work", default="runs/compare", help="where the runs are kept")
@@ -245,9 +244,6 @@ def main(argv=None) -> dict:
                              "lr 5e-5 and the trainer's default 10 one iteration moves the "
                              "policy ~2 nats per token from where it started)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true",
-                        help="1 seed, 1 iteration, 20 supervised steps, 4 eval episodes")
-    parser.add_argument("--json", default="", help="write the figures here")
     parser.add_argument("--png", default="", help="write the plots here")
     args = parser.parse_args(argv)
     if args.quick:
@@ -288,9 +284,7 @@ def main(argv=None) -> dict:
                 atomic_write_json(sb3_file, sb3)
         results["sb3_ppo"] = sb3
 
-    table = Table(title="Trainer comparison (validation success of full, mean over seeds)")
-    for col in ("method", "tabletop", "driving", "env steps", "env steps/s", "entropy in ±10%"):
-        table.add_column(col, justify="right" if col != "method" else "left")
+    rows = []
     rl_rates = []
     for method, runs in results.items():
         key = method.replace("+", "_")
@@ -330,18 +324,19 @@ def main(argv=None) -> dict:
                 figures[f"{key}_success_{w}_per_seed"] = [r["success"][w] for r in runs]
         figures[f"{key}_env_steps"] = steps
         figures[f"{key}_steps_per_s"] = rate
-        table.add_row(method, f"{succ['tabletop']:.0%}", f"{succ['driving']:.0%}",
-                      f"{steps:,.0f}", "-" if not np.isfinite(rate) else f"{rate:,.0f}",
-                      "-" if not np.isfinite(within) else f"{within:.0%}")
+        rows.append((method, f"{succ['tabletop']:.0%}", f"{succ['driving']:.0%}", f"{steps:,.0f}",
+                     "-" if not np.isfinite(rate) else f"{rate:,.0f}",
+                     "-" if not np.isfinite(within) else f"{within:.0%}"))
     if rl_rates:
         figures["rl_steps_per_s"] = float(np.mean(rl_rates))
     run_targets = [r["entropy_target"] for m in RL_METHODS for r in results.get(m, [])]
     if run_targets:
         entropy_target = figures["entropy_target"] = float(np.nanmean(run_targets))
-    Console(width=120).print(table)
-    if args.json:
-        atomic_write_json(args.json, figures)
-        print(f"wrote {args.json}")
+    benchlib.print_table("Trainer comparison (validation success of full, mean over seeds)",
+                         ("method", "tabletop", "driving", "env steps", "env steps/s", "entropy in ±10%"),
+                         rows, width=120)
+    figures["quick"] = args.quick
+    figures = benchlib.write_json(args.json, figures, __file__, argv)
     if args.png:
         plot(results, entropy_target, Path(args.png))
         print(f"wrote {args.png}")

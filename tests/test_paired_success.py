@@ -1,15 +1,9 @@
 """bench/paired_success.py: the exact McNemar test and the paired counts from two evals."""
 
-import importlib.util
 import json
-from pathlib import Path
 
+import paired_success as paired  # bench/ is on the tests' path (setup.cfg)
 import pytest
-
-_spec = importlib.util.spec_from_file_location(
-    "paired_success", Path(__file__).resolve().parents[1] / "bench" / "paired_success.py")
-paired = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(paired)
 
 
 def test_mcnemar_exact_on_hand_computed_values():

@@ -1,0 +1,220 @@
+"""CPU loads that the elastic benches switch on and off: burner processes, real-time burners
+and a cgroup CPU quota. Each has ``on()``, ``off()`` and ``close()``; ``make_load`` builds
+the one a bench's ``--load`` names.
+
+- ``Burners(n)``: n forked processes that spin while on (bench/elastic_budget.py,
+  bench/budget_sources_live.py);
+- ``RtBurners(busy, period_ms)``: one SCHED_FIFO burner per CPU, all on the same grid of the
+  monotonic clock, each holding its CPU for `busy` of every period (root);
+- ``CpuQuota(cpus, period_us)``: this process's cgroup CPU quota cut to `cpus` while on (root).
+
+Forked burners ask the kernel to end them with their parent (PR_SET_PDEATHSIG), so a bench
+that dies leaves none behind.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+#: The real-time burners' SCHED_FIFO priority; a world process that must run above them
+#: (bench/elastic_budget.py) takes WORLD_RT_PRIORITY.
+RT_PRIORITY = 10
+WORLD_RT_PRIORITY = 20
+
+
+def dies_with_parent() -> bool:
+    """Asks the kernel to end this forked process with its parent (PR_SET_PDEATHSIG); False
+    when the parent is already gone (it died before the call)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    return os.getppid() != 1
+
+
+def _burn(go, stop) -> None:
+    """A CPU burner: spin while `go` is set, until `stop`. It sleeps on `go` without a
+    timeout: burners that woke to poll (all at once, every 50 ms) were themselves a load the
+    CPU budget source saw while the schedule said quiet. The kernel ends it with its parent."""
+    if not dies_with_parent():
+        return
+    x = 0
+    while True:
+        go.wait()
+        if stop.is_set():
+            return
+        while go.is_set():
+            for _ in range(20000):
+                x += 1
+
+
+class Burners:
+    """`n` forked burner processes switched on and off together."""
+
+    def __init__(self, n: int):
+        ctx = mp.get_context("fork")
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.procs = [ctx.Process(target=_burn, args=(self.go, self.stop), daemon=True)
+                      for _ in range(n)]
+        for p in self.procs:
+            p.start()
+
+    def on(self) -> None:
+        self.go.set()
+
+    def off(self) -> None:
+        self.go.clear()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.go.set()  # wakes the burners to see `stop`
+        for p in self.procs:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.terminate()
+
+
+def _rt_burn(conn, cpu: int, period_s: float, busy_s: float, priority: int, go, stop) -> None:
+    """A real-time burner on `cpu`: while `go` is set, spin from each multiple of `period_s`
+    on the monotonic clock for `busy_s` (the same grid on every CPU: the burners run in phase,
+    so no core is free while they run), sleep for the rest. Sends "ok" or why not."""
+    if not dies_with_parent():
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as exc:
+        conn.send(f"{type(exc).__name__}: {exc}")
+        return
+    conn.send("ok")
+    while True:
+        go.wait()
+        if stop.is_set():
+            return
+        k = math.floor(time.monotonic() / period_s) + 1
+        while go.is_set():
+            start = k * period_s
+            now = time.monotonic()
+            if start > now:
+                time.sleep(start - now)
+            end = start + busy_s
+            while time.monotonic() < end:
+                pass
+            k = max(k + 1, math.floor(time.monotonic() / period_s) + 1)  # late: skip, no burst
+
+
+class RtBurners(Burners):
+    """One SCHED_FIFO burner per CPU, switched on and off together (needs root or
+    CAP_SYS_NICE). The kernel's real-time throttling (sched_rt_runtime_us, 95% by default)
+    caps what they may take; `busy` must stay below it."""
+
+    def __init__(self, busy: float, period_ms: float):
+        if not 0 < busy < 0.95 or not 0.1 <= period_ms <= 100:
+            raise SystemExit(f"error: --rt-busy {busy} must be in (0, 0.95) and --rt-period-ms "
+                             f"{period_ms} in [0.1, 100]")
+        ctx = mp.get_context("fork")
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.procs, answers = [], []
+        for cpu in sorted(os.sched_getaffinity(0)):
+            mine, theirs = ctx.Pipe(duplex=False)
+            self.procs.append(ctx.Process(target=_rt_burn, daemon=True, args=(
+                theirs, cpu, period_ms * 1e-3, busy * period_ms * 1e-3, RT_PRIORITY,
+                self.go, self.stop)))
+            self.procs[-1].start()
+            answers.append(mine.recv() if mine.poll(10) else "no answer in 10 s")
+        if any(a != "ok" for a in answers):
+            self.close()
+            raise SystemExit(f"error: --load rt cannot start a SCHED_FIFO burner ({answers}); "
+                             "it needs root or CAP_SYS_NICE")
+
+
+class CpuQuota:
+    """This process's CPU bandwidth cut to `cpus` CPUs while on, through a cgroup of its own
+    (what `docker update --cpus`, systemd's CPUQuota= or a Kubernetes limit do to a running
+    policy; the elastic loop's CPU source reads the limit). A short period (4.1 ms by
+    default; the kernel's smallest quota is 1 ms) spreads the cut out instead of stalling the
+    process for most of a 100 ms period (the kernel's default). A period in a simple ratio to
+    the control period (4 ms against 10 ms: 5 quota periods every 2 ticks) puts each
+    inference at one of a few places in the quota cycle for a whole run, so whole runs come
+    out lucky or unlucky (in an unlucky one every `1/4` inference under the quota took twice
+    as long); 4.1 ms moves through the cycle.
+    Needs root and the cgroup `cpu` controller (v1 or v2); the process goes back to its own
+    cgroup, and the new one is removed, on close()."""
+
+    def __init__(self, cpus: float, period_us: int = 4100, root: str = "/sys/fs/cgroup"):
+        from embodied_stack.control.elastic.budget import cgroup_cpu_dirs
+
+        self.quota_us, self.period_us = int(cpus * period_us), int(period_us)
+        if not 0 < cpus or self.quota_us < 1000:
+            raise SystemExit(f"error: --quota {cpus} CPUs x --quota-period-us {period_us} = "
+                             f"{self.quota_us} us: the kernel needs >= 1000 us per period "
+                             f"(use --quota-period-us >= {math.ceil(1000 / cpus)})"
+                             if cpus > 0 else f"error: --quota {cpus} must be > 0")
+        own = cgroup_cpu_dirs(Path("/proc/self/cgroup").read_text(), root)
+        if not own:
+            raise SystemExit(f"error: no cgroup with the cpu controller under {root}")
+        home, self.version = own[0]
+        mount = own[-1][0]  # the hierarchy's root
+        self.home = home
+        for stale in mount.glob("embodied_elastic_bench_*"):  # left by a killed run: empty
+            if not Path(f"/proc/{stale.name.rsplit('_', 1)[-1]}").exists():
+                try:
+                    stale.rmdir()
+                except OSError:
+                    pass
+        self.dir = mount / f"embodied_elastic_bench_{os.getpid()}"
+        try:
+            if self.version == "v2":
+                ctl = mount / "cgroup.subtree_control"
+                if "cpu" not in ctl.read_text().split():
+                    ctl.write_text("+cpu")
+            self.dir.mkdir(exist_ok=True)
+            self._move(self.dir)
+            self.off()
+        except OSError as exc:
+            self.close()
+            raise SystemExit(f"error: cannot set a CPU quota in {self.dir} ({exc}); "
+                             "--load quota needs root and the cgroup cpu controller") from exc
+
+    def _move(self, d: Path) -> None:
+        (d / "cgroup.procs").write_text(str(os.getpid()))  # every thread of this process
+
+    def _set(self, quota_us: int) -> None:
+        if self.version == "v1":
+            (self.dir / "cpu.cfs_period_us").write_text(str(self.period_us))
+            (self.dir / "cpu.cfs_quota_us").write_text(str(quota_us))
+        else:
+            q = "max" if quota_us < 0 else str(quota_us)
+            (self.dir / "cpu.max").write_text(f"{q} {self.period_us}")
+
+    def on(self) -> None:
+        self._set(self.quota_us)
+
+    def off(self) -> None:
+        self._set(-1)
+
+    def close(self) -> None:
+        try:
+            if self.dir.exists():
+                self.off()
+                self._move(self.home)
+                self.dir.rmdir()
+        except OSError as exc:
+            print(f"warning: could not remove {self.dir}: {exc}", file=sys.stderr)
+
+
+def make_load(kind: str, burners: int = 3, quota: float = 0.25, quota_period_us: int = 4100,
+              rt_busy: float = 0.65, rt_period_ms: float = 1.0) -> Burners | CpuQuota:
+    """The load `kind` names ("burners", "rt" or "quota"), built and off."""
+    if kind == "burners":
+        return Burners(burners)
+    if kind == "rt":
+        return RtBurners(rt_busy, rt_period_ms)
+    if kind == "quota":
+        return CpuQuota(quota, quota_period_us)
+    raise ValueError(f"unknown load {kind!r}: burners, rt or quota")

@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Renders every results table in the docs from the JSON files it is measured in.
+
+A table lives in README.md or docs/*.md between two markers:
+
+    <!-- table: NAME -->
+    ... (written by this script; do not edit by hand)
+    <!-- /table -->
+
+and its spec (which file, which keys, column titles, formats) is ``TABLES[NAME]`` below.
+
+    python bench/doc_tables.py            # rewrite every block in place
+    python bench/doc_tables.py --check    # exit 1 naming each block that differs from its JSON
+
+A cell is a template: ``<var>`` is replaced by the row's variables first (``<file>``, the
+cited path; ``<machine>``, the machine kind the file was measured on; ``<met>``, yes/no from
+the row's target check; and the row's own), then ``{key:format}`` by the file's figures
+(``str.format``, plus the formats ``ci`` / ``ci.1``: a [low, high] interval in percent, and
+``yn``: yes/no). ``{a[b]}`` reads nested values. A key that is missing is an error.
+
+tests/test_doc_tables.py runs the check, and also checks that every file in bench/results/
+is cited by README.md, docs/*.md or the model card, and that every bench/results/ path they
+cite exists (``git show REV:bench/results/...`` cites history and is not checked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import re
+import string
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = "bench/results"
+MODEL_EVAL = "models/default_vla/eval.json"
+MODEL_CARD = "models/default_vla/README.md"
+#: The markdown files that hold tables and cite results.
+DOC_GLOBS = ("README.md", "docs/*.md")
+MARKER = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+#: A cited results path; not one after ``git show REV:`` (that cites the history).
+CITED = re.compile(r"(?<![:\w/])bench/results/[\w.*/-]*")
+
+# --- machines --------------------------------------------------------------------------------
+
+XEON = "noisy 2-core Xeon VM"
+EPYC = "quiet 2-core AMD EPYC VM"
+H100 = "H100 machine, 16 CPU cores"
+ANY = "any (seeded, not timed)"
+#: Files whose figures do not depend on the machine (seeded evaluations, not timed).
+NOT_TIMED = ("push_failures", "driving_failures", "eval_default_1000", "rl_vs_bc_dagger_1000", "eval")
+
+
+def machine(file: str) -> str:
+    """The machine kind a results file was measured on, from its name: ``_amd_epyc`` the
+    quiet 2-core AMD EPYC VM, ``_h100`` the lent H100 machine, none the noisy 2-core Xeon VM."""
+    stem = Path(file).stem
+    if stem in NOT_TIMED:
+        return ANY
+    if stem.endswith("_amd_epyc"):
+        return EPYC
+    if "_h100" in stem:
+        return H100
+    return XEON
+
+
+# --- specs -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row from one JSON file (repo-relative, or a name under bench/results/);
+    `vars` fill the cells' <var> placeholders; `met` checks the row's target."""
+
+    file: str
+    vars: dict = field(default_factory=dict)
+    met: Callable[[dict], bool] | None = None
+
+    @property
+    def path(self) -> str:
+        return self.file if "/" in self.file else f"{RESULTS}/{self.file}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """Column titles, one cell template per column, the rows; `derive(figures)` adds computed
+    figures to a file's before the cells are filled; `note` is printed under the table."""
+
+    columns: tuple[str, ...]
+    cells: tuple[str, ...]
+    rows: tuple[Row, ...]
+    derive: Callable[[dict], dict] | None = None
+    note: str = ""
+
+
+def wilson(p: float | None, n: int) -> str:
+    """`p` of `n` with its Wilson 95% interval, e.g. "64% of 315 [59, 70]"."""
+    if p is None or not n:
+        return "-"
+    z, k = 1.959964, round(p * n)
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    return f"{p:.0%} of {n:,} [{100 * (centre - half):.0f}, {100 * (centre + half):.0f}]"
+
+
+def elastic_derive(d: dict) -> dict:
+    load = d.get("load", "burners")
+    if load == "rt":
+        words = f"real-time burners {d['rt_busy']:.0%} of every {d['rt_period_ms']:g} ms"
+    elif load == "quota":
+        words = f"CPU quota {d['quota_cpus']:g} CPUs (period {d['quota_period_us'] / 1000:g} ms)"
+    else:
+        words = f"{d['burners']} burners"
+    out = {"load_words": words + (", `--quick`" if d.get("quick") else "")}
+    for mode in ("full", "smallest", "elastic"):
+        rate = d["elastic_success" if mode == "elastic" else f"fixed_{mode}_success"]
+        out[f"success_{mode}"] = wilson(rate, d[f"episodes_{mode}"])
+    out["reaction"] = ("no load step needed a switch" if d.get("reaction_periods") is None else
+                       f"{d['reaction_s'] * 1e3:.1f} ms = {d['reaction_periods']:.2f} periods "
+                       f"({d['reaction_steps']} steps)")
+    return out
+
+
+def graph_derive(d: dict) -> dict:
+    return {f"run{k}_over_model_ms": d[f"15hz_64x64_procs_run{k}_p99_ms"] - d[f"15hz_64x64_procs_run{k}_model_p50_ms"]
+            for k in (1, 2, 3) if f"15hz_64x64_procs_run{k}_p99_ms" in d}
+
+
+def checks_derive(d: dict) -> dict:
+    checks = d.get("checks", {})
+    return {"checks_passed": sum(bool(v) for v in checks.values()), "checks_total": len(checks),
+            "checks_words": ", ".join(f"{k} {'passed' if v else 'FAILED'}" for k, v in checks.items())}
+
+
+def _elastic_met(d: dict) -> bool:
+    return (d["fixed_full_miss_rate"] >= 0.2 and d["elastic_miss_rate"] <= 0.01
+            and d.get("reaction_periods") is not None and d["reaction_periods"] <= 2
+            and d["elastic_success"] >= d["fixed_smallest_success"])
+
+
+def headline(what: str, file: str, figure: str, target: str, met: Callable[[dict], bool]) -> Row:
+    return Row(file, {"what": what, "figure": figure, "target": target}, met)
+
+
+HEADLINE = Table(
+    ("what", "figure", "target", "met", "machine", "file"),
+    ("<what>", "<figure>", "<target>", "<met>", "<machine>", "<file>"),
+    (
+        headline("simulation throughput, 64x64 RGB-D, one core", "sim_throughput.json",
+                 "tabletop {tabletop_steps_per_s:,.0f}, driving {driving_steps_per_s:,.0f} env steps/s",
+                 "≥ 1,000 env steps/s", lambda d: min(d["tabletop_steps_per_s"], d["driving_steps_per_s"]) >= 1000),
+        headline("own VLA `select_action`, full, ONNX Runtime on the CPU", "policy_latency_amd_epyc.json",
+                 "{ort_full_p50_ms:.2f} ms p50", "≤ 5 ms p50", lambda d: d["ort_full_p50_ms"] <= 5),
+        headline("smallest submodel vs full (torch eager)", "policy_latency_amd_epyc.json",
+                 "{smallest_over_full:.2f}x", "≤ 0.35x", lambda d: d["smallest_over_full"] <= 0.35),
+        headline("submodel switch", "policy_latency_amd_epyc.json",
+                 "{switch_ms:.2f} ms, +{switch_extra_mb:.0f} MB weights", "≤ 1 ms, no extra weight memory",
+                 lambda d: d["switch_ms"] <= 1 and d["switch_extra_mb"] == 0),
+        headline("ONNX Runtime vs torch eager, full", "policy_latency_amd_epyc.json",
+                 "{ort_speedup:.2f}x faster, max abs diff {ort_max_abs_diff:.1e}", "≥ 1.5x, max abs diff ≤ 1e-4",
+                 lambda d: d["ort_speedup"] >= 1.5 and d["ort_max_abs_diff"] <= 1e-4),
+        headline("own VLA on a CUDA GPU, full, batch 1 (the previous default model: same architecture)",
+                 "policy_latency_cuda_h100_quick.json",
+                 "{cuda_graph_p50_ms:.2f} ms p50 (bf16, CUDA graph)", "≤ 0.3 ms with CUDA graphs",
+                 lambda d: d["cuda_graph_p50_ms"] <= 0.3),
+        headline("own VLA on a CUDA GPU, batch 256 (the previous default model)", "policy_latency_cuda_h100_quick.json",
+                 "{cuda_b256_obs_per_s:,.0f} obs/s", "≥ 100,000 obs/s", lambda d: d["cuda_b256_obs_per_s"] >= 1e5),
+        headline("camera → command in the sim graph, 15 Hz, 3 runs of ≥ 600 frames",
+                 "graph_latency_headline_amd_epyc.json",
+                 "p99 at most {worst_p99_over_model_ms:.1f} ms over model p50, {missed_ticks} missed ticks",
+                 "p99 ≤ model + 20 ms, no missed ticks",
+                 lambda d: d["worst_p99_over_model_ms"] <= 20 and d["missed_ticks"] == 0),
+        headline("perception, 320x240 RGB-D frame, all objects", "perception_accuracy.json",
+                 "{ms_per_frame:.0f} ms p50; box IoU {box_iou:.2f} ({box_iou_noisy:.2f} noisy); centroid "
+                 "{centroid_err_cm:.2f} cm; Chamfer {chamfer_cm:.2f} cm; recall {recall:.2f}",
+                 "≤ 100 ms; IoU ≥ 0.6 (≥ 0.5 noisy); centroid ≤ 1.5 cm; Chamfer ≤ 1 cm; recall ≥ 0.9",
+                 lambda d: (d["ms_per_frame"] <= 100 and d["box_iou"] >= 0.6 and d["box_iou_noisy"] >= 0.5
+                            and d["centroid_err_cm"] <= 1.5 and d["chamfer_cm"] <= 1 and d["recall"] >= 0.9)),
+        headline("default policy, `full`, 100 unseen seeds per world", MODEL_EVAL,
+                 "tabletop {success_full_tabletop:.0%} {ci95_full_tabletop:ci}, driving {success_full_driving:.0%} "
+                 "{ci95_full_driving:ci}", "≥ 90% per world",
+                 lambda d: min(d["success_full_tabletop"], d["success_full_driving"]) >= 0.9),
+        headline("default policy, `1/2`, 100 unseen seeds per world", MODEL_EVAL,
+                 "tabletop {success_half_tabletop:.0%} {ci95_half_tabletop:ci}, driving {success_half_driving:.0%} "
+                 "{ci95_half_driving:ci}", "≥ 80% per world",
+                 lambda d: min(d["success_half_tabletop"], d["success_half_driving"]) >= 0.8),
+        headline("elastic node under load steps (real-time burners)", "elastic_budget_rt_amd_epyc.json",
+                 "elastic {elastic_miss_rate:.2%} missed where fixed `full` {fixed_full_miss_rate:.1%} (fixed "
+                 "`1/4` {fixed_smallest_miss_rate:.2%}); reaction ≤ {reaction_periods:.2f} periods; success "
+                 "{elastic_success:.0%} vs fixed `1/4` {fixed_smallest_success:.0%}",
+                 "≤ 1% where fixed `full` misses ≥ 20%; ≤ 2 periods; success ≥ fixed smallest's", _elastic_met),
+        headline("the machine's own noise (context for the tail targets)", "machine_noise_amd_epyc.json",
+                 "identical work p99 − p50 {fixed_work_p99_minus_p50_ms:.2f} ms; `1/4` over 9 ms on "
+                 "{model_1_4_share_over_9ms:.2%} of calls", "p99 − p50 well under 20 ms (< 5 ms); ≤ 1% of calls",
+                 lambda d: d["fixed_work_p99_minus_p50_ms"] < 5 and d["model_1_4_share_over_9ms"] <= 0.01),
+        headline("elastic node's budget sources, read live", "budget_sources_live_h100.json",
+                 "{checks_passed} of {checks_total} checks passed", "each source sees each load it can",
+                 lambda d: all(d["checks"].values())),
+        headline("RL trainer throughput", "train_compare_entropy.json",
+                 "{rl_steps_per_s:.0f} env steps/s vs SB3 PPO {sb3_ppo_steps_per_s:.0f}", "≥ SB3 PPO's",
+                 lambda d: d["rl_steps_per_s"] >= d["sb3_ppo_steps_per_s"]),
+    ),
+    derive=lambda d: checks_derive(d) if "checks" in d else {},
+    note="One row per target, each on the machine that measured it best; every machine's figures are in "
+         "`docs/benchmarks.md`.",
+)
+
+SIM_THROUGHPUT = Table(
+    ("configuration", "tabletop steps/s", "driving steps/s"),
+    ("<config>", "{tabletop_<key>_steps_per_s:,.0f}", "{driving_<key>_steps_per_s:,.0f}"),
+    tuple(Row("sim_throughput.json", {"config": c, "key": k}) for c, k in (
+        ("64x64 RGB-D, one core", "64x64"), ("64x64 RGB-D + segmentation, one core", "64x64_seg"),
+        ("320x240 RGB-D, one core", "320x240"), ("64x64 RGB-D, 2-process vector env", "64x64_vec2"))),
+)
+
+POLICY_FILES = ("policy_latency.json", "policy_latency_amd_epyc.json", "policy_latency_cuda_h100_quick.json")
+POLICY_LATENCY = Table(
+    ("machine", "ORT full p50", "torch full p50", "ORT speed-up", "ORT max abs diff", "ORT `1/4` p50",
+     "smallest / full (torch)", "switch", "switch extra weights", "file"),
+    ("<machine>", "{ort_full_p50_ms:.2f} ms", "{full_p50_ms:.2f} ms", "{ort_speedup:.2f}x", "{ort_max_abs_diff:.1e}",
+     "{ort_1_4_p50_ms:.2f} ms", "{smallest_over_full:.2f}", "{switch_ms:.3f} ms", "{switch_extra_mb:.0f} MB",
+     "<file>"),
+    tuple(Row(f) for f in POLICY_FILES),
+    note="The H100 machine's row is its CPU (2 threads), from a `--quick` run.",
+)
+
+POLICY_CUDA = Table(
+    ("machine", "full, bf16 CUDA graph p50", "graph replay alone p50", "eager bf16 p50", "batch 256, graph",
+     "argmax agreement with fp32 CPU", "file"),
+    ("<machine>", "{cuda_graph_p50_ms:.2f} ms", "{cuda_graph_forward_p50_ms:.2f} ms", "{cuda_eager_p50_ms:.2f} ms",
+     "{cuda_b256_obs_per_s:,.0f} obs/s", "{cuda_graph_full_argmax_agreement:.1%}", "<file>"),
+    (Row("policy_latency_cuda_h100_quick.json"),),
+)
+
+GRAPH_FILES = (("graph_latency_headline.json", 3), ("graph_latency_headline_amd_epyc.json", 3),
+               ("graph_latency_cuda_h100.json", 1))
+GRAPH_LATENCY = Table(
+    ("machine", "policy", "run", "frames", "p50", "p99", "model p50", "p99 over model p50", "max",
+     "max in node", "missed ticks", "dropped", "file"),
+    ("<machine>", "{runtime} on the {policy_on}", "<k>", "{15hz_64x64_procs_run<k>_frames}",
+     "{15hz_64x64_procs_run<k>_p50_ms:.1f} ms", "{15hz_64x64_procs_run<k>_p99_ms:.1f} ms",
+     "{15hz_64x64_procs_run<k>_model_p50_ms:.2f} ms", "{run<k>_over_model_ms:.1f} ms",
+     "{15hz_64x64_procs_run<k>_max_ms:.1f} ms", "{15hz_64x64_procs_run<k>_node_max_ms:.1f} ms",
+     "{15hz_64x64_procs_run<k>_missed}", "{15hz_64x64_procs_run<k>_dropped}", "<file>"),
+    tuple(Row(f, {"k": k}) for f, runs in GRAPH_FILES for k in range(1, runs + 1)),
+    derive=lambda d: {**graph_derive(d),
+                      "policy_on": "GPU" if str(d.get("device", "cpu")).startswith("cuda") else "CPU"},
+    note="15 Hz, 64x64, sim bridge and policy node in separate processes.",
+)
+
+PERCEPTION = Table(
+    ("image", "depth", "completion", "scenes", "box IoU", "centroid (cm)", "Chamfer (cm)", "recall",
+     "shape correct", "ms/frame p50", "p95"),
+    ("<image>", "<depth>", "<completion>", "{<scenes>}", "{box_iou<k>:.3f}", "{centroid_err_cm<k>:.2f}",
+     "{chamfer_cm<k>:.2f}", "{recall<k>:.2f}", "<shape>", "{ms_per_frame<k>:.0f}", "{ms_per_frame_p95<k>:.0f}"),
+    tuple(Row("perception_accuracy.json", {
+        "image": image, "depth": depth, "completion": "on" if on else "off", "k": k + ("" if on else "_visible"),
+        "scenes": "scenes_640" if k == "_640" else "scenes",
+        "shape": f"{{shape_accuracy{k}:.2f}}" if on else "-"})
+        for image, depth, k in (("320x240", "clean", ""), ("320x240", "noisy", "_noisy"), ("640x480", "clean", "_640"))
+        for on in (True, False)),
+)
+
+ELASTIC = Table(
+    ("machine", "load", "deadline, threads", "fixed full missed (under load)", "fixed 1/4 missed",
+     "elastic missed (under load)", "success full / 1/4 / elastic (episodes, 95% interval)", "switches",
+     "reaction, max over load steps", "file"),
+    ("<machine>", "{load_words}", "{deadline_ms:g} ms, {threads}",
+     "{fixed_full_miss_rate:.1%} ({full_miss_rate_under_load:.1%})", "{fixed_smallest_miss_rate:.2%}",
+     "{elastic_miss_rate:.2%} ({elastic_miss_rate_under_load:.2%})",
+     "{success_full} / {success_smallest} / {success_elastic}", "{switches}", "{reaction}", "<file>"),
+    (Row("elastic_budget_rt_amd_epyc.json"), Row("elastic_budget.json"), Row("elastic_budget_quick_h100.json")),
+    derive=elastic_derive,
+    note="Missed deadlines are over the whole schedule (load on 70% of the time); \"under load\" counts only the "
+         "inferences while the load was on. 100 Hz control rate.",
+)
+
+
+def elastic_one(file: str) -> Table:
+    return Table(ELASTIC.columns[1:], ELASTIC.cells[1:], (Row(file),), ELASTIC.derive, ELASTIC.note)
+
+
+POLL_COST = Table(
+    ("machine", "polls per s", "loop, CPU per poll", "share of one CPU", "of a 0.2-CPU quota",
+     "read after a sleep", "without per-CPU time", "read back to back", "decide", "file"),
+    ("<machine>", "{rate_hz:g}", "{loop_us:.0f} µs", "{loop_cpu_share:.1%}", "{loop_share_of_quota_0_2:.1%}",
+     "{read_us:.0f} µs", "{read_without_cpu_time_us:.0f} µs", "{read_warm_us:.1f} µs", "{decide_us:.0f} µs",
+     "<file>"),
+    (Row("elastic_poll_cost_amd_epyc.json"),),
+)
+
+MACHINE_NOISE = Table(
+    ("machine", "fixed work p50 / p99", "p99 − p50", "full model p50 / p99", "1/4 p50 / p99",
+     "1/4 calls over 9 ms", "wake-up p99 late", "CPU steal", "file"),
+    ("<machine>", "{fixed_work_p50_ms:.2f} / {fixed_work_p99_ms:.2f} ms", "{fixed_work_p99_minus_p50_ms:.2f} ms",
+     "{model_full_p50_ms:.2f} / {model_full_p99_ms:.2f} ms", "{model_1_4_p50_ms:.2f} / {model_1_4_p99_ms:.2f} ms",
+     "{model_1_4_share_over_9ms:.2%}", "{wakeup_p99_ms:.2f} ms", "{steal_pct:.3f}%", "<file>"),
+    (Row("machine_noise.json"), Row("machine_noise_amd_epyc.json")),
+)
+
+BUDGET_SOURCES = Table(
+    ("machine", "automatic choice", "8 GiB hog: NVML free drop", "torch.cuda free drop", "compute hog: NVML util",
+     "SM clock, slowdown", "CPU slowdown, 2 burners per core", "checks", "file"),
+    ("<machine>", "{auto_source}", "{nvml_hog_drop_mb:,.0f} MB", "{torch.cuda_hog_drop_mb:,.0f} MB",
+     "{nvml_util_busy}%", "{nvml_sm_mhz_busy} MHz, x{nvml_slowdown_busy:.2f}", "x{cpu_slowdown_burners:.2f}",
+     "{checks_words}", "<file>"),
+    (Row("budget_sources_live_h100.json"),),
+    derive=checks_derive,
+)
+
+NODE_BACKEND = Table(
+    ("configuration", "runtime", "p50", "p99", "chunk equal to fp32's", "max action difference"),
+    ("<label>", "{<k>_runtime}", "{<k>_p50_ms:.2f} ms", "{<k>_p99_ms:.2f} ms", "<agree>", "<diff>"),
+    tuple(Row("node_backend_cuda_h100.json", {
+        "label": label, "k": k, "agree": "-" if k == "fp32" else f"{{{k}_chunk_agreement:.1%}}",
+        "diff": "-" if k == "fp32" else f"{{{k}_max_action_diff:.2f}}"})
+        for label, k in (("fp32 eager", "fp32"), ("fp32, CUDA graph", "fp32_graph"), ("bf16 eager", "bf16"),
+                         ("bf16, CUDA graph", "bf16_graph"))),
+    note="H100 machine, `select_action` on 405 real frames of both worlds.",
+)
+
+PUSH_FAILURES = Table(
+    ("model, submodel", "push episodes", "policy success", "expert success", "timeouts", "target moved in a "
+     "timeout (quartiles)", "wrong touches", "backward / forward / left / right"),
+    ("{model}, {submodel}", "{push_episodes}", "{policy_push_success:.0%}", "{expert_push_success:.0%}",
+     "{failures[timeout]}", "{timeout_moved_cm[0]:.1f} / {timeout_moved_cm[1]:.1f} / {timeout_moved_cm[2]:.1f} cm",
+     "{failures[wrong_touch]}", "{by_direction[backward][success]:.0%} / {by_direction[forward][success]:.0%} / "
+     "{by_direction[left][success]:.0%} / {by_direction[right][success]:.0%}"),
+    (Row("push_failures.json"),),
+    note="Seeds 101000-101399 (the pushes among them); a push asks for 6 cm.",
+)
+
+DRIVING_FAILURES = Table(
+    ("submodel", "lane-change episodes", "success", "no change", "overshoot", "other"),
+    ("<sub>", "{<k>_lane_change_episodes}", "{<k>_lane_change_success:.0%}", "{<k>_failures[no_change]}",
+     "{<k>_failures[overshoot]}", "{<k>_failures[other]}"),
+    tuple(Row("driving_failures.json", {"sub": sub, "k": k}) for sub, k in (("full", "full"), ("1/2", "half"))),
+    note="Seeds 100000-100299, with the model that was `models/default_vla` when it ran (run rlB, before "
+         "`reference_frame`).",
+)
+
+ROS_GRAPH = Table(
+    ("world", "mode", "graph success (95% interval)", "same outcome as offline", "offline (model card)",
+     "commands replaced before use"),
+    ("<world>", "<mode>", "{<mode>_success_<world>:.0%} {<mode>_ci95_<world>:ci}",
+     "{<mode>_agrees_with_offline_<world>} of {episodes}", "{offline_success_<world>:.0%} {offline_ci95_<world>:ci}",
+     "{<mode>_overwritten_commands_<world>}"),
+    tuple(Row("ros_graph_success_test_seeds.json", {"world": w, "mode": m})
+          for w in ("tabletop", "driving") for m in ("realtime", "lockstep")),
+    note="Seeds 100000-100099 (the model card's), `full`, ONNX Runtime.",
+)
+
+TRAIN_COMPARE = Table(
+    ("method", "validation success tabletop / driving", "env steps", "env steps/s", "entropy within ±10% of target"),
+    ("<m>", "{<k>_success_tabletop:.0%} / {<k>_success_driving:.0%}", "{<k>_env_steps:,.0f}",
+     "{<k>_steps_per_s:.0f}", "<within>"),
+    tuple(Row("train_compare_entropy.json", {"m": m, "k": k, "within": w}) for m, k, w in (
+        ("GRPO", "grpo", "{grpo_entropy_within_10pct:.0%}"),
+        ("EntroPIC", "entropic", "{entropic_entropy_within_10pct:.0%}"),
+        ("SB3 PPO (pixels, from scratch)", "sb3_ppo", "-"))),
+    note="3 training seeds x 6 iterations from the BC+DAgger model the shipped one was trained from; 20 "
+         "validation episodes per world and seed; `rl_steps_per_s` {rl_steps_per_s:.0f} (mean over RL methods).",
+)
+
+RL_VS_BC = Table(
+    ("submodel, world", "BC+DAgger (ref2)", "+ RL (shipped)", "seeds only RL solves", "seeds only BC+DAgger solves",
+     "McNemar p"),
+    ("<label>", "{<k>[base]:.1%}", "{<k>[new]:.1%}", "{<k>[new_solves_base_fails]}", "{<k>[base_solves_new_fails]}",
+     "{<k>[mcnemar_p]:.3f}"),
+    tuple(Row("rl_vs_bc_dagger_1000.json", {"label": label, "k": k}) for label, k in (
+        ("full, tabletop", "full_tabletop"), ("full, driving", "full_driving"), ("1/2, tabletop", "half_tabletop"),
+        ("1/2, driving", "half_driving"))),
+    note="1,000 test seeds per world (101000-101999), paired.",
+)
+
+
+def _eval_table(file: str, digits: str) -> Table:
+    return Table(
+        ("submodel", "tabletop", "driving"),
+        ("<sub>", "{success_<k>_tabletop:." + digits + "%} {ci95_<k>_tabletop:ci." + digits + "}",
+         "{success_<k>_driving:." + digits + "%} {ci95_<k>_driving:ci." + digits + "}"),
+        (Row(file, {"sub": "full", "k": "full"}), Row(file, {"sub": "1/2", "k": "half"})),
+        note="Success with its Wilson 95% interval; seeds from {first_seed}, {episodes:,} per world.",
+    )
+
+
+TABLES: dict[str, Table] = {
+    "headline": HEADLINE,
+    "sim_throughput": SIM_THROUGHPUT,
+    "policy_latency": POLICY_LATENCY,
+    "policy_latency_cuda": POLICY_CUDA,
+    "graph_latency": GRAPH_LATENCY,
+    "perception_accuracy": PERCEPTION,
+    "eval_default": _eval_table(MODEL_EVAL, "0"),
+    "eval_1000": _eval_table("eval_default_1000.json", "1"),
+    "rl_vs_bc_dagger_1000": RL_VS_BC,
+    "elastic_budget": ELASTIC,
+    "elastic_amd_epyc": elastic_one("elastic_budget_rt_amd_epyc.json"),
+    "elastic_xeon": elastic_one("elastic_budget.json"),
+    "elastic_h100": elastic_one("elastic_budget_quick_h100.json"),
+    "elastic_poll_cost": POLL_COST,
+    "machine_noise": MACHINE_NOISE,
+    "budget_sources_live": BUDGET_SOURCES,
+    "node_backend_cuda": NODE_BACKEND,
+    "push_failures": PUSH_FAILURES,
+    "driving_failures": DRIVING_FAILURES,
+    "ros_graph_success": ROS_GRAPH,
+    "train_compare": TRAIN_COMPARE,
+}
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+class _Formatter(string.Formatter):
+    def format_field(self, value, spec: str):
+        if spec in ("ci", "ci.0", "ci.1"):
+            d = 1 if spec == "ci.1" else 0
+            return f"[{100 * value[0]:.{d}f}%, {100 * value[1]:.{d}f}%]"
+        if spec == "yn":
+            return "yes" if value else "no"
+        if value is None:
+            return "-"
+        return super().format_field(value, spec)
+
+    def get_field(self, field_name, args, kwargs):
+        # Keys hold dots ("torch.cuda_hog_drop_mb"); read the longest key that is present before
+        # treating a dot or bracket as an attribute or index.
+        m = re.match(r"[^\[]+", field_name)
+        first = m.group(0) if m else field_name
+        if first in kwargs:
+            obj = kwargs[first]
+            for idx in re.findall(r"\[([^\]]+)\]", field_name[len(first):]):
+                obj = obj[int(idx)] if idx.isdigit() and isinstance(obj, list) else obj[idx]
+            return obj, first
+        return super().get_field(field_name, args, kwargs)
+
+
+FMT = _Formatter()
+
+
+@cache
+def figures(path: str) -> dict:
+    return json.loads((REPO / path).read_text())
+
+
+def fill(template: str, figs: dict) -> str:
+    return FMT.vformat(template, (), figs)
+
+
+def render(name: str) -> str:
+    """The body of block `name`: the markdown table, its note and the files it is from."""
+    spec = TABLES[name]
+    lines = ["| " + " | ".join(spec.columns) + " |", "|" + "---|" * len(spec.columns)]
+    sources: list[str] = []
+    for row in spec.rows:
+        figs = dict(figures(row.path))
+        if spec.derive:
+            figs.update(spec.derive(figs))
+        var = {"file": f"`{row.path}`", "machine": machine(row.path), **row.vars}
+        if row.met is not None:
+            var["met"] = "yes" if row.met(figs) else "**no**"
+        cells = []
+        for template in spec.cells:
+            for k, v in var.items():
+                template = template.replace(f"<{k}>", str(v))
+            try:
+                cells.append(fill(template, figs))
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise ValueError(f"table {name}: {row.path}: cannot fill {template!r}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        lines.append("| " + " | ".join(cells) + " |")
+        if row.path not in sources:
+            sources.append(row.path)
+    out = "\n".join(lines) + "\n\n"
+    if spec.note:
+        out += fill(spec.note, dict(figures(sources[0]))) + " "
+    out += "From " + ", ".join(f"`{s}` ({_about(s)})" for s in sources)
+    out += "; generated by `python bench/doc_tables.py`.\n"
+    return out
+
+
+def _about(path: str) -> str:
+    what = [] if machine(path) == ANY else [machine(path)]
+    what.append("command inside" if "command" in figures(path) else "no command recorded")
+    return ", ".join(what)
+
+
+def docs() -> list[Path]:
+    return sorted({p for g in DOC_GLOBS for p in REPO.glob(g)})
+
+
+def update(check: bool) -> list[str]:
+    """Rewrites (or with `check`, only compares) every block; returns the problems: blocks
+    that differ, blocks with no spec, specs in no document."""
+    problems, seen = [], set()
+    for doc in docs():
+        text = doc.read_text()
+
+        def one(m: re.Match, doc: Path = doc) -> str:
+            name = m.group("name")
+            seen.add(name)
+            if name not in TABLES:
+                problems.append(f"{doc.relative_to(REPO)}: block {name!r} has no spec in bench/doc_tables.py")
+                return m.group(0)
+            try:
+                body = render(name)
+            except (ValueError, OSError) as exc:
+                problems.append(f"{doc.relative_to(REPO)}: {exc}")
+                return m.group(0)
+            if body != m.group("body"):
+                problems.append(f"{doc.relative_to(REPO)}: block {name!r} differs from its JSON")
+            return m.group(1) + body + m.group(4)
+
+        new = MARKER.sub(one, text)
+        if not check and new != text:
+            doc.write_text(new)
+    problems += [f"table {name!r} is in no document (add <!-- table: {name} --> ... <!-- /table -->)"
+                 for name in TABLES if name not in seen]
+    if not check:  # rewritten: only what cannot be fixed by a rewrite remains
+        problems = [p for p in problems if "differs" not in p]
+    return problems
+
+
+# --- references ------------------------------------------------------------------------------
+
+
+def citing_texts() -> dict[str, str]:
+    """The documents that cite results: README.md, docs/*.md, the model card."""
+    return {str(p.relative_to(REPO)): p.read_text() for p in [*docs(), REPO / MODEL_CARD]}
+
+
+def results_files() -> list[str]:
+    return sorted(str(p.relative_to(REPO)) for p in (REPO / RESULTS).rglob("*") if p.is_file())
+
+
+def unreferenced() -> list[str]:
+    """Files in bench/results/ that no document cites by their path."""
+    text = "\n".join(citing_texts().values())
+    return [f for f in results_files() if f not in text]
+
+
+def missing_citations() -> list[str]:
+    """`doc: path` for every bench/results/ path a document cites that does not exist (a glob
+    must match a file)."""
+    out = []
+    for doc, text in citing_texts().items():
+        for cited in sorted(set(CITED.findall(text))):
+            path = cited.rstrip(".")
+            if not glob.glob(str(REPO / path)):
+                out.append(f"{doc}: {path}")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 naming each block that differs from its JSON")
+    args = parser.parse_args(argv)
+    problems = update(check=args.check)
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
