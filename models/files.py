@@ -10,6 +10,16 @@ import tempfile
 from pathlib import Path
 
 
+def default_cache_dir() -> Path:
+    """Where caches go (ONNX exports, engines, measured latency tables): $EMBODIED_STACK_CACHE,
+    else $XDG_CACHE_HOME/embodied_stack, else ~/.cache/embodied_stack."""
+    env = os.environ.get("EMBODIED_STACK_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "embodied_stack"
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` via a temp file in the same folder and an atomic rename."""
     path = Path(path)

@@ -142,3 +142,23 @@ def test_no_table_for_this_device_is_a_clear_error(tmp_path):
         assert entries["full"]["p99_ms"] == 4.0 and str(path) in origin
     finally:
         del os.environ["EMBODIED_STACK_CACHE"]
+
+
+def test_the_elastic_node_starts_without_the_model_stack():
+    """The elastic node reads a table and polls a budget: torch and ONNX Runtime stay out of
+    its process (they tripled its memory; bench/node_footprint.py measures it). Only
+    measuring a missing table on the spot loads them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rclpy\n"
+        "from rclpy.parameter import Parameter\n"
+        "rclpy.init()\n"
+        "from embodied_stack.nodes.elastic_node import ElasticNode\n"
+        "node = ElasticNode(parameter_overrides=[Parameter('follow_policy_rate', value=False)])\n"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'mujoco', 'open3d', 'cv2') if m in sys.modules))\n"
+        "node.destroy_node(); rclpy.shutdown()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -32,20 +32,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from embodied_stack.models.runtime import atomic_write_bytes, default_cache_dir, example_observation
+from embodied_stack.models.files import atomic_write_bytes, default_cache_dir
 from embodied_stack.models.runtime.profiling import cpu_name, measure_latency, percentiles
 
+# No torch at import: the elastic node reads tables and polls budgets in a small process;
+# torch comes in only to measure a table or to name a CUDA device.
 
-def device_key(device: str | torch.device = "cpu") -> str:
-    """"cpu:<cpu model name> (<n> cpus)" or "cuda:<gpu name>" (the latency table's key).
+
+def device_key(device="cpu") -> str:
+    """"cpu:<cpu model name> (<n> cpus)" or "cuda:<gpu name>" (the latency table's key) for a
+    device name ("cpu", "cuda", "cuda:1") or a torch.device.
     The CPU count is part of the key: virtual machines often report a generic model name
     ("Intel(R) Xeon(R) Processor" on a 2-core and on a 16-core one alike), and a table measured
     on one must never be read on the other. n = the CPUs this process may run on."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
+    if str(device).startswith("cuda"):
+        import torch
+
+        return f"cuda:{torch.cuda.get_device_name(torch.device(device))}"
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -128,6 +131,8 @@ def measure_policy_table(policy, runtime_description: str, rounds: int = 10, ite
     """A latency table for an ElasticVLA-like policy (select_action at batch 1 on a blank
     observation) as it runs now, every submodel, smallest first by active parameters.
     Returns (entries, violations); entries also carry weight_mb, params and runtime."""
+    from embodied_stack.models.runtime import example_observation
+
     obs = example_observation(policy)
     before = policy.submodel
     sizes = {}

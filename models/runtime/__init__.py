@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-import torch
+# (re-exported; the cache folder's one definition is models/files.py)
+from embodied_stack.models.files import atomic_write_bytes, default_cache_dir  # noqa: F401
 
-from embodied_stack.models.files import atomic_write_bytes  # noqa: F401  (re-exported)
+if TYPE_CHECKING:  # torch is imported where it runs: importing this package stays light
+    import torch
 
-if TYPE_CHECKING:
     from .torch_runtime import TorchRuntime
 
 INPUT_NAMES = ("pixels", "tokens", "proprio", "embodiment")
@@ -56,6 +55,8 @@ class Runtime(abc.ABC):
 def model_hash(model: torch.nn.Module) -> str:
     """SHA-256 of the model's config and every tensor of its state dict (name, dtype, shape,
     bytes): the identity of a set of weights for export/engine caches."""
+    import torch
+
     h = hashlib.sha256()
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "to_dict"):
@@ -65,15 +66,6 @@ def model_hash(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """$EMBODIED_STACK_CACHE, else $XDG_CACHE_HOME/embodied_stack, else ~/.cache/embodied_stack."""
-    env = os.environ.get("EMBODIED_STACK_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "embodied_stack"
 
 
 def make_runtime(kind: str, model, **kwargs) -> Runtime:
