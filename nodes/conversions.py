@@ -16,7 +16,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped, Pose, PoseArray, PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry, Path
-from sensor_msgs.msg import CameraInfo, Image, JointState, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, PointCloud2, PointField
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -101,6 +101,157 @@ def image_to_depth(msg: Image, max_depth_m: float = 100.0) -> np.ndarray:
         raise MessageRejected(f"depth frame is {negative.mean():.0%} negative values")
     depth[~finite | negative | (depth > max_depth_m)] = 0.0
     return depth
+
+
+# --- compressed images (image_transport's `compressed` and `compressedDepth` transports) ------
+
+#: Largest compressed payload accepted, in bytes.
+MAX_COMPRESSED_BYTES = 64 << 20
+#: compressed_depth_image_transport's header before the PNG: int32 format (0: inverse depth),
+#: float32 depthQuantA, float32 depthQuantB, little-endian (its ConfigHeader struct).
+DEPTH_HEADER = np.dtype([("format", "<i4"), ("quant_a", "<f4"), ("quant_b", "<f4")])
+
+
+def _decode(data: bytes, flags: int, what: str) -> np.ndarray:
+    import cv2
+
+    if not data:
+        raise MessageRejected(f"{what}: empty data")
+    if len(data) > MAX_COMPRESSED_BYTES:
+        raise MessageRejected(f"{what}: {len(data)} bytes exceeds {MAX_COMPRESSED_BYTES}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:
+        raise MessageRejected(f"{what}: payload is not a decodable JPEG or PNG ({len(data)} bytes, "
+                              f"starts {data[:8].hex()})")
+    if image.shape[0] > MAX_IMAGE_SIDE or image.shape[1] > MAX_IMAGE_SIDE:
+        raise MessageRejected(f"{what}: image {image.shape[1]}x{image.shape[0]} exceeds "
+                              f"{MAX_IMAGE_SIDE} px a side")
+    return image
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (image_transport `compressed`: JPEG or PNG, format like
+    "rgb8; jpeg compressed bgr8") -> (H, W, 3) uint8 RGB. As compressed_image_transport
+    decodes: the payload's channels are BGR unless the format says "compressed rgb"; a bare
+    "jpeg" / "png" (older publishers) is BGR; a mono image becomes grey RGB."""
+    import cv2
+
+    fmt = msg.format.strip().lower()
+    if "compresseddepth" in fmt:
+        raise MessageRejected(f"format {msg.format!r} is a depth transport; colour needs "
+                              "`compressed` (jpeg or png)")
+    if fmt and not any(k in fmt for k in ("jpeg", "jpg", "png")):
+        raise MessageRejected(f"format {msg.format!r} not supported (jpeg or png)")
+    image = _decode(bytes(msg.data), cv2.IMREAD_UNCHANGED, "compressed colour")
+    if image.dtype != np.uint8:
+        raise MessageRejected(f"compressed colour: {image.dtype} pixels, expected 8-bit")
+    if image.ndim == 2:
+        return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))
+    if image.shape[2] not in (3, 4):
+        raise MessageRejected(f"compressed colour: {image.shape[2]} channels, expected 1, 3 or 4")
+    if "compressed rgb" in fmt:
+        return np.ascontiguousarray(image[..., :3])
+    return np.ascontiguousarray(image[..., 2::-1])  # BGR(A) -> RGB
+
+
+def compressed_depth_to_depth(msg: CompressedImage, max_depth_m: float = 100.0) -> np.ndarray:
+    """sensor_msgs/CompressedImage (image_transport `compressedDepth`, format "16UC1;
+    compressedDepth png" or "32FC1; compressedDepth png") -> (H, W) float32 metres, 0 = no
+    return, like image_to_depth. The payload is a 12-byte header (DEPTH_HEADER) and a 16-bit
+    PNG: for 16UC1 the millimetres, for 32FC1 the quantised inverse depth q, depth =
+    quant_a / (q - quant_b), with q = 0 meaning no return."""
+    import cv2
+
+    fmt = msg.format.strip()
+    encoding = fmt.split(";")[0].strip()
+    if "compressedDepth" not in fmt:
+        raise MessageRejected(f"format {fmt!r} is not image_transport's compressedDepth")
+    if "rvl" in fmt.lower():
+        raise MessageRejected(f"format {fmt!r}: RVL compressedDepth not supported (png)")
+    if encoding not in ("16UC1", "32FC1"):
+        raise MessageRejected(f"compressedDepth encoding {encoding!r} not supported (16UC1 or 32FC1)")
+    data = bytes(msg.data)
+    if len(data) <= DEPTH_HEADER.itemsize:
+        raise MessageRejected(f"compressedDepth: {len(data)} bytes, no room for the "
+                              f"{DEPTH_HEADER.itemsize}-byte header and a PNG")
+    header = np.frombuffer(data[:DEPTH_HEADER.itemsize], DEPTH_HEADER)[0]
+    q = _decode(data[DEPTH_HEADER.itemsize:], cv2.IMREAD_UNCHANGED, "compressedDepth")
+    if q.ndim != 2 or q.dtype != np.uint16:
+        raise MessageRejected(f"compressedDepth: PNG of {q.dtype} x {q.shape[2] if q.ndim == 3 else 1} "
+                              "channels, expected one 16-bit channel")
+    if encoding == "16UC1":
+        depth = q.astype(np.float32) * np.float32(1e-3)
+    else:
+        a, b = float(header["quant_a"]), float(header["quant_b"])
+        if int(header["format"]) != 0 or not (math.isfinite(a) and math.isfinite(b)) or a <= 0:
+            raise MessageRejected(f"compressedDepth header: format {int(header['format'])}, "
+                                  f"quantisation a={a}, b={b} (need format 0, finite a > 0)")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = (np.float32(a) / (q.astype(np.float32) - np.float32(b))).astype(np.float32)
+        depth[q == 0] = 0.0
+    depth[~np.isfinite(depth) | (depth < 0) | (depth > max_depth_m)] = 0.0
+    return depth
+
+
+#: image_transport transports a node may subscribe to: name -> (topic suffix, message type,
+#: conversion), for colour and for depth.
+COLOR_TRANSPORTS = {"raw": ("", Image, image_to_rgb),
+                    "compressed": ("/compressed", CompressedImage, compressed_to_rgb)}
+DEPTH_TRANSPORTS = {"raw": ("", Image, image_to_depth),
+                    "compressedDepth": ("/compressedDepth", CompressedImage, compressed_depth_to_depth)}
+
+
+def camera_transport(base_topic: str, transport: str, depth: bool = False):
+    """(topic, message type, conversion) of `transport` for the image topic `base_topic`, as
+    image_transport names them (`<base>/compressed`, `<base>/compressedDepth`); ValueError
+    naming the allowed ones otherwise."""
+    table = DEPTH_TRANSPORTS if depth else COLOR_TRANSPORTS
+    if transport not in table:
+        raise ValueError(f"{'depth' if depth else 'color'}_transport {transport!r} not in {sorted(table)}")
+    suffix, msg_type, convert = table[transport]
+    return base_topic + suffix, msg_type, convert
+
+
+def rgb_to_compressed(rgb: np.ndarray, stamp: Time, frame_id: str, fmt: str = "jpeg",
+                      jpeg_quality: int = 95) -> CompressedImage:
+    """(H, W, 3) uint8 RGB -> CompressedImage as compressed_image_transport publishes it
+    (BGR payload, format "rgb8; jpeg compressed bgr8" or "rgb8; png compressed bgr8")."""
+    import cv2
+
+    if fmt not in ("jpeg", "png"):
+        raise ValueError(f"compressed format {fmt!r} not in ('jpeg', 'png')")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png",
+                           np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
+    msg = CompressedImage(format=f"rgb8; {fmt} compressed bgr8", data=buf.tobytes())
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    return msg
+
+
+def depth_to_compressed_depth(depth: np.ndarray, stamp: Time, frame_id: str,
+                              depth_max: float = 100.0, quantization: float = 100.0) -> CompressedImage:
+    """(H, W) float32 metres -> CompressedImage as compressed_depth_image_transport publishes
+    32FC1 ("32FC1; compressedDepth png"): inverse depth quantised with a = quantization *
+    (quantization + 1), b = 1 - a / depth_max, q = a / depth + b for 0 < depth < depth_max,
+    0 otherwise (no return)."""
+    import cv2
+
+    depth = np.asarray(depth, np.float32)
+    a = quantization * (quantization + 1.0)
+    b = 1.0 - a / depth_max
+    valid = np.isfinite(depth) & (depth > 0) & (depth < depth_max)
+    q = np.zeros(depth.shape, np.float64)
+    q[valid] = a / depth[valid] + b
+    ok, buf = cv2.imencode(".png", np.clip(np.rint(q), 0, 65535).astype(np.uint16),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {depth.shape} depth image as PNG")
+    header = np.array([(0, a, b)], DEPTH_HEADER).tobytes()
+    msg = CompressedImage(format="32FC1; compressedDepth png", data=header + buf.tobytes())
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    return msg
 
 
 def rgb_to_image(rgb: np.ndarray, stamp: Time, frame_id: str) -> Image:
@@ -255,25 +406,35 @@ def _point(v) -> Point:
     return Point(x=float(v[0]), y=float(v[1]), z=float(v[2]))
 
 
+#: A part's marker id: object index times this, plus the part's index (docs/perception.md).
+PART_ID_STRIDE = 1000
+
+
 def markers_msg(objects, stamp, frame_id: str) -> MarkerArray:
-    """DELETEALL, then per object a mesh, a box outline and a label."""
+    """DELETEALL, then per object a mesh, a box outline and a label (namespaces ``mesh``,
+    ``box``, ``label``, id: the object's index, as in ``objects/poses``), and per part of an
+    object (a mug's handle) a CUBE in namespace ``part``, id ``PART_ID_STRIDE * object index
+    + part index``, posed and sized as the part's box, its name in ``text``."""
     out = MarkerArray()
     clear = Marker(action=Marker.DELETEALL)
     clear.header.stamp, clear.header.frame_id = stamp, frame_id
     out.markers.append(clear)
     for i, o in enumerate(objects):
-        def marker(ns, kind, i=i):
-            m = Marker(ns=ns, id=i, type=kind, action=Marker.ADD)
+        def marker(ns, kind, marker_id=i):
+            m = Marker(ns=ns, id=marker_id, type=kind, action=Marker.ADD)
             m.header.stamp, m.header.frame_id = stamp, frame_id
             m.pose.orientation.w = 1.0
             return m
 
         mesh = marker("mesh", Marker.TRIANGLE_LIST)
         mesh.scale.x = mesh.scale.y = mesh.scale.z = 1.0
-        idx = np.asarray(o.triangles).reshape(-1)
-        mesh.points = [_point(v) for v in o.vertices[idx]]
-        mesh.colors = [ColorRGBA(r=float(c[0]), g=float(c[1]), b=float(c[2]), a=1.0)
-                       for c in o.vertex_colors[idx]]
+        verts, tris, vcols = o.display_mesh()
+        # One message object per vertex, shared by its triangles (building them is the cost).
+        points = [_point(v) for v in verts]
+        colors = [ColorRGBA(r=float(c[0]), g=float(c[1]), b=float(c[2]), a=1.0) for c in vcols]
+        idx = np.asarray(tris).reshape(-1).tolist()
+        mesh.points = [points[k] for k in idx]
+        mesh.colors = [colors[k] for k in idx]
         mesh.color.a = 1.0
         box = marker("box", Marker.LINE_LIST)
         box.scale.x = 0.002
@@ -287,6 +448,13 @@ def markers_msg(objects, stamp, frame_id: str) -> MarkerArray:
         label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
         label.text = f"{o.label} {o.confidence:.2f}"
         out.markers += [mesh, box, label]
+        for j, part in enumerate(o.parts):
+            cube = marker("part", Marker.CUBE, PART_ID_STRIDE * i + j)
+            cube.pose = _pose(part.translation, part.rotation)
+            cube.scale.x, cube.scale.y, cube.scale.z = (float(v) for v in part.scale)
+            cube.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=0.35)
+            cube.text = part.name
+            out.markers.append(cube)
     return out
 
 
@@ -316,10 +484,15 @@ def poses_msg(objects, stamp, frame_id: str) -> PoseArray:
     msg = PoseArray()
     msg.header.stamp, msg.header.frame_id = stamp, frame_id
     for o in objects:
-        pose = Pose()
-        pose.position = _point(o.translation)
-        w, x, y, z = o.rotation  # ours: w, x, y, z; ROS: x, y, z, w fields
-        pose.orientation.w, pose.orientation.x = float(w), float(x)
-        pose.orientation.y, pose.orientation.z = float(y), float(z)
-        msg.poses.append(pose)
+        msg.poses.append(_pose(o.translation, o.rotation))
     return msg
+
+
+def _pose(translation, rotation) -> Pose:
+    """A Pose from a position and a quaternion (w, x, y, z; ROS orders the fields x, y, z, w)."""
+    pose = Pose()
+    pose.position = _point(translation)
+    w, x, y, z = rotation
+    pose.orientation.w, pose.orientation.x = float(w), float(x)
+    pose.orientation.y, pose.orientation.z = float(y), float(z)
+    return pose

@@ -8,8 +8,9 @@ holds for `prompt_timeout_s`; without one, every object is reconstructed.
 
 Publishes, stamped with the frame they come from and in its optical frame:
 `objects/markers` (visualization_msgs/MarkerArray: a TRIANGLE_LIST mesh with vertex colours,
-a LINE_LIST box outline and a TEXT_VIEW_FACING label per object; RViz2 and Foxglove draw
-them), `objects/cloud` (sensor_msgs/PointCloud2, x y z rgb: the observed points),
+a LINE_LIST box outline and a TEXT_VIEW_FACING label per object, and a CUBE per part of an
+object such as a mug's handle, namespace `part`; RViz2 and Foxglove draw them),
+`objects/cloud` (sensor_msgs/PointCloud2, x y z rgb: the observed points),
 `objects/poses` (geometry_msgs/PoseArray: each object's box pose), and `/diagnostics`
 (per-frame latency, processing time, dropped frames, rejected messages, the last reason for
 an empty result).
@@ -60,8 +61,9 @@ class PerceptionNode(Node):
         super().__init__("perception_node", **node_kwargs)
         p = self.declare_parameter
         p("backend", "geometric", read_only(f"reconstruction backend: {', '.join(BACKENDS)}"))
-        p("complete", True, read_only("geometric backend: complete the unseen parts by fitting "
-                                      "primitives (false: the observed points' box only)"))
+        p("complete", True, read_only("geometric backend: complete the unseen parts (primitives, "
+                                      "or the voxel completion for any other shape; false: the "
+                                      "observed points' box only)"))
         p("sam3d_repo", "", read_only("sam3d backend: clone of facebookresearch/sam-3d-objects "
                                       "(default: $SAM3D_REPO)"))
         p("sam3d_python", "", read_only("sam3d backend: interpreter of its environment "

@@ -88,3 +88,88 @@ def test_instruction_limits():
 def test_stamp_round_trip():
     assert stamp_to_seconds(STAMP) == pytest.approx(12.25)
     assert seconds_to_stamp(1.9999999999).nanosec <= 999_999_999
+
+
+# --- compressed images (image_transport's compressed / compressedDepth) -----------------------
+
+def _compressed(image_bgr, ext, fmt):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    ok, buf = cv2.imencode(ext, image_bgr)
+    assert ok
+    return CompressedImage(format=fmt, data=buf.tobytes())
+
+
+def test_compressed_colour_follows_the_format_string_and_round_trips():
+    from embodied_stack.nodes.conversions import compressed_to_rgb, rgb_to_compressed
+
+    rgb = np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    msg = rgb_to_compressed(rgb, STAMP, "cam", "png")
+    assert msg.format == "rgb8; png compressed bgr8" and msg.header.frame_id == "cam"
+    np.testing.assert_array_equal(compressed_to_rgb(msg), rgb)
+    # a payload stored in RGB order says so ("compressed rgb8"); a bare "png" is BGR (older
+    # compressed_image_transport); a mono image becomes grey RGB
+    np.testing.assert_array_equal(compressed_to_rgb(_compressed(rgb, ".png", "rgb8; png compressed rgb8")), rgb)
+    np.testing.assert_array_equal(compressed_to_rgb(_compressed(rgb[..., ::-1], ".png", "png")), rgb)
+    grey = compressed_to_rgb(_compressed(rgb[..., 0], ".png", "mono8; png compressed mono8"))
+    assert grey.shape == (12, 10, 3) and np.array_equal(grey[..., 1], rgb[..., 0])
+    smooth = np.tile(np.linspace(0, 255, 10, dtype=np.uint8)[None, :, None], (12, 1, 3))
+    jpeg = rgb_to_compressed(smooth, STAMP, "cam", "jpeg")
+    assert jpeg.format == "rgb8; jpeg compressed bgr8"
+    assert np.abs(compressed_to_rgb(jpeg).astype(int) - smooth).max() <= 8
+
+
+def test_compressed_depth_decodes_both_encodings_from_the_documented_layout():
+    import cv2
+
+    from embodied_stack.nodes.conversions import (
+        DEPTH_HEADER,
+        compressed_depth_to_depth,
+        depth_to_compressed_depth,
+    )
+
+    depth = np.random.default_rng(2).uniform(0.2, 80.0, (9, 7)).astype(np.float32)
+    depth[0, 0], depth[0, 1], depth[0, 2] = 0.0, np.nan, 150.0  # no return, NaN, beyond depth_max
+    msg = depth_to_compressed_depth(depth, STAMP, "cam", depth_max=100.0, quantization=100.0)
+    assert msg.format == "32FC1; compressedDepth png" and DEPTH_HEADER.itemsize == 12
+    header = np.frombuffer(bytes(msg.data)[:12], DEPTH_HEADER)[0]
+    assert header["format"] == 0 and header["quant_a"] == pytest.approx(10100.0)
+    out = compressed_depth_to_depth(msg)
+    assert out.dtype == np.float32 and list(out[0, :3]) == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(out.ravel()[3:], depth.ravel()[3:], rtol=1e-2)  # d / a per unit
+    mm = np.array([[0, 500], [1234, 65000]], np.uint16)  # 16UC1: millimetres in the PNG
+    ok, png = cv2.imencode(".png", mm)
+    from sensor_msgs.msg import CompressedImage
+
+    raw16 = CompressedImage(format="16UC1; compressedDepth png",
+                            data=np.zeros(1, DEPTH_HEADER).tobytes() + png.tobytes())
+    np.testing.assert_allclose(compressed_depth_to_depth(raw16), [[0.0, 0.5], [1.234, 65.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("fmt,data,words", [
+    ("rgb8; jpeg compressed bgr8", b"", "empty data"),
+    ("rgb8; jpeg compressed bgr8", b"\xff\xd8\xff garbage", "not a decodable JPEG or PNG"),
+    ("rgb8; theora", b"\x00" * 32, "not supported"),
+    ("16UC1; compressedDepth png", b"\x00" * 10, "12-byte header"),
+    ("16UC1; compressedDepth rvl", b"\x00" * 40, "RVL"),
+    ("8UC3; compressedDepth png", b"\x00" * 40, "encoding '8UC3'"),
+    ("16UC1", b"\x00" * 40, "not image_transport's compressedDepth"),
+])
+def test_malformed_compressed_payloads_are_rejected_with_a_reason(fmt, data, words):
+    from sensor_msgs.msg import CompressedImage
+
+    from embodied_stack.nodes.conversions import compressed_depth_to_depth, compressed_to_rgb
+
+    convert = compressed_depth_to_depth if fmt.startswith(("16UC1", "8UC3")) else compressed_to_rgb
+    with pytest.raises(MessageRejected, match=words):
+        convert(CompressedImage(format=fmt, data=data))
+
+
+def test_a_depth_png_of_8_bit_colour_is_rejected():
+    from embodied_stack.nodes.conversions import DEPTH_HEADER, compressed_depth_to_depth
+
+    msg = _compressed(np.zeros((4, 4, 3), np.uint8), ".png", "32FC1; compressedDepth png")
+    msg.data = np.array([(0, 10100.0, -100.0)], DEPTH_HEADER).tobytes() + bytes(msg.data)
+    with pytest.raises(MessageRejected, match="expected one 16-bit channel"):
+        compressed_depth_to_depth(msg)

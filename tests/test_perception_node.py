@@ -19,6 +19,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from embodied_stack.control.input_sync import ApproxTimeSync, LatestSlot, PromptHolder
 from embodied_stack.models.perception import CameraIntrinsics, reconstruct
 from embodied_stack.nodes.conversions import (
+    PART_ID_STRIDE,
     K_to_camera_info,
     cloud_msg,
     depth_to_image,
@@ -104,7 +105,7 @@ def test_messages_carry_meshes_boxes_labels_cloud_and_poses(scene):
                                                      "label": len(objects)}
     for o, mesh, box, label in zip(objects, by_ns["mesh"], by_ns["box"], by_ns["label"]):
         assert mesh.type == Marker.TRIANGLE_LIST
-        assert len(mesh.points) == 3 * len(o.triangles) == len(mesh.colors)
+        assert len(mesh.points) == 3 * len(o.display_mesh()[1]) == len(mesh.colors)
         assert box.type == Marker.LINE_LIST and len(box.points) == 24
         assert label.type == Marker.TEXT_VIEW_FACING and o.label in label.text
     cloud = cloud_msg(objects, stamp, "cam")
@@ -118,6 +119,39 @@ def test_messages_carry_meshes_boxes_labels_cloud_and_poses(scene):
     q = poses.poses[0].orientation
     assert np.allclose([q.w, q.x, q.y, q.z], objects[0].rotation)
     assert len(cloud_msg([], stamp, "cam").data) == 0
+
+
+def test_parts_get_their_own_markers_and_poses_stay_one_per_object():
+    """A mug's handle: a CUBE in namespace "part", id 1000 * object + part, posed and sized
+    as the part's box, named in its text; objects/poses keeps one pose per object."""
+    env = TabletopEnv(width=320, height=240, objects="shapes")
+    with_parts = []
+    for seed in range(40000, 40040):
+        obs, info = env.reset(seed=seed)
+        if "mug" not in {o["class"] for o in info["objects"]}:
+            continue
+        cam = info["camera"]
+        objects = reconstruct(obs["rgb"], obs["depth"], CameraIntrinsics(cam["K"], 320, 240))
+        if any(o.parts for o in objects):
+            with_parts.append(objects)
+        if len(with_parts) == 3:
+            break
+    env.close()
+    assert with_parts, "no reconstructed part in 40 scenes"
+    stamp = rclpy.time.Time(seconds=5).to_msg()
+    for objects in with_parts:
+        markers = markers_msg(objects, stamp, "cam").markers
+        parts = [m for m in markers if m.ns == "part"]
+        expected = [(i, j, p) for i, o in enumerate(objects) for j, p in enumerate(o.parts)]
+        assert [m.id for m in parts] == [PART_ID_STRIDE * i + j for i, j, _ in expected]
+        for m, (_, _, part) in zip(parts, expected):
+            assert m.type == Marker.CUBE and m.text == part.name == "handle"
+            assert np.allclose([m.pose.position.x, m.pose.position.y, m.pose.position.z], part.translation)
+            q = m.pose.orientation
+            assert np.allclose([q.w, q.x, q.y, q.z], part.rotation)
+            assert np.allclose([m.scale.x, m.scale.y, m.scale.z], part.scale)
+        assert {m.ns for m in markers[1:]} == {"mesh", "box", "label", "part"}
+        assert len(poses_msg(objects, stamp, "cam").poses) == len(objects)
 
 
 # ------------------------------------------------------------------ the node over DDS

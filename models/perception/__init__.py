@@ -14,6 +14,7 @@ from embodied_stack.models.perception.types import (  # noqa: F401
     CameraIntrinsics,
     InputRejected,
     ObjectModel,
+    ObjectPart,
     Prompt,
     Reconstruction,
     matrix_from_quaternion,

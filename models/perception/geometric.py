@@ -17,23 +17,27 @@ Pipeline, and why each step is what it is:
 5. **Segmentation.** Prompt ``none``: pixels above the plane, split at depth jumps (the
    farther pixel of each jump is removed, so an object partly hiding another stays separate
    from it), then 4-connected components in the image (far cheaper than 3D clustering at the
-   same result on an organised depth image). ``box``: GrabCut initialised with the box, on a
+   same result on an organised depth image); a component that floats above the support and
+   stays below the top of a larger one within ``attach_gap_m`` is a piece of it (a handle seen
+   apart from its mug: :func:`_group_pieces`). ``box``: GrabCut initialised with the box, on a
    crop around it, then intersected with the above-plane pixels. ``pixel``/``point``: the
-   component under (nearest to) the prompt, or GrabCut on a box around it when none is
-   there. ``mask``: the given mask, intersected with the above-plane pixels when that leaves
-   enough of it.
+   object (with its pieces) under (nearest to) the prompt, or GrabCut on a box around it when
+   none is there. ``mask``: the given mask, intersected with the above-plane pixels when that
+   leaves enough of it; its pieces within ``attach_gap_m`` of the largest are kept with it.
 6. **Outlier removal** per object: points further from the object's median than the median
    distance plus 3 robust sigmas are dropped.
-7. **Amodal completion** (:mod:`.shapes`): in the support frame, fit an upright box, an
-   upright cylinder and a sphere; keep the one whose surface explains the points best; when
-   none does (trimmed RMS above ``hull_above_m``), wrap the points, their mirror image and
-   their shadow on the support in a convex hull. An object touching the support is assumed
-   to rest on it, so the unseen bottom is filled. The result is the whole object: mesh,
-   oriented box and pose (SAM 3D layout convention).
+7. **Amodal completion**: in the support frame, fit an upright box, an upright cylinder and
+   a sphere (:mod:`.shapes`); the best is the object when it explains the points (trimmed
+   RMS, points outside it) and the view does not contradict it (the camera sees through no
+   more than a sliver of it). Otherwise the voxel completion (:mod:`.completion`) builds the
+   object, whatever its shape: free-space carving, symmetry estimated from the observed
+   surface, support fill and parts, keeping holes and concavities. An object touching the
+   support is assumed to rest on it, so the unseen bottom is filled. The result is the whole
+   object: mesh, oriented box and pose (SAM 3D layout convention), its family and its parts.
 8. **Colours**: each mesh vertex is projected into the image; where the depth image confirms
    it was seen (within tolerance, inside the object's mask) it takes the pixel's colour and
    counts as observed; otherwise it takes the object's median observed colour and counts as
-   completed. The label is the colour name plus the primitive's name.
+   completed. The label is the colour name plus the family.
 
 Objects cut by the image border are fitted the same way (their visible footprint is smaller)
 and get a lower confidence.
@@ -47,12 +51,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from embodied_stack.models.perception import shapes
+from embodied_stack.models.perception import completion, shapes
 from embodied_stack.models.perception.types import (
     MIN_IMAGE_SIDE,
     CameraIntrinsics,
     InputRejected,
     ObjectModel,
+    ObjectPart,
     Prompt,
     Reconstruction,
 )
@@ -78,8 +83,9 @@ class GeometricConfig:
     max_object_m: float = 0.6
     #: Fit primitives and complete the unseen parts; False: the observed points' box only.
     complete: bool = True
-    #: Use the hull fallback when the best primitive's trimmed RMS is above this.
-    hull_above_m: float = 0.006
+    #: A primitive explains an object when its trimmed RMS surface distance is at most this;
+    #: otherwise the voxel completion (:mod:`.completion`) builds the object.
+    primitive_rms_max_m: float = 0.006
     #: Median-filter the depth (5x5) when the plane's noise sigma is above this.
     smooth_above_m: float = 0.0015
     #: RANSAC hypotheses and sample size.
@@ -87,6 +93,43 @@ class GeometricConfig:
     ransac_sample: int = 3000
     #: GrabCut iterations for box/point prompts.
     grabcut_iterations: int = 3
+    #: A piece that does not rest on the support and stays below another's top (a handle seen
+    #: apart from its mug) belongs to the one it comes this close to in 3D; with a mask or box
+    #: prompt, every piece of the prompt within this gap of the largest one belongs to it.
+    attach_gap_m: float = 0.025
+    #: ... where a piece "does not rest" when its lowest point is this far above the support.
+    float_above_m: float = 0.01
+    #: An object rests on the support when its lowest observed point is below this height,
+    #: or below this share of its top's height (flat objects show little of their lower half).
+    rests_below_m: float = 0.015
+    rests_below_share: float = 0.5
+    #: A fitted primitive is dropped for the voxel completion when more than this share of
+    #: its volume is seen free (the camera sees through it: a torus's hole, an L's corner)
+    #: or lies below the support.
+    contradicted_above: float = 0.03
+    #: ... or when more than this share of the points lies further than `outside_m` outside
+    #: it (the trimmed RMS forgives a bottle's neck above a cylinder, this does not).
+    outside_m: float = 0.01
+    outside_max: float = 0.02
+    #: The voxel completion (:mod:`.completion`) for objects no primitive explains.
+    completion: completion.CompletionConfig = completion.CompletionConfig()
+
+    def __post_init__(self):
+        ranges = {
+            "max_range_m": (0.05, 1000.0), "plane_inlier_m": (1e-4, 0.1), "min_height_m": (0.0, 0.2),
+            "depth_jump_m": (0.0, 1.0), "depth_jump_per_m": (0.0, 1.0), "min_pixel_fraction": (0.0, 0.5),
+            "max_object_m": (0.01, 10.0), "primitive_rms_max_m": (0.0, 0.1), "smooth_above_m": (0.0, 0.1),
+            "ransac_hypotheses": (1, 100000), "ransac_sample": (3, 10**7), "grabcut_iterations": (1, 100),
+            "attach_gap_m": (0.0, 0.2), "float_above_m": (0.0, 0.5), "rests_below_m": (0.0, 0.5),
+            "rests_below_share": (0.0, 1.0), "contradicted_above": (0.0, 1.0), "outside_m": (0.0, 0.2),
+            "outside_max": (0.0, 1.0),
+        }
+        for name, (lo, hi) in ranges.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                raise ValueError(f"GeometricConfig.{name} = {value!r} not in [{lo}, {hi}]")
+        if not isinstance(self.completion, completion.CompletionConfig):
+            raise ValueError(f"GeometricConfig.completion = {self.completion!r} is not a CompletionConfig")
 
 
 _RAYS: dict = {}
@@ -251,6 +294,7 @@ class GeometricBackend:
             xyz = np.stack([rx * depth, ry * depth, depth], axis=-1)
             valid = depth > 0
             plane = fit_plane(xyz[valid].astype(np.float64), cfg, rng) or plane
+        sigma = 0.0
         if plane is not None:
             normal, d, sigma, _ = plane
             height = (xyz @ normal.astype(np.float32)) + np.float32(d)
@@ -259,42 +303,48 @@ class GeometricBackend:
             R, origin = support_frame(normal, d)
         else:
             R, origin = _level_frame()
+        view = completion.View(depth, K, R, origin, supported=plane is not None, noise_m=sigma,
+                               margin_m=cfg.completion.free_margin_m)
         timings["plane"] = 1e3 * (time.perf_counter() - t)
 
         t = time.perf_counter()
         min_px = max(6, int(cfg.min_pixel_fraction * h * w))
         separated = _split_at_jumps(depth, cfg)
-        masks = self._segment(prompt, rgb, depth, xyz, valid, above, separated, K, min_px)
+        height_img = None if plane is None else height
+        masks = self._segment(prompt, rgb, depth, xyz, valid, above, separated, K, min_px, height_img,
+                              view)
         timings["segment"] = 1e3 * (time.perf_counter() - t)
         if isinstance(masks, str):
             return [], timings, masks
 
         t = time.perf_counter()
         objects = []
-        for mask in masks:
-            obj = self._object(mask, rgb, depth, xyz, camera, R, origin, resting_ok=plane is not None)
+        for pieces in masks:
+            obj = self._object(pieces, rgb, depth, xyz, camera, R, origin, view)
             if obj is not None:
                 objects.append(obj)
         timings["fit"] = 1e3 * (time.perf_counter() - t)
         return objects, timings, ""
 
-    def _segment(self, prompt, rgb, depth, xyz, valid, above, separated, K, min_px):
-        """Object masks for the prompt, or a string: why there is none."""
+    def _segment(self, prompt, rgb, depth, xyz, valid, above, separated, K, min_px, height, view):
+        """Objects for the prompt, each a list of piece masks (the body first, then pieces
+        attached to it: see :func:`_group_pieces`), or a string: why there is none."""
         h, w = depth.shape
+        gap, floats = self.config.attach_gap_m, self.config.float_above_m
         if prompt.kind == "none":
             if above is None:
                 return ("no support surface found in the depth image: without one, objects "
                         "are only separated with a prompt (pixel, point, box or mask)")
-            return _components(above & separated, min_px)
+            return _group_pieces(_components(above & separated, min_px), xyz, height, gap, floats, view)
         if prompt.kind == "mask":
             mask = np.asarray(prompt.value).astype(bool) & valid
             if not mask.any():
                 return "no valid depth inside the prompt mask"
-            return _largest(mask, above, separated, min_px) or [mask]
+            return _prompted_pieces(mask, above, separated, min_px, xyz, gap) or [[mask]]
         if prompt.kind == "box":
             u0, v0, u1, v1 = _clip_box(prompt.value, w, h)
             grab = _grabcut(rgb, (u0, v0, u1, v1), self.config.grabcut_iterations) & valid
-            found = _largest(grab, above, separated, min_px)
+            found = _prompted_pieces(grab, above, separated, min_px, xyz, gap)
             return found or "GrabCut found no object with depth inside the prompt box"
         # pixel or point
         if prompt.kind == "point":
@@ -304,37 +354,56 @@ class GeometricBackend:
             u, v = prompt.value
             p = None
         if above is not None:
-            comps = _components(above & separated, min_px)
-            chosen = _pick_component(comps, u, v, p, xyz, radius_px=0.04 * np.hypot(h, w))
+            objects = _group_pieces(_components(above & separated, min_px), xyz, height, gap, floats, view)
+            chosen = _pick_object(objects, u, v, p, xyz, radius_px=0.04 * np.hypot(h, w))
             if chosen is not None:
                 return [chosen]
         side = max(8.0, 0.2 * min(h, w))
         box = _clip_box((u - side / 2, v - side / 2, u + side / 2, v + side / 2), w, h)
         grab = _grabcut(rgb, box, self.config.grabcut_iterations) & valid
-        found = _largest(grab, above, separated, min_px)
+        found = _prompted_pieces(grab, above, separated, min_px, xyz, gap)
         return found or "no object found at the prompt"
 
-    def _object(self, mask, rgb, depth, xyz, camera, R, origin, resting_ok) -> ObjectModel | None:
+    def _object(self, pieces, rgb, depth, xyz, camera, R, origin, view) -> ObjectModel | None:
         cfg = self.config
+        mask = np.logical_or.reduce(pieces)
+        piece_of = np.zeros(mask.shape, dtype=np.int64)
+        for n, piece in enumerate(pieces[1:], start=1):
+            piece_of[piece] = n
         pts = xyz[mask].astype(np.float64)
         cols = rgb[mask].astype(np.float64) / 255.0
+        labels = piece_of[mask]
         if len(pts) < 6:
             return None
         # Outliers: far from the object's median point.
         dist = np.linalg.norm(pts - np.median(pts, axis=0), axis=1)
         med = np.median(dist)
         keep = dist <= med + 3 * 1.4826 * np.median(np.abs(dist - med)) + 0.003
-        pts, cols = pts[keep], cols[keep]
+        pts, cols, labels = pts[keep], cols[keep], labels[keep]
         if len(pts) < 6 or np.ptp(pts, axis=0).max() > cfg.max_object_m:
             return None
         q = (pts - origin) @ R
         low, top = shapes.robust_range(q[:, 2])
-        resting = bool(resting_ok and low < max(0.015, 0.35 * top))
+        # The lowest point seen is in the lower half of what is seen (or near the support):
+        # the object rests on the support (a flat object seen from above shows little of
+        # its lower half, a floating fingertip nothing of it).
+        resting = bool(view.supported and low < max(cfg.rests_below_m, cfg.rests_below_share * top))
+        parts: list[ObjectPart] = []
         if cfg.complete:
-            fit = shapes.fit_best(q, resting, cfg.hull_above_m)
+            fit = shapes.fit_best(q, resting)
+            if fit is None or fit.rms > cfg.primitive_rms_max_m or labels.any() or \
+                    shapes.outside_share(fit, q, cfg.outside_m) > cfg.outside_max or \
+                    shapes.contradicted(fit, view, cfg.contradicted_above):
+                normals = _pixel_normals(xyz, mask)[keep] @ R
+                solid = completion.complete(q, view, resting, cfg.completion, labels, normals)
+                verts_s, tris = solid.mesh()
+                fit = shapes.box_of_solid(solid, verts_s, float("nan") if fit is None else fit.rms)
+                parts = [_part_of(name, box, R, origin) for name, box in shapes.part_boxes(solid)]
+            else:
+                verts_s, tris = shapes.shape_mesh(fit)
         else:
             fit = shapes.fit_visible(q)
-        verts_s, tris = shapes.shape_mesh(fit)
+            verts_s, tris = shapes.shape_mesh(fit)
         verts = verts_s @ R.T + origin
         yaw = shapes.yaw_matrix(fit.yaw)
         box_rot = R @ yaw
@@ -359,7 +428,7 @@ class GeometricBackend:
         h, w = mask.shape
         rows, cols_any = np.any(mask, axis=1), np.any(mask, axis=0)
         border = bool(rows[0] or rows[-1] or cols_any[0] or cols_any[-1])
-        rms = fit.rms if np.isfinite(fit.rms) else cfg.hull_above_m
+        rms = fit.rms if np.isfinite(fit.rms) else cfg.primitive_rms_max_m
         confidence = float(np.exp(-rms / 0.005) * min(1.0, len(pts) / 50.0)
                            * (0.6 if border else 1.0))
         return ObjectModel(
@@ -367,7 +436,7 @@ class GeometricBackend:
             vertex_observed=seen, points=pts, point_colors=cols, box_center=center,
             box_extent=extent, box_rotation=box_rot, shape=fit.shape,
             color=shapes.color_name(mean_col), confidence=confidence, mask=mask,
-            fit_rms_m=float(fit.rms), touches_border=border)
+            fit_rms_m=float(fit.rms), touches_border=border, parts=parts)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -448,35 +517,136 @@ def _components(mask: np.ndarray, min_px: int) -> list[np.ndarray]:
     return out
 
 
-def _largest(mask, above, separated, min_px) -> list[np.ndarray] | None:
-    """The largest piece of `mask` (restricted to above-plane pixels when that leaves an
-    object), split at depth jumps; None when nothing big enough remains."""
+def _prompted_pieces(mask, above, separated, min_px, xyz, gap_m) -> list[list[np.ndarray]] | None:
+    """The pieces of a prompt's `mask` (restricted to above-plane pixels when that leaves an
+    object, split at depth jumps): the largest, and every piece within `gap_m` of those kept
+    (the prompt says they are one object); None when nothing big enough remains."""
     if above is not None and (mask & above).sum() >= min_px:
         mask = mask & above
-    comps = _components(mask & separated, min_px)
+    comps = sorted(_components(mask & separated, min_px), key=lambda m: -int(m.sum()))
     if not comps:
         return None
-    return [max(comps, key=lambda m: int(m.sum()))]
+    kept, rest = [comps[0]], comps[1:]
+    samples = [_points_of(xyz, c) for c in comps]
+    kept_samples, rest_samples = [samples[0]], samples[1:]
+    grew = True
+    while grew and rest:
+        grew = False
+        for i in range(len(rest)):
+            if min(_gap(rest_samples[i], k) for k in kept_samples) <= gap_m:
+                kept.append(rest.pop(i))
+                kept_samples.append(rest_samples.pop(i))
+                grew = True
+                break
+    return [kept]
 
 
-def _pick_component(comps, u, v, p, xyz, radius_px):
-    """The component nearest the prompt: in 3D for a point prompt, else in the image."""
-    if not comps:
+def _group_pieces(comps, xyz, height, gap_m, float_above_m, view) -> list[list[np.ndarray]]:
+    """Objects from image components. A component whose lowest point is more than
+    `float_above_m` above the support, with the space under it seen free (not merely hidden
+    by something in front: then its bottom is only out of sight), cannot stand alone: when
+    it stays below the top of a resting component at least twice its size, within `gap_m` of
+    it in 3D, it is a piece of that one, held at its side (a mug's handle seen apart from
+    the body); above the top, it could rest on it (stacked) or float (a gripper), and stays
+    an object of its own. Each object: [its main component, then the pieces attached to it]."""
+    if height is None or len(comps) < 2:
+        return [[c] for c in comps]
+    sizes = [int(c.sum()) for c in comps]
+    low, top = (np.array(v) for v in zip(*[(float(a[0]), float(b[0])) for a, b in
+                                           (shapes.robust_range(height[c][None, :]) for c in comps)]))
+    points = [_points_of(xyz, c) for c in comps]
+    floating = [bool(lo > float_above_m and _hangs_free(pts, view)) for lo, pts in zip(low, points)]
+    groups = {i: [comps[i]] for i in range(len(comps)) if not floating[i]}
+    for i, c in enumerate(comps):
+        if not floating[i]:
+            continue
+        gaps = {j: _gap(points[i], points[j]) for j in groups
+                if sizes[j] >= 2 * sizes[i] and top[i] <= top[j] + float_above_m}
+        j = min(gaps, key=lambda k: gaps[k]) if gaps else None
+        if j is not None and gaps[j] <= gap_m:
+            groups[j].append(c)
+        else:
+            groups[i] = [c]
+    return [groups[i] for i in sorted(groups)]
+
+
+def _part_of(name: str, box: shapes.ShapeFit, R: np.ndarray, origin: np.ndarray) -> ObjectPart:
+    """A part's box from the support frame to the camera frame."""
+    return ObjectPart(name=name, box_center=R @ box.center + origin, box_extent=box.extent,
+                      box_rotation=R @ shapes.yaw_matrix(box.yaw))
+
+
+def _pixel_normals(xyz: np.ndarray, mask: np.ndarray, step: int = 2) -> np.ndarray:
+    """Unit surface normals (camera frame, towards the camera) at the mask's pixels, in the
+    order of ``xyz[mask]``, from the depth image's neighbours `step` pixels away; zero where
+    a neighbour is outside the mask."""
+    h, w = mask.shape
+    vs, us = np.nonzero(mask)
+    u0, u1 = np.clip(us - step, 0, w - 1), np.clip(us + step, 0, w - 1)
+    v0, v1 = np.clip(vs - step, 0, h - 1), np.clip(vs + step, 0, h - 1)
+    n = np.cross(xyz[vs, u1] - xyz[vs, u0], xyz[v1, us] - xyz[v0, us]).astype(np.float64)
+    ok = mask[vs, u0] & mask[vs, u1] & mask[v0, us] & mask[v1, us]
+    norm = np.linalg.norm(n, axis=1)
+    ok &= norm > 0
+    n[ok] /= norm[ok, None]
+    n[~ok] = 0.0
+    flip = (n * xyz[vs, us]).sum(axis=1) > 0
+    n[flip] *= -1
+    return n
+
+
+def _hangs_free(points: np.ndarray, view: completion.View) -> bool:
+    """Whether the camera sees free space straight under a piece's lowest points (a handle
+    hangs there; an object whose bottom is hidden behind another shows nothing under it)."""
+    q = view.to_support(points)
+    low = q[q[:, 2] <= np.quantile(q[:, 2], 0.1)]
+    probes = np.vstack([low * [1.0, 1.0, f] for f in (0.25, 0.5, 0.75)])
+    return float(view.free(probes).mean()) >= 0.5
+
+
+def _points_of(xyz, mask) -> np.ndarray:
+    return xyz[mask].astype(np.float64)
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest distance between two point sets (a k-d tree: exact, not from samples)."""
+    import open3d as o3d
+
+    cloud_a = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(a))
+    cloud_b = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(b))
+    return float(np.asarray(cloud_a.compute_point_cloud_distance(cloud_b)).min())
+
+
+def _pick_object(objects, u, v, p, xyz, radius_px):
+    """The object (its pieces) a prompt names: for a point prompt the nearest in 3D (within
+    5 cm); for a pixel the one under it, else the one whose outline's convex hull holds it
+    (the smallest: a pixel in a torus's hole, inside a banana's arc or a handle's loop names
+    that object), else the nearest in the image within `radius_px`."""
+    if not objects:
         return None
+    masks = [np.logical_or.reduce(pieces) for pieces in objects]
     if p is not None:
-        dists = [float(np.min(np.linalg.norm(xyz[m] - p, axis=1))) for m in comps]
+        dists = [float(np.min(np.linalg.norm(xyz[m] - p, axis=1))) for m in masks]
         best = int(np.argmin(dists))
         if dists[best] <= 0.05:
-            return comps[best]
+            return objects[best]
     ui, vi = int(round(u)), int(round(v))
-    best, best_d = None, radius_px
-    for m in comps:
+    for pieces, m in zip(objects, masks):
         if m[vi, ui]:
-            return m
+            return pieces
+    around = []
+    for k, m in enumerate(masks):
+        hull = cv2.convexHull(np.argwhere(m)[:, ::-1].astype(np.float32))
+        if cv2.pointPolygonTest(hull, (float(u), float(v)), False) >= 0:
+            around.append((cv2.contourArea(hull), k))
+    if around:
+        return objects[min(around)[1]]
+    best, best_d = None, radius_px
+    for pieces, m in zip(objects, masks):
         vs, us = np.nonzero(m)
         d = float(np.min(np.hypot(us - u, vs - v)))
         if d < best_d:
-            best, best_d = m, d
+            best, best_d = pieces, d
     return best
 
 

@@ -7,6 +7,10 @@ tests; the backends never read ground truth).
   distances between surface samples.
 - :func:`sample_primitive_surface` / :func:`sample_mesh_surface`: area-uniform surface
   samples of a true primitive (cube, ball, cylinder) and of a triangle mesh.
+- :func:`mesh_inside`: which points a closed triangle mesh holds (ray parity, Open3D).
+- :class:`VoxelGrid` / :func:`union_grid`: the 5 mm grid over the union of two boxes that
+  :func:`volume_iou` and :func:`empty_share` count on: the volume IoU compares the solids
+  themselves (holes and concavities count), not only their boxes.
 """
 
 from __future__ import annotations
@@ -86,3 +90,59 @@ def chamfer(p: np.ndarray, q: np.ndarray) -> float:
     d_pq = np.asarray(cp.compute_point_cloud_distance(cq))
     d_qp = np.asarray(cq.compute_point_cloud_distance(cp))
     return float(0.5 * (d_pq.mean() + d_qp.mean()))
+
+
+def mesh_inside(vertices, triangles, points) -> np.ndarray:
+    """Whether each (N, 3) point lies inside a closed triangle mesh: the parity of a ray's
+    crossings, the majority of three rays (a ray through an edge miscounts)."""
+    import open3d as o3d
+
+    points = np.asarray(points, dtype=np.float32)
+    if len(np.asarray(triangles)) == 0 or len(points) == 0:
+        return np.zeros(len(points), dtype=bool)
+    scene = o3d.t.geometry.RaycastingScene()
+    scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(vertices, dtype=np.float32)),
+                        o3d.core.Tensor.from_numpy(np.ascontiguousarray(triangles, dtype=np.uint32)))
+    occ = scene.compute_occupancy(o3d.core.Tensor.from_numpy(np.ascontiguousarray(points)), nsamples=3)
+    return occ.numpy() > 0.5
+
+
+class VoxelGrid:
+    """Voxel centres of a regular grid (``step`` apart) covering [lo, hi]."""
+
+    def __init__(self, lo, hi, step: float):
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        self.step = step
+        self.shape = tuple(np.maximum(np.ceil((hi - lo) / step - 1e-9).astype(int), 1))
+        axes = [lo[d] + step * (np.arange(self.shape[d]) + 0.5) for d in range(3)]
+        self.points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def union_grid(corners_a: np.ndarray, corners_b: np.ndarray, step: float = 0.005) -> VoxelGrid:
+    """The grid over the union of two boxes (their corners, (8, 3) each)."""
+    corners = np.vstack([corners_a, corners_b])
+    return VoxelGrid(corners.min(axis=0), corners.max(axis=0), step)
+
+
+def volume_iou(pred: np.ndarray, true: np.ndarray) -> float:
+    """IoU of two occupancies on the same voxels (bool arrays)."""
+    union = np.count_nonzero(pred | true)
+    return float(np.count_nonzero(pred & true) / union) if union else 0.0
+
+
+def empty_share(pred: np.ndarray, region: np.ndarray) -> float:
+    """Share of a region's voxels the prediction leaves empty (NaN for an empty region)."""
+    n = np.count_nonzero(region)
+    return float(np.count_nonzero(region & ~pred) / n) if n else float("nan")
+
+
+def covered_share(pred: np.ndarray, part: np.ndarray, shape) -> float:
+    """Share of a part's voxels with a predicted voxel within one voxel (26-neighbourhood):
+    whether a thin part (a handle) is there, at the grid's resolution."""
+    from embodied_stack.models.perception.volume import dilate
+
+    n = np.count_nonzero(part)
+    if not n:
+        return float("nan")
+    near = dilate(pred.reshape(shape)).ravel()
+    return float(np.count_nonzero(part & near) / n)

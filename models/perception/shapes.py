@@ -1,4 +1,5 @@
-"""Amodal shape completion by primitive fitting, and the meshes of the fitted shapes.
+"""Primitive fitting for amodal completion, the meshes of the fitted shapes, and the boxes of
+completed solids.
 
 Everything here works in a *support frame*: z is the normal of the surface the objects rest on
 (pointing towards the camera side), x is the camera's viewing direction projected onto that
@@ -20,10 +21,11 @@ whether the top is a dome (a ball) or flat, and whether the top's footprint is r
 square. They average over many points, so noisy depth does not wash them out as it does the
 residual differences. Their thresholds were set from measurements on Tabletop seeds 0-19.
 
-- ``hull``: the general fallback when no primitive explains the points: the observed points,
-  their mirror image through the vertical plane through the object's centre (objects are
-  mostly mirror-symmetric front to back), and their shadow on the support, wrapped in a convex
-  hull.
+Whether the best primitive is the object is decided with the view (:func:`outside_share`,
+:func:`contradicted`); when it is not, the voxel completion (:mod:`.completion`) builds the
+object, and :func:`box_of_solid` / :func:`part_boxes` give its boxes. :func:`fit_ellipsoid`
+(an upright quadric, any yaw) serves the completion: its axes are candidate mirror planes,
+and its fit names ellipsoids.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class ShapeFit:
     extent: np.ndarray
     yaw: float
     rms: float
-    hull_points: np.ndarray | None = None  # the hull fallback's point set (support frame)
+    hull_points: np.ndarray | None = None  # completion off: the observed points, hulled
 
 
 def yaw_matrix(yaw: float) -> np.ndarray:
@@ -79,11 +81,11 @@ def vertical_range(z: np.ndarray, resting: bool) -> tuple[float, float]:
 
 
 def robust_range(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the (_LO, _HI) percentiles (nearest rank; one sort for all rows)."""
-    ordered = np.sort(values, axis=-1)
-    n = ordered.shape[-1]
+    """Per row, the (_LO, _HI) percentiles (nearest rank; one partition for all rows)."""
+    n = values.shape[-1]
     lo = int(round((n - 1) * _LO / 100.0))
     hi = int(round((n - 1) * _HI / 100.0))
+    ordered = np.partition(values, (lo, hi), axis=-1)
     return ordered[..., lo], ordered[..., hi]
 
 
@@ -156,22 +158,53 @@ def fit_sphere(q: np.ndarray) -> ShapeFit:
     return ShapeFit("ball", center, np.full(3, 2 * r), 0.0, rms)
 
 
-def fit_hull(q: np.ndarray, resting: bool) -> ShapeFit:
-    """Mirror-symmetry completion: reflect the points through the vertical plane (normal
-    along the viewing direction x) through the centre of the top part, which the camera
-    sees from above; add the points' shadow on the support when the object rests on it."""
-    z = q[:, 2]
-    top_part = q[z >= np.percentile(z, 70)]
-    mirror_x = float(np.median(top_part[:, 0])) if len(top_part) else float(np.median(q[:, 0]))
-    mirrored = q.copy()
-    mirrored[:, 0] = 2 * mirror_x - mirrored[:, 0]
-    pts = np.vstack([q, mirrored])
-    if resting:
-        shadow = pts.copy()
-        shadow[:, 2] = 0.0
-        pts = np.vstack([pts, shadow])
-    box = fit_box(pts, resting)
-    return ShapeFit("hull", box.center, box.extent, box.yaw, float("nan"), hull_points=pts)
+def ellipsoid_sdf(q, center, extent, yaw) -> np.ndarray:
+    """Signed distance (the first-order bound; exact sign) to an upright ellipsoid."""
+    local = (q - center) @ yaw_matrix(yaw)
+    k = np.maximum(extent / 2, 1e-6)
+    k0 = np.linalg.norm(local / k, axis=1)
+    k1 = np.linalg.norm(local / (k * k), axis=1)
+    return np.where(k1 > 0, k0 * (k0 - 1.0) / np.maximum(k1, 1e-12), -k.min())
+
+
+def fit_ellipsoid(q: np.ndarray, resting: bool) -> ShapeFit | None:
+    """An upright ellipsoid with any yaw (three different semi-axes): algebraic least
+    squares for A x^2 + B xy + C y^2 + D (z - z0)^2 + E x + F y + G = 0 (the smallest
+    singular vector, on centred and scaled points). A resting ellipsoid touches the support,
+    so its centre height z0 is half its top's; otherwise z0 is fitted too (a linear z term).
+    None when the points are not on an ellipsoid (the quadric is no ellipsoid)."""
+    if len(q) < 12:
+        return None
+    _, top = robust_range(q[:, 2])
+    mean = q.mean(axis=0)
+    scale = float(np.abs(q - mean).max()) or 1.0
+    x, y = (q[:, 0] - mean[0]) / scale, (q[:, 1] - mean[1]) / scale
+    z0 = float(top) / 2 if resting else None
+    z = (q[:, 2] - (z0 if resting else mean[2])) / scale
+    cols = [x * x, x * y, y * y, z * z, x, y, np.ones(len(q))]
+    if not resting:
+        cols.insert(6, z)
+    _, _, vt = np.linalg.svd(np.column_stack(cols), full_matrices=False)
+    coef = vt[-1]
+    A, B, C, D, E, F = coef[:6]
+    H = coef[6] if not resting else 0.0
+    G = coef[-1]
+    M = np.array([[A, B / 2], [B / 2, C]])
+    if abs(np.linalg.det(M)) < 1e-12 or abs(D) < 1e-12:
+        return None
+    c_xy = -0.5 * np.linalg.solve(M, [E, F])
+    c_z = -H / (2 * D)
+    k = c_xy @ M @ c_xy + D * c_z * c_z - G
+    evals, evecs = np.linalg.eigh(M)
+    if not (np.all(evals * k > 0) and D * k > 0):
+        return None
+    semi = np.sqrt(np.array([k / evals[0], k / evals[1], k / D])) * scale
+    yaw = float(np.arctan2(evecs[1, 0], evecs[0, 0]))
+    center = np.array([mean[0] + scale * c_xy[0], mean[1] + scale * c_xy[1],
+                       (z0 if resting else mean[2]) + scale * c_z])
+    extent = 2 * semi
+    rms = _trimmed_rms(ellipsoid_sdf(q, center, extent, yaw))
+    return ShapeFit("ellipsoid", center, extent, yaw, rms)
 
 
 def fit_visible(q: np.ndarray) -> ShapeFit:
@@ -180,22 +213,18 @@ def fit_visible(q: np.ndarray) -> ShapeFit:
     return ShapeFit("visible", box.center, box.extent, box.yaw, float("nan"), hull_points=q)
 
 
-def fit_best(q: np.ndarray, resting: bool, hull_above_m: float) -> ShapeFit:
-    """The primitive with the lowest score; the hull fallback when even the best one leaves
-    a trimmed RMS above ``hull_above_m``."""
+def fit_best(q: np.ndarray, resting: bool) -> ShapeFit | None:
+    """The primitive with the lowest score (trimmed RMS plus the cues' penalties), None when
+    none can be fitted. Whether it explains the points well enough is the caller's call."""
     fits = [fit_box(q, resting), fit_cylinder(q, resting), fit_sphere(q)]
     fits = [f for f in fits if np.all(np.isfinite(f.extent)) and np.isfinite(f.rms)]
     # A sphere far larger than the points' spread is a plane in disguise, not a ball.
     spread = float(np.ptp(q, axis=0).max()) if len(q) else 0.0
     fits = [f for f in fits if f.shape != "ball" or f.extent[0] <= 2.0 * spread + 0.01]
     if not fits:
-        return fit_hull(q, resting)
+        return None
     penalty = _shape_cues(q)
     best = min(fits, key=lambda f: f.rms + _PRIOR_M[f.shape] + penalty[f.shape])
-    if best.rms > hull_above_m:
-        hull = fit_hull(q, resting)
-        hull.rms = best.rms
-        return hull
     if best.shape == "box" and best.extent.max() <= _CUBE_RATIO * best.extent.min():
         best.shape = "cube"
     return best
@@ -314,7 +343,7 @@ def shape_mesh(fit: ShapeFit) -> tuple[np.ndarray, np.ndarray]:
     """The fitted shape's mesh in the support frame: (vertices, triangles)."""
     if fit.hull_points is not None:
         return hull_mesh(fit.hull_points)
-    kind = {"cube": "box"}.get(fit.shape, fit.shape)
+    kind = {"cube": "box", "ellipsoid": "ball"}.get(fit.shape, fit.shape)
     if kind not in _UNIT:
         builders: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
             "box": unit_box, "ball": unit_sphere, "cylinder": unit_cylinder}
@@ -350,3 +379,75 @@ def color_name(rgb01: np.ndarray) -> str:
         if h < upper:
             return name
     return "red"
+
+
+# --- checks against the view, and boxes of voxel solids ------------------------------------------
+
+def primitive_sdf(fit: ShapeFit, q: np.ndarray) -> np.ndarray:
+    """Signed distance from support-frame points to a fitted primitive's surface."""
+    if fit.shape in ("box", "cube"):
+        return box_sdf(q, fit.center, fit.extent, fit.yaw)
+    if fit.shape == "cylinder":
+        return cylinder_sdf(q, fit.center, fit.extent)
+    if fit.shape == "ellipsoid":
+        return ellipsoid_sdf(q, fit.center, fit.extent, fit.yaw)
+    return np.linalg.norm(q - fit.center, axis=1) - fit.extent[0] / 2
+
+
+def outside_share(fit: ShapeFit, q: np.ndarray, distance: float) -> float:
+    """Share of the points further than `distance` outside a fitted primitive."""
+    return float(np.mean(primitive_sdf(fit, q) > distance))
+
+
+def contradicted(fit: ShapeFit, view, share: float, cells: int = 12) -> bool:
+    """Whether more than `share` of a primitive's volume is seen free by `view` (a
+    :class:`~.completion.View`) or lies below the support: the camera sees through the
+    shape, so the object is not that primitive (a torus fitted as a cylinder). The volume
+    is sampled on a grid of `cells` steps along each side of the shape's upright box."""
+    half = np.linalg.norm(fit.extent[:2]) / 2 if fit.shape in ("box", "cube") else fit.extent[0] / 2
+    lo = fit.center - np.array([half, half, fit.extent[2] / 2])
+    hi = fit.center + np.array([half, half, fit.extent[2] / 2])
+    axes = [np.linspace(lo[d], hi[d], cells + 1)[:-1] + (hi[d] - lo[d]) / (2 * cells) for d in range(3)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    inside = grid[primitive_sdf(fit, grid) < 0.0]
+    if len(inside) < 8:
+        return False
+    return float(view.free(inside).mean()) > share
+
+
+def box_of_solid(solid, verts: np.ndarray, rms: float) -> ShapeFit:
+    """The upright box of a voxel solid's mesh: yaw from its symmetry (a mirror plane, or
+    the direction of a part from its axis) or else from the smallest rectangle around its
+    footprint, extents from the mesh, so box and mesh agree."""
+    yaw = solid.yaw
+    if yaw is None:
+        xy = np.ascontiguousarray(solid.centres()[:, :2], dtype=np.float32)
+        yaw = float(np.deg2rad(cv2.minAreaRect(xy)[2])) if len(xy) >= 3 else 0.0
+    local = verts @ yaw_matrix(yaw)
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    center = yaw_matrix(yaw) @ ((lo + hi) / 2)
+    return ShapeFit(solid.family, center, hi - lo, yaw, rms)
+
+
+def part_boxes(solid) -> list[tuple[str, ShapeFit]]:
+    """(name, upright box) of each part of a voxel solid, support frame: a part standing
+    out of a body of revolution is a ``handle`` (its box along the direction from the axis
+    to it), any other a ``part``. The box spans the part's voxel centres, as the mesh does
+    (it passes through the boundary voxels' centres)."""
+    rev = next((s for s in solid.symmetries if s.kind == "revolution"), None)
+    out = []
+    for voxels in solid.parts.values():
+        centres = solid.centres(voxels)
+        if len(centres) < 2:
+            continue
+        if rev is not None:
+            d = np.median(centres[:, :2], axis=0) - rev.point
+            yaw, name = float(np.arctan2(d[1], d[0])), "handle"
+        else:
+            xy = np.ascontiguousarray(centres[:, :2], dtype=np.float32)
+            yaw, name = float(np.deg2rad(cv2.minAreaRect(xy)[2])), "part"
+        local = centres @ yaw_matrix(yaw)
+        lo, hi = local.min(axis=0), local.max(axis=0)
+        extent = np.maximum(hi - lo, solid.voxel)
+        out.append((name, ShapeFit(name, yaw_matrix(yaw) @ ((lo + hi) / 2), extent, yaw, float("nan"))))
+    return out

@@ -14,12 +14,14 @@ an empty :class:`Reconstruction` whose ``reason`` says what was wrong.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 #: Smallest image side a backend works on (px): below this there is no object to segment.
 MIN_IMAGE_SIDE = 8
+#: Most triangles an object's mesh is drawn with (:meth:`ObjectModel.display_mesh`).
+DISPLAY_TRIANGLES = 1000
 
 PROMPT_KINDS = ("none", "pixel", "point", "box", "mask")
 
@@ -120,8 +122,46 @@ def matrix_from_quaternion(q) -> np.ndarray:
     ])
 
 
+class OrientedBox:
+    """Pose and box accessors shared by objects and their parts (``box_center``,
+    ``box_extent``, ``box_rotation`` in the camera optical frame)."""
+
+    box_center: np.ndarray
+    box_extent: np.ndarray
+    box_rotation: np.ndarray
+
+    @property
+    def rotation(self) -> np.ndarray:
+        return quaternion_from_matrix(self.box_rotation)
+
+    @property
+    def translation(self) -> np.ndarray:
+        return np.asarray(self.box_center, dtype=np.float64)
+
+    @property
+    def scale(self) -> np.ndarray:
+        return np.asarray(self.box_extent, dtype=np.float64)
+
+    def box_corners(self) -> np.ndarray:
+        """(8, 3) corners of the oriented box; corner i has sign bits (x: 1, y: 2, z: 4)."""
+        signs = np.array([[(i & 1) * 2 - 1, (i >> 1 & 1) * 2 - 1, (i >> 2 & 1) * 2 - 1]
+                          for i in range(8)], dtype=np.float64)
+        return self.box_center + (signs * (self.box_extent / 2)) @ self.box_rotation.T
+
+
 @dataclass
-class ObjectModel:
+class ObjectPart(OrientedBox):
+    """A named piece of an object that a grasp may need apart from the whole (a mug's
+    handle): its oriented box and pose, as an object's (camera optical frame)."""
+
+    name: str
+    box_center: np.ndarray
+    box_extent: np.ndarray
+    box_rotation: np.ndarray
+
+
+@dataclass
+class ObjectModel(OrientedBox):
     """One reconstructed object, everything in the camera optical frame (metres).
 
     ``vertices``/``triangles``/``vertex_colors`` (RGB in [0, 1]): the whole object's surface,
@@ -130,11 +170,14 @@ class ObjectModel:
     object's observed colour). ``points``/``point_colors``: the observed points the shape was
     fitted to. ``box_center``/``box_extent``/``box_rotation``: the oriented bounding box
     (columns of the rotation are the box axes). ``rotation`` (w, x, y, z), ``translation``,
-    ``scale``: the pose, object -> camera (see the module docstring). ``shape``: the primitive
-    that was fitted (``cube``, ``box``, ``ball``, ``cylinder``, ``hull``, or ``visible`` when
-    completion is off; ``mesh`` from a learned backend). ``color``: colour name of the observed
-    surface. ``label``: "<colour> <shape>". ``confidence`` in [0, 1]. ``mask``: the image
-    pixels that were segmented for this object (HxW bool), when known.
+    ``scale``: the pose, object -> camera (see the module docstring). ``shape``: the family
+    (a primitive: ``cube``, ``box``, ``ball``, ``cylinder``; from the voxel completion:
+    ``ellipsoid``, ``cone``, ``torus``, ``mug``, ``cup``, ``bottle``, ``plate``, ``round``,
+    ``l-block``, ``curved``, ``object``; ``visible`` when completion is off; ``mesh`` from a
+    learned backend). ``color``: colour name of the observed surface. ``label``: "<colour>
+    <shape>". ``confidence`` in [0, 1]. ``mask``: the image pixels that were segmented for
+    this object (HxW bool), when known. ``parts``: named pieces with their own boxes (a mug's
+    ``handle``).
     """
 
     vertices: np.ndarray
@@ -152,33 +195,42 @@ class ObjectModel:
     mask: np.ndarray | None = None
     fit_rms_m: float = float("nan")
     touches_border: bool = False
+    parts: list[ObjectPart] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return f"{self.color} {self.shape}"
 
-    @property
-    def rotation(self) -> np.ndarray:
-        return quaternion_from_matrix(self.box_rotation)
-
-    @property
-    def translation(self) -> np.ndarray:
-        return np.asarray(self.box_center, dtype=np.float64)
-
-    @property
-    def scale(self) -> np.ndarray:
-        return np.asarray(self.box_extent, dtype=np.float64)
+    def display_mesh(self, max_triangles: int = DISPLAY_TRIANGLES):
+        """(vertices, triangles, vertex colours) with at most `max_triangles` triangles, for
+        drawing (the markers): vertex clustering (the vertices in one cell of a grid merge
+        into their mean, colours averaged, collapsed triangles dropped) on a cell sized from
+        the triangle count and grown until the mesh fits. The mesh itself when it fits."""
+        verts = np.asarray(self.vertices, dtype=np.float64)
+        tris = np.asarray(self.triangles)
+        if len(tris) <= max_triangles:
+            return verts, tris, np.asarray(self.vertex_colors)
+        a, b = verts[tris[:, 0]], verts[tris[:, 1]]
+        # Triangles scale with the inverse square of the cell: start near the right cell.
+        cell = float(np.mean(np.linalg.norm(b - a, axis=1))) * np.sqrt(len(tris) / max_triangles)
+        while True:
+            keys = np.floor((verts - verts.min(axis=0)) / cell).astype(np.int64)
+            _, inverse = np.unique(keys, axis=0, return_inverse=True)
+            inverse = inverse.ravel()
+            counts = np.bincount(inverse).astype(np.float64)[:, None]
+            merged = np.column_stack([np.bincount(inverse, weights=verts[:, d]) for d in range(3)]) / counts
+            colors = np.column_stack([np.bincount(inverse, weights=np.asarray(self.vertex_colors)[:, d])
+                                      for d in range(3)]) / counts
+            t = inverse[tris]
+            t = t[(t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 0] != t[:, 2])]
+            if len(t) <= max_triangles or len(merged) <= 4:
+                return merged, t, colors
+            cell *= 1.25
 
     @property
     def observed_fraction(self) -> float:
         """Share of the surface's vertices the camera saw (the rest were completed)."""
         return float(np.mean(self.vertex_observed)) if len(self.vertex_observed) else 0.0
-
-    def box_corners(self) -> np.ndarray:
-        """(8, 3) corners of the oriented box; corner i has sign bits (x: 1, y: 2, z: 4)."""
-        signs = np.array([[(i & 1) * 2 - 1, (i >> 1 & 1) * 2 - 1, (i >> 2 & 1) * 2 - 1]
-                          for i in range(8)], dtype=np.float64)
-        return self.box_center + (signs * (self.box_extent / 2)) @ self.box_rotation.T
 
 
 class Reconstruction(list):

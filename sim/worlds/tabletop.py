@@ -84,6 +84,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from embodied_stack.sim.worlds import procedural_objects
 from embodied_stack.sim.worlds.base import (
     INSTRUCTION_CHARSET,
     INSTRUCTION_MAX_LEN,
@@ -113,6 +114,10 @@ EE_HIGH = np.array([0.28, 0.28, 0.25])
 EE_START_Z = 0.12
 MAX_OBJECTS = 6
 MIN_OBJECTS = 3
+#: Most objects in a scene of procedural shapes (``objects="shapes"``; at least one).
+SHAPES_MAX_OBJECTS = 5
+#: The word an instruction uses for a procedural family, where it is not the family's id.
+FAMILY_NOUNS = {"l_block": "l-block"}
 
 COLORS = {
     "red": (0.85, 0.12, 0.10),
@@ -122,6 +127,9 @@ COLORS = {
 }
 COLOR_NAMES = tuple(COLORS)
 CLASS_NAMES = ("cube", "ball", "cylinder")
+#: What the objects are: the primitives above (the default) or the procedural shapes of
+#: :mod:`.procedural_objects` (``objects="shapes"``).
+OBJECT_SETS = ("primitives", "shapes")
 #: Full extents (x, y, z) of each class in its own frame (m).
 CLASS_SIZES = {
     "cube": np.array([0.05, 0.05, 0.05]),
@@ -151,6 +159,10 @@ DIRECTION_PHRASES = {
 _SPAWN_LOW = np.array([-0.17, -0.20])
 _SPAWN_HIGH = np.array([0.17, 0.20])
 _MIN_GAP = 0.03  # free space between two object footprints
+# ... with procedural shapes, whose footprint circles (about the box centre) are loose: a
+# little closer. Objects touching at one depth are one object to a depth camera, so they
+# stay apart; they hide each other by standing behind one another (_sample_positions).
+_MIN_GAP_SHAPES = 0.025
 _PATH_GAP = 0.02  # free space between a push path and any other object's footprint
 _TABLE_HALF = 0.30
 _PUSH_SHARE = 0.4  # share of push tasks
@@ -165,11 +177,14 @@ def _parking_position(slot: int) -> tuple[float, float, float]:
     return (0.8 + 0.1 * slot, 0.8, _PARKING_Z + 0.025)
 
 
-def instruction_vocabulary() -> list[str]:
-    """Every word the instruction grammar can emit, sorted."""
+def instruction_vocabulary(objects: str = "primitives") -> list[str]:
+    """Every word the instruction grammar can emit with this object set, sorted."""
     words = {"touch", "push", "the", "object"}
     words.update(COLOR_NAMES)
-    words.update(CLASS_NAMES)
+    if objects == "shapes":
+        words.update(FAMILY_NOUNS.get(f, f) for f in procedural_objects.FAMILIES)
+    else:
+        words.update(CLASS_NAMES)
     for phrase in DIRECTION_PHRASES.values():
         words.update(phrase.split())
     return sorted(words)
@@ -201,18 +216,48 @@ _CAMERA_TARGET = (0.03, 0.0, 0.0)
 _CAMERA_FOVY = 50  # degrees, vertical
 
 
-def build_mjcf(image_side: int = 64) -> str:
+def build_mjcf(image_side: int = 64, shapes: list | None = None) -> str:
     """The world's MJCF. Each object slot holds one geom per class; reset turns one on (visible
     group 0, colliding) and the others off, so the model is compiled once per env.
 
     ``image_side`` (the larger image side) sets the tessellation of spheres and cylinders:
     software GL spends most of a small frame on vertices, and a 64x64 image cannot show the
     difference between 12 and 28 slices (~0.45 ms vs ~1.1 ms a frame here).
+
+    ``shapes`` (``objects="shapes"``): one ``(ProceduralObject, colour name)`` per used slot.
+    Such a slot holds the object's mesh instead (visible, colliding as its convex hull, as
+    MuJoCo collides every mesh); the unused slots keep their parked cube. The model is then
+    compiled per scene.
     """
     slices, stacks, quads = (12, 6, 1) if image_side <= 160 else (28, 16, 2)
     slots = []
+    assets = ""
     for i in range(MAX_OBJECTS):
         park = " ".join(f"{v:.3f}" for v in _parking_position(i))
+        if shapes is not None and i < len(shapes):
+            obj, color = shapes[i]
+            assets += procedural_objects.mesh_asset_xml(f"shape{i}", obj)
+            ex, ey, ez = obj.extent
+            inertia = OBJECT_MASS / 12.0 * np.array([ey**2 + ez**2, ex**2 + ez**2, ex**2 + ey**2])
+            rgba = " ".join(f"{v:g}" for v in (*COLORS[color], 1.0))
+            slots.append(f"""
+    <body name="obj{i}" pos="{park}">
+      <freejoint name="obj{i}_free"/>
+      <inertial pos="0 0 0" mass="{OBJECT_MASS}" diaginertia="{inertia[0]:.3e} {inertia[1]:.3e} {inertia[2]:.3e}"/>
+      <geom name="obj{i}_mesh" type="mesh" mesh="shape{i}" class="object" group="0" rgba="{rgba}"
+            contype="{_OBJECT_CONTYPE}" conaffinity="{_OBJECT_CONAFFINITY}"/>
+    </body>""")
+            continue
+        if shapes is not None:
+            half = CLASS_SIZES["cube"] / 2
+            slots.append(f"""
+    <body name="obj{i}" pos="{park}">
+      <freejoint name="obj{i}_free"/>
+      <inertial pos="0 0 0" mass="{OBJECT_MASS}" diaginertia="3e-5 3e-5 3e-5"/>
+      <geom name="obj{i}_cube" type="box" size="{half[0]} {half[1]} {half[2]}" class="object"
+            contype="1" conaffinity="1"/>
+    </body>""")
+            continue
         cube, ball, cyl = (CLASS_SIZES[c] / 2 for c in CLASS_NAMES)
         slots.append(f"""
     <body name="obj{i}" pos="{park}">
@@ -250,7 +295,7 @@ def build_mjcf(image_side: int = 64) -> str:
     <quality numslices="{slices}" numstacks="{stacks}" numquads="{quads}"/>
     <map znear="0.02" zfar="10"/>
   </visual>
-  <default>
+{assets and f"  <asset>{assets}{chr(10)}  </asset>{chr(10)}"}  <default>
     <default class="object">
       <geom contype="0" conaffinity="0" group="4" friction="0.6 0.005 0.0001" mass="0"/>
     </default>
@@ -297,14 +342,15 @@ def _class_inertia(name: str) -> np.ndarray:
     return np.array([side, side, 0.5 * m * r**2])
 
 
-def push_path(center_xy, cls: str, direction: str):
+def push_path(center_xy, cls: str, direction: str, footprint: float | None = None):
     """Start and end (x, y in m) of a push of an object of class ``cls`` centred at
     ``center_xy``: the start is where the fingertip comes down behind the object, the end is
     where the object's centre is once the push has clearly succeeded. Returns
-    ``((start_x, start_y), (end_x, end_y))``."""
+    ``((start_x, start_y), (end_x, end_y))``. ``footprint``: the object's footprint radius
+    (m), for a procedural shape; by default the class's."""
     ux, uy = DIRECTIONS[direction][:2].tolist()
     x, y = float(center_xy[0]), float(center_xy[1])
-    back = CLASS_FOOTPRINT[cls] + FINGERTIP_RADIUS + 0.025
+    back = (CLASS_FOOTPRINT[cls] if footprint is None else footprint) + FINGERTIP_RADIUS + 0.025
     ahead = PUSH_DISTANCE + 0.04
     return (x - ux * back, y - uy * back), (x + ux * ahead, y + uy * ahead)
 
@@ -341,6 +387,7 @@ class TabletopEnv(gymnasium.Env):
         max_episode_steps: int = 60,
         render_mode: str | None = None,
         depth_noise=False,
+        objects: str = "primitives",
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} not in {self.metadata['render_modes']}")
@@ -353,18 +400,46 @@ class TabletopEnv(gymnasium.Env):
         self.depth_noise = DepthNoise.from_option(depth_noise)
         self._noise_rng: np.random.Generator | None = None  # spawned by reset() with depth noise
 
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(max(self.width, self.height)))
+        self.objects = objects
+        if objects not in OBJECT_SETS:
+            raise ValueError(f"objects {objects!r} not in {OBJECT_SETS}")
+        #: The current scene's procedural objects (``objects="shapes"``; empty otherwise).
+        self.shapes: list[procedural_objects.ProceduralObject] = []
+        self._load_model(build_mjcf(max(self.width, self.height)),
+                         [[f"obj{i}_{c}" for c in CLASS_NAMES] for i in range(MAX_OBJECTS)])
+
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+        self._act_low = self.action_space.low.astype(np.float64)
+        self._act_high = self.action_space.high.astype(np.float64)
+        self.observation_space = spaces.Dict({
+            "rgb": spaces.Box(0, 255, (self.height, self.width, 3), np.uint8),
+            "depth": spaces.Box(0.0, np.inf, (self.height, self.width), np.float32),
+            "instruction": spaces.Text(
+                max_length=INSTRUCTION_MAX_LEN, min_length=1, charset=INSTRUCTION_CHARSET),
+            "proprio": spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
+        })
+
+        self._scene: dict[str, Any] | None = None  # set by reset()
+        self._rgb = None
+        self._lookahead = False  # True while an expert looks ahead: steps skip rendering
+
+    def _load_model(self, xml: str, slot_geom_names: list[list[str]]) -> None:
+        """Compile the world and cache the views every step and reset use (once per env; per
+        scene with ``objects="shapes"``). ``slot_geom_names``: each slot's geoms, by name."""
+        self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)
+        previous = getattr(self, "renderer", None)
+        if previous is not None:  # a new model needs its own GL context objects
+            previous.close()
         self.renderer = RGBDRenderer(self.model, "front", self.width, self.height)
 
         m = self.model
         name2id = lambda kind, name: mujoco.mj_name2id(m, kind, name)  # noqa: E731
         self._body_ids = np.array(
             [name2id(mujoco.mjtObj.mjOBJ_BODY, f"obj{i}") for i in range(MAX_OBJECTS)])
-        # geom id of (slot, class index)
+        # geom id of (slot, class index); with shapes, each slot's one geom
         self._slot_geoms = np.array(
-            [[name2id(mujoco.mjtObj.mjOBJ_GEOM, f"obj{i}_{c}") for c in CLASS_NAMES]
-             for i in range(MAX_OBJECTS)])
+            [[name2id(mujoco.mjtObj.mjOBJ_GEOM, name) for name in names] for names in slot_geom_names])
         self._obj_qpos = np.array(
             [m.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, f"obj{i}_free")]
              for i in range(MAX_OBJECTS)])
@@ -400,23 +475,9 @@ class TabletopEnv(gymnasium.Env):
         self._ee_q = slice(int(self._ee_qpos[0]), int(self._ee_qpos[0]) + 3)
         self._ee_v = slice(int(self._ee_dof[0]), int(self._ee_dof[0]) + 3)
 
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
-        self._act_low = self.action_space.low.astype(np.float64)
-        self._act_high = self.action_space.high.astype(np.float64)
-        self.observation_space = spaces.Dict({
-            "rgb": spaces.Box(0, 255, (self.height, self.width, 3), np.uint8),
-            "depth": spaces.Box(0.0, np.inf, (self.height, self.width), np.float32),
-            "instruction": spaces.Text(
-                max_length=INSTRUCTION_MAX_LEN, min_length=1, charset=INSTRUCTION_CHARSET),
-            "proprio": spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32),
-        })
-
         mujoco.mj_forward(m, self.data)
-        # The camera is fixed: its model is computed once.
+        # The camera is fixed: its model is computed once per model.
         self._camera = self.renderer.camera_model(self.data)
-        self._scene: dict[str, Any] | None = None  # set by reset()
-        self._rgb = None
-        self._lookahead = False  # True while an expert looks ahead: steps skip rendering
 
     # --- scene sampling -----------------------------------------------------------------
 
@@ -438,8 +499,13 @@ class TabletopEnv(gymnasium.Env):
             def chance(share: float) -> bool:
                 return next(uniforms) < share  # noqa: B023
 
-            n = MIN_OBJECTS + pick(MAX_OBJECTS - MIN_OBJECTS + 1)
-            classes = [CLASS_NAMES[pick(len(CLASS_NAMES))] for _ in range(n)]
+            if self.objects == "shapes":
+                n = 1 + pick(SHAPES_MAX_OBJECTS)
+                classes = [procedural_objects.FAMILIES[pick(len(procedural_objects.FAMILIES))]
+                           for _ in range(n)]
+            else:
+                n = MIN_OBJECTS + pick(MAX_OBJECTS - MIN_OBJECTS + 1)
+                classes = [CLASS_NAMES[pick(len(CLASS_NAMES))] for _ in range(n)]
             colors = [COLOR_NAMES[pick(len(COLOR_NAMES))] for _ in range(n)]
             chosen = pick(n)
             color_only = chance(_COLOR_ONLY_SHARE)
@@ -466,18 +532,24 @@ class TabletopEnv(gymnasium.Env):
             targets = [i for i in range(n) if fits(i)]
             yaw = np.array([math.pi * (2.0 * next(uniforms) - 1.0) for _ in range(n)])
             start = np.array([0.3 * next(uniforms) - 0.15, 0.3 * next(uniforms) - 0.15, EE_START_Z])
-            xy = self._sample_positions(classes, targets if task == "push" else [], direction)
+            shapes, foot = None, None
+            if self.objects == "shapes":
+                shapes = [procedural_objects.make_object(c, rng) for c in classes]
+                foot = [s.footprint_radius for s in shapes]
+            xy = self._sample_positions(classes, targets if task == "push" else [], direction, foot)
             if xy is None:
                 continue  # too crowded for this task (rare): draw a new scene
+            noun = None if shape is None else FAMILY_NOUNS.get(shape, shape)
             return {
                 "classes": classes, "colors": colors, "xy": xy, "yaw": yaw,
                 "task": task, "direction": direction, "targets": targets,
-                "instruction": make_instruction(task, colors[chosen], shape, direction),
-                "ee_start": start,
+                "instruction": make_instruction(task, colors[chosen], noun, direction),
+                "ee_start": start, "shapes": shapes,
             }
 
-    def _sample_positions(self, classes, pushed, direction) -> np.ndarray | None:
-        """Object centres on the table, footprints at least ``_MIN_GAP`` apart.
+    def _sample_positions(self, classes, pushed, direction, foot=None) -> np.ndarray | None:
+        """Object centres on the table, footprints at least ``_MIN_GAP`` apart (``_MIN_GAP_SHAPES``
+        for procedural shapes).
 
         One batch of random candidates is drawn; objects are placed one by one, each on the
         first candidate that clears everything placed so far. For a push task the targets
@@ -491,26 +563,44 @@ class TabletopEnv(gymnasium.Env):
         """
         unit = self.np_random.random((128, 2))
         candidates = (_SPAWN_LOW + (_SPAWN_HIGH - _SPAWN_LOW) * unit).tolist()
-        foot = [CLASS_FOOTPRINT[c] for c in classes]
+        foot_given = foot is not None
+        gap = _MIN_GAP_SHAPES if foot_given else _MIN_GAP
+        if foot is None:
+            foot = [CLASS_FOOTPRINT[c] for c in classes]
         ee_limit = float(EE_HIGH[0]) - 0.02
         table_limit = _TABLE_HALF - 0.04
         xy: list[Any] = [None] * len(classes)  # (x, y) of each object once placed
         placed: list[int] = []
         paths: list[tuple[float, float, float, float, float]] = []  # start, end, half-width
         used = [False] * len(candidates)
+        shapes = foot_given
+        behind = self.np_random.random((len(classes), 3)).tolist() if shapes else []
         for i in list(pushed) + [j for j in range(len(classes)) if j not in pushed]:
             half_width = max(foot[i], FINGERTIP_RADIUS)
-            for c, (x, y) in enumerate(candidates):
-                if used[c]:
+            first = []
+            if shapes and placed:
+                # Most shapes (70%) try first to stand just behind one placed already, as seen
+                # from the camera (+x, within 35 degrees): cluttered objects hide each other.
+                u_pick, u_angle, u_far = behind[i]
+                if u_pick < 0.7:
+                    j = placed[min(int(u_far * len(placed)), len(placed) - 1)]
+                    angle = math.radians(70.0 * (u_angle - 0.5))
+                    reach = foot[i] + foot[j] + gap + 0.02 * u_far
+                    first = [(xy[j][0] + reach * math.cos(angle), xy[j][1] + reach * math.sin(angle))]
+            for c, (x, y) in enumerate(first + candidates):
+                c -= len(first)
+                if c >= 0 and used[c]:
                     continue
-                if any(math.hypot(x - xy[j][0], y - xy[j][1]) < foot[j] + foot[i] + _MIN_GAP
+                if max(abs(x), abs(y)) + foot[i] > _TABLE_HALF - 0.01:  # on the table
+                    continue
+                if any(math.hypot(x - xy[j][0], y - xy[j][1]) < foot[j] + foot[i] + gap
                        for j in placed):
                     continue
                 if any(_segment_distance(x, y, *path[:4]) < path[4] + foot[i] + _PATH_GAP
                        for path in paths):
                     continue
                 if i in pushed:
-                    (sx, sy), (ex, ey) = push_path((x, y), classes[i], direction)
+                    (sx, sy), (ex, ey) = push_path((x, y), classes[i], direction, foot[i])
                     if max(abs(sx), abs(sy)) > ee_limit or max(abs(ex), abs(ey)) > table_limit:
                         continue
                     if any(_segment_distance(xy[j][0], xy[j][1], sx, sy, ex, ey)
@@ -518,7 +608,8 @@ class TabletopEnv(gymnasium.Env):
                         continue
                     paths.append((sx, sy, ex, ey, half_width))
                 xy[i] = (x, y)
-                used[c] = True
+                if c >= 0:
+                    used[c] = True
                 placed.append(i)
                 break
             else:
@@ -537,6 +628,19 @@ class TabletopEnv(gymnasium.Env):
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         n = len(scene["classes"])
+        if scene["shapes"] is not None:  # compiled for this scene: only the poses to write
+            for slot in range(MAX_OBJECTS):
+                qadr = int(self._obj_qpos[slot])
+                if slot >= n:
+                    self._qpos[qadr:qadr + 7] = self._parked_poses[slot]
+                    continue
+                x, y = scene["xy"][slot]
+                half_yaw = 0.5 * float(scene["yaw"][slot])
+                self._qpos[qadr:qadr + 7] = (x, y, float(scene["shapes"][slot].extent[2] / 2),
+                                             math.cos(half_yaw), 0.0, 0.0, math.sin(half_yaw))
+            self._qpos[self._ee_q] = scene["ee_start"]
+            mujoco.mj_forward(m, d)
+            return
         contype, conaffinity, group = self._geom_contype, self._geom_conaffinity, self._geom_group
         for slot in range(MAX_OBJECTS):
             shown = CLASS_NAMES.index(scene["classes"][slot]) if slot < n else None
@@ -574,6 +678,14 @@ class TabletopEnv(gymnasium.Env):
         if self.depth_noise is not None:
             self._noise_rng = noise_generator(self.np_random)
         self._n = len(scene["classes"])
+        if scene["shapes"] is not None:
+            self.shapes = list(scene["shapes"])
+            self._load_model(
+                build_mjcf(max(self.width, self.height), list(zip(self.shapes, scene["colors"]))),
+                [[f"obj{i}_mesh" if i < self._n else f"obj{i}_cube"] for i in range(MAX_OBJECTS)])
+            self._object_sizes = [s.extent.copy() for s in self.shapes]
+        else:
+            self._object_sizes = [CLASS_SIZES[c] for c in scene["classes"]]
         self._targets = list(scene["targets"])
         self._target_bodies = self._body_ids[self._targets]
         self._direction = (DIRECTIONS[scene["direction"]] if scene["task"] == "push"
@@ -582,7 +694,7 @@ class TabletopEnv(gymnasium.Env):
         # geom id -> object id (slot index); -1 (background) indexes the lookup's last entry.
         self._geom_to_object = np.full(self.model.ngeom + 1, -1, dtype=np.int32)
         self._geom_to_object[self._slot_geoms[: self._n].ravel()] = np.repeat(
-            np.arange(self._n, dtype=np.int32), len(CLASS_NAMES))
+            np.arange(self._n, dtype=np.int32), self._slot_geoms.shape[1])
         self._object_bodies = self._body_ids[: self._n]
         self._start_pos = self._xpos[self._object_bodies]  # fancy indexing copies
         self._steps = 0
@@ -620,6 +732,11 @@ class TabletopEnv(gymnasium.Env):
         truncated = bool(not terminated and self._steps >= self.max_episode_steps)
         obs, seg = self._observe(contact=bool(touch_any[0] > 0 and touch_counts[:n].any()))
         return obs, float(reward), terminated, truncated, self._info(seg, action_clipped=clipped)
+
+    def object_geom(self, object_id: int) -> int:
+        """The geom that shows object ``object_id`` of the current scene."""
+        shown = self._slot_shown[object_id] if self.objects == "primitives" else 0
+        return int(self._slot_geoms[object_id, shown])
 
     def render(self):
         if self.render_mode == "rgb_array":
@@ -683,7 +800,7 @@ class TabletopEnv(gymnasium.Env):
         objects = [
             {"id": slot, "class": classes[slot], "color": colors[slot],
              "position": positions[slot], "quaternion": quaternions[slot],
-             "size": CLASS_SIZES[classes[slot]].copy()}
+             "size": self._object_sizes[slot].copy()}
             for slot in range(self._n)
         ]
         info = {
