@@ -28,6 +28,18 @@ class ArmScale:
     def to_action(self, velocity: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(velocity, np.float64) / self.max_ee_speed, -1, 1)
 
+    def roll_forward(self, proprio: np.ndarray, actions, dt: float) -> np.ndarray:
+        """The proprio vector after `actions` (one per `dt` s), for a request conditioned on
+        the actions still to run (control/chunk_scheduler.py, ``delay_aware``): the
+        end-effector position (proprio[0:3], the base frame of the commands) moved by the
+        commanded velocities, its velocity (proprio[3:6]) the last one; the rest kept."""
+        out = np.array(proprio, np.float32, copy=True)
+        for action in actions:
+            velocity = self.to_command(action)
+            out[0:3] += (velocity * dt).astype(np.float32)
+            out[3:6] = velocity
+        return out
+
 
 @dataclass(frozen=True)
 class VehicleScale:
@@ -42,6 +54,19 @@ class VehicleScale:
         v = float(np.clip(speed + accel * self.max_accel * self.dt, 0.0, self.max_speed))
         omega = v * math.tan(steer * self.max_steer) / self.wheelbase
         return np.array([v, omega])
+
+    def roll_forward(self, proprio: np.ndarray, actions, dt: float) -> np.ndarray:
+        """The proprio vector [speed, steer rad, yaw rate, accel, ...] (the driving world's
+        layout) after `actions` (one per `dt` s) by the bicycle model above, for a request
+        conditioned on the actions still to run (``delay_aware``); the rest kept."""
+        out = np.array(proprio, np.float32, copy=True)
+        for action in actions:
+            steer, accel = np.clip(np.asarray(action, np.float64)[:2], -1, 1)
+            v0 = float(out[0])
+            v1 = float(np.clip(v0 + accel * self.max_accel * dt, 0.0, self.max_speed))
+            omega = v1 * math.tan(steer * self.max_steer) / self.wheelbase
+            out[0:4] = (v1, steer * self.max_steer, omega, (v1 - v0) / dt)
+        return out
 
     def to_action(self, command: np.ndarray, speed: float) -> np.ndarray:
         v, omega = float(command[0]), float(command[1])

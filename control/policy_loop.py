@@ -12,8 +12,9 @@ Rules:
 - Inputs (`on_rgb`, `on_depth`, `on_proprio`, `on_speed`) are judged by `now`: one stamped
   more than `max_clock_skew_s` ahead of it, or older than `stale_after_s`, is refused (the
   reason comes back for the caller to report) and does not refresh staleness (control/safety.py).
-- When to ask for a chunk: an instruction is there; the scheduler wants one (refill_at actions
-  left, none in flight, a frame not asked about yet: control/chunk_scheduler.py); and the
+- When to ask for a chunk: an instruction is there; the scheduler wants one (its execution
+  strategy's threshold of actions left, from `refill_at` and the measured latency; none in
+  flight; a frame not asked about yet: control/chunk_scheduler.py); and the
   newest frame arrived less than half the deadline ago (its answer would be dropped), after
   the instruction or at most INSTRUCTION_GRACE_S before it (camera and instruction come on
   different topics, which DDS does not order), and, on a timer tick while actions remain
@@ -35,10 +36,17 @@ Rules:
   the reason in `fault.target`. A queued chunk's first action goes out at once, and the ticks
   are re-phased (`Step.rephase_s`): the chunk's next action then goes out 1 + PHASE_OFFSET
   periods after its frame's stamp, mid-way between the robot's control steps.
-- The control step: pop the action due, scale it to a command (or servo to a target / pursue a
-  plan), and let the safety supervisor pass it or replace it with a stop (stale input, faults,
-  e-stop latched until released; control/safety.py). A fault that persists is logged again at
-  most every FAULT_LOG_PERIOD_S, a change of the active faults at once.
+- The control step: take the action due now (chunks live on a time line: the action for this
+  control step, never one older than `deadline_s`), scale it to a command (or servo to a
+  target / pursue a plan), limit its acceleration and jerk (`limit_*`, control/smoothing.py),
+  and let the safety supervisor pass it or replace it with a stop (stale input, faults, e-stop
+  latched until released; control/safety.py). A stop bypasses the limiter: it goes out at
+  once, and the limiter starts again from it. A fault that persists is logged again at most
+  every FAULT_LOG_PERIOD_S, a change of the active faults at once.
+- `delay_aware` (and `auto` for an arm): a request's proprio is rolled forward through the
+  actions that will run while it is answered (control/commands.py), and its answer starts at
+  the step it was planned for (`Request.origin`). Not for target / plan backends, whose chunks
+  are setpoints.
 - `reconfigure` validates every change first and applies all of them or none.
 
 Threads: every public method takes the loop's own lock, so the node calls it from its
@@ -58,10 +66,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from embodied_stack.control.chunk_scheduler import ChunkScheduler, SchedulerConfig
+from embodied_stack.control.chunk_scheduler import (
+    AUTO_STRATEGY,
+    STEP_EPS,
+    STRATEGIES,
+    ChunkScheduler,
+    SchedulerConfig,
+)
 from embodied_stack.control.commands import ArmScale, VehicleScale
 from embodied_stack.control.input_sync import StampedBuffer
+from embodied_stack.control.latency import AddedLatency
 from embodied_stack.control.safety import SafetyConfig, SafetySupervisor
+from embodied_stack.control.smoothing import CommandLimiter, LimiterConfig
 from embodied_stack.control.target_control import ArmServo, PurePursuit, static_transform
 from embodied_stack.models.policy.interface import Action, Observation
 from embodied_stack.models.settings import check_ranges, fixed_settings, setting
@@ -98,13 +114,36 @@ class PolicyLoopConfig:
                 "qx qy qz qw (as static_transform_publisher); [0.0] = not set", fixed=True)
     # --- timing ---
     control_rate_hz: float = setting(10.0, "command rate (Hz)", 1.0, 200.0)
-    deadline_s: float = setting(0.3, "drop a result whose observation is older than this (s); "
-                                     "seconds for a large planner backend", 0.01, 60.0)
+    deadline_s: float = setting(0.3, "drop a result whose observation is older than this (s), and "
+                                     "execute no action older than it (cover latency + the chunk's "
+                                     "horizon); seconds for a large planner backend", 0.01, 60.0)
     stale_after_s: float = setting(0.5, "an input older than this (s) stops the robot", 0.05, 60.0)
     max_clock_skew_s: float = setting(0.1, "reject inputs stamped further than this (s) ahead "
                                            "of this node's clock", 0.001, 5.0)
     refill_at: int = setting(1, "request the next chunk when this many actions remain", 0, 64)
     execute_steps: int = setting(0, "actions of each chunk to execute (0 = all)", 0, 64)
+    # --- execution strategy (control/chunk_scheduler.py) and the output limiter (smoothing.py) ---
+    execution: str = setting("auto", "how chunks are executed (control/chunk_scheduler.py): auto ("
+                                     + ", ".join(f"{k}: {v}" for k, v in AUTO_STRATEGY.items()) + "); "
+                             + "; ".join(f"{k}: {v}" for k, v in STRATEGIES.items()))
+    ensemble_halflife_s: float = setting(0.1, "ensemble: a chunk's vote halves for every this many "
+                                              "seconds it is older than the newest (0 = newest only)",
+                                         0.0, 10.0)
+    latency_quantile: float = setting(0.9, "early / delay_aware: plan for this quantile of the recent "
+                                           "answer latencies", 0.5, 1.0)
+    limit_accel: float = setting(0.0, "healthy commands: most change of a linear velocity per second, "
+                                      "m/s^2 (arm: each end-effector axis; vehicle: speed); 0 = off; a "
+                                      "stop is never limited", 0.0, 1000.0)
+    limit_jerk: float = setting(0.0, "healthy commands: most change of that acceleration per second, "
+                                     "m/s^3; 0 = off", 0.0, 10000.0)
+    limit_angular_accel: float = setting(0.0, "vehicle: most change of the yaw rate command per "
+                                              "second, rad/s^2; 0 = off", 0.0, 1000.0)
+    limit_angular_jerk: float = setting(0.0, "vehicle: most change of that per second, rad/s^3; "
+                                             "0 = off", 0.0, 10000.0)
+    added_latency: str = setting("", "simulation: delay every answer by this: seconds ('0.2'), "
+                                     "'lognormal' (Jetson Orin figures: p50 170 ms, p99 600 ms) or "
+                                     "'lognormal:P50:P99'; empty = none (control/latency.py)",
+                                 fixed=True)
     # --- limits and command scales ---
     max_linear: float = setting(0.0, "|v| limit m/s (0 = embodiment default)", 0.0, 100.0)
     max_angular: float = setting(1.0, "vehicle |omega| limit rad/s", 0.01, 10.0)
@@ -127,15 +166,35 @@ class PolicyLoopConfig:
     def __post_init__(self):
         if self.embodiment not in ("arm", "vehicle"):
             raise ValueError(f"embodiment {self.embodiment!r} not in ('arm', 'vehicle')")
+        if self.execution != "auto" and self.execution not in STRATEGIES:
+            raise ValueError(f"execution {self.execution!r} not in {['auto', *STRATEGIES]}")
         check_ranges(self)
         object.__setattr__(self, "camera_to_base", tuple(float(v) for v in self.camera_to_base))
         static_transform(self.camera_to_base)  # (raises on anything but 7 numbers or unset)
+        AddedLatency.parse(self.added_latency)
         self.scheduler_config()
         self.safety_config()
 
     def scheduler_config(self) -> SchedulerConfig:
         return SchedulerConfig(rate_hz=self.control_rate_hz, deadline_s=self.deadline_s,
-                               refill_at=self.refill_at, execute_steps=self.execute_steps)
+                               refill_at=self.refill_at, execute_steps=self.execute_steps,
+                               strategy=self.strategy, ensemble_halflife_s=self.ensemble_halflife_s,
+                               latency_quantile=self.latency_quantile)
+
+    @property
+    def strategy(self) -> str:
+        """The execution strategy in force (`execution`, with auto resolved by embodiment)."""
+        return AUTO_STRATEGY[self.embodiment] if self.execution == "auto" else self.execution
+
+    def limiter_config(self) -> LimiterConfig:
+        """The output limiter's limits for this embodiment's command layout."""
+        accel: tuple[float, ...]
+        jerk: tuple[float, ...]
+        if self.embodiment == "arm":
+            accel, jerk = (self.limit_accel,) * 3, (self.limit_jerk,) * 3
+        else:
+            accel, jerk = (self.limit_accel, self.limit_angular_accel), (self.limit_jerk, self.limit_angular_jerk)
+        return LimiterConfig(accel, jerk, 1.0 / self.control_rate_hz)
 
     def safety_config(self) -> SafetyConfig:
         default_linear = self.max_ee_speed if self.embodiment == "arm" else self.max_speed
@@ -176,6 +235,7 @@ class Request:
     epoch: int  #: the instruction epoch it was asked in (a newer instruction supersedes it)
     frame_id: str  #: the camera frame of the observation's image (a target point is in it)
     speed: float  #: the vehicle's speed (odom) when asked: a plan is rolled forward from it
+    origin: float  #: when the answer's first action is due (its stamp; later for delay_aware)
 
 
 @dataclass(frozen=True)
@@ -211,6 +271,7 @@ class PolicyLoop:
         self.outputs_targets = outputs_targets
         self.scheduler = ChunkScheduler(config.scheduler_config())
         self.safety = SafetySupervisor(config.safety_config())
+        self.limiter = CommandLimiter(config.limiter_config())
         self._camera_to_base = static_transform(config.camera_to_base)
         self.controllers = Controllers.of(config)  # rebuilt by reconfigure
         self._lock = threading.Lock()
@@ -265,7 +326,7 @@ class PolicyLoop:
                 self._frames[stamp] = (header_stamp, arrived)
                 if len(self._frames) > FRAMES_KEPT:
                     self._frames.pop(next(iter(self._frames)))
-                self._maybe_request(arrived)  # start inference now, not at the next tick
+                self._maybe_request(now, arrived)  # start inference now, not at the next tick
             return reason
 
     def on_depth(self, depth: np.ndarray, stamp: float, now: float, arrived: float) -> str | None:
@@ -274,7 +335,7 @@ class PolicyLoop:
             if reason is None:
                 self._depth_buf.add(stamp, depth)
                 if self._awaiting_inputs:  # the newest frame waits for its depth image
-                    self._maybe_request(arrived)
+                    self._maybe_request(now, arrived)
             return reason
 
     def on_proprio(self, proprio: np.ndarray, stamp: float, now: float, arrived: float) -> str | None:
@@ -285,7 +346,7 @@ class PolicyLoop:
                 self._proprio = proprio
                 self._proprio_buf.add(stamp, proprio)
                 if self._awaiting_inputs:  # the newest frame waits for its joint state
-                    self._maybe_request(arrived)
+                    self._maybe_request(now, arrived)
             return reason
 
     def on_speed(self, speed: float, stamp: float, now: float) -> str | None:
@@ -400,6 +461,7 @@ class PolicyLoop:
             self.config, self.controllers = config, controllers
             self.scheduler.reconfigure(**dataclasses.asdict(config.scheduler_config()))
             self.safety.reconfigure(**dataclasses.asdict(config.safety_config()))
+            self.limiter.reconfigure(config.limiter_config())
 
     def diagnostics(self) -> Diagnostics:
         with self._lock:  # the worker appends to these: report a copy
@@ -412,7 +474,8 @@ class PolicyLoop:
             obs_stamp = self._last_obs_stamp
         pct = lambda a, q: f"{np.percentile(a, q):.2f}" if a.size else "nan"  # noqa: E731
         values = {
-            "embodiment": self.config.embodiment,
+            "embodiment": self.config.embodiment, "execution": self.config.strategy,
+            "latency_estimate_ms": f"{self.scheduler.latency_estimate() * 1e3:.1f}",
             "latency_p50_ms": pct(lat, 50), "latency_p95_ms": pct(lat, 95),
             "model_p50_ms": pct(model_lat, 50), "model_p99_ms": pct(model_lat, 99),
             "node_p50_ms": pct(node_lat, 50), "node_p99_ms": pct(node_lat, 99),
@@ -428,15 +491,15 @@ class PolicyLoop:
         return Diagnostics(level, message, values)
 
     # --- internals (lock held) ---------------------------------------------------------------
-    def _maybe_request(self, arrived_now: float, fresh_only: bool = False) -> None:
+    def _maybe_request(self, now: float, arrived_now: float, fresh_only: bool = False) -> None:
         """Form a request on the newest complete observation when the rules allow one.
 
         `fresh_only` (timer ticks): while actions remain queued, skip a frame that arrived
         more than half a control period ago; a fresher one is due, and asking on the old one
         would answer it a period late (the latency tail of bench/graph_latency.py)."""
         self._awaiting_inputs = False
-        rgb, stamp, instruction = self._rgb, self._rgb_stamp, self._instruction
-        if instruction is None or rgb is None or stamp is None or not self.scheduler.wants_request(stamp):
+        rgb, stamp, instruction, scheduler = self._rgb, self._rgb_stamp, self._instruction, self.scheduler
+        if instruction is None or rgb is None or stamp is None or not scheduler.wants_request(stamp, now):
             return
         arrived = self._frames[stamp][1] if stamp in self._frames else None
         if arrived is not None:
@@ -445,7 +508,7 @@ class PolicyLoop:
                 return  # half its deadline gone before inference starts: wait for a fresher one
             if arrived < self._instruction_since - INSTRUCTION_GRACE_S:
                 return  # a scene from before the instruction: wait for one that goes with it
-            if fresh_only and self.scheduler.queue and age > 0.5 * self.scheduler.config.period_s:
+            if fresh_only and scheduler.remaining(now) and age > 0.5 * scheduler.config.period_s:
                 return
         # Depth and proprio of this frame's instant (control/input_sync.py), not merely the
         # latest: those may still be the previous instant's when the colour image comes first.
@@ -468,11 +531,16 @@ class PolicyLoop:
             depth = None  # not registered to the colour image: do not feed it
         if self._reference is None:  # the first frame since the instruction: where the task starts
             self._reference = (rgb, depth)
+        origin = scheduler.request_origin(stamp)
+        if origin > stamp and not self.outputs_targets:  # delay_aware: the state it will start from
+            pending = scheduler.pending_actions(stamp, scheduler.shift_steps())
+            scale = self.controllers.arm_scale if self.config.embodiment == "arm" else self.controllers.vehicle_scale
+            proprio = scale.roll_forward(proprio, pending, scheduler.config.period_s)
         obs = Observation(
             rgb=rgb, instruction=instruction, proprio=proprio.copy(), embodiment=self.config.embodiment,
             depth=depth, camera_K=self._K, stamp=stamp, reference_rgb=self._reference[0],
             reference_depth=self._reference[1])
-        self._request = Request(obs, self.scheduler.start_request(stamp), self._rgb_frame, self._speed)
+        self._request = Request(obs, scheduler.start_request(stamp), self._rgb_frame, self._speed, origin)
 
     def _take_result(self, request: Request, action: Action | None, error: Exception | None,
                      now: float) -> Action | None:
@@ -485,7 +553,7 @@ class PolicyLoop:
             return None
         assert action is not None  # (an answer whenever there is no error)
         obs_stamp = request.observation.stamp
-        outcome, age = self.scheduler.finish(action.chunk, obs_stamp, request.epoch, now)
+        outcome, age = self.scheduler.finish(action.chunk, obs_stamp, request.epoch, now, request.origin)
         if outcome == "superseded":
             self.stats["superseded"] += 1
             return None
@@ -513,7 +581,7 @@ class PolicyLoop:
 
     def _step(self, now: float, arrived_now: float, from_result: bool) -> Step:
         """One control decision: ask for a chunk if due, pop the next action, apply safety."""
-        self._maybe_request(arrived_now, fresh_only=not from_result)
+        self._maybe_request(now, arrived_now, fresh_only=not from_result)
         popped = self.scheduler.next_action(now, from_result)
         if popped is None and not from_result and self.scheduler.missed_tick(now):
             self.stats["missed_ticks"] += 1
@@ -528,14 +596,19 @@ class PolicyLoop:
             # fall before the robot's next step and replace this action unexecuted, or just
             # after a step and lose the race to a late one.
             period = self.scheduler.config.period_s
-            since = max(0.0, now - popped[1])
+            age = max(0.0, now - popped.stamp)  # (a late chunk: into the period of its step)
+            since = age - math.floor(age / period + STEP_EPS) * period
             rephase_s = max(PHASE_OFFSET * period - since, 0.05 * period)
         command = obs_stamp = None
         if popped is not None:
-            action, obs_stamp = popped
+            obs_stamp = popped.stamp
             self.safety.note_input("actions", now, now)
-            command = self._to_command(action)
+            # Healthy commands are smoothed (control/smoothing.py); a stop never is: the
+            # supervisor replaces the command with it below, and the limiter starts from it.
+            command = self.limiter.limit(self._to_command(popped.action), now)
         out, faults = self.safety.filter(now, command)
+        if out is not None:
+            (self.limiter.reset if faults else self.limiter.record)(out, now)
         warning, info, changed = self._fault_log(faults, now)
         if out is None or (not faults and obs_stamp is None):
             # publish nothing: quiet after a stop, or healthy without an action (e.g. waiting

@@ -1,7 +1,9 @@
 """policy_node: camera + instruction in, commands out, with safety.
 
-Inputs: `camera/color/image_raw` (rgb8/bgr8), `camera/depth/image_raw` (32FC1 m / 16UC1 mm,
-optional; NaN/inf pixels are "no return", REP-118), `camera/color/camera_info`, `joint_states`
+Inputs: `camera/color/image_raw` (rgb8/bgr8; or its `compressed` JPEG/PNG topic with
+`color_transport:=compressed`), `camera/depth/image_raw` (32FC1 m / 16UC1 mm, optional; NaN/inf
+pixels are "no return", REP-118; or `compressedDepth` with `depth_transport:=compressedDepth`),
+`camera/color/camera_info`, `joint_states`
 (proprio, mapped by `proprio_names`), `odom` (vehicle speed), `instruction` (std_msgs/String,
 transient-local), `estop` (std_msgs/Bool, transient-local, latched).
 Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped, or Twist
@@ -38,10 +40,11 @@ from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Bool, Header, String
 
 from embodied_stack.control.input_sync import LatestSlot
+from embodied_stack.control.latency import AddedLatency, DelayedPolicy
 from embodied_stack.control.policy_loop import PolicyLoop, PolicyLoopConfig, Request, Step
 from embodied_stack.models.policy.backends import BackendSettings, load_backend
 from embodied_stack.models.policy.interface import Policy
@@ -49,11 +52,10 @@ from embodied_stack.models.runtime import check_submodel
 from embodied_stack.nodes.conversions import (
     MessageRejected,
     camera_info_to_K,
+    camera_transport,
     check_instruction,
     command_msg,
     diagnostics_msg,
-    image_to_depth,
-    image_to_rgb,
     joint_state_to_proprio,
     odometry_speed,
     plan_to_path,
@@ -85,9 +87,13 @@ class PolicyNode(Node):
         p("proprio_names", [""], read_only("joint_states names forming the proprio vector, in order (default: "
                                            "the worlds' layout)"))
         p("cmd_vel_stamped", True, read_only("vehicle: publish TwistStamped (true) or Twist"))
+        p("color_transport", "raw", read_only("colour images: raw, or compressed (image_transport's JPEG/PNG topic)"))
+        p("depth_transport", "raw", read_only("depth images: raw, or compressedDepth (image_transport's topic)"))
         p("base_frame", "base_link", read_only("frame_id of commands and plans"))
         g = lambda name: self.get_parameter(name).value  # noqa: E731
         config = PolicyLoopConfig(**{name: g(name) for name in LOOP_SETTINGS})  # validates
+        self._color = camera_transport("camera/color/image_raw", g("color_transport"))  # (topic, type, convert)
+        self._depth = camera_transport("camera/depth/image_raw", g("depth_transport"), depth=True)
         self.embodiment = config.embodiment
         qos, proprio_qos = (sensor_qos(g(name), name) for name in ("sensor_qos", "proprio_qos"))
         self.proprio_names = [n for n in g("proprio_names") if n] or DEFAULT_PROPRIO_NAMES[self.embodiment]
@@ -95,6 +101,8 @@ class PolicyNode(Node):
         self.policy = policy if policy is not None else load_backend(
             **{f.name: g(f.name) for f in dataclasses.fields(BackendSettings)})
         self.backend_name = g("backend") if policy is None else type(policy).__name__
+        if (latency := AddedLatency.parse(config.added_latency)).p99_s > 0:  # simulating a slow backend
+            self.policy = DelayedPolicy(self.policy, latency)
         self.runtime_description = self.policy.runtime_description
         check_submodel(self.policy, g("submodel"))
         self._submodel = g("submodel")  # the worker switches the policy to it
@@ -107,9 +115,9 @@ class PolicyNode(Node):
         # --- ROS interfaces ---
         inputs = MutuallyExclusiveCallbackGroup()
         sub = lambda *args: self.create_subscription(*args, callback_group=inputs)  # noqa: E731
-        sub(Image, "camera/color/image_raw", self._on_rgb, qos)
+        sub(self._color[1], self._color[0], self._on_rgb, qos)
         if config.use_depth:
-            sub(Image, "camera/depth/image_raw", self._on_depth, qos)
+            sub(self._depth[1], self._depth[0], self._on_depth, qos)
         sub(CameraInfo, "camera/color/camera_info", self._on_info, qos)
         sub(JointState, "joint_states", self._on_joints, proprio_qos)
         sub(Odometry, "odom", self._on_odom, proprio_qos)
@@ -163,14 +171,14 @@ class PolicyNode(Node):
         if last is None or rejection_kind(reason) != rejection_kind(last):
             self._publish_diagnostics()  # a new kind of rejection: report it now
 
-    def _on_rgb(self, msg: Image) -> None:
-        rgb, h = self._convert("camera/color/image_raw", image_to_rgb, msg), msg.header
+    def _on_rgb(self, msg) -> None:
+        rgb, h = self._convert(self._color[0], self._color[2], msg), msg.header
         if rgb is not None:
             self._judged("camera", self.loop.on_rgb(rgb, stamp_to_seconds(h.stamp), self._now(), time.monotonic(),
                                                     h.frame_id, h.stamp))
 
-    def _on_depth(self, msg: Image) -> None:
-        depth = self._convert("camera/depth/image_raw", image_to_depth, msg)
+    def _on_depth(self, msg) -> None:
+        depth = self._convert(self._depth[0], self._depth[2], msg)
         if depth is not None:
             stamp = stamp_to_seconds(msg.header.stamp)
             self._judged("depth", self.loop.on_depth(depth, stamp, self._now(), time.monotonic()))

@@ -1,6 +1,8 @@
 """sim_bridge_node: runs a world from embodied_stack.sim and speaks ROS like a robot's drivers.
 
-Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m),
+Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m), with
+`compressed_format:=jpeg|png` also their image_transport `compressed` (colour) and
+`compressedDepth` (depth: 32FC1 inverse depth, PNG) topics as a network camera would,
 `camera/color/camera_info`, `joint_states` (the world's proprio vector, one named entry per
 element), `odom` (driving), `instruction` (transient-local, at every episode start), `/clock`
 (simulated time), `sim/expert_action` (the scripted expert's normalised action for the frame
@@ -34,14 +36,16 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Header, String
 
 from embodied_stack.control.commands import ArmScale, VehicleScale
 from embodied_stack.nodes.conversions import (
     K_to_camera_info,
+    depth_to_compressed_depth,
     depth_to_image,
     diagnostics_msg,
+    rgb_to_compressed,
     rgb_to_image,
     seconds_to_stamp,
 )
@@ -66,6 +70,8 @@ class SimBridgeNode(Node):
         p("camera_frame", "camera_color_optical_frame", read_only("frame_id of camera topics"))
         p("depth_noise", False, read_only("make the depth look like an active-stereo sensor's "
                                           "(sim/worlds/depth_noise.py)"))
+        p("compressed_format", "", read_only("also publish image_transport's compressed colour (jpeg or png) "
+                                             "and compressedDepth topics; empty = raw only"))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
         self.world = g("world")
         if self.world not in EMBODIMENT_OF_WORLD:
@@ -77,6 +83,9 @@ class SimBridgeNode(Node):
         self.next_seed = g("seed")
         self.frame = g("camera_frame")
         self.timeout = g("command_timeout_s")
+        self.compressed_format = g("compressed_format")
+        if self.compressed_format not in ("", "jpeg", "png"):
+            raise ValueError(f"compressed_format {self.compressed_format!r} not in ('', 'jpeg', 'png')")
 
         import gymnasium as gym
 
@@ -105,6 +114,11 @@ class SimBridgeNode(Node):
         self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", camera_qos)
         self.depth_pub = self.create_publisher(Image, "camera/depth/image_raw", camera_qos)
         self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info", camera_qos)
+        if self.compressed_format:
+            self.rgb_compressed_pub = self.create_publisher(CompressedImage, "camera/color/image_raw/compressed",
+                                                            camera_qos)
+            self.depth_compressed_pub = self.create_publisher(
+                CompressedImage, "camera/depth/image_raw/compressedDepth", camera_qos)
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
@@ -213,7 +227,8 @@ class SimBridgeNode(Node):
             # The run starts when someone watches the camera: the first episode's first frame,
             # published before any policy subscribed, went nowhere; send it again instead of
             # stepping that episode blind (a zero command brakes the car).
-            if self.rgb_pub.get_subscription_count() == 0:
+            if self.rgb_pub.get_subscription_count() == 0 and not (
+                    self.compressed_format and self.rgb_compressed_pub.get_subscription_count()):
                 return
             self._listener_seen = True
             self._publish_observation()
@@ -244,6 +259,8 @@ class SimBridgeNode(Node):
         self.info_pub.publish(K_to_camera_info(cam["K"], cam["width"], cam["height"], stamp,
                                                self.frame))
         self.depth_pub.publish(depth_to_image(self.obs["depth"], stamp, self.frame))
+        if self.compressed_format:
+            self.depth_compressed_pub.publish(depth_to_compressed_depth(self.obs["depth"], stamp, self.frame))
         names = PROPRIO_NAMES[self.world]
         self.joint_pub.publish(JointState(
             header=Header(stamp=stamp, frame_id="base_link"), name=names,
@@ -270,6 +287,9 @@ class SimBridgeNode(Node):
         if len(self._published) > 256:
             self._published.pop(next(iter(self._published)))
         self.rgb_pub.publish(rgb_to_image(self.obs["rgb"], stamp, self.frame))
+        if self.compressed_format:
+            self.rgb_compressed_pub.publish(rgb_to_compressed(self.obs["rgb"], stamp, self.frame,
+                                                              self.compressed_format))
 
     def summary(self) -> dict:
         lat = np.array(self.latencies_s) * 1e3

@@ -2,17 +2,23 @@
 
     embodied-stack eval [--model DIR] [--worlds tabletop driving] [--submodels full 1/2]
         [--episodes 100] [--first-seed 100000] [--refill-at 1] [--execute-steps 0]
-        [--json out.json]
+        [--execution auto] [--latency 0] [--deadline-s 0.3] [--json out.json]
 
-Chunks are executed as the policy node executes them (``ExecutionMode``: the next chunk is
-asked for when ``refill_at`` actions remain), greedily, with the torch model batched over
+Chunks are executed as the policy node executes them (its ChunkScheduler on simulated time,
+sim/train/rollouts.py: the next chunk is asked for when ``refill_at`` actions remain, by the
+node's execution strategy, ``auto`` by default), greedily, with the torch model batched over
 several worlds (ONNX Runtime, the node's default, matches it within 1e-4 on the logits).
+``--latency`` puts latency in the loop (control/latency.py: seconds, or ``lognormal`` for
+the Jetson Orin figures): the answer to the frame of step t is executed from step
+t + latency / period while the world steps on; give ``--deadline-s`` above it. Without
+latency every strategy but ``ensemble`` executes exactly what ``replace`` does.
 Training uses seeds below 100000 and validates on 300000+; evaluation defaults to seeds from
 100000, never seen in training. Prints, per world and submodel, the success rate with its
 Wilson 95% interval, the mean return and mean episode length, and success/outcome counts per
 task template. JSON keys: ``success_<submodel>_<world>`` (``full``, ``half`` for 1/2,
 ``three_quarter``, ``quarter``), ``ci95_<submodel>_<world>`` ([low, high]),
-``return_<submodel>_<world>``, ``episodes``, and per-task details under ``details``.
+``return_<submodel>_<world>``, ``episodes``, ``execution``, ``latency``, ``deadline_s``, and
+per-task details under ``details``.
 """
 
 from __future__ import annotations
@@ -21,14 +27,20 @@ import argparse
 import collections
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
+from embodied_stack.control.chunk_scheduler import STRATEGIES
+from embodied_stack.control.latency import AddedLatency
+from embodied_stack.control.policy_loop import PolicyLoopConfig
 from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy.interface import ExecutionMode
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
+
+if TYPE_CHECKING:
+    from embodied_stack.sim.train.rollouts import Execution
 
 EVAL_FIRST_SEED = 100_000
 SUBMODEL_KEY = {"full": "full", "3/4": "three_quarter", "1/2": "half", "1/4": "quarter"}
@@ -36,8 +48,9 @@ SUBMODEL_KEY = {"full": "full", "3/4": "three_quarter", "1/2": "half", "1/4": "q
 
 def evaluate(model, world: str, episodes: int, first_seed: int = EVAL_FIRST_SEED,
              mode: ExecutionMode | None = None, pool_size: int = 16,
-             progress: bool = True) -> dict:
-    """Greedy episodes on seeds first_seed .. first_seed + episodes - 1 of one world."""
+             progress: bool = True, execution: Execution | None = None) -> dict:
+    """Greedy episodes on seeds first_seed .. first_seed + episodes - 1 of one world;
+    `execution`: the node's strategy and latency in the loop (sim/train/rollouts.Execution)."""
     from embodied_stack.sim.train.rollouts import WorldPool, run_episodes, success_interval
 
     mode = mode or ExecutionMode(model.config.chunk_length)
@@ -46,7 +59,7 @@ def evaluate(model, world: str, episodes: int, first_seed: int = EVAL_FIRST_SEED
                disable=not progress)
     try:
         eps = run_episodes(model, pool, range(first_seed, first_seed + episodes), mode,
-                           progress=bar.update)
+                           progress=bar.update, execution=execution)
     finally:
         bar.close()
         pool.close()
@@ -83,11 +96,22 @@ def main(argv=None) -> dict:
                         help="next chunk when this many actions remain (the node's default 1)")
     parser.add_argument("--execute-steps", type=int, default=0,
                         help="cut chunks to this many actions (0 = whole chunk)")
+    parser.add_argument("--execution", default="auto", choices=["auto", *STRATEGIES],
+                        help="the policy node's execution strategy (control/chunk_scheduler.py)")
+    parser.add_argument("--latency", default="0",
+                        help="latency in the loop: seconds, 'lognormal' or 'lognormal:P50:P99'")
+    parser.add_argument("--deadline-s", type=float, default=PolicyLoopConfig.deadline_s,
+                        help="the node's deadline_s: no answer or action older than this is executed")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", metavar="PATH", help="write the figures here (atomically)")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    try:
+        latency = AddedLatency.parse(args.latency)
+        PolicyLoopConfig(execution=args.execution, deadline_s=args.deadline_s)
+    except ValueError as exc:
+        parser.error(str(exc))
     import torch
 
     from embodied_stack.models.policy import load_default_policy
@@ -95,10 +119,14 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_default_policy(args.model or None)
+    from embodied_stack.sim.train.rollouts import Execution
+
     mode = ExecutionMode(model.config.chunk_length, args.refill_at, args.execute_steps)
+    execution = Execution({"execution": args.execution, "deadline_s": args.deadline_s}, latency)
     results = {"model": args.model or "shipped default", "episodes": args.episodes,
                "first_seed": args.first_seed, "refill_at": args.refill_at,
-               "execute_steps": args.execute_steps, "details": {},
+               "execute_steps": args.execute_steps, "execution": args.execution,
+               "latency": args.latency, "deadline_s": args.deadline_s, "details": {},
                # the command that wrote these figures, as a user would type it
                "command": shlex.join(["embodied-stack", "eval",
                                       *(sys.argv[1:] if argv is None else argv)])}
@@ -108,7 +136,7 @@ def main(argv=None) -> dict:
         model.set_submodel(submodel)
         key = SUBMODEL_KEY[submodel]
         for world in args.worlds:
-            r = evaluate(model, world, args.episodes, args.first_seed, mode)
+            r = evaluate(model, world, args.episodes, args.first_seed, mode, execution=execution)
             results[f"success_{key}_{world}"] = r["success"]
             results[f"ci95_{key}_{world}"] = r["ci95"]
             results[f"return_{key}_{world}"] = r["mean_return"]

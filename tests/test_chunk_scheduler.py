@@ -1,4 +1,5 @@
-"""ChunkScheduler on a fake clock: refill, deadline, skip by age, instruction epochs."""
+"""ChunkScheduler on a fake clock: refill, deadline, skip by age, instruction epochs. The
+execution strategies (early, ensemble, delay_aware) are in tests/test_execution.py."""
 
 import numpy as np
 import pytest
@@ -35,7 +36,8 @@ def test_future_stamped_result_is_not_treated_as_negative_age():
     s = ChunkScheduler(SchedulerConfig(rate_hz=10))
     e = s.start_request(2.0)
     assert s.finish(CHUNK, 2.0, e, now=1.9) == ("queued", 0.0)
-    assert len(s.queue) == 4
+    assert s.remaining(1.9) == 4 and s.next_action(1.9, True) is None  # its steps are to come
+    assert s.next_action(2.0, True).action[0] == 0
 
 
 def test_a_new_instruction_never_executes_the_old_chunk():
@@ -55,13 +57,13 @@ def test_queued_actions_of_the_old_instruction_are_dropped():
     s.finish(CHUNK, 0.0, s.start_request(0.0), now=0.0)
     s.next_action(0.0, True)
     s.new_instruction()
-    assert not s.queue and s.next_action(0.2, False) is None
+    assert not s.chunks and s.next_action(0.2, False) is None
 
 
 def test_execute_steps_cuts_the_chunk_and_ticks_do_not_run_it_early():
     s = ChunkScheduler(SchedulerConfig(rate_hz=10, execute_steps=2))
     s.finish(CHUNK, 0.0, s.start_request(0.0), now=0.0)
-    assert len(s.queue) == 2
+    assert s.remaining(0.0) == 2
     assert s.next_action(0.0, from_result=True) is not None
     assert s.next_action(0.03, from_result=False) is None  # a tick right after: too early
     assert s.next_action(0.1, from_result=False) is not None
@@ -71,8 +73,9 @@ def test_execute_steps_cuts_the_chunk_and_ticks_do_not_run_it_early():
 def test_command_rate_is_bounded_by_the_chunk_layout():
     """Frames at 20 Hz, control at 5 Hz, 4-action chunks refilled at 1: ticks play the chunk,
     each fresh chunk's first action goes out when ready: at most 5 x 3/2 commands a second,
-    and ticks never closer than half a period."""
-    s = ChunkScheduler(SchedulerConfig(rate_hz=5, refill_at=1))
+    and ticks never closer than half a period. (The deadline covers the chunk: 0.8 s of
+    actions at 5 Hz; a shorter one cuts it, test_execution.py.)"""
+    s = ChunkScheduler(SchedulerConfig(rate_hz=5, refill_at=1, deadline_s=1.0))
     ticks, early, t, next_tick = [], [], 0.0, 0.0
     while t < 6.0:
         if s.wants_request(t):
@@ -95,7 +98,7 @@ def test_backend_failure_clears_and_rate_changes_at_run_time():
     s.finish(CHUNK, 0.0, s.start_request(0.0), now=0.0)
     s.start_request(0.1)
     s.failed()
-    assert not s.inflight and not s.queue
+    assert not s.inflight and not s.chunks
     s.reconfigure(rate_hz=3.0)
     assert s.config.period_s == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="rate_hz"):

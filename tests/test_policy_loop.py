@@ -235,7 +235,7 @@ def test_a_result_of_an_older_instruction_is_never_executed():
     rig.at(0.01).loop.on_instruction("touch the blue cube", rig.t)
     step = rig.answer(request)
     assert step.command is None and rig.stats["superseded"] == 1
-    assert not rig.loop.scheduler.queue
+    assert not rig.loop.scheduler.chunks
 
 
 def test_a_late_result_is_dropped_and_the_robot_stops():
@@ -246,8 +246,8 @@ def test_a_late_result_is_dropped_and_the_robot_stops():
     assert stop.command is not None and not np.any(stop.command) and stop.faults_changed
     assert "after its observation" in rig.loop.diagnostics().values["fault.deadline"]
     request = rig.at(0.01).frame()  # a result within the deadline clears the fault and runs
-    assert moving(rig.answer(request, latency=0.05))
-    rig.tick()
+    step = rig.answer(request, latency=0.05)  # (delay_aware, planning for the late one's
+    assert moving(step) or any(moving(rig.tick()) for _ in range(6))  # latency: from its origin)
     assert "fault.deadline" not in rig.loop.diagnostics().values
 
 
@@ -278,7 +278,7 @@ def test_a_worker_failure_stops_safely_until_the_next_answer():
     rig.loop.worker_failed("TypeError: a bug")
     step = rig.tick()
     assert not moving(step) and rig.stats["worker_errors"] == 1
-    assert not rig.loop.scheduler.queue
+    assert not rig.loop.scheduler.chunks
     assert rig.loop.diagnostics().values["fault.worker"] == "TypeError: a bug"
     first = rig.answer(rig.at(0.01).frame())
     assert not moving(first)  # the fault holds through the step that answers it ...
@@ -289,18 +289,20 @@ def test_a_worker_failure_stops_safely_until_the_next_answer():
 def test_execute_steps_cuts_each_chunk():
     rig = Rig(execute_steps=1)
     assert moving(rig.answer(rig.frame()))
-    assert rig.tick().command is None and not rig.loop.scheduler.queue
+    assert rig.tick().command is None and rig.loop.scheduler.remaining(rig.t) == 0
 
 
 # ------------------------------------------------------------------ re-phasing the ticks
-@pytest.mark.parametrize("latency", [0.004, 0.02, 0.04, 0.2])
+@pytest.mark.parametrize("latency", [0.004, 0.02, 0.04, 0.12])
 def test_a_fresh_chunk_rephases_the_ticks_to_its_frame(latency):
-    """The chunk's next action goes out 1 + PHASE_OFFSET periods after its frame's stamp:
-    mid-way between the robot's control steps, whatever phase the timer had."""
+    """The chunk's next action goes out mid-way between the robot's control steps (1 +
+    PHASE_OFFSET periods after its frame's stamp, or after the step a late answer starts at),
+    whatever phase the timer had."""
     rig = Rig()
     request = rig.frame()
     step = rig.answer(request, latency=latency)
-    want = max(PHASE_OFFSET * PERIOD - latency, 0.05 * PERIOD)  # (latency: the frame's age)
+    into_step = latency - np.floor(latency / PERIOD + 1e-6) * PERIOD  # (latency: the frame's age)
+    want = max(PHASE_OFFSET * PERIOD - into_step, 0.05 * PERIOD)
     assert step.rephase_s == pytest.approx(want)
     assert rig.stats["actions_on_result"] == 1
     assert rig.tick().rephase_s is None  # ticks keep the phase
@@ -340,7 +342,7 @@ def test_an_arm_target_is_moved_to_the_base_frame_and_servoed_to():
     # the end effector (proprio[0:3], base frame) is at (1, 0, 0): up toward the target,
     # at 2 m/s per m of distance capped at max_ee_speed
     np.testing.assert_allclose(step.command, [0.0, 0.0, 0.25])
-    assert len(rig.loop.scheduler.queue) == int(np.ceil(3.0 * RATE)) - 1  # plan_horizon_s
+    assert len(rig.loop.scheduler.chunks[-1].actions) == int(np.ceil(3.0 * RATE))  # plan_horizon_s
 
 
 def test_a_vehicle_follows_the_plan_by_pure_pursuit():
@@ -356,7 +358,7 @@ def test_a_vehicle_follows_the_plan_by_pure_pursuit():
 def test_no_target_stops_the_robot_and_says_why():
     rig, request = _target_rig(embodiment="vehicle")
     step = rig.answer(request, chunk=np.zeros((4, 2)), extras={"reason": "no valid depth"})
-    assert step.command is None and not rig.loop.scheduler.queue
+    assert step.command is None and not rig.loop.scheduler.chunks
     assert not moving(rig.tick(0.0))
     assert rig.loop.diagnostics().values["fault.target"] == "no valid depth"
 
@@ -398,7 +400,7 @@ def test_the_estop_latches_until_released():
     rig = Rig()
     rig.answer(rig.frame(), chunk=np.tile([0.4, 0, 0], (40, 1)))
     rig.loop.on_estop(True)
-    assert not rig.loop.scheduler.queue
+    assert not rig.loop.scheduler.chunks
     for _ in range(5):  # fresh frames and answers keep coming: the stop holds anyway
         request = rig.at(0.01).frame()
         step = rig.answer(request) if request else rig.tick()

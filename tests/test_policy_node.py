@@ -17,11 +17,17 @@ from rclpy.duration import Duration
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from ros_harness import NodeHarness, wait_for
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Bool, Header, String
 
 from embodied_stack.models.policy.interface import Action, Policy
-from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image
+from embodied_stack.nodes.conversions import (
+    K_to_camera_info,
+    depth_to_compressed_depth,
+    depth_to_image,
+    rgb_to_compressed,
+    rgb_to_image,
+)
 from embodied_stack.nodes.params import LATCHED
 from embodied_stack.nodes.policy_node import DEFAULT_PROPRIO_NAMES, PolicyNode
 
@@ -82,8 +88,15 @@ class Harness(NodeHarness):
         overrides += [Parameter(k, value=v) for k, v in params.items()]
         self.node = PolicyNode(policy=policy, context=self.context, parameter_overrides=overrides)
         d = self.driver
-        self.rgb_pub = d.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
-        self.depth_pub = d.create_publisher(Image, "camera/depth/image_raw", qos_profile_sensor_data)
+        #: image_transport's compressed topics instead of the raw ones (PNG: lossless)
+        self.compressed = params.get("color_transport") == "compressed"
+        self.compressed_depth = params.get("depth_transport") == "compressedDepth"
+        self.rgb_pub = d.create_publisher(CompressedImage, "camera/color/image_raw/compressed",
+                                          qos_profile_sensor_data) if self.compressed else \
+            d.create_publisher(Image, "camera/color/image_raw", qos_profile_sensor_data)
+        self.depth_pub = d.create_publisher(CompressedImage, "camera/depth/image_raw/compressedDepth",
+                                            qos_profile_sensor_data) if self.compressed_depth else \
+            d.create_publisher(Image, "camera/depth/image_raw", qos_profile_sensor_data)
         self.info_pub = d.create_publisher(CameraInfo, "camera/color/camera_info",
                                            qos_profile_sensor_data)
         self.joint_pub = d.create_publisher(JointState, "joint_states", qos_profile_sensor_data)
@@ -120,11 +133,16 @@ class Harness(NodeHarness):
                 odom.header.stamp = stamp
                 odom.twist.twist.linear.x = self.vehicle_speed()
                 self.odom_pub.publish(odom)
-        self.depth_pub.publish(depth if isinstance(depth, Image) else
-                               depth_to_image(np.ones((16, 16), np.float32), stamp, "cam"))
+        if not isinstance(depth, (Image, CompressedImage)):
+            depth = np.ones((16, 16), np.float32) if depth is None else depth
+            depth = depth_to_compressed_depth(depth, stamp, "cam") if self.compressed_depth else \
+                depth_to_image(depth, stamp, "cam")
+        self.depth_pub.publish(depth)
         K = np.array([[20.0, 0, 7.5], [0, 20.0, 7.5], [0, 0, 1]])
         self.info_pub.publish(K_to_camera_info(K, 16, 16, stamp, "cam"))
-        self.rgb_pub.publish(rgb if isinstance(rgb, Image) else rgb_to_image(rgb, stamp, "cam"))
+        if not isinstance(rgb, (Image, CompressedImage)):
+            rgb = rgb_to_compressed(rgb, stamp, "cam", "png") if self.compressed else rgb_to_image(rgb, stamp, "cam")
+        self.rgb_pub.publish(rgb)
         return stamp
 
     def vehicle_speed(self):
@@ -336,7 +354,7 @@ def test_frames_stamped_off_the_clock_are_rejected_and_the_robot_stops(harness, 
 READ_ONLY = ["backend", "model_path", "device", "runtime", "precision", "cuda_graph",
              "embodiment", "use_depth", "sensor_qos", "proprio_qos", "require_proprio",
              "proprio_names", "cmd_vel_stamped", "base_frame", "sync_tolerance_s",
-             "camera_to_base"]
+             "camera_to_base", "color_transport", "depth_transport", "added_latency"]
 
 
 def test_read_only_parameters_are_refused_with_a_reason(harness):
@@ -372,11 +390,13 @@ def _rate(harness, seconds=1.5):
 
 def test_control_rate_takes_effect_at_run_time(harness, policy):
     """6-action chunks refilled at 1: commands at the control rate x at most 5/4
-    (control/chunk_scheduler.py), whatever the camera rate (20 Hz here)."""
+    (control/chunk_scheduler.py), whatever the camera rate (20 Hz here). (At 5 Hz a chunk
+    spans 1.2 s: the deadline must cover it, or its later actions are never executed.)"""
     policy.chunk_len = 6
     harness.stream(0.5)
     assert 18.0 <= _rate(harness) <= 20.0 * 1.25 + 2
-    assert harness.node.set_parameters([Parameter("control_rate_hz", value=5.0)])[0].successful
+    assert harness.node.set_parameters([Parameter("control_rate_hz", value=5.0),
+                                        Parameter("deadline_s", value=1.5)])[0].successful
     assert 4.5 <= _rate(harness, 3.0) <= 5.0 * 1.25 + 0.5
 
 
@@ -403,6 +423,21 @@ def test_a_set_of_parameters_applies_all_or_none(harness):
     assert harness.node.set_parameters_atomically([Parameter("deadline_s", value=0.05),
                                                    Parameter("stale_after_s", value=1.5)]).successful
     assert harness.node.loop.config.deadline_s == 0.05 and harness.node.loop.safety.config.stale_after_s == 1.5
+
+
+def test_the_execution_strategy_and_limits_are_live_and_checked(harness):
+    """`execution` and the limiter's limits change at run time; an unknown strategy is refused
+    with the choices, a negative limit by its range (docs/policy_node.md)."""
+    assert harness.node.loop.config.strategy == "delay_aware"  # auto, for an arm
+    bad = harness.node.set_parameters([Parameter("execution", value="fastest")])[0]
+    assert not bad.successful and "fastest" in bad.reason and "ensemble" in bad.reason
+    assert not harness.node.set_parameters([Parameter("limit_jerk", value=-1.0)])[0].successful
+    assert harness.node.set_parameters_atomically([Parameter("execution", value="ensemble"),
+                                                   Parameter("limit_accel", value=2.0),
+                                                   Parameter("limit_jerk", value=15.0)]).successful
+    loop = harness.node.loop
+    assert loop.scheduler.config.strategy == "ensemble" and loop.limiter.config.jerk == (15.0,) * 3
+    assert harness.stream_until(lambda: harness.diag_values("execution")[-1:] == ["ensemble"])
 
 
 # ------------------------------------------------------------------ vehicle

@@ -100,7 +100,8 @@ def test_onnx_export_matches_torch_and_is_cached(tmp_path):
     m = ElasticVLA(ElasticVLAConfig(**TINY))
     ort = _check_ort(m, ["1/4"], tmp_path)
     files = sorted((tmp_path / "onnx").iterdir())
-    assert [f.suffix for f in files] == [".onnx"]  # no temp files left behind
+    # the export and the record of its hash; no temp files left behind
+    assert [f.name[len(files[0].name):] for f in files] == ["", ".json"]
     mtime = files[0].stat().st_mtime_ns
     # same weights -> cache hit (no re-export); ORT drives select_action
     from embodied_stack.models.runtime.onnx_runtime import OnnxRuntime, onnx_cache_path
@@ -158,6 +159,44 @@ def test_onnx_every_named_submodel_default_config(tmp_path):
     _check_ort(m, list(NAMED_SUBMODELS), tmp_path)
 
 
+def test_a_truncated_onnx_cache_file_is_exported_again_with_a_warning(tmp_path, caplog):
+    """A cache file cut short (a full disk, a killed copy) is caught by the hash recorded at
+    its export, and exported again at the same opset with a warning naming the file and the
+    reason: it is not mistaken for an ONNX Runtime too old for the opset. A changed byte, an
+    unreadable record, or no record at all are caught alike."""
+    import logging
+
+    from embodied_stack.models.runtime.onnx_runtime import DEFAULT_OPSET, OnnxRuntime, onnx_cache_path
+
+    torch.manual_seed(0)
+    m = ElasticVLA(ElasticVLAConfig(**TINY))
+    OnnxRuntime(m, cache_dir=tmp_path, submodels=["1/4"], intra_op_threads=1)
+    path = onnx_cache_path(m, "1/4", tmp_path)
+    good = path.read_bytes()
+    sidecar = path.with_name(path.name + ".json")
+
+    def damage_and_reload(damage, words):
+        damage()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="embodied_stack.models.runtime.onnx_runtime"):
+            ort = OnnxRuntime(m, cache_dir=tmp_path, submodels=["1/4"], intra_op_threads=1)
+        warnings = [r.getMessage() for r in caplog.records]
+        assert len(warnings) == 1 and str(path) in warnings[0] and words in warnings[0], warnings
+        assert "opset" not in warnings[0] and ort.opset == DEFAULT_OPSET  # no fallback
+        assert path.read_bytes() == good and sidecar.is_file()  # the same export again, recorded
+
+    damage_and_reload(lambda: path.write_bytes(good[: len(good) // 2]), "truncated")
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0xFF
+    damage_and_reload(lambda: path.write_bytes(bytes(flipped)), "SHA-256")
+    damage_and_reload(lambda: sidecar.write_text("{not json"), "unreadable")
+    damage_and_reload(lambda: sidecar.unlink(), "no recorded hash")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        OnnxRuntime(m, cache_dir=tmp_path, submodels=["1/4"], intra_op_threads=1)
+    assert not caplog.records  # an intact file loads silently
+
+
 # ------------------------------------------------------------------ TensorRT engine cache
 def _key(**over):
     base = dict(
@@ -207,9 +246,23 @@ def test_engine_cache_lookup_store_and_mismatch(tmp_path):
         assert cache.lookup(_key(**{field: value})) is None, field
     # a sidecar that disagrees with the key (e.g. a hash collision or a hand-copied file) is a miss
     meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["bytes"] == len(b"engine-bytes") and len(meta["sha256"]) == 64
     meta["trt_version"] = "9.0"
     path.with_suffix(".json").write_text(json.dumps(meta))
     assert cache.lookup(k) is None
+
+
+def test_a_truncated_engine_is_a_miss_with_a_warning(tmp_path, caplog):
+    import logging
+
+    cache = EngineCache(tmp_path)
+    k = _key()
+    path = cache.store(k, b"engine-bytes" * 100)
+    path.write_bytes(b"engine-bytes")
+    with caplog.at_level(logging.WARNING, logger="embodied_stack.models.runtime.tensorrt_runtime"):
+        assert cache.lookup(k) is None  # rebuild
+    assert str(path) in caplog.text and "truncated" in caplog.text
+    assert cache.lookup(k) is None and cache.store(k, b"new") == path and cache.lookup(k) == path
 
 
 def test_absent_tensorrt_gives_clear_error(monkeypatch):

@@ -5,7 +5,10 @@ Export traces the model's tensors-in / logits-out ``ElasticVLA.action_logits`` w
 ``aten::rms_norm``. Each submodel is exported with its slice sizes baked in (the
 exporter folds the prefix slices into the initializers), with a dynamic batch dimension. Files
 are cached under ``<cache_dir>/onnx/`` by a key over the weights hash, the submodel's resolved
-shape, the opset and the torch version, and written atomically (temp file + rename).
+shape, the opset and the torch version, and written atomically (temp file + rename). Each
+export's SHA-256 and size are recorded beside it (``<file>.json``) and checked before it is
+loaded: a truncated, changed or unreadable file is exported again with a warning naming it and
+the reason (models/runtime/cache_check.py).
 
 Unlike the torch runtime, each exported submodel holds its own copy of its (sliced) weights,
 so ORT memory grows with the number of prepared submodels: prepare only the ones you use.
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 
 from . import INPUT_NAMES, OUTPUT_NAME, Runtime, default_cache_dir, model_hash
+from .cache_check import check_digest, record_digest, sidecar_of
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,7 @@ def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFA
                 verbose=False,
             )
         os.replace(tmp, path)
+        record_digest(path, extra={"submodel": submodel, "opset": opset})
     finally:
         quiet.setLevel(level)
         if os.path.exists(tmp):
@@ -125,11 +130,19 @@ def onnx_cache_path(model, submodel: str, cache_dir: str | os.PathLike, opset: i
 
 def ensure_onnx(model, submodel: str, cache_dir: str | os.PathLike, opset: int = DEFAULT_OPSET,
                 weights_hash: str | None = None) -> Path:
-    """The cached export of `submodel`, exporting it first on a miss."""
+    """The cached export of `submodel`, exporting it first on a miss, or again when the cached
+    file does not match the hash recorded at its export."""
     path = onnx_cache_path(model, submodel, cache_dir, opset, weights_hash)
-    if not path.is_file():
+    if path.is_file():
+        problem = check_digest(path)
+        if problem is None:
+            return path
+        log.warning("ONNX cache file %s failed its check: %s; exporting it again", path, problem)
+        path.unlink(missing_ok=True)
+        sidecar_of(path).unlink(missing_ok=True)
+    else:
         log.info("exporting submodel %s to %s", submodel, path)
-        export_onnx(model, submodel, path, opset)
+    export_onnx(model, submodel, path, opset)
     return path
 
 

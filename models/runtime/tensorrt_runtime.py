@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -22,6 +23,9 @@ from pathlib import Path
 import torch
 
 from . import INPUT_NAMES, OUTPUT_NAME, Runtime, atomic_write_bytes, default_cache_dir, model_hash
+from .cache_check import DIGEST_FIELDS, check_digest, record_digest
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 ONNX_OPSET = 18  #: the TensorRT ONNX parser's well-trodden opset (no opset-23 Attention needed)
@@ -84,10 +88,12 @@ def input_shapes_for(model, batch_size: int) -> tuple[tuple[str, tuple[int, ...]
 
 
 class EngineCache:
-    """Serialized engines on disk, one file per key plus a JSON sidecar holding the key.
+    """Serialized engines on disk, one file per key plus a JSON sidecar holding the key and
+    the engine's SHA-256 and size (models/runtime/cache_check.py).
 
-    ``lookup`` returns the engine path only when the file exists AND its sidecar matches the
-    key field by field; anything else is a miss (rebuild)."""
+    ``lookup`` returns the engine path only when the file exists, its sidecar matches the key
+    field by field AND the file matches the recorded hash; anything else is a miss (rebuild),
+    a file that fails its hash with a warning naming it and the reason."""
 
     def __init__(self, directory: str | os.PathLike | None = None):
         self.directory = Path(directory) if directory is not None else default_cache_dir() / "tensorrt"
@@ -105,11 +111,17 @@ class EngineCache:
         except (OSError, json.JSONDecodeError):
             return None
         want = json.loads(json.dumps(asdict(key), default=list))
-        return path if stored == want else None
+        if {k: v for k, v in stored.items() if k not in DIGEST_FIELDS} != want:
+            return None
+        problem = check_digest(path, meta)
+        if problem is not None:
+            log.warning("TensorRT engine %s failed its check: %s; building it again", path, problem)
+            return None
+        return path
 
     def store(self, key: EngineCacheKey, engine_bytes: bytes) -> Path:
         path = atomic_write_bytes(self.path_for(key), engine_bytes)
-        atomic_write_bytes(path.with_suffix(".json"), json.dumps(asdict(key), default=list, indent=1).encode())
+        record_digest(path, path.with_suffix(".json"), json.loads(json.dumps(asdict(key), default=list)))
         return path
 
 

@@ -4,8 +4,11 @@ evaluation (no rclpy).
 One process holds a pool of worlds (in-process: on 2 cores a Gymnasium vector env's pipes cost
 more than they save, see bench/sim_throughput.py) and steps them in lockstep. Every slot that
 needs a new chunk at a tick is answered by ONE batched forward pass of the model, and the
-chunk is executed as the policy node executes it (``ExecutionMode``: ``steps_per_inference``
-actions, then re-plan on the newest frame), so what is trained is what runs in the ROS graph.
+chunk is executed by the policy node's own ChunkScheduler (control/chunk_scheduler.py) on
+simulated time, so what is trained and evaluated is what runs in the ROS graph. By default
+that is the node's ``replace`` rule (``ExecutionMode``: ``steps_per_inference`` actions, then
+re-plan on the newest frame); an ``Execution`` gives another strategy, the output limiter,
+and latency in the loop (bench/execution.py, ``embodied-stack eval --latency``).
 
 Modes (``run_episodes`` arguments):
 - ``sample=False``: greedy (argmax) chunks, as deployed; ``sample=True``: each action token
@@ -19,12 +22,18 @@ Modes (``run_episodes`` arguments):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import torch
 
+from embodied_stack.control.chunk_scheduler import STEP_EPS, ChunkScheduler
+from embodied_stack.control.commands import ArmScale, VehicleScale
+from embodied_stack.control.latency import AddedLatency
+from embodied_stack.control.policy_loop import Controllers, PolicyLoopConfig
+from embodied_stack.control.smoothing import CommandLimiter
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
@@ -55,6 +64,11 @@ class Episode:
     labels: list = field(default_factory=list)  #: (T, a) expert chunk per state
     aux: list = field(default_factory=list)  #: expert.features() per state (auxiliary targets)
     label_masks: list = field(default_factory=list)  #: (T,) bool per state
+    # every step's command as the robot executed it (Execution.record)
+    commands: list = field(default_factory=list)  #: the command (m/s, or [v, omega])
+    chunk_serials: list = field(default_factory=list)  #: the chunk it came from (-1: held / stop)
+    command_ages: list = field(default_factory=list)  #: its observation's age (s; NaN: held)
+    motion: list = field(default_factory=list)  #: measured motion before each step, and at the end
 
 
 class WorldPool:
@@ -116,9 +130,75 @@ def _frame(obs: dict):
     return (obs["rgb"], obs["depth"].astype(np.float16), obs["proprio"].copy())
 
 
+#: How long the robot keeps executing the last command when no new one comes, before a zero
+#: command (the arm holds, the car brakes): the sim bridge's ``command_timeout_s`` default.
+COMMAND_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How chunks are executed beyond ``ExecutionMode``: the policy node's settings (`settings`:
+    fields of control.policy_loop.PolicyLoopConfig such as ``execution``, ``deadline_s`` and the
+    limiter's; the world sets the embodiment and the control rate, `mode` refill_at and
+    execute_steps unless given) and latency in the loop. The default (`settings` None) is the
+    node's ``replace`` rule with no latency, which is what training rolls out.
+
+    With `latency`, the answer to the observation at step t is first executed at step
+    t + floor(latency / period) of simulated time (the policy node executes an answer that
+    lands within a period at the robot's next step), while the world keeps stepping with what
+    the strategy commands; each draw comes from the episode's own stream, seeded by
+    `latency_seed` and the episode's seed. With no action due the world executes the last one
+    for COMMAND_TIMEOUT_S, then a zero command, as the sim bridge does; a result dropped as
+    late stops the robot until the next chunk (the node's safety stop; an arm's stop and a
+    car's full brake here). `record` keeps every step's command, its chunk, its age and the
+    measured motion in the Episode (bench/execution.py)."""
+
+    settings: dict | None = None
+    latency: AddedLatency = AddedLatency()
+    latency_seed: int = 0
+    record: bool = False
+
+
+def loop_config(mode: ExecutionMode, embodiment: str, rate_hz: float,
+                execution: Execution) -> PolicyLoopConfig:
+    """The node settings the rollouts execute with: `execution.settings` on the world's
+    embodiment and rate, or the ``replace`` rule of `mode` (its deadline long enough for the
+    whole chunk: training cuts chunks by refill_at and execute_steps only)."""
+    base: dict[str, Any] = dict(embodiment=embodiment, control_rate_hz=rate_hz,
+                                refill_at=mode.refill_at, execute_steps=mode.execute_steps)
+    if execution.settings is not None:
+        return PolicyLoopConfig(**{**base, **execution.settings})
+    return PolicyLoopConfig(**base, execution="replace",
+                            deadline_s=max(PolicyLoopConfig.deadline_s, mode.chunk_length / rate_hz))
+
+
+@dataclass
+class _Slot:
+    """One world of the pool while it runs an episode."""
+
+    index: int  #: the episode's position in `seeds`
+    ep: Episode
+    obs: dict
+    info: dict
+    stream: np.random.Generator  #: the episode's sampling stream
+    latency_stream: np.random.Generator
+    scheduler: ChunkScheduler
+    limiter: CommandLimiter
+    step: int = 0
+    #: requests in flight: (first step it can run at, observation stamp, epoch, origin, actions,
+    #: from_expert)
+    pending: list = field(default_factory=list)
+    from_expert: dict = field(default_factory=dict)  #: chunk serial -> executed by the expert
+    serial: int = 0  #: the chunk the last action came from (0: none)
+    last_action: np.ndarray | None = None
+    held: int = 0  #: steps the last action has been repeated for want of a new one
+    stopped: bool = False  #: a result came late: stop until the next chunk
+
+
 def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: bool = False,
                  stream_seed: int = 0, keys=None, label: bool = False, beta: float = 0.0,
-                 keep_decisions: bool = False, progress=None) -> list[Episode]:
+                 keep_decisions: bool = False, progress=None,
+                 execution: Execution | None = None) -> list[Episode]:
     """Run one episode per seed (in order of `seeds`, several at once on the pool's worlds).
 
     Returns the episodes in the order of `seeds`. `sample`: draw actions from the policy (RL)
@@ -126,27 +206,34 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
     expert-or-learner coin) comes from its own stream ``default_rng([stream_seed, k])``, so
     an episode does not depend on which others share its batch or worker (keys default to
     positions in `seeds`; the Ray path passes the global ones).
-    `keep_decisions` stores each decision's observation, tokens and log-probabilities (RL);
-    `label` stores every visited state with the expert's chunk (DAgger). `progress`: a
-    callable taking the number of finished episodes (e.g. a tqdm bar's update).
+    `keep_decisions` stores each decision's observation, tokens and log-probabilities (RL),
+    and how many steps ran after it; `label` stores every visited state with the expert's
+    chunk (DAgger). `progress`: a callable taking the number of finished episodes (e.g. a
+    tqdm bar's update). `execution`: the node's strategy, latency and recording (default: the
+    node's replace rule of `mode`, no latency). Chunks are executed by the policy node's
+    ChunkScheduler (control/chunk_scheduler.py) on simulated time, and commands pass its
+    output limiter (control/smoothing.py) when that has limits.
     """
     from embodied_stack.sim.experts import LookaheadWorld, expert_chunk
 
     if beta > 0 and not label:
         raise ValueError("beta > 0 (expert-executed chunks) needs label=True")
-    k = mode.steps_per_inference
+    execution = execution or Execution()
     T = model.config.chunk_length
     dims = model.config.embodiments[pool.embodiment]
-    world = pool.world
+    world, embodiment = pool.world, pool.embodiment
+    rate = float(pool.envs[0].metadata["render_fps"])
+    period = 1.0 / rate
+    config = loop_config(mode, embodiment, rate, execution)
+    controllers = Controllers.of(config)
+    scale: ArmScale | VehicleScale = controllers.arm_scale if embodiment == "arm" else controllers.vehicle_scale
+    hold_steps = int(round(COMMAND_TIMEOUT_S * rate))
+    limited = config.limiter_config().active
     seeds = list(seeds)
     keys = list(range(len(seeds))) if keys is None else list(keys)
     queue = list(enumerate(seeds))
     results: list[Episode | None] = [None] * len(queue)
-    # per slot: [episode index, Episode, obs, info, chunk (k, dims) or None, position in chunk,
-    #            sampling stream, (while a chunk runs) whether the expert executes it]
-    # (None: the slot is idle). Any: a slot is a heterogeneous record, and which slots are
-    # set is known by index (``need``), which the type checker cannot follow.
-    slots: list[Any] = [None] * len(pool)
+    slots: list[_Slot | None] = [None] * len(pool)
 
     def start(i: int) -> None:
         if not queue:
@@ -158,43 +245,114 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         expert.reset()
         ep = Episode(world=world, seed=int(seed), instruction=str(obs["instruction"]),
                      task=task_template(info), reference=_frame(obs))
-        stream = np.random.default_rng([stream_seed, keys[index]])
-        slots[i] = [index, ep, obs, info, None, 0, stream]
+        slots[i] = _Slot(index, ep, obs, info, np.random.default_rng([stream_seed, keys[index]]),
+                         np.random.default_rng([execution.latency_seed, int(seed)]),
+                         ChunkScheduler(config.scheduler_config()),
+                         CommandLimiter(config.limiter_config()))
+
+    def deliver(slot: _Slot, answer: tuple) -> None:
+        _, stamp, epoch, origin, actions, from_expert = answer
+        now = slot.step * period
+        outcome, _ = slot.scheduler.finish(actions, stamp, epoch, now, origin)
+        if outcome == "queued":
+            slot.stopped = False
+            slot.from_expert[slot.scheduler.chunks[-1].serial] = from_expert
+        elif outcome == "late":
+            slot.stopped = True
+
+    def speed(slot: _Slot) -> float:
+        return float(slot.obs["proprio"][0])  # (the driving world's proprio starts with it)
+
+    def command_of(slot: _Slot, action: np.ndarray) -> np.ndarray:
+        if embodiment == "arm":
+            return cast(ArmScale, scale).to_command(action)
+        return cast(VehicleScale, scale).to_command(action, speed(slot))
+
+    def action_of(slot: _Slot, command: np.ndarray) -> np.ndarray:
+        if embodiment == "arm":
+            return cast(ArmScale, scale).to_action(command).astype(np.float32)
+        return cast(VehicleScale, scale).to_action(command, speed(slot)).astype(np.float32)
+
+    def choose(slot: _Slot) -> np.ndarray:
+        """This step's action: the strategy's, or the last one held, or a stop."""
+        now = slot.step * period
+        due = None if slot.stopped else slot.scheduler.next_action(now, from_result=False)
+        if due is not None:
+            action, slot.serial, slot.held = np.asarray(due.action, np.float32), due.serial, 0
+            if limited:  # (in command units, as the node limits them)
+                command = slot.limiter.limit(command_of(slot, action), now)
+                slot.limiter.record(command, now)
+                action = action_of(slot, command)
+        elif slot.last_action is not None and not slot.stopped and slot.held < hold_steps:
+            action, slot.held = slot.last_action, slot.held + 1
+            if limited:  # what the robot executes meanwhile (a held action: the car's speed moves on)
+                slot.limiter.record(command_of(slot, action), now)
+        else:  # nothing to execute: the arm holds still, the car brakes
+            action = action_of(slot, np.zeros(3 if embodiment == "arm" else 2))
+            slot.limiter.reset(command_of(slot, action), now)
+        slot.last_action = action
+        if execution.record:
+            ep = slot.ep
+            ep.commands.append(command_of(slot, action))
+            ep.chunk_serials.append(slot.serial if due is not None else -1)
+            ep.command_ages.append(now - due.stamp if due is not None else float("nan"))
+            ep.motion.append(_motion(embodiment, slot.obs["proprio"]))
+        return action
 
     for i in range(len(pool)):
         start(i)
     while any(s is not None for s in slots):
-        need = [i for i, s in enumerate(slots) if s is not None and s[4] is None]
+        active = [s for s in slots if s is not None]
+        for slot in active:  # answers whose time has come
+            ready = [a for a in slot.pending if a[0] <= slot.step]
+            slot.pending = [a for a in slot.pending if a[0] > slot.step]
+            for answer in ready:
+                deliver(slot, answer)
+        need = [i for i, s in enumerate(slots) if s is not None
+                and s.scheduler.wants_request(s.step * period, s.step * period)]
         if need:
-            observations = [Observation(rgb=slots[i][2]["rgb"], instruction=slots[i][1].instruction,
-                                        proprio=slots[i][2]["proprio"], embodiment=pool.embodiment,
-                                        depth=slots[i][2]["depth"],
-                                        reference_rgb=slots[i][1].reference[0],
-                                        reference_depth=slots[i][1].reference[1]) for i in need]
+            observations = []
+            for i in need:
+                s = cast(_Slot, slots[i])
+                proprio, now = s.obs["proprio"], s.step * period
+                if s.scheduler.request_origin(now) > now:  # delay_aware: the state it starts from
+                    pending = s.scheduler.pending_actions(now, s.scheduler.shift_steps())
+                    proprio = scale.roll_forward(proprio, pending, period)
+                reference = cast(tuple, s.ep.reference)  # (set at the episode's start)
+                observations.append(Observation(
+                    rgb=s.obs["rgb"], instruction=s.ep.instruction, proprio=proprio,
+                    embodiment=embodiment, depth=s.obs["depth"], reference_rgb=reference[0],
+                    reference_depth=reference[1]))
             uniforms = None
             if sample:
-                uniforms = np.stack([slots[i][6].random(model.config.num_action_tokens)
+                uniforms = np.stack([cast(_Slot, slots[i]).stream.random(model.config.num_action_tokens)
                                      for i in need])
             tokens, logp, actions = choose_chunks(model, observations, uniforms)
             for j, i in enumerate(need):
-                s = slots[i]
-                s[4], s[5] = actions[j, :k, :dims].copy(), 0
-                from_expert = bool(beta > 0 and s[6].random() < beta)
-                s.append(from_expert)
+                s = cast(_Slot, slots[i])
+                now = s.step * period
+                from_expert = bool(beta > 0 and s.stream.random() < beta)
                 if keep_decisions:
-                    ep = s[1]
-                    ep.obs.append(_frame(s[2]))
-                    ep.tokens.append(tokens[j])
-                    ep.logp.append(logp[j])
-                    ep.executed.append(0)
-                    ep.from_expert.append(from_expert)
-        for i, s in enumerate(slots):
-            if s is None:
+                    s.ep.obs.append(_frame(s.obs))
+                    s.ep.tokens.append(tokens[j])
+                    s.ep.logp.append(logp[j])
+                    s.ep.executed.append(0)
+                    s.ep.from_expert.append(from_expert)
+                latency = execution.latency.sample(s.latency_stream)
+                answer = (s.step + math.floor(latency * rate + STEP_EPS), now,
+                          s.scheduler.start_request(now), s.scheduler.request_origin(now),
+                          actions[j, :T, :dims].copy(), from_expert)
+                if answer[0] <= s.step:
+                    deliver(s, answer)
+                else:
+                    s.pending.append(answer)
+        for i, maybe in enumerate(slots):
+            if maybe is None:
                 continue
-            index, ep, obs, info, chunk, pos = s[:6]
-            from_expert = s[7]
+            s = maybe
+            ep, obs, info = s.ep, s.obs, s.info
             env, expert = pool.envs[i], pool.experts[i]
-            action = chunk[pos]
+            action = choose(s)
             if label:
                 first = np.asarray(expert(obs, info), np.float32)
                 ep.aux.append(expert.features())
@@ -202,12 +360,14 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
                 ep.frames.append(_frame(obs))
                 ep.labels.append(labels)
                 ep.label_masks.append(mask)
-                if from_expert:
+                if s.from_expert.get(s.serial, False):
                     action = first
-            last_of_chunk = pos + 1 >= len(chunk)
+            s.step += 1
+            # Frames nobody will look at are not rendered (2x cheaper RL): unless every state is
+            # labelled, only a frame the next step will ask about (no answer pending).
             world_env = cast(LookaheadWorld, env.unwrapped)
-            # Frames inside a chunk are never looked at unless every state is labelled.
-            skip_render = not label and not last_of_chunk
+            skip_render = not label and not s.pending and not s.scheduler.wants_request(
+                s.step * period, s.step * period)
             world_env._lookahead = skip_render
             try:  # (unwrapped while not rendering: the env checker would flag the empty obs)
                 obs, reward, terminated, truncated, info = (world_env if skip_render else env).step(
@@ -218,18 +378,23 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             ep.steps += 1
             if keep_decisions:
                 ep.executed[-1] += 1
-            s[2], s[3], s[5] = obs, info, pos + 1
-            if last_of_chunk:
-                s[4] = None
-                del s[7]
+            s.obs, s.info = obs, info
             if terminated or truncated:
                 ep.success = bool(info["is_success"])
                 ep.outcome = str(info["outcome"])
-                results[index] = ep
+                if execution.record:
+                    ep.motion.append(_motion(embodiment, obs["proprio"]))
+                results[s.index] = ep
                 if progress is not None:
                     progress(1)
                 start(i)
     return cast("list[Episode]", results)  # every episode has finished: no None left
+
+
+def _motion(embodiment: str, proprio: np.ndarray) -> np.ndarray:
+    """What the simulator measured of the robot's motion: the fingertip's velocity (m/s), or
+    the car's [speed m/s, yaw rate rad/s]."""
+    return np.array(proprio[3:6] if embodiment == "arm" else proprio[[0, 2]], np.float64)
 
 
 def success_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
