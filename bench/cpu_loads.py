@@ -1,6 +1,8 @@
 """CPU loads that the elastic benches switch on and off: burner processes, real-time burners
-and a cgroup CPU quota. Each has ``on()``, ``off()`` and ``close()``; ``make_load`` builds
-the one a bench's ``--load`` names.
+and a cgroup CPU quota. Each has ``on()``, ``off()``, ``close()`` and a ``level`` that
+``set_level`` changes while it runs (how heavy it is when on: the count of burners, the
+real-time burners' busy share, the quota's CPUs); ``make_load`` builds the one a bench's
+``--load`` names, and ``rt_permitted`` says whether real-time burners can run here.
 
 - ``Burners(n)``: n forked processes that spin while on (bench/elastic_budget.py,
   bench/budget_sources_live.py);
@@ -37,6 +39,26 @@ def dies_with_parent() -> bool:
     return os.getppid() != 1
 
 
+def rt_permitted() -> bool:
+    """Whether this process may make a SCHED_FIFO thread (root, or CAP_SYS_NICE with an
+    RLIMIT_RTPRIO): tried on a short-lived child, so nothing here changes."""
+    ctx = mp.get_context("fork")
+    mine, theirs = ctx.Pipe(duplex=False)
+
+    def probe(conn):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+            conn.send(True)
+        except OSError:
+            conn.send(False)
+
+    child = ctx.Process(target=probe, args=(theirs,), daemon=True)
+    child.start()
+    ok = bool(mine.recv()) if mine.poll(10) else False
+    child.join(timeout=5)
+    return ok
+
+
 def _burn(go, stop) -> None:
     """A CPU burner: spin while `go` is set, until `stop`. It sleeps on `go` without a
     timeout: burners that woke to poll (all at once, every 50 ms) were themselves a load the
@@ -54,35 +76,53 @@ def _burn(go, stop) -> None:
 
 
 class Burners:
-    """`n` forked burner processes switched on and off together."""
+    """Forked burner processes switched on and off together: `n` of them spin while on
+    (`level`, at most `most`; the rest stay asleep)."""
 
-    def __init__(self, n: int):
+    #: what `level` counts, and whether a larger level is a heavier load
+    level_name, heavier_up = "burners", True
+
+    def __init__(self, n: int, most: int | None = None):
         ctx = mp.get_context("fork")
-        self.go, self.stop = ctx.Event(), ctx.Event()
-        self.procs = [ctx.Process(target=_burn, args=(self.go, self.stop), daemon=True)
-                      for _ in range(n)]
+        self.stop = ctx.Event()
+        self.gos = [ctx.Event() for _ in range(max(n, most or n))]
+        self.procs = [ctx.Process(target=_burn, args=(go, self.stop), daemon=True) for go in self.gos]
         for p in self.procs:
             p.start()
+        self.level, self._on = n, False
+
+    def set_level(self, n) -> None:
+        if not 0 <= int(n) <= len(self.gos):
+            raise ValueError(f"burners {n} outside [0, {len(self.gos)}]")
+        self.level = int(n)
+        if self._on:
+            self.on()
 
     def on(self) -> None:
-        self.go.set()
+        self._on = True
+        for i, go in enumerate(self.gos):
+            (go.set if i < self.level else go.clear)()
 
     def off(self) -> None:
-        self.go.clear()
+        self._on = False
+        for go in self.gos:
+            go.clear()
 
     def close(self) -> None:
         self.stop.set()
-        self.go.set()  # wakes the burners to see `stop`
+        for go in self.gos:
+            go.set()  # wakes the burners to see `stop`
         for p in self.procs:
             p.join(timeout=2)
             if p.is_alive():
                 p.terminate()
 
 
-def _rt_burn(conn, cpu: int, period_s: float, busy_s: float, priority: int, go, stop) -> None:
+def _rt_burn(conn, cpu: int, period_s: float, busy, priority: int, go, stop) -> None:
     """A real-time burner on `cpu`: while `go` is set, spin from each multiple of `period_s`
-    on the monotonic clock for `busy_s` (the same grid on every CPU: the burners run in phase,
-    so no core is free while they run), sleep for the rest. Sends "ok" or why not."""
+    on the monotonic clock for `busy.value` of the period (the same grid on every CPU: the
+    burners run in phase, so no core is free while they run), sleep for the rest. Sends "ok"
+    or why not."""
     if not dies_with_parent():
         return
     try:
@@ -102,7 +142,7 @@ def _rt_burn(conn, cpu: int, period_s: float, busy_s: float, priority: int, go, 
             now = time.monotonic()
             if start > now:
                 time.sleep(start - now)
-            end = start + busy_s
+            end = start + busy.value * period_s
             while time.monotonic() < end:
                 pass
             k = max(k + 1, math.floor(time.monotonic() / period_s) + 1)  # late: skip, no burst
@@ -110,27 +150,45 @@ def _rt_burn(conn, cpu: int, period_s: float, busy_s: float, priority: int, go, 
 
 class RtBurners(Burners):
     """One SCHED_FIFO burner per CPU, switched on and off together (needs root or
-    CAP_SYS_NICE). The kernel's real-time throttling (sched_rt_runtime_us, 95% by default)
-    caps what they may take; `busy` must stay below it."""
+    CAP_SYS_NICE); `level` is the busy share of each period, the same on every CPU. The
+    kernel's real-time throttling (sched_rt_runtime_us, 95% by default) caps what they may
+    take; the share must stay below it."""
+
+    level_name, heavier_up = "busy share", True
+    MAX_BUSY = 0.93
 
     def __init__(self, busy: float, period_ms: float):
-        if not 0 < busy < 0.95 or not 0.1 <= period_ms <= 100:
-            raise SystemExit(f"error: --rt-busy {busy} must be in (0, 0.95) and --rt-period-ms "
-                             f"{period_ms} in [0.1, 100]")
+        self._check(busy)
+        if not 0.1 <= period_ms <= 100:
+            raise SystemExit(f"error: --rt-period-ms {period_ms} must be in [0.1, 100]")
         ctx = mp.get_context("fork")
-        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.stop, go = ctx.Event(), ctx.Event()
+        self.gos = [go]  # one event: every burner runs while on
+        self.busy = ctx.Value("d", busy, lock=False)
         self.procs, answers = [], []
         for cpu in sorted(os.sched_getaffinity(0)):
             mine, theirs = ctx.Pipe(duplex=False)
             self.procs.append(ctx.Process(target=_rt_burn, daemon=True, args=(
-                theirs, cpu, period_ms * 1e-3, busy * period_ms * 1e-3, RT_PRIORITY,
-                self.go, self.stop)))
+                theirs, cpu, period_ms * 1e-3, self.busy, RT_PRIORITY, go, self.stop)))
             self.procs[-1].start()
             answers.append(mine.recv() if mine.poll(10) else "no answer in 10 s")
+        self.level, self._on = busy, False
         if any(a != "ok" for a in answers):
             self.close()
             raise SystemExit(f"error: --load rt cannot start a SCHED_FIFO burner ({answers}); "
                              "it needs root or CAP_SYS_NICE")
+
+    def _check(self, busy: float) -> None:
+        if not 0 < busy <= self.MAX_BUSY:
+            raise SystemExit(f"error: --rt-busy {busy} must be in (0, {self.MAX_BUSY}]")
+
+    def set_level(self, busy) -> None:
+        self._check(float(busy))
+        self.level = self.busy.value = float(busy)
+
+    def on(self) -> None:
+        self._on = True
+        self.gos[0].set()
 
 
 class CpuQuota:
@@ -146,15 +204,14 @@ class CpuQuota:
     Needs root and the cgroup `cpu` controller (v1 or v2); the process goes back to its own
     cgroup, and the new one is removed, on close()."""
 
+    level_name, heavier_up = "CPUs", False
+
     def __init__(self, cpus: float, period_us: int = 4100, root: str = "/sys/fs/cgroup"):
         from embodied_stack.control.elastic.budget import cgroup_cpu_dirs
 
-        self.quota_us, self.period_us = int(cpus * period_us), int(period_us)
-        if not 0 < cpus or self.quota_us < 1000:
-            raise SystemExit(f"error: --quota {cpus} CPUs x --quota-period-us {period_us} = "
-                             f"{self.quota_us} us: the kernel needs >= 1000 us per period "
-                             f"(use --quota-period-us >= {math.ceil(1000 / cpus)})"
-                             if cpus > 0 else f"error: --quota {cpus} must be > 0")
+        self.period_us, self._on = int(period_us), False
+        self._check(cpus)
+        self.level, self.quota_us = cpus, int(cpus * period_us)
         own = cgroup_cpu_dirs(Path("/proc/self/cgroup").read_text(), root)
         if not own:
             raise SystemExit(f"error: no cgroup with the cpu controller under {root}")
@@ -181,6 +238,20 @@ class CpuQuota:
             raise SystemExit(f"error: cannot set a CPU quota in {self.dir} ({exc}); "
                              "--load quota needs root and the cgroup cpu controller") from exc
 
+    def _check(self, cpus: float) -> None:
+        quota_us = int(cpus * self.period_us)
+        if not 0 < cpus or quota_us < 1000:
+            raise SystemExit(f"error: --quota {cpus} CPUs x --quota-period-us {self.period_us} = "
+                             f"{quota_us} us: the kernel needs >= 1000 us per period "
+                             f"(use --quota-period-us >= {math.ceil(1000 / cpus)})"
+                             if cpus > 0 else f"error: --quota {cpus} must be > 0")
+
+    def set_level(self, cpus) -> None:
+        self._check(float(cpus))
+        self.level, self.quota_us = float(cpus), int(float(cpus) * self.period_us)
+        if self._on:
+            self.on()
+
     def _move(self, d: Path) -> None:
         (d / "cgroup.procs").write_text(str(os.getpid()))  # every thread of this process
 
@@ -193,9 +264,11 @@ class CpuQuota:
             (self.dir / "cpu.max").write_text(f"{q} {self.period_us}")
 
     def on(self) -> None:
+        self._on = True
         self._set(self.quota_us)
 
     def off(self) -> None:
+        self._on = False
         self._set(-1)
 
     def close(self) -> None:
@@ -209,10 +282,12 @@ class CpuQuota:
 
 
 def make_load(kind: str, burners: int = 3, quota: float = 0.25, quota_period_us: int = 4100,
-              rt_busy: float = 0.65, rt_period_ms: float = 1.0) -> Burners | CpuQuota:
-    """The load `kind` names ("burners", "rt" or "quota"), built and off."""
+              rt_busy: float = 0.65, rt_period_ms: float = 1.0,
+              most_burners: int | None = None) -> Burners | CpuQuota:
+    """The load `kind` names ("burners", "rt" or "quota"), built and off; burners: up to
+    `most_burners` can be switched on by set_level."""
     if kind == "burners":
-        return Burners(burners)
+        return Burners(burners, most_burners)
     if kind == "rt":
         return RtBurners(rt_busy, rt_period_ms)
     if kind == "quota":

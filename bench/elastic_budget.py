@@ -67,6 +67,7 @@ import sys
 import time
 
 import numpy as np
+from elastic_calibration import Calibration, calibrate
 from tqdm import tqdm
 
 from embodied_stack.control.elastic.latency_table import device_key
@@ -75,7 +76,7 @@ from embodied_stack.models.files import atomic_write_bytes
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
 
 import benchlib
-from cpu_loads import WORLD_RT_PRIORITY, make_load
+from cpu_loads import WORLD_RT_PRIORITY, make_load, rt_permitted
 from elastic_procs import ElasticPoller, World
 
 
@@ -89,10 +90,10 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
 def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str, env: World,
         poller: ElasticPoller | None, poll_rate: float | None = None,
-        idle_poll_s: float = 0.1, threads: int = 2):
-    """One real-time run of the schedule in `env` (a World of `world`); `poller` runs the
-    elastic decision loop (mode "elastic" only). Returns per-inference and per-tick
-    records."""
+        idle_poll_s: float = 0.1, threads: int = 2, phases: list | None = None):
+    """One real-time run of the schedule (or of `phases`: (start s, load on) pairs) in `env`
+    (a World of `world`); `poller` runs the elastic decision loop (mode "elastic" only).
+    Returns per-inference and per-tick records."""
     from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
     embodiment = EMBODIMENT_OF_WORLD[world]
@@ -107,7 +108,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
                      threads, 1.0 / (poll_rate or rate), idle_poll_s)
     else:
         policy.set_submodel("full" if mode == "full" else smallest)
-    phases = schedule(seconds)
+    phases = phases or schedule(seconds)
     seed = seed0
     obs = env.reset(seed)
     instruction, reference = str(obs["instruction"]), obs  # the episode's first frame
@@ -166,7 +167,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
             instruction, reference = str(obs["instruction"]), obs
             chunk = None
         k += 1
-        if k % int(rate) == 0:
+        if k % max(1, int(rate)) == 0:
             bar.update(1)
     switch_log, budget_log, _ = poller.stop() if poller is not None else ([], [], 0.0)
     load.off()
@@ -247,32 +248,61 @@ def timeline_png(runs: dict, deadline_ms: float, path: str) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def main(argv=None) -> dict:
-    parser = benchlib.parser(__doc__, quick="reduced run (~60 s), same code path")
+#: The loads' calibration ranges, in their own units: (lightest, heaviest, integer).
+LEVEL_RANGE = {"rt": (0.05, 0.93, False), "quota": (2.0, 0.05, False), "burners": (0, None, True)}
+#: The policy node's intra-op threads (its `intra_op_threads` default).
+NODE_THREADS = 2
+#: How a calibration that found no level begins its reason.
+NOT_SEPARATED = "no load level separates full and the smallest submodel: "
+#: Lower control rates the calibration may fall back to (the policy node's own defaults are
+#: 10-30 Hz), when no load level separates the submodels at the requested rate.
+FALLBACK_RATES = (30.0, 20.0, 10.0)
+
+
+def build_parser():
+    parser = benchlib.parser(__doc__, quick="reduced run (~60 s after the calibration), same code path")
     parser.add_argument("--png", metavar="PATH", help="timeline PNG (default next to --json)")
     parser.add_argument("--world", default="driving", choices=["driving", "tabletop"],
                         help="world (default driving)")
     parser.add_argument("--rate", type=float, default=100.0, help="control rate Hz (default 100)")
+    parser.add_argument("--min-rate", type=float, default=10.0,
+                        help="the calibration may lower the rate to this (default 10 Hz: the "
+                             "policy node's defaults are 10-30 Hz); --min-rate = --rate keeps it")
     parser.add_argument("--margin-ms", type=float, default=1.0, help="deadline margin (default 1)")
-    parser.add_argument("--load", default="burners", choices=["burners", "quota", "rt"],
-                        help="what the schedule switches on: CPU burner processes (default), "
-                             "a CPU quota on this process's cgroup (root), or real-time "
+    parser.add_argument("--load", default="auto", choices=["auto", "burners", "quota", "rt"],
+                        help="what the schedule switches on: auto (default: real-time burners "
+                             "where this process may run them, else burner processes), CPU burner "
+                             "processes, a CPU quota on this process's cgroup (root), or real-time "
                              "burners in phase on every CPU (root)")
-    parser.add_argument("--burners", type=int, default=3, help="CPU burner processes (default 3)")
-    parser.add_argument("--quota", type=float, default=0.25,
-                        help="--load quota: CPUs this process may use while loaded (default 0.25)")
+    parser.add_argument("--burners", type=int, default=None,
+                        help="--load burners: burner processes (default: calibrated)")
+    parser.add_argument("--quota", type=float, default=None,
+                        help="--load quota: CPUs this process may use while loaded (default: calibrated)")
     parser.add_argument("--quota-period-us", type=int, default=4100,
                         help="--load quota: the quota's period in us (default 4100)")
-    parser.add_argument("--rt-busy", type=float, default=0.65,
-                        help="--load rt: share of each period the burners hold (default 0.65)")
+    parser.add_argument("--rt-busy", type=float, default=None,
+                        help="--load rt: share of each period the burners hold (default: calibrated)")
     parser.add_argument("--rt-period-ms", type=float, default=1.0,
                         help="--load rt: the burners' period in ms (default 1)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds per mode, all repeats (default 100, --quick 20)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="load schedules per mode, interleaved (default 5, --quick 2)")
-    parser.add_argument("--threads", type=int, default=2,
-                        help="ONNX Runtime intra-op threads of the policy (default 2, as the node)")
+                        help="load schedules per mode, interleaved (default 5, --quick 1: every load "
+                             "step costs the elastic loop about one late inference before it "
+                             "switches, so short schedules would measure mostly those)")
+    parser.add_argument("--headline", type=int, default=1, metavar="N",
+                        help="N independent runs after one calibration, each with its own figures "
+                             "and intervals; every one must meet the targets (default 1)")
+    parser.add_argument("--check", nargs="*", type=float, metavar="HZ", default=None,
+                        help="does elastic switching help here, and at which rates: calibrate and "
+                             "run (--quick) at each control rate given (default 100 30 20 10), no "
+                             "fallback, and print a verdict per rate")
+    parser.add_argument("--model", default="", help="model directory (default: the shipped model); "
+                        "its latency table is measured here when this machine has none")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="ONNX Runtime intra-op threads of the policy (default: 2, as the node; "
+                             "the calibration may fall back to 1 at a rate where 2 do not separate "
+                             "the submodels, before it lowers the rate)")
     parser.add_argument("--poll-rate", type=float, default=None,
                         help="elastic decision polls per second (default: the control rate; "
                              "the elastic node's own default is 50)")
@@ -281,31 +311,49 @@ def main(argv=None) -> dict:
                              "smallest submodel (default 0.1, as the node)")
     parser.add_argument("--dwell", type=float, default=1.0, help="elastic dwell s (default 1)")
     parser.add_argument("--table", default=str(benchlib.LATENCY_TABLE),
-                        help="latency table (this machine's entry is required)")
-    args = parser.parse_args(argv)
-    seconds = args.seconds or (20.0 if args.quick else 100.0)
-    args.repeats = args.repeats or (2 if args.quick else 5)
+                        help="latency table (this machine's entry is used, or measured and cached)")
+    return parser
 
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    seconds = args.seconds or (20.0 if args.quick else 100.0)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    if args.load == "auto":
+        args.load = "rt" if rt_permitted() else "burners"
+    fixed_level = {"rt": args.rt_busy, "quota": args.quota, "burners": args.burners}[args.load]
+    if args.check is not None and fixed_level is not None:
+        sys.exit("error: --check calibrates the load: leave --rt-busy / --quota / --burners out")
+
+    from embodied_stack.control.elastic.latency_table import load_table
     from embodied_stack.models.policy import load_default_policy
     from embodied_stack.models.runtime import make_runtime
 
     key = device_key("cpu")
-    table = benchlib.this_machines_table(args.table, key)
-    policy = load_default_policy(None)
-    runtime = make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"],
-                           intra_op_threads=args.threads)
-    policy.use_runtime(runtime)
+    table, origin = load_table(args.table, "cpu", "onnxruntime", True, args.model, print)
+    print(f"latency table: {origin}")
+    policy = load_default_policy(args.model or None)
+    threads_given = args.threads is not None
+    args.threads = args.threads or NODE_THREADS
+
+    def use_threads(n: int):
+        """The policy on an ONNX Runtime session with `n` intra-op threads."""
+        rt = make_runtime("onnxruntime", policy, providers=["CPUExecutionProvider"], intra_op_threads=n)
+        policy.use_runtime(rt)
+        return rt
+
+    runtime = use_threads(args.threads)
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
-    modes = ("full", "smallest", "elastic")
-    segment = seconds / args.repeats
-    parts = {m: [] for m in modes}
+    cores = len(os.sched_getaffinity(0))
     with contextlib.ExitStack() as children:  # closed in reverse order, also on an error
         # before the load: it must not start in the quota's cgroup
         env = World(args.world, rt_priority=WORLD_RT_PRIORITY if args.load == "rt" else None)
         children.callback(env.close)
-        load = make_load(args.load, burners=args.burners, quota=args.quota,
-                         quota_period_us=args.quota_period_us, rt_busy=args.rt_busy,
-                         rt_period_ms=args.rt_period_ms)
+        lightest, heaviest, integer = LEVEL_RANGE[args.load]
+        heaviest = heaviest if heaviest is not None else 4 * cores
+        start = fixed_level if fixed_level is not None else heaviest
+        load = make_load(args.load, burners=int(start), quota=start, quota_period_us=args.quota_period_us,
+                         rt_busy=start, rt_period_ms=args.rt_period_ms, most_burners=4 * cores)
         children.callback(load.close)
         poller = ElasticPoller()  # after the load: under a quota it shares the policy's cgroup
         children.callback(poller.close)
@@ -313,56 +361,169 @@ def main(argv=None) -> dict:
         # a cyclic-GC pass never walks it in the middle of an inference.
         gc.collect()
         gc.freeze()
-        bar = children.enter_context(tqdm(total=int(3 * seconds), desc="elastic budget",
-                                          unit="s", file=sys.stderr))
-        # Interleaved: each repeat runs the whole load schedule once per mode, the order of
-        # the modes rotated from one repeat to the next, so a change in the background load
-        # of a shared machine (or a place in the sequence) hits the three alike.
-        for rep in range(args.repeats):
-            for mode in modes[rep % 3:] + modes[:rep % 3]:
-                bar.set_postfix_str(f"{mode} {rep + 1}/{args.repeats}")
-                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                parts[mode].append(run(policy, mode, segment, args.rate, args.margin_ms * 1e-3,
-                                       load, table, smallest, bar, seed0=200_000 + 1000 * rep,
-                                       dwell_s=args.dwell, world=args.world, env=env,
-                                       poller=poller if mode == "elastic" else None,
-                                       poll_rate=args.poll_rate, idle_poll_s=args.idle_poll_s,
-                                       threads=runtime.intra_op_threads))
-                parts[mode][-1]["page_faults"] = (
-                    resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
-    runs = {m: merge(parts[m], segment) for m in modes}
+        bench = Bench(args, policy, runtime, table, smallest, env, load, poller, seconds)
 
-    def miss_rate(res):
-        return float(np.mean([m for *_, m in res["infer"]])) if res["infer"] else float("nan")
+        def calibrated(rates) -> Calibration:
+            """Rate by rate: the node's thread count, then (unless --threads was given) one
+            intra-op thread, before the next lower rate. Under a load that holds every CPU at
+            once, two threads wait on each other at every operator: on a 2-CPU VM that
+            alone can push the smallest submodel's tail past the deadline."""
+            reasons, probes, seconds = [], [], 0.0
+            options = [args.threads] + ([1] if args.threads > 1 and not threads_given else [])
+            for rate in rates:
+                for n in options:
+                    if bench.runtime.intra_op_threads != n:
+                        bench.runtime = use_threads(n)
+                    cal = calibrate(bench.measure, load, [rate], args.margin_ms * 1e-3, smallest,
+                                    lightest, heaviest, integer, quick=args.quick)
+                    for p in cal.probes:
+                        p.threads = n
+                    probes += cal.probes
+                    seconds += cal.seconds
+                    cal.threads, cal.probes, cal.seconds = n, probes, seconds
+                    if cal.separated:
+                        if reasons:
+                            cal.reason += "; first tried: " + "; ".join(reasons)
+                        return cal
+                    reasons.append(f"{n} thread{'s' if n > 1 else ''}: "
+                                   + cal.reason.removeprefix(NOT_SEPARATED))
+                if "even the heaviest load" in cal.reason:
+                    break  # lower rates only lengthen the deadline: full would miss less still
+            cal.reason = NOT_SEPARATED + "; ".join(reasons)
+            return cal
 
-    def success(res):
-        return res["successes"] / res["episodes"] if res["episodes"] else float("nan")
+        if args.check is not None:
+            return check(bench, args, [float(r) for r in (args.check or (100, 30, 20, 10))], calibrated)
+        if fixed_level is not None:
+            cal = Calibration(load=type(load).__name__, level_name=load.level_name, separated=True,
+                              rate_hz=args.rate, deadline_ms=(1 / args.rate - args.margin_ms * 1e-3) * 1e3,
+                              level=fixed_level, reason="level given on the command line: not calibrated",
+                              threads=args.threads)
+        else:
+            rates = [args.rate] + [r for r in FALLBACK_RATES if args.min_rate <= r < args.rate]
+            print(f"calibrating the {args.load} load at {', '.join(f'{r:g}' for r in rates)} Hz ...")
+            cal = calibrated(rates)
+            print(f"calibration ({cal.seconds:.0f} s): {cal.reason}")
+        common = {**cal.figures(), "requested_rate_hz": args.rate, "device": key, "quick": args.quick,
+                  "command": benchlib.command_line(__file__, argv)}
+        if not cal.separated:
+            out = {**common, "met": False}
+            benchlib.write_json(args.json, out, digits=6)
+            print(f"error: {cal.reason}", file=sys.stderr)
+            raise SystemExit(2)
+        load.set_level(cal.level)
+        results = [bench.compare(cal.rate_hz, k, args.headline) for k in range(args.headline)]
+    out = {**results[0]["figures"], **common}
+    if args.headline > 1:
+        for k, res in enumerate(results, 1):
+            out.update({f"run{k}_{name}": value for name, value in res["figures"].items()
+                        if name in HEADLINE_KEYS})
+        out["runs"] = args.headline
+        out["met"] = all(r["figures"]["met"] for r in results)
+    for k, res in enumerate(results, 1):
+        print_table(res["figures"], f"run {k} of {len(results)}" if len(results) > 1 else "")
+        print_switches(res, table)
+    png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
+    if png:
+        timeline_png(results[0]["runs"], results[0]["figures"]["deadline_ms"], png)
+    benchlib.write_json(args.json, out, digits=6)  # NaN (e.g. no load step needed a switch) -> null
+    print("targets met" if out["met"] else "targets NOT met", "(elastic <= 1% missed where fixed full >= 20%, "
+          "success >= fixed smallest's, reaction <= 2 control periods)")
+    return out
+
+
+#: Per-run keys a --headline JSON keeps for every run (run<k>_<key>).
+HEADLINE_KEYS = ("elastic_miss_rate", "fixed_full_miss_rate", "fixed_smallest_miss_rate",
+                 "elastic_miss_ci95", "fixed_full_miss_ci95", "fixed_smallest_miss_ci95",
+                 "elastic_success", "fixed_smallest_success", "fixed_full_success",
+                 "elastic_success_ci95", "fixed_smallest_success_ci95", "episodes_elastic",
+                 "episodes_smallest", "reaction_periods", "switches", "met")
+
+
+class Bench:
+    """The run loop's fixed parts, shared by the calibration's probes and the comparisons."""
+
+    def __init__(self, args, policy, runtime, table, smallest, env, load, poller, seconds):
+        self.args, self.policy, self.runtime, self.table = args, policy, runtime, table
+        self.smallest, self.env, self.load, self.poller = smallest, env, load, poller
+        self.seconds = seconds
+
+    def _run(self, mode, rate, seconds, bar, seed0, phases=None):
+        a = self.args
+        return run(self.policy, mode, seconds, rate, a.margin_ms * 1e-3, self.load, self.table,
+                   self.smallest, bar, seed0=seed0, dwell_s=a.dwell, world=a.world, env=self.env,
+                   poller=self.poller if mode == "elastic" else None, poll_rate=a.poll_rate,
+                   idle_poll_s=a.idle_poll_s, threads=self.runtime.intra_op_threads, phases=phases)
+
+    def measure(self, submodel: str, rate: float, level: float, n: int) -> np.ndarray:
+        """Latencies (s) of n inferences of `submodel` at `rate` with the load on at `level`."""
+        self.load.set_level(level)
+        mode = "full" if submodel == "full" else "smallest"
+        with tqdm(total=int(n / rate) + 1, desc=f"calibrate {submodel}", unit="s", leave=False,
+                  file=sys.stderr) as bar:
+            res = self._run(mode, rate, n / rate, bar, seed0=900_000, phases=[(0.0, True)])
+        self.load.off()
+        return np.array([lat for _, _, lat, _ in res["infer"]])
+
+    def compare(self, rate: float, index: int = 0, of: int = 1) -> dict:
+        """Fixed full, fixed smallest and elastic under the load schedule, interleaved over
+        repeats; the figures and the merged records."""
+        a = self.args
+        modes = ("full", "smallest", "elastic")
+        segment = self.seconds / a.repeats
+        parts: dict[str, list] = {m: [] for m in modes}
+        desc = "elastic budget" + (f" {index + 1}/{of}" if of > 1 else "")
+        with tqdm(total=int(3 * self.seconds), desc=desc, unit="s", file=sys.stderr) as bar:
+            # Interleaved: each repeat runs the whole load schedule once per mode, the order of
+            # the modes rotated from one repeat to the next, so a change in the background load
+            # of a shared machine (or a place in the sequence) hits the three alike.
+            for rep in range(a.repeats):
+                for mode in modes[rep % 3:] + modes[:rep % 3]:
+                    bar.set_postfix_str(f"{mode} {rep + 1}/{a.repeats}")
+                    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    parts[mode].append(self._run(mode, rate, segment, bar,
+                                                 seed0=200_000 + 100_000 * index + 1000 * rep))
+                    parts[mode][-1]["page_faults"] = (
+                        resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
+        runs = {m: merge(parts[m], segment) for m in modes}
+        return {"runs": runs, "figures": figures(runs, parts, self, rate)}
+
+
+def figures(runs: dict, parts: dict, bench: Bench, rate: float) -> dict:
+    """The flat JSON figures of one comparison."""
+    a, table = bench.args, bench.table
+
+    def misses(res):
+        return int(sum(m for *_, m in res["infer"])), len(res["infer"])
+
+    def rate_of(k, n):
+        return k / n if n else float("nan")
 
     react = reaction(runs["elastic"], {n: table[n].get("params", table[n]["p50_ms"]) for n in table})
-    deadline_ms = (1.0 / args.rate - args.margin_ms * 1e-3) * 1e3
-    out = {
-        "elastic_miss_rate": miss_rate(runs["elastic"]),
-        "fixed_full_miss_rate": miss_rate(runs["full"]),
-        "fixed_smallest_miss_rate": miss_rate(runs["smallest"]),
-        "fixed_full_success": success(runs["full"]),
-        "fixed_smallest_success": success(runs["smallest"]),
-        "elastic_success": success(runs["elastic"]),
+    deadline_ms = (1.0 / rate - a.margin_ms * 1e-3) * 1e3
+    out: dict = {}
+    for mode, label in (("elastic", "elastic"), ("full", "fixed_full"), ("smallest", "fixed_smallest")):
+        k, n = misses(runs[mode])
+        out[f"{label}_miss_rate"] = rate_of(k, n)
+        out[f"{label}_miss_ci95"] = list(wilson(k, n))
+        wins, eps = runs[mode]["successes"], runs[mode]["episodes"]
+        out[f"{label}_success"] = rate_of(wins, eps)
+        out[f"{label}_success_ci95"] = list(wilson(wins, eps))
+    out.update({
         "switches": len(runs["elastic"]["switch_log"]),
         "reaction_s": max(react) if react else float("nan"),
-        "reaction_periods": max(react) * args.rate if react else float("nan"),
+        "reaction_periods": max(react) * rate if react else float("nan"),
         "reaction_steps": len(react), "reaction_each_s": [round(x, 4) for x in react],
-        "world": args.world, "rate_hz": args.rate, "deadline_ms": deadline_ms, "load": args.load,
-        "burners": args.burners if args.load == "burners" else 0,
-        "quota_cpus": args.quota if args.load == "quota" else None,
-        "quota_period_us": args.quota_period_us if args.load == "quota" else None,
-        "rt_busy": args.rt_busy if args.load == "rt" else None,
-        "rt_period_ms": args.rt_period_ms if args.load == "rt" else None,
-        "seconds_per_mode": seconds, "repeats": args.repeats,
-        "threads": runtime.intra_op_threads, "smallest": smallest,
-        "poll_rate_hz": args.poll_rate or args.rate, "idle_poll_s": args.idle_poll_s,
-        "device": key, "quick": args.quick,
-        "command": benchlib.command_line(__file__, argv),
-    }
+        "world": a.world, "rate_hz": rate, "deadline_ms": deadline_ms, "load": a.load,
+        "burners": int(bench.load.level) if a.load == "burners" else 0,
+        "quota_cpus": bench.load.level if a.load == "quota" else None,
+        "quota_period_us": a.quota_period_us if a.load == "quota" else None,
+        "rt_busy": bench.load.level if a.load == "rt" else None,
+        "rt_period_ms": a.rt_period_ms if a.load == "rt" else None,
+        "seconds_per_mode": bench.seconds, "repeats": a.repeats,
+        "threads": bench.runtime.intra_op_threads, "smallest": bench.smallest,
+        "poll_rate_hz": a.poll_rate or rate, "idle_poll_s": a.idle_poll_s,
+    })
     for mode, res in runs.items():
         # the control loop's own minor page faults (its time, in the inference's budget)
         out[f"page_faults_{mode}"] = sum(p["page_faults"] for p in parts[mode])
@@ -378,19 +539,49 @@ def main(argv=None) -> dict:
         mine = [x for x in el if x[1] == name]
         out[f"elastic_share_{name.replace('/', '_')}"] = len(mine) / len(el) if el else 0.0
         out[f"elastic_misses_{name.replace('/', '_')}"] = sum(x[3] for x in mine)
-    print_table(out)
-    key = {n: n.replace("/", "_") for n in table}
-    print("elastic: " + ", ".join(
-        f"{n} {out['elastic_share_' + key[n]]:.0%} of inferences, "
-        f"{out['elastic_misses_' + key[n]]} missed" for n in table))
-    for t, name, why in runs["elastic"]["switch_log"]:
-        print(f"  switch at {t:6.2f} s -> {name}: {why}")
-    png = args.png or (os.path.splitext(args.json)[0] + ".png" if args.json else None)
-    if png:
-        timeline_png(runs, deadline_ms, png)
-    # NaN (e.g. no load step needed a switch) -> null
+    out["met"] = bool(out["fixed_full_miss_rate"] >= 0.2 and out["elastic_miss_rate"] <= 0.01
+                      and out["elastic_success"] >= out["fixed_smallest_success"]
+                      and react and out["reaction_periods"] <= 2)
+    return out
+
+
+def check(bench: Bench, args, rates: list[float], calibrated) -> dict:
+    """`--check`: for each control rate, calibrate there (no fallback) and, where a load level
+    separates full and the smallest, run the comparison; a verdict per rate."""
+    out: dict = {"check_rates_hz": rates, "device": device_key("cpu"), "load": args.load,
+                 "command": benchlib.command_line(__file__, None)}
+    rows = []
+    for rate in rates:
+        tag = f"check_{rate:g}hz"
+        cal = calibrated([rate])
+        out.update({f"{tag}_{k}": v for k, v in cal.figures().items() if k != "calibration_probes"})
+        if not cal.separated:
+            rows.append((f"{rate:g}", "-", "-", "-", "-", "-", "-", "cannot tell: " + cal.reason))
+            continue
+        bench.load.set_level(cal.level)
+        f = bench.compare(rate)["figures"]
+        out.update({f"{tag}_{k}": f[k] for k in HEADLINE_KEYS})
+        verdict = ("helps: elastic meets the targets" if f["met"] else
+                   "elastic misses more than 1%" if f["elastic_miss_rate"] > 0.01 else
+                   "does not meet every target")
+        rows.append((f"{rate:g}", f"{cal.threads}", f"{cal.level:g}", f"{f['fixed_full_miss_rate']:.1%}",
+                     f"{f['fixed_smallest_miss_rate']:.2%}", f"{f['elastic_miss_rate']:.2%}",
+                     f"{f['elastic_success']:.0%} vs {f['fixed_smallest_success']:.0%}", verdict))
+    benchlib.print_table(f"does elastic switching help here? ({out['device']}, {args.load} load)",
+                         ("rate Hz", "threads", bench.load.level_name, "fixed full missed", "fixed smallest missed",
+                          "elastic missed", "success elastic vs smallest", "verdict"), rows, width=160)
     benchlib.write_json(args.json, out, digits=6)
     return out
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of a proportion k/n ((nan, nan) for n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _load_on(res, t) -> bool:
@@ -410,7 +601,17 @@ def _load_words(out: dict) -> str:
     return f"{out['burners']} burners"
 
 
-def print_table(out: dict) -> None:
+def print_switches(res: dict, table: dict) -> None:
+    out = res["figures"]
+    key = {n: n.replace("/", "_") for n in table}
+    print("elastic: " + ", ".join(
+        f"{n} {out['elastic_share_' + key[n]]:.0%} of inferences, "
+        f"{out['elastic_misses_' + key[n]]} missed" for n in table))
+    for t, name, why in res["runs"]["elastic"]["switch_log"]:
+        print(f"  switch at {t:6.2f} s -> {name}: {why}")
+
+
+def print_table(out: dict, title: str = "") -> None:
     names = {"full": "fixed full", "smallest": f"fixed {out['smallest']}", "elastic": "elastic"}
     rows = []
     for mode, label in names.items():
@@ -420,8 +621,8 @@ def print_table(out: dict) -> None:
                      f"{out[f'{mode}_p50_ms']:.2f}", f"{out[f'{mode}_p99_ms']:.2f}",
                      f"{succ:.2f}", str(out[f"episodes_{mode}"])))
     benchlib.print_table(
-        f"elastic budget: {out['rate_hz']:.0f} Hz, deadline {out['deadline_ms']:.2f} ms, "
-        f"{_load_words(out)}, {out['seconds_per_mode']:.0f} s per mode ({out['device']})",
+        f"elastic budget{' ' + title if title else ''}: {out['rate_hz']:.0f} Hz, deadline {out['deadline_ms']:.2f} ms, "
+        f"{_load_words(out)}, {out['seconds_per_mode']:.0f} s per mode",
         ("run", "miss rate", "miss rate under load", "p50 ms", "p99 ms", "success", "episodes"),
         rows,
         footer=f"switches {out['switches']} | reaction {out['reaction_s'] * 1e3:.1f} ms = "

@@ -31,6 +31,10 @@ class BackendSettings:
                              fixed=True)
     cuda_graph: bool = setting(False, "vla on CUDA with runtime torch: replay one captured CUDA "
                                       "graph per submodel", fixed=True)
+    threads: int = setting(2, "vla with runtime onnxruntime on the CPU: intra-op threads; 1 leaves "
+                              "CPUs to other processes and, under a load that holds every CPU, "
+                              "has the shorter tail (bench/elastic_budget.py --check tells)",
+                           lo=1, hi=256, fixed=True)
     submodel: str = setting("full", "elastic submodel (full, 3/4, 1/2, 1/4 for ElasticVLA, and for "
                                     "mimo with mimo_elastic); switchable at run time")
     mimo_elastic: bool = setting(False, "mimo: rank and permute the Qwen decoder at start-up into "
@@ -40,7 +44,7 @@ class BackendSettings:
 
 def load_backend(backend: str, model_path: str, device: str, runtime: str = "torch",
                  precision: str = "fp32", cuda_graph: bool = False,
-                 submodel: str | None = None, mimo_elastic: bool = False) -> Policy:
+                 submodel: str | None = None, mimo_elastic: bool = False, threads: int = 2) -> Policy:
     """Build the policy backend `backend` names. For `vla`, the runtime is prepared here (ONNX
     export / engine build / CUDA graph capture for every named submodel, cached on disk where
     it can be), never in the control loop; `submodel` is checked first, so a wrong name fails
@@ -56,7 +60,7 @@ def load_backend(backend: str, model_path: str, device: str, runtime: str = "tor
         policy = load_default_policy(model_path or None)
         check_submodel(policy, submodel)
         if runtime != "torch" or device != "cpu" or precision != "fp32" or cuda_graph:
-            policy.use_runtime(make_vla_runtime(policy, runtime, device, precision, cuda_graph))
+            policy.use_runtime(make_vla_runtime(policy, runtime, device, precision, cuda_graph, threads))
         return policy
     if backend == "mimo":
         from embodied_stack.models.policy.mimo_adapter import MiMoEmbodiedPolicy

@@ -91,14 +91,16 @@ def check_submodel(policy, submodel: str | None) -> None:
         raise ValueError(f"submodel {submodel!r} not in {policy.submodel_names}")
 
 
-def make_vla_runtime(policy, runtime: str, device: str, precision: str, cuda_graph: bool):
+def make_vla_runtime(policy, runtime: str, device: str, precision: str, cuda_graph: bool,
+                     threads: int = 2):
     """The runtime for an ElasticVLA on `device` (the classes bench/policy_latency.py times).
 
     torch: eager on the CPU or the GPU (the runtime moves the model and every input batch
     there), bf16/fp16 weights on CUDA (`precision`), one CUDA graph per submodel captured
     here when `cuda_graph` (the input shapes are static at batch 1).
     onnxruntime: TensorRT / CUDA execution providers when the installed build has them and
-    `device` is a GPU, else CPU; the runtime's `description` says which it got."""
+    `device` is a GPU, else CPU; the runtime's `description` says which it got; `threads` is
+    its intra-op thread count on the CPU."""
     on_gpu = device.startswith("cuda")
     if runtime == "torch":
         if (precision != "fp32" or cuda_graph) and not on_gpu:
@@ -114,7 +116,7 @@ def make_vla_runtime(policy, runtime: str, device: str, precision: str, cuda_gra
     if runtime in ("onnxruntime", "ort"):
         # device cpu: the CPU provider even where a GPU build is installed
         providers = ["CPUExecutionProvider"] if device == "cpu" else None
-        return make_runtime(runtime, policy, providers=providers)
+        return make_runtime(runtime, policy, providers=providers, intra_op_threads=threads)
     return make_runtime(runtime, policy)
 
 

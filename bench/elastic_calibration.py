@@ -1,0 +1,181 @@
+"""Where on this machine the elastic bench's question has an answer: the load level (and, if
+need be, a lower control rate) at which fixed `full` misses its deadline often and the
+smallest submodel almost never (bench/elastic_budget.py calibrates with this before it runs).
+
+A hand-picked load share fits one machine on one day: on a slightly slower VM of the same kind
+nothing fits, on a faster one nothing misses, and the bench then says nothing about elastic
+switching. So the bench measures, here and now, each submodel's inference latency at the
+control rate under the load it will switch on (the same control loop, the load on throughout),
+and picks the level by bisection:
+
+1. the level where `full`'s median latency is FULL_AIM x the deadline (so fixed `full` misses
+   most of its deadlines under load, well past the 20% the target asks for);
+2. there the smallest submodel must fit with room: its p99 at most SMALLEST_P99 x the deadline
+   and at most SMALLEST_MISS of its inferences late, over a longer probe;
+3. if it does not, the level where `full`'s median is just FULL_MIN x the deadline (the least
+   load that still makes `full` miss half the time) is tried;
+4. if the smallest does not fit there either, no level separates the two at this rate: the
+   next, lower control rate is tried (a longer deadline makes fixed costs such as the pipe to
+   the world and timer jitter a smaller share), down to the lowest rate allowed (the policy
+   node's own defaults are 10-30 Hz).
+
+When no rate works the result says why, with every probe, and the bench exits non-zero:
+that is a result about the machine, not a pass.
+
+    cal = calibrate(measure, load, rates=[100, 30, 20, 10], margin_s=0.003)
+    cal.separated, cal.rate_hz, cal.level, cal.reason, cal.probes
+
+`measure(submodel, rate_hz, level, n)` runs n inferences of `submodel` at `rate_hz` with the
+load on at `level` and returns their latencies in seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: `full`'s median latency / deadline aimed at: most of its inferences under load are late.
+FULL_AIM = 1.3
+#: The least `full` median / deadline that counts as "full misses" (half its inferences late).
+FULL_MIN = 1.1
+#: The smallest submodel must fit with room: p99 / deadline at most this ...
+SMALLEST_P99 = 0.8
+#: ... and at most this share of its inferences late (the target allows the elastic loop 1%).
+SMALLEST_MISS = 0.005
+#: Bisection steps on the level.
+STEPS = 7
+
+
+@dataclass
+class Probe:
+    """One measurement: `n` inferences of `submodel` at `rate_hz` with the load at `level`."""
+
+    rate_hz: float
+    level: float
+    submodel: str
+    n: int
+    p50_ms: float
+    p99_ms: float
+    miss_rate: float
+    threads: int | None = None  # the policy's intra-op threads (set by the bench)
+
+
+@dataclass
+class Calibration:
+    """What the calibration chose, or why nothing could be chosen."""
+
+    load: str
+    level_name: str
+    separated: bool = False
+    rate_hz: float | None = None
+    deadline_ms: float | None = None
+    level: float | None = None
+    reason: str = ""
+    seconds: float = 0.0
+    threads: int | None = None  # the policy's intra-op threads (set by the bench)
+    probes: list[Probe] = field(default_factory=list)
+
+    def figures(self) -> dict:
+        """Flat JSON keys (`calibration_*`) for the bench's result file."""
+        return {"calibration_load": self.load, "calibration_level_name": self.level_name,
+                "calibration_separated": self.separated, "calibration_rate_hz": self.rate_hz,
+                "calibration_deadline_ms": self.deadline_ms, "calibration_level": self.level,
+                "calibration_threads": self.threads,
+                "calibration_reason": self.reason, "calibration_seconds": round(self.seconds, 1),
+                "calibration_probes": [asdict(p) for p in self.probes]}
+
+
+def probe_size(rate_hz: float, seconds: float, least: int) -> int:
+    """Inferences in a probe: `seconds` of the control loop, at least `least`."""
+    return max(least, int(round(seconds * rate_hz)))
+
+
+def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rates, margin_s: float,
+              smallest: str, lightest: float, heaviest: float, integer: bool = False,
+              quick: bool = False, log: Callable[[str], None] = print) -> Calibration:
+    """The level (between `lightest` and `heaviest`, in the load's own unit; `integer` for a
+    count) and control rate (the first of `rates` that works) at which fixed `full` misses and
+    `smallest` fits; see the module docstring."""
+    cal = Calibration(load=type(load).__name__, level_name=load.level_name)
+    t0 = time.monotonic()
+    reasons = []
+    short_s, long_s = (0.5, 3.0) if quick else (1.0, 6.0)
+
+    def run_probe(submodel, rate, level, n) -> Probe:
+        lat = np.asarray(measure(submodel, rate, level, n), float)
+        deadline = 1.0 / rate - margin_s
+        p = Probe(rate, float(level), submodel, len(lat), float(np.percentile(lat, 50) * 1e3),
+                  float(np.percentile(lat, 99) * 1e3), float(np.mean(lat > deadline)))
+        cal.probes.append(p)
+        log(f"  {rate:g} Hz, {load.level_name} {level:g}: {submodel} p50 {p.p50_ms:.2f} ms, "
+            f"p99 {p.p99_ms:.2f} ms, {p.miss_rate:.2%} of {p.n} late (deadline {deadline * 1e3:.2f} ms)")
+        return p
+
+    def between(a: float, b: float) -> float:
+        mid = (a + b) / 2
+        return float(round(mid)) if integer else mid
+
+    for rate in rates:
+        deadline_ms = (1.0 / rate - margin_s) * 1e3
+        if deadline_ms <= 0:
+            reasons.append(f"{rate:g} Hz: the margin leaves no deadline")
+            continue
+        n_full = probe_size(rate, short_s, 30)
+
+        def ratio(level, rate=rate, n=n_full, deadline_ms=deadline_ms) -> float:
+            """full's median latency / the deadline at `level`."""
+            return run_probe("full", rate, level, n).p50_ms / deadline_ms
+
+        # 1. the level where full's median is FULL_AIM x the deadline (bisection; the load
+        # is heavier towards `heaviest`)
+        heavy, light = heaviest, lightest
+        r_heavy = ratio(heavy)
+        if r_heavy < FULL_MIN:
+            reasons.append(f"{rate:g} Hz: even the heaviest load ({load.level_name} {heavy:g}) "
+                           f"leaves full's median at {r_heavy:.2f} x the {deadline_ms:.1f} ms deadline")
+            break  # a lower rate only lengthens the deadline: full would miss less still
+        r_light = ratio(light)
+        levels = {heavy: r_heavy, light: r_light}
+        if r_light < FULL_AIM:
+            for _ in range(STEPS):
+                mid = between(light, heavy)
+                if mid in (light, heavy):
+                    break
+                levels[mid] = ratio(mid)
+                if levels[mid] < FULL_AIM:
+                    light = mid
+                else:
+                    heavy = mid
+        candidates = [heavy]
+        # 3. the lightest probed level where full still misses half the time
+        enough = [lv for lv, r in levels.items() if r >= FULL_MIN]
+        lightest_enough = min(enough, key=lambda lv: levels[lv])
+        if lightest_enough != heavy:
+            candidates.append(lightest_enough)
+        # 2. the smallest must fit with room there
+        for level in candidates:
+            small = run_probe(smallest, rate, level, probe_size(rate, long_s, 150))
+            if small.p99_ms <= SMALLEST_P99 * deadline_ms and small.miss_rate <= SMALLEST_MISS:
+                full = run_probe("full", rate, level, probe_size(rate, short_s * 2, 60))
+                if full.p50_ms >= FULL_MIN * deadline_ms:
+                    cal.separated, cal.rate_hz, cal.deadline_ms, cal.level = True, rate, deadline_ms, level
+                    cal.reason = (f"{load.level_name} {level:g} at {rate:g} Hz: full p50 "
+                                  f"{full.p50_ms:.2f} ms ({full.miss_rate:.0%} late), {smallest} p99 "
+                                  f"{small.p99_ms:.2f} ms ({small.miss_rate:.2%} late) against a "
+                                  f"{deadline_ms:.2f} ms deadline")
+                    if rate != rates[0]:
+                        cal.reason += f"; {rates[0]:g} Hz did not separate them ({'; '.join(reasons)})"
+                    cal.seconds = time.monotonic() - t0
+                    return cal
+                reasons.append(f"{rate:g} Hz: at {load.level_name} {level:g} full's median came back "
+                               f"at {full.p50_ms:.2f} ms, under {FULL_MIN} x the deadline")
+            else:
+                reasons.append(f"{rate:g} Hz: where full misses ({load.level_name} {level:g}), "
+                               f"{smallest} itself has p99 {small.p99_ms:.2f} ms and "
+                               f"{small.miss_rate:.2%} late against a {deadline_ms:.2f} ms deadline")
+    cal.reason = "no load level separates full and the smallest submodel: " + "; ".join(reasons)
+    cal.seconds = time.monotonic() - t0
+    return cal
