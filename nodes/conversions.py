@@ -384,6 +384,13 @@ def point_stamped(point: np.ndarray, stamp: Time, frame_id: str) -> PointStamped
 LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 
 
+def status_name(node, task: str) -> str:
+    """A /diagnostics status name: the node's full name without the leading slash, then the task
+    ("car1/policy_node: policy"; "policy_node: policy" at the root), so that the robots sharing
+    the global /diagnostics stay apart."""
+    return f"{node.get_fully_qualified_name().lstrip('/')}: {task}"
+
+
 def diagnostics_msg(name: str, hardware_id: str, level: str, message: str, values: dict,
                     stamp: Time) -> DiagnosticArray:
     """One status for /diagnostics: `level` "ok", "warn" or "error"; `values` key -> value

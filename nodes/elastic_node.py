@@ -41,7 +41,7 @@ from embodied_stack.control.elastic.budget import SOURCES, make_budget_source
 from embodied_stack.control.elastic.control import ElasticControl
 from embodied_stack.control.elastic.latency_table import load_table
 from embodied_stack.control.elastic.selector import Selector, SelectorConfig
-from embodied_stack.nodes.conversions import diagnostics_msg
+from embodied_stack.nodes.conversions import diagnostics_msg, status_name
 from embodied_stack.nodes.params import float_range, live, read_only
 
 #: Selector settings that can be changed at run time: parameter -> SelectorConfig field.
@@ -252,7 +252,7 @@ class ElasticNode(Node):
         values["budget_notes"] = "; ".join(self.source_notes)
         faults = [v for k, v in values.items() if k.startswith("fault.")]
         self.diag_pub.publish(diagnostics_msg(
-            f"{self.get_name()}: elastic", self.source.description, "warn" if faults else "ok",
+            status_name(self, "elastic"), self.source.description, "warn" if faults else "ok",
             values["reason"], values, self.get_clock().now().to_msg()))
 
     def destroy_node(self):

@@ -49,6 +49,7 @@ from embodied_stack.nodes.conversions import (
     markers_msg,
     poses_msg,
     stamp_to_seconds,
+    status_name,
 )
 from embodied_stack.nodes.params import QOS_NAMES, read_only, read_only_range, rejection_kind, sensor_qos
 
@@ -269,7 +270,7 @@ class PerceptionNode(Node):
         level = "error" if error else "warn" if (rejections or reason) else "ok"
         message = error or (f"empty result: {reason}" if reason else "running")
         self.diag_pub.publish(diagnostics_msg(
-            f"{self.get_name()}: perception", str(getattr(self.backend, "name", "backend")), level,
+            status_name(self, "perception"), str(getattr(self.backend, "name", "backend")), level,
             message, values, self.get_clock().now().to_msg()))
 
     def destroy_node(self):

@@ -62,6 +62,7 @@ from embodied_stack.nodes.conversions import (
     point_stamped,
     seconds_to_stamp,
     stamp_to_seconds,
+    status_name,
 )
 from embodied_stack.nodes.params import LATCHED, QOS_NAMES, declare_settings, read_only, rejection_kind, sensor_qos
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
@@ -321,7 +322,7 @@ class PolicyNode(Node):
     def _publish_diagnostics(self) -> None:
         report = self.loop.diagnostics()
         values = {"submodel": self.policy.submodel, "runtime": self.runtime_description, **report.values}
-        self.diag_pub.publish(diagnostics_msg(f"{self.get_name()}: policy", self.backend_name, report.level,
+        self.diag_pub.publish(diagnostics_msg(status_name(self, "policy"), self.backend_name, report.level,
                                               report.message, values, self.get_clock().now().to_msg()))
 
     def destroy_node(self):

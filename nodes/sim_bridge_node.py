@@ -5,7 +5,8 @@ Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m), w
 `compressedDepth` (depth: 32FC1 inverse depth, PNG) topics as a network camera would,
 `camera/color/camera_info`, `joint_states` (the world's proprio vector, one named entry per
 element), `odom` (driving), `instruction` (transient-local, at every episode start), `/clock`
-(simulated time), `sim/expert_action` (the scripted expert's normalised action for the frame
+(simulated time; sim.launch.py remaps it to `/<robot>/clock` with several robots),
+`sim/expert_action` (the scripted expert's normalised action for the frame
 just published, stamped with it; for the `expert` policy backend) and `/diagnostics`
 (episode results: success, outcome, seed, steps; command latency).
 Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop) or `cmd_vel` (TwistStamped or
@@ -20,6 +21,8 @@ simulated time this node publishes on `/clock` (the world is then stepped on a s
 not on the sim clock it drives). The camera->command latency is measured here, as the wall
 time from publishing a frame to receiving the policy node's `policy_node/command_source`
 record for its first command answering that frame.
+The world steps once a node subscribes to the colour image; until then the log says, every
+5 s, which topic in which namespace it waits on.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from embodied_stack.nodes.conversions import (
     rgb_to_compressed,
     rgb_to_image,
     seconds_to_stamp,
+    status_name,
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
@@ -172,7 +176,7 @@ class SimBridgeNode(Node):
         }
         self.results.append(result)
         message = f"episode {len(self.results)} {'success' if result['success'] else 'failure'}"
-        self.diag_pub.publish(diagnostics_msg(f"{self.get_name()}: episode", self.world,
+        self.diag_pub.publish(diagnostics_msg(status_name(self, "episode"), self.world,
                                               "ok" if result["success"] else "warn", message, result,
                                               self.get_clock().now().to_msg()))
         self.get_logger().info(f"{message}: {result}")
@@ -229,8 +233,13 @@ class SimBridgeNode(Node):
             # stepping that episode blind (a zero command brakes the car).
             if self.rgb_pub.get_subscription_count() == 0 and not (
                     self.compressed_format and self.rgb_compressed_pub.get_subscription_count()):
+                self.get_logger().info(
+                    f"waiting for a subscriber on {self.rgb_pub.topic_name} (namespace "
+                    f"{self.get_namespace()}) before stepping the world: is the policy node in "
+                    "this namespace?", throttle_duration_sec=5.0)
                 return
             self._listener_seen = True
+            self.get_logger().info(f"{self.rgb_pub.topic_name} has a subscriber: stepping the world")
             self._publish_observation()
             return
         if not self._fresh_command:

@@ -2,7 +2,6 @@
 name ships, every YAML parameter is one the node declares and accepts. Where launch_ros is
 importable (a real ROS 2 install), the launch descriptions are also built."""
 
-import ast
 import importlib.util
 import os
 import re
@@ -13,6 +12,15 @@ import rclpy
 import yaml
 from rclpy.parameter import Parameter
 
+from embodied_stack.nodes.launch_graph import (
+    ROBOT_OVERRIDES,
+    SIM_OVERRIDES,
+    argument_defaults,
+    robot_arguments,
+    robot_nodes,
+    sim_arguments,
+    sim_nodes,
+)
 from embodied_stack.nodes.launch_params import UNSET, effective_parameters, node_parameters, yaml_parameters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,34 +32,28 @@ def _setup_console_scripts():
     return set(re.findall(r'"([\w-]+) = embodied_stack\.', text))
 
 
-def _launch_strings(name, keyword):
-    tree = ast.parse(open(os.path.join(REPO, "launch", name)).read())
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.keyword) and node.arg == keyword and isinstance(
-                node.value, ast.Constant):
-            found.add(node.value.value)
-    return found
-
-
-def _joined_paths(name):
-    """Literal os.path.join(share, "<dir>", "<file>") targets in a launch file."""
-    tree = ast.parse(open(os.path.join(REPO, "launch", name)).read())
-    paths = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "join"
-                and len(node.args) == 3 and all(isinstance(a, ast.Constant) for a in node.args[1:])):
-            paths.add(os.path.join(node.args[1].value, node.args[2].value))
-    return paths
+def _graph(name, **given):
+    """The NodeSpecs a launch file computes (nodes/launch_graph.py) for `given` arguments, the
+    others left at their defaults, with this checkout as the installed share directory."""
+    arguments = robot_arguments(REPO) + (sim_arguments(REPO) if name == "sim.launch.py" else [])
+    unknown = set(given) - {a.name for a in arguments}
+    assert not unknown, f"{name} has no argument(s) {unknown}"
+    value = {**argument_defaults(arguments), **given}
+    return (sim_nodes if name == "sim.launch.py" else robot_nodes)(value)
 
 
 @pytest.mark.parametrize("name", LAUNCH_FILES)
 def test_launch_names_installed_executables_and_files(name):
-    exes = _launch_strings(name, "executable")
+    text = open(os.path.join(REPO, "launch", name)).read()
+    assert "launch_graph import" in text and ".launch_node()" in text  # it starts what is computed
+    exes = {spec.executable for spec in _graph(name, backend="vla")}
     assert exes, f"{name} starts no node"
     assert exes <= _setup_console_scripts(), exes - _setup_console_scripts()
-    for rel in _joined_paths(name):
-        assert os.path.isfile(os.path.join(REPO, rel)), f"{name} names missing {rel}"
+    arguments = robot_arguments(REPO) + (sim_arguments(REPO) if name == "sim.launch.py" else [])
+    for argument in arguments:
+        assert argument.description, argument.name
+        if argument.default.endswith(".yaml"):
+            assert os.path.isfile(argument.default), f"{name}: {argument.name} names a missing file"
 
 
 def _yaml_params(filename, node_name):
@@ -93,13 +95,9 @@ def test_sim_yaml_parameters_are_declared_and_accepted():
 
 
 def _overrides(name):
-    """The OVERRIDES table of a launch file ({argument: (type, description)}), read with ast
-    (importing the file needs launch_ros)."""
-    tree = ast.parse(open(os.path.join(REPO, "launch", name)).read())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and node.targets[0].id == "OVERRIDES":
-            return {k.value: v.elts[0].id for k, v in zip(node.value.keys, node.value.values)}
-    raise AssertionError(f"{name} has no OVERRIDES table")
+    """The override table of a launch file ({argument: type name})."""
+    table = SIM_OVERRIDES if name == "sim.launch.py" else ROBOT_OVERRIDES
+    return {arg: kind.__name__ for arg, (kind, _) in table.items()}
 
 
 @pytest.mark.parametrize("name,node_module,node_class", [
@@ -238,6 +236,84 @@ def test_yaml_parameters_merges_wildcard_name_and_full_name(tmp_path):
         yaml_parameters(str(path), "policy_node")
 
 
+# --- the graph the launch files compute (nodes/launch_graph.py), namespaces and robots --------
+def _specs_by_node(specs):
+    return {spec.fully_qualified_name: spec for spec in specs}
+
+
+def test_sim_namespace_applies_to_the_whole_graph():
+    """namespace:=car1 puts the sim bridge in /car1 too (it used to stay at the root and wait
+    forever for a subscriber); one world: /clock stays global, nothing is remapped to it."""
+    specs = _specs_by_node(_graph("sim.launch.py", namespace="car1", world="driving"))
+    assert set(specs) == {"/car1/sim_bridge", "/car1/policy_node", "/car1/perception_node",
+                          "/car1/elastic_node"}
+    assert all(not any(src == "/clock" for src, _ in s.remappings) for s in specs.values())
+    policy = specs["/car1/policy_node"]
+    assert policy.parameters[1]["embodiment"] == "vehicle"
+    # Relative remaps resolve in the namespace; the elastic node's target is relative too.
+    assert all(not target.startswith("/") for _, target in policy.remappings)
+    elastic_yaml = yaml_parameters(specs["/car1/elastic_node"].parameters[0], "elastic_node", "/car1")
+    assert not elastic_yaml["policy_node"].startswith("/")
+    assert _graph("robot.launch.py", namespace="/fleet/car1/")[0].namespace == "/fleet/car1"
+
+
+def test_two_robots_get_a_bridge_and_a_bringup_each_on_their_own_clock(tmp_path):
+    """robots:=car1,arm1: per robot a sim bridge and its bringup in its namespace, every node of
+    a robot on /<robot>/clock; per-robot bridge settings come from the YAML's
+    /<robot>/sim_bridge key (here arm1 runs the tabletop, so its policy is an arm)."""
+    sim_yaml = yaml.safe_load(open(os.path.join(REPO, "config", "sim.yaml")))
+    sim_yaml["/arm1/sim_bridge"] = {"ros__parameters": {"world": "tabletop", "seed": 1}}
+    sim_yaml["/**"]["ros__parameters"]["world"] = "driving"
+    path = tmp_path / "sim.yaml"
+    path.write_text(yaml.safe_dump(sim_yaml))
+    specs = _specs_by_node(_graph("sim.launch.py", robots="car1, arm1", sim_params_file=str(path),
+                                  backend="expert", use_sim_time="true"))
+    assert set(specs) == {f"/{r}/{n}" for r in ("car1", "arm1")
+                          for n in ("sim_bridge", "policy_node", "perception_node")}  # expert: no elastic
+    for name, spec in specs.items():
+        robot = name.split("/")[1]
+        assert spec.namespace == f"/{robot}"
+        assert ("/clock", f"/{robot}/clock") in spec.remappings, name
+    assert specs["/car1/sim_bridge"].parameters == [str(path), {"use_sim_time": True}]
+    assert specs["/car1/policy_node"].parameters[1]["embodiment"] == "vehicle"
+    arm = specs["/arm1/policy_node"].parameters[1]
+    assert arm["embodiment"] == "arm" and len(arm["camera_to_base"]) == 7
+    assert yaml_parameters(str(path), "sim_bridge", "/arm1")["seed"] == 1
+
+
+def test_robots_and_namespaces_are_checked():
+    for given, match in (({"robots": "car1,car2", "namespace": "x"}, "not both"),
+                         ({"robots": "car1,car1"}, "namespace of its own"),
+                         ({"robots": "car1,2car"}, "robots:='2car'"),
+                         ({"namespace": "car-1"}, "namespace:='car-1'")):
+        with pytest.raises(ValueError, match=match):
+            _graph("sim.launch.py", world="driving", **given)
+
+
+def test_node_spec_gives_the_command_line_launch_ros_would(tmp_path):
+    from embodied_stack.nodes.launch_graph import NodeSpec
+
+    spec = NodeSpec("policy_node", "policy_node", "/car1", ["a.yaml", {"seed": 3}],
+                    [("/clock", "/car1/clock")])
+    args = spec.ros_arguments(str(tmp_path))
+    assert args[:6] == ["--ros-args", "-r", "__node:=policy_node", "-r", "__ns:=/car1",
+                        "--params-file"]
+    assert args[6] == "a.yaml" and args[-2:] == ["-r", "/clock:=/car1/clock"]
+    assert yaml.safe_load(open(args[8])) == {"/**": {"ros__parameters": {"seed": 3}}}
+
+
+def test_nodes_name_only_the_conventional_globals():
+    """Every topic, service and parameter name the nodes create is relative (so a namespace
+    moves all of it), except ROS's global ones: /diagnostics, /clock, /parameter_events."""
+    found = set()
+    for file in os.listdir(os.path.join(REPO, "nodes")):
+        if file.endswith(".py"):
+            found |= set(re.findall(r'create_(?:publisher|subscription|client|service)\(\s*\w+,\s*f?"(/[^"]*)"',
+                                    open(os.path.join(REPO, "nodes", file)).read()))
+    assert found <= {"/diagnostics", "/clock", "/parameter_events"}, found
+    assert "/diagnostics" in found
+
+
 needs_launch = pytest.mark.skipif(importlib.util.find_spec("launch_ros") is None,
                                   reason="launch_ros is not pip-installable; runs on a ROS 2 install")
 
@@ -305,12 +381,12 @@ def test_sim_launch_picks_the_embodiment_from_the_world_and_keeps_user_dds_setti
     context, nodes = _nodes_after_visit("sim.launch.py", {})
     assert context.environment["FASTDDS_BUILTIN_TRANSPORTS"] == "UDPv4"
     assert context.environment["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-    assert context.launch_configurations["embodiment"] == "arm"  # sim.yaml's world: tabletop
-    policy = _by_executable(nodes)["policy_node"]
-    assert len(_parameters(context, policy)[1]["camera_to_base"]) == 7  # the sim camera's pose
+    policy = _parameters(context, _by_executable(nodes)["policy_node"])[1]
+    assert policy["embodiment"] == "arm"  # sim.yaml's world: tabletop
+    assert len(policy["camera_to_base"]) == 7  # the sim camera's pose
     context, nodes = _nodes_after_visit("sim.launch.py", {"world": "driving", "seed": "7"})
-    assert context.launch_configurations["embodiment"] == "vehicle"
-    assert context.launch_configurations.get("camera_to_base", "") == ""  # unset: a vehicle
+    policy = _parameters(context, _by_executable(nodes)["policy_node"])[1]
+    assert policy["embodiment"] == "vehicle" and "camera_to_base" not in policy
     bridge = next(n for n in nodes if n.node_executable == "sim_bridge_node")
     assert _parameters(context, bridge)[1] == {"world": "driving", "seed": 7}
 
