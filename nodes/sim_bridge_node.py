@@ -24,7 +24,6 @@ record for its first command answering that frame.
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 
@@ -39,7 +38,6 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Header, String
 
-from embodied_stack.control.commands import ArmScale, VehicleScale
 from embodied_stack.nodes.conversions import (
     K_to_camera_info,
     depth_to_compressed_depth,
@@ -50,7 +48,7 @@ from embodied_stack.nodes.conversions import (
     seconds_to_stamp,
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES, command_scale
 
 
 class SimBridgeNode(Node):
@@ -102,13 +100,8 @@ class SimBridgeNode(Node):
         self.expert = make_expert(self.env) if g("publish_expert") else None
         self.dt = 1.0 / self.env.metadata["render_fps"]
         self.embodiment = EMBODIMENT_OF_WORLD[self.world]
-        # The world module's constants set the command scaling (control/commands.py).
-        consts = importlib.import_module(type(self.env.unwrapped).__module__)
-        if self.embodiment == "arm":
-            self.scale = ArmScale(consts.MAX_SPEED)
-        else:
-            self.scale = VehicleScale(consts.MAX_STEER, consts.MAX_ACCEL, consts.MAX_SPEED,
-                                      consts.WHEELBASE, self.dt)
+        # The world's constants set the command scaling (control/commands.py).
+        self.scale = command_scale(self.world)
 
         camera_qos = qos_profile_sensor_data
         self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", camera_qos)
