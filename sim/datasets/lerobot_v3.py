@@ -338,7 +338,7 @@ class DatasetWriter:
         self._data_writer: Any = None
         self._data_file = (0, 0)
         self._data_file_frames = 0
-        self._data_file_bytes = 0
+        self._data_path = self.tmp
         self._videos: dict[str, _VideoFile] = {}
         self._video_file = {k: (0, 0) for k in self.video_keys}
         self._video_info: dict[str, dict] = {}
@@ -414,20 +414,20 @@ class DatasetWriter:
                 for k, f in self.features.items() if f["dtype"] != "video"}
         table = pa.table(cols)
         if self._data_writer is not None and self._data_file_frames:
-            per_frame = self._data_file_bytes / self._data_file_frames
-            if (self._data_file_bytes + per_frame * n) / 2**20 >= self.data_mb:
+            # lerobot's rule: roll over when this episode, at the file's bytes per frame so
+            # far, would take the file past the limit (each write_table lands in the file).
+            size = self._data_path.stat().st_size
+            if (size + size / self._data_file_frames * n) / 2**20 >= self.data_mb:
                 self._data_writer.close()
                 self._data_writer = None
                 self._data_file = _next_file(*self._data_file, self.chunks_size)
-                self._data_file_frames = self._data_file_bytes = 0
+                self._data_file_frames = 0
         chunk, file = self._data_file
         if self._data_writer is None:
-            path = self.tmp / DATA_PATH.format(chunk_index=chunk, file_index=file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._data_writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+            self._data_path = self.tmp / DATA_PATH.format(chunk_index=chunk, file_index=file)
+            self._data_path.parent.mkdir(parents=True, exist_ok=True)
+            self._data_writer = pq.ParquetWriter(self._data_path, table.schema, compression="zstd")
         self._data_writer.write_table(table)
-        # (uncompressed bytes: files roll over a little before the limit, never after it)
-        self._data_file_bytes += table.nbytes
         self._data_file_frames += n
         return {"data/chunk_index": chunk, "data/file_index": file}
 
