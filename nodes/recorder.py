@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -36,6 +37,11 @@ DEMO_TOPICS = {
     "/diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", "reliable"),
     "/clock": ("rosgraph_msgs/msg/Clock", "reliable"),
 }
+
+
+#: Whether this rclpy gives subscription callbacks the message info (Jazzy and later; not
+#: Humble): the DDS publish time of each message.
+_MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 
 def _qos(kind: str) -> QoSProfile:
@@ -72,9 +78,13 @@ class BagRecorder(Node):
         for topic, (msgtype, kind) in topics.items():
             full = topic if topic.startswith("/") else "/" + topic
             conn = self._writer.add_connection(full, msgtype, typestore=typestore)
-            self.create_subscription(_import_type(msgtype), topic,
-                                     lambda data, info=None, c=conn, t=full: self._write(c, t, data, info),
-                                     _qos(kind), raw=True)
+            if _MESSAGE_INFO:  # rclpy hands (message, info) to a two-argument callback
+                def callback(data, info, c=conn, t=full):
+                    self._write(c, t, data, info)
+            else:
+                def callback(data, c=conn, t=full):
+                    self._write(c, t, data)
+            self.create_subscription(_import_type(msgtype), topic, callback, _qos(kind), raw=True)
 
     def _write(self, connection, topic: str, data: bytes, info=None) -> None:
         # The log time is when the message was published (DDS source timestamp, where this
