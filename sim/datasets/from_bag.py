@@ -13,8 +13,9 @@ publishes, right after each command, the camera stamp that command answers on
 and a frame takes the first command that answers it. That needs the bag's log times in publish
 order across topics, as nodes/recorder.py logs them (the DDS publish time). A bag logged at
 arrival times (``ros2 bag record``) pairs right while the recorder keeps up; when it falls
-behind, an answer can slip to the next command (1 frame in 1 of 4 runs of the DDS test). A frame that no command answers (one the
-policy skipped, or the first frame sent before anyone listened) is left out and counted.
+behind, an answer can slip to the next command (1 frame in 1 of 4 runs of the DDS test).
+A frame that no command answers (one the policy skipped, or the first frame sent before
+anyone listened) is left out and counted.
 The command goes back to the world's normalised action by control/commands.py's inverse, the
 same conversion the sim bridge applies before stepping (a vehicle's with its speed at that
 frame).
