@@ -39,8 +39,8 @@ DEMO_TOPICS = {
 }
 
 
-#: Whether this rclpy gives subscription callbacks the message info (Jazzy and later; not
-#: Humble): the DDS publish time of each message.
+#: Whether this rclpy gives subscription callbacks the message info, with the DDS publish
+#: time of each message (Jazzy's and Kilted's do; without it, arrival times are logged).
 _MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 

@@ -92,6 +92,8 @@ def _read(bag: Path, topics: dict[str, str]) -> dict[str, list]:
         conns = [c for c in reader.connections if c.topic in by_name]
         for conn, t, raw in reader.messages(connections=conns):
             out[by_name[conn.topic]].append((t, typestore.deserialize_cdr(raw, conn.msgtype)))
+    for messages in out.values():  # (log times need not be written in order)
+        messages.sort(key=lambda m: m[0])
     return out
 
 
