@@ -57,8 +57,9 @@ EXTRAS_REQUIRE = {
     "nvml": ["nvidia-ml-py"],
     # The MiMo-Embodied-7B backend (a local Hugging Face checkpoint).
     "mimo": ["transformers", "tokenizers"],
-    # Training: TensorBoard logs, Ray rollout workers, plots, the SB3 PPO baseline bench.
-    "train": ["tensorboard", "ray", "matplotlib", "stable-baselines3"],
+    # Training: TensorBoard logs, Ray rollout workers, plots, the SB3 PPO baseline bench, and
+    # LeRobotDataset v3 read/write for `record` and `train --dataset` (Parquet, MP4).
+    "train": ["tensorboard", "ray", "matplotlib", "stable-baselines3", "pyarrow", "av"],
     # Tests, lint, the type check and the workspace build test.
     "test": ["pytest", "pytest-rerunfailures", "ruff", "mypy", "colcon-common-extensions"],
 }

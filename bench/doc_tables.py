@@ -478,6 +478,19 @@ TRAIN_COMPARE = Table(
          "validation episodes per world and seed; `rl_steps_per_s` {rl_steps_per_s:.0f} (mean over RL methods).",
 )
 
+DATASET_BC = Table(
+    ("both runs start from", "BC from the dataset", "BC from the live expert", "difference",
+     "seeds only the dataset's solves", "seeds only the expert's solves", "McNemar p"),
+    ("<start>", "{success_dataset:.1%} {ci95_dataset:ci.1}", "{success_expert:.1%} {ci95_expert:ci.1}",
+     "{difference_points:+.1f} points", "{dataset_solves_expert_fails}", "{expert_solves_dataset_fails}",
+     "{mcnemar_p:.3f}"),
+    (Row("dataset_bc_scratch_amd_epyc.json", {"start": "a new model (600 bc steps)"}),
+     Row("dataset_bc_finetune_amd_epyc.json", {"start": "the shipped model (300 bc steps)"})),
+    note="Driving; {episodes} episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3 "
+         "({dataset_frames:,} frames), and the live expert's demonstrations on the same seeds without DART "
+         "noise; bc only, batch 64; {eval_episodes} unseen seeds from 100000, paired.",
+)
+
 RL_VS_BC = Table(
     ("submodel, world", "BC+DAgger (ref2)", "+ RL (shipped)", "seeds only RL solves", "seeds only BC+DAgger solves",
      "McNemar p"),
@@ -584,6 +597,7 @@ TABLES: dict[str, Table] = {
     "execution_graph": EXECUTION_GRAPH,
     "execution_decode": EXECUTION_DECODE,
     "train_compare": TRAIN_COMPARE,
+    "dataset_bc": DATASET_BC,
 }
 
 # --- rendering -------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
     embodied-stack demo [--episodes N] [--worlds tabletop driving] [--backend vla|expert]
     embodied-stack train --out DIR [--config FILE.yaml] [--resume] [TrainConfig flags]
     embodied-stack eval [--model DIR] [--episodes N] [--submodels full 1/2] [--json PATH]
+    embodied-stack record --out DATASET [--world driving] [--episodes N] [--from-bag BAG]
 
-`train` and `eval` take their own flags (`embodied-stack train --help`).
+`train`, `eval` and `record` take their own flags (`embodied-stack train --help`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ def main(argv=None) -> int:
         from embodied_stack.sim.train.trainer import main as train_main
 
         return train_main(argv[1:])
+    if argv and argv[0] == "record":
+        from embodied_stack.nodes.record import main as record_main
+
+        return record_main(argv[1:])
     if argv and argv[0] == "eval":
         from embodied_stack.sim.eval import main as eval_main
 
@@ -28,6 +33,8 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train the policy: bc -> dagger -> group RL (see train --help)")
     sub.add_parser("eval", help="success on held-out seeds with 95%% intervals (see eval --help)")
+    sub.add_parser("record", help="expert demonstrations from the ROS graph as a LeRobotDataset "
+                                  "v3, via an MCAP bag (see record --help)")
     demo = sub.add_parser(
         "demo", help="run the ROS 2 simulation demo: sim bridge + policy node over DDS, "
                      "success rate, latency, MCAP bag")

@@ -27,7 +27,6 @@ The world steps once a node subscribes to the colour image; until then the log s
 
 from __future__ import annotations
 
-import importlib
 import math
 import time
 
@@ -42,7 +41,6 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Header, String
 
-from embodied_stack.control.commands import ArmScale, VehicleScale
 from embodied_stack.nodes.conversions import (
     K_to_camera_info,
     depth_to_compressed_depth,
@@ -54,7 +52,7 @@ from embodied_stack.nodes.conversions import (
     status_name,
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
+from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES, command_scale
 
 
 class SimBridgeNode(Node):
@@ -106,13 +104,8 @@ class SimBridgeNode(Node):
         self.expert = make_expert(self.env) if g("publish_expert") else None
         self.dt = 1.0 / self.env.metadata["render_fps"]
         self.embodiment = EMBODIMENT_OF_WORLD[self.world]
-        # The world module's constants set the command scaling (control/commands.py).
-        consts = importlib.import_module(type(self.env.unwrapped).__module__)
-        if self.embodiment == "arm":
-            self.scale = ArmScale(consts.MAX_SPEED)
-        else:
-            self.scale = VehicleScale(consts.MAX_STEER, consts.MAX_ACCEL, consts.MAX_SPEED,
-                                      consts.WHEELBASE, self.dt)
+        # The world's constants set the command scaling (control/commands.py).
+        self.scale = command_scale(self.world)
 
         camera_qos = qos_profile_sensor_data
         self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", camera_qos)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS
 from embodied_stack.sim.train import losses
-from embodied_stack.sim.train.demos import dagger_shards
+from embodied_stack.sim.train.demos import dagger_shards, dataset_action_range, dataset_world
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
 STAGES = ("bc", "dagger", "rl")
@@ -113,6 +113,10 @@ class TrainConfig:
     kd_weight: float = 1.0  #: weight of KL(full || submodel)
     student_ce_weight: float = 0.5  #: weight of the submodel's own CE (bc, dagger)
     # --- bc ---
+    #: a LeRobotDataset v3 folder (``embodied-stack record``): bc learns its recorded actions,
+    #: binned over the dataset's action min/max (the model's ``action_range``), instead of
+    #: recording the live expert; its world (robot_type) becomes ``worlds`` if left at the default
+    dataset: str = ""
     demo_episodes: dict = field(default_factory=lambda: {"tabletop": 600, "driving": 150})  #: per world
     noise_std: float = 0.3  #: DART noise on executed expert actions
     noisy_share: float = 0.5  #: share of noisy demo episodes
@@ -227,6 +231,17 @@ class TrainConfig:
                              f"[0, {PROBE_SEEDS_PER_WORLD}], and at least one episode in a trained world")
         if not 0 < self.entropy_high_prob < 1:
             raise ValueError(f"entropy_high_prob={self.entropy_high_prob} must be in (0, 1)")
+        if self.dataset:
+            world = dataset_world(self.dataset)
+            if self.worlds == TrainConfig.__dataclass_fields__["worlds"].default:
+                self.worlds = (world,)
+            if self.worlds != (world,):
+                raise ValueError(f"dataset {self.dataset!r} was recorded in {world!r}; train it with "
+                                 f"worlds=({world!r},), not {self.worlds}")
+            # The bins span the dataset's actions (its normalisation statistics).
+            ranges = dict(self.model.get("action_range") or {})
+            ranges.setdefault(EMBODIMENT_OF_WORLD[world], dataset_action_range(self.dataset))
+            self.model = {**self.model, "action_range": ranges}
         for run_dir in self.dagger_from:
             if not dagger_shards(run_dir):
                 raise ValueError(f"dagger_from: {run_dir!r} holds no DAgger shards "

@@ -194,6 +194,90 @@ def load(directory: str | os.PathLike) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def dataset_world(path: str | os.PathLike) -> str:
+    """The world a LeRobotDataset v3 was recorded in: its robot_type
+    ``embodied_stack/<world>`` (``embodied-stack record`` writes it). Any other robot_type is
+    an error: training acts in a world of this stack, whose embodiment must take the actions."""
+    from embodied_stack.models.files import read_json
+
+    info = read_json(Path(path) / "meta" / "info.json", "a LeRobotDataset info.json")
+    robot = str(info.get("robot_type") or "")
+    world = robot.split("/", 1)[1] if robot.startswith("embodied_stack/") else ""
+    if world not in EMBODIMENT_OF_WORLD:
+        raise ValueError(f"{path}: robot_type {robot!r}; training from a dataset needs one "
+                         f"recorded in a world of this stack (robot_type embodied_stack/<world>, "
+                         f"world in {sorted(EMBODIMENT_OF_WORLD)})")
+    return world
+
+
+def dataset_action_range(path: str | os.PathLike) -> list[list[float]]:
+    """[low, high] of a dataset's actions, from its meta/stats.json min and max (a dim that
+    never moved gets +-1e-3 around its value, so the range spans every dim)."""
+    from embodied_stack.models.files import read_json
+
+    stats = read_json(Path(path) / "meta" / "stats.json", "a LeRobotDataset stats.json")
+    action = stats.get("action") if isinstance(stats, dict) else None
+    if not isinstance(action, dict) or "min" not in action or "max" not in action:
+        raise ValueError(f"{Path(path) / 'meta' / 'stats.json'}: no action min/max")
+    low = np.asarray(action["min"], np.float64).reshape(-1)
+    high = np.asarray(action["max"], np.float64).reshape(-1)
+    still = high - low < 1e-6
+    low[still] -= 1e-3
+    high[still] += 1e-3
+    return [low.tolist(), high.tolist()]
+
+
+def action_chunks(actions: np.ndarray, episode: np.ndarray, chunk_length: int):
+    """Chunk labels from recorded actions: state t is labelled with the actions its episode
+    took at t, t+1, ..., t+T-1, masked past the episode's end. Returns (n, T, A), (n, T)."""
+    n = len(actions)
+    idx = np.arange(n)[:, None] + np.arange(chunk_length)[None, :]
+    inside = idx < n
+    idx = np.minimum(idx, n - 1)
+    mask = inside & (episode[idx] == episode[:, None])
+    chunks = np.where(mask[:, :, None], actions[idx], 0.0).astype(np.float32)
+    return chunks, mask
+
+
+def load_dataset(path: str | os.PathLike, world: str, chunk_length: int) -> dict[str, np.ndarray]:
+    """A LeRobotDataset v3 recorded in `world` as labelled states in the shard layout
+    (``load``'s), the labels chunks of the recorded actions (``action_chunks``). No privileged
+    features: the model's training-only heads get no target from it."""
+    from embodied_stack.sim.datasets.lerobot_v3 import DatasetFormatError, LeRobotDataset
+    from embodied_stack.sim.worlds import ACTION_NAMES, PROPRIO_NAMES
+
+    ds = LeRobotDataset(path)
+    needed = {"observation.images.color": ("video", None),
+              "observation.state": (None, PROPRIO_NAMES[world]),
+              "action": (None, ACTION_NAMES[world])}
+    for key, (dtype, names) in needed.items():
+        ft = ds.features.get(key)
+        if ft is None or (dtype and ft["dtype"] != dtype):
+            raise DatasetFormatError(f"{path}: feature {key!r} ({dtype or 'numeric'}) is needed to "
+                                     f"train; the dataset has {sorted(ds.features)}")
+        if names and ft.get("names") and list(ft["names"]) != names:
+            raise DatasetFormatError(f"{path}: feature {key!r} names {ft['names']}; a {world} "
+                                     f"policy reads {names}")
+    cols: dict[str, list[Any]] = {n: [] for n in ("rgb", "depth", "proprio", "action", "episode",
+                                                  "instruction")}
+    for ep in tqdm(ds, total=ds.num_episodes, desc=f"dataset {Path(path).name}", unit="episode"):
+        n = len(ep)
+        cols["rgb"].append(ep.frames["observation.images.color"])
+        depth = ep.frames.get("observation.depth")
+        h, w = ep.frames["observation.images.color"].shape[1:3]
+        cols["depth"].append(np.zeros((n, h, w), np.float16) if depth is None
+                             else depth.reshape(n, h, w).astype(np.float16))
+        cols["proprio"].append(ep.frames["observation.state"].astype(np.float32))
+        cols["action"].append(ep.frames["action"].astype(np.float32))
+        cols["episode"].append(np.full(n, ep.index, np.int32))
+        cols["instruction"] += ep.tasks
+    arrays = {k: np.concatenate(v) for k, v in cols.items() if k != "instruction"}
+    arrays["instruction"] = np.asarray(cols["instruction"], dtype="<U96")
+    arrays["chunk"], arrays["chunk_mask"] = action_chunks(arrays.pop("action"), arrays["episode"],
+                                                          chunk_length)
+    return arrays
+
+
 def dagger_shard(run_dir: str | os.PathLike, iteration: int, world: str) -> Path:
     """Where a run keeps the expert-labelled states of one DAgger iteration in one world."""
     return Path(run_dir) / "dagger" / f"iter_{iteration:03d}_{world}.npz"

@@ -122,7 +122,8 @@ def choose_chunks(model, observations: list[Observation], uniforms: np.ndarray |
         u = torch.from_numpy(uniforms).unsqueeze(-1) * cdf[..., -1:]
         tokens = (cdf < u).sum(-1).clamp_max(logits.shape[-1] - 1)
     logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    actions = model.tokens_to_actions(tokens, model.config.max_action_dim)
+    actions = model.tokens_to_actions(tokens, model.config.max_action_dim,
+                                      [o.embodiment for o in observations])
     return tokens.numpy(), logp.numpy().astype(np.float32), actions.cpu().numpy()
 
 

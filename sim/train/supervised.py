@@ -111,7 +111,7 @@ class StateBuffer:
             chunks = np.zeros((len(idx), T, A), np.float32)
             chunks[:, :, :a] = d["chunk"][start: start + len(idx)]
             steps = np.repeat(d["chunk_mask"][start: start + len(idx), :, None], A, axis=2)
-            batch["action_tokens"] = model.actions_to_tokens(chunks)
+            batch["action_tokens"] = model.actions_to_tokens(chunks, EMBODIMENT_OF_WORLD[world])
             # A token counts when the embodiment uses its dim and its step is in the episode.
             batch["loss_mask"] = batch["action_mask"] & torch.from_numpy(
                 steps.reshape(len(idx), -1))
@@ -164,8 +164,18 @@ class StateBuffer:
 
 
 def load_demos(run: Run) -> None:
-    """Record (or reuse) the expert demonstrations of every world into the buffer."""
+    """Record (or reuse) the expert demonstrations of every world into the buffer; with
+    ``dataset``, the dataset's recorded episodes instead."""
     cfg = run.cfg
+    if cfg.dataset:
+        world = cfg.worlds[0]
+        data = demos.load_dataset(cfg.dataset, world, run.model.config.chunk_length)
+        run.buffer.add(world, data)
+        if not any(f"dataset_states_{world}" in e for e in run.log):
+            run.record({f"dataset_states_{world}": len(data["rgb"])})
+        print(f"{world}: {len(data['rgb'])} states from {int(data['episode'].max()) + 1} "
+              f"episodes of {cfg.dataset}")
+        return
     for world in cfg.worlds:
         path = demos.collect(demos.DemoConfig(
             world=world, episodes=cfg.demo_episodes[world], first_seed=SEED_BASE["demo"],

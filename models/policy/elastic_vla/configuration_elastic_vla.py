@@ -96,6 +96,11 @@ class ElasticVLAConfig:
     max_action_dim: int = 3  #: action dims per step (A); smaller embodiments are masked
     #: embodiment name -> number of valid action dims (the leading dims of each step)
     embodiments: dict[str, int] = field(default_factory=lambda: dict(EMBODIMENT_ACTION_DIM))
+    #: embodiment name -> [low, high], one list of its action dims each: the action range
+    #: the bins span (an action a is binned as 2 (a - low) / (high - low) - 1, and a bin
+    #: centre c acts as low + (c + 1) (high - low) / 2). Missing = [-1, 1] on every dim.
+    #: Training from a dataset sets it from the dataset's action min/max (meta/stats.json).
+    action_range: dict[str, list[list[float]]] = field(default_factory=dict)
 
     # --- training scaffold ---
     #: outputs of the auxiliary head that training fits to privileged simulator features
@@ -213,6 +218,16 @@ class ElasticVLAConfig:
             if not isinstance(name, str):
                 raise ValueError(f"ElasticVLAConfig.embodiments key {name!r} must be a string")
             _check_int(f"embodiments[{name!r}]", dims, 1, self.max_action_dim)
+        if not isinstance(self.action_range, dict):
+            raise ValueError(f"ElasticVLAConfig.action_range={self.action_range!r} must be a dict")
+        for name, bounds in self.action_range.items():
+            n = self.embodiments.get(name)
+            ok = (n is not None and isinstance(bounds, (list, tuple)) and len(bounds) == 2
+                  and all(isinstance(b, (list, tuple)) and len(b) == n for b in bounds))
+            if not ok or not all(hi - lo > 0 for lo, hi in zip(*bounds)):
+                raise ValueError(f"ElasticVLAConfig.action_range[{name!r}]={bounds!r} must be "
+                                 f"[low, high] with {n} values each and high > low "
+                                 f"(embodiments: {sorted(self.embodiments)})")
 
     # --- derived sizes ---
     @property

@@ -386,6 +386,10 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         c = self.config
         chunk = buf["centres"][ids.cpu().numpy()].reshape(c.chunk_length, c.max_action_dim)
         chunk = chunk[:, : c.embodiments[observation.embodiment]].copy()
+        if c.action_range:  # bins span the embodiment's action range, not [-1, 1]
+            low, high = self.action_bounds(observation.embodiment)
+            a = chunk.shape[1]
+            chunk = low[:a] + (chunk + 1.0) * 0.5 * (high[:a] - low[:a])
         return Action(
             chunk=chunk,
             stamp=observation.stamp,

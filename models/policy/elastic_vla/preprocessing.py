@@ -127,8 +127,31 @@ class VLAPreprocessing:
         return batch
 
     # ---------------------------------------------------------------------- actions <-> tokens
-    def actions_to_tokens(self, chunks: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(B, T, a<=A) actions in [-1, 1] -> (B, T*A) bin ids (unused dims get bin 0)."""
+    def action_bounds(self, embodiment: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high), each (max_action_dim,): the range the bins span for an embodiment's
+        actions (config.action_range; [-1, 1] where it says nothing)."""
+        c = self.config
+        low, high = -np.ones(c.max_action_dim, np.float32), np.ones(c.max_action_dim, np.float32)
+        bounds = c.action_range.get(embodiment) if embodiment is not None else None
+        if bounds:
+            low[: len(bounds[0])], high[: len(bounds[1])] = bounds[0], bounds[1]
+        return low, high
+
+    def _bounds_tensors(self, embodiments, b: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(B, 1, A) low and high for a batch; None when every row spans [-1, 1]."""
+        if not self.config.action_range or embodiments is None:
+            return None
+        names = [embodiments] * b if isinstance(embodiments, str) else list(embodiments)
+        pairs = [self.action_bounds(n) for n in names]
+        low = torch.from_numpy(np.stack([p[0] for p in pairs])).unsqueeze(1)
+        high = torch.from_numpy(np.stack([p[1] for p in pairs])).unsqueeze(1)
+        return low, high
+
+    def actions_to_tokens(self, chunks: torch.Tensor | np.ndarray,
+                          embodiments: str | Sequence[str] | None = None) -> torch.Tensor:
+        """(B, T, a<=A) actions -> (B, T*A) bin ids (unused dims get bin 0). Actions are in
+        [-1, 1], or in the embodiment's ``action_range`` when `embodiments` (one name, or one
+        per row) names one that has it."""
         c = self.config
         x = torch.as_tensor(np.asarray(chunks, dtype=np.float32) if not torch.is_tensor(chunks) else chunks)
         x = x.float()
@@ -138,13 +161,23 @@ class VLAPreprocessing:
         if t != c.chunk_length or a > c.max_action_dim:
             raise ValueError(f"action chunk shape {tuple(x.shape)}; "
                              f"expected (B, {c.chunk_length}, <= {c.max_action_dim})")
+        bounds = self._bounds_tensors(embodiments, b)
+        if bounds is not None:
+            low, high = bounds[0][..., :a], bounds[1][..., :a]
+            x = 2.0 * (x - low) / (high - low) - 1.0
         ids = ((x.clamp(-1.0, 1.0) + 1.0) * 0.5 * c.action_bins).long().clamp(0, c.action_bins - 1)
         out = torch.zeros(b, t, c.max_action_dim, dtype=torch.long)
         out[:, :, :a] = ids
         return out.reshape(b, t * c.max_action_dim)
 
-    def tokens_to_actions(self, ids: torch.Tensor, action_dim: int) -> torch.Tensor:
-        """(B, T*A) bin ids -> (B, T, action_dim) bin centres."""
+    def tokens_to_actions(self, ids: torch.Tensor, action_dim: int,
+                          embodiments: str | Sequence[str] | None = None) -> torch.Tensor:
+        """(B, T*A) bin ids -> (B, T, action_dim) bin centres, mapped into the embodiment's
+        ``action_range`` when `embodiments` names one that has it."""
         c = self.config
         vals = self.bin_centres.to(ids.device)[ids].reshape(ids.shape[0], c.chunk_length, c.max_action_dim)
+        bounds = self._bounds_tensors(embodiments, ids.shape[0])
+        if bounds is not None:
+            low, high = bounds[0].to(vals.device), bounds[1].to(vals.device)
+            vals = low + (vals + 1.0) * 0.5 * (high - low)
         return vals[:, :, :action_dim]

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""BC from a recorded LeRobotDataset vs BC from the live expert on the same episodes, paired
+on unseen seeds (issue 33's dataset acceptance, at the scale given).
+
+1. ``embodied-stack record`` drives ``--episodes`` driving episodes (seeds 0..N-1) through the
+   ROS graph with the expert backend (lockstep) and writes a LeRobotDataset v3 (AV1 video).
+2. Two models (new ones by default, or both from ``--init-from``; the default TrainConfig model
+   plus ``reference_frame``, the same seed) get ``--bc-steps`` of bc:
+   ``dataset``: from the dataset alone (``--dataset``: recorded actions, bins over its action
+   min/max, no privileged targets); ``expert``: from the live expert's demonstrations on the
+   same seeds, without DART noise (so the same trajectories), as ``embodied-stack train`` records them.
+3. Both are evaluated greedily on ``--eval-episodes`` unseen seeds from 100000 and compared seed
+   by seed (bench/paired_success.py: the seeds only one solves, exact McNemar).
+
+    python bench/dataset_bc.py [--episodes 100] [--bc-steps 1000] [--eval-episodes 500]
+        [--work runs/dataset_bc] [--quick] [--json bench/results/dataset_bc.json]
+
+Work is kept under ``--work`` and reused (the dataset, each finished run, each evaluation).
+JSON keys: ``episodes``, ``bc_steps``, ``eval_episodes``, ``init_from``, ``dataset_frames``,
+``success_dataset``, ``success_expert``, ``ci95_dataset``, ``ci95_expert``,
+``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``,
+``difference_points`` (dataset - expert, percentage points), ``record_s``, ``train_dataset_s``,
+``train_expert_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from paired_success import compare
+
+import benchlib
+
+
+def _train(out: Path, **fields) -> float:
+    from embodied_stack.sim.train.config import TrainConfig
+    from embodied_stack.sim.train.trainer import train
+
+    if (out / "model" / "config.json").exists():
+        return json.loads((out / "wall_s.json").read_text())["wall_s"]
+    start = time.time()
+    train(TrainConfig(**fields), out, resume=(out / "checkpoint.pt").exists())
+    wall = time.time() - start
+    (out / "wall_s.json").write_text(json.dumps({"wall_s": wall}))
+    return wall
+
+
+def _eval(model: Path, out: Path, episodes: int) -> dict:
+    from embodied_stack.sim.eval import main as eval_main
+
+    if not out.exists():
+        eval_main(["--model", str(model), "--worlds", "driving", "--submodels", "full",
+                   "--episodes", str(episodes), "--json", str(out)])
+    return json.loads(out.read_text())
+
+
+def main(argv=None) -> int:
+    parser = benchlib.parser(__doc__)
+    parser.add_argument("--episodes", type=int, default=100, help="recorded episodes (default 100)")
+    parser.add_argument("--bc-steps", type=int, default=1000, help="bc optimiser steps (default 1000)")
+    parser.add_argument("--eval-episodes", type=int, default=500,
+                        help="unseen seeds from 100000 (default 500)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--init-from", default="", help="both runs start from this model "
+                        "('' = a new model, the default; 'default' = the shipped one: fine-tuning)")
+    parser.add_argument("--work", type=Path, default=Path("runs/dataset_bc"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.episodes, args.bc_steps, args.eval_episodes = 4, 20, 4
+        args.work = args.work.with_name(args.work.name + "_quick")
+    args.work.mkdir(parents=True, exist_ok=True)
+    data = args.work / "dataset"
+    record_s = 0.0
+    if not data.exists():
+        from embodied_stack.nodes.record import record
+
+        start = time.time()
+        record("driving", args.episodes, 0, data, bag=args.work / "dataset.mcap")
+        record_s = time.time() - start
+    from embodied_stack.sim.datasets.lerobot_v3 import LeRobotDataset
+
+    frames = LeRobotDataset(data).num_frames
+    from embodied_stack.sim.train.config import TrainConfig
+
+    # A new model with the task memory lane changes need (the reference frame, as shipped).
+    model = {**TrainConfig().model, "reference_frame": True}
+    common = dict(stages=("bc",), init_from=args.init_from, bc_steps=args.bc_steps, eval_episodes=0,
+                  threads=args.threads, seed=0, model=model)
+    train_dataset_s = _train(args.work / "from_dataset", dataset=str(data), **common)
+    train_expert_s = _train(args.work / "from_expert", worlds=("driving",),
+                            demo_episodes={"driving": args.episodes}, noise_std=0.0,
+                            noisy_share=0.0, **common)
+    evals = {name: _eval(args.work / f"from_{name}" / "model", args.work / f"eval_{name}.json",
+                         args.eval_episodes) for name in ("dataset", "expert")}
+    paired = compare(evals["expert"], evals["dataset"])["full_driving"]
+    figures = {
+        "episodes": args.episodes, "bc_steps": args.bc_steps, "eval_episodes": args.eval_episodes,
+        "init_from": args.init_from or "new model",
+        "dataset_frames": frames, "success_dataset": paired["new"], "success_expert": paired["base"],
+        "ci95_dataset": evals["dataset"]["ci95_full_driving"],
+        "ci95_expert": evals["expert"]["ci95_full_driving"],
+        "dataset_solves_expert_fails": paired["new_solves_base_fails"],
+        "expert_solves_dataset_fails": paired["base_solves_new_fails"],
+        "mcnemar_p": paired["mcnemar_p"],
+        "difference_points": round(100 * (paired["new"] - paired["base"]), 1),
+        "record_s": round(record_s, 1), "train_dataset_s": round(train_dataset_s, 1),
+        "train_expert_s": round(train_expert_s, 1),
+    }
+    benchlib.print_table(
+        f"driving, BC on {args.episodes} episodes ({frames} frames), {args.bc_steps} steps, "
+        f"{args.eval_episodes} unseen seeds (paired)",
+        ("trained from", "success", "95% CI", "seeds only it solves"),
+        [("dataset (record -> LeRobot v3)", f"{paired['new']:.1%}",
+          str(evals["dataset"]["ci95_full_driving"]), paired["new_solves_base_fails"]),
+         ("live expert (same seeds)", f"{paired['base']:.1%}",
+          str(evals["expert"]["ci95_full_driving"]), paired["base_solves_new_fails"])])
+    print(f"difference {figures['difference_points']:+.1f} points, McNemar p {paired['mcnemar_p']:.3f}")
+    benchlib.write_json(args.json, figures, __file__, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
