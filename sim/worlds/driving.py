@@ -91,6 +91,18 @@ Info (at reset and every step)
     success of ``stop``), else "lane:<k>" (the lane the car is in).
   * ``is_success`` (bool), ``action_clipped`` (bool).
 
+Randomisation
+-------------
+``shift`` (off by default; :mod:`embodied_stack.sim.worlds.shift`: a ``Shift``, a dict of its
+fields or ``"key=value,..."``) moves and turns the ego camera (in the car's frame) and changes
+its field of view, scales, turns and tints the light and the headlight, shifts the road's and
+the ground's colours and each car's and barrier's colour within its colour, parks
+``distractors`` (cars and barriers 7.5-10 m beside the centreline, beyond the off-road line,
+10-60 m ahead of the start: they never change the task; ``info["distractors"]``), turns on the
+depth noise, adds RGB noise, blur and exposure, and delays each action by ``control_delay``
+steps. Drawn per episode from its own generator: a seed's road and scenario are the same with
+any shift. With no shift every frame is as before and nothing extra runs.
+
 Determinism: everything random comes from ``self.np_random``; the same seed gives the same
 observations, and the same actions the same rollout.
 """

@@ -72,6 +72,17 @@ Info (at reset and every step)
     ``is_success``: bool. ``action_clipped``: bool (False at reset).
     ``task``: "touch" | "push"; ``direction``: unit 3-vector of the push (zeros for touch).
 
+Randomisation (``shift``, off by default; :mod:`embodied_stack.sim.worlds.shift`)
+    ``shift=Shift(...)`` (or a dict of its fields, or ``"key=value,..."``) moves and turns the
+    camera ``front`` and changes its field of view, scales, turns and tints the light and the
+    headlight, shifts the table's and the objects' colours (objects within their colour
+    class), adds ``distractors`` (objects of a colour other than the target's, clear of every
+    push path, in extra slots; they count as objects: touching one is a wrong touch; their ids
+    are ``info["distractor_ids"]``; primitives only), turns on the depth noise, adds RGB
+    noise, blur and exposure, and delays each action by ``control_delay`` steps. Drawn per
+    episode from its own generator: the scene of a seed is the same with any shift. With no
+    shift every frame is as before and nothing extra runs.
+
 Scripted experts read :attr:`TabletopEnv.privileged_state` (ground truth), never the images.
 """
 
