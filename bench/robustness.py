@@ -139,7 +139,7 @@ def plot(path: str, figures: dict, worlds, submodels, cells) -> None:
 def main(argv=None) -> dict:
     from embodied_stack.sim.eval import EVAL_FIRST_SEED
 
-    parser = benchlib.parser(__doc__, quick="20 seeds per world, every cell, `full` only")
+    parser = benchlib.parser(__doc__, quick="16 seeds per world, every cell, `full` only")
     parser.add_argument("--model", default="", help="model directory (default: the shipped model)")
     parser.add_argument("--episodes", type=int, default=500, help="seeds per world, the same in every cell")
     parser.add_argument("--first-seed", type=int, default=EVAL_FIRST_SEED,
@@ -153,7 +153,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     if args.quick:
-        args.episodes, args.submodels = 20, ["full"]
+        args.episodes, args.submodels = 16, ["full"]
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     cells = ["none"] + [c for c in args.cells if c != "none"]
