@@ -14,6 +14,7 @@ needs nothing else (the tests get bench/ from ``pythonpath`` in setup.cfg).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shlex
 import sys
@@ -90,6 +91,15 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[obje
     console.print(table)
     if footer:
         console.print(footer)
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file, one a line (a bench's cache of finished
+    conditions; none when the file does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def this_machines_table(path: str | Path = LATENCY_TABLE, key: str | None = None) -> dict:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Renders every results table in the docs from the JSON files it is measured in.
 
-A table lives in README.md or docs/*.md between two markers:
+A table lives in README.md, docs/*.md or the model card between two markers:
 
     <!-- table: NAME -->
     ... (written by this script; do not edit by hand)
@@ -54,7 +54,7 @@ EPYC = "quiet 2-core AMD EPYC VM"
 H100 = "H100 machine, 16 CPU cores"
 ANY = "any (seeded, not timed)"
 #: Files whose figures do not depend on the machine (seeded evaluations, not timed).
-NOT_TIMED = ("push_failures", "driving_failures", "eval_default_1000", "rl_vs_bc_dagger_1000", "eval")
+NOT_TIMED = ("push_failures", "driving_failures", "eval_default_1000", "rl_vs_bc_dagger_1000", "eval", "robustness")
 #: Files named for what they hold rather than their machine: the machine of their timed part
 #: (execution: the decode cost; its success figures are seeded, not timed).
 NAMED_MACHINE = {"execution": "2-core AMD EPYC VM"}
@@ -557,6 +557,46 @@ EXECUTION_DECODE = Table(
 )
 
 
+#: bench/robustness.py's cells, in its order (the JSON names each one's axis and magnitude).
+ROBUSTNESS_CELLS = ("none", "camera_2cm_2deg", "camera_5cm_5deg", "camera_10cm_10deg", "light_030", "light_050",
+                    "light_150", "light_200", "colour", "distractors_1", "distractors_2", "distractors_3",
+                    "paraphrase", "delay_1", "rgb_noise_8")
+ROBUSTNESS_RUNS = ("full_tabletop", "full_driving", "half_tabletop", "half_driving")
+
+
+def robustness_derive(d: dict) -> dict:
+    """Per run and cell: "76% −15 [−19, −11] p 0.001" (success, then the paired difference to the
+    unshifted run in points with its 95% interval and McNemar p), or the unshifted success with
+    its Wilson interval."""
+    out = {}
+    for run in ROBUSTNESS_RUNS:
+        for cell in ROBUSTNESS_CELLS:
+            k = f"{run}_{cell}"
+            if f"{k}_success" not in d:  # (a run of some submodels only)
+                out[f"{k}_words"] = "-"
+                continue
+            if cell == "none":
+                lo, hi = d[f"{k}_ci95"]
+                out[f"{k}_words"] = f"**{d[f'{k}_success']:.0%}** [{100 * lo:.0f}, {100 * hi:.0f}]"
+                continue
+            lo, hi = d[f"{k}_diff_ci95"]
+            p = d[f"{k}_mcnemar_p"]
+            diff, lo, hi = (round(100 * v) + 0 for v in (d[f"{k}_diff"], lo, hi))  # (+ 0: no "-0")
+            out[f"{k}_words"] = (f"{d[f'{k}_success']:.0%} ({diff:+d} [{lo:+d}, {hi:+d}], "
+                                 f"p {'< 0.001' if p < 0.001 else f'{p:.2g}'})")
+    return out
+
+
+ROBUSTNESS = Table(
+    ("shift", "magnitude", "tabletop, full", "driving, full", "tabletop, 1/2", "driving, 1/2"),
+    ("{cells[<c>][axis]}", "{cells[<c>][magnitude]}", *(f"{{{run}_<c>_words}}" for run in ROBUSTNESS_RUNS)),
+    tuple(Row("robustness.json", {"c": c}) for c in ROBUSTNESS_CELLS),
+    derive=robustness_derive,
+    note="Success on the same {episodes} seeds per world in every row ({seed_block}); in brackets the paired "
+         "difference to the unshifted row in percentage points with its 95% interval, and the exact McNemar p.",
+)
+
+
 def _eval_table(file: str, digits: str) -> Table:
     return Table(
         ("submodel", "tabletop", "driving"),
@@ -598,6 +638,7 @@ TABLES: dict[str, Table] = {
     "execution_decode": EXECUTION_DECODE,
     "train_compare": TRAIN_COMPARE,
     "dataset_bc": DATASET_BC,
+    "robustness": ROBUSTNESS,
 }
 
 # --- rendering -------------------------------------------------------------------------------
@@ -681,11 +722,16 @@ def docs() -> list[Path]:
     return sorted({p for g in DOC_GLOBS for p in REPO.glob(g)})
 
 
+def table_docs() -> list[Path]:
+    """The documents whose tables are generated: the docs and the model card."""
+    return [*docs(), *([REPO / MODEL_CARD] if (REPO / MODEL_CARD).exists() else [])]
+
+
 def update(check: bool) -> list[str]:
     """Rewrites (or with `check`, only compares) every block; returns the problems: blocks
     that differ, blocks with no spec, specs in no document."""
     problems, seen = [], set()
-    for doc in docs():
+    for doc in table_docs():
         text = doc.read_text()
 
         def one(m: re.Match, doc: Path = doc) -> str:

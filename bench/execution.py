@@ -206,13 +206,8 @@ def run_condition(model, world: str, strategy: str, latency: str, seeds: list[in
 
 def load_cache(path: Path) -> dict:
     """(world, settings, latency, seeds) -> record, of every condition finished before."""
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                done[(r["world"], r["settings"], r["latency"], tuple(e["seed"] for e in r["episodes"]))] = r
-    return done
+    return {(r["world"], r["settings"], r["latency"], tuple(e["seed"] for e in r["episodes"])): r
+            for r in benchlib.read_records(path)}
 
 
 def summarize(split: str, results: dict, worlds, strategies, latencies, seeds) -> tuple[dict, list]:

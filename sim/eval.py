@@ -2,7 +2,8 @@
 
     embodied-stack eval [--model DIR] [--worlds tabletop driving] [--submodels full 1/2]
         [--episodes 100] [--first-seed 100000] [--refill-at 1] [--execute-steps 0]
-        [--execution auto] [--latency 0] [--deadline-s 0.3] [--json out.json]
+        [--execution auto] [--latency 0] [--deadline-s 0.3] [--shift KEY=VALUE,...]
+        [--paraphrases FILE] [--json out.json]
 
 Chunks are executed as the policy node executes them (its ChunkScheduler on simulated time,
 sim/train/rollouts.py: the next chunk is asked for when ``refill_at`` actions remain, by the
@@ -19,14 +20,23 @@ task template. JSON keys: ``success_<submodel>_<world>`` (``full``, ``half`` for
 ``three_quarter``, ``quarter``), ``ci95_<submodel>_<world>`` ([low, high]),
 ``return_<submodel>_<world>``, ``episodes``, ``execution``, ``latency``, ``deadline_s``, and
 per-task details under ``details``.
+
+``--shift`` runs the worlds randomised (sim/worlds/shift.py, e.g.
+``camera_offset_m=0.05,camera_rotation_deg=5``; docs/simulation.md) and ``--paraphrases FILE``
+gives the policy each instruction in other words (:class:`Paraphraser`, e.g.
+bench/data/paraphrases.json); the scenes and seeds stay the same, so the result pairs with an
+unshifted run seed by seed (bench/robustness.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
+import re
 import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,20 +56,63 @@ EVAL_FIRST_SEED = 100_000
 SUBMODEL_KEY = {"full": "full", "3/4": "three_quarter", "1/2": "half", "1/4": "quarter"}
 
 
+class Paraphraser:
+    """Each instruction in other words, from a JSON file of phrasings kept apart from the
+    worlds' grammars (bench/data/paraphrases.json): per world, templates per task; tabletop
+    templates take ``{color}``, ``{noun}`` and ``{direction}``, with synonyms per noun and
+    phrasings per direction. The phrasing of an episode is drawn from its seed, so a rerun
+    gives the same words. ``paraphraser(world)`` is run_episodes' `rewrite` for that world."""
+
+    _TABLETOP = re.compile(r"^(touch|push) the (\S+) (\S+)(?: (.+))?$")
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.data = json.loads(Path(path).read_text())
+
+    def __call__(self, world: str):
+        return lambda seed, instruction: self.rewrite(world, seed, instruction)
+
+    def rewrite(self, world: str, seed: int, instruction: str) -> str:
+        rng = np.random.default_rng([int(seed), 0x9A4A])
+        pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+        data = self.data[world]
+        if world == "driving":
+            from embodied_stack.sim.worlds.driving import INSTRUCTIONS
+
+            task = next(t for t, texts in INSTRUCTIONS.items() if instruction in texts)
+            return str(pick(data[task]))
+        from embodied_stack.sim.worlds.tabletop import DIRECTION_PHRASES
+
+        m = self._TABLETOP.match(instruction)
+        if m is None:
+            raise ValueError(f"not an instruction of the tabletop grammar: {instruction!r}")
+        task, color, noun, phrase = m.groups()
+        template = pick(data[task])
+        direction = ""
+        if phrase is not None:
+            word = next(w for w, p in DIRECTION_PHRASES.items() if p == phrase)
+            direction = pick(data["directions"][word])
+        return template.format(color=color, noun=pick(data["nouns"].get(noun, [noun])),
+                               direction=direction)
+
+
 def evaluate(model, world: str, episodes: int, first_seed: int = EVAL_FIRST_SEED,
              mode: ExecutionMode | None = None, pool_size: int = 16,
-             progress: bool = True, execution: Execution | None = None) -> dict:
+             progress: bool = True, execution: Execution | None = None, shift=None,
+             rewrite=None) -> dict:
     """Greedy episodes on seeds first_seed .. first_seed + episodes - 1 of one world;
-    `execution`: the node's strategy and latency in the loop (sim/train/rollouts.Execution)."""
+    `execution`: the node's strategy and latency in the loop (sim/train/rollouts.Execution);
+    `shift`: the worlds' randomisation (sim/worlds/shift.py); `rewrite(seed, instruction)`:
+    the instruction the policy gets instead (a Paraphraser's)."""
     from embodied_stack.sim.train.rollouts import WorldPool, run_episodes, success_interval
 
     mode = mode or ExecutionMode(model.config.chunk_length)
-    pool = WorldPool(world, min(pool_size, episodes))
+    pool = WorldPool(world, min(pool_size, episodes), shift=shift)
     bar = tqdm(total=episodes, desc=f"eval {world} {model.submodel}", unit="episode",
                disable=not progress)
     try:
         eps = run_episodes(model, pool, range(first_seed, first_seed + episodes), mode,
-                           progress=bar.update, execution=execution)
+                           progress=bar.update, execution=execution, rewrite=rewrite)
     finally:
         bar.close()
         pool.close()
@@ -102,6 +155,10 @@ def main(argv=None) -> dict:
                         help="latency in the loop: seconds, 'lognormal' or 'lognormal:P50:P99'")
     parser.add_argument("--deadline-s", type=float, default=PolicyLoopConfig.deadline_s,
                         help="the node's deadline_s: no answer or action older than this is executed")
+    parser.add_argument("--shift", default="none",
+                        help="randomise the worlds: key=value,... of sim/worlds/shift.py's Shift")
+    parser.add_argument("--paraphrases", metavar="FILE",
+                        help="give each instruction in other words from FILE (e.g. bench/data/paraphrases.json)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--json", metavar="PATH", help="write the figures here (atomically)")
     args = parser.parse_args(argv)
@@ -110,7 +167,11 @@ def main(argv=None) -> dict:
     try:
         latency = AddedLatency.parse(args.latency)
         PolicyLoopConfig(execution=args.execution, deadline_s=args.deadline_s)
-    except ValueError as exc:
+        from embodied_stack.sim.worlds.shift import Shift
+
+        shift = Shift.from_option(args.shift)
+        paraphraser = Paraphraser(args.paraphrases) if args.paraphrases else None
+    except (ValueError, OSError) as exc:
         parser.error(str(exc))
     import torch
 
@@ -130,13 +191,18 @@ def main(argv=None) -> dict:
                # the command that wrote these figures, as a user would type it
                "command": shlex.join(["embodied-stack", "eval",
                                       *(sys.argv[1:] if argv is None else argv)])}
+    if shift is not None:
+        results["shift"] = shift.describe()
+    if paraphraser is not None:
+        results["paraphrases"] = args.paraphrases
     print(f"{'submodel':8s} {'world':9s} {'success':>8s} {'95% CI':>14s} {'return':>7s} "
           f"{'steps':>6s}  per task")
     for submodel in args.submodels:
         model.set_submodel(submodel)
         key = SUBMODEL_KEY[submodel]
         for world in args.worlds:
-            r = evaluate(model, world, args.episodes, args.first_seed, mode, execution=execution)
+            r = evaluate(model, world, args.episodes, args.first_seed, mode, execution=execution,
+                         shift=shift, rewrite=paraphraser(world) if paraphraser else None)
             results[f"success_{key}_{world}"] = r["success"]
             results[f"ci95_{key}_{world}"] = r["ci95"]
             results[f"return_{key}_{world}"] = r["mean_return"]

@@ -155,6 +155,16 @@ seeds {ev['first_seed']}..{ev['first_seed'] + ev['episodes'] - 1} (training used
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
+## Robustness: the shifts a real robot brings
+
+`python bench/robustness.py` (docs/benchmarks.md) runs the same 500 unseen seeds per world
+unshifted and under each shift at an exact magnitude (the worlds' `shift` option), paired seed
+by seed; figures in the repository's `bench/results/robustness.json` (and `.png`; rerun it for
+a new model, then `python bench/doc_tables.py` fills this table):
+
+<!-- table: robustness -->
+<!-- /table -->
+
 ## How it was trained
 
 Recipe: `{run_info.get('command', '?')}` (code: commit {run_info.get('commit', '?')}).

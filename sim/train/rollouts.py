@@ -23,6 +23,7 @@ Modes (``run_episodes`` arguments):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -72,9 +73,10 @@ class Episode:
 
 
 class WorldPool:
-    """`size` instances of one world (64x64 RGB-D, no segmentation) with their experts."""
+    """`size` instances of one world (64x64 RGB-D, no segmentation) with their experts;
+    `shift`: the worlds' randomisation (sim/worlds/shift.py; None: none)."""
 
-    def __init__(self, world: str, size: int, width: int = 64, height: int = 64):
+    def __init__(self, world: str, size: int, width: int = 64, height: int = 64, shift=None):
         import gymnasium as gym
 
         import embodied_stack.sim  # noqa: F401  (registers the worlds)
@@ -84,8 +86,9 @@ class WorldPool:
         if world not in EMBODIMENT_OF_WORLD:
             raise ValueError(f"world {world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
         self.world, self.embodiment = world, EMBODIMENT_OF_WORLD[world]
+        options = {} if shift is None else {"shift": shift}  # (an unshifted world: as it was)
         self.envs = [gym.make(WORLD_IDS[world], width=width, height=height,
-                              with_segmentation=False) for _ in range(size)]
+                              with_segmentation=False, **options) for _ in range(size)]
         self.experts = [make_expert(env) for env in self.envs]
 
     def __len__(self):
@@ -199,7 +202,8 @@ class _Slot:
 def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: bool = False,
                  stream_seed: int = 0, keys=None, label: bool = False, beta: float = 0.0,
                  keep_decisions: bool = False, progress=None,
-                 execution: Execution | None = None) -> list[Episode]:
+                 execution: Execution | None = None,
+                 rewrite: Callable[[int, str], str] | None = None) -> list[Episode]:
     """Run one episode per seed (in order of `seeds`, several at once on the pool's worlds).
 
     Returns the episodes in the order of `seeds`. `sample`: draw actions from the policy (RL)
@@ -213,7 +217,8 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
     tqdm bar's update). `execution`: the node's strategy, latency and recording (default: the
     node's replace rule of `mode`, no latency). Chunks are executed by the policy node's
     ChunkScheduler (control/chunk_scheduler.py) on simulated time, and commands pass its
-    output limiter (control/smoothing.py) when that has limits.
+    output limiter (control/smoothing.py) when that has limits. `rewrite(seed, instruction)`:
+    the instruction the policy is given instead of the world's (a paraphrase, sim/eval.py).
     """
     from embodied_stack.sim.experts import LookaheadWorld, expert_chunk
 
@@ -244,7 +249,10 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         env, expert = pool.envs[i], pool.experts[i]
         obs, info = env.reset(seed=int(seed))
         expert.reset()
-        ep = Episode(world=world, seed=int(seed), instruction=str(obs["instruction"]),
+        instruction = str(obs["instruction"])
+        if rewrite is not None:
+            instruction = rewrite(int(seed), instruction)
+        ep = Episode(world=world, seed=int(seed), instruction=instruction,
                      task=task_template(info), reference=_frame(obs))
         slots[i] = _Slot(index, ep, obs, info, np.random.default_rng([stream_seed, keys[index]]),
                          np.random.default_rng([execution.latency_seed, int(seed)]),

@@ -140,6 +140,7 @@ class RGBDRenderer:
         self._depth = np.empty((self.height, self.width), dtype=np.float32)
         extent = model.stat.extent
         self._near = float(model.vis.map.znear * extent)
+        self._K: np.ndarray | None = None  # (camera_model)
         self._far = float(model.vis.map.zfar * extent)
 
     def render(self, data: mujoco.MjData, segmentation: bool = False):
@@ -205,19 +206,23 @@ class RGBDRenderer:
         return z
 
     def camera_model(self, data: mujoco.MjData) -> CameraModel:
-        if getattr(self, "_K", None) is None:  # fixed per renderer: fovy and image size
+        K = self._K
+        if K is None:  # fixed per renderer (fovy, size): see fovy_changed
             fovy = np.deg2rad(self.model.cam_fovy[self.camera_id])
             fy = 0.5 * self.height / np.tan(0.5 * fovy)
             fx = fy  # square pixels
-            self._K = np.array(
+            K = self._K = np.array(
                 [[fx, 0.0, (self.width - 1) / 2.0], [0.0, fy, (self.height - 1) / 2.0],
                  [0.0, 0.0, 1.0]]
             )
-        K = self._K
         T = np.eye(4)
         T[:3, :3] = data.cam_xmat[self.camera_id].reshape(3, 3) @ _MJ_TO_OPTICAL
         T[:3, 3] = data.cam_xpos[self.camera_id]
         return CameraModel(self.width, self.height, K, T)
+
+    def fovy_changed(self) -> None:
+        """The model's field of view was rewritten (a world's shift): compute K anew."""
+        self._K = None
 
     def close(self) -> None:
         if getattr(self, "_ctx", None) is not None:

@@ -91,6 +91,18 @@ Info (at reset and every step)
     success of ``stop``), else "lane:<k>" (the lane the car is in).
   * ``is_success`` (bool), ``action_clipped`` (bool).
 
+Randomisation
+-------------
+``shift`` (off by default; :mod:`embodied_stack.sim.worlds.shift`: a ``Shift``, a dict of its
+fields or ``"key=value,..."``) moves and turns the ego camera (in the car's frame) and changes
+its field of view, scales, turns and tints the light and the headlight, shifts the road's and
+the ground's colours and each car's and barrier's colour within its colour, parks
+``distractors`` (cars and barriers 7.5-10 m beside the centreline, beyond the off-road line,
+10-60 m ahead of the start: they never change the task; ``info["distractors"]``), turns on the
+depth noise, adds RGB noise, blur and exposure, and delays each action by ``control_delay``
+steps. Drawn per episode from its own generator: a seed's road and scenario are the same with
+any shift. With no shift every frame is as before and nothing extra runs.
+
 Determinism: everything random comes from ``self.np_random``; the same seed gives the same
 observations, and the same actions the same rollout.
 """
@@ -117,6 +129,7 @@ from embodied_stack.sim.worlds.base import (
 import mujoco  # noqa: E402  (base chose the GL backend before this import)
 
 from embodied_stack.sim.worlds.depth_noise import DepthNoise, noise_generator  # noqa: E402
+from embodied_stack.sim.worlds.shift import Randomizer, Shift  # noqa: E402
 
 # --- world constants ----------------------------------------------------------------------
 
@@ -167,6 +180,10 @@ CAR_COLORS = {
 BARRIER_COLORS = {
     "orange": (1.00, 0.45, 0.00), "red": (0.85, 0.05, 0.05), "yellow": (0.95, 0.85, 0.05),
 }
+#: Where a shift's distractors stand: lateral offset (m, either side; beyond the shoulder and
+#: the off-road line, so never in the way) and distance ahead of the start (m).
+DISTRACTOR_OFFSET = (7.5, 10.0)
+DISTRACTOR_AHEAD = (10.0, 60.0)
 
 # success / outcome thresholds
 SETTLE_OFFSET = 0.4  # m
@@ -290,8 +307,9 @@ def _marking_mesh() -> tuple[list[float], list[int]]:
     return vertices, faces
 
 
-def build_mjcf() -> str:
-    """The world's MJCF: ground, road segments, object pool, ego car with its cameras.
+def build_mjcf(distractors: int = 0) -> str:
+    """The world's MJCF: ground, road segments, object pool, ego car with its cameras, and
+    `distractors` parked roadside objects (a shift's; even ones car-sized, odd ones barriers).
 
     Every body is a mocap body posed from Python (no joints, no physics); geoms never collide
     in MuJoCo (collisions are checked geometrically in the env).
@@ -323,6 +341,11 @@ def build_mjcf() -> str:
             + _box(f"barrier{j}_block", (0, 0, BARRIER_SIZE[2] / 2),
                    tuple(s / 2 for s in BARRIER_SIZE), "1 0.45 0 1", f'group="{HIDDEN_GROUP}"')
             + "</body>")
+    for j in range(distractors):
+        half = [v / 2 for v in (CAR_SIZE if j % 2 == 0 else BARRIER_SIZE)]
+        bodies.append(
+            f'<body name="distractor{j}" mocap="true" pos="{PARKED_POSITION[0]:g} -5 -50">'
+            + _box(f"distractor{j}_block", (0, 0, half[2]), half, "0.5 0.5 0.5 1") + "</body>")
     pitch, chase_pitch = math.radians(10.0), math.radians(15.0)
     ego = (
         f'<body name="ego" mocap="true" pos="{EGO_START_S:g} 0 0">'
@@ -373,7 +396,7 @@ class DrivingEnv(gym.Env):
 
     def __init__(self, width: int = 64, height: int = 64, with_segmentation: bool = True,
                  max_episode_steps: int = 100, render_mode: str | None = None,
-                 depth_noise=False):
+                 depth_noise=False, shift=None):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} not in {self.metadata['render_modes']}")
         if int(max_episode_steps) < 1:
@@ -384,8 +407,14 @@ class DrivingEnv(gym.Env):
         self.render_mode = render_mode
         self.depth_noise = DepthNoise.from_option(depth_noise)  # see sim/worlds/depth_noise.py
         self._noise_rng: np.random.Generator | None = None  # spawned by reset() with depth noise
+        #: The randomisation (sim/worlds/shift.py): None, the default, changes nothing.
+        self.shift = Shift.from_option(shift)
+        self._randomizer = Randomizer(self.shift) if self.shift is not None else None
+        if self.shift is not None and self.shift.depth_noise and self.depth_noise is None:
+            self.depth_noise = DepthNoise()
 
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf())
+        self.model = mujoco.MjModel.from_xml_string(
+            build_mjcf(self.shift.distractors if self.shift is not None else 0))
         self.data = mujoco.MjData(self.model)
         # The chase view's renderer binds its GL context only around each frame and restores
         # the one before (thread_safe), so render() never changes the context the ego
@@ -444,6 +473,13 @@ class DrivingEnv(gym.Env):
         self.start_lane = self.target_lane = 1
         self.stop_obstacle: RoadObject | None = None
         self._lookahead = False  # True while an expert looks ahead: steps skip rendering
+        #: A shift's roadside distractors this episode: (class, colour, x, y, z centre).
+        self.distractors: list[tuple[str, str, float, float, float]] = []
+        if self._randomizer is not None:
+            self._randomizer.bind(m, "ego_camera", [self._segment_geoms[:, 0], np.array([geom("ground")])])
+            self._distractor_bodies = [
+                (int(m.body_mocapid[body(f"distractor{j}")]), geom(f"distractor{j}_block"))
+                for j in range(self.shift.distractors if self.shift is not None else 0)]
 
     # --- road geometry ------------------------------------------------------------------
 
@@ -572,6 +608,35 @@ class DrivingEnv(gym.Env):
                 self.data.mocap_quat[mocap] = (1.0, 0.0, 0.0, 0.0)
                 self.model.geom_group[self._pool_geoms[slot]] = HIDDEN_GROUP
 
+    def _apply_shift(self) -> None:
+        """Per episode: camera, lights, road and ground colours, the objects' colours within
+        their class, and the roadside distractors (a count from 0 to the shift's)."""
+        shifted = self._randomizer
+        assert shifted is not None
+        shifted.start(self.np_random)
+        shifted.apply_model()
+        self._renderer.fovy_changed()
+        rgba = self.model.geom_rgba
+        for obj in self.objects:
+            rgba[self._pool_paint[obj.id], :3] = shifted.recolor(rgba[self._pool_paint[obj.id]])
+        rng, count = shifted.rng, shifted.distractor_count()
+        self.distractors = []
+        for j, (mocap, geom) in enumerate(self._distractor_bodies):
+            if j >= count:
+                self.data.mocap_pos[mocap] = PARKED_POSITION
+                self.model.geom_group[geom] = HIDDEN_GROUP
+                continue
+            kind, palette = ("car", CAR_COLORS) if j % 2 == 0 else ("barrier", BARRIER_COLORS)
+            color = list(palette)[int(rng.integers(len(palette)))]
+            rgba[geom, :3] = shifted.recolor(palette[color])
+            side = 1.0 if rng.random() < 0.5 else -1.0
+            x, y, yaw = self.frenet_to_world(EGO_START_S + float(rng.uniform(*DISTRACTOR_AHEAD)),
+                                             side * float(rng.uniform(*DISTRACTOR_OFFSET)))
+            self.data.mocap_pos[mocap] = (x, y, 0.0)
+            self.data.mocap_quat[mocap] = _yaw_quat(yaw + float(rng.uniform(-0.3, 0.3)))
+            self.model.geom_group[geom] = 0
+            self.distractors.append((kind, color, x, y, float(self.model.geom_size[geom][2])))
+
     def _place_objects(self, moving_only: bool = False) -> None:
         near, far = self.ego_s - VIEW_BEHIND - 5.0, self.ego_s + VIEW_AHEAD + 5.0
         for obj in self.objects:
@@ -613,6 +678,8 @@ class DrivingEnv(gym.Env):
             raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
         self._sample_road()
         self._sample_scenario(task)
+        if self._randomizer is not None:  # its own generator: the scenario is the same
+            self._apply_shift()
         rng = self.np_random
         d0 = lane_center(self.start_lane) + float(rng.uniform(-0.3, 0.3))
         self.ego_x, self.ego_y, road_yaw = self.frenet_to_world(EGO_START_S, d0)
@@ -635,6 +702,8 @@ class DrivingEnv(gym.Env):
 
     def step(self, action):
         action, clipped = check_action(action, self.action_space.low, self.action_space.high)
+        if self._randomizer is not None:
+            action = self._randomizer.delay(action)
         steer = float(action[0]) * MAX_STEER
         accel = float(action[1]) * MAX_ACCEL
 
@@ -732,6 +801,8 @@ class DrivingEnv(gym.Env):
             mujoco.mj_camlight(self.model, self.data)
             rgb, depth, geom_ids = self._renderer.render(self.data,
                                                          segmentation=self.with_segmentation)
+            if self._randomizer is not None:
+                rgb = self._randomizer.image(rgb)
             if self.depth_noise is not None:
                 assert self._noise_rng is not None  # reset() spawns it when depth_noise is on
                 depth = self.depth_noise.apply(depth, self._renderer.camera_model(
@@ -757,6 +828,9 @@ class DrivingEnv(gym.Env):
         }
         if self.with_segmentation and geom_ids is not None:
             info["segmentation"] = self._geom_to_object[geom_ids + 1]
+        if self._randomizer is not None:
+            info["distractors"] = [{"class": k, "color": c, "position": np.array((x, y, z))}
+                                   for k, c, x, y, z in self.distractors]
         return obs, info
 
     # --- snapshots (expert look-ahead labels, DAgger) -----------------------------------
@@ -769,10 +843,13 @@ class DrivingEnv(gym.Env):
         """Everything a step reads or writes (ego state, episode counters, where the moving
         objects are); :meth:`restore` puts it back and re-poses the bodies."""
         return (tuple(getattr(self, f) for f in self._SNAPSHOT_FIELDS),
-                tuple(obj.s for obj in self.objects))
+                tuple(obj.s for obj in self.objects),
+                None if self._randomizer is None else self._randomizer.snapshot())
 
     def restore(self, snap: tuple) -> None:
-        values, object_s = snap
+        values, object_s, pending = snap
+        if self._randomizer is not None:
+            self._randomizer.restore(pending)
         for f, v in zip(self._SNAPSHOT_FIELDS, values):
             setattr(self, f, v)
         for obj, s in zip(self.objects, object_s):

@@ -72,6 +72,17 @@ Info (at reset and every step)
     ``is_success``: bool. ``action_clipped``: bool (False at reset).
     ``task``: "touch" | "push"; ``direction``: unit 3-vector of the push (zeros for touch).
 
+Randomisation (``shift``, off by default; :mod:`embodied_stack.sim.worlds.shift`)
+    ``shift=Shift(...)`` (or a dict of its fields, or ``"key=value,..."``) moves and turns the
+    camera ``front`` and changes its field of view, scales, turns and tints the light and the
+    headlight, shifts the table's and the objects' colours (objects within their colour
+    class), adds ``distractors`` (objects of a colour other than the target's, clear of every
+    push path, in extra slots; they count as objects: touching one is a wrong touch; their ids
+    are ``info["distractor_ids"]``; primitives only), turns on the depth noise, adds RGB
+    noise, blur and exposure, and delays each action by ``control_delay`` steps. Drawn per
+    episode from its own generator: the scene of a seed is the same with any shift. With no
+    shift every frame is as before and nothing extra runs.
+
 Scripted experts read :attr:`TabletopEnv.privileged_state` (ground truth), never the images.
 """
 
@@ -94,6 +105,7 @@ from embodied_stack.sim.worlds.base import (
     mujoco,
 )
 from embodied_stack.sim.worlds.depth_noise import DepthNoise, noise_generator
+from embodied_stack.sim.worlds.shift import Randomizer, Shift
 
 # --- world constants --------------------------------------------------------------------
 
@@ -216,7 +228,7 @@ _CAMERA_TARGET = (0.03, 0.0, 0.0)
 _CAMERA_FOVY = 50  # degrees, vertical
 
 
-def build_mjcf(image_side: int = 64, shapes: list | None = None) -> str:
+def build_mjcf(image_side: int = 64, shapes: list | None = None, n_slots: int = MAX_OBJECTS) -> str:
     """The world's MJCF. Each object slot holds one geom per class; reset turns one on (visible
     group 0, colliding) and the others off, so the model is compiled once per env.
 
@@ -228,11 +240,13 @@ def build_mjcf(image_side: int = 64, shapes: list | None = None) -> str:
     Such a slot holds the object's mesh instead (visible, colliding as its convex hull, as
     MuJoCo collides every mesh); the unused slots keep their parked cube. The model is then
     compiled per scene.
+
+    ``n_slots``: object slots (more than MAX_OBJECTS where a shift adds distractors).
     """
     slices, stacks, quads = (12, 6, 1) if image_side <= 160 else (28, 16, 2)
     slots = []
     assets = ""
-    for i in range(MAX_OBJECTS):
+    for i in range(n_slots):
         park = " ".join(f"{v:.3f}" for v in _parking_position(i))
         if shapes is not None and i < len(shapes):
             obj, color = shapes[i]
@@ -271,7 +285,7 @@ def build_mjcf(image_side: int = 64, shapes: list | None = None) -> str:
     # per slot to tell which object it is.
     sensors = '    <contact name="touch_any" body1="fingertip" data="found"/>\n' + "\n".join(
         f'    <contact name="touch{i}" body1="fingertip" body2="obj{i}" data="found"/>'
-        for i in range(MAX_OBJECTS)
+        for i in range(n_slots)
     )
     # Velocity servos: stiff (kv) so the fingertip tracks the command within a substep or two,
     # force-limited so that pushing into an object cannot launch it.
@@ -388,6 +402,7 @@ class TabletopEnv(gymnasium.Env):
         render_mode: str | None = None,
         depth_noise=False,
         objects: str = "primitives",
+        shift=None,
     ):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode {render_mode!r} not in {self.metadata['render_modes']}")
@@ -403,10 +418,19 @@ class TabletopEnv(gymnasium.Env):
         self.objects = objects
         if objects not in OBJECT_SETS:
             raise ValueError(f"objects {objects!r} not in {OBJECT_SETS}")
+        #: The randomisation (sim/worlds/shift.py): None, the default, changes nothing.
+        self.shift = Shift.from_option(shift)
+        self._randomizer = Randomizer(self.shift) if self.shift is not None else None
+        if self.shift is not None and self.shift.depth_noise and self.depth_noise is None:
+            self.depth_noise = DepthNoise()
+        distractors = self.shift.distractors if self.shift is not None else 0
+        if distractors and objects != "primitives":
+            raise ValueError(f"shift distractors={distractors} needs objects='primitives', got {objects!r}")
+        self._slots = MAX_OBJECTS + distractors  # object slots: distractors get their own
         #: The current scene's procedural objects (``objects="shapes"``; empty otherwise).
         self.shapes: list[procedural_objects.ProceduralObject] = []
-        self._load_model(build_mjcf(max(self.width, self.height)),
-                         [[f"obj{i}_{c}" for c in CLASS_NAMES] for i in range(MAX_OBJECTS)])
+        self._load_model(build_mjcf(max(self.width, self.height), n_slots=self._slots),
+                         [[f"obj{i}_{c}" for c in CLASS_NAMES] for i in range(self._slots)])
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
         self._act_low = self.action_space.low.astype(np.float64)
@@ -420,7 +444,7 @@ class TabletopEnv(gymnasium.Env):
         })
 
         self._scene: dict[str, Any] | None = None  # set by reset()
-        self._rgb = None
+        self._rgb: np.ndarray | None = None
         self._lookahead = False  # True while an expert looks ahead: steps skip rendering
 
     def _load_model(self, xml: str, slot_geom_names: list[list[str]]) -> None:
@@ -436,29 +460,29 @@ class TabletopEnv(gymnasium.Env):
         m = self.model
         name2id = lambda kind, name: mujoco.mj_name2id(m, kind, name)  # noqa: E731
         self._body_ids = np.array(
-            [name2id(mujoco.mjtObj.mjOBJ_BODY, f"obj{i}") for i in range(MAX_OBJECTS)])
+            [name2id(mujoco.mjtObj.mjOBJ_BODY, f"obj{i}") for i in range(self._slots)])
         # geom id of (slot, class index); with shapes, each slot's one geom
         self._slot_geoms = np.array(
             [[name2id(mujoco.mjtObj.mjOBJ_GEOM, name) for name in names] for names in slot_geom_names])
         self._obj_qpos = np.array(
             [m.jnt_qposadr[name2id(mujoco.mjtObj.mjOBJ_JOINT, f"obj{i}_free")]
-             for i in range(MAX_OBJECTS)])
+             for i in range(self._slots)])
         self._obj_qpos_index = self._obj_qpos[:, None] + np.arange(7)  # xyz + quaternion
         # Unused slots wait on the hidden shelf, out of sight and out of reach.
         self._parked_poses = np.array(
-            [[*_parking_position(i), 1.0, 0.0, 0.0, 0.0] for i in range(MAX_OBJECTS)])
+            [[*_parking_position(i), 1.0, 0.0, 0.0, 0.0] for i in range(self._slots)])
         self._class_inertia = np.array([_class_inertia(c) for c in CLASS_NAMES])
         self._class_half_height = [float(CLASS_SIZES[c][2] / 2) for c in CLASS_NAMES]
         self._color_rgba = {name: (*rgb, 1.0) for name, rgb in COLORS.items()}
         # Class index each slot shows now (None: unused); "unset" forces the first write.
-        self._slot_shown: list = ["unset"] * MAX_OBJECTS
+        self._slot_shown: list = ["unset"] * self._slots
         ee_joints = [name2id(mujoco.mjtObj.mjOBJ_JOINT, f"ee_{axis}") for axis in "xyz"]
         self._ee_qpos = m.jnt_qposadr[ee_joints]
         self._ee_dof = m.jnt_dofadr[ee_joints]
         # The contact sensors are consecutive "found" counts, one per slot. sensordata is a
         # view on MjData's fixed buffer, so this slice stays valid for the env's lifetime.
         adr = m.sensor_adr[name2id(mujoco.mjtObj.mjOBJ_SENSOR, "touch0")]
-        self._touch_counts = self.data.sensordata[adr:adr + MAX_OBJECTS]
+        self._touch_counts = self.data.sensordata[adr:adr + self._slots]
         adr = m.sensor_adr[name2id(mujoco.mjtObj.mjOBJ_SENSOR, "touch_any")]
         self._touch_any = self.data.sensordata[adr:adr + 1]
         # Likewise for the arrays read every step (each attribute access builds a new view),
@@ -476,8 +500,10 @@ class TabletopEnv(gymnasium.Env):
         self._ee_v = slice(int(self._ee_dof[0]), int(self._ee_dof[0]) + 3)
 
         mujoco.mj_forward(m, self.data)
-        # The camera is fixed: its model is computed once per model.
+        # The camera is fixed: its model is computed once per model (and per shifted episode).
         self._camera = self.renderer.camera_model(self.data)
+        if self._randomizer is not None:
+            self._randomizer.bind(m, "front", [np.array([name2id(mujoco.mjtObj.mjOBJ_GEOM, "table")])])
 
     # --- scene sampling -----------------------------------------------------------------
 
@@ -616,6 +642,44 @@ class TabletopEnv(gymnasium.Env):
                 return None
         return np.array(xy, dtype=float)
 
+    def _add_distractors(self, scene: dict, count: int) -> None:
+        """Append `count` objects the instruction does not name (a colour other than the
+        targets', any class) to `scene`, on free table space clear of every object and push
+        path, drawn from the shift's generator (the scene's own draws are untouched). Where
+        the table is too full, fewer."""
+        if not count:
+            scene["distractors"] = []
+            return
+        assert self._randomizer is not None
+        rng = self._randomizer.rng
+        named = scene["colors"][scene["targets"][0]]
+        colors = [c for c in COLOR_NAMES if c != named]
+        xy = [tuple(p) for p in np.asarray(scene["xy"]).tolist()]
+        foot = [CLASS_FOOTPRINT[c] for c in scene["classes"]]
+        paths = []
+        if scene["task"] == "push":
+            for t in scene["targets"]:
+                (sx, sy), (ex, ey) = push_path(xy[t], scene["classes"][t], scene["direction"])
+                paths.append((sx, sy, ex, ey, max(foot[t], FINGERTIP_RADIUS)))
+        added: list[int] = []
+        for x, y in (_SPAWN_LOW + (_SPAWN_HIGH - _SPAWN_LOW) * rng.random((256, 2))).tolist():
+            if len(added) == count:
+                break
+            cls = CLASS_NAMES[int(rng.integers(len(CLASS_NAMES)))]
+            r = CLASS_FOOTPRINT[cls]
+            if any(math.hypot(x - px, y - py) < f + r + _MIN_GAP for (px, py), f in zip(xy, foot)):
+                continue
+            if any(_segment_distance(x, y, *p[:4]) < p[4] + r + _PATH_GAP for p in paths):
+                continue
+            added.append(len(xy))
+            xy.append((x, y))
+            foot.append(r)
+            scene["classes"].append(cls)
+            scene["colors"].append(colors[int(rng.integers(len(colors)))])
+        scene["xy"] = np.array(xy, dtype=float)
+        scene["yaw"] = np.concatenate([scene["yaw"], rng.uniform(-math.pi, math.pi, len(added))])
+        scene["distractors"] = added
+
     def _apply_scene(self, scene: dict) -> None:
         """Write the scene into the compiled model and a freshly reset MjData.
 
@@ -629,7 +693,7 @@ class TabletopEnv(gymnasium.Env):
         mujoco.mj_resetData(m, d)
         n = len(scene["classes"])
         if scene["shapes"] is not None:  # compiled for this scene: only the poses to write
-            for slot in range(MAX_OBJECTS):
+            for slot in range(self._slots):
                 qadr = int(self._obj_qpos[slot])
                 if slot >= n:
                     self._qpos[qadr:qadr + 7] = self._parked_poses[slot]
@@ -642,7 +706,7 @@ class TabletopEnv(gymnasium.Env):
             mujoco.mj_forward(m, d)
             return
         contype, conaffinity, group = self._geom_contype, self._geom_conaffinity, self._geom_group
-        for slot in range(MAX_OBJECTS):
+        for slot in range(self._slots):
             shown = CLASS_NAMES.index(scene["classes"][slot]) if slot < n else None
             if shown != self._slot_shown[slot]:
                 for k, geom in enumerate(self._slot_geoms[slot].tolist()):
@@ -677,12 +741,16 @@ class TabletopEnv(gymnasium.Env):
         self._scene = scene
         if self.depth_noise is not None:
             self._noise_rng = noise_generator(self.np_random)
+        shifted = self._randomizer
+        if shifted is not None:  # after the noise's generator: the noise is the same with a shift
+            shifted.start(self.np_random)
+            self._add_distractors(scene, shifted.distractor_count())
         self._n = len(scene["classes"])
         if scene["shapes"] is not None:
             self.shapes = list(scene["shapes"])
             self._load_model(
                 build_mjcf(max(self.width, self.height), list(zip(self.shapes, scene["colors"]))),
-                [[f"obj{i}_mesh" if i < self._n else f"obj{i}_cube"] for i in range(MAX_OBJECTS)])
+                [[f"obj{i}_mesh" if i < self._n else f"obj{i}_cube"] for i in range(self._slots)])
             self._object_sizes = [s.extent.copy() for s in self.shapes]
         else:
             self._object_sizes = [CLASS_SIZES[c] for c in scene["classes"]]
@@ -690,7 +758,15 @@ class TabletopEnv(gymnasium.Env):
         self._target_bodies = self._body_ids[self._targets]
         self._direction = (DIRECTIONS[scene["direction"]] if scene["task"] == "push"
                            else np.zeros(3))
+        if shifted is not None:
+            shifted.apply_model()
         self._apply_scene(scene)
+        if shifted is not None:
+            for slot in range(self._n):
+                geom = self.object_geom(slot)
+                self._geom_rgba[geom, :3] = shifted.recolor(self._geom_rgba[geom])
+            self.renderer.fovy_changed()
+            self._camera = self.renderer.camera_model(self.data)
         # geom id -> object id (slot index); -1 (background) indexes the lookup's last entry.
         self._geom_to_object = np.full(self.model.ngeom + 1, -1, dtype=np.int32)
         self._geom_to_object[self._slot_geoms[: self._n].ravel()] = np.repeat(
@@ -708,6 +784,8 @@ class TabletopEnv(gymnasium.Env):
 
     def step(self, action):
         act, clipped = check_action(action, self._act_low, self._act_high)
+        if self._randomizer is not None:
+            act = self._randomizer.delay(act)
         m, d = self.model, self.data
         self._ctrl[:] = act * MAX_SPEED
         touch_any, touch_counts, n = self._touch_any, self._touch_counts, self._n
@@ -776,6 +854,8 @@ class TabletopEnv(gymnasium.Env):
         else:
             rgb, depth, geom_ids = self.renderer.render(self.data,
                                                         segmentation=self.with_segmentation)
+            if self._randomizer is not None:
+                rgb = self._randomizer.image(rgb)
             if self.depth_noise is not None:
                 assert self._noise_rng is not None  # reset() spawns it when depth_noise is on
                 depth = self.depth_noise.apply(depth, self._camera.K[0, 0], self._noise_rng)
@@ -815,6 +895,8 @@ class TabletopEnv(gymnasium.Env):
         }
         if seg is not None:
             info["segmentation"] = seg
+        if self._randomizer is not None:
+            info["distractor_ids"] = list(self._scene.get("distractors", ()))
         return info
 
     # --- snapshots (expert look-ahead labels, DAgger) -----------------------------------
@@ -825,12 +907,15 @@ class TabletopEnv(gymnasium.Env):
         state = np.empty(mujoco.mj_stateSize(self.model, _STATE_SPEC))
         mujoco.mj_getState(self.model, self.data, state, _STATE_SPEC)
         return (state, self._steps, self._first_touch, set(self._touched), self._wrong_touch,
-                self._success, self._phi)
+                self._success, self._phi,
+                None if self._randomizer is None else self._randomizer.snapshot())
 
     def restore(self, snap: tuple) -> None:
         state, self._steps, self._first_touch, touched, self._wrong_touch, self._success, \
-            self._phi = snap
+            self._phi, pending = snap
         self._touched = set(touched)
+        if self._randomizer is not None:
+            self._randomizer.restore(pending)
         mujoco.mj_setState(self.model, self.data, state, _STATE_SPEC)
         mujoco.mj_forward(self.model, self.data)
 
