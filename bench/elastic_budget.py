@@ -167,7 +167,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
             instruction, reference = str(obs["instruction"]), obs
             chunk = None
         k += 1
-        if k % max(1, int(rate)) == 0:
+        if bar is not None and k % max(1, int(rate)) == 0:
             bar.update(1)
     switch_log, budget_log, _ = poller.stop() if poller is not None else ([], [], 0.0)
     load.off()
@@ -368,7 +368,9 @@ def main(argv=None) -> dict:
             intra-op thread, before the next lower rate. Under a load that holds every CPU at
             once, two threads wait on each other at every operator: on a 2-CPU VM that
             alone can push the smallest submodel's tail past the deadline."""
-            reasons, probes, seconds = [], [], 0.0
+            reasons: list[str] = []
+            probes: list = []
+            seconds = 0.0
             options = [args.threads] + ([1] if args.threads > 1 and not threads_given else [])
             for rate in rates:
                 for n in options:
@@ -459,11 +461,22 @@ class Bench:
         """Latencies (s) of n inferences of `submodel` at `rate` with the load on at `level`."""
         self.load.set_level(level)
         mode = "full" if submodel == "full" else "smallest"
-        with tqdm(total=int(n / rate) + 1, desc=f"calibrate {submodel}", unit="s", leave=False,
+        # An inference per chunk, not per tick: run until n are in (each stretch sized by the
+        # ticks per inference seen so far), so the probe's count is what the caller sized it for.
+        lat: list[float] = []
+        seconds, per_tick = 0.0, 1.0
+        with tqdm(total=n, desc=f"calibrate {submodel}", unit="inference", leave=False,
                   file=sys.stderr) as bar:
-            res = self._run(mode, rate, n / rate, bar, seed0=900_000, phases=[(0.0, True)])
+            while len(lat) < n:
+                stretch = max(1.0, (n - len(lat)) / (rate * per_tick))
+                res = self._run(mode, rate, stretch, None, seed0=900_000 + len(lat), phases=[(0.0, True)])
+                got = [x for _, _, x, _ in res["infer"]]
+                lat += got
+                bar.update(len(got))
+                seconds += stretch
+                per_tick = max(len(lat) / (seconds * rate), 0.05)
         self.load.off()
-        return np.array([lat for _, _, lat, _ in res["infer"]])
+        return np.array(lat[:n])
 
     def compare(self, rate: float, index: int = 0, of: int = 1) -> dict:
         """Fixed full, fixed smallest and elastic under the load schedule, interleaved over
@@ -505,10 +518,10 @@ def figures(runs: dict, parts: dict, bench: Bench, rate: float) -> dict:
     for mode, label in (("elastic", "elastic"), ("full", "fixed_full"), ("smallest", "fixed_smallest")):
         k, n = misses(runs[mode])
         out[f"{label}_miss_rate"] = rate_of(k, n)
-        out[f"{label}_miss_ci95"] = list(wilson(k, n))
+        out[f"{label}_miss_ci95"] = list(benchlib.wilson(k, n))
         wins, eps = runs[mode]["successes"], runs[mode]["episodes"]
         out[f"{label}_success"] = rate_of(wins, eps)
-        out[f"{label}_success_ci95"] = list(wilson(wins, eps))
+        out[f"{label}_success_ci95"] = list(benchlib.wilson(wins, eps))
     out.update({
         "switches": len(runs["elastic"]["switch_log"]),
         "reaction_s": max(react) if react else float("nan"),
@@ -572,16 +585,6 @@ def check(bench: Bench, args, rates: list[float], calibrated) -> dict:
                           "elastic missed", "success elastic vs smallest", "verdict"), rows, width=160)
     benchlib.write_json(args.json, out, digits=6)
     return out
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson 95% interval of a proportion k/n ((nan, nan) for n = 0)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _load_on(res, t) -> bool:

@@ -5,7 +5,6 @@ the CPU share the load leaves, plus a fixed part the load does not scale, with a
 
 import numpy as np
 import pytest
-
 from elastic_calibration import FULL_AIM, FULL_MIN, SMALLEST_MISS, SMALLEST_P99, calibrate
 
 
