@@ -107,7 +107,7 @@ def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rat
     cal = Calibration(load=type(load).__name__, level_name=load.level_name)
     t0 = time.monotonic()
     reasons = []
-    short_s, long_s = (0.5, 5.0) if quick else (1.0, 10.0)
+    short_s, long_s = (0.5, 8.0) if quick else (1.0, 10.0)
 
     def run_probe(submodel, rate, level, n) -> Probe:
         lat = np.asarray(measure(submodel, rate, level, n), float)
@@ -162,7 +162,7 @@ def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rat
             candidates.append(lightest_enough)
         # 2. the smallest must fit with room there
         for level in candidates:
-            small = run_probe(smallest, rate, level, probe_size(rate, long_s, 400))
+            small = run_probe(smallest, rate, level, probe_size(rate, long_s, 800))
             late_upper = wilson(round(small.miss_rate * small.n), small.n)[1]
             if small.p99_ms <= SMALLEST_P99 * deadline_ms and late_upper <= SMALLEST_MISS:
                 full = run_probe("full", rate, level, probe_size(rate, short_s * 2, 60))
