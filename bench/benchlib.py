@@ -93,16 +93,6 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[obje
         console.print(footer)
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson 95% interval of a proportion k/n ((nan, nan) for n = 0)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def read_records(path: str | Path) -> list[dict]:
     """The JSON objects of a JSON-lines file, one a line (a bench's cache of finished
     conditions; none when the file does not exist yet)."""

@@ -74,6 +74,7 @@ from embodied_stack.control.elastic.latency_table import device_key
 from embodied_stack.control.elastic.selector import SelectorConfig
 from embodied_stack.models.files import atomic_write_bytes
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
+from embodied_stack.sim.train.rollouts import success_interval
 
 import benchlib
 from cpu_loads import WORLD_RT_PRIORITY, make_load, rt_permitted
@@ -518,10 +519,10 @@ def figures(runs: dict, parts: dict, bench: Bench, rate: float) -> dict:
     for mode, label in (("elastic", "elastic"), ("full", "fixed_full"), ("smallest", "fixed_smallest")):
         k, n = misses(runs[mode])
         out[f"{label}_miss_rate"] = rate_of(k, n)
-        out[f"{label}_miss_ci95"] = list(benchlib.wilson(k, n))
+        out[f"{label}_miss_ci95"] = list(success_interval(k, n))
         wins, eps = runs[mode]["successes"], runs[mode]["episodes"]
         out[f"{label}_success"] = rate_of(wins, eps)
-        out[f"{label}_success_ci95"] = list(benchlib.wilson(wins, eps))
+        out[f"{label}_success_ci95"] = list(success_interval(wins, eps))
     out.update({
         "switches": len(runs["elastic"]["switch_log"]),
         "reaction_s": max(react) if react else float("nan"),

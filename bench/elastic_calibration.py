@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from benchlib import wilson
+from embodied_stack.sim.train.rollouts import success_interval
 
 #: `full`'s median latency / deadline aimed at: most of its inferences under load are late.
 FULL_AIM = 1.3
@@ -163,7 +163,7 @@ def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rat
         # 2. the smallest must fit with room there
         for level in candidates:
             small = run_probe(smallest, rate, level, probe_size(rate, long_s, 800))
-            late_upper = wilson(round(small.miss_rate * small.n), small.n)[1]
+            late_upper = success_interval(round(small.miss_rate * small.n), small.n)[1]
             if small.p99_ms <= SMALLEST_P99 * deadline_ms and late_upper <= SMALLEST_MISS:
                 full = run_probe("full", rate, level, probe_size(rate, short_s * 2, 60))
                 if full.p50_ms >= FULL_MIN * deadline_ms:
