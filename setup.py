@@ -86,6 +86,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", data("launch/*.py")),
         ("share/" + PACKAGE + "/config", data("config/*.yaml") + data("config/*.json")),
+        ("share/" + PACKAGE + "/config/train", data("config/train/*.yaml")),
     ],
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,

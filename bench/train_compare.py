@@ -86,8 +86,10 @@ def run_trainer_method(method: str, seed: int, args, start: Path, work: Path,
                           loss=method, rl_iterations=its, group_size=8,
                           rl_groups={"tabletop": 4, "driving": 2}, bc_anchor=0.0,
                           rl_lr=args.rl_lr, keypoint_lr_scale=args.rl_keypoint_lr_scale,
-                          rl_epochs=args.rl_epochs,
-                          entropy_target=0.0, **common)
+                          rl_epochs=args.rl_epochs, entropy_target=0.0,
+                          # the comparison's own settings (the trainer's defaults follow the
+                          # default recipe, which differs): no screening, success reward, frontier
+                          rl_screen=1, reward="success", frontier=True, **common)
     train(cfg, out, resume=(out / "checkpoint.pt").exists())
     return out
 

@@ -154,7 +154,9 @@ def test_colcon_build_installs_executables_launch_and_config(tmp_path, symlink_i
     assert (prefix / "share/embodied_stack/package.xml").is_file()
     assert (prefix / "share/ament_index/resource_index/packages/embodied_stack").is_file()
     launch = sorted(p.name for p in (prefix / "share/embodied_stack/launch").glob("*.py"))
-    config = sorted(p.name for p in (prefix / "share/embodied_stack/config").iterdir())
+    config = sorted(p.name for p in (prefix / "share/embodied_stack/config").iterdir() if p.is_file())
+    recipes = sorted(p.name for p in (prefix / "share/embodied_stack/config/train").iterdir())
+    assert recipes == sorted(os.listdir(os.path.join(REPO, "config", "train"))), recipes
     assert launch == sorted(p for p in os.listdir(os.path.join(REPO, "launch")) if p.endswith(".py"))
     assert config == sorted(p for p in os.listdir(os.path.join(REPO, "config"))
                             if p.endswith((".yaml", ".json")))

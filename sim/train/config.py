@@ -6,6 +6,11 @@ Each field is also a command-line flag (``--dagger-iterations 4``; dicts as JSON
 the YAML file ``--config`` reads; a run writes its config to ``<out>/train_config.json``, which
 ``--resume`` reads back.
 
+Recipes: ``config/train/<name>.yaml`` (``--recipe <name>``). ``default`` is the recipe of the
+shipped model, and the dataclass's defaults below equal it (tests/test_recipe.py), so a flag
+changes one thing against the recipe. ``scaled`` shrinks a recipe's amounts of work (steps,
+episodes, iterations) for a smoke run of the same stages.
+
 Seed layout (disjoint by purpose; `embodied-stack eval` tests on 100_000+, never seen here):
 demonstrations from 0, DAgger from 10_000, RL from 20_000, the EntroPIC entropy probe from
 290_000, periodic validation from 300_000. DAgger and RL give each iteration its own block of
@@ -15,7 +20,10 @@ SEEDS_PER_WORLD seeds per world: iteration i, world w starts at base + 1000 i + 
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS
 from embodied_stack.sim.train import losses
@@ -53,6 +61,56 @@ def validation_seeds(n: int) -> range:
     return range(SEED_BASE["val"], SEED_BASE["val"] + n)
 
 
+#: The recipes' folder: config/train in a checkout, share/embodied_stack/config/train installed.
+def recipe_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parents[2]  # the package root (the repository in a checkout)
+    dirs = [here / "config" / "train"]
+    for prefix in {sys.prefix, sys.base_prefix}:
+        dirs.append(Path(prefix) / "share" / "embodied_stack" / "config" / "train")
+    return dirs
+
+
+def recipe_path(recipe: str) -> Path:
+    """A recipe's YAML file: a name of config/train/<name>.yaml, or a path to a YAML file."""
+    if recipe.endswith((".yaml", ".yml")) or os.sep in recipe:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ValueError(f"recipe {recipe!r}: no such file")
+        return path
+    for d in recipe_dirs():
+        if (d / f"{recipe}.yaml").is_file():
+            return d / f"{recipe}.yaml"
+    known = sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.yaml")})
+    raise ValueError(f"recipe {recipe!r} not found; known recipes: {known} (or pass a .yaml path)")
+
+
+#: Amounts of work that ``scaled`` multiplies: counts of steps, episodes and iterations.
+SCALED_FIELDS = ("bc_steps", "dagger_iterations", "dagger_steps", "rl_iterations", "warmup_steps",
+                 "demo_episodes", "dagger_episodes", "rl_groups", "eval_episodes",
+                 "entropy_probe_episodes", "checkpoint_every")
+
+
+def scaled(data: dict, scale: float) -> dict:
+    """A recipe's fields with every amount of work in SCALED_FIELDS times `scale` (0 < scale <=
+    1), each kept >= 1 where the recipe's was >= 1: the same stages and losses, minutes of work
+    (CI runs ``--recipe default --scale 0.01``)."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale={scale} must be in (0, 1]")
+    if scale == 1:
+        return dict(data)
+    defaults = vars(TrainConfig())
+    out = dict(data)
+
+    def shrink(n: int) -> int:
+        return max(1, round(n * scale)) if n >= 1 else n
+
+    for name in SCALED_FIELDS:
+        value = out.get(name, defaults[name])
+        out[name] = ({k: shrink(v) for k, v in value.items()} if isinstance(value, dict)
+                     else shrink(value))
+    return out
+
+
 def _iteration_limit(purpose: str, following: str) -> int:
     """Iterations whose seed blocks fit before the next purpose's seeds."""
     return (SEED_BASE[following] - SEED_BASE[purpose]) // (2 * SEEDS_PER_WORLD)
@@ -63,12 +121,12 @@ class TrainConfig:
     # --- run ---
     stages: tuple = STAGES  #: stages to run, in order (a subset of bc, dagger, rl)
     worlds: tuple = ("tabletop", "driving")  #: worlds trained together (one model serves both)
-    init_from: str = "default"  #: "default" = the shipped model, a model directory, or "" (new)
+    init_from: str = ""  #: "" = a new model; "default" = the shipped model; or a model directory
     #: ElasticVLAConfig fields of the model; with init_from they are overrides, and only
     #: input-preprocessing, training-scaffold and widening fields may change (sim/train/run.py)
     model: dict = field(default_factory=lambda: {
         "depth_encoding": "log", "depth_max_m": 100.0, "aux_dim": 6, "target_keypoint": True,
-        "keypoint_instruction": True,
+        "keypoint_instruction": True, "reference_frame": True,
         # arm: fingertip position and contact; vehicle: speed (no velocities or last commands)
         "proprio_inputs": {"arm": [0, 1, 2, 6], "vehicle": [0]}})
     seed: int = 0  #: seeds every random choice of the run (batches, sampling, DAgger mixture)
@@ -109,7 +167,7 @@ class TrainConfig:
     # --- elastic training (every stage; Nemotron Elastic) ---
     #: which nested submodel is trained alongside the full model at each step (probabilities)
     submodel_probs: dict = field(default_factory=lambda: {"1/2": 0.6, "3/4": 0.2, "1/4": 0.2})
-    elastic_every: int = 1  #: train a sampled submodel every N-th supervised step
+    elastic_every: int = 2  #: train a sampled submodel every N-th supervised step
     kd_weight: float = 1.0  #: weight of KL(full || submodel)
     student_ce_weight: float = 0.5  #: weight of the submodel's own CE (bc, dagger)
     # --- bc ---
@@ -120,14 +178,14 @@ class TrainConfig:
     demo_episodes: dict = field(default_factory=lambda: {"tabletop": 600, "driving": 150})  #: per world
     noise_std: float = 0.3  #: DART noise on executed expert actions
     noisy_share: float = 0.5  #: share of noisy demo episodes
-    bc_steps: int = 1000  #: optimiser steps of the bc stage
+    bc_steps: int = 2000  #: optimiser steps of the bc stage
     # --- dagger ---
     dagger_iterations: int = 6  #: rollout + retrain rounds
     #: learner episodes per world per iteration (driving episodes are ~6x longer)
-    dagger_episodes: dict = field(default_factory=lambda: {"tabletop": 120, "driving": 32})
+    dagger_episodes: dict = field(default_factory=lambda: {"tabletop": 150, "driving": 100})
     dagger_beta: float = 0.3  #: share of expert-executed chunks in the first iteration
     dagger_beta_decay: float = 0.5  #: beta multiplier per iteration
-    dagger_steps: int = 300  #: optimiser steps per iteration, on the whole aggregate
+    dagger_steps: int = 500  #: optimiser steps per iteration, on the whole aggregate
     #: run directories whose DAgger shards join this run's aggregate from the start (a
     #: warm-started run keeps the states earlier runs' learners visited, with their labels)
     dagger_from: tuple = ()
@@ -136,19 +194,19 @@ class TrainConfig:
     loss: str = "adpo+entropic"  #: grpo | adpo | entropic | adpo+entropic (sim/train/losses.py)
     group_size: int = 8  #: G rollouts per initial state
     #: initial states (seeds) per world per iteration
-    rl_groups: dict = field(default_factory=lambda: {"tabletop": 8, "driving": 4})
+    rl_groups: dict = field(default_factory=lambda: {"tabletop": 24, "driving": 8})
     #: screening: try rl_screen x rl_groups seeds once with the greedy policy and give the groups
     #: to the seeds it failed first (then the rest, in seed order), so fewer groups are
     #: all-success and carry no signal; 1 = no screening
-    rl_screen: int = 1
-    rl_lr: float = 2e-5  #: learning rate of the rl stage (constant)
+    rl_screen: int = 10
+    rl_lr: float = 3e-5  #: learning rate of the rl stage (constant)
     rl_epochs: int = 2  #: passes over each iteration's rollouts
     rl_minibatch: int = 128  #: decisions per gradient step
     #: per rollout: "success" (1/0), "return" (the world's shaped episode return), or
     #: "success+return" (success + 0.1 * return: dense, success-led)
-    reward: str = "success"
+    reward: str = "success+return"
     pseudo_reward: bool = False  #: ADPO without ground truth: reward = agrees with majority
-    frontier: bool = True  #: ADPO: drop groups whose majority share is outside [0.3, 0.8]
+    frontier: bool = False  #: ADPO: drop groups whose majority share is outside [0.3, 0.8]
     #: EntroPIC target token entropy (nats); 0 = the entropy of the policy the rl stage starts
     #: from (as the controller measures it, on its first update); < 0 disables
     entropy_target: float = 0.0
@@ -165,7 +223,7 @@ class TrainConfig:
     entropy_measure: str = "probe"
     #: probe episodes per world ("probe" measure)
     entropy_probe_episodes: dict = field(default_factory=lambda: {"tabletop": 8, "driving": 4})
-    bc_anchor: float = 0.1  #: weight of CE on the DAgger aggregate during rl (0 = pure RL)
+    bc_anchor: float = 0.5  #: weight of CE on the DAgger aggregate during rl (0 = pure RL)
     # --- evaluation and bookkeeping ---
     eval_episodes: int = 40  #: validation episodes per world after each iteration (0 = none)
     eval_submodels: tuple = ("full", "1/2")  #: submodels validated
@@ -272,10 +330,15 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path, **overrides) -> "TrainConfig":
         """The fields in a YAML file, then `overrides` (the command line's flags)."""
-        import yaml
+        return cls.from_dict({**read_yaml(path), **overrides}, source=str(path))
 
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
-        return cls.from_dict({**data, **overrides}, source=str(path))
+
+def read_yaml(path) -> dict:
+    """A YAML file's mapping of TrainConfig fields (not yet checked)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
+    return data

@@ -107,6 +107,27 @@ def stage_description(cfg: dict, stage: str) -> str:
   {cfg['bc_anchor']}, the sampled submodel following the full model by forward KL."""
 
 
+#: TrainConfig fields that choose where a run computes, not what it learns.
+PLACEMENT_FIELDS = ("threads", "device", "workers", "ray_address", "ray_workers")
+
+
+def matching_recipe(cfg: dict) -> str | None:
+    """The name of the recipe in config/train that the run's configuration equals, field for
+    field apart from PLACEMENT_FIELDS; None if none does."""
+    from embodied_stack.sim.train.config import TrainConfig, read_yaml, recipe_dirs
+
+    def learned(data: dict) -> dict:
+        fields = vars(TrainConfig.from_dict(data))
+        return {k: v for k, v in fields.items() if k not in PLACEMENT_FIELDS}
+
+    run = learned(cfg)
+    for d in recipe_dirs():
+        for path in sorted(d.glob("*.yaml")) if d.is_dir() else ():
+            if learned(read_yaml(path)) == run:
+                return path.stem
+    return None
+
+
 def model_card(to: Path, cfg: dict, ev: dict, run_info: dict, note: str) -> str:
     from embodied_stack.models.policy.elastic_vla import ElasticVLAConfig
 
@@ -128,6 +149,13 @@ def model_card(to: Path, cfg: dict, ev: dict, run_info: dict, note: str) -> str:
     reference = (" and the task's first frame (`reference_frame`: the first frame after the "
                  "instruction, its memory of where the task started)" if mc.reference_frame else "")
     stages = " -> ".join(cfg["stages"])
+    recipe = matching_recipe(cfg)
+    recipe_line = (f"From nothing but the repository, by the recipe `config/train/{recipe}.yaml`: "
+                   f"`embodied-stack train --recipe {recipe} --out runs/{recipe}` (this run: "
+                   f"`{run_info.get('command', '?')}`, with the recipe's every field)" if recipe else
+                   f"`{run_info.get('command', '?')}`")
+    trained = (f"{run_info['wall_s'] / 60:.0f} minutes of training on {run_info.get('machine', '?')}"
+               if "wall_s" in run_info else "wall time not recorded")
     stage_lines = "\n".join(stage_description(cfg, stage) for stage in cfg["stages"])
     return f"""# Model card: ElasticVLA default policy (`models/default_vla`)
 
@@ -141,7 +169,7 @@ proprioception (no episode clock). Output: a chunk of {mc.chunk_length} actions 
 {mc.action_bins} bins, in one forward pass. Nested elastic submodels full, 3/4, 1/2, 1/4.
 
 **Intended use**: the simulation demo, tests, and a warm start for your own fine-tuning
-(`embodied-stack train --init-from models/default_vla ...`). It was trained only in these
+(`embodied-stack train --init-from default ...`). It was trained only in these
 simulated worlds; it is not a policy for a real robot.
 
 ## Results on unseen seeds
@@ -167,8 +195,9 @@ a new model, then `python bench/doc_tables.py` fills this table):
 
 ## How it was trained
 
-Recipe: `{run_info.get('command', '?')}` (code: commit {run_info.get('commit', '?')}).
-Stages {stages}; the full configuration is `train_config.json` beside this card.
+{recipe_line} (code: commit {run_info.get('commit', '?')}), {trained}.
+Stages {stages}; every field of the run is in `train_config.json` beside this card, and
+`run_info.json` holds the command, the machine and the wall time.
 {note}
 
 {stage_lines}
@@ -203,7 +232,7 @@ def main(argv=None) -> None:
 
     model = load_default_policy(run / "model")
     to.mkdir(parents=True, exist_ok=True)
-    for stale in ("README.md", "eval.json", "curves.png", "training_log.json"):
+    for stale in ("README.md", "eval.json", "curves.png", "training_log.json", "run_info.json"):
         (to / stale).unlink(missing_ok=True)
     model.save_pretrained(to)
     shutil.copyfile(run / "train_config.json", to / "train_config.json")
@@ -217,6 +246,8 @@ def main(argv=None) -> None:
     atomic_write_json(to / "eval.json", ev)
     info_path = run / "run_info.json"
     run_info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    if run_info:
+        atomic_write_json(to / "run_info.json", run_info)
     cfg = json.loads((to / "train_config.json").read_text())
     atomic_write_bytes(to / "README.md", model_card(to, cfg, ev, run_info, args.note).encode())
     print(f"exported {run} -> {to} (model card {to / 'README.md'})")

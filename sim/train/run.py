@@ -2,7 +2,7 @@
 saved one), the optimiser and random streams, checkpoints, the log and TensorBoard.
 
     <out>/train_config.json   the TrainConfig (``--resume`` reads it back)
-    <out>/run_info.json       the command and the code's commit
+    <out>/run_info.json       the command, the code's commit and, when done, the wall time
     <out>/checkpoint.pt       model, optimizer, RNG states, EntroPIC integral, stage progress, log
     <out>/demos/, dagger/     demonstrations and DAgger shards (sim/train/demos.py)
     <out>/tb/                 TensorBoard
@@ -149,6 +149,14 @@ def _git_commit() -> str:
         return "unknown (not a git checkout)"
 
 
+def machine_description(device: str) -> str:
+    """Where a run trains, for its record: the CPU (model name and usable cores) and the device."""
+    from embodied_stack.control.elastic.latency_table import device_key
+
+    cpu = device_key("cpu").removeprefix("cpu:")
+    return cpu if not device.startswith("cuda") else f"{cpu}, {device_key(device).removeprefix('cuda:')}"
+
+
 class Run:
     """The run directory and everything a checkpoint restores (see the module docstring), and
     the rollouts the stages step (``make_rollouts``, started on first use)."""
@@ -192,12 +200,32 @@ class Run:
                 argv = argv[1:]
             atomic_write_json(self.out / "run_info.json", {
                 "command": "embodied-stack train " + shlex.join(argv),
-                "commit": _git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+                "commit": _git_commit(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "machine": machine_description(cfg.device)})
         self.buffer = StateBuffer(self.model, cfg.device)
         self._tb = None
+        # Training wall time over every session of the run (kept in the checkpoint's progress);
+        # wall_before: the sessions before this one.
+        self._clock = time.monotonic()
+        self.wall_before = float(self.progress.get("wall_s", self._wall_until_checkpoint()))
+
+    def _wall_until_checkpoint(self) -> float:
+        """A checkpoint written before progress kept wall_s: from the run's start to it."""
+        info = self.out / "run_info.json"
+        if not (self.resumed and info.exists()):
+            return 0.0
+        started = time.mktime(time.strptime(json.loads(info.read_text())["started"],
+                                            "%Y-%m-%d %H:%M:%S"))
+        return max(0.0, self.ckpt_path.stat().st_mtime - started)
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds this run has trained, over all its sessions (resumes)."""
+        return self.wall_before + time.monotonic() - self._clock
 
     # --- checkpoints ---
     def save(self) -> None:
+        self.progress["wall_s"] = round(self.wall_s, 1)
         state = {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),

@@ -1,10 +1,14 @@
 """`embodied-stack train`: behaviour cloning -> DAgger -> group RL (GRPO / ADPO / EntroPIC) of
 the ElasticVLA in the simulation worlds, elastic-aware, resumable.
 
-    embodied-stack train --out runs/default                     # all stages, defaults below
-    embodied-stack train --out runs/default --config my.yaml    # a YAML file of TrainConfig fields
-    embodied-stack train --out runs/default --resume            # continue a killed run
+    embodied-stack train --recipe default --out runs/default   # the shipped model, from scratch
+    embodied-stack train --recipe default --scale 0.01 --out runs/smoke   # the same, minutes
+    embodied-stack train --recipe my.yaml --out runs/mine      # a YAML file of TrainConfig fields
+    embodied-stack train --out runs/default --resume           # continue a killed run
     embodied-stack train --out runs/x --stages rl --init-from runs/default/model --loss grpo
+
+TrainConfig's defaults are the ``default`` recipe (config/train/default.yaml), so ``--recipe
+default`` and no recipe train the same; flags override the recipe field by field.
 
 The stages, in order (each optional, ``--stages``):
 1. ``bc``: cross-entropy on expert demonstrations (DART noise, look-ahead chunk labels), plus
@@ -43,10 +47,11 @@ import sys
 import time
 from pathlib import Path
 
+from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy.elastic_vla import ElasticVLA
-from embodied_stack.sim.train.config import TrainConfig
+from embodied_stack.sim.train.config import TrainConfig, read_yaml, recipe_path, scaled
 from embodied_stack.sim.train.rl import stage_rl
-from embodied_stack.sim.train.run import Run
+from embodied_stack.sim.train.run import Run, machine_description
 from embodied_stack.sim.train.supervised import load_dagger_shards, load_demos, stage_bc, stage_dagger
 
 STAGE_FUNCTIONS = {"bc": stage_bc, "dagger": stage_dagger, "rl": stage_rl}
@@ -56,9 +61,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Ela
     """Run (or, with `resume`, continue) the configured stages in `out`; the trained model."""
     run = Run(cfg, out, resume)
     start = time.time()
+    finished_before = run.progress["stage"] == "done"
     try:
         stages = list(cfg.stages)
-        first = stages.index(run.progress["stage"]) if run.progress["stage"] in stages else 0
+        if finished_before:  # a finished run resumed: nothing left to train
+            first = len(stages)
+        else:
+            first = stages.index(run.progress["stage"]) if run.progress["stage"] in stages else 0
         for stage in stages[first:]:
             if run.progress["stage"] != stage:
                 run.progress.update(stage=stage, step=0, iteration=0)
@@ -73,15 +82,25 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Ela
             STAGE_FUNCTIONS[stage](run)
             # Each stage's result, for comparisons (bench/train_compare.py) and fallbacks.
             run.model.save_pretrained(run.out / f"model_after_{stage}")
-        run.progress["stage"] = "done"
-        run.save()
+        if not finished_before:
+            run.progress["stage"] = "done"
+            run.save()
     finally:
         run.close()
     run.model.set_submodel("full")
     run.model.to("cpu")
     run.model.save_pretrained(run.out / "model")
     minutes = (time.time() - start) / 60
-    print(f"done in {minutes:.1f} min; model in {run.out / 'model'}")
+    info_path = run.out / "run_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    # The training time over every session of the run, up to its last checkpoint.
+    wall_s = run.wall_before if finished_before else run.progress["wall_s"]
+    if not finished_before or "wall_s" not in info:
+        info.update(finished=time.strftime("%Y-%m-%d %H:%M:%S"), wall_s=round(wall_s, 1))
+        info.setdefault("machine", machine_description(cfg.device))  # (runs begun before it was kept)
+        atomic_write_json(info_path, info)
+    print(f"done in {minutes:.1f} min ({wall_s / 60:.1f} min over all sessions of the run); "
+          f"model in {run.out / 'model'}")
     return run.model
 
 
@@ -98,7 +117,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="embodied-stack train",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="run directory")
-    parser.add_argument("--config", help="YAML file of TrainConfig fields")
+    parser.add_argument("--recipe", help="a recipe: the name of config/train/<name>.yaml "
+                        "('default' made the shipped model) or a YAML file of TrainConfig fields")
+    parser.add_argument("--config", help="YAML file of TrainConfig fields (as --recipe FILE)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="times every amount of work of the recipe (steps, episodes, "
+                        "iterations; each >= 1): a smoke run of the same stages, e.g. 0.01")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint")
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -117,13 +141,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     overrides = {n: getattr(args, n) for n in fields if getattr(args, n, None) is not None}
     out = Path(args.out)
-    if args.resume and (out / "train_config.json").exists():
-        saved = json.loads((out / "train_config.json").read_text())
-        cfg = TrainConfig.from_dict({**saved, **overrides}, source=str(out / "train_config.json"))
-    elif args.config:
-        cfg = TrainConfig.from_yaml(args.config, **overrides)
-    else:
-        cfg = TrainConfig(**overrides)
+    if args.recipe and args.config:
+        parser.error("--recipe and --config both name a recipe: pass one")
+    try:
+        if args.resume and (out / "train_config.json").exists():
+            saved = json.loads((out / "train_config.json").read_text())
+            cfg = TrainConfig.from_dict({**saved, **overrides}, source=str(out / "train_config.json"))
+        else:
+            source = args.recipe or args.config
+            path = recipe_path(source) if source else None
+            data = read_yaml(path) if path else {}
+            cfg = TrainConfig.from_dict({**scaled(data, args.scale), **overrides},
+                                        source=str(path or "flags"))
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         train(cfg, out, resume=args.resume)
     except KeyboardInterrupt:

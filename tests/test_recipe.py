@@ -1,0 +1,99 @@
+"""The training recipe (config/train/default.yaml): it is TrainConfig's defaults, it is found by
+name, and it runs end to end through `embodied-stack train --recipe default` at a tiny scale."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from embodied_stack.sim.train.config import SCALED_FIELDS, TrainConfig, read_yaml, recipe_path, scaled
+
+
+def test_trainer_defaults_are_the_default_recipe():
+    recipe = TrainConfig.from_yaml(recipe_path("default"))
+    defaults = TrainConfig()
+    differ = {f: (getattr(recipe, f), getattr(defaults, f)) for f in recipe.__dataclass_fields__
+              if getattr(recipe, f) != getattr(defaults, f)}
+    assert not differ, f"config/train/default.yaml and TrainConfig's defaults differ: {differ}"
+
+
+def test_default_recipe_trains_a_new_model_with_the_shipped_architecture():
+    from embodied_stack.models.policy import DEFAULT_MODEL_DIR
+    from embodied_stack.models.policy.elastic_vla import ElasticVLAConfig
+
+    recipe = read_yaml(recipe_path("default"))
+    assert recipe["init_from"] == "", "the recipe must not warm-start from another run"
+    assert not recipe.get("dagger_from"), "the recipe must not import another run's data"
+    shipped = ElasticVLAConfig.load(DEFAULT_MODEL_DIR / "config.json")
+    for key, value in recipe["model"].items():
+        assert getattr(shipped, key) == value, (key, getattr(shipped, key), value)
+
+
+def test_recipe_lookup_errors_name_the_known_recipes(tmp_path):
+    with pytest.raises(ValueError, match=r"recipe 'nope' not found; known recipes: \[.*'default'"):
+        recipe_path("nope")
+    with pytest.raises(ValueError, match="no such file"):
+        recipe_path(str(tmp_path / "missing.yaml"))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("bc_steps: 7\n")
+    assert TrainConfig.from_yaml(recipe_path(str(mine))).bc_steps == 7
+
+
+def test_scaled_shrinks_every_amount_of_work_and_keeps_the_rest():
+    recipe = read_yaml(recipe_path("default"))
+    small = scaled(recipe, 0.01)
+    cfg, full = TrainConfig.from_dict(small), TrainConfig.from_dict(recipe)
+    for name in SCALED_FIELDS:
+        value, big = getattr(cfg, name), getattr(full, name)
+        if isinstance(value, dict):
+            assert all(1 <= value[k] <= max(1, big[k]) for k in big), (name, value)
+        else:
+            assert 1 <= value <= max(1, big), (name, value)
+    assert cfg.bc_steps == 20 and full.bc_steps == 2000
+    for name in recipe:
+        if name not in SCALED_FIELDS:
+            assert getattr(cfg, name) == getattr(full, name), name
+    assert scaled(recipe, 1.0) == recipe
+    for bad in (0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=rf"scale={bad} must be in \(0, 1\]"):
+            scaled(recipe, bad)
+
+
+@pytest.mark.slow
+def test_recipe_runs_at_a_tiny_scale_through_the_training_command(tmp_path):
+    """What CI runs: the shipped model's recipe, every stage, the real model size, 1% of the
+    work, through the command a user types."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "embodied_stack.nodes.cli", "train", "--recipe", "default",
+           "--scale", "0.01", "--out", str(out), "--threads", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    saved = json.loads((out / "train_config.json").read_text())
+    expected = TrainConfig.from_dict({**scaled(read_yaml(recipe_path("default")), 0.01),
+                                      "threads": 2})
+    assert TrainConfig.from_dict(saved) == expected
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["command"].startswith("embodied-stack train --recipe default --scale 0.01")
+    assert info["wall_s"] > 0 and info["finished"]
+    from embodied_stack.models.policy import load_default_policy
+
+    model = load_default_policy(out / "model")
+    assert model.config.reference_frame and model.config.target_keypoint
+    for stage in ("bc", "dagger", "rl"):
+        assert (out / f"model_after_{stage}" / "model.safetensors").is_file(), stage
+    # Resuming a finished run trains nothing more and keeps its weights and wall time.
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    again = subprocess.run([sys.executable, "-m", "embodied_stack.nodes.cli", "train", "--out",
+                            str(out), "--resume"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "bc:" not in again.stderr and "demos" not in again.stderr
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    assert json.loads((out / "run_info.json").read_text())["wall_s"] == info["wall_s"]
+    # Bad input: a clear error, nothing written.
+    bad = subprocess.run([sys.executable, "-m", "embodied_stack.nodes.cli", "train", "--recipe",
+                          "nope", "--out", str(tmp_path / "bad")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "known recipes" in bad.stderr
+    assert not (tmp_path / "bad").exists()
