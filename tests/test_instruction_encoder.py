@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from embodied_stack.models.policy.elastic_vla import instruction_encoder as ie
-from embodied_stack.models.policy.elastic_vla.instruction_encoder import (
-    InstructionEncoder, normalize_instruction)
+from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder, normalize_instruction
 
 
 class CountingBackend:

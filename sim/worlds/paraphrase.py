@@ -308,9 +308,8 @@ def task_prototypes(world: str, objects: str = "primitives") -> dict[str, list[s
         return {task: list(texts) for task, texts in INSTRUCTIONS.items()}
     if world == "tabletop":
         from embodied_stack.sim.worlds import procedural_objects
-        from embodied_stack.sim.worlds.tabletop import (
-            CLASS_NAMES, COLOR_NAMES, DIRECTION_PHRASES as GRAMMAR_DIRECTIONS, FAMILY_NOUNS,
-            make_instruction)
+        from embodied_stack.sim.worlds.tabletop import CLASS_NAMES, COLOR_NAMES, FAMILY_NOUNS, make_instruction
+        from embodied_stack.sim.worlds.tabletop import DIRECTION_PHRASES as GRAMMAR_DIRECTIONS
 
         nouns: list[str | None] = (
             [FAMILY_NOUNS.get(f, f) for f in procedural_objects.FAMILIES]
