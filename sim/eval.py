@@ -188,6 +188,12 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_default_policy(args.model or None)
+    for world in args.worlds:
+        body = world_spec(world).embodiment.name
+        if body not in model.config.embodiments:
+            parser.error(f"the model acts for embodiments {sorted(model.config.embodiments)}, not "
+                         f"{body!r} of world {world!r}: give --model a model trained for it "
+                         f"(embodied-stack train --worlds {world} --init-from '')")
     from embodied_stack.sim.train.rollouts import Execution
 
     mode = ExecutionMode(model.config.chunk_length, args.refill_at, args.execute_steps)

@@ -48,7 +48,7 @@ def _import_gymnasium_mujoco() -> None:
     from embodied_stack.sim.worlds.base import select_gl_backend
 
     select_gl_backend()
-    if importlib.util.find_spec("imageio") is None and "imageio" not in sys.modules:
+    if "imageio" not in sys.modules and importlib.util.find_spec("imageio") is None:
         stub = types.ModuleType("imageio")
 
         def imwrite(*args, **kwargs):

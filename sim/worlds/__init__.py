@@ -57,3 +57,14 @@ ACTION_NAMES: Mapping[str, list[str]] = _RegistryView(lambda s: list(s.embodimen
 def control_rate_hz(world: str) -> int:
     """Control steps (and camera frames) per second of a world."""
     return int(world_spec(world).control_rate_hz)
+
+
+def default_proprio_names(embodiment: str) -> list[str]:
+    """The proprio layout of the first registered world acting with `embodiment` (the policy
+    node's default when its proprio_names parameter is unset); ValueError when none does."""
+    for world in registered_worlds():
+        spec = world_spec(world)
+        if spec.embodiment.name == embodiment:
+            return spec.proprio_layout
+    raise ValueError(f"no registered world acts with embodiment {embodiment!r}: set the "
+                     "policy node's proprio_names")
