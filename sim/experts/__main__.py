@@ -38,10 +38,10 @@ for world in args.worlds:
     print(f"{world}: expert success {np.sum(successes)}/{len(successes)} "
           f"(seeds {args.first_seed}..{args.first_seed + args.episodes - 1})")
 if args.json:
-    from embodied_stack.models.files import atomic_write_json
-
     import shlex
     import sys
+
+    from embodied_stack.models.files import atomic_write_json
 
     atomic_write_json(args.json, {"command": shlex.join(["python", "-m", "embodied_stack.sim.experts",
                                                          *sys.argv[1:]]), "worlds": results})
