@@ -6,7 +6,6 @@ an episode through the wrappers (time limit inside a chunk), and the third-party
 import importlib.metadata
 import json
 import os
-import textwrap
 
 import gymnasium as gym
 import numpy as np
@@ -21,9 +20,9 @@ from embodied_stack.sim.worlds import (
     control_rate_hz,
     make_world,
     registered_worlds,
+    registry,
     world_spec,
 )
-from embodied_stack.sim.worlds import registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REACHER = os.path.join(REPO, "examples", "worlds", "reacher.py")
@@ -285,11 +284,11 @@ def test_reacher_adapter_gives_the_minimum_and_more(reacher):
         again, _ = env.reset(seed=7)  # a seed fixes the start
         assert np.array_equal(obs["rgb"], again["rgb"]) and np.array_equal(obs["proprio"], again["proprio"])
         # Gymnasium's own 50-step limit is off; the spec's applies through the wrapper.
-        for step in range(1, 100):
+        steps, terminated, truncated = 0, False, False
+        while not (terminated or truncated) and steps < 100:
             _, _, terminated, truncated, info = env.step(np.zeros(2, np.float32))
-            if terminated or truncated:
-                break
-        assert truncated and step == reacher.episode_limit
+            steps += 1
+        assert truncated and steps == reacher.episode_limit
     finally:
         env.close()
 
