@@ -247,7 +247,9 @@ class Controllers(NamedTuple):
 
     def scale(self, kind: str) -> ArmScale | VehicleScale | JointScale:
         """The command scaling of a layout (arm, vehicle, joints)."""
-        return {"arm": self.arm_scale, "vehicle": self.vehicle_scale}.get(kind, self.joint_scale)
+        if kind == "arm":
+            return self.arm_scale
+        return self.vehicle_scale if kind == "vehicle" else self.joint_scale
 
     @classmethod
     def of(cls, c: PolicyLoopConfig) -> Controllers:
