@@ -30,9 +30,11 @@ class _RegistryView(Mapping):
         self._read = read
 
     def __getitem__(self, world: str):
-        if world not in registered_worlds():
-            raise KeyError(world)
-        return self._read(world_spec(world))
+        try:
+            spec = world_spec(world)  # (fast for a registered world: no plugin scan)
+        except ValueError:
+            raise KeyError(world) from None
+        return self._read(spec)
 
     def __iter__(self) -> Iterator[str]:
         return iter(registered_worlds())
