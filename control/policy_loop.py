@@ -108,6 +108,9 @@ class PolicyLoopConfig:
                                    "action scaled to joint_low..joint_high)", fixed=True)
     joint_low: tuple = setting((-1.0,), "joints: the command at action -1, per dim", fixed=True)
     joint_high: tuple = setting((1.0,), "joints: the command at action +1, per dim", fixed=True)
+    joint_gripper: int = setting(-1, "joints: the gripper channel's index (-1 = none): also "
+                                     "published on gripper_command (std_msgs/Float64), and held "
+                                     "at its last command by every stop", -1, 63, fixed=True)
     use_depth: bool = setting(True, "feed depth to the backend and require it", fixed=True)
     require_proprio: bool = setting(True, "stop when joint_states (and odom for a vehicle) go "
                                           "stale, like the camera", fixed=True)
@@ -225,6 +228,7 @@ class PolicyLoopConfig:
     def safety_config(self) -> SafetyConfig:
         default_linear = self.max_ee_speed if self.kind != "vehicle" else self.max_speed
         return SafetyConfig(kind=self.kind, joint_dims=self.action_dims,
+                            gripper=self.joint_gripper if self.kind == "joints" else -1,
                             stale_after_s=self.stale_after_s,
                             max_future_s=self.max_clock_skew_s,
                             max_linear=self.max_linear or default_linear,

@@ -30,6 +30,7 @@ class SafetyConfig:
 
     kind: str = "arm"
     joint_dims: int = 1  #: joints: command entries
+    gripper: int = -1  #: joints: the gripper channel (-1: none); a stop holds its last command
     # --- staleness ---
     stale_after_s: float = 0.5  #: an input older than this is stale
     #: clock-skew tolerance: an input stamped further than this ahead of the node's clock
@@ -47,8 +48,9 @@ class SafetyConfig:
     def __post_init__(self):
         if self.kind not in ("arm", "vehicle", "joints"):
             raise ValueError(f"kind {self.kind!r} not in ('arm', 'vehicle', 'joints')")
-        if self.joint_dims < 1:
-            raise ValueError(f"joint_dims={self.joint_dims} must be >= 1")
+        if self.joint_dims < 1 or not -1 <= self.gripper < self.joint_dims:
+            raise ValueError(f"joint_dims={self.joint_dims} must be >= 1 and gripper={self.gripper} "
+                             f"in [-1, {self.joint_dims})")
         for name in ("stale_after_s", "max_future_s", "max_linear", "max_angular", "decel_mps2",
                      "jerk_mps3"):
             if not getattr(self, name) > 0:
@@ -162,6 +164,8 @@ class SafetySupervisor:
             self._ramp = self._ramp or _Ramp(0.0, 0.0, 0.0, zero_since=now)
             assert self._ramp.zero_since is not None  # (an arm's stop is zero from its first tick)
             zero = np.zeros(3 if cfg.kind == "arm" else cfg.joint_dims)
+            if cfg.kind == "joints" and cfg.gripper >= 0 and self._last_out is not None:
+                zero[cfg.gripper] = self._last_out[cfg.gripper]  # (a gripper never opens by itself)
             return self._hold_or_quiet(now, zero, self._ramp.zero_since)
         if self._ramp is None:
             v0, w0 = (self._last_out if self._last_out is not None else np.zeros(2))

@@ -117,7 +117,8 @@ def world_policy_parameters(world: str) -> dict:
     if body.command_kind != "joints":
         return {}
     return {"command": "joints", "joint_low": list(body.low), "joint_high": list(body.high),
-            "proprio_names": spec.proprio_layout, "control_rate_hz": float(spec.control_rate_hz)}
+            "proprio_names": spec.proprio_layout, "control_rate_hz": float(spec.control_rate_hz),
+            **({"joint_gripper": body.gripper} if body.gripper is not None else {})}
 
 
 def yaml_parameters(path: str, node_name: str, namespace: str = "") -> dict:

@@ -9,7 +9,8 @@ transient-local), `estop` (std_msgs/Bool, transient-local, latched).
 Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped, or Twist
 with `cmd_vel_stamped:=false`, vehicle), or with `command:=joints` (a world spec's embodiment,
 docs/worlds.md) `joint_commands` (std_msgs/Float64MultiArray, the action scaled to
-joint_low..joint_high); twists stamped with their publish time (MoveIt Servo and
+joint_low..joint_high; a `joint_gripper` channel also on `gripper_command`, std_msgs/Float64,
+held at its last command by every stop); twists stamped with their publish time (MoveIt Servo and
 twist muxes judge freshness by it); `~/command_source` (std_msgs/Header: the stamp of the
 observation each command answers, published with it); `plan` (nav_msgs/Path) and
 `target_point` (PointStamped) when the backend gives them; `~/inference`
@@ -43,7 +44,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, JointState
-from std_msgs.msg import Bool, Header, String
+from std_msgs.msg import Bool, Float64, Header, String
 
 from embodied_stack.control.input_sync import LatestSlot
 from embodied_stack.control.latency import AddedLatency, DelayedPolicy
@@ -68,6 +69,7 @@ from embodied_stack.nodes.conversions import (
     status_name,
 )
 from embodied_stack.nodes.params import LATCHED, QOS_NAMES, declare_settings, read_only, rejection_kind, sensor_qos
+from embodied_stack.sim.worlds import PROPRIO_NAMES_OF_EMBODIMENT as DEFAULT_PROPRIO_NAMES  # noqa: F401
 from embodied_stack.sim.worlds import default_proprio_names
 
 #: The parameters that are PolicyLoopConfig settings (declared from it).
@@ -128,6 +130,8 @@ class PolicyNode(Node):
         if self.policy.wants_expert_feed:  # the sim-only expert relay (models/policy/expert_relay)
             sub(TwistStamped, "sim/expert_action", self._on_expert, 10)
         self.cmd_pub = self.create_publisher(*command_topic(config.kind, g("cmd_vel_stamped")), 10)
+        self.gripper_pub = (self.create_publisher(Float64, "gripper_command", 10)
+                            if config.joint_gripper >= 0 else None)
         self.source_pub = self.create_publisher(Header, "~/command_source", 10)
         self.plan_pub = self.create_publisher(Path, "plan", 10)
         self.point_pub = self.create_publisher(PointStamped, "target_point", 10)
@@ -303,6 +307,8 @@ class PolicyNode(Node):
         # Stamped with the publish time; the observation it answers goes to ~/command_source.
         self.cmd_pub.publish(command_msg(step.command, self.loop.config.kind, self.cmd_pub.msg_type is TwistStamped,
                                          self.get_clock().now().to_msg(), self.frame))
+        if self.gripper_pub is not None:  # (a joints layout's gripper channel, also apart)
+            self.gripper_pub.publish(Float64(data=float(step.command[self.loop.config.joint_gripper])))
         if step.answers is not None:  # (None: a safety stop, which answers no observation)
             self.source_pub.publish(Header(stamp=step.answers_header or seconds_to_stamp(step.answers),
                                            frame_id="camera_color_optical_frame"))

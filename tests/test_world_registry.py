@@ -379,3 +379,22 @@ def test_launch_gives_a_joints_world_its_layout(reacher):
     extra = policy.parameters[-1]
     assert extra["command"] == "joints" and extra["joint_low"] == [-1.0, -1.0]
     assert extra["proprio_names"][-2:] == ["tip_x", "tip_y"] and extra["control_rate_hz"] == 25.0
+
+
+def test_a_stop_holds_the_gripper_and_zeroes_the_joints():
+    """A joints layout with a gripper channel: healthy commands pass; a stale input stops the
+    joints (zeros) while the gripper keeps its last command."""
+    from embodied_stack.control.policy_loop import PolicyLoopConfig
+    from embodied_stack.control.safety import SafetySupervisor
+
+    config = PolicyLoopConfig(embodiment="pincher", command="joints", joint_low=(-1, -1, 0),
+                              joint_high=(1, 1, 0.08), joint_gripper=2)
+    safety = SafetySupervisor(config.safety_config())
+    safety.watch("camera", 0.0)
+    out, faults = safety.filter(0.1, np.array([0.5, -0.5, 0.03]))
+    assert not faults and np.allclose(out, [0.5, -0.5, 0.03])
+    out, faults = safety.filter(1.0, np.array([0.5, -0.5, 0.0]))  # the camera went stale
+    assert "stale:camera" in faults and np.allclose(out, [0.0, 0.0, 0.03])
+    with pytest.raises(ValueError, match="gripper=3"):
+        PolicyLoopConfig(embodiment="pincher", command="joints", joint_low=(-1,) * 3,
+                         joint_high=(1,) * 3, joint_gripper=3)

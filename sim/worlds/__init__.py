@@ -70,3 +70,23 @@ def default_proprio_names(embodiment: str) -> list[str]:
             return spec.proprio_layout
     raise ValueError(f"no registered world acts with embodiment {embodiment!r}: set the "
                      "policy node's proprio_names")
+
+
+class _ProprioOfEmbodiment(Mapping):
+    """embodiment -> default_proprio_names(embodiment), over the registered worlds."""
+
+    def __getitem__(self, embodiment: str) -> list[str]:
+        try:
+            return default_proprio_names(embodiment)
+        except ValueError:
+            raise KeyError(embodiment) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted({world_spec(w).embodiment.name for w in registered_worlds()}))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+#: Default proprio layouts by embodiment (the policy node's, when proprio_names is unset).
+PROPRIO_NAMES_OF_EMBODIMENT: Mapping[str, list[str]] = _ProprioOfEmbodiment()

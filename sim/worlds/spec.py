@@ -47,7 +47,8 @@ PROPRIO_DIM = 8
 #: (geometry_msgs/TwistStamped); ``vehicle_cmd_vel``: [steer, accel] through the bicycle model
 #: to cmd_vel (geometry_msgs/Twist); ``joints``: the action scaled to [low, high] per dim on
 #: ``joint_commands`` (std_msgs/Float64MultiArray, one entry per action name), a gripper
-#: channel apart on ``gripper_command`` (std_msgs/Float64).
+#: channel also on ``gripper_command`` (std_msgs/Float64), held at its last command by every
+#: stop (e-stop, stale input, command timeout): a gripper never opens by itself.
 ROS_COMMANDS = ("arm_twist", "vehicle_cmd_vel", "joints")
 #: TrainConfig fields a spec's ``train_defaults`` may set for its world (per-world counts).
 TRAIN_DEFAULT_KEYS = ("demo_episodes", "dagger_episodes", "rl_groups", "entropy_probe_episodes",
