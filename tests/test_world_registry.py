@@ -152,7 +152,8 @@ def test_builtin_worlds_are_registrations_with_the_old_tables():
     assert PROPRIO_NAMES["tabletop"] == ["ee_x", "ee_y", "ee_z", "ee_vx", "ee_vy", "ee_vz",
                                          "contact", "unused_7"]
     assert PROPRIO_NAMES["driving"][:4] == ["speed", "steer", "yaw_rate", "accel"]
-    assert ACTION_NAMES == {"tabletop": ["ee_vx", "ee_vy", "ee_vz"], "driving": ["steer", "accel"]}
+    assert ACTION_NAMES["tabletop"] == ["ee_vx", "ee_vy", "ee_vz"]
+    assert ACTION_NAMES["driving"] == ["steer", "accel"]
     assert control_rate_hz("tabletop") == control_rate_hz("driving") == 10
     assert "nowhere" not in EMBODIMENT_OF_WORLD
 
@@ -391,6 +392,7 @@ def test_a_stop_holds_the_gripper_and_zeroes_the_joints():
                               joint_high=(1, 1, 0.08), joint_gripper=2)
     safety = SafetySupervisor(config.safety_config())
     safety.watch("camera", 0.0)
+    assert safety.note_input("camera", 0.1, 0.1) is None
     out, faults = safety.filter(0.1, np.array([0.5, -0.5, 0.03]))
     assert not faults and np.allclose(out, [0.5, -0.5, 0.03])
     out, faults = safety.filter(1.0, np.array([0.5, -0.5, 0.0]))  # the camera went stale
