@@ -400,3 +400,28 @@ def test_a_stop_holds_the_gripper_and_zeroes_the_joints():
     with pytest.raises(ValueError, match="gripper=3"):
         PolicyLoopConfig(embodiment="pincher", command="joints", joint_low=(-1,) * 3,
                          joint_high=(1,) * 3, joint_gripper=3)
+
+
+def test_a_world_without_an_expert_trains_by_rl_only(tmp_path, monkeypatch):
+    """No expert: bc from live demonstrations and DAgger are refused up front, RL runs."""
+    from embodied_stack.sim.train.config import TrainConfig
+    from embodied_stack.sim.train.trainer import main as train_main
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    path = tmp_path / "lonely.py"
+    path.write_text(TOY_SOURCE.replace("expert=ToyExpert))", "))").replace('name="toy"', 'name="lonely"'))
+    registry.load_world_file(path)
+    try:
+        with pytest.raises(ValueError, match=r"\['lonely'\] have no scripted expert: stages \['bc', 'dagger'\]"):
+            TrainConfig(worlds=("lonely",), stages=("bc", "dagger", "rl"))
+        model = {"hidden_size": 32, "num_heads": 2, "ffn_size": 64, "num_layers": 2,
+                 "vision_width": 32, "vision_heads": 2, "image_size": 16}
+        assert train_main([
+            "--out", str(tmp_path / "run"), "--worlds", "lonely", "--init-from", "", "--stages", "rl",
+            "--threads", "1", "--pool-size", "2", "--model", json.dumps(model),
+            "--rl-iterations", "1", "--rl-groups", '{"lonely": 2}', "--group-size", "2",
+            "--rl-minibatch", "16", "--eval-episodes", "1", "--eval-submodels", "full",
+            "--entropy-probe-episodes", '{"lonely": 1}']) == 0
+    finally:
+        registry.unregister_world("lonely")
+        registry._FILES_LOADED.discard(str(path.resolve()))

@@ -270,6 +270,11 @@ class TrainConfig:
             ranges = dict(self.model.get("action_range") or {})
             ranges.setdefault(EMBODIMENT_OF_WORLD[world], dataset_action_range(self.dataset))
             self.model = {**self.model, "action_range": ranges}
+        no_expert = [w for w in self.worlds if not world_spec(w).has_expert]
+        needs = [s for s in self.stages if s == "dagger" or (s == "bc" and not self.dataset)]
+        if no_expert and needs:
+            raise ValueError(f"worlds {no_expert} have no scripted expert: stages {needs} need one "
+                             "(train bc from a dataset, or stages=('rl',))")
         for run_dir in self.dagger_from:
             if not dagger_shards(run_dir):
                 raise ValueError(f"dagger_from: {run_dir!r} holds no DAgger shards "
