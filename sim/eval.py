@@ -211,6 +211,10 @@ def main(argv=None) -> dict:
         results["paraphrases"] = args.paraphrases
     print(f"{'submodel':8s} {'world':9s} {'success':>8s} {'95% CI':>14s} {'return':>7s} "
           f"{'steps':>6s}  per task")
+    for world in args.worlds:
+        if not world_spec(world).seed_fixes_start:
+            print(f"note: {world}'s seeds do not fix its start states: a rerun or a paired "
+                  "comparison does not see the same episodes", file=sys.stderr)
     for submodel in args.submodels:
         model.set_submodel(submodel)
         key = SUBMODEL_KEY[submodel]
