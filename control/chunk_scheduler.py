@@ -72,7 +72,9 @@ STRATEGIES = {
 #: next motion follows from its state (the fingertip against a target that stays put), so
 #: rolling the state forward helps it; a car's lane position is only in the image, which
 #: cannot be rolled forward, and there the rolled state hurt.
-AUTO_STRATEGY = {"arm": "delay_aware", "vehicle": "early"}
+AUTO_STRATEGY = {"arm": "delay_aware", "vehicle": "early",
+                 # joints (a world spec's own embodiment): no model of the state to roll forward
+                 "joints": "replace"}
 #: Fraction of a period a time may fall short of a control step and still count as it
 #: (floating-point time; the node's ticks fall mid-way between steps).
 STEP_EPS = 1e-3

@@ -73,3 +73,27 @@ class VehicleScale:
         accel = (v - speed) / (self.max_accel * self.dt)
         steer = math.atan(omega * self.wheelbase / v) / self.max_steer if v > 1e-3 else 0.0
         return np.clip(np.array([steer, accel]), -1, 1)
+
+
+@dataclass(frozen=True)
+class JointScale:
+    """joints (any other embodiment): action in [-1, 1] per dim -> the command low + (a + 1) / 2
+    * (high - low) per dim (a world spec's EmbodimentSpec bounds), published as
+    std_msgs/Float64MultiArray; the sim bridge maps it back to the world's normalised action."""
+
+    low: tuple = (-1.0,)
+    high: tuple = (1.0,)
+
+    def to_command(self, action: np.ndarray) -> np.ndarray:
+        low, high = np.asarray(self.low, np.float64), np.asarray(self.high, np.float64)
+        a = np.clip(np.asarray(action, np.float64)[: len(low)], -1, 1)
+        return low + (a + 1.0) * 0.5 * (high - low)
+
+    def to_action(self, command: np.ndarray) -> np.ndarray:
+        low, high = np.asarray(self.low, np.float64), np.asarray(self.high, np.float64)
+        c = np.asarray(command, np.float64)[: len(low)]
+        return np.clip((c - low) / (high - low) * 2.0 - 1.0, -1, 1)
+
+    def roll_forward(self, proprio: np.ndarray, actions, dt: float) -> np.ndarray:
+        """No model of how a joint command moves the robot: the proprio vector as it is."""
+        return np.array(proprio, np.float32, copy=True)

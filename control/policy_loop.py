@@ -73,7 +73,7 @@ from embodied_stack.control.chunk_scheduler import (
     ChunkScheduler,
     SchedulerConfig,
 )
-from embodied_stack.control.commands import ArmScale, VehicleScale
+from embodied_stack.control.commands import ArmScale, JointScale, VehicleScale
 from embodied_stack.control.input_sync import StampedBuffer
 from embodied_stack.control.latency import AddedLatency
 from embodied_stack.control.safety import SafetyConfig, SafetySupervisor
@@ -100,8 +100,17 @@ class PolicyLoopConfig:
     same name, declared from here."""
 
     # --- embodiment and inputs (fixed at start-up) ---
-    embodiment: str = setting("arm", "arm (servo/delta_twist_cmds) or vehicle (cmd_vel)",
+    embodiment: str = setting("arm", "the model's embodiment: arm (servo/delta_twist_cmds), "
+                                     "vehicle (cmd_vel), or a world spec's (command: joints)",
                               fixed=True)
+    command: str = setting("auto", "how actions become commands: auto (arm: servo twist, vehicle: "
+                                   "cmd_vel) or joints (joint_commands: Float64MultiArray of the "
+                                   "action scaled to joint_low..joint_high)", fixed=True)
+    joint_low: tuple = setting((-1.0,), "joints: the command at action -1, per dim", fixed=True)
+    joint_high: tuple = setting((1.0,), "joints: the command at action +1, per dim", fixed=True)
+    joint_gripper: int = setting(-1, "joints: the gripper channel's index (-1 = none): also "
+                                     "published on gripper_command (std_msgs/Float64), and held "
+                                     "at its last command by every stop", -1, 63, fixed=True)
     use_depth: bool = setting(True, "feed depth to the backend and require it", fixed=True)
     require_proprio: bool = setting(True, "stop when joint_states (and odom for a vehicle) go "
                                           "stale, like the camera", fixed=True)
@@ -164,8 +173,17 @@ class PolicyLoopConfig:
                                            "travel", 0.0, 10.0)
 
     def __post_init__(self):
-        if self.embodiment not in ("arm", "vehicle"):
-            raise ValueError(f"embodiment {self.embodiment!r} not in ('arm', 'vehicle')")
+        if self.command not in ("auto", "joints"):
+            raise ValueError(f"command {self.command!r} not in ('auto', 'joints')")
+        if self.command == "auto" and self.embodiment not in ("arm", "vehicle"):
+            raise ValueError(f"embodiment {self.embodiment!r} not in ('arm', 'vehicle'): another "
+                             "embodiment needs command='joints' (a world spec's layout)")
+        for name in ("joint_low", "joint_high"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if len(self.joint_low) != len(self.joint_high) or not all(
+                lo < hi for lo, hi in zip(self.joint_low, self.joint_high)):
+            raise ValueError(f"joint_low={self.joint_low} and joint_high={self.joint_high} need "
+                             "one bound each per dim, low < high")
         if self.execution != "auto" and self.execution not in STRATEGIES:
             raise ValueError(f"execution {self.execution!r} not in {['auto', *STRATEGIES]}")
         check_ranges(self)
@@ -184,21 +202,34 @@ class PolicyLoopConfig:
     @property
     def strategy(self) -> str:
         """The execution strategy in force (`execution`, with auto resolved by embodiment)."""
-        return AUTO_STRATEGY[self.embodiment] if self.execution == "auto" else self.execution
+        return AUTO_STRATEGY[self.kind] if self.execution == "auto" else self.execution
+
+    @property
+    def kind(self) -> str:
+        """The command layout: arm, vehicle or joints."""
+        return "joints" if self.command == "joints" else self.embodiment
+
+    @property
+    def action_dims(self) -> int:
+        """Entries of one action (and command) of this layout."""
+        return {"arm": 3, "vehicle": 2}.get(self.kind, len(self.joint_low))
 
     def limiter_config(self) -> LimiterConfig:
         """The output limiter's limits for this embodiment's command layout."""
         accel: tuple[float, ...]
         jerk: tuple[float, ...]
-        if self.embodiment == "arm":
-            accel, jerk = (self.limit_accel,) * 3, (self.limit_jerk,) * 3
+        if self.kind in ("arm", "joints"):
+            n = self.action_dims
+            accel, jerk = (self.limit_accel,) * n, (self.limit_jerk,) * n
         else:
             accel, jerk = (self.limit_accel, self.limit_angular_accel), (self.limit_jerk, self.limit_angular_jerk)
         return LimiterConfig(accel, jerk, 1.0 / self.control_rate_hz)
 
     def safety_config(self) -> SafetyConfig:
-        default_linear = self.max_ee_speed if self.embodiment == "arm" else self.max_speed
-        return SafetyConfig(kind=self.embodiment, stale_after_s=self.stale_after_s,
+        default_linear = self.max_ee_speed if self.kind != "vehicle" else self.max_speed
+        return SafetyConfig(kind=self.kind, joint_dims=self.action_dims,
+                            gripper=self.joint_gripper if self.kind == "joints" else -1,
+                            stale_after_s=self.stale_after_s,
                             max_future_s=self.max_clock_skew_s,
                             max_linear=self.max_linear or default_linear,
                             max_angular=self.max_angular, max_reverse=self.max_reverse)
@@ -216,6 +247,13 @@ class Controllers(NamedTuple):
     arm_servo: ArmServo
     pursuit: PurePursuit
     plan_steps: int  #: chunk length built from one target / plan answer
+    joint_scale: JointScale = JointScale()  #: joints: the spec's bounds
+
+    def scale(self, kind: str) -> ArmScale | VehicleScale | JointScale:
+        """The command scaling of a layout (arm, vehicle, joints)."""
+        if kind == "arm":
+            return self.arm_scale
+        return self.vehicle_scale if kind == "vehicle" else self.joint_scale
 
     @classmethod
     def of(cls, c: PolicyLoopConfig) -> Controllers:
@@ -224,7 +262,8 @@ class Controllers(NamedTuple):
                                1.0 / c.control_rate_hz)
         return cls(arm, vehicle, ArmServo(arm, c.servo_gain, c.servo_stop_radius_m),
                    PurePursuit(vehicle, c.lookahead_m, c.lookahead_time_s),
-                   max(1, math.ceil(c.plan_horizon_s * c.control_rate_hz)))
+                   max(1, math.ceil(c.plan_horizon_s * c.control_rate_hz)),
+                   JointScale(c.joint_low, c.joint_high))
 
 
 @dataclass(frozen=True)
@@ -307,7 +346,7 @@ class PolicyLoop:
             self.safety.watch("depth", now)
         if config.require_proprio:
             self.safety.watch("joint_states", now)
-            if config.embodiment == "vehicle":
+            if config.kind == "vehicle":
                 self.safety.watch("odom", now)
 
     @property
@@ -406,7 +445,7 @@ class PolicyLoop:
         if not self.outputs_targets:
             return
         with self._lock:
-            ctl, T, embodiment = self.controllers, self._camera_to_base, self.config.embodiment
+            ctl, T, embodiment = self.controllers, self._camera_to_base, self.config.kind
         extras, steps = action.extras, ctl.plan_steps
         chunk, why = None, extras.get("reason") or "the backend gave no target"
         if embodiment == "arm" and action.target_point is not None:
@@ -422,7 +461,7 @@ class PolicyLoop:
             chunk = pursuit.chunk(action.plan, request.speed, steps)
         if chunk is None:
             extras["no_target"] = why
-            chunk = np.zeros((steps, 3 if embodiment == "arm" else 2), np.float32)
+            chunk = np.zeros((steps, self.config.action_dims), np.float32)
         action.chunk = chunk
 
     def finish_request(self, request: Request, action: Action | None, error: Exception | None,
@@ -534,7 +573,7 @@ class PolicyLoop:
         origin = scheduler.request_origin(stamp)
         if origin > stamp and not self.outputs_targets:  # delay_aware: the state it will start from
             pending = scheduler.pending_actions(stamp, scheduler.shift_steps())
-            scale = self.controllers.arm_scale if self.config.embodiment == "arm" else self.controllers.vehicle_scale
+            scale = self.controllers.scale(self.config.kind)
             proprio = scale.roll_forward(proprio, pending, scheduler.config.period_s)
         obs = Observation(
             rgb=rgb, instruction=instruction, proprio=proprio.copy(), embodiment=self.config.embodiment,
@@ -629,7 +668,9 @@ class PolicyLoop:
     def _to_command(self, action: np.ndarray) -> np.ndarray:
         """A chunk row -> the command: scaled (control/commands.py), or for a target backend
         servoed toward the base-frame setpoint / [steer, desired speed] pursued."""
-        ctl, arm = self.controllers, self.config.embodiment == "arm"
+        ctl, arm = self.controllers, self.config.kind == "arm"
+        if self.config.kind == "joints":
+            return ctl.joint_scale.to_command(action)
         if not self.outputs_targets:
             return ctl.arm_scale.to_command(action) if arm else \
                 ctl.vehicle_scale.to_command(action, self._speed)

@@ -25,9 +25,12 @@ import numpy as np
 @dataclass
 class SafetyConfig:
     """Limits and timings. `kind` picks the command layout:
-    "arm": [vx, vy, vz] end-effector m/s; "vehicle": [v m/s, omega rad/s] (REP-103)."""
+    "arm": [vx, vy, vz] end-effector m/s; "vehicle": [v m/s, omega rad/s] (REP-103);
+    "joints": `joint_dims` joint commands (a world spec's embodiment; its stop is zeros)."""
 
     kind: str = "arm"
+    joint_dims: int = 1  #: joints: command entries
+    gripper: int = -1  #: joints: the gripper channel (-1: none); a stop holds its last command
     # --- staleness ---
     stale_after_s: float = 0.5  #: an input older than this is stale
     #: clock-skew tolerance: an input stamped further than this ahead of the node's clock
@@ -43,8 +46,11 @@ class SafetyConfig:
     hold_zero_s: float = 1.0  #: publish zero this long after stopping, then go quiet
 
     def __post_init__(self):
-        if self.kind not in ("arm", "vehicle"):
-            raise ValueError(f"kind {self.kind!r} not in ('arm', 'vehicle')")
+        if self.kind not in ("arm", "vehicle", "joints"):
+            raise ValueError(f"kind {self.kind!r} not in ('arm', 'vehicle', 'joints')")
+        if self.joint_dims < 1 or not -1 <= self.gripper < self.joint_dims:
+            raise ValueError(f"joint_dims={self.joint_dims} must be >= 1 and gripper={self.gripper} "
+                             f"in [-1, {self.joint_dims})")
         for name in ("stale_after_s", "max_future_s", "max_linear", "max_angular", "decel_mps2",
                      "jerk_mps3"):
             if not getattr(self, name) > 0:
@@ -128,6 +134,8 @@ class SafetySupervisor:
         cfg = self.config
         if cfg.kind == "arm":
             return np.clip(c, -cfg.max_linear, cfg.max_linear)
+        if cfg.kind == "joints":  # (bounded by the command scale already)
+            return c
         c[0] = np.clip(c[0], -cfg.max_reverse, cfg.max_linear)
         c[1] = np.clip(c[1], -cfg.max_angular, cfg.max_angular)
         return c
@@ -152,10 +160,13 @@ class SafetySupervisor:
 
     def _stop(self, now: float, dt: float):
         cfg = self.config
-        if cfg.kind == "arm":
+        if cfg.kind in ("arm", "joints"):
             self._ramp = self._ramp or _Ramp(0.0, 0.0, 0.0, zero_since=now)
             assert self._ramp.zero_since is not None  # (an arm's stop is zero from its first tick)
-            return self._hold_or_quiet(now, np.zeros(3), self._ramp.zero_since)
+            zero = np.zeros(3 if cfg.kind == "arm" else cfg.joint_dims)
+            if cfg.kind == "joints" and cfg.gripper >= 0 and self._last_out is not None:
+                zero[cfg.gripper] = self._last_out[cfg.gripper]  # (a gripper never opens by itself)
+            return self._hold_or_quiet(now, zero, self._ramp.zero_since)
         if self._ramp is None:
             v0, w0 = (self._last_out if self._last_out is not None else np.zeros(2))
             kappa = w0 / v0 if abs(v0) > 1e-3 else 0.0

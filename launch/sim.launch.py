@@ -4,6 +4,7 @@
     ros2 launch embodied_stack sim.launch.py world:=driving backend:=vla
     ros2 launch embodied_stack sim.launch.py world:=driving namespace:=car1
     ros2 launch embodied_stack sim.launch.py world:=driving robots:=car1,car2 backend:=expert
+    ros2 launch embodied_stack sim.launch.py world:=reacher world_file:=$PWD/examples/worlds/reacher.py
 
 Frames are stamped with the wall clock (use_sim_time false), so the policy node's staleness
 and deadline checks run in real time; the bridge still publishes its world's time for tools:
@@ -16,7 +17,10 @@ The sim bridge's parameters come from `sim_params_file` (keys under `/**:`, or
 YAML value only when given, converted to the parameter's type.
 
 Launch arguments (plus every argument of robot.launch.py, which apply to each robot):
-  world            tabletop | driving (picks the embodiment: arm | vehicle)
+  world            a registered world: tabletop | driving | a world_file's (picks the
+                   embodiment: arm | vehicle | the spec's, whose actions go out on
+                   joint_commands; docs/worlds.md)
+  world_file       adapter files that register worlds, comma-separated
   seed             seed of the first episode
   episodes         episodes to run (0 = forever)
   width, height    camera image size

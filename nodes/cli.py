@@ -1,6 +1,7 @@
 """`embodied-stack` command line: the entry point the README's first command runs.
 
-    embodied-stack demo [--episodes N] [--worlds tabletop driving] [--backend vla|expert]
+    embodied-stack demo [--episodes N] [--worlds tabletop driving] [--world-file FILE.py]
+        [--backend vla|expert]
     embodied-stack train --out DIR [--config FILE.yaml] [--resume] [TrainConfig flags]
     embodied-stack eval [--model DIR] [--episodes N] [--submodels full 1/2] [--json PATH]
     embodied-stack record --out DATASET [--world driving] [--episodes N] [--from-bag BAG]
@@ -40,7 +41,9 @@ def main(argv=None) -> int:
                      "success rate, latency, MCAP bag")
     demo.add_argument("--episodes", type=int, default=3, help="episodes per world (default 3)")
     demo.add_argument("--worlds", nargs="+", default=["tabletop", "driving"],
-                      choices=["tabletop", "driving"], help="worlds to run (default both)")
+                      help="registered worlds to run (default tabletop driving)")
+    demo.add_argument("--world-file", action="append", default=[], metavar="FILE.py",
+                      help="an adapter file that registers worlds (docs/worlds.md; repeatable)")
     demo.add_argument("--seed", type=int, default=1000,
                       help="first episode seed (default 1000, outside the training seeds)")
     demo.add_argument("--backend", default="vla", choices=["vla", "expert"],
@@ -57,6 +60,15 @@ def main(argv=None) -> int:
     if args.command == "demo":
         if args.episodes < 1:
             parser.error(f"--episodes must be >= 1, got {args.episodes}")
+        from embodied_stack.sim.worlds import load_world_file, world_spec
+
+        try:
+            for path in args.world_file:
+                load_world_file(path)
+            for world in args.worlds:
+                world_spec(world)
+        except (ValueError, FileNotFoundError) as exc:
+            parser.error(str(exc))
         from embodied_stack.nodes.demo import demo as run_demo
 
         try:

@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped, Pose, PoseArray, PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState, PointCloud2, PointField
-from std_msgs.msg import ColorRGBA
+from std_msgs.msg import ColorRGBA, Float64MultiArray
 from visualization_msgs.msg import Marker, MarkerArray
 
 #: Longest instruction accepted, in characters (a 1 MB string is rejected, not truncated).
@@ -343,10 +343,24 @@ def odometry_speed(msg: Odometry) -> float:
     return float(v)
 
 
+def command_topic(kind: str, stamped: bool) -> tuple[type, str]:
+    """(message type, topic) of a command layout (control/policy_loop.py's kind): an arm's
+    servo/delta_twist_cmds (TwistStamped), a vehicle's cmd_vel (TwistStamped or Twist), a
+    world spec's joints on joint_commands (Float64MultiArray, one entry per action name)."""
+    if kind == "joints":
+        return Float64MultiArray, "joint_commands"
+    if kind == "arm":
+        return TwistStamped, "servo/delta_twist_cmds"
+    return (TwistStamped if stamped else Twist), "cmd_vel"
+
+
 def command_msg(command: np.ndarray, embodiment: str, stamped: bool, stamp: Time,
-                frame_id: str) -> Twist | TwistStamped:
+                frame_id: str) -> Twist | TwistStamped | Float64MultiArray:
     """An arm's [vx, vy, vz] m/s or a vehicle's [v m/s, omega rad/s] -> Twist, or TwistStamped
-    stamped `stamp` in `frame_id`."""
+    stamped `stamp` in `frame_id`; `embodiment` "joints": the joint commands as a
+    Float64MultiArray (unstamped: std_msgs has no stamped array)."""
+    if embodiment == "joints":
+        return Float64MultiArray(data=[float(v) for v in command])
     twist = Twist()
     if embodiment == "arm":
         twist.linear.x, twist.linear.y, twist.linear.z = (float(v) for v in command[:3])

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
+from embodied_stack.nodes.launch_params import world_policy_parameters
+from embodied_stack.sim.worlds import world_spec
 
 
 def configure_dds_environment() -> None:
@@ -76,14 +77,15 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
             *(Parameter(k, value=v) for k, v in (bridge_params or {}).items()),
         ])
         nodes.append(bridge)
-        extra = dict(policy_params or {})
-        if EMBODIMENT_OF_WORLD[world] == "arm":
+        extra = {**world_policy_parameters(world), **(policy_params or {})}  # (joints: its layout)
+        spec = world_spec(world)
+        if spec.embodiment.name == "arm":
             extra.setdefault("camera_to_base",
                              transform_to_list(bridge.info["camera"]["T_world_camera"]))
-        rate = rate_hz or bridge.env.metadata["render_fps"]
+        rate = rate_hz or extra.pop("control_rate_hz", spec.control_rate_hz)
         policy = PolicyNode(context=context, parameter_overrides=[
             Parameter("backend", value=backend), Parameter("model_path", value=model_path),
-            Parameter("embodiment", value=EMBODIMENT_OF_WORLD[world]),
+            Parameter("embodiment", value=spec.embodiment.name),
             Parameter("submodel", value=submodel), Parameter("control_rate_hz", value=float(rate)),
             Parameter("runtime", value=runtime), Parameter("use_sim_time", value=use_sim_time),
             *(Parameter(k, value=v) for k, v in extra.items()),

@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Mapping
 
 from embodied_stack.nodes.launch_params import (
     UNSET,
     effective_parameters,
     embodiment_of_world,
+    load_world_files,
     node_parameters,
     sim_camera_to_base,
     typed,
+    world_policy_parameters,
     yaml_parameters,
 )
 
@@ -62,7 +64,9 @@ REMAPS = {
 CAMERA_REMAPS = ("color_topic", "depth_topic", "camera_info_topic")  # the perception node's
 #: Sim-bridge parameters a sim.launch.py argument may override: (type, description).
 SIM_OVERRIDES = {
-    "world": (str, "tabletop | driving (picks the embodiment: arm | vehicle)"),
+    "world": (str, "a registered world: tabletop | driving | one of world_file's (picks the "
+                   "embodiment: arm | vehicle | the spec's, on joint_commands)"),
+    "world_file": (str, "adapter files that register worlds, comma-separated (docs/worlds.md)"),
     "seed": (int, "first episode seed"),
     "episodes": (int, "episodes to run; 0 = forever"),
     "width": (int, "image width px"),
@@ -228,7 +232,7 @@ def sim_nodes(value: Mapping[str, str]) -> list[NodeSpec]:
     """The nodes of sim.launch.py for its argument values (`sim_arguments` and
     `robot_arguments`): per robot, a sim bridge and the robot bringup in its namespace."""
     spaces = robot_namespaces(value["robots"], value["namespace"])
-    sim_given = {k: value[k] for k in SIM_OVERRIDES}
+    sim_given = {k: value.get(k, UNSET) for k in SIM_OVERRIDES}
     sim_given["use_sim_time"] = value["use_sim_time"]  # the bridge stamps with the graph's clock
     kinds = {**_kinds(SIM_OVERRIDES), "use_sim_time": bool}
     poses: dict[str, str] = {}
@@ -239,6 +243,10 @@ def sim_nodes(value: Mapping[str, str]) -> list[NodeSpec]:
         if world == UNSET:
             world = yaml_parameters(value["sim_params_file"], "sim_bridge", namespace).get(
                 "world", "tabletop")
+        files = value.get("world_file", UNSET)
+        files = files if files != UNSET else yaml_parameters(
+            value["sim_params_file"], "sim_bridge", namespace).get("world_file", "")
+        load_world_files(files)
         nodes.append(NodeSpec("sim_bridge_node", "sim_bridge", namespace,
                               node_parameters(value["sim_params_file"], sim_given, kinds), clock))
         robot = dict(value, namespace=namespace, embodiment=embodiment_of_world(world))
@@ -246,7 +254,9 @@ def sim_nodes(value: Mapping[str, str]) -> list[NodeSpec]:
             if world not in poses:
                 poses[world] = sim_camera_to_base(world)  # the simulated camera's pose
             robot["camera_to_base"] = poses[world]
-        nodes += robot_nodes(robot, clock)
+        extra = world_policy_parameters(world)  # (a joints world: its layout and rate)
+        nodes += [replace(n, parameters=[*n.parameters, extra])
+                  if extra and n.executable == "policy_node" else n for n in robot_nodes(robot, clock)]
     return nodes
 
 

@@ -76,12 +76,10 @@ def sim_camera_to_base(world: str) -> str:
     """A simulated arm world's camera pose in the arm's base frame, as the `camera_to_base`
     launch argument takes it ("x y z qx qy qz qw"). The Tabletop fingertip moves in the world
     frame, so base = world and this is the camera's world pose (fixed across episodes)."""
-    import gymnasium as gym
-
     from embodied_stack.control.target_control import transform_to_list
-    from embodied_stack.sim import WORLD_IDS
+    from embodied_stack.sim.worlds import make_world
 
-    env = gym.make(WORLD_IDS[world], width=8, height=8, with_segmentation=False)
+    env = make_world(world, width=8, height=8)
     try:
         _, info = env.reset(seed=0)
         return " ".join(f"{v:.6f}" for v in transform_to_list(info["camera"]["T_world_camera"]))
@@ -89,15 +87,38 @@ def sim_camera_to_base(world: str) -> str:
         env.close()
 
 
-def embodiment_of_world(world: str) -> str:
-    """The embodiment that drives a simulation world (arm for tabletop, vehicle for driving)."""
-    from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
+def load_world_files(files: str) -> None:
+    """Register the worlds of the adapter files named in `files` (comma-separated)."""
+    from embodied_stack.sim.worlds import load_world_file
 
-    try:
-        return EMBODIMENT_OF_WORLD[world]
-    except KeyError:
+    for path in filter(None, (p.strip() for p in str(files).split(","))):
+        load_world_file(path)
+
+
+def embodiment_of_world(world: str) -> str:
+    """The embodiment that drives a simulation world (arm for tabletop, vehicle for driving,
+    a registered world's own)."""
+    from embodied_stack.sim.worlds import registered_worlds, world_spec
+
+    if world not in registered_worlds():
         raise ValueError(f"launch argument world:={world!r} is not one of "
-                         f"{sorted(EMBODIMENT_OF_WORLD)}") from None
+                         f"{registered_worlds()} (world_file:= registers more)")
+    return world_spec(world).embodiment.name
+
+
+def world_policy_parameters(world: str) -> dict:
+    """Policy-node parameters a world's spec sets beyond `embodiment`: for a world whose
+    actions go out as joint commands, command joints with its bounds, its proprio names and
+    control rate (arm and vehicle worlds: none, the YAML's stand)."""
+    from embodied_stack.sim.worlds import world_spec
+
+    spec = world_spec(world)
+    body = spec.embodiment
+    if body.command_kind != "joints":
+        return {}
+    return {"command": "joints", "joint_low": list(body.low), "joint_high": list(body.high),
+            "proprio_names": spec.proprio_layout, "control_rate_hz": float(spec.control_rate_hz),
+            **({"joint_gripper": body.gripper} if body.gripper is not None else {})}
 
 
 def yaml_parameters(path: str, node_name: str, namespace: str = "") -> dict:

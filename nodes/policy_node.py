@@ -7,7 +7,10 @@ pixels are "no return", REP-118; or `compressedDepth` with `depth_transport:=com
 (proprio, mapped by `proprio_names`), `odom` (vehicle speed), `instruction` (std_msgs/String,
 transient-local), `estop` (std_msgs/Bool, transient-local, latched).
 Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped, or Twist
-with `cmd_vel_stamped:=false`, vehicle), stamped with their publish time (MoveIt Servo and
+with `cmd_vel_stamped:=false`, vehicle), or with `command:=joints` (a world spec's embodiment,
+docs/worlds.md) `joint_commands` (std_msgs/Float64MultiArray, the action scaled to
+joint_low..joint_high; a `joint_gripper` channel also on `gripper_command`, std_msgs/Float64,
+held at its last command by every stop); twists stamped with their publish time (MoveIt Servo and
 twist muxes judge freshness by it); `~/command_source` (std_msgs/Header: the stamp of the
 observation each command answers, published with it); `plan` (nav_msgs/Path) and
 `target_point` (PointStamped) when the backend gives them; `~/inference`
@@ -35,13 +38,13 @@ import traceback
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
-from geometry_msgs.msg import PointStamped, Twist, TwistStamped
+from geometry_msgs.msg import PointStamped, TwistStamped
 from nav_msgs.msg import Odometry, Path
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, JointState
-from std_msgs.msg import Bool, Header, String
+from std_msgs.msg import Bool, Float64, Header, String
 
 from embodied_stack.control.input_sync import LatestSlot
 from embodied_stack.control.latency import AddedLatency, DelayedPolicy
@@ -55,6 +58,7 @@ from embodied_stack.nodes.conversions import (
     camera_transport,
     check_instruction,
     command_msg,
+    command_topic,
     diagnostics_msg,
     joint_state_to_proprio,
     odometry_speed,
@@ -65,10 +69,9 @@ from embodied_stack.nodes.conversions import (
     status_name,
 )
 from embodied_stack.nodes.params import LATCHED, QOS_NAMES, declare_settings, read_only, rejection_kind, sensor_qos
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES
+from embodied_stack.sim.worlds import PROPRIO_NAMES_OF_EMBODIMENT as DEFAULT_PROPRIO_NAMES  # noqa: F401
+from embodied_stack.sim.worlds import default_proprio_names
 
-#: Default proprio layouts by embodiment: the simulation worlds' (a robot sets proprio_names).
-DEFAULT_PROPRIO_NAMES = {EMBODIMENT_OF_WORLD[w]: names for w, names in PROPRIO_NAMES.items()}
 #: The parameters that are PolicyLoopConfig settings (declared from it).
 LOOP_SETTINGS = [f.name for f in dataclasses.fields(PolicyLoopConfig)]
 
@@ -97,7 +100,7 @@ class PolicyNode(Node):
         self._depth = camera_transport("camera/depth/image_raw", g("depth_transport"), depth=True)
         self.embodiment = config.embodiment
         qos, proprio_qos = (sensor_qos(g(name), name) for name in ("sensor_qos", "proprio_qos"))
-        self.proprio_names = [n for n in g("proprio_names") if n] or DEFAULT_PROPRIO_NAMES[self.embodiment]
+        self.proprio_names = [n for n in g("proprio_names") if n] or default_proprio_names(self.embodiment)
         self.frame = g("base_frame")
         self.policy = policy if policy is not None else load_backend(
             **{f.name: g(f.name) for f in dataclasses.fields(BackendSettings)})
@@ -126,9 +129,9 @@ class PolicyNode(Node):
         sub(Bool, "estop", self._on_estop, LATCHED)
         if self.policy.wants_expert_feed:  # the sim-only expert relay (models/policy/expert_relay)
             sub(TwistStamped, "sim/expert_action", self._on_expert, 10)
-        cmd_topic = "servo/delta_twist_cmds" if self.embodiment == "arm" else "cmd_vel"
-        stamped = self.embodiment == "arm" or g("cmd_vel_stamped")
-        self.cmd_pub = self.create_publisher(TwistStamped if stamped else Twist, cmd_topic, 10)
+        self.cmd_pub = self.create_publisher(*command_topic(config.kind, g("cmd_vel_stamped")), 10)
+        self.gripper_pub = (self.create_publisher(Float64, "gripper_command", 10)
+                            if config.joint_gripper >= 0 else None)
         self.source_pub = self.create_publisher(Header, "~/command_source", 10)
         self.plan_pub = self.create_publisher(Path, "plan", 10)
         self.point_pub = self.create_publisher(PointStamped, "target_point", 10)
@@ -214,7 +217,7 @@ class PolicyNode(Node):
 
     def _on_expert(self, msg: TwistStamped) -> None:
         action = np.array([msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z])
-        self.policy.feed(stamp_to_seconds(msg.header.stamp), action[: 3 if self.embodiment == "arm" else 2])
+        self.policy.feed(stamp_to_seconds(msg.header.stamp), action[: self.loop.config.action_dims])
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Validate every change first; apply them all or none. (rclpy refuses read-only
@@ -302,8 +305,10 @@ class PolicyNode(Node):
         if step.command is None:
             return
         # Stamped with the publish time; the observation it answers goes to ~/command_source.
-        self.cmd_pub.publish(command_msg(step.command, self.embodiment, self.cmd_pub.msg_type is TwistStamped,
+        self.cmd_pub.publish(command_msg(step.command, self.loop.config.kind, self.cmd_pub.msg_type is TwistStamped,
                                          self.get_clock().now().to_msg(), self.frame))
+        if self.gripper_pub is not None:  # (a joints layout's gripper channel, also apart)
+            self.gripper_pub.publish(Float64(data=float(step.command[self.loop.config.joint_gripper])))
         if step.answers is not None:  # (None: a safety stop, which answers no observation)
             self.source_pub.publish(Header(stamp=step.answers_header or seconds_to_stamp(step.answers),
                                            frame_id="camera_color_optical_frame"))

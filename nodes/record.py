@@ -53,7 +53,9 @@ def record(world: str, episodes: int, seed: int, out: str | Path, bag: str | Pat
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="embodied-stack record", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the dataset folder to write (must not exist)")
-    parser.add_argument("--world", default="driving", choices=["tabletop", "driving"])
+    parser.add_argument("--world", default="driving", help="a registered world (default driving)")
+    parser.add_argument("--world-file", action="append", default=[], metavar="FILE.py",
+                        help="an adapter file that registers worlds (docs/worlds.md)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to record (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode k "
                         "uses seed + k (default 0: the trainer's demonstration seeds)")
@@ -71,6 +73,11 @@ def main(argv=None) -> int:
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     try:
+        from embodied_stack.sim.worlds import load_world_file, world_spec
+
+        for path in args.world_file:
+            load_world_file(path)
+        world_spec(args.world)
         if args.from_bag:
             from embodied_stack.sim.datasets.from_bag import bag_to_dataset
 

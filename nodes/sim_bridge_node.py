@@ -9,10 +9,12 @@ element), `odom` (driving), `instruction` (transient-local, at every episode sta
 `sim/expert_action` (the scripted expert's normalised action for the frame
 just published, stamped with it; for the `expert` policy backend) and `/diagnostics`
 (episode results: success, outcome, seed, steps; command latency).
-Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop) or `cmd_vel` (TwistStamped or
-Twist, Driving) and applies the latest command at the world's control rate, converted back to
+Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop), `cmd_vel` (TwistStamped or
+Twist, Driving) or `joint_commands` (Float64MultiArray: a world spec's joints layout, e.g.
+examples/worlds/reacher.py) and applies the latest command at the world's control rate, converted back to
 the world's normalised action (control/commands.py). No command for `command_timeout_s`: a
-zero command (the arm holds, the car brakes).
+zero command (the arm holds, the car brakes, joints get zero; a gripper channel holds its last
+command). `world` is any registered world (`world_file`: adapter files that register more).
 
 Modes: `realtime` steps on a timer at control rate x `realtime_factor`; `lockstep` steps once
 per received command (the simulator is paced by the controller), with the timeout as backstop.
@@ -39,7 +41,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
-from std_msgs.msg import Header, String
+from std_msgs.msg import Float64MultiArray, Header, String
 
 from embodied_stack.nodes.conversions import (
     K_to_camera_info,
@@ -52,14 +54,15 @@ from embodied_stack.nodes.conversions import (
     status_name,
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD, PROPRIO_NAMES, command_scale
+from embodied_stack.sim.worlds import command_scale, load_world_file, world_spec
 
 
 class SimBridgeNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("sim_bridge", **node_kwargs)
         p = self.declare_parameter
-        p("world", "tabletop", read_only("tabletop or driving"))
+        p("world", "tabletop", read_only("a registered world: tabletop, driving, or world_file's"))
+        p("world_file", "", read_only("adapter files registering worlds, comma-separated"))
         p("seed", 0, read_only_range("seed of the first episode (episode k uses seed + k)", 0, 2**31 - 1, integer=True))
         p("episodes", 0, read_only_range("episodes to run, then stop (0 = forever)", 0, 10**9, integer=True))
         p("width", 64, read_only_range("image width px", 8, 4096, integer=True))
@@ -75,9 +78,9 @@ class SimBridgeNode(Node):
         p("compressed_format", "", read_only("also publish image_transport's compressed colour (jpeg or png) "
                                              "and compressedDepth topics; empty = raw only"))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
-        self.world = g("world")
-        if self.world not in EMBODIMENT_OF_WORLD:
-            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
+        for path in filter(None, g("world_file").split(",")):
+            load_world_file(path)
+        self.world, self.spec = g("world"), world_spec(g("world"))  # (unknown: lists the registered)
         self.mode = g("mode")
         if self.mode not in ("realtime", "lockstep"):
             raise ValueError(f"mode {self.mode!r} not in ('realtime', 'lockstep')")
@@ -89,21 +92,17 @@ class SimBridgeNode(Node):
         if self.compressed_format not in ("", "jpeg", "png"):
             raise ValueError(f"compressed_format {self.compressed_format!r} not in ('', 'jpeg', 'png')")
 
-        import gymnasium as gym
-
-        import embodied_stack.sim  # noqa: F401  (registers the worlds)
-        from embodied_stack.sim import WORLD_IDS
-        from embodied_stack.sim.experts import make_expert
         from embodied_stack.sim.worlds.base import RGBDRenderer
+        from embodied_stack.sim.worlds.registry import make_world, make_world_expert
 
         # Executor pool threads step the world: bind the GL context per render.
         RGBDRenderer.thread_safe = True
 
-        self.env = gym.make(WORLD_IDS[self.world], width=g("width"), height=g("height"),
-                            with_segmentation=False, depth_noise=g("depth_noise"))
-        self.expert = make_expert(self.env) if g("publish_expert") else None
-        self.dt = 1.0 / self.env.metadata["render_fps"]
-        self.embodiment = EMBODIMENT_OF_WORLD[self.world]
+        noise = {"depth_noise": True} if g("depth_noise") else {}
+        self.env = make_world(self.world, g("width"), g("height"), **noise)
+        self.expert = make_world_expert(self.env) if g("publish_expert") and self.spec.has_expert else None
+        self.dt = 1.0 / self.spec.control_rate_hz
+        self.embodiment = self.spec.embodiment.command_kind  # arm, vehicle or joints
         # The world's constants set the command scaling (control/commands.py).
         self.scale = command_scale(self.world)
 
@@ -124,6 +123,8 @@ class SimBridgeNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if self.embodiment == "arm":
             self.create_subscription(TwistStamped, "servo/delta_twist_cmds", self._on_command, 10)
+        elif self.embodiment == "joints":
+            self.create_subscription(Float64MultiArray, "joint_commands", self._on_command, 10)
         elif g("cmd_vel_stamped"):
             self.create_subscription(TwistStamped, "cmd_vel", self._on_command, 10)
         else:
@@ -187,7 +188,9 @@ class SimBridgeNode(Node):
     def _on_command(self, msg) -> None:
         wall = time.monotonic()
         twist = msg.twist if isinstance(msg, TwistStamped) else msg
-        if self.embodiment == "arm":
+        if self.embodiment == "joints":
+            action = self.scale.to_action(np.array(msg.data, np.float64))
+        elif self.embodiment == "arm":
             vec = np.array([twist.linear.x, twist.linear.y, twist.linear.z])
             action = self.scale.to_action(vec)
         else:
@@ -211,8 +214,11 @@ class SimBridgeNode(Node):
     def _current_action(self) -> np.ndarray:
         if self._command is not None and time.monotonic() - self._command[1] <= self.timeout:
             return self._command[0]
-        if self.embodiment == "arm":
-            return np.zeros(3, np.float32)
+        if self.embodiment != "vehicle":  # (a gripper channel holds its last command)
+            zero, grip = np.zeros(self.spec.embodiment.dims, np.float32), self.spec.embodiment.gripper
+            if grip is not None and self._command is not None:
+                zero[grip] = self._command[0][grip]
+            return zero
         speed = float(self.info["ego"]["speed"])
         return self.scale.to_action(np.zeros(2), speed).astype(np.float32)  # brake
 
@@ -257,13 +263,13 @@ class SimBridgeNode(Node):
         self.clock_pub.publish(clock)
         stamp = sim_stamp if self.use_sim_time else self.get_clock().now().to_msg()
         key = stamp.sec * 1_000_000_000 + stamp.nanosec
-        cam = self.info["camera"]
-        self.info_pub.publish(K_to_camera_info(cam["K"], cam["width"], cam["height"], stamp,
-                                               self.frame))
+        cam = self.info.get("camera")  # (a world that gives no camera model: no camera_info)
+        if cam is not None:
+            self.info_pub.publish(K_to_camera_info(cam["K"], cam["width"], cam["height"], stamp, self.frame))
         self.depth_pub.publish(depth_to_image(self.obs["depth"], stamp, self.frame))
         if self.compressed_format:
             self.depth_compressed_pub.publish(depth_to_compressed_depth(self.obs["depth"], stamp, self.frame))
-        names = PROPRIO_NAMES[self.world]
+        names = self.spec.proprio_layout
         self.joint_pub.publish(JointState(
             header=Header(stamp=stamp, frame_id="base_link"), name=names,
             position=[float(v) for v in self.obs["proprio"]]))

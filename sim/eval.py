@@ -1,6 +1,7 @@
 """`embodied-stack eval`: success of a policy in the worlds on held-out seeds, as deployed.
 
-    embodied-stack eval [--model DIR] [--worlds tabletop driving] [--submodels full 1/2]
+    embodied-stack eval [--model DIR] [--worlds tabletop driving] [--world-file FILE.py]
+        [--submodels full 1/2]
         [--episodes 100] [--first-seed 100000] [--refill-at 1] [--execute-steps 0]
         [--execution auto] [--latency 0] [--deadline-s 0.3] [--shift KEY=VALUE,...]
         [--paraphrases FILE] [--json out.json]
@@ -47,7 +48,7 @@ from embodied_stack.control.latency import AddedLatency
 from embodied_stack.control.policy_loop import PolicyLoopConfig
 from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy.interface import ExecutionMode
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
+from embodied_stack.sim.worlds.registry import ENV_VAR, load_world_file, world_spec
 
 if TYPE_CHECKING:
     from embodied_stack.sim.train.rollouts import Execution
@@ -138,8 +139,11 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="embodied-stack eval",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="", help="model directory (default: the shipped model)")
-    parser.add_argument("--worlds", nargs="+", default=["tabletop", "driving"],
-                        choices=sorted(EMBODIMENT_OF_WORLD))
+    parser.add_argument("--worlds", "--world", nargs="+", default=["tabletop", "driving"],
+                        help="registered worlds (default tabletop driving; others from "
+                             f"--world-file, {ENV_VAR} or the embodied_stack.worlds entry points)")
+    parser.add_argument("--world-file", action="append", default=[], metavar="FILE.py",
+                        help="an adapter file that registers worlds (repeatable)")
     parser.add_argument("--submodels", nargs="+", default=["full", "1/2"],
                         choices=list(SUBMODEL_KEY))
     parser.add_argument("--episodes", type=int, default=100, help="episodes per world (default 100)")
@@ -165,6 +169,10 @@ def main(argv=None) -> dict:
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     try:
+        for path in args.world_file:
+            load_world_file(path)
+        for world in args.worlds:
+            world_spec(world)
         latency = AddedLatency.parse(args.latency)
         PolicyLoopConfig(execution=args.execution, deadline_s=args.deadline_s)
         from embodied_stack.sim.worlds.shift import Shift
@@ -180,6 +188,12 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_default_policy(args.model or None)
+    for world in args.worlds:
+        body = world_spec(world).embodiment.name
+        if body not in model.config.embodiments:
+            parser.error(f"the model acts for embodiments {sorted(model.config.embodiments)}, not "
+                         f"{body!r} of world {world!r}: give --model a model trained for it "
+                         f"(embodied-stack train --worlds {world} --init-from '')")
     from embodied_stack.sim.train.rollouts import Execution
 
     mode = ExecutionMode(model.config.chunk_length, args.refill_at, args.execute_steps)
@@ -197,6 +211,10 @@ def main(argv=None) -> dict:
         results["paraphrases"] = args.paraphrases
     print(f"{'submodel':8s} {'world':9s} {'success':>8s} {'95% CI':>14s} {'return':>7s} "
           f"{'steps':>6s}  per task")
+    for world in args.worlds:
+        if not world_spec(world).seed_fixes_start:
+            print(f"note: {world}'s seeds do not fix its start states: a rerun or a paired "
+                  "comparison does not see the same episodes", file=sys.stderr)
     for submodel in args.submodels:
         model.set_submodel(submodel)
         key = SUBMODEL_KEY[submodel]

@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-#: Embodiments a policy may be asked to control; they fix the action layout.
+#: This stack's own embodiments and their action dims (the default model's):
 #: "arm": end-effector velocity [vx, vy, vz] in [-1, 1]^3 (MoveIt Servo convention, scaled).
 #: "vehicle": [steer, acceleration] in [-1, 1]^2.
+#: Any other name is a world spec's embodiment (sim/worlds/spec.py: its action layout comes
+#: from the spec); a model serves the embodiments of its config (ElasticVLAConfig.embodiments).
 EMBODIMENT_ACTION_DIM = {"arm": 3, "vehicle": 2}
 
 
@@ -27,7 +29,7 @@ class Observation:
     rgb: np.ndarray  #: (H, W, 3) uint8, RGB order
     instruction: str  #: natural-language task, e.g. "touch the red cube"
     proprio: np.ndarray  #: (8,) float32 robot/ego state (world-specific layout, zero padded)
-    embodiment: str = "arm"  #: a key of EMBODIMENT_ACTION_DIM
+    embodiment: str = "arm"  #: arm, vehicle, or a world spec's embodiment the policy serves
     depth: np.ndarray | None = None  #: (H, W) float32 metres, 0 = no return
     camera_K: np.ndarray | None = None  #: (3, 3) intrinsics of `rgb`, if known
     stamp: float = 0.0  #: time (s) of the camera frame; copied into the Action it yields
@@ -38,10 +40,9 @@ class Observation:
     reference_depth: np.ndarray | None = None
 
     def __post_init__(self):
-        if self.embodiment not in EMBODIMENT_ACTION_DIM:
-            raise ValueError(
-                f"embodiment {self.embodiment!r} not in {sorted(EMBODIMENT_ACTION_DIM)}"
-            )
+        if not isinstance(self.embodiment, str) or not self.embodiment.isidentifier():
+            raise ValueError(f"embodiment {self.embodiment!r} must be a name such as "
+                             f"{sorted(EMBODIMENT_ACTION_DIM)} or a world spec's embodiment")
         rgb = np.asarray(self.rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")

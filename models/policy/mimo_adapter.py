@@ -547,6 +547,9 @@ class MiMoEmbodiedPolicy(Policy):
         prompt = {"drive": lambda a: P.driving_prompt(a, self.num_waypoints, self.waypoint_dt),
                   "point": P.pointing_prompt, "affordance": P.affordance_prompt}[task](arg)
         g = self.generate(observation.rgb, prompt)
+        if observation.embodiment not in EMBODIMENT_ACTION_DIM:
+            raise ValueError(f"the MiMo backend serves {sorted(EMBODIMENT_ACTION_DIM)}, not "
+                             f"{observation.embodiment!r}")
         dim = EMBODIMENT_ACTION_DIM[observation.embodiment]
         chunk = np.zeros((self.chunk_len, dim), np.float32)
         target = plan = pixel = None

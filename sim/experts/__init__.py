@@ -27,20 +27,35 @@ class LookaheadWorld(Protocol):
 
 
 def make_expert(env: gymnasium.Env):
-    """The scripted expert for `env` (any wrapper around a world from embodied_stack.sim)."""
-    from embodied_stack.sim.worlds.driving import DrivingEnv
-    from embodied_stack.sim.worlds.tabletop import TabletopEnv
+    """The scripted expert of a world made by ``sim.worlds.make_world`` (its spec's
+    ``expert``), or of a bare TabletopEnv / DrivingEnv (wrapped or not)."""
+    from embodied_stack.sim.worlds.registry import make_world_expert, world_spec_of
 
-    world = env.unwrapped
-    if isinstance(world, TabletopEnv):
-        from embodied_stack.sim.experts.tabletop import TabletopExpert
+    try:
+        world_spec_of(env)
+    except ValueError:
+        from embodied_stack.sim.worlds.driving import DrivingEnv
+        from embodied_stack.sim.worlds.tabletop import TabletopEnv
 
-        return TabletopExpert(env)
-    if isinstance(world, DrivingEnv):
-        from embodied_stack.sim.experts.driving import DrivingExpert
+        world = env.unwrapped
+        if isinstance(world, TabletopEnv):
+            from embodied_stack.sim.experts.tabletop import TabletopExpert
 
-        return DrivingExpert(env)
-    raise TypeError(f"no scripted expert for {type(world).__name__}")
+            return TabletopExpert(env)
+        if isinstance(world, DrivingEnv):
+            from embodied_stack.sim.experts.driving import DrivingExpert
+
+            return DrivingExpert(env)
+        raise TypeError(f"no scripted expert for {type(world).__name__}") from None
+    return make_world_expert(env)
+
+
+def expert_features(expert) -> np.ndarray:
+    """An expert's auxiliary targets (``features()``), NaN (no target) for an expert without."""
+    features = getattr(expert, "features", None)
+    if features is None:
+        return np.full(FEATURE_DIM, np.nan, np.float32)
+    return np.asarray(features(), np.float32)
 
 
 def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
@@ -53,7 +68,15 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     label never sees noise or learner actions that were not part of its own chunk (DART and
     DAgger both label with this). ``first_action``: the expert's action at this state when
     the caller already asked for it (its phase has then advanced, as it should).
+
+    A world made by ``make_world`` is stepped through its WorldEnv (time limit and success
+    termination apply to the look-ahead as to every step); one without snapshot/restore
+    (``WorldSpec.expert_lookahead`` False) gets its first action only, the rest masked.
     """
+    from embodied_stack.sim.worlds.registry import WorldEnv
+
+    if isinstance(env, WorldEnv):
+        return _world_env_chunk(env, expert, length, first_action)
     world = cast(LookaheadWorld, env.unwrapped)
     first = np.asarray(expert(None, None) if first_action is None else first_action, np.float32)
     chunk = np.zeros((length, first.shape[0]), np.float32)
@@ -74,6 +97,30 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     finally:
         world._lookahead = False
         world.restore(snap)
+        vars(expert).update(memory)
+    return chunk, mask
+
+
+def _world_env_chunk(env, expert, length: int, first_action=None):
+    first = np.asarray(expert(None, None) if first_action is None else first_action, np.float32)
+    chunk = np.zeros((length, first.shape[0]), np.float32)
+    mask = np.zeros(length, bool)
+    chunk[0], mask[0] = first, True
+    if length == 1 or not env.can_lookahead:
+        return chunk, mask
+    snap, memory, skip = env.snapshot(), dict(vars(expert)), env.skip_render
+    env.skip_render = True
+    try:
+        action = first
+        for t in range(1, length):
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                break
+            action = np.asarray(expert(None, None), np.float32)
+            chunk[t], mask[t] = action, True
+    finally:
+        env.skip_render = skip
+        env.restore(snap)
         vars(expert).update(memory)
     return chunk, mask
 

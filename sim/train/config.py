@@ -14,7 +14,8 @@ episodes, iterations) for a smoke run of the same stages.
 Seed layout (disjoint by purpose; `embodied-stack eval` tests on 100_000+, never seen here):
 demonstrations from 0, DAgger from 10_000, RL from 20_000, the EntroPIC entropy probe from
 290_000, periodic validation from 300_000. DAgger and RL give each iteration its own block of
-SEEDS_PER_WORLD seeds per world: iteration i, world w starts at base + 1000 i + 500 w.
+SEEDS_PER_WORLD seeds per world: iteration i, world w of n starts at base + 500 (max(2, n) i + w)
+(1000 i + 500 w for this stack's two worlds).
 """
 
 from __future__ import annotations
@@ -29,11 +30,17 @@ from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS
 from embodied_stack.sim.train import losses
 from embodied_stack.sim.train.demos import dagger_shards, dataset_action_range, dataset_world
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
+from embodied_stack.sim.worlds.registry import world_spec
 
 STAGES = ("bc", "dagger", "rl")
 SEED_BASE = {"demo": 0, "dagger": 10_000, "rl": 20_000, "probe": 290_000, "val": 300_000}
-#: DAgger and RL iterations each own a block of this many seeds per world (two worlds)
+#: DAgger and RL iterations each own a block of this many seeds per world
 SEEDS_PER_WORLD = 500
+#: Per-world counts a world spec's train_defaults fills in for a world the config leaves out.
+PER_WORLD_FIELDS = ("demo_episodes", "dagger_episodes", "rl_groups", "entropy_probe_episodes")
+#: ... and their value when the spec says nothing either.
+PER_WORLD_FALLBACK = {"demo_episodes": 100, "dagger_episodes": 32, "rl_groups": 4,
+                      "entropy_probe_episodes": 4}
 #: The entropy probe's seeds of world w start at SEED_BASE["probe"] + w * this.
 PROBE_SEEDS_PER_WORLD = 50
 
@@ -43,10 +50,16 @@ PROBE_SEEDS_PER_WORLD = 50
 RENAMED_FIELDS = {"readout_teacher_forcing": "keypoint_teacher_forcing", "point_weight": None}
 
 
-def iteration_seeds(purpose: str, it: int, w: int, n: int) -> list[int]:
-    """The first n seeds of world w's block in iteration it of a DAgger ("dagger") or RL
-    ("rl") stage."""
-    first = SEED_BASE[purpose] + (it * 2 + w) * SEEDS_PER_WORLD
+def world_stride(worlds: int) -> int:
+    """Seed blocks per iteration: one per world, at least two (the layout of the two worlds
+    this stack began with, kept for one world too)."""
+    return max(2, int(worlds))
+
+
+def iteration_seeds(purpose: str, it: int, w: int, n: int, worlds: int = 2) -> list[int]:
+    """The first n seeds of world w's block (of `worlds` trained together) in iteration it of
+    a DAgger ("dagger") or RL ("rl") stage."""
+    first = SEED_BASE[purpose] + (it * world_stride(worlds) + w) * SEEDS_PER_WORLD
     return list(range(first, first + n))
 
 
@@ -111,16 +124,19 @@ def scaled(data: dict, scale: float) -> dict:
     return out
 
 
-def _iteration_limit(purpose: str, following: str) -> int:
+def _iteration_limit(purpose: str, following: str, worlds: int = 2) -> int:
     """Iterations whose seed blocks fit before the next purpose's seeds."""
-    return (SEED_BASE[following] - SEED_BASE[purpose]) // (2 * SEEDS_PER_WORLD)
+    return (SEED_BASE[following] - SEED_BASE[purpose]) // (world_stride(worlds) * SEEDS_PER_WORLD)
 
 
 @dataclass
 class TrainConfig:
     # --- run ---
     stages: tuple = STAGES  #: stages to run, in order (a subset of bc, dagger, rl)
-    worlds: tuple = ("tabletop", "driving")  #: worlds trained together (one model serves both)
+    #: registered worlds trained together (one model serves them all; sim/worlds/registry.py)
+    worlds: tuple = ("tabletop", "driving")
+    #: adapter files that register worlds (sim/worlds/registry.py), loaded before ``worlds``
+    world_files: tuple = ()
     init_from: str = ""  #: "" = a new model; "default" = the shipped model; or a model directory
     #: ElasticVLAConfig fields of the model; with init_from they are overrides, and only
     #: input-preprocessing, training-scaffold and widening fields may change (sim/train/run.py)
@@ -231,13 +247,24 @@ class TrainConfig:
 
     def __post_init__(self):
         self.stages, self.worlds = tuple(self.stages), tuple(self.worlds)
+        self.world_files = tuple(str(p) for p in self.world_files)
+        if self.world_files:
+            from embodied_stack.sim.worlds.registry import load_world_file
+
+            for path in self.world_files:
+                load_world_file(path)
         self.eval_submodels, self.dagger_from = tuple(self.eval_submodels), tuple(self.dagger_from)
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ValueError(f"stages={self.stages!r}: each must be one of {STAGES}")
+        if not self.worlds or len(set(self.worlds)) != len(self.worlds):
+            raise ValueError(f"worlds={self.worlds!r}: one or more registered worlds, each once")
         for w in self.worlds:
-            if w not in EMBODIMENT_OF_WORLD:
-                raise ValueError(f"world {w!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
+            spec = world_spec(w)  # (an unknown world: the error lists the registered ones)
+            for name in PER_WORLD_FIELDS:  # a world the dicts leave out: its spec's defaults
+                if w not in getattr(self, name):
+                    setattr(self, name, {**getattr(self, name),
+                                         w: int(spec.train_defaults.get(name, PER_WORLD_FALLBACK[name]))})
         if self.loss not in losses.LOSS_KINDS:
             raise ValueError(f"loss={self.loss!r} not in {losses.LOSS_KINDS}")
         unknown = set(self.submodel_probs) - set(NAMED_SUBMODELS)
@@ -264,8 +291,9 @@ class TrainConfig:
             raise ValueError(f"rl_groups x rl_screen={wide}: each must be <= {SEEDS_PER_WORLD} per world "
                              f"(rl_screen={self.rl_screen})")
         # ... and more iterations would run into the next block (dagger -> rl -> probe).
-        for name, limit in (("dagger_iterations", _iteration_limit("dagger", "rl")),
-                            ("rl_iterations", _iteration_limit("rl", "probe"))):
+        n = len(self.worlds)
+        for name, limit in (("dagger_iterations", _iteration_limit("dagger", "rl", n)),
+                            ("rl_iterations", _iteration_limit("rl", "probe", n))):
             if getattr(self, name) > limit:
                 raise ValueError(f"{name}={getattr(self, name)} must be <= {limit} "
                                  "(its seed block would overlap the next one)")
@@ -300,6 +328,11 @@ class TrainConfig:
             ranges = dict(self.model.get("action_range") or {})
             ranges.setdefault(EMBODIMENT_OF_WORLD[world], dataset_action_range(self.dataset))
             self.model = {**self.model, "action_range": ranges}
+        no_expert = [w for w in self.worlds if not world_spec(w).has_expert]
+        needs = [s for s in self.stages if s == "dagger" or (s == "bc" and not self.dataset)]
+        if no_expert and needs:
+            raise ValueError(f"worlds {no_expert} have no scripted expert: stages {needs} need one "
+                             "(train bc from a dataset, or stages=('rl',))")
         for run_dir in self.dagger_from:
             if not dagger_shards(run_dir):
                 raise ValueError(f"dagger_from: {run_dir!r} holds no DAgger shards "

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
+from embodied_stack.sim.worlds.registry import make_world, make_world_expert, world_spec
 
 
 @dataclass
 class DemoConfig:
     # --- what to collect ---
-    world: str = "tabletop"  #: tabletop | driving
+    world: str = "tabletop"  #: a registered world with an expert (tabletop, driving, ...)
     episodes: int = 200  #: expert episodes to record
     first_seed: int = 0  #: episode k uses seed first_seed + k (keep eval seeds disjoint)
     width: int = 64  #: camera image width (px)
@@ -43,8 +43,9 @@ class DemoConfig:
     shard_episodes: int = 25  #: episodes per shard file (the unit of resumption)
 
     def __post_init__(self):
-        if self.world not in EMBODIMENT_OF_WORLD:
-            raise ValueError(f"world {self.world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
+        if not world_spec(self.world).has_expert:
+            raise ValueError(f"world {self.world!r} has no scripted expert: no demonstrations "
+                             "to record (train from a dataset, or RL only)")
         if self.episodes < 1 or self.shard_episodes < 1 or self.chunk_length < 1:
             raise ValueError(f"episodes={self.episodes}, shard_episodes={self.shard_episodes}, "
                              f"chunk_length={self.chunk_length} must all be >= 1")
@@ -60,7 +61,7 @@ def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Gen
     Each state's label is the expert's own clean chunk from that state (look-ahead in the
     simulator, ``sim.experts.expert_chunk``), not the next T labels of the executed (noisy)
     trajectory: a chunk never contains corrections to noise it did not cause."""
-    from embodied_stack.sim.experts import expert_chunk
+    from embodied_stack.sim.experts import expert_chunk, expert_features
 
     obs, info = env.reset(seed=seed)
     instruction = str(obs["instruction"])
@@ -69,7 +70,7 @@ def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Gen
     done = False
     while not done:
         label = np.asarray(expert(obs, info), np.float32)
-        features = expert.features()
+        features = expert_features(expert)
         chunk, mask = expert_chunk(env, expert, chunk_length, first_action=label)
         frames.append((obs["rgb"], obs["depth"].astype(np.float16), obs["proprio"], features))
         chunks.append(chunk)
@@ -84,17 +85,10 @@ def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Gen
 
 def _record_shard(config: DemoConfig, out: Path, k: int, env=None, expert=None, bar=None) -> None:
     """Record shard k (episodes k*shard_episodes...) and write it atomically."""
-    import gymnasium as gym
-
-    import embodied_stack.sim  # noqa: F401  (registers the worlds)
-    from embodied_stack.sim import WORLD_IDS
-    from embodied_stack.sim.experts import make_expert
-
     own = env is None
     if own:
-        env = gym.make(WORLD_IDS[config.world], width=config.width, height=config.height,
-                       with_segmentation=False)
-        expert = make_expert(env)
+        env = make_world(config.world, config.width, config.height)
+        expert = make_world_expert(env)
     try:
         first = k * config.shard_episodes
         count = min(config.shard_episodes, config.episodes - first)
@@ -163,16 +157,9 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike, workers: int = 0) ->
                     k = futures[fut]
                     bar.update(min(config.shard_episodes, config.episodes - k * config.shard_episodes))
         else:
-            import gymnasium as gym
-
-            import embodied_stack.sim  # noqa: F401  (registers the worlds)
-            from embodied_stack.sim import WORLD_IDS
-            from embodied_stack.sim.experts import make_expert
-
-            env = gym.make(WORLD_IDS[config.world], width=config.width, height=config.height,
-                           with_segmentation=False)
+            env = make_world(config.world, config.width, config.height)
             try:
-                expert = make_expert(env)
+                expert = make_world_expert(env)
                 for k in todo:
                     _record_shard(config, out, k, env, expert, bar)
             finally:
@@ -203,10 +190,12 @@ def dataset_world(path: str | os.PathLike) -> str:
     info = read_json(Path(path) / "meta" / "info.json", "a LeRobotDataset info.json")
     robot = str(info.get("robot_type") or "")
     world = robot.split("/", 1)[1] if robot.startswith("embodied_stack/") else ""
-    if world not in EMBODIMENT_OF_WORLD:
+    from embodied_stack.sim.worlds.registry import registered_worlds
+
+    if world not in registered_worlds():
         raise ValueError(f"{path}: robot_type {robot!r}; training from a dataset needs one "
-                         f"recorded in a world of this stack (robot_type embodied_stack/<world>, "
-                         f"world in {sorted(EMBODIMENT_OF_WORLD)})")
+                         f"recorded in a registered world (robot_type embodied_stack/<world>, "
+                         f"world in {registered_worlds()})")
     return world
 
 

@@ -21,7 +21,14 @@ import torch
 
 from embodied_stack.models.files import atomic_write_bytes, atomic_write_json
 
+#: This stack's own worlds; a log's other worlds are plotted too (logged_worlds).
 WORLDS = ("tabletop", "driving")
+
+
+def logged_worlds(log: list[dict]) -> list[str]:
+    """The worlds a training log validated (its ``success_full_<world>`` keys), ours first."""
+    found = {k[len("success_full_"):] for e in log for k in e if k.startswith("success_full_")}
+    return [w for w in WORLDS if w in found] + sorted(found - set(WORLDS))
 
 
 def plot_curves(log: list[dict], path: Path) -> None:
@@ -31,11 +38,10 @@ def plot_curves(log: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    val = [e for e in log if any(k.startswith("success_") and not k.startswith("success_t")
-                                 and not k.startswith("success_d") for k in e)]
+    val = [e for e in log if any(k.startswith(("success_full_", "success_1_2_")) for k in e)]
     ax = axes[0]
     for sub, style in (("full", "-"), ("1_2", "--")):
-        for world in WORLDS:
+        for world in logged_worlds(log):
             pts = [(e["global_step"], e[f"success_{sub}_{world}"]) for e in val
                    if f"success_{sub}_{world}" in e]
             if pts:
@@ -138,7 +144,8 @@ def model_card(to: Path, cfg: dict, ev: dict, run_info: dict, note: str) -> str:
     n_params = sum(p.numel() for p in load_default_policy(to).parameters())
     rows = []
     for sub, key in (("full", "full"), ("1/2", "half")):
-        for world in WORLDS:
+        for world in [*WORLDS, *sorted({k[len(f"success_{key}_"):] for k in ev
+                                         if k.startswith(f"success_{key}_")} - set(WORLDS))]:
             k = f"success_{key}_{world}"
             if k in ev:
                 lo, hi = ev[f"ci95_{key}_{world}"]

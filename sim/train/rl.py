@@ -58,7 +58,7 @@ def episode_decisions(ep, chunk_length: int, k: int, A: int) -> tuple[list, list
 
 def rl_seeds(cfg: TrainConfig, it: int, w: int) -> list[int]:
     """This iteration's candidate seeds of world w (rl_screen per group)."""
-    return iteration_seeds("rl", it, w, cfg.rl_groups[cfg.worlds[w]] * cfg.rl_screen)
+    return iteration_seeds("rl", it, w, cfg.rl_groups[cfg.worlds[w]] * cfg.rl_screen, len(cfg.worlds))
 
 
 def screen_seeds(run: Run, world: str, candidates: list[int], n: int) -> tuple[list[int], dict]:

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from embodied_stack.control.chunk_scheduler import STEP_EPS, ChunkScheduler
-from embodied_stack.control.commands import ArmScale, VehicleScale
+from embodied_stack.control.commands import ArmScale, JointScale, VehicleScale
 from embodied_stack.control.latency import AddedLatency
 from embodied_stack.control.policy_loop import Controllers, PolicyLoopConfig
 from embodied_stack.control.smoothing import CommandLimiter
 from embodied_stack.models.policy.interface import ExecutionMode, Observation
-from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
+from embodied_stack.sim.worlds.registry import make_world, world_spec
 
 
 @dataclass
@@ -73,23 +73,19 @@ class Episode:
 
 
 class WorldPool:
-    """`size` instances of one world (64x64 RGB-D, no segmentation) with their experts;
-    `shift`: the worlds' randomisation (sim/worlds/shift.py; None: none)."""
+    """`size` instances of one registered world (64x64, no segmentation; sim/worlds/registry.py)
+    with their experts (None for a world without one); `shift`: the worlds' randomisation
+    (sim/worlds/shift.py; None: none)."""
 
     def __init__(self, world: str, size: int, width: int = 64, height: int = 64, shift=None):
-        import gymnasium as gym
+        from embodied_stack.sim.worlds.registry import make_world_expert
 
-        import embodied_stack.sim  # noqa: F401  (registers the worlds)
-        from embodied_stack.sim import WORLD_IDS
-        from embodied_stack.sim.experts import make_expert
-
-        if world not in EMBODIMENT_OF_WORLD:
-            raise ValueError(f"world {world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
-        self.world, self.embodiment = world, EMBODIMENT_OF_WORLD[world]
-        options = {} if shift is None else {"shift": shift}  # (an unshifted world: as it was)
-        self.envs = [gym.make(WORLD_IDS[world], width=width, height=height,
-                              with_segmentation=False, **options) for _ in range(size)]
-        self.experts = [make_expert(env) for env in self.envs]
+        self.spec = world_spec(world)
+        self.world, self.embodiment = world, self.spec.embodiment.name
+        self.kind = self.spec.embodiment.command_kind
+        self.envs = [make_world(world, width, height, shift=shift) for _ in range(size)]
+        self.experts = [make_world_expert(env) if self.spec.has_expert else None
+                        for env in self.envs]
 
     def __len__(self):
         return len(self.envs)
@@ -99,9 +95,14 @@ class WorldPool:
             env.close()
 
 
-def task_template(info: dict) -> str:
-    """The task family of an episode, from its reset info: the driving task, or the tabletop
-    task with "_ambiguous" when several objects fit the instruction."""
+def task_template(info: dict, world: str | None = None) -> str:
+    """The task family of an episode, from its reset info: the world spec's ``task_of`` (the
+    driving task, or the tabletop task with "_ambiguous" when several objects fit the
+    instruction), else info["task"]."""
+    if world is not None:
+        spec = world_spec(world)
+        if spec.task_of is not None:
+            return spec.task_of(info)
     task = str(info.get("task", ""))
     if len(info.get("target_ids", ())) > 1:
         task += "_ambiguous"
@@ -164,12 +165,16 @@ class Execution:
 
 
 def loop_config(mode: ExecutionMode, embodiment: str, rate_hz: float,
-                execution: Execution) -> PolicyLoopConfig:
+                execution: Execution, world: str | None = None) -> PolicyLoopConfig:
     """The node settings the rollouts execute with: `execution.settings` on the world's
     embodiment and rate, or the ``replace`` rule of `mode` (its deadline long enough for the
-    whole chunk: training cuts chunks by refill_at and execute_steps only)."""
+    whole chunk: training cuts chunks by refill_at and execute_steps only). A `world` whose
+    embodiment publishes joint commands sets ``command="joints"`` and its bounds."""
     base: dict[str, Any] = dict(embodiment=embodiment, control_rate_hz=rate_hz,
                                 refill_at=mode.refill_at, execute_steps=mode.execute_steps)
+    if world is not None and world_spec(world).embodiment.command_kind == "joints":
+        body = world_spec(world).embodiment
+        base.update(command="joints", joint_low=body.low, joint_high=body.high)
     if execution.settings is not None:
         return PolicyLoopConfig(**{**base, **execution.settings})
     return PolicyLoopConfig(**base, execution="replace",
@@ -220,19 +225,24 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
     output limiter (control/smoothing.py) when that has limits. `rewrite(seed, instruction)`:
     the instruction the policy is given instead of the world's (a paraphrase, sim/eval.py).
     """
-    from embodied_stack.sim.experts import LookaheadWorld, expert_chunk
+    from embodied_stack.sim.experts import expert_chunk, expert_features
 
     if beta > 0 and not label:
         raise ValueError("beta > 0 (expert-executed chunks) needs label=True")
     execution = execution or Execution()
     T = model.config.chunk_length
+    if pool.embodiment not in model.config.embodiments:
+        raise ValueError(f"the model acts for embodiments {sorted(model.config.embodiments)}, not "
+                         f"{pool.embodiment!r} of world {pool.world!r}: train one for it "
+                         f"(embodied-stack train --worlds {pool.world} --init-from '')")
     dims = model.config.embodiments[pool.embodiment]
     world, embodiment = pool.world, pool.embodiment
-    rate = float(pool.envs[0].metadata["render_fps"])
+    kind = pool.kind  # the command layout: arm, vehicle or joints
+    rate = float(pool.spec.control_rate_hz)
     period = 1.0 / rate
-    config = loop_config(mode, embodiment, rate, execution)
+    config = loop_config(mode, embodiment, rate, execution, world)
     controllers = Controllers.of(config)
-    scale: ArmScale | VehicleScale = controllers.arm_scale if embodiment == "arm" else controllers.vehicle_scale
+    scale: ArmScale | VehicleScale | JointScale = controllers.scale(kind)
     hold_steps = int(round(COMMAND_TIMEOUT_S * rate))
     limited = config.limiter_config().active
     seeds = list(seeds)
@@ -248,12 +258,13 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         index, seed = queue.pop(0)
         env, expert = pool.envs[i], pool.experts[i]
         obs, info = env.reset(seed=int(seed))
-        expert.reset()
+        if expert is not None:
+            expert.reset()
         instruction = str(obs["instruction"])
         if rewrite is not None:
             instruction = rewrite(int(seed), instruction)
         ep = Episode(world=world, seed=int(seed), instruction=instruction,
-                     task=task_template(info), reference=_frame(obs))
+                     task=task_template(info, world), reference=_frame(obs))
         slots[i] = _Slot(index, ep, obs, info, np.random.default_rng([stream_seed, keys[index]]),
                          np.random.default_rng([execution.latency_seed, int(seed)]),
                          ChunkScheduler(config.scheduler_config()),
@@ -273,14 +284,14 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         return float(slot.obs["proprio"][0])  # (the driving world's proprio starts with it)
 
     def command_of(slot: _Slot, action: np.ndarray) -> np.ndarray:
-        if embodiment == "arm":
-            return cast(ArmScale, scale).to_command(action)
-        return cast(VehicleScale, scale).to_command(action, speed(slot))
+        if kind == "vehicle":
+            return cast(VehicleScale, scale).to_command(action, speed(slot))
+        return cast("ArmScale | JointScale", scale).to_command(action)
 
     def action_of(slot: _Slot, command: np.ndarray) -> np.ndarray:
-        if embodiment == "arm":
-            return cast(ArmScale, scale).to_action(command).astype(np.float32)
-        return cast(VehicleScale, scale).to_action(command, speed(slot)).astype(np.float32)
+        if kind == "vehicle":
+            return cast(VehicleScale, scale).to_action(command, speed(slot)).astype(np.float32)
+        return cast("ArmScale | JointScale", scale).to_action(command).astype(np.float32)
 
     def choose(slot: _Slot) -> np.ndarray:
         """This step's action: the strategy's, or the last one held, or a stop."""
@@ -297,7 +308,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             if limited:  # what the robot executes meanwhile (a held action: the car's speed moves on)
                 slot.limiter.record(command_of(slot, action), now)
         else:  # nothing to execute: the arm holds still, the car brakes
-            action = action_of(slot, np.zeros(3 if embodiment == "arm" else 2))
+            action = action_of(slot, np.zeros(config.action_dims))
             slot.limiter.reset(command_of(slot, action), now)
         slot.last_action = action
         if execution.record:
@@ -305,7 +316,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             ep.commands.append(command_of(slot, action))
             ep.chunk_serials.append(slot.serial if due is not None else -1)
             ep.command_ages.append(now - due.stamp if due is not None else float("nan"))
-            ep.motion.append(_motion(embodiment, slot.obs["proprio"]))
+            ep.motion.append(_motion(kind, slot.obs["proprio"]))
         return action
 
     for i in range(len(pool)):
@@ -363,8 +374,10 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
             env, expert = pool.envs[i], pool.experts[i]
             action = choose(s)
             if label:
+                if expert is None:
+                    raise ValueError(f"world {world!r} has no scripted expert: no DAgger labels")
                 first = np.asarray(expert(obs, info), np.float32)
-                ep.aux.append(expert.features())
+                ep.aux.append(expert_features(expert))
                 labels, mask = expert_chunk(env, expert, T, first_action=first)
                 ep.frames.append(_frame(obs))
                 ep.labels.append(labels)
@@ -373,16 +386,15 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
                     action = first
             s.step += 1
             # Frames nobody will look at are not rendered (2x cheaper RL): unless every state is
-            # labelled, only a frame the next step will ask about (no answer pending).
-            world_env = cast(LookaheadWorld, env.unwrapped)
-            skip_render = not label and not s.pending and not s.scheduler.wants_request(
+            # labelled, only a frame the next step will ask about (no answer pending). Every
+            # step, rendered or not, goes through the world's wrappers (WorldEnv: time limit,
+            # success termination).
+            env.skip_render = not label and not s.pending and not s.scheduler.wants_request(
                 s.step * period, s.step * period)
-            world_env._lookahead = skip_render
-            try:  # (unwrapped while not rendering: the env checker would flag the empty obs)
-                obs, reward, terminated, truncated, info = (world_env if skip_render else env).step(
-                    np.asarray(action, np.float32))
+            try:
+                obs, reward, terminated, truncated, info = env.step(np.asarray(action, np.float32))
             finally:
-                world_env._lookahead = False
+                env.skip_render = False
             ep.ret += float(reward)
             ep.steps += 1
             if keep_decisions:
@@ -392,7 +404,7 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
                 ep.success = bool(info["is_success"])
                 ep.outcome = str(info["outcome"])
                 if execution.record:
-                    ep.motion.append(_motion(embodiment, obs["proprio"]))
+                    ep.motion.append(_motion(kind, obs["proprio"]))
                 results[s.index] = ep
                 if progress is not None:
                     progress(1)
@@ -400,10 +412,12 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
     return cast("list[Episode]", results)  # every episode has finished: no None left
 
 
-def _motion(embodiment: str, proprio: np.ndarray) -> np.ndarray:
+def _motion(kind: str, proprio: np.ndarray) -> np.ndarray:
     """What the simulator measured of the robot's motion: the fingertip's velocity (m/s), or
-    the car's [speed m/s, yaw rate rad/s]."""
-    return np.array(proprio[3:6] if embodiment == "arm" else proprio[[0, 2]], np.float64)
+    the car's [speed m/s, yaw rate rad/s]; nothing for a joints embodiment."""
+    if kind == "joints":
+        return np.zeros(0, np.float64)
+    return np.array(proprio[3:6] if kind == "arm" else proprio[[0, 2]], np.float64)
 
 
 def success_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -65,21 +65,59 @@ FAST_PARAMETERS = ("keypoint_in.", "keypoint_aux.", "keypoint_proj.", "keypoint_
 
 
 def instruction_tokenizer(worlds) -> InstructionTokenizer:
-    """The default words plus every word the worlds' instruction grammars can emit."""
-    from embodied_stack.sim.worlds import driving, tabletop
+    """The default words plus every word the given worlds' instructions can use (each world
+    spec's vocabulary, or the words of its fixed instruction)."""
+    from embodied_stack.sim.worlds.registry import world_spec
 
-    words = set(DEFAULT_WORDS) | set(tabletop.instruction_vocabulary())
-    words |= set(driving.instruction_vocabulary())
+    words = set(DEFAULT_WORDS)
+    for world in worlds:
+        words |= world_spec(world).words()
     return InstructionTokenizer.from_words(sorted(w for w in words if split_words(w) == [w]))
 
 
+def model_fields_for_worlds(worlds, model: dict) -> dict:
+    """ElasticVLAConfig fields of a new model for `worlds`: the embodiments of worlds that the
+    default model lacks are added with their action dims (from their specs), max_action_dim
+    widened to fit, and their proprio_inputs from the specs' train_defaults. A config that
+    names ``embodiments`` itself is left as it is."""
+    from embodied_stack.sim.worlds.registry import world_spec
+
+    default = dict(ElasticVLAConfig().embodiments)
+    specs = [world_spec(w) for w in worlds]
+    new = {s.embodiment.name: s.embodiment.dims for s in specs
+           if s.embodiment.name not in default}
+    if not new or "embodiments" in model:
+        return dict(model)
+    out = dict(model)
+    out["embodiments"] = {**default, **new}
+    out["max_action_dim"] = max(int(model.get("max_action_dim", ElasticVLAConfig().max_action_dim)),
+                                *new.values())
+    inputs = dict(model.get("proprio_inputs") or {})
+    for s in specs:
+        if s.embodiment.name in new and "proprio_inputs" in s.train_defaults:
+            inputs.setdefault(s.embodiment.name, list(s.train_defaults["proprio_inputs"]))
+    if inputs:
+        out["proprio_inputs"] = inputs
+    return out
+
+
 def build_model(cfg: TrainConfig) -> ElasticVLA:
-    """A new model (``init_from: ""``), or a saved one with ``cfg.model``'s overrides."""
+    """A new model (``init_from: ""``), or a saved one with ``cfg.model``'s overrides. A new
+    model acts for every trained world's embodiment (model_fields_for_worlds); a saved one
+    must already have them."""
     if not cfg.init_from:
-        return ElasticVLA(ElasticVLAConfig(**cfg.model), instruction_tokenizer(cfg.worlds))
+        return ElasticVLA(ElasticVLAConfig(**model_fields_for_worlds(cfg.worlds, cfg.model)),
+                          instruction_tokenizer(cfg.worlds))
     from embodied_stack.models.policy import load_default_policy
 
     model = load_default_policy(None if cfg.init_from == "default" else cfg.init_from)
+    from embodied_stack.sim.worlds.registry import world_spec
+
+    missing = sorted({world_spec(w).embodiment.name for w in cfg.worlds} - set(model.config.embodiments))
+    if missing:
+        raise ValueError(f"init_from={cfg.init_from!r}: the model acts for embodiments "
+                         f"{sorted(model.config.embodiments)}, not {missing} of worlds "
+                         f"{list(cfg.worlds)}; train a new model with init_from: ''")
     changed = {k: v for k, v in cfg.model.items() if getattr(model.config, k) != v}
     shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS) - set(SCAFFOLD_FIELDS)
                            - set(WIDENING_FIELDS))

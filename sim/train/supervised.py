@@ -26,7 +26,6 @@ from tqdm import tqdm
 from embodied_stack.models.elastic.submodels import elastic_distillation_loss
 from embodied_stack.models.files import atomic_write_npz
 from embodied_stack.models.policy.interface import Observation
-from embodied_stack.sim import WORLD_IDS
 from embodied_stack.sim.train import demos
 from embodied_stack.sim.train.config import SEED_BASE, TrainConfig, iteration_seeds
 from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
@@ -69,9 +68,9 @@ def target_image_position(world: str, d: dict[str, np.ndarray], rows: slice) -> 
 @functools.lru_cache(maxsize=None)
 def _world_camera(world: str) -> dict:
     """The world's camera model (fixed per world) as its reset info reports it."""
-    import gymnasium as gym
+    from embodied_stack.sim.worlds.registry import make_world
 
-    env = gym.make(WORLD_IDS[world])
+    env = make_world(world)
     try:
         return env.reset(seed=0)[1]["camera"]
     finally:
@@ -298,7 +297,7 @@ def stage_dagger(run: Run) -> None:
                 n = cfg.dagger_episodes[world]
                 bar = tqdm(total=n, desc=f"dagger {it} {world} rollouts", unit="episode")
                 run.model.set_submodel("full")
-                eps = run.rollouts(run.model, world, iteration_seeds("dagger", it, w, n), run.mode,
+                eps = run.rollouts(run.model, world, iteration_seeds("dagger", it, w, n, len(cfg.worlds)), run.mode,
                                    label=True, beta=beta, stream_seed=cfg.seed * 7919 + it,
                                    progress=bar.update)
                 bar.close()

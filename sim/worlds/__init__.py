@@ -1,45 +1,92 @@
-"""sim/worlds: the Gymnasium worlds (Tabletop, Driving) and what the rest of the stack needs to
-know about them without building one."""
+"""sim/worlds: the Gymnasium worlds (Tabletop, Driving), the world spec and registry
+(spec.py, registry.py: any registered world, this repository's or a third party's, is taken
+by eval, the trainer, the demo and the sim bridge), and what the rest of the stack needs to
+know about a world without building one.
+
+The tables below are read-only views of the registry, kept for the code that imported them
+before it existed: ``EMBODIMENT_OF_WORLD["tabletop"] == "arm"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from embodied_stack.sim.worlds.registry import (  # noqa: F401  (the public API)
+    command_scale,
+    load_world_file,
+    make_world,
+    register_world,
+    registered_worlds,
+    world_spec,
+)
+from embodied_stack.sim.worlds.spec import EmbodimentSpec, WorldSpec  # noqa: F401
+
+
+class _RegistryView(Mapping):
+    """world name -> one field of its spec, live over the registry."""
+
+    def __init__(self, read: Callable[[WorldSpec], Any]):
+        self._read = read
+
+    def __getitem__(self, world: str):
+        try:
+            spec = world_spec(world)  # (fast for a registered world: no plugin scan)
+        except ValueError:
+            raise KeyError(world) from None
+        return self._read(spec)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registered_worlds())
+
+    def __len__(self) -> int:
+        return len(registered_worlds())
+
 
 #: The embodiment that acts in each world: the policy node's `embodiment` parameter
-#: (arm -> servo/delta_twist_cmds, vehicle -> cmd_vel).
-EMBODIMENT_OF_WORLD = {"tabletop": "arm", "driving": "vehicle"}
+#: (arm -> servo/delta_twist_cmds, vehicle -> cmd_vel, others -> joint_commands).
+EMBODIMENT_OF_WORLD: Mapping[str, str] = _RegistryView(lambda s: s.embodiment.name)
 
 #: Each world's proprio vector (obs["proprio"], PROPRIO_DIM long), entry by entry; the sim
 #: bridge publishes it as joint_states under these names and the policy node reads them back
 #: by name. "unused_k" entries are zero.
-PROPRIO_NAMES = {
-    "tabletop": ["ee_x", "ee_y", "ee_z", "ee_vx", "ee_vy", "ee_vz", "contact", "unused_7"],
-    "driving": ["speed", "steer", "yaw_rate", "accel", "unused_4", "unused_5", "unused_6",
-                "unused_7"],
-}
+PROPRIO_NAMES: Mapping[str, list[str]] = _RegistryView(lambda s: s.proprio_layout)
 
 #: Each world's action, entry by entry (the normalised action in [-1, 1] the policy emits).
-ACTION_NAMES = {"tabletop": ["ee_vx", "ee_vy", "ee_vz"], "driving": ["steer", "accel"]}
-
-
-def command_scale(world: str):
-    """The scaling between the world's normalised action and its ROS command
-    (control/commands.py), from the world's constants: ArmScale for an arm world,
-    VehicleScale (integrated over one control period) for a vehicle world."""
-    from embodied_stack.control.commands import ArmScale, VehicleScale
-
-    if world == "tabletop":
-        from embodied_stack.sim.worlds import tabletop
-
-        return ArmScale(tabletop.MAX_SPEED)
-    if world == "driving":
-        from embodied_stack.sim.worlds import driving
-
-        return VehicleScale(driving.MAX_STEER, driving.MAX_ACCEL, driving.MAX_SPEED,
-                            driving.WHEELBASE, driving.DT)
-    raise ValueError(f"world {world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
+ACTION_NAMES: Mapping[str, list[str]] = _RegistryView(lambda s: list(s.embodiment.action_names))
 
 
 def control_rate_hz(world: str) -> int:
     """Control steps (and camera frames) per second of a world."""
-    if world not in EMBODIMENT_OF_WORLD:
-        raise ValueError(f"world {world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
-    from embodied_stack.sim.worlds import driving, tabletop
+    return int(world_spec(world).control_rate_hz)
 
-    return int({"tabletop": tabletop.CONTROL_HZ, "driving": driving.CONTROL_HZ}[world])
+
+def default_proprio_names(embodiment: str) -> list[str]:
+    """The proprio layout of the first registered world acting with `embodiment` (the policy
+    node's default when its proprio_names parameter is unset); ValueError when none does."""
+    for world in registered_worlds():
+        spec = world_spec(world)
+        if spec.embodiment.name == embodiment:
+            return spec.proprio_layout
+    raise ValueError(f"no registered world acts with embodiment {embodiment!r}: set the "
+                     "policy node's proprio_names")
+
+
+class _ProprioOfEmbodiment(Mapping):
+    """embodiment -> default_proprio_names(embodiment), over the registered worlds."""
+
+    def __getitem__(self, embodiment: str) -> list[str]:
+        try:
+            return default_proprio_names(embodiment)
+        except ValueError:
+            raise KeyError(embodiment) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted({world_spec(w).embodiment.name for w in registered_worlds()}))
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+
+#: Default proprio layouts by embodiment (the policy node's, when proprio_names is unset).
+PROPRIO_NAMES_OF_EMBODIMENT: Mapping[str, list[str]] = _ProprioOfEmbodiment()
