@@ -490,3 +490,23 @@ def test_bool_flags_reject_a_misspelt_value(capsys):
         main(["--out", "unused", "--frontier", "flase"])
     assert exc.value.code == 2
     assert "'flase' is not a boolean" in capsys.readouterr().err
+
+
+def test_resume_with_changed_settings_records_them(tmp_path):
+    """Resuming with a flag that changes the run (here one more bc step) rewrites the run's
+    train_config.json and lists the change in run_info.json, so the files say what trained."""
+    cfg = TrainConfig(**{**TINY, "stages": ("bc",), "bc_steps": 6, "eval_episodes": 0})
+    train(cfg, tmp_path / "run")
+    # An unfinished run to resume: the checkpoint after step 6 of 6, stage still bc.
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    progress = json.loads(state["progress"])
+    progress.update(stage="bc")
+    state["progress"] = json.dumps(progress)
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    train(TrainConfig(**{**TINY, "stages": ("bc",), "bc_steps": 8, "eval_episodes": 0}),
+          tmp_path / "run", resume=True)
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["bc_steps"] == 8
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    [change] = info["resumed_with_changes"]
+    assert change["changed"] == {"bc_steps": {"was": 6, "now": 8}} and change["stage"] == "bc"

@@ -196,7 +196,7 @@ class TrainConfig:
     noisy_share: float = 0.5  #: share of noisy demo episodes
     bc_steps: int = 2000  #: optimiser steps of the bc stage
     # --- dagger ---
-    dagger_iterations: int = 6  #: rollout + retrain rounds
+    dagger_iterations: int = 8  #: rollout + retrain rounds
     #: learner episodes per world per iteration (driving episodes are ~6x longer)
     dagger_episodes: dict = field(default_factory=lambda: {"tabletop": 150, "driving": 100})
     dagger_beta: float = 0.3  #: share of expert-executed chunks in the first iteration

@@ -231,6 +231,7 @@ class Run:
         self._rollouts: LocalRollouts | ProcessRollouts | RayRollouts | None = None
         if self.ckpt_path.exists():
             self._load()
+            self._record_resume_changes()
         else:
             atomic_write_json(self.out / "train_config.json", dataclasses.asdict(cfg))
             argv = sys.argv[1:]
@@ -260,6 +261,28 @@ class Run:
     def wall_s(self) -> float:
         """Seconds this run has trained, over all its sessions (resumes)."""
         return self.wall_before + time.monotonic() - self._clock
+
+    def _record_resume_changes(self) -> None:
+        """A run resumed with flags that change its config (e.g. more DAgger iterations): the
+        config file becomes what the run now trains with, and run_info lists each change with
+        the stage and iteration it took effect at."""
+        cfg_path, info_path = self.out / "train_config.json", self.out / "run_info.json"
+        before = json.loads(cfg_path.read_text()) if cfg_path.exists() else {}
+        now = json.loads(json.dumps(dataclasses.asdict(self.cfg)))  # (tuples as lists)
+        defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig())))
+        # (a field newer than the run's config file, at its default, is no change)
+        changed = {k: {"was": before.get(k), "now": v} for k, v in now.items()
+                   if before.get(k) != v and (k in before or v != defaults[k])}
+        if not changed:
+            return
+        atomic_write_json(cfg_path, now)
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        info.setdefault("resumed_with_changes", []).append({
+            "at": time.strftime("%Y-%m-%d %H:%M:%S"), "stage": self.progress["stage"],
+            "iteration": self.progress["iteration"], "step": self.progress["step"],
+            "changed": changed})
+        atomic_write_json(info_path, info)
+        print(f"resumed with changed settings: {sorted(changed)} (recorded in {info_path})")
 
     # --- checkpoints ---
     def save(self) -> None:
