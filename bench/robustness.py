@@ -5,6 +5,7 @@ magnitude, per world and submodel, each paired with the unshifted run on the sam
     python bench/robustness.py [--quick] [--json PATH] [--png PATH] [--model DIR]
         [--episodes 500] [--first-seed 100000] [--worlds tabletop driving]
         [--submodels full 1/2] [--cells none camera_2cm_2deg ...] [--cache DIR]
+    python bench/robustness.py --compare OLD.json NEW.json [--json PATH]   # two models, paired
 
 The axes (``CELLS``; sim/worlds/shift.py, each magnitude exact): the camera moved 2 / 5 / 10 cm
 in a random direction and turned 2 / 5 / 10 degrees about a random axis; every light x0.3 /
@@ -105,6 +106,26 @@ def run_cell(model, world: str, cell: str, episodes: int, first_seed: int) -> li
     return [int(s) for s in r["failed_seeds"]]
 
 
+def compare_runs(old: dict, new: dict) -> dict:
+    """Two models' robustness results on the same seeds, cell by cell: new - old success with
+    its paired 95% interval and McNemar p, per ``<submodel>_<world>_<cell>`` both hold."""
+    for key in ("episodes", "first_seed"):
+        if old.get(key) != new.get(key):
+            raise ValueError(f"the two results differ in {key}: {old.get(key)} vs {new.get(key)}; "
+                             "a paired comparison needs the same seeds")
+    seeds = range(new["first_seed"], new["first_seed"] + new["episodes"])
+    out: dict = {"episodes": new["episodes"], "first_seed": new["first_seed"], "cells": new["cells"],
+                 "old_model": old.get("model"), "new_model": new.get("model")}
+    for key in sorted(k[: -len("_failed_seeds")] for k in new if k.endswith("_failed_seeds")):
+        if f"{key}_failed_seeds" not in old:
+            continue
+        old_fail, new_fail = set(old[f"{key}_failed_seeds"]), set(new[f"{key}_failed_seeds"])
+        d = paired_difference([s not in old_fail for s in seeds], [s not in new_fail for s in seeds])
+        out.update({f"{key}_old": old[f"{key}_success"], f"{key}_new": new[f"{key}_success"],
+                    f"{key}_diff": d["diff"], f"{key}_diff_ci95": d["ci95"], f"{key}_mcnemar_p": d["mcnemar_p"]})
+    return out
+
+
 def plot(path: str, figures: dict, worlds, submodels, cells) -> None:
     import matplotlib
 
@@ -151,7 +172,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--cache", default="runs/robustness", help="finished cells (resume)")
     parser.add_argument("--png", metavar="PATH", help="success per cell, world and submodel")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                        help="run nothing: compare two models' result files on the same seeds, cell by cell")
     args = parser.parse_args(argv)
+    if args.compare:
+        old, new = (json.loads(Path(f).read_text()) for f in args.compare)
+        try:
+            result = compare_runs(old, new)
+        except ValueError as e:
+            parser.error(str(e))
+        rows = [(k[: -len("_diff")], f"{result[k[:-5] + '_old']:.0%}", f"{result[k[:-5] + '_new']:.0%}",
+                 f"{100 * result[k]:+.0f} [{100 * result[k + '_ci95'][0]:+.0f}, {100 * result[k + '_ci95'][1]:+.0f}]",
+                 f"{result[k[:-5] + '_mcnemar_p']:.2g}") for k in result if k.endswith("_diff")]
+        benchlib.print_table(f"{args.compare[1]} vs {args.compare[0]} (same seeds)",
+                             ("submodel_world_cell", "old", "new", "new - old [95%]", "McNemar p"), rows)
+        return benchlib.write_json(args.json, {"old": args.compare[0], "new": args.compare[1], **result},
+                                   __file__, argv)
     if args.quick:
         args.episodes, args.submodels = 16, ["full"]
     if args.episodes < 1:

@@ -210,3 +210,19 @@ def test_the_bench_pairs_each_shift_with_the_unshifted_run_on_the_same_seeds():
                                      "distractors_1", "distractors_3", "paraphrase", "delay_1", "rgb_noise_8"}
     for cell, (_, _, spec) in robustness.CELLS.items():
         assert spec in ("none", "paraphrase") or Shift.parse(spec).active, cell
+
+
+def test_the_bench_compares_two_models_cell_by_cell_on_the_same_seeds():
+    def result(failed_none, failed_light):
+        out = {"episodes": 10, "first_seed": 100, "cells": {}, "model": "m"}
+        out.update(robustness.cell_figures("full_tabletop_none", 10, 100, failed_none, None))
+        out.update(robustness.cell_figures("full_tabletop_light_050", 10, 100, failed_light, failed_none))
+        return out
+
+    old, new = result([100, 101], [100, 101, 102, 103]), result([100], [100, 101])
+    c = robustness.compare_runs(old, new)
+    assert c["full_tabletop_none_old"] == 0.8 and c["full_tabletop_none_new"] == 0.9
+    assert c["full_tabletop_light_050_diff"] == pytest.approx(0.2)
+    assert c["full_tabletop_light_050_mcnemar_p"] == pytest.approx(0.5)  # 2 vs 0 disagreeing seeds
+    with pytest.raises(ValueError, match="differ in episodes"):
+        robustness.compare_runs(old, {**new, "episodes": 20})
