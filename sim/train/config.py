@@ -6,10 +6,10 @@ Each field is also a command-line flag (``--dagger-iterations 4``; dicts as JSON
 the YAML file ``--config`` reads; a run writes its config to ``<out>/train_config.json``, which
 ``--resume`` reads back.
 
-Recipes: ``config/train/<name>.yaml`` (``--recipe <name>``). ``default`` is the recipe of the
-shipped model, and the dataclass's defaults below equal it (tests/test_recipe.py), so a flag
-changes one thing against the recipe. ``scaled`` shrinks a recipe's amounts of work (steps,
-episodes, iterations) for a smoke run of the same stages.
+Recipes: ``config/train/<name>.yaml`` (``--recipe <name>``). ``default`` is the recipe meant
+to rebuild the shipped model from scratch, and the dataclass's defaults below equal it
+(tests/test_recipe.py), so a flag changes one thing against the recipe. ``scaled`` shrinks a
+recipe's amounts of work (steps, episodes, iterations) for a smoke run of the same stages.
 
 Seed layout (disjoint by purpose; `embodied-stack eval` tests on 100_000+, never seen here):
 demonstrations from 0, DAgger from 10_000, RL from 20_000, the EntroPIC entropy probe from

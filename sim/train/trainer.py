@@ -1,7 +1,7 @@
 """`embodied-stack train`: behaviour cloning -> DAgger -> group RL (GRPO / ADPO / EntroPIC) of
 the ElasticVLA in the simulation worlds, elastic-aware, resumable.
 
-    embodied-stack train --recipe default --out runs/default   # the shipped model, from scratch
+    embodied-stack train --recipe default --out runs/default   # a new model, from scratch
     embodied-stack train --recipe default --scale 0.01 --out runs/smoke   # the same, minutes
     embodied-stack train --recipe my.yaml --out runs/mine      # a YAML file of TrainConfig fields
     embodied-stack train --out runs/default --resume           # continue a killed run
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="run directory")
     parser.add_argument("--recipe", help="a recipe: the name of config/train/<name>.yaml "
-                        "('default' made the shipped model) or a YAML file of TrainConfig fields")
+                        "('default': the default model's recipe) or a YAML file of TrainConfig fields")
     parser.add_argument("--config", help="YAML file of TrainConfig fields (as --recipe FILE)")
     parser.add_argument("--scale", type=float, default=1.0,
                         help="times every amount of work of the recipe (steps, episodes, "
