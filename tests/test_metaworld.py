@@ -156,3 +156,20 @@ def test_the_time_limit_applies_inside_chunks():
             assert ep.instruction == "reach the goal"
     finally:
         registry.unregister_world("metaworld_reach_short")
+
+
+def test_launch_gives_the_sawyer_its_joints_layout_and_gripper():
+    """sim.launch.py world:=metaworld_mt10: the policy node publishes the 4-D action on
+    joint_commands, the gripper (channel 3) also on gripper_command."""
+    import os
+
+    from embodied_stack.nodes.launch_graph import argument_defaults, robot_arguments, sim_arguments, sim_nodes
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    arguments = sim_arguments(repo) + robot_arguments(repo)
+    specs = sim_nodes({**argument_defaults(arguments), "world": "metaworld_mt10",
+                       "perception": "false", "elastic": "false"})
+    extra = next(s for s in specs if s.executable == "policy_node").parameters[-1]
+    assert extra["command"] == "joints" and extra["joint_gripper"] == 3
+    assert extra["joint_low"] == [-0.01, -0.01, -0.01, -1.0]
+    assert extra["proprio_names"][:4] == list(mt10.PROPRIO_NAMES) and extra["control_rate_hz"] == 80.0

@@ -119,7 +119,7 @@ def _patch_metaworld() -> None:
     from metaworld.sawyer_xyz_env import SawyerMocapBase
 
     if SawyerMocapBase.reset_mocap_welds is not reset_mocap_welds:
-        SawyerMocapBase.reset_mocap_welds = reset_mocap_welds
+        SawyerMocapBase.reset_mocap_welds = reset_mocap_welds  # type: ignore[method-assign]
 
 
 def _renderer(model, width: int, height: int):
