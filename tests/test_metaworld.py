@@ -173,3 +173,34 @@ def test_launch_gives_the_sawyer_its_joints_layout_and_gripper():
     assert extra["command"] == "joints" and extra["joint_gripper"] == 3
     assert extra["joint_low"] == [-0.01, -0.01, -0.01, -1.0]
     assert extra["proprio_names"][:4] == list(mt10.PROPRIO_NAMES) and extra["control_rate_hz"] == 80.0
+
+
+@pytest.mark.ros
+def test_mt10_runs_through_the_bridge_and_the_policy_node(tmp_path):
+    """sim.launch.py world:=metaworld_push, expert backend, in a namespace: the policy node
+    publishes the 4-D action on joint_commands and the gripper on gripper_command at 80 Hz,
+    the bridge applies them and the episode finishes."""
+    pytest.importorskip("rclpy")
+    from ros_harness import wait_for
+    from std_msgs.msg import Float64, Float64MultiArray
+    from test_multi_robot import _Graph, _launch
+
+    specs = _launch(namespace="mw1", world="metaworld_push", episodes="1", mode="lockstep",
+                    backend="expert", perception="false", elastic="false")
+    graph = _Graph(specs, str(tmp_path))
+    try:
+        commands: list = []
+        grippers: list = []
+        graph.listener.create_subscription(Float64MultiArray, "/mw1/joint_commands", commands.append, 100)
+        graph.listener.create_subscription(Float64, "/mw1/gripper_command", grippers.append, 100)
+        graph.spin()
+        bridge = graph.nodes["/mw1/sim_bridge"]
+        policy = graph.nodes["/mw1/policy_node"]
+        assert policy.loop.config.kind == "joints" and policy.loop.config.control_rate_hz == 80.0
+        assert wait_for(lambda: bridge.finished, timeout=120), (bridge.results, bridge.steps)
+        assert bridge.world == "metaworld_push" and len(bridge.results) == 1
+        assert commands and all(len(m.data) == 4 for m in commands)
+        assert grippers and all(-1.0 <= m.data <= 1.0 for m in grippers)
+        assert bridge.summary()["steps"] >= 10, bridge.summary()
+    finally:
+        graph.close()

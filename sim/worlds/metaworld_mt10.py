@@ -61,7 +61,6 @@ TASK_NAMES = list(MT10_TASKS)
 #: Meta-World's fixed camera above the table's far corner: the whole workspace, objects and goal
 #: markers in view (corner2 shows them smaller, corner4 crops the far end)
 CAMERA = "corner3"
-SHADOW_SIZE = 512  #: px of the shadow map (Meta-World's XML asks 4096: slow on software GL)
 #: control steps per episode: Meta-World's own horizon (max_path_length) is 500; see docs.
 EPISODE_LIMIT = 200
 CONTROL_RATE_HZ = 80.0  #: frame_skip 5 x timestep 0.0025 s
@@ -122,18 +121,14 @@ def _patch_metaworld() -> None:
         SawyerMocapBase.reset_mocap_welds = reset_mocap_welds  # type: ignore[method-assign]
 
 
-def _renderer(model, width: int, height: int):
-    """A MuJoCo renderer for a Meta-World model, cheap on a software GL (llvmpipe): a 512 px
-    shadow map instead of Meta-World's 4096, no multisampling, no floor reflection. Measured
-    at 64x64 with EGL on llvmpipe: 180 ms a frame with Meta-World's settings, 25 ms with these;
-    the scene looks the same but for softer shadows and no reflection in the table."""
-    import mujoco
+def _renderer(model, camera: str, width: int, height: int):
+    """The stack's renderer (sim/worlds/base.py: RGBDRenderer) on a Meta-World model: shadows,
+    multisampling and reflections off (measured at 64x64 on llvmpipe: 180 ms a frame with
+    Meta-World's settings, its 4096 px shadow map above all), and it binds its GL context
+    per thread as the sim bridge's executor threads need."""
+    from embodied_stack.sim.worlds.base import RGBDRenderer
 
-    model.vis.quality.shadowsize = min(int(model.vis.quality.shadowsize), SHADOW_SIZE)
-    model.vis.quality.offsamples = 0
-    renderer = mujoco.Renderer(model, height=height, width=width)
-    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-    return renderer
+    return RGBDRenderer(model, camera, width, height)
 
 
 def _import_metaworld():
@@ -190,7 +185,7 @@ class MetaWorldEnv(gymnasium.Env):
                 env._partially_observable = False
             env._set_task_inner()
             self._envs[self.task] = env
-            self._renderers[self.task] = _renderer(env.model, self.width, self.height)
+            self._renderers[self.task] = _renderer(env.model, self.camera, self.width, self.height)
         return self._envs[self.task]
 
     def instruction(self) -> str:
@@ -201,9 +196,8 @@ class MetaWorldEnv(gymnasium.Env):
         proprio = np.asarray(flat[:4], np.float32)  # hand xyz, gripper opening
         rgb = None
         if not self._lookahead:
-            renderer = self._renderers[self.task]
-            renderer.update_scene(self.sim.data, camera=self.camera)
-            rgb = np.ascontiguousarray(renderer.render()[::-1, ::-1])  # corner cams: upside down
+            rgb, _, _ = self._renderers[self.task].render(self.sim.data)
+            rgb = np.ascontiguousarray(rgb[::-1, ::-1])  # Meta-World's corner cams: upside down
         return {"rgb": rgb, "proprio": proprio, "instruction": self.instruction()}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
