@@ -125,9 +125,14 @@ def _renderer(model, camera: str, width: int, height: int):
     """The stack's renderer (sim/worlds/base.py: RGBDRenderer) on a Meta-World model: shadows,
     multisampling and reflections off (measured at 64x64 on llvmpipe: 180 ms a frame with
     Meta-World's settings, its 4096 px shadow map above all), and it binds its GL context
-    per thread as the sim bridge's executor threads need."""
+    per thread as the sim bridge's executor threads need. Its shadows are off, so the shadow
+    map is not allocated (size 0) and the offscreen buffer is the image's size: the GL
+    context of a Meta-World model took ~118 MB with Meta-World's 4096 px shadow map and
+    640x480 buffer, ~0.1 MB so (measured here)."""
     from embodied_stack.sim.worlds.base import RGBDRenderer
 
+    model.vis.quality.shadowsize = 0
+    model.vis.global_.offwidth, model.vis.global_.offheight = width, height
     return RGBDRenderer(model, camera, width, height)
 
 
