@@ -64,6 +64,11 @@ EXTRAS_REQUIRE = {
     # Training: TensorBoard logs, Ray rollout workers, plots, the SB3 PPO baseline bench, and
     # LeRobotDataset v3 read/write for `record` and `train --dataset` (Parquet, MP4).
     "train": ["tensorboard", "ray", "matplotlib", "stable-baselines3", "pyarrow", "av"],
+    # Meta-World v3's MT10 as worlds (sim/worlds/metaworld_mt10.py). metaworld 3.1.1 pins
+    # mujoco==3.3.0 while this stack pins 4.0.0, so `pip install .[metaworld]` does not resolve:
+    # setup.sh installs scipy (its one dependency missing here) and then metaworld with
+    # --no-deps, and the adapter overrides the one function MuJoCo 4 breaks (docs/worlds.md).
+    "metaworld": ["metaworld", "scipy"],
     # Tests, lint, the type check and the workspace build test.
     "test": ["pytest", "pytest-rerunfailures", "ruff", "mypy", "colcon-common-extensions"],
 }

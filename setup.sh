@@ -121,6 +121,12 @@ EOF
   say "pip install ${PIP_ARGS[*]} -e .[$EXTRAS]   (embodied_stack, editable; a few minutes the first time)"
   "$VPY" -m pip install -q -c "$CONSTRAINTS" --upgrade pip setuptools wheel
   "$VPY" -m pip install -q "${PIP_ARGS[@]}" --no-build-isolation -e ".[$EXTRAS]"
+  # setup.py's metaworld extra: Meta-World's MT10 worlds. metaworld pins mujoco==3.3.0 (the
+  # stack pins 4.0.0), so it goes in without its dependencies, after the one it lacks (scipy);
+  # sim/worlds/metaworld_mt10.py fixes the function MuJoCo 4 breaks (docs/worlds.md).
+  say "pip install -c $CONSTRAINTS scipy; pip install --no-deps metaworld   (Meta-World MT10)"
+  "$VPY" -m pip install -q "${PIP_ARGS[@]}" scipy
+  "$VPY" -m pip install -q "${PIP_ARGS[@]}" --no-deps metaworld
   echo "$WANT" >"$STAMP"
 fi
 

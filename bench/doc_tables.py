@@ -60,11 +60,15 @@ NOT_TIMED = ("push_failures", "driving_failures", "eval_default_1000", "rl_vs_bc
 NAMED_MACHINE = {"execution": "2-core AMD EPYC VM"}
 
 
+#: Prefixes of more files that are seeded and not timed (Meta-World's scripted experts).
+NOT_TIMED_PREFIXES = ("metaworld_expert",)
+
+
 def machine(file: str) -> str:
     """The machine kind a results file was measured on, from its name: ``_amd_epyc`` the
     quiet 2-core AMD EPYC VM, ``_h100`` the lent H100 machine, none the noisy 2-core Xeon VM."""
     stem = Path(file).stem
-    if stem in NOT_TIMED:
+    if stem in NOT_TIMED or stem.startswith(NOT_TIMED_PREFIXES):
         return ANY
     if stem in NAMED_MACHINE:
         return NAMED_MACHINE[stem]
@@ -598,6 +602,41 @@ ROBUSTNESS = Table(
 )
 
 
+#: Meta-World's MT10 tasks: (task, world of the stack, Meta-World's env name).
+MT10 = tuple((t, "metaworld_" + t.replace("-", "_"), t + "-v3") for t in (
+    "reach", "push", "pick-place", "door-open", "drawer-open", "drawer-close", "button-press-topdown",
+    "peg-insert-side", "window-open", "window-close"))
+
+
+def metaworld_expert_derive(d: dict) -> dict:
+    """Per world: "94% of 50 [84, 98]" (Wilson), and the whole benchmark's share."""
+    worlds = d["worlds"]
+    out = {f"ci_{w}": wilson(v["successes"] / v["episodes"], v["episodes"]) for w, v in worlds.items()}
+    out.update({f"steps_{w}": f"{v['mean_steps_success']:.1f}" for w, v in worlds.items()})
+    n, k = sum(v["episodes"] for v in worlds.values()), sum(v["successes"] for v in worlds.values())
+    out.update(ci_all=wilson(k / n, n), steps_all="")
+    return out
+
+
+METAWORLD_EXPERT = Table(
+    ("task", "expert success [95% interval]", "mean steps of its successes"),
+    ("<task>", "{ci_<w>}", "{steps_<w>}"),
+    tuple(Row("metaworld_expert.json", {"task": t, "w": w}) for t, w, _ in MT10)
+    + (Row("metaworld_expert.json", {"task": "all ten", "w": "all"}),),
+    derive=metaworld_expert_derive,
+    note="Meta-World's scripted policies in the stack's worlds; seeds from 100000 (never used in "
+         "training), 50 per task, 200-step episodes.",
+)
+
+METAWORLD_MUJOCO = Table(
+    ("task", "mujoco 3.3.0 (Meta-World's pin), unpatched", "mujoco 4.0.0 + the weld fix"),
+    ("<task>", "{runs[0][tasks][<e>][successes]} of {runs[0][tasks][<e>][episodes]}",
+     "{runs[1][tasks][<e>][successes]} of {runs[1][tasks][<e>][episodes]}"),
+    tuple(Row("metaworld_expert_mujoco3_vs_4.json", {"task": t, "e": e}) for t, _, e in MT10),
+    note="{setting}.",
+)
+
+
 def _eval_table(file: str, digits: str) -> Table:
     return Table(
         ("submodel", "tabletop", "driving"),
@@ -611,6 +650,8 @@ def _eval_table(file: str, digits: str) -> Table:
 TABLES: dict[str, Table] = {
     "headline": HEADLINE,
     "sim_throughput": SIM_THROUGHPUT,
+    "metaworld_expert": METAWORLD_EXPERT,
+    "metaworld_mujoco": METAWORLD_MUJOCO,
     "policy_latency": POLICY_LATENCY,
     "policy_latency_cuda": POLICY_CUDA,
     "graph_latency": GRAPH_LATENCY,

@@ -1,5 +1,6 @@
 """Success rate of the scripted experts: python -m embodied_stack.sim.experts [--episodes 100]
-[--worlds tabletop driving] [--world-file FILE.py] [--json PATH]"""
+[--worlds tabletop driving] [--world-file FILE.py] [--json PATH] [--no-render]
+[--episode-limit N]"""
 
 import argparse
 
@@ -15,26 +16,36 @@ parser.add_argument("--worlds", "--world", nargs="+", default=["driving", "table
 parser.add_argument("--world-file", action="append", default=[], metavar="FILE.py",
                     help="an adapter file that registers worlds (repeatable)")
 parser.add_argument("--json", metavar="PATH", help="write the success counts here")
+parser.add_argument("--no-render", action="store_true",
+                    help="skip rendering where the world can (the experts read privileged state)")
+parser.add_argument("--episode-limit", type=int, default=None, metavar="N",
+                    help="steps per episode instead of the world's episode_limit")
 args = parser.parse_args()
 for path in args.world_file:
     load_world_file(path)
 results = {}
 for world in args.worlds:
     world_spec(world)
-    env = make_world(world, 64, 64)
+    limit = {} if args.episode_limit is None else {"max_episode_steps": args.episode_limit}
+    env = make_world(world, 64, 64, **limit)
+    env.skip_render = args.no_render
     expert = make_world_expert(env)
-    successes = []
+    successes, steps = [], []
     for seed in tqdm(range(args.first_seed, args.first_seed + args.episodes), desc=world):
         obs, info = env.reset(seed=seed)
         expert.reset()
-        done = False
+        done, n = False, 0
         while not done:
             obs, _, terminated, truncated, info = env.step(expert(obs, info))
-            done = terminated or truncated
+            done, n = terminated or truncated, n + 1
         successes.append(bool(info["is_success"]))
+        steps.append(n)
     env.close()
     results[world] = {"episodes": len(successes), "successes": int(np.sum(successes)),
-                      "first_seed": args.first_seed}
+                      "first_seed": args.first_seed, "episode_limit": env.episode_limit,
+                      "mean_steps_success": (round(float(np.mean([n for n, s in zip(steps, successes)
+                                                                   if s])), 1)
+                                             if any(successes) else None)}
     print(f"{world}: expert success {np.sum(successes)}/{len(successes)} "
           f"(seeds {args.first_seed}..{args.first_seed + args.episodes - 1})")
 if args.json:

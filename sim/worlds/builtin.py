@@ -81,4 +81,12 @@ DRIVING = WorldSpec(
     command_scale=_vehicle_scale, task_of=_task_template,
     description="a car keeps or changes lane, or stops, as told (MuJoCo)")
 
-SPECS = (TABLETOP, DRIVING)
+def _optional_specs() -> tuple[WorldSpec, ...]:
+    """Worlds of optional packages, registered when the package is installed: Meta-World's
+    MT10 (sim/worlds/metaworld_mt10.py; no import of metaworld or MuJoCo here)."""
+    from embodied_stack.sim.worlds import metaworld_mt10
+
+    return tuple(metaworld_mt10.specs())
+
+
+SPECS = (TABLETOP, DRIVING) + _optional_specs()
