@@ -81,13 +81,13 @@ def main(argv=None) -> int:
     baseline = args.baseline or Path(DEFAULT_MODEL_DIR)
     if not (args.run / "model" / "model.safetensors").exists():
         parser.error(f"{args.run} has no final model (finish or resume the run first)")
+    info, config, curve = run_record(args.run)
     models = {"final": args.run / "model"}
-    for stage_dir in sorted(args.run.glob("model_after_*")):
-        if model_id(stage_dir) != model_id(models["final"]):  # (the last stage's is the final model)
-            models["after_" + stage_dir.name.removeprefix("model_after_")] = stage_dir
+    for stage in config["stages"][:-1]:  # (the last stage's model is the final one)
+        if (args.run / f"model_after_{stage}" / "model.safetensors").exists():
+            models[f"after_{stage}"] = args.run / f"model_after_{stage}"
     evals = {name: evaluate(d, args.episodes, args.first_seed, args.threads, args.cache) for name, d in
              {**models, "baseline": baseline}.items()}
-    info, config, curve = run_record(args.run)
     figures: dict = {"run": str(args.run), "baseline": str(baseline), "episodes": args.episodes,
                      "first_seed": args.first_seed, "run_info": info, "train_config": config, "curve": curve}
     rows = []
