@@ -75,52 +75,39 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     """
     from embodied_stack.sim.worlds.registry import WorldEnv
 
-    if isinstance(env, WorldEnv):
-        return _world_env_chunk(env, expert, length, first_action)
-    world = cast(LookaheadWorld, env.unwrapped)
     first = np.asarray(expert(None, None) if first_action is None else first_action, np.float32)
     chunk = np.zeros((length, first.shape[0]), np.float32)
     mask = np.zeros(length, bool)
     chunk[0], mask[0] = first, True
     if length == 1:
         return chunk, mask
-    snap, memory = world.snapshot(), dict(vars(expert))
-    world._lookahead = True
+    # What steps ahead, and how it is told it is looking ahead (no rendering, no side effects).
+    stepper: WorldEnv | LookaheadWorld
+    if isinstance(env, WorldEnv):
+        if not env.can_lookahead:
+            return chunk, mask
+        stepper, rendering = env, env.skip_render
+
+        def looking_ahead(on: bool) -> None:
+            env.skip_render = True if on else rendering
+    else:
+        stepper = world = cast(LookaheadWorld, env.unwrapped)
+
+        def looking_ahead(on: bool) -> None:
+            world._lookahead = on
+    snap, memory = stepper.snapshot(), dict(vars(expert))
+    looking_ahead(True)
     try:
         action = first
         for t in range(1, length):
-            _, _, terminated, truncated, _ = world.step(action)
+            _, _, terminated, truncated, _ = stepper.step(action)
             if terminated or truncated:
                 break
             action = np.asarray(expert(None, None), np.float32)
             chunk[t], mask[t] = action, True
     finally:
-        world._lookahead = False
-        world.restore(snap)
-        vars(expert).update(memory)
-    return chunk, mask
-
-
-def _world_env_chunk(env, expert, length: int, first_action=None):
-    first = np.asarray(expert(None, None) if first_action is None else first_action, np.float32)
-    chunk = np.zeros((length, first.shape[0]), np.float32)
-    mask = np.zeros(length, bool)
-    chunk[0], mask[0] = first, True
-    if length == 1 or not env.can_lookahead:
-        return chunk, mask
-    snap, memory, skip = env.snapshot(), dict(vars(expert)), env.skip_render
-    env.skip_render = True
-    try:
-        action = first
-        for t in range(1, length):
-            _, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                break
-            action = np.asarray(expert(None, None), np.float32)
-            chunk[t], mask[t] = action, True
-    finally:
-        env.skip_render = skip
-        env.restore(snap)
+        looking_ahead(False)
+        stepper.restore(snap)
         vars(expert).update(memory)
     return chunk, mask
 
