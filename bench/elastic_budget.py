@@ -60,6 +60,7 @@ episodes_<run>, page_faults_<run> (the control loop's minor page faults), <run>_
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import resource
@@ -378,7 +379,8 @@ def main(argv=None) -> dict:
                     if bench.runtime.intra_op_threads != n:
                         bench.runtime = use_threads(n)
                     cal = calibrate(bench.measure, load, [rate], args.margin_ms * 1e-3, smallest,
-                                    lightest, heaviest, integer, quick=args.quick)
+                                    lightest, heaviest, integer, quick=args.quick,
+                                    measure_switched=functools.partial(bench.measure, switched=True))
                     for p in cal.probes:
                         p.threads = n
                     probes += cal.probes
@@ -458,8 +460,9 @@ class Bench:
                    poller=self.poller if mode == "elastic" else None, poll_rate=a.poll_rate,
                    idle_poll_s=a.idle_poll_s, threads=self.runtime.intra_op_threads, phases=phases)
 
-    def measure(self, submodel: str, rate: float, level: float, n: int) -> np.ndarray:
-        """Latencies (s) of n inferences of `submodel` at `rate` with the load on at `level`."""
+    def measure(self, submodel: str, rate: float, level: float, n: int, switched: bool = False) -> np.ndarray:
+        """Latencies (s) of n inferences of `submodel` at `rate` with the load at `level`: on
+        throughout, or (`switched`) on and off as the run's schedule switches it."""
         self.load.set_level(level)
         mode = "full" if submodel == "full" else "smallest"
         # An inference per chunk, not per tick: run until n are in (each stretch sized by the
@@ -470,7 +473,8 @@ class Bench:
                   file=sys.stderr) as bar:
             while len(lat) < n:
                 stretch = max(1.0, (n - len(lat)) / (rate * per_tick))
-                res = self._run(mode, rate, stretch, None, seed0=900_000 + len(lat), phases=[(0.0, True)])
+                res = self._run(mode, rate, stretch, None, seed0=900_000 + len(lat),
+                                phases=schedule(stretch) if switched else [(0.0, True)])
                 got = [x for _, _, x, _ in res["infer"]]
                 lat += got
                 bar.update(len(got))

@@ -13,7 +13,10 @@ and picks the level by bisection:
 2. there the smallest submodel must fit with room: its p99 at most SMALLEST_P99 x the deadline
    and, over a longer probe, the 95% upper bound of its share of late inferences at most
    SMALLEST_MISS (a share measured over a few hundred inferences says little about the
-   thousands of a run: the elastic loop can miss no less than the smallest it falls back to);
+   thousands of a run: the elastic loop can miss no less than the smallest it falls back to).
+   That longer probe runs under the run's own on/off schedule when the bench gives one
+   (`measure_switched`): the moments the load switches on are where a level that fits under
+   steady load still makes the smallest late;
 3. if it does not, the lightest probed level where `full`'s median is still FULL_MIN x the
    deadline (the least load that still makes `full` miss half the time) is tried;
 4. if the smallest does not fit there either, no level separates the two at this rate: the
@@ -28,7 +31,8 @@ that is a result about the machine, not a pass.
     cal.separated, cal.rate_hz, cal.level, cal.reason, cal.probes
 
 `measure(submodel, rate_hz, level, n)` runs n inferences of `submodel` at `rate_hz` with the
-load on at `level` and returns their latencies in seconds.
+load on at `level` and returns their latencies in seconds; `measure_switched` (optional, same
+signature) does the same with the load switched on and off as the bench's run does.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class Probe:
     p99_ms: float
     miss_rate: float
     threads: int | None = None  # the policy's intra-op threads (set by the bench)
+    switched: bool = False  # measured under the run's on/off load schedule (else: load on throughout)
 
 
 @dataclass
@@ -100,7 +105,8 @@ def probe_size(rate_hz: float, seconds: float, least: int) -> int:
 
 def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rates, margin_s: float,
               smallest: str, lightest: float, heaviest: float, integer: bool = False,
-              quick: bool = False, log: Callable[[str], None] = print) -> Calibration:
+              quick: bool = False, log: Callable[[str], None] = print,
+              measure_switched: Callable[[str, float, float, int], np.ndarray] | None = None) -> Calibration:
     """The level (between `lightest` and `heaviest`, in the load's own unit; `integer` for a
     count) and control rate (the first of `rates` that works) at which fixed `full` misses and
     `smallest` fits; see the module docstring."""
@@ -109,14 +115,17 @@ def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rat
     reasons = []
     short_s, long_s = (0.5, 8.0) if quick else (1.0, 10.0)
 
-    def run_probe(submodel, rate, level, n) -> Probe:
-        lat = np.asarray(measure(submodel, rate, level, n), float)
+    def run_probe(submodel, rate, level, n, switched=False) -> Probe:
+        how = measure_switched if switched and measure_switched is not None else measure
+        lat = np.asarray(how(submodel, rate, level, n), float)
         deadline = 1.0 / rate - margin_s
         p = Probe(rate, float(level), submodel, len(lat), float(np.percentile(lat, 50) * 1e3),
-                  float(np.percentile(lat, 99) * 1e3), float(np.mean(lat > deadline)))
+                  float(np.percentile(lat, 99) * 1e3), float(np.mean(lat > deadline)),
+                  switched=how is not measure)
         cal.probes.append(p)
-        log(f"  {rate:g} Hz, {load.level_name} {level:g}: {submodel} p50 {p.p50_ms:.2f} ms, "
-            f"p99 {p.p99_ms:.2f} ms, {p.miss_rate:.2%} of {p.n} late (deadline {deadline * 1e3:.2f} ms)")
+        log(f"  {rate:g} Hz, {load.level_name} {level:g}{' switched' if p.switched else ''}: {submodel} "
+            f"p50 {p.p50_ms:.2f} ms, p99 {p.p99_ms:.2f} ms, {p.miss_rate:.2%} of {p.n} late "
+            f"(deadline {deadline * 1e3:.2f} ms)")
         return p
 
     def between(a: float, b: float) -> float:
@@ -162,7 +171,7 @@ def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rat
             candidates.append(lightest_enough)
         # 2. the smallest must fit with room there
         for level in candidates:
-            small = run_probe(smallest, rate, level, probe_size(rate, long_s, 800))
+            small = run_probe(smallest, rate, level, probe_size(rate, long_s, 800), switched=True)
             late_upper = success_interval(round(small.miss_rate * small.n), small.n)[1]
             if small.p99_ms <= SMALLEST_P99 * deadline_ms and late_upper <= SMALLEST_MISS:
                 full = run_probe("full", rate, level, probe_size(rate, short_s * 2, 60))

@@ -67,3 +67,24 @@ def test_a_load_too_light_for_full_to_miss_stops_at_once():
     measure = machine({"full": 0.5, "1/4": 0.2})
     cal = calibrate(measure, Load(), [10], 0.001, "1/4", 0.05, 0.5, log=lambda s: None)
     assert not cal.separated and "even the heaviest load" in cal.reason
+
+
+def test_the_smallest_must_fit_under_the_runs_switched_schedule_too():
+    """Under steady load the smallest fits; where the load switches on and off (the run's
+    schedule) it is late more often: the fit probe is measured switched, so a level where
+    switching makes the smallest late is refused, and the probe says it was switched."""
+    steady = machine({"full": 2.0, "1/4": 0.6})
+
+    def switched(submodel, rate, level, n):
+        lat = steady(submodel, rate, level, n)
+        lat[::20] *= 3.0  # every 20th inference meets a load switching on: 5% late
+        return lat
+
+    cal = calibrate(steady, Load(), [100], 0.001, "1/4", 0.05, 0.93, log=lambda s: None,
+                    measure_switched=switched)
+    assert not cal.separated and "late" in cal.reason
+    fits = [p for p in cal.probes if p.submodel == "1/4"]
+    assert fits and all(p.switched for p in fits)
+    assert all(not p.switched for p in cal.probes if p.submodel == "full")
+    # Without a switched measure, the steady one serves (as before).
+    assert calibrate(steady, Load(), [100], 0.001, "1/4", 0.05, 0.93, log=lambda s: None).separated
