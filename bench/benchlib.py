@@ -14,6 +14,7 @@ needs nothing else (the tests get bench/ from ``pythonpath`` in setup.cfg).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import shlex
@@ -113,3 +114,9 @@ def this_machines_table(path: str | Path = LATENCY_TABLE, key: str | None = None
     except (KeyError, FileNotFoundError) as exc:
         sys.exit(f"error: {exc}; measure it: python bench/policy_latency.py --model "
                  f"models/default_vla --table-runtime onnxruntime --table {path}")
+
+
+def model_id(directory: Path) -> str:
+    """A short id of a model folder's weights, for caches kept per model: "<name>-<sha256[:12]>"."""
+    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    return f"{directory.name}-{digest[:12]}"

@@ -15,7 +15,7 @@ settings changed on resume (run_info.json) and its per-iteration validation curv
 checkpoint's log).
 
 Resumable: each evaluation is cached as ``<cache>/<model id>_<first seed>_<episodes>.json``
-and reused while the model's weights are unchanged.
+and reused while the model's weights are unchanged (benchlib.model_id).
 
 JSON keys: ``run``, ``baseline``, ``episodes``, ``first_seed``, ``run_info``, ``train_config``,
 ``curve`` (validation entries of the run's log), and per model ``final``, ``after_<stage>``,
@@ -25,7 +25,6 @@ JSON keys: ``run``, ``baseline``, ``episodes``, ``first_seed``, ``run_info``, ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -35,15 +34,11 @@ from paired_success import compare
 import benchlib
 
 
-def model_id(directory: Path) -> str:
-    return hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()[:12]
-
-
 def evaluate(directory: Path, episodes: int, first_seed: int, threads: int, cache: Path) -> dict:
     """`embodied-stack eval` of one model folder (cached per weights and seeds)."""
     from embodied_stack.sim.eval import main as eval_main
 
-    path = cache / f"{model_id(directory)}_{first_seed}_{episodes}.json"
+    path = cache / f"{benchlib.model_id(directory)}_{first_seed}_{episodes}.json"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         eval_main(["--model", str(directory), "--episodes", str(episodes), "--first-seed", str(first_seed),

@@ -31,7 +31,6 @@ solved by one of the pair alone); ``wall_s``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -64,12 +63,6 @@ CELLS: dict[str, tuple[str, str, str]] = {
     "rgb_noise_8": ("RGB noise", "σ 8 levels", "rgb_noise=8"),
 }
 SUBMODEL_KEYS = {"full": "full", "3/4": "three_quarter", "1/2": "half", "1/4": "quarter"}
-
-
-def model_id(directory: Path) -> str:
-    """A short id of a model's weights (the cache is per model)."""
-    digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
-    return f"{directory.name}-{digest[:12]}"
 
 
 def load_cache(path: Path) -> dict:
@@ -201,7 +194,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     directory = Path(args.model) if args.model else Path(DEFAULT_MODEL_DIR)
     model = load_default_policy(args.model or None)
-    cache = Path(args.cache) / f"{model_id(directory)}_{args.first_seed}_{args.episodes}.jsonl"
+    cache = Path(args.cache) / f"{benchlib.model_id(directory)}_{args.first_seed}_{args.episodes}.jsonl"
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = load_cache(cache)
     todo = [(w, s, c) for s in args.submodels for w in args.worlds for c in cells if (w, s, c) not in done]
