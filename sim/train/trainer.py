@@ -89,7 +89,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, resume: bool = False) -> Ela
         run.close()
     run.model.set_submodel("full")
     run.model.to("cpu")
-    run.model.save_pretrained(run.out / "model")
+    if not finished_before:  # (a finished run resumed keeps the model it wrote)
+        run.model.save_pretrained(run.out / "model")
     minutes = (time.time() - start) / 60
     info_path = run.out / "run_info.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
