@@ -60,11 +60,10 @@ def main(argv=None) -> int:
     if args.command == "demo":
         if args.episodes < 1:
             parser.error(f"--episodes must be >= 1, got {args.episodes}")
-        from embodied_stack.sim.worlds import load_world_file, world_spec
+        from embodied_stack.sim.worlds import load_world_files, world_spec
 
         try:
-            for path in args.world_file:
-                load_world_file(path)
+            load_world_files(args.world_file)
             for world in args.worlds:
                 world_spec(world)
         except (ValueError, FileNotFoundError) as exc:

@@ -29,7 +29,6 @@ from embodied_stack.nodes.launch_params import (
     UNSET,
     effective_parameters,
     embodiment_of_world,
-    load_world_files,
     node_parameters,
     sim_camera_to_base,
     typed,
@@ -246,6 +245,8 @@ def sim_nodes(value: Mapping[str, str]) -> list[NodeSpec]:
         files = value.get("world_file", UNSET)
         files = files if files != UNSET else yaml_parameters(
             value["sim_params_file"], "sim_bridge", namespace).get("world_file", "")
+        from embodied_stack.sim.worlds import load_world_files  # (mujoco: only when launched)
+
         load_world_files(files)
         nodes.append(NodeSpec("sim_bridge_node", "sim_bridge", namespace,
                               node_parameters(value["sim_params_file"], sim_given, kinds), clock))

@@ -87,14 +87,6 @@ def sim_camera_to_base(world: str) -> str:
         env.close()
 
 
-def load_world_files(files: str) -> None:
-    """Register the worlds of the adapter files named in `files` (comma-separated)."""
-    from embodied_stack.sim.worlds import load_world_file
-
-    for path in filter(None, (p.strip() for p in str(files).split(","))):
-        load_world_file(path)
-
-
 def embodiment_of_world(world: str) -> str:
     """The embodiment that drives a simulation world (arm for tabletop, vehicle for driving,
     a registered world's own)."""

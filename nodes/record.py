@@ -73,10 +73,9 @@ def main(argv=None) -> int:
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     try:
-        from embodied_stack.sim.worlds import load_world_file, world_spec
+        from embodied_stack.sim.worlds import load_world_files, world_spec
 
-        for path in args.world_file:
-            load_world_file(path)
+        load_world_files(args.world_file)
         world_spec(args.world)
         if args.from_bag:
             from embodied_stack.sim.datasets.from_bag import bag_to_dataset

@@ -54,7 +54,7 @@ from embodied_stack.nodes.conversions import (
     status_name,
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
-from embodied_stack.sim.worlds import command_scale, load_world_file, world_spec
+from embodied_stack.sim.worlds import command_scale, load_world_files, world_spec
 
 
 class SimBridgeNode(Node):
@@ -78,8 +78,7 @@ class SimBridgeNode(Node):
         p("compressed_format", "", read_only("also publish image_transport's compressed colour (jpeg or png) "
                                              "and compressedDepth topics; empty = raw only"))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
-        for path in filter(None, g("world_file").split(",")):
-            load_world_file(path)
+        load_world_files(g("world_file"))
         self.world, self.spec = g("world"), world_spec(g("world"))  # (unknown: lists the registered)
         self.mode = g("mode")
         if self.mode not in ("realtime", "lockstep"):

@@ -48,7 +48,7 @@ from embodied_stack.control.latency import AddedLatency
 from embodied_stack.control.policy_loop import PolicyLoopConfig
 from embodied_stack.models.files import atomic_write_json
 from embodied_stack.models.policy.interface import ExecutionMode
-from embodied_stack.sim.worlds.registry import ENV_VAR, load_world_file, world_spec
+from embodied_stack.sim.worlds.registry import ENV_VAR, load_world_files, world_spec
 
 if TYPE_CHECKING:
     from embodied_stack.sim.train.rollouts import Execution
@@ -169,8 +169,7 @@ def main(argv=None) -> dict:
     if args.episodes < 1:
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
     try:
-        for path in args.world_file:
-            load_world_file(path)
+        load_world_files(args.world_file)
         for world in args.worlds:
             world_spec(world)
         latency = AddedLatency.parse(args.latency)

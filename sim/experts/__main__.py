@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 from tqdm import tqdm
 
-from embodied_stack.sim.worlds.registry import load_world_file, make_world, make_world_expert, world_spec
+from embodied_stack.sim.worlds.registry import load_world_files, make_world, make_world_expert, world_spec
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--episodes", type=int, default=100)
@@ -21,8 +21,7 @@ parser.add_argument("--no-render", action="store_true",
 parser.add_argument("--episode-limit", type=int, default=None, metavar="N",
                     help="steps per episode instead of the world's episode_limit")
 args = parser.parse_args()
-for path in args.world_file:
-    load_world_file(path)
+load_world_files(args.world_file)
 results = {}
 for world in args.worlds:
     world_spec(world)

@@ -249,10 +249,9 @@ class TrainConfig:
         self.stages, self.worlds = tuple(self.stages), tuple(self.worlds)
         self.world_files = tuple(str(p) for p in self.world_files)
         if self.world_files:
-            from embodied_stack.sim.worlds.registry import load_world_file
+            from embodied_stack.sim.worlds.registry import load_world_files
 
-            for path in self.world_files:
-                load_world_file(path)
+            load_world_files(self.world_files)
         self.eval_submodels, self.dagger_from = tuple(self.eval_submodels), tuple(self.dagger_from)
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:

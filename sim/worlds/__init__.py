@@ -15,6 +15,7 @@ from typing import Any
 from embodied_stack.sim.worlds.registry import (  # noqa: F401  (the public API)
     command_scale,
     load_world_file,
+    load_world_files,
     make_world,
     register_world,
     registered_worlds,

@@ -25,6 +25,7 @@ import importlib.util
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,7 @@ def load_plugins(force: bool = False) -> None:
     global _PLUGINS_LOADED
     _ensure_builtins()
     if _PLUGINS_LOADED and not force:
-        for path in _env_files():  # (files named since: a child process's variable)
-            load_world_file(path)
+        load_world_files(_env_files())  # (files named since: a child process's variable)
         return
     _PLUGINS_LOADED = True
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -91,8 +91,7 @@ def load_plugins(force: bool = False) -> None:
             raise RuntimeError(f"world plugin {ep.name!r} ({ep.value}) of entry-point group "
                                f"{ENTRY_POINT_GROUP!r} failed to load: {exc}") from exc
         _register_target(target, f"entry point {ep.name!r} ({ep.value})")
-    for path in _env_files():
-        load_world_file(path)
+    load_world_files(_env_files())
 
 
 def _register_target(target: Any, source: str) -> None:
@@ -136,6 +135,18 @@ def load_world_file(path: str | os.PathLike) -> list[str]:
     if resolved not in files:
         os.environ[ENV_VAR] = ",".join([*files, resolved])
     return sorted(set(_REGISTRY) - before)
+
+
+def load_world_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[str]:
+    """load_world_file for each of `paths`: a list, or one string of comma-separated paths (a
+    ROS parameter's or a launch argument's form; blanks are skipped). Returns the worlds added."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [p.strip() for p in str(paths).split(",")]
+    added: list[str] = []
+    for path in paths:
+        if str(path).strip():
+            added += load_world_file(path)
+    return added
 
 
 def registered_worlds() -> list[str]:
