@@ -70,7 +70,7 @@ def _burn(go, stop) -> None:
         go.wait()
         if stop.is_set():
             return
-        while go.is_set():
+        while go.is_set() and not stop.is_set():
             for _ in range(20000):
                 x += 1
 
@@ -118,6 +118,32 @@ class Burners:
                 p.terminate()
 
 
+def duty_cycle(go, stop, period_s: float, busy, hold) -> None:
+    """A periodic load's loop, until `stop`: while `go` is set, from each multiple of
+    `period_s` on the monotonic clock call ``hold(start, busy.value * period_s)`` (it keeps its
+    resource busy for about that long from `start`), then wait for the next multiple. The same
+    grid in every process, so loads on several CPUs run in phase; a late start is skipped, not
+    made up in a burst."""
+    while True:
+        go.wait()
+        if stop.is_set():
+            return
+        k = math.floor(time.monotonic() / period_s) + 1
+        while go.is_set() and not stop.is_set():
+            start = k * period_s
+            now = time.monotonic()
+            if start > now:
+                time.sleep(start - now)
+            hold(start, busy.value * period_s)
+            k = max(k + 1, math.floor(time.monotonic() / period_s) + 1)
+
+
+def _spin_until(start: float, seconds: float) -> None:
+    end = start + seconds
+    while time.monotonic() < end:
+        pass
+
+
 def _rt_burn(conn, cpu: int, period_s: float, busy, priority: int, go, stop) -> None:
     """A real-time burner on `cpu`: while `go` is set, spin from each multiple of `period_s`
     on the monotonic clock for `busy.value` of the period (the same grid on every CPU: the
@@ -132,20 +158,7 @@ def _rt_burn(conn, cpu: int, period_s: float, busy, priority: int, go, stop) -> 
         conn.send(f"{type(exc).__name__}: {exc}")
         return
     conn.send("ok")
-    while True:
-        go.wait()
-        if stop.is_set():
-            return
-        k = math.floor(time.monotonic() / period_s) + 1
-        while go.is_set():
-            start = k * period_s
-            now = time.monotonic()
-            if start > now:
-                time.sleep(start - now)
-            end = start + busy.value * period_s
-            while time.monotonic() < end:
-                pass
-            k = max(k + 1, math.floor(time.monotonic() / period_s) + 1)  # late: skip, no burst
+    duty_cycle(go, stop, period_s, busy, _spin_until)
 
 
 class RtBurners(Burners):

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Elastic submodels under a changing CPU budget: fixed full vs fixed smallest vs elastic.
+"""Elastic submodels under a changing compute budget: fixed full vs fixed smallest vs elastic.
 
-The default policy (ElasticVLA, ONNX Runtime on the CPU, as the policy node runs it) drives
+The default policy (ElasticVLA, ONNX Runtime on the CPU, as the policy node runs it; with
+`--device cuda`, torch on the GPU with the node's CUDA settings) drives
 the Driving world (default; --world tabletop) at a fixed control rate in real time, executing its action chunks as the
 policy node does (the next chunk is asked for when `refill_at` actions remain). Every
 inference has a deadline of 1/rate - margin; a late result is dropped and that tick's command
@@ -16,7 +17,11 @@ schedule, one of:
   its CPU for `--rt-busy` of every `--rt-period-ms` (a driver or perception thread at a
   higher priority than the policy, woken by a timer). The policy runs in what is left, on
   every core at once; the runnable count never sees such a burner (it sleeps whenever a
-  normal task, the budget reader included, gets to run), its CPU time does.
+  normal task, the budget reader included, gets to run), its CPU time does;
+- `--load gpu` (`--device cuda`): a compute hog in a process of its own that keeps the GPU
+  busy with matrix products for `--gpu-busy` of every `--gpu-period-ms` (bench/gpu_loads.py);
+  the decision loop reads the budget from NVML, as the elastic node does on a GPU, and learns
+  the slowdown from the latencies the policy reports.
 
 The world (physics and camera rendering) runs in a process of its own, started before any
 load, so a quota limits the policy's process (and the elastic decision loop's) and not the
@@ -28,7 +33,7 @@ The same schedule runs three times:
 - fixed `full`, fixed smallest (`1/4`): the submodel never changes;
 - elastic: the elastic node's decision loop (ElasticControl: CPU budget source,
   Selector with this machine's latency table, online correction from the measured latencies)
-  polled at the control rate (or `--poll-rate`; every `--idle-poll-s` while the policy runs
+  polled at twice the control rate (or `--poll-rate`; every `--idle-poll-s` while the policy runs
   the smallest submodel, as the node does) in a process of its own (a fresh interpreter in
   the policy's cgroup, so under `--load quota` it spends the policy's quota), as the node
   runs; the control loop applies a decision before its next inference with
@@ -46,12 +51,13 @@ bench/cpu_loads.py, the world's and the decision loop's processes in bench/elast
     python bench/elastic_budget.py [--quick] [--json out.json] [--png timeline.png]
         [--world driving] [--rate 100] [--margin-ms 1] [--threads 2]
         [--load burners --burners 3 | --load quota --quota 0.25 | --load rt --rt-busy 0.65]
-        [--table config/latency_tables.json]
+        [--table config/latency_tables.json] [--calibration-s S]
+    python bench/elastic_budget.py --device cuda [--load gpu] [--precision fp32] [--cuda-graph]
 
 JSON keys: elastic_miss_rate, fixed_full_miss_rate, fixed_smallest_miss_rate,
 fixed_full_success, fixed_smallest_success, elastic_success, switches, reaction_s,
 reaction_periods, world, rate_hz, deadline_ms, load, burners, quota_cpus, quota_period_us,
-rt_busy, rt_period_ms,
+rt_busy, rt_period_ms, gpu_busy, gpu_period_ms, runtime,
 threads, seconds_per_mode, repeats, idle_poll_s,
 episodes_<run>, page_faults_<run> (the control loop's minor page faults), <run>_p50_ms,
 <run>_p99_ms, <run>_miss_rate_under_load, command.
@@ -69,6 +75,7 @@ import time
 
 import numpy as np
 from elastic_calibration import Calibration, calibrate
+from gpu_loads import GpuHog
 from tqdm import tqdm
 
 from embodied_stack.control.elastic.latency_table import device_key
@@ -92,9 +99,11 @@ def schedule(seconds: float) -> list[tuple[float, bool]]:
 def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         table: dict, smallest: str, bar, seed0: int, dwell_s: float, world: str, env: World,
         poller: ElasticPoller | None, poll_rate: float | None = None,
-        idle_poll_s: float = 0.1, threads: int = 2, phases: list | None = None):
+        idle_poll_s: float = 0.1, threads: int = 2, phases: list | None = None,
+        device: str = "cpu", max_s: float | None = None, stop_after: int | None = None):
     """One real-time run of the schedule (or of `phases`: (start s, load on) pairs) in `env`
     (a World of `world`); `poller` runs the elastic decision loop (mode "elastic" only).
+    `stop_after`: stop once this many inferences are in, or `max_s` after the start (probes).
     Returns per-inference and per-tick records."""
     from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
@@ -107,7 +116,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
         policy.set_submodel("full")
         poller.start(table, SelectorConfig(rate_hz=rate, margin_s=margin_s, dwell_s=dwell_s,
                                            miss_hold_s=dwell_s),
-                     threads, 1.0 / (poll_rate or rate), idle_poll_s)
+                     threads, 1.0 / (poll_rate or POLLS_PER_PERIOD * rate), idle_poll_s, device)
     else:
         policy.set_submodel("full" if mode == "full" else smallest)
     phases = phases or schedule(seconds)
@@ -129,7 +138,7 @@ def run(policy, mode: str, seconds: float, rate: float, margin_s: float, load,
             time.sleep(t_tick - now)
         now = time.perf_counter()
         t = now - t_start
-        if t >= seconds:
+        if t >= seconds or (stop_after is not None and len(infer) >= stop_after) or (max_s is not None and t >= max_s):
             break
         while phase_i + 1 < len(phases) and t >= phases[phase_i + 1][0]:
             phase_i += 1
@@ -251,7 +260,15 @@ def timeline_png(runs: dict, deadline_ms: float, path: str) -> None:
 
 
 #: The loads' calibration ranges, in their own units: (lightest, heaviest, integer).
-LEVEL_RANGE = {"rt": (0.05, 0.93, False), "quota": (2.0, 0.05, False), "burners": (0, None, True)}
+LEVEL_RANGE = {"rt": (0.05, 0.93, False), "quota": (2.0, 0.05, False), "burners": (0, None, True),
+               "gpu": (0.05, 0.95, False)}
+#: Elastic decision polls per control period by default. A load step shows in the CPU source's
+#: busy share diluted at the first poll after it (the share is over the interval since the poll
+#: before) and in full at the second, so polling once per period reacts in 1-2 periods; the
+#: elastic node's own default polls 5 times per period (50 Hz at 10 Hz). A poll costs about
+#: 0.1 ms of CPU here (bench/elastic_poll_cost.py), and while the policy runs the smallest
+#: submodel the loop polls only every --idle-poll-s.
+POLLS_PER_PERIOD = 2
 #: The policy node's intra-op threads (its `intra_op_threads` default).
 NODE_THREADS = 2
 #: How a calibration that found no level begins its reason.
@@ -271,11 +288,19 @@ def build_parser():
                         help="the calibration may lower the rate to this (default 10 Hz: the "
                              "policy node's defaults are 10-30 Hz); --min-rate = --rate keeps it")
     parser.add_argument("--margin-ms", type=float, default=1.0, help="deadline margin (default 1)")
-    parser.add_argument("--load", default="auto", choices=["auto", "burners", "quota", "rt"],
-                        help="what the schedule switches on: auto (default: real-time burners "
-                             "where this process may run them, else burner processes), CPU burner "
-                             "processes, a CPU quota on this process's cgroup (root), or real-time "
-                             "burners in phase on every CPU (root)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the policy runs: cpu (ONNX Runtime, default) or cuda[:N] "
+                             "(torch, as the policy node with device:=cuda)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="--device cuda: weights' precision (default fp32, the node's default)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="--device cuda: replay a CUDA graph per submodel (node default: off)")
+    parser.add_argument("--load", default="auto", choices=["auto", "burners", "quota", "rt", "gpu"],
+                        help="what the schedule switches on: auto (default: on a GPU the GPU hog; "
+                             "on the CPU real-time burners where this process may run them, else "
+                             "burner processes), CPU burner processes, a CPU quota on this "
+                             "process's cgroup (root), real-time burners in phase on every CPU "
+                             "(root), or a GPU compute hog (--device cuda)")
     parser.add_argument("--burners", type=int, default=None,
                         help="--load burners: burner processes (default: calibrated)")
     parser.add_argument("--quota", type=float, default=None,
@@ -286,6 +311,13 @@ def build_parser():
                         help="--load rt: share of each period the burners hold (default: calibrated)")
     parser.add_argument("--rt-period-ms", type=float, default=1.0,
                         help="--load rt: the burners' period in ms (default 1)")
+    parser.add_argument("--gpu-busy", type=float, default=None,
+                        help="--load gpu: share of each period the hog holds the GPU (default: calibrated)")
+    parser.add_argument("--gpu-period-ms", type=float, default=5.0,
+                        help="--load gpu: the hog's period in ms (default 5)")
+    parser.add_argument("--calibration-s", type=float, default=None,
+                        help="most seconds the calibration may take over all its rates and thread "
+                             "counts (default 360, --quick 240); when spent, it stops and says so")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds per mode, all repeats (default 100, --quick 20)")
     parser.add_argument("--repeats", type=int, default=None,
@@ -306,12 +338,14 @@ def build_parser():
                              "the calibration may fall back to 1 at a rate where 2 do not separate "
                              "the submodels, before it lowers the rate)")
     parser.add_argument("--poll-rate", type=float, default=None,
-                        help="elastic decision polls per second (default: the control rate; "
-                             "the elastic node's own default is 50)")
+                        help="elastic decision polls per second (default: twice the control rate; "
+                             "the elastic node's own default is 50, five times its 10 Hz)")
     parser.add_argument("--idle-poll-s", type=float, default=0.1,
                         help="elastic: poll at most this often while the policy runs the "
                              "smallest submodel (default 0.1, as the node)")
-    parser.add_argument("--dwell", type=float, default=1.0, help="elastic dwell s (default 1)")
+    parser.add_argument("--dwell", type=float, default=2.0,
+                        help="elastic dwell s: least time between a switch and a step up, and how long "
+                             "a miss holds the selector (default 2, the elastic node's dwell_s)")
     parser.add_argument("--table", default=str(benchlib.LATENCY_TABLE),
                         help="latency table (this machine's entry is used, or measured and cached)")
     return parser
@@ -321,20 +355,38 @@ def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     seconds = args.seconds or (20.0 if args.quick else 100.0)
     args.repeats = args.repeats or (1 if args.quick else 5)
+    on_gpu = args.device.startswith("cuda")
+    if not on_gpu and args.device != "cpu":
+        sys.exit(f"error: --device {args.device!r}: cpu or cuda[:N]")
     if args.load == "auto":
-        args.load = "rt" if rt_permitted() else "burners"
-    fixed_level = {"rt": args.rt_busy, "quota": args.quota, "burners": args.burners}[args.load]
+        args.load = "gpu" if on_gpu else "rt" if rt_permitted() else "burners"
+    if (args.load == "gpu") != on_gpu:
+        sys.exit(f"error: --load {args.load} with --device {args.device}: the GPU hog loads a GPU "
+                 "policy, the CPU loads a CPU policy")
+    if not on_gpu and (args.precision != "fp32" or args.cuda_graph):
+        sys.exit("error: --precision and --cuda-graph apply to --device cuda")
+    fixed_level = {"rt": args.rt_busy, "quota": args.quota, "burners": args.burners,
+                   "gpu": args.gpu_busy}[args.load]
     if args.check is not None and fixed_level is not None:
-        sys.exit("error: --check calibrates the load: leave --rt-busy / --quota / --burners out")
+        sys.exit("error: --check calibrates the load: leave --rt-busy / --quota / --burners / "
+                 "--gpu-busy out")
+    args.calibration_s = args.calibration_s or (240.0 if args.quick else 360.0)
 
-    from embodied_stack.control.elastic.latency_table import load_table
-    from embodied_stack.models.policy import load_default_policy
+    from embodied_stack.control.elastic.latency_table import load_table, measure_policy_table
+    from embodied_stack.models.policy.backends import load_backend
     from embodied_stack.models.runtime import make_runtime
 
-    key = device_key("cpu")
-    table, origin = load_table(args.table, "cpu", "onnxruntime", True, args.model, print)
-    print(f"latency table: {origin}")
-    policy = load_default_policy(args.model or None)
+    key = device_key(args.device)
+    if on_gpu:  # as the policy node builds it with device:=cuda (CUDA graphs captured here)
+        policy = load_backend("vla", args.model, args.device, "torch", args.precision, args.cuda_graph)
+        # the table of the policy as built (precision, graphs): a few seconds on a GPU
+        table, bad = measure_policy_table(policy, policy.runtime_description, rounds=5, iters=100)
+        print(f"latency table: measured now on {key} ({policy.runtime_description})"
+              + (f"; not monotone: {bad}" if bad else ""))
+    else:
+        table, origin = load_table(args.table, "cpu", "onnxruntime", True, args.model, print)
+        print(f"latency table: {origin}")
+        policy = load_backend("vla", args.model, "cpu")
     threads_given = args.threads is not None
     args.threads = args.threads or NODE_THREADS
 
@@ -344,7 +396,7 @@ def main(argv=None) -> dict:
         policy.use_runtime(rt)
         return rt
 
-    runtime = use_threads(args.threads)
+    runtime = policy.runtime if on_gpu else use_threads(args.threads)
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
     cores = len(os.sched_getaffinity(0))
     with contextlib.ExitStack() as children:  # closed in reverse order, also on an error
@@ -354,8 +406,14 @@ def main(argv=None) -> dict:
         lightest, heaviest, integer = LEVEL_RANGE[args.load]
         heaviest = heaviest if heaviest is not None else 4 * cores
         start = fixed_level if fixed_level is not None else heaviest
-        load = make_load(args.load, burners=int(start), quota=start, quota_period_us=args.quota_period_us,
-                         rt_busy=start, rt_period_ms=args.rt_period_ms, most_burners=4 * cores)
+        if args.load == "gpu":
+            load = GpuHog(start, args.gpu_period_ms, args.device)
+            print(f"GPU hog: {load.side}x{load.side} bf16 products of {load.product_s * 1e3:.3f} ms, "
+                  f"every {args.gpu_period_ms:g} ms")
+        else:
+            load = make_load(args.load, burners=int(start), quota=start,
+                             quota_period_us=args.quota_period_us, rt_busy=start,
+                             rt_period_ms=args.rt_period_ms, most_burners=4 * cores)
         children.callback(load.close)
         poller = ElasticPoller()  # after the load: under a quota it shares the policy's cgroup
         children.callback(poller.close)
@@ -374,13 +432,20 @@ def main(argv=None) -> dict:
             probes: list = []
             seconds = 0.0
             options = [args.threads] + ([1] if args.threads > 1 and not threads_given else [])
+            if args.load == "rt":
+                # real-time burners hold every CPU at once, in phase: one thread first (see above)
+                options = options[::-1]
+            if on_gpu:
+                options = [None]  # ONNX Runtime's thread count: not the GPU's question
+            t_end = time.monotonic() + args.calibration_s
             for rate in rates:
                 for n in options:
-                    if bench.runtime.intra_op_threads != n:
+                    if n is not None and bench.runtime.intra_op_threads != n:
                         bench.runtime = use_threads(n)
                     cal = calibrate(bench.measure, load, [rate], args.margin_ms * 1e-3, smallest,
                                     lightest, heaviest, integer, quick=args.quick,
-                                    measure_switched=functools.partial(bench.measure, switched=True))
+                                    measure_switched=functools.partial(bench.measure, switched=True),
+                                    until=t_end)
                     for p in cal.probes:
                         p.threads = n
                     probes += cal.probes
@@ -390,9 +455,11 @@ def main(argv=None) -> dict:
                         if reasons:
                             cal.reason += "; first tried: " + "; ".join(reasons)
                         return cal
-                    reasons.append(f"{n} thread{'s' if n > 1 else ''}: "
+                    reasons.append((f"{n} thread{'s' if n > 1 else ''}: " if n else "")
                                    + cal.reason.removeprefix(NOT_SEPARATED))
-                if "even the heaviest load" in cal.reason:
+                    if cal.out_of_time:
+                        break
+                if "even the heaviest load" in cal.reason or cal.out_of_time:
                     break  # lower rates only lengthen the deadline: full would miss less still
             cal.reason = NOT_SEPARATED + "; ".join(reasons)
             return cal
@@ -403,13 +470,14 @@ def main(argv=None) -> dict:
             cal = Calibration(load=type(load).__name__, level_name=load.level_name, separated=True,
                               rate_hz=args.rate, deadline_ms=(1 / args.rate - args.margin_ms * 1e-3) * 1e3,
                               level=fixed_level, reason="level given on the command line: not calibrated",
-                              threads=args.threads)
+                              threads=None if on_gpu else args.threads)
         else:
             rates = [args.rate] + [r for r in FALLBACK_RATES if args.min_rate <= r < args.rate]
             print(f"calibrating the {args.load} load at {', '.join(f'{r:g}' for r in rates)} Hz ...")
             cal = calibrated(rates)
             print(f"calibration ({cal.seconds:.0f} s): {cal.reason}")
         common = {**cal.figures(), "requested_rate_hz": args.rate, "device": key, "quick": args.quick,
+                  "runtime": getattr(policy, "runtime_description", type(runtime).__name__),
                   "command": benchlib.command_line(__file__, argv)}
         if not cal.separated:
             out = {**common, "met": False}
@@ -417,6 +485,7 @@ def main(argv=None) -> dict:
             print(f"error: {cal.reason}", file=sys.stderr)
             raise SystemExit(2)
         load.set_level(cal.level)
+        common["latency_table"] = bench.match_table()
         results = [bench.compare(cal.rate_hz, k, args.headline) for k in range(args.headline)]
     out = {**results[0]["figures"], **common}
     if args.headline > 1:
@@ -452,29 +521,63 @@ class Bench:
         self.args, self.policy, self.runtime, self.table = args, policy, runtime, table
         self.smallest, self.env, self.load, self.poller = smallest, env, load, poller
         self.seconds = seconds
+        # the threads the table was measured with (tables on file: the node's count)
+        self.table_threads = self.threads if args.device.startswith("cuda") else NODE_THREADS
 
-    def _run(self, mode, rate, seconds, bar, seed0, phases=None):
+    def match_table(self) -> dict:
+        """The latency table the elastic loop plans with, measured again here (load off) when the
+        calibration chose another intra-op thread count than the table was measured with: at one
+        thread `full` is slower than a two-thread table says, and the selector would plan with
+        the wrong tails until its online correction caught up. Returns the table's p50/p99."""
+        from embodied_stack.control.elastic.latency_table import measure_policy_table
+
+        if self.threads != self.table_threads:
+            print(f"latency table: measuring it again at {self.threads} intra-op thread(s) "
+                  f"(the table was measured at {self.table_threads})")
+            self.table, bad = measure_policy_table(self.policy, self.policy.runtime_description,
+                                                   rounds=5, iters=100)
+            if bad:
+                print(f"latency table not monotone: {bad}")
+            self.table_threads = self.threads
+        return {"threads": self.table_threads,
+                **{f"{n}_{q}_ms": round(e[f"{q}_ms"], 3) for n, e in self.table.items() for q in ("p50", "p99")}}
+
+    @property
+    def threads(self) -> int | None:
+        """The policy's ONNX Runtime intra-op threads (None: torch on a GPU)."""
+        return getattr(self.runtime, "intra_op_threads", None)
+
+    def _run(self, mode, rate, seconds, bar, seed0, phases=None, max_s=None, stop_after=None):
         a = self.args
         return run(self.policy, mode, seconds, rate, a.margin_ms * 1e-3, self.load, self.table,
                    self.smallest, bar, seed0=seed0, dwell_s=a.dwell, world=a.world, env=self.env,
                    poller=self.poller if mode == "elastic" else None, poll_rate=a.poll_rate,
-                   idle_poll_s=a.idle_poll_s, threads=self.runtime.intra_op_threads, phases=phases)
+                   idle_poll_s=a.idle_poll_s, threads=self.threads or NODE_THREADS, phases=phases,
+                   device=a.device, max_s=max_s, stop_after=stop_after)
 
-    def measure(self, submodel: str, rate: float, level: float, n: int, switched: bool = False) -> np.ndarray:
+    def measure(self, submodel: str, rate: float, level: float, n: int, switched: bool = False,
+                max_s: float | None = None) -> np.ndarray:
         """Latencies (s) of n inferences of `submodel` at `rate` with the load at `level`: on
-        throughout, or (`switched`) on and off as the run's schedule switches it."""
+        throughout, or (`switched`) on and off as the run's schedule switches it; fewer when
+        `max_s` seconds pass first."""
         self.load.set_level(level)
         mode = "full" if submodel == "full" else "smallest"
         # An inference per chunk, not per tick: run until n are in (each stretch sized by the
         # ticks per inference seen so far), so the probe's count is what the caller sized it for.
         lat: list[float] = []
         seconds, per_tick = 0.0, 1.0
+        t_end = time.monotonic() + max_s if max_s is not None else float("inf")
         with tqdm(total=n, desc=f"calibrate {submodel}", unit="inference", leave=False,
                   file=sys.stderr) as bar:
-            while len(lat) < n:
+            while len(lat) < n and time.monotonic() < t_end:
                 stretch = max(1.0, (n - len(lat)) / (rate * per_tick))
-                res = self._run(mode, rate, stretch, None, seed0=900_000 + len(lat),
-                                phases=schedule(stretch) if switched else [(0.0, True)])
+                if switched:  # whole schedules, so the probe sees the load's steps
+                    res = self._run(mode, rate, stretch, None, seed0=900_000 + len(lat),
+                                    phases=schedule(stretch), max_s=t_end - time.monotonic())
+                else:
+                    res = self._run(mode, rate, stretch, None, seed0=900_000 + len(lat),
+                                    phases=[(0.0, True)], max_s=t_end - time.monotonic(),
+                                    stop_after=n - len(lat))
                 got = [x for _, _, x, _ in res["infer"]]
                 lat += got
                 bar.update(len(got))
@@ -539,8 +642,10 @@ def figures(runs: dict, parts: dict, bench: Bench, rate: float) -> dict:
         "rt_busy": bench.load.level if a.load == "rt" else None,
         "rt_period_ms": a.rt_period_ms if a.load == "rt" else None,
         "seconds_per_mode": bench.seconds, "repeats": a.repeats,
-        "threads": bench.runtime.intra_op_threads, "smallest": bench.smallest,
-        "poll_rate_hz": a.poll_rate or rate, "idle_poll_s": a.idle_poll_s,
+        "gpu_busy": bench.load.level if a.load == "gpu" else None,
+        "gpu_period_ms": a.gpu_period_ms if a.load == "gpu" else None,
+        "threads": bench.threads, "smallest": bench.smallest,
+        "poll_rate_hz": a.poll_rate or POLLS_PER_PERIOD * rate, "idle_poll_s": a.idle_poll_s,
     })
     for mode, res in runs.items():
         # the control loop's own minor page faults (its time, in the inference's budget)
@@ -566,7 +671,7 @@ def figures(runs: dict, parts: dict, bench: Bench, rate: float) -> dict:
 def check(bench: Bench, args, rates: list[float], calibrated) -> dict:
     """`--check`: for each control rate, calibrate there (no fallback) and, where a load level
     separates full and the smallest, run the comparison; a verdict per rate."""
-    out: dict = {"check_rates_hz": rates, "device": device_key("cpu"), "load": args.load,
+    out: dict = {"check_rates_hz": rates, "device": device_key(args.device), "load": args.load,
                  "command": benchlib.command_line(__file__, None)}
     rows = []
     for rate in rates:
@@ -577,6 +682,7 @@ def check(bench: Bench, args, rates: list[float], calibrated) -> dict:
             rows.append((f"{rate:g}", "-", "-", "-", "-", "-", "-", "cannot tell: " + cal.reason))
             continue
         bench.load.set_level(cal.level)
+        bench.match_table()
         f = bench.compare(rate)["figures"]
         out.update({f"{tag}_{k}": f[k] for k in HEADLINE_KEYS})
         verdict = ("helps: elastic meets the targets" if f["met"] else
@@ -606,6 +712,8 @@ def _load_words(out: dict) -> str:
     if out.get("load") == "rt":
         return (f"real-time burners {out['rt_busy']:.0%} of every {out['rt_period_ms']:g} ms "
                 "on every CPU")
+    if out.get("load") == "gpu":
+        return f"GPU hog {out['gpu_busy']:.0%} of every {out['gpu_period_ms']:g} ms"
     return f"{out['burners']} burners"
 
 

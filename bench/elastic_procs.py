@@ -3,7 +3,7 @@ talked to through a pipe:
 
 - ``World(world)``: the simulated world (physics and camera rendering), stepped in lockstep
   with the control loop (bench/elastic_budget.py);
-- ``ElasticPoller()``: the elastic node's decision loop (ElasticControl + CPU budget source +
+- ``ElasticPoller()``: the elastic node's decision loop (ElasticControl + budget source +
   Selector) on its own timer (bench/elastic_budget.py, bench/elastic_poll_cost.py).
 
 Spawned, not forked: a forked child shares its parent's memory copy-on-write for as long as it
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from embodied_stack.control.elastic.budget import CpuSource
+from embodied_stack.control.elastic.budget import CpuSource, make_budget_source
 from embodied_stack.control.elastic.control import ElasticControl
 from embodied_stack.control.elastic.selector import Selector, SelectorConfig
 
@@ -93,7 +93,8 @@ def _poll_loop(conn, ctl: ElasticControl, period_s: float) -> tuple[list, float]
 
 def _poller_main(conn) -> None:
     """The decision loop's process: ("start", table, SelectorConfig, threads, period_s,
-    idle_poll_s) runs one loop (ElasticControl + CPU source + Selector, starting on
+    idle_poll_s, device) runs one loop (ElasticControl + the budget source the elastic node
+    picks for `device`: the CPU source on the CPU, NVML on a GPU + Selector, starting on
     `full`) until ("stop",), then sends ("log", switch_log, budget_log, cpu_s); ("close",)
     ends the process."""
     conn.send(("ready",))
@@ -101,9 +102,11 @@ def _poller_main(conn) -> None:
         msg = conn.recv()
         if msg[0] != "start":
             return
-        table, config, threads, period_s, idle_poll_s = msg[1:]
-        ctl = ElasticControl(Selector(table, config, current="full"),
-                             CpuSource(threads=threads), idle_poll_s=idle_poll_s)
+        table, config, threads, period_s, idle_poll_s, device = msg[1:]
+        source = (CpuSource(threads=threads) if device == "cpu"
+                  else make_budget_source("auto", device=device, threads=threads)[0])
+        ctl = ElasticControl(Selector(table, config, current="full"), source,
+                             idle_poll_s=idle_poll_s)
         ctl.applied = "full"
         conn.send(("started",))
         budget_log, cpu_s = _poll_loop(conn, ctl, period_s)
@@ -131,9 +134,9 @@ class ElasticPoller(SpawnedChild):
         return msg
 
     def start(self, table: dict, config: SelectorConfig, threads: int, period_s: float,
-              idle_poll_s: float) -> None:
+              idle_poll_s: float, device: str = "cpu") -> None:
         """Starts a loop on `full` (returns once it runs)."""
-        self.conn.send(("start", table, config, threads, period_s, idle_poll_s))
+        self.conn.send(("start", table, config, threads, period_s, idle_poll_s, device))
         self._expect("started")
 
     def take(self) -> str | None:
