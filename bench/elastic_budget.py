@@ -336,7 +336,8 @@ def build_parser():
     parser.add_argument("--threads", type=int, default=None,
                         help="ONNX Runtime intra-op threads of the policy (default: 2, as the node; "
                              "the calibration may fall back to 1 at a rate where 2 do not separate "
-                             "the submodels, before it lowers the rate)")
+                             "the submodels, before it lowers the rate; under --load rt it tries 1 "
+                             "first); giving it pins the count")
     parser.add_argument("--poll-rate", type=float, default=None,
                         help="elastic decision polls per second (default: twice the control rate; "
                              "the elastic node's own default is 50, five times its 10 Hz)")
