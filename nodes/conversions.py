@@ -373,6 +373,30 @@ def command_msg(command: np.ndarray, embodiment: str, stamped: bool, stamp: Time
     return msg
 
 
+#: sim/expert_action is a TwistStamped whose six fields carry the expert's normalised action in
+#: this order (the first `dims` of them; the rest 0): an arm's 3, a car's 2, Meta-World's 4.
+EXPERT_FIELDS = (("linear", "x"), ("linear", "y"), ("linear", "z"),
+                 ("angular", "x"), ("angular", "y"), ("angular", "z"))
+
+
+def expert_action_msg(action: np.ndarray, stamp: Time) -> TwistStamped:
+    """The simulator expert's normalised action as sim/expert_action (at most 6 dims)."""
+    action = np.asarray(action, np.float64).reshape(-1)
+    if action.size > len(EXPERT_FIELDS):
+        raise ValueError(f"sim/expert_action carries at most {len(EXPERT_FIELDS)} action dims, "
+                         f"got {action.size}")
+    msg = TwistStamped()
+    msg.header.stamp, msg.header.frame_id = stamp, "base_link"
+    for (part, axis), value in zip(EXPERT_FIELDS, action):
+        setattr(getattr(msg.twist, part), axis, float(value))
+    return msg
+
+
+def expert_action_values(msg: TwistStamped, dims: int) -> np.ndarray:
+    """The first `dims` values of a sim/expert_action message (expert_action_msg's inverse)."""
+    return np.array([getattr(getattr(msg.twist, part), axis) for part, axis in EXPERT_FIELDS[:dims]])
+
+
 def plan_to_path(plan: np.ndarray, stamp: Time, frame_id: str) -> Path:
     """(N, 2) or (N, 3) waypoints -> nav_msgs/Path (identity orientations)."""
     path = Path()

@@ -36,7 +36,6 @@ import threading
 import time
 import traceback
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from geometry_msgs.msg import PointStamped, TwistStamped
 from nav_msgs.msg import Odometry, Path
@@ -60,6 +59,7 @@ from embodied_stack.nodes.conversions import (
     command_msg,
     command_topic,
     diagnostics_msg,
+    expert_action_values,
     joint_state_to_proprio,
     odometry_speed,
     plan_to_path,
@@ -216,8 +216,8 @@ class PolicyNode(Node):
         self._publish_diagnostics()
 
     def _on_expert(self, msg: TwistStamped) -> None:
-        action = np.array([msg.twist.linear.x, msg.twist.linear.y, msg.twist.linear.z])
-        self.policy.feed(stamp_to_seconds(msg.header.stamp), action[: self.loop.config.action_dims])
+        self.policy.feed(stamp_to_seconds(msg.header.stamp),
+                         expert_action_values(msg, self.loop.config.action_dims))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Validate every change first; apply them all or none. (rclpy refuses read-only

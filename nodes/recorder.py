@@ -30,6 +30,8 @@ DEMO_TOPICS = {
     "estop": ("std_msgs/msg/Bool", "latched"),
     "cmd_vel": ("geometry_msgs/msg/TwistStamped", "reliable"),
     "servo/delta_twist_cmds": ("geometry_msgs/msg/TwistStamped", "reliable"),
+    "joint_commands": ("std_msgs/msg/Float64MultiArray", "reliable"),
+    "gripper_command": ("std_msgs/msg/Float64", "reliable"),
     "plan": ("nav_msgs/msg/Path", "reliable"),
     "target_point": ("geometry_msgs/msg/PointStamped", "reliable"),
     "policy_node/command_source": ("std_msgs/msg/Header", "reliable"),

@@ -7,7 +7,8 @@ Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m), w
 element), `odom` (driving), `instruction` (transient-local, at every episode start), `/clock`
 (simulated time; sim.launch.py remaps it to `/<robot>/clock` with several robots),
 `sim/expert_action` (the scripted expert's normalised action for the frame
-just published, stamped with it; for the `expert` policy backend) and `/diagnostics`
+just published, stamped with it, in a TwistStamped's linear x, y, z then angular x, y, z: up
+to 6 action dims; for the `expert` policy backend) and `/diagnostics`
 (episode results: success, outcome, seed, steps; command latency).
 Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop), `cmd_vel` (TwistStamped or
 Twist, Driving) or `joint_commands` (Float64MultiArray: a world spec's joints layout, e.g.
@@ -44,10 +45,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 
 from embodied_stack.nodes.conversions import (
+    EXPERT_FIELDS,
     K_to_camera_info,
     depth_to_compressed_depth,
     depth_to_image,
     diagnostics_msg,
+    expert_action_msg,
     rgb_to_compressed,
     rgb_to_image,
     seconds_to_stamp,
@@ -100,6 +103,10 @@ class SimBridgeNode(Node):
         noise = {"depth_noise": True} if g("depth_noise") else {}
         self.env = make_world(self.world, g("width"), g("height"), **noise)
         self.expert = make_world_expert(self.env) if g("publish_expert") and self.spec.has_expert else None
+        if self.expert is not None and self.spec.embodiment.dims > len(EXPERT_FIELDS):
+            raise ValueError(f"world {g('world')!r}: sim/expert_action carries at most "
+                             f"{len(EXPERT_FIELDS)} action dims, its embodiment has "
+                             f"{self.spec.embodiment.dims}; set publish_expert:=false")
         self.dt = 1.0 / self.spec.control_rate_hz
         self.embodiment = self.spec.embodiment.command_kind  # arm, vehicle or joints
         # The world's constants set the command scaling (control/commands.py).
@@ -285,10 +292,7 @@ class SimBridgeNode(Node):
             self.odom_pub.publish(odom)
         if self.expert is not None:
             action = np.asarray(self.expert(self.obs, self.info), np.float64)
-            msg = TwistStamped(header=Header(stamp=stamp, frame_id="base_link"))
-            msg.twist.linear.x, msg.twist.linear.y = float(action[0]), float(action[1])
-            msg.twist.linear.z = float(action[2]) if action.size > 2 else 0.0
-            self.expert_pub.publish(msg)
+            self.expert_pub.publish(expert_action_msg(action, stamp))
         # The colour image last: a policy that wakes on it finds the rest already sent.
         self._published[key] = time.monotonic()
         if len(self._published) > 256:

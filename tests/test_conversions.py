@@ -173,3 +173,16 @@ def test_a_depth_png_of_8_bit_colour_is_rejected():
     msg.data = np.array([(0, 10100.0, -100.0)], DEPTH_HEADER).tobytes() + bytes(msg.data)
     with pytest.raises(MessageRejected, match="expected one 16-bit channel"):
         compressed_depth_to_depth(msg)
+
+
+@pytest.mark.parametrize("dims", [2, 3, 4, 6])
+def test_expert_action_round_trips_every_dim(dims):
+    """sim/expert_action carries a car's 2, an arm's 3 and Meta-World's 4 dims (gripper
+    included) through the TwistStamped's six fields."""
+    from embodied_stack.nodes.conversions import expert_action_msg, expert_action_values, seconds_to_stamp
+
+    action = np.linspace(-0.9, 0.7, dims)
+    msg = expert_action_msg(action, seconds_to_stamp(1.5))
+    np.testing.assert_allclose(expert_action_values(msg, dims), action)
+    with pytest.raises(ValueError, match="at most 6"):
+        expert_action_msg(np.zeros(7), seconds_to_stamp(0.0))

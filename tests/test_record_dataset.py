@@ -178,3 +178,45 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
         np.testing.assert_allclose(ep.frames["action"], want, atol=2e-3)
         assert ep.frames["observation.images.color"].shape[1:] == (64, 64, 3)
         assert np.all(ep.frames["observation.depth"] >= 0)
+
+
+def test_a_joints_world_bag_converts_through_its_spec(tmp_path, monkeypatch):
+    """A registered world with the joints layout (Reacher, from its adapter file only): the
+    commands on joint_commands (Float64MultiArray, the spec's units) go back to the world's
+    normalised action by the spec's bounds; a command of the wrong length is refused."""
+    import os
+
+    from embodied_stack.sim.worlds import ACTION_NAMES, load_world_files, registry
+
+    monkeypatch.setenv(registry.ENV_VAR, "")  # (restored after: loading a file appends to it)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    load_world_files([os.path.join(repo, "examples", "worlds", "reacher.py")])
+    scale = command_scale("reacher")
+    T = TS.types
+    names = ["cos_q0", "cos_q1", "sin_q0", "sin_q1", "dq0", "dq1", "tip_x", "tip_y"]
+    actions = [np.array([0.5, -0.25]), np.array([-1.0, 1.0]), np.array([0.0, 0.75])]
+
+    def bag(path, width):
+        ev = [(1000 * MS, "/instruction", "std_msgs/msg/String", T["std_msgs/msg/String"](data="reach the target"))]
+        for i, action in enumerate(actions):
+            t = 1001 * MS + 20 * MS * i
+            ev.append((t, "/camera/color/image_raw", "sensor_msgs/msg/Image", _image(t, 10 * i)))
+            ev.append((t - MS, "/camera/depth/image_raw", "sensor_msgs/msg/Image", _image(t, 0.0, True)))
+            ev.append((t - MS, "/joint_states", "sensor_msgs/msg/JointState", T["sensor_msgs/msg/JointState"](
+                header=_header(t, "base_link"), name=names, position=np.arange(8.0) + i,
+                velocity=np.zeros(0), effort=np.zeros(0))))
+            command = np.resize(scale.to_command(action), width)
+            layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+            ev.append((t + 5 * MS, "/joint_commands", "std_msgs/msg/Float64MultiArray",
+                       T["std_msgs/msg/Float64MultiArray"](layout=layout, data=command)))
+            ev.append((t + 6 * MS, "/policy_node/command_source", "std_msgs/msg/Header", _header(t)))
+        _write_bag(path, ev)
+
+    bag(tmp_path / "bag", len(ACTION_NAMES["reacher"]))
+    (frames, task), = list(episodes_from_bag(tmp_path / "bag", "reacher"))
+    assert task == "reach the target" and len(frames["action"]) == 3
+    np.testing.assert_allclose(frames["action"], np.stack(actions), atol=1e-6)
+    assert frames["observation.state"][:, 0].tolist() == [0, 1, 2]
+    bag(tmp_path / "bad", 3)
+    with pytest.raises(ValueError, match="carries 3 values"):
+        list(episodes_from_bag(tmp_path / "bad", "reacher"))

@@ -2,8 +2,9 @@
 
 What the bag must hold (the topics nodes/recorder.py records; rosbags reads them, no ROS install
 needed): ``camera/color/image_raw``, ``camera/depth/image_raw``, ``joint_states``, ``instruction``,
-the command topic (``servo/delta_twist_cmds`` for an arm, ``cmd_vel`` for a vehicle),
-``policy_node/command_source`` and, for a vehicle, ``odom``.
+the command topic (``servo/delta_twist_cmds`` for an arm, ``cmd_vel`` for a vehicle,
+``joint_commands`` for a registered world's joints layout, e.g. Meta-World's 4-D arm + gripper),
+``policy_node/command_source`` and, for a vehicle, ``odom``. Any registered world converts.
 
 Time alignment. A frame is the colour image; the depth image, joint state and odometry of a
 frame are the messages stamped with the colour image's stamp (the sim bridge and camera
@@ -38,9 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied_stack.control.commands import ArmScale, VehicleScale
+from embodied_stack.control.commands import VehicleScale
 from embodied_stack.sim.datasets.lerobot_v3 import DatasetWriter
-from embodied_stack.sim.worlds import ACTION_NAMES, EMBODIMENT_OF_WORLD, command_scale, control_rate_hz
+from embodied_stack.sim.worlds import ACTION_NAMES, command_scale, control_rate_hz, world_spec
+
+#: The command topic of each command layout (control/policy_loop.py's kinds).
+COMMAND_TOPICS = {"arm": "servo/delta_twist_cmds", "vehicle": "cmd_vel", "joints": "joint_commands"}
 
 
 @dataclass
@@ -97,7 +101,11 @@ def _read(bag: Path, topics: dict[str, str]) -> dict[str, list]:
     return out
 
 
-def _twist(msg) -> np.ndarray:
+def _command(msg) -> np.ndarray:
+    """A command message's values: a (stamped) Twist as [vx, vy, vz, wz], a Float64MultiArray
+    (joint commands) as its data."""
+    if hasattr(msg, "data"):
+        return np.asarray(msg.data, np.float64)
     twist = msg.twist if hasattr(msg, "twist") else msg
     return np.array([twist.linear.x, twist.linear.y, twist.linear.z, twist.angular.z])
 
@@ -112,14 +120,13 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
     bag = Path(bag)
     if not bag.exists():
         raise FileNotFoundError(f"{bag}: no such bag")
-    if world not in EMBODIMENT_OF_WORLD:
-        raise ValueError(f"world {world!r} not in {sorted(EMBODIMENT_OF_WORLD)}")
+    kind = world_spec(world).embodiment.command_kind  # (unknown: lists the registered worlds)
     report = report if report is not None else ConversionReport(bag)
-    vehicle = EMBODIMENT_OF_WORLD[world] == "vehicle"
+    vehicle = kind == "vehicle"
     ns = "/" + namespace.strip("/") if namespace.strip("/") else ""
     topics = {"color": f"{ns}/camera/color/image_raw", "depth": f"{ns}/camera/depth/image_raw",
               "joints": f"{ns}/joint_states", "instruction": f"{ns}/instruction",
-              "command": f"{ns}/cmd_vel" if vehicle else f"{ns}/servo/delta_twist_cmds",
+              "command": f"{ns}/{COMMAND_TOPICS[kind]}",
               "source": f"{ns}/policy_node/command_source", "odom": f"{ns}/odom"}
     msgs = _read(bag, topics)
     required = ("color", "instruction", "command", "source", "joints")
@@ -137,7 +144,7 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
     for t, src in msgs["source"]:
         k = bisect_right(command_times, t) - 1
         if k >= 0:
-            answer.setdefault(_stamp_ns(src), _twist(msgs["command"][k][1]))
+            answer.setdefault(_stamp_ns(src), _command(msgs["command"][k][1]))
     # An instruction may be logged a little after its episode's first frame (two topics):
     # half a frame interval of slack, the nominal one or, for a graph stepping faster than
     # real time (lockstep), the typical one in the bag.
@@ -190,9 +197,13 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
         if isinstance(scale, VehicleScale):
             speed = float(odom[stamp].twist.twist.linear.x)
             action = scale.to_action(np.array([command[0], command[3]]), speed)
-        else:
-            assert isinstance(scale, ArmScale)
+        elif kind == "arm":
             action = scale.to_action(command[:3])
+        else:  # joints: one entry per action name
+            if len(command) != len(ACTION_NAMES[world]):
+                raise ValueError(f"{bag}: {topics['command']} carries {len(command)} values, world "
+                                 f"{world!r} has {len(ACTION_NAMES[world])} actions {ACTION_NAMES[world]}")
+            action = scale.to_action(command)
         where = f"{bag}: {topics['color']} at {stamp} ns"
         rows.append((stamp, image_to_array(msg, where), image_to_array(depth[stamp], where),
                      state, action))
