@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check that needs a CUDA GPU machine, in one go (about 8 minutes on one H100 with 16
+# Every check that needs a CUDA GPU machine, in one go (about 15 minutes on one H100 with 16
 # cores), each step under its own time limit so that one stuck step cannot eat the others:
 #
 #   1. budget sources live: NVML, torch.cuda and the CPU source against known loads
@@ -13,6 +13,9 @@
 #   5. the policy node with device:=cuda runtime:=torch in the ROS graph: the graph latency
 #      headline, three runs of >= 600 answered frames at 15 Hz, separate processes
 #      (bench/graph_latency.py --headline 3 --node-param device=cuda)
+#   6. the elastic bench with the policy on the GPU under a GPU compute hog: one calibration,
+#      three runs of 30 s per mode (bench/elastic_budget.py --device cuda --headline 3; about
+#      7 minutes)
 #
 # usage: bench/gpu_checks.sh RESULTS_DIR [ARCHIVE.tar.gz]
 #   RESULTS_DIR gets one JSON (and PNG) per step, named as in bench/results/ (<bench>_..._<machine>:
@@ -20,7 +23,10 @@
 #   rewritten after every step with what RESULTS_DIR holds so far, so a run cut short still
 #   leaves its results.
 # Environment: PYTHON (default python3); MACHINE, the machine kind in the file names (default
-# h100); MUJOCO_GL as for the worlds (default: EGL, else OSMesa).
+# h100); MUJOCO_GL as for the worlds (default: EGL, else OSMesa); STEPS, the names of the steps
+# to run (default all: machine budget_sources node_backend policy_latency elastic graph_cuda
+# elastic_gpu), e.g. STEPS="machine elastic_gpu" on a short lease. The worlds need mujoco and
+# gymnasium in PYTHON's environment (on a machine without a registry, carry their wheels).
 set -u
 cd "$(dirname "$0")/.."
 R=${1:?usage: bench/gpu_checks.sh RESULTS_DIR [ARCHIVE.tar.gz]}
@@ -34,6 +40,10 @@ CORES=$(nproc)
 step() {  # step NAME SECONDS COMMAND...: run COMMAND (its whole process group) under a limit
   local name=$1 limit=$2 t0=$SECONDS rc
   shift 2
+  if [[ -n "${STEPS:-}" && " $STEPS " != *" $name "* ]]; then
+    echo "=== $name: skipped (not in STEPS)"
+    return
+  fi
   echo "=== $name (limit ${limit} s): $*"
   timeout -k 5 "$limit" "$@"
   rc=$?
@@ -54,3 +64,5 @@ step elastic 120 "$PY" bench/elastic_budget.py --quick --burners $((3 * CORES)) 
   --table "$R/latency_tables_$M.json" --json "$R/elastic_budget_quick_$M.json"
 step graph_cuda 330 "$PY" bench/graph_latency.py --headline 3 --seconds 40 --runtime torch \
   --node-param device=cuda --node-log "$R/graph_cuda_node.log" --json "$R/graph_latency_cuda_$M.json"
+step elastic_gpu 480 "$PY" bench/elastic_budget.py --device cuda --headline 3 --seconds 30 \
+  --json "$R/elastic_budget_headline_cuda_$M.json"
