@@ -19,8 +19,10 @@ and picks the level by bisection:
    That longer probe runs under the run's own on/off schedule when the bench gives one
    (`measure_switched`): the moments the load switches on are where a level that fits under
    steady load still makes the smallest late;
-3. if it does not, no level separates the two at this rate (at a heavier load its tail is only
-   longer; a lighter one leaves `full` fitting half the time or more): the
+3. if it does not, one lighter level is tried, where `full`'s median is FULL_LIGHT x the
+   deadline; if the smallest does not fit there either, no level separates the two at this
+   rate (at a heavier load its tail is only longer; a lighter one leaves `full` fitting half
+   the time or more): the
    next, lower control rate is tried (a longer deadline makes fixed costs such as the pipe to
    the world and timer jitter a smaller share), down to the lowest rate allowed (the policy
    node's own defaults are 10-30 Hz).
@@ -61,9 +63,15 @@ FULL_AIM = 1.15
 #: The least `full` median / deadline that counts as "full misses": half its inferences late
 #: under load, so with the load on 70% of the time fixed `full` misses about a third overall.
 FULL_MIN = 1.0
-#: The smallest submodel must fit: the 95% upper bound of its late share at most this (the
-#: elastic loop's target is 1%) ...
-SMALLEST_MISS = 0.01
+#: Where the smallest does not fit at FULL_AIM, one lighter level is tried: `full`'s median at
+#: this x the deadline (the smallest's tail is shorter there; `full` still misses most of its
+#: deadlines under load).
+FULL_LIGHT = 1.05
+#: The smallest submodel must fit: the 95% upper bound of its late share at most this. The
+#: elastic loop's target is 1%, and a reactive loop also pays about one late inference at each
+#: load step (the one in flight when the load comes): about 0.3% of a --quick run's 680
+#: inferences. So the smallest may take at most the rest ...
+SMALLEST_MISS = 0.007
 #: ... or, for a probe its time limit cut short (too few inferences to bound the share), no
 #: late inference at all and p99 / deadline at most this.
 SMALLEST_P99 = 0.8
@@ -175,6 +183,12 @@ def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rat
         return cal
 
 
+def iter_candidates(candidates: list, more: Callable[[], list]):
+    """The levels in `candidates`, then (once they are used up) those `more()` gives."""
+    yield from candidates
+    yield from more()
+
+
 def _search(cal, run_probe, load, rates, margin_s, smallest, lightest, heaviest, integer,
             short_s, long_s, long_cap_s, reasons, t0) -> Calibration:
     """calibrate's search over rates and levels (run_probe raises when time runs out)."""
@@ -214,9 +228,29 @@ def _search(cal, run_probe, load, rates, margin_s, smallest, lightest, heaviest,
                     light = mid
                 else:
                     heavy = mid
-        # 2. the smallest must fit with room there (one level: at any heavier one its tail is
-        # only longer)
-        for level in [heavy]:
+        def lighter(levels=levels, aim=heavy) -> list[float]:
+            """One lighter level: bisect towards FULL_LIGHT between the probed levels around it
+            (none when the aimed level is already the lightest with that ratio)."""
+            below = [lv for lv, r in levels.items() if r < FULL_LIGHT and lv < aim]
+            above = [lv for lv, r in levels.items() if r >= FULL_LIGHT]
+            if not below:
+                return []
+            lo, hi = max(below), min(above)
+            for _ in range(3):
+                mid = between(lo, hi)
+                if mid in (lo, hi):
+                    break
+                levels[mid] = ratio(mid)
+                if levels[mid] < FULL_LIGHT:
+                    lo = mid
+                else:
+                    hi = mid
+            return [hi] if hi != aim else []
+
+        # 2. the smallest must fit there, or at one lighter level (at any heavier one its tail
+        # is only longer)
+        candidates = [heavy]
+        for level in iter_candidates(candidates, lighter):
             small = run_probe(smallest, rate, level, probe_size(rate, long_s, LONG_PROBE_N), switched=True,
                               cap_s=long_cap_s)
             late = round(small.miss_rate * small.n)
