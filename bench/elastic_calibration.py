@@ -183,12 +183,6 @@ def calibrate(measure: Callable[[str, float, float, int], np.ndarray], load, rat
         return cal
 
 
-def iter_candidates(candidates: list, more: Callable[[], list]):
-    """The levels in `candidates`, then (once they are used up) those `more()` gives."""
-    yield from candidates
-    yield from more()
-
-
 def _search(cal, run_probe, load, rates, margin_s, smallest, lightest, heaviest, integer,
             short_s, long_s, long_cap_s, reasons, t0) -> Calibration:
     """calibrate's search over rates and levels (run_probe raises when time runs out)."""
@@ -218,39 +212,34 @@ def _search(cal, run_probe, load, rates, margin_s, smallest, lightest, heaviest,
             break  # a lower rate only lengthens the deadline: full would miss less still
         r_light = ratio(light)
         levels = {heavy: r_heavy, light: r_light}
-        if r_light < FULL_AIM:
-            for _ in range(STEPS):
-                mid = between(light, heavy)
-                if mid in (light, heavy):
-                    break
-                levels[mid] = ratio(mid)
-                if levels[mid] < FULL_AIM:
-                    light = mid
-                else:
-                    heavy = mid
-        def lighter(levels=levels, aim=heavy) -> list[float]:
-            """One lighter level: bisect towards FULL_LIGHT between the probed levels around it
-            (none when the aimed level is already the lightest with that ratio)."""
-            below = [lv for lv, r in levels.items() if r < FULL_LIGHT and lv < aim]
-            above = [lv for lv, r in levels.items() if r >= FULL_LIGHT]
-            if not below:
-                return []
-            lo, hi = max(below), min(above)
-            for _ in range(3):
+
+        def bisect(lo: float, hi: float, target: float, steps: int, levels=levels, ratio=ratio) -> float:
+            """The lightest level found between `lo` (full's ratio below `target`) and `hi` (at
+            or above it) where the ratio is at least `target`; every probe joins `levels`."""
+            for _ in range(steps):
                 mid = between(lo, hi)
                 if mid in (lo, hi):
                     break
                 levels[mid] = ratio(mid)
-                if levels[mid] < FULL_LIGHT:
-                    lo = mid
-                else:
-                    hi = mid
-            return [hi] if hi != aim else []
+                lo, hi = (mid, hi) if levels[mid] < target else (lo, mid)
+            return hi
+
+        aim = bisect(light, heavy, FULL_AIM, STEPS) if r_light < FULL_AIM else light
+
+        def candidates(levels=levels, aim=aim, bisect=bisect):
+            """The aimed level, then (only if asked for) one lighter one, bisected towards
+            FULL_LIGHT between the probed levels around it."""
+            yield aim
+            below = [lv for lv, r in levels.items() if r < FULL_LIGHT and lv < aim]
+            if below:
+                lighter = bisect(max(below), min(lv for lv, r in levels.items() if r >= FULL_LIGHT),
+                                 FULL_LIGHT, 3)
+                if lighter != aim:
+                    yield lighter
 
         # 2. the smallest must fit there, or at one lighter level (at any heavier one its tail
         # is only longer)
-        candidates = [heavy]
-        for level in iter_candidates(candidates, lighter):
+        for level in candidates():
             small = run_probe(smallest, rate, level, probe_size(rate, long_s, LONG_PROBE_N), switched=True,
                               cap_s=long_cap_s)
             late = round(small.miss_rate * small.n)
