@@ -42,15 +42,13 @@ from embodied_stack.models.perception import BACKENDS, CameraIntrinsics, Prompt,
 from embodied_stack.nodes.conversions import (
     MessageRejected,
     camera_info_to_K,
-    cloud_msg,
     diagnostics_msg,
     image_to_depth,
     image_to_rgb,
-    markers_msg,
-    poses_msg,
     stamp_to_seconds,
     status_name,
 )
+from embodied_stack.nodes.object_msgs import cloud_msg, markers_msg, poses_msg
 from embodied_stack.nodes.params import QOS_NAMES, read_only, read_only_range, rejection_kind, sensor_qos
 
 

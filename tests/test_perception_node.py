@@ -18,16 +18,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from embodied_stack.control.input_sync import ApproxTimeSync, LatestSlot, PromptHolder
 from embodied_stack.models.perception import CameraIntrinsics, reconstruct
-from embodied_stack.nodes.conversions import (
-    PART_ID_STRIDE,
-    K_to_camera_info,
-    cloud_msg,
-    depth_to_image,
-    markers_msg,
-    poses_msg,
-    rgb_to_image,
-)
+from embodied_stack.nodes.conversions import K_to_camera_info, depth_to_image, rgb_to_image
 from embodied_stack.nodes.executor import spin_in_background
+from embodied_stack.nodes.object_msgs import PART_ID_STRIDE, cloud_msg, markers_msg, poses_msg
 from embodied_stack.nodes.perception_node import PerceptionNode
 from embodied_stack.sim.worlds.tabletop import TabletopEnv
 
