@@ -30,6 +30,11 @@ Rules:
 - Every instruction message starts a new task (the same text too): older results are
   superseded, the queue is dropped, and the first frame used after it becomes the task's
   reference frame, handed to the policy with every later observation.
+- Instruction grounding (when the node checks instructions, control/instruction_check.py):
+  `on_instruction(..., grounding_pending=True)` holds every request until `on_grounding`
+  gives the verdict on that text; an instruction that is not grounded is a fault
+  (`fault.instruction`, the grounder's reason): the robot stops and asks for nothing until the
+  next instruction. `instruction_grounding` on /diagnostics says what the last verdict was.
 - Results (`finish_request`): a backend exception -> `fault.backend` and a stop; an older
   task's result is dropped (`superseded`); one older than `deadline_s` is dropped
   (`dropped_stale`, `fault.deadline`); a target backend's answer without a target -> a stop,
@@ -328,6 +333,9 @@ class PolicyLoop:
         # --- the task and the request for the worker ---
         self._instruction: str | None = None
         self._instruction_since = -float("inf")  # when it arrived (arrival clock)
+        self._grounding_pending = False  # no request until the verdict on the instruction
+        self._ungrounded = False  # the instruction was not grounded: stopped until the next
+        self._grounding_message = "not checked"
         #: (rgb, depth) of the task's first frame, once one was used
         self._reference: tuple[np.ndarray, np.ndarray | None] | None = None
         self._request: Request | None = None  # formed, not yet taken
@@ -400,14 +408,33 @@ class PolicyLoop:
         with self._lock:
             self._K = K
 
-    def on_instruction(self, text: str, arrived: float) -> None:
+    def on_instruction(self, text: str, arrived: float, grounding_pending: bool = False) -> None:
         """A new task (the same text too: "do it again", the next episode in simulation): drop
-        the old plan and every result still in flight, and take the reference frame afresh."""
+        the old plan and every result still in flight, and take the reference frame afresh.
+        `grounding_pending`: ask for nothing until `on_grounding` gives the verdict on it."""
         with self._lock:
             self._instruction = text
             self.scheduler.new_instruction()
             self._instruction_since = arrived
             self._reference = None
+            self._grounding_pending, self._ungrounded = grounding_pending, False
+            self._grounding_message = "pending" if grounding_pending else "not checked"
+            self.safety.clear_fault("instruction")
+
+    def on_grounding(self, text: str, grounded: bool, message: str) -> bool:
+        """The verdict on instruction `text`: grounded -> the task may start; not grounded ->
+        `fault.instruction` with `message` (a stop) until the next instruction. A verdict on
+        any other text than the pending instruction is ignored (returns False)."""
+        with self._lock:
+            if not self._grounding_pending or text != self._instruction:
+                return False
+            self._grounding_pending, self._ungrounded = False, not grounded
+            self._grounding_message = message
+            if not grounded:
+                self.stats["ungrounded_instructions"] += 1
+                self.scheduler.clear()
+                self.safety.report_fault("instruction", message)
+            return True
 
     def on_estop(self, engaged: bool) -> None:
         """Latched: the stop holds until an explicit release."""
@@ -511,9 +538,11 @@ class PolicyLoop:
             stats = dict(self.stats)
             rejections = dict(self.rejections)
             obs_stamp = self._last_obs_stamp
+            grounding = self._grounding_message
         pct = lambda a, q: f"{np.percentile(a, q):.2f}" if a.size else "nan"  # noqa: E731
         values = {
             "embodiment": self.config.embodiment, "execution": self.config.strategy,
+            "instruction_grounding": grounding,
             "latency_estimate_ms": f"{self.scheduler.latency_estimate() * 1e3:.1f}",
             "latency_p50_ms": pct(lat, 50), "latency_p95_ms": pct(lat, 95),
             "model_p50_ms": pct(model_lat, 50), "model_p99_ms": pct(model_lat, 99),
@@ -538,7 +567,8 @@ class PolicyLoop:
         would answer it a period late (the latency tail of bench/graph_latency.py)."""
         self._awaiting_inputs = False
         rgb, stamp, instruction, scheduler = self._rgb, self._rgb_stamp, self._instruction, self.scheduler
-        if instruction is None or rgb is None or stamp is None or not scheduler.wants_request(stamp, now):
+        if instruction is None or rgb is None or stamp is None or self._grounding_pending \
+                or self._ungrounded or not scheduler.wants_request(stamp, now):
             return
         arrived = self._frames[stamp][1] if stamp in self._frames else None
         if arrived is not None:

@@ -417,6 +417,20 @@ def point_stamped(point: np.ndarray, stamp: Time, frame_id: str) -> PointStamped
     return msg
 
 
+def answer_msgs(action, obs_stamp: float, base_frame: str) -> tuple[Path | None, PointStamped | None]:
+    """A backend answer's `plan` (Path in the base frame) and `target_point` (PointStamped in
+    metres, the camera frame of the image the answer is about), each None when the answer has
+    none; stamped with that image's stamp."""
+    stamp = seconds_to_stamp(obs_stamp)
+    path = plan_to_path(action.plan, stamp, base_frame) if action.plan is not None else None
+    point = None
+    if action.target_point is not None:
+        extras = action.extras if isinstance(action.extras, dict) else {}
+        point = point_stamped(action.target_point, stamp,
+                              extras.get("frame_id") or "camera_color_optical_frame")
+    return path, point
+
+
 #: DiagnosticStatus levels by name.
 LEVELS = {"ok": DiagnosticStatus.OK, "warn": DiagnosticStatus.WARN, "error": DiagnosticStatus.ERROR}
 

@@ -1,32 +1,28 @@
 """policy_node: camera + instruction in, commands out, with safety.
 
-Inputs: `camera/color/image_raw` (rgb8/bgr8; or its `compressed` JPEG/PNG topic with
+Inputs: `camera/color/image_raw` (rgb8/bgr8; or JPEG/PNG `compressed` with
 `color_transport:=compressed`), `camera/depth/image_raw` (32FC1 m / 16UC1 mm, optional; NaN/inf
-pixels are "no return", REP-118; or `compressedDepth` with `depth_transport:=compressedDepth`),
-`camera/color/camera_info`, `joint_states`
-(proprio, mapped by `proprio_names`), `odom` (vehicle speed), `instruction` (std_msgs/String,
-transient-local), `estop` (std_msgs/Bool, transient-local, latched).
-Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped, or Twist
-with `cmd_vel_stamped:=false`, vehicle), or with `command:=joints` (a world spec's embodiment,
-docs/worlds.md) `joint_commands` (std_msgs/Float64MultiArray, the action scaled to
-joint_low..joint_high; a `joint_gripper` channel also on `gripper_command`, std_msgs/Float64,
-held at its last command by every stop); twists stamped with their publish time (MoveIt Servo and
-twist muxes judge freshness by it); `~/command_source` (std_msgs/Header: the stamp of the
-observation each command answers, published with it); `plan` (nav_msgs/Path) and
-`target_point` (PointStamped) when the backend gives them; `~/inference`
-(diagnostic_msgs/KeyValue per inference: key = submodel, value = seconds inside the backend;
+= no return, REP-118; or `compressedDepth` with `depth_transport:=compressedDepth`),
+`camera/color/camera_info`, `joint_states` (proprio, by `proprio_names`), `odom` (vehicle
+speed), `instruction` (std_msgs/String, transient-local; with `instruction_tasks` set each is
+first grounded against those known tasks, control/instruction_check.py: one that matches none
+stops the robot, the reason on /diagnostics), `estop` (std_msgs/Bool, transient-local, latched).
+Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped, or Twist with
+`cmd_vel_stamped:=false`), or with `command:=joints` (docs/worlds.md) `joint_commands`
+(Float64MultiArray scaled to joint_low..joint_high; a `joint_gripper` channel also on
+`gripper_command`, held by every stop); twists stamped with their publish time (MoveIt Servo
+and twist muxes judge freshness by it); `~/command_source` (Header: the stamp of the
+observation each command answers); `plan` (Path) and `target_point` (PointStamped) when the
+backend gives them; `~/inference` (KeyValue per inference: submodel, seconds in the backend;
 the elastic node corrects its latency table from them); `/diagnostics`.
 
-How it runs: every decision is PolicyLoop's (control/policy_loop.py: its docstring lists the
-rules, tested on a fake clock): when to ask for a chunk, pairing inputs by stamp, the task's
-reference frame, results and deadlines, re-phasing the ticks, target / plan backends, and
-through control/safety.py clock trust, stale inputs, faults, the latched e-stop and clamps.
-This node declares the parameters (read-only ones are refused at run time with a reason; a set
-of live ones applies all or none), converts messages (nodes/conversions.py: a malformed one is
-rejected with a throttled log line and `rejected.<topic>` on /diagnostics), owns the timers
-and publishes. Inference runs on a worker thread, never on an executor thread; an exception
-there is logged, reported (`fault.backend`, or `fault.worker` for a bug outside the backend)
-and turned into a safe stop, and the worker carries on.
+How it runs: every decision is PolicyLoop's (control/policy_loop.py lists the rules, tested on
+a fake clock), with control/safety.py's clock trust, staleness, faults, e-stop and clamps. This
+node declares the parameters (read-only ones refused at run time with a reason; a set of live
+ones applies all or none), converts messages (nodes/conversions.py: a malformed one is rejected
+with a throttled log line and `rejected.<topic>` on /diagnostics), owns the timers and
+publishes. Inference runs on a worker thread, never an executor's; an exception there is a
+safe stop (`fault.backend`, or `fault.worker` outside the backend), and the worker carries on.
 """
 
 from __future__ import annotations
@@ -46,39 +42,33 @@ from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Bool, Float64, Header, String
 
 from embodied_stack.control.input_sync import LatestSlot
+from embodied_stack.control.instruction_check import DEFAULT_THRESHOLD, InstructionCheck
 from embodied_stack.control.latency import AddedLatency, DelayedPolicy
 from embodied_stack.control.policy_loop import PolicyLoop, PolicyLoopConfig, Request, Step
 from embodied_stack.models.policy.backends import BackendSettings, load_backend
+from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder
 from embodied_stack.models.policy.interface import Policy
 from embodied_stack.models.runtime import check_submodel
-from embodied_stack.nodes.conversions import (
-    MessageRejected,
-    camera_info_to_K,
-    camera_transport,
-    check_instruction,
-    command_msg,
-    command_topic,
-    diagnostics_msg,
-    expert_action_values,
-    joint_state_to_proprio,
-    odometry_speed,
-    plan_to_path,
-    point_stamped,
-    seconds_to_stamp,
-    stamp_to_seconds,
-    status_name,
+from embodied_stack.nodes import conversions as conv
+from embodied_stack.nodes.params import (
+    LATCHED,
+    QOS_NAMES,
+    declare_settings,
+    read_only,
+    read_only_range,
+    rejection_kind,
+    sensor_qos,
 )
-from embodied_stack.nodes.params import LATCHED, QOS_NAMES, declare_settings, read_only, rejection_kind, sensor_qos
-from embodied_stack.sim.worlds import PROPRIO_NAMES_OF_EMBODIMENT as DEFAULT_PROPRIO_NAMES  # noqa: F401
 from embodied_stack.sim.worlds import default_proprio_names
+from embodied_stack.sim.worlds.paraphrase import known_task_prototypes
 
 #: The parameters that are PolicyLoopConfig settings (declared from it).
 LOOP_SETTINGS = [f.name for f in dataclasses.fields(PolicyLoopConfig)]
 
 
 class PolicyNode(Node):
-    def __init__(self, policy: Policy | None = None, **node_kwargs):
-        self._worker = None  # (destroy_node must work whatever __init__ got to)
+    def __init__(self, policy: Policy | None = None, encoder: InstructionEncoder | None = None, **node_kwargs):
+        self._worker = self._check = None  # (destroy_node must work whatever __init__ got to)
         self._requests = LatestSlot(0.0, time.monotonic)  # to the inference worker
         super().__init__("policy_node", **node_kwargs)
         p = self.declare_parameter
@@ -88,16 +78,19 @@ class PolicyNode(Node):
         # --- inputs and outputs (read once) ---
         p("sensor_qos", "sensor_data", read_only(f"camera QoS: {', '.join(QOS_NAMES)}"))
         p("proprio_qos", "sensor_data", read_only(f"joint_states / odom QoS: {', '.join(QOS_NAMES)}"))
-        p("proprio_names", [""], read_only("joint_states names forming the proprio vector, in order (default: "
-                                           "the worlds' layout)"))
+        p("proprio_names", [""], read_only("joint_states names forming proprio, in order (default: worlds' layout)"))
         p("cmd_vel_stamped", True, read_only("vehicle: publish TwistStamped (true) or Twist"))
         p("color_transport", "raw", read_only("colour images: raw, or compressed (image_transport's JPEG/PNG topic)"))
         p("depth_transport", "raw", read_only("depth images: raw, or compressedDepth (image_transport's topic)"))
         p("base_frame", "base_link", read_only("frame_id of commands and plans"))
+        p("instruction_tasks", "", read_only("known tasks to ground instructions against: '' (off), a world "
+                                             "(tabletop, tabletop:shapes, driving) or .yaml/.json {task: [sentences]}"))
+        p("grounding_threshold", DEFAULT_THRESHOLD, read_only_range(
+            "least sentence-encoder similarity to a known task for an instruction to be grounded", -1.0, 1.0))
         g = lambda name: self.get_parameter(name).value  # noqa: E731
         config = PolicyLoopConfig(**{name: g(name) for name in LOOP_SETTINGS})  # validates
-        self._color = camera_transport("camera/color/image_raw", g("color_transport"))  # (topic, type, convert)
-        self._depth = camera_transport("camera/depth/image_raw", g("depth_transport"), depth=True)
+        self._color = conv.camera_transport("camera/color/image_raw", g("color_transport"))  # (topic, type, convert)
+        self._depth = conv.camera_transport("camera/depth/image_raw", g("depth_transport"), depth=True)
         self.embodiment = config.embodiment
         qos, proprio_qos = (sensor_qos(g(name), name) for name in ("sensor_qos", "proprio_qos"))
         self.proprio_names = [n for n in g("proprio_names") if n] or default_proprio_names(self.embodiment)
@@ -114,6 +107,9 @@ class PolicyNode(Node):
             self.policy.set_submodel(self._submodel)
         self.policy.warmup(self.embodiment)  # lazy set-up must not make the first answer late
         self.loop = PolicyLoop(config, self._now(), self.policy.outputs_targets)
+        if spec := g("instruction_tasks"):  # the encoder loads on the check's own thread
+            self._check = InstructionCheck(known_task_prototypes(spec), g("grounding_threshold"),
+                                           self._on_grounding, encoder)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # --- ROS interfaces ---
@@ -129,9 +125,8 @@ class PolicyNode(Node):
         sub(Bool, "estop", self._on_estop, LATCHED)
         if self.policy.wants_expert_feed:  # the sim-only expert relay (models/policy/expert_relay)
             sub(TwistStamped, "sim/expert_action", self._on_expert, 10)
-        self.cmd_pub = self.create_publisher(*command_topic(config.kind, g("cmd_vel_stamped")), 10)
-        self.gripper_pub = (self.create_publisher(Float64, "gripper_command", 10)
-                            if config.joint_gripper >= 0 else None)
+        self.cmd_pub = self.create_publisher(*conv.command_topic(config.kind, g("cmd_vel_stamped")), 10)
+        self.gripper_pub = self.create_publisher(Float64, "gripper_command", 10) if config.joint_gripper >= 0 else None
         self.source_pub = self.create_publisher(Header, "~/command_source", 10)
         self.plan_pub = self.create_publisher(Path, "plan", 10)
         self.point_pub = self.create_publisher(PointStamped, "target_point", 10)
@@ -158,7 +153,7 @@ class PolicyNode(Node):
     def _convert(self, topic: str, convert, msg):
         try:
             return convert(msg)
-        except MessageRejected as exc:
+        except conv.MessageRejected as exc:
             self._reject(topic, str(exc))
             return None
 
@@ -178,37 +173,47 @@ class PolicyNode(Node):
     def _on_rgb(self, msg) -> None:
         rgb, h = self._convert(self._color[0], self._color[2], msg), msg.header
         if rgb is not None:
-            self._judged("camera", self.loop.on_rgb(rgb, stamp_to_seconds(h.stamp), self._now(), time.monotonic(),
+            self._judged("camera", self.loop.on_rgb(rgb, conv.stamp_to_seconds(h.stamp), self._now(), time.monotonic(),
                                                     h.frame_id, h.stamp))
 
     def _on_depth(self, msg) -> None:
         depth = self._convert(self._depth[0], self._depth[2], msg)
         if depth is not None:
-            stamp = stamp_to_seconds(msg.header.stamp)
+            stamp = conv.stamp_to_seconds(msg.header.stamp)
             self._judged("depth", self.loop.on_depth(depth, stamp, self._now(), time.monotonic()))
 
     def _on_info(self, msg: CameraInfo) -> None:
-        K = self._convert("camera/color/camera_info", camera_info_to_K, msg)
+        K = self._convert("camera/color/camera_info", conv.camera_info_to_K, msg)
         if K is not None:
             self.loop.on_camera_info(K)
 
     def _on_joints(self, msg: JointState) -> None:
-        proprio = self._convert("joint_states", lambda m: joint_state_to_proprio(m, self.proprio_names), msg)
+        proprio = self._convert("joint_states", lambda m: conv.joint_state_to_proprio(m, self.proprio_names), msg)
         if proprio is not None:
-            stamp = stamp_to_seconds(msg.header.stamp)
+            stamp = conv.stamp_to_seconds(msg.header.stamp)
             self._judged("joint_states", self.loop.on_proprio(proprio, stamp, self._now(), time.monotonic()))
 
     def _on_odom(self, msg: Odometry) -> None:
-        speed = self._convert("odom", odometry_speed, msg)
+        speed = self._convert("odom", conv.odometry_speed, msg)
         if speed is not None:
-            self._judged("odom", self.loop.on_speed(speed, stamp_to_seconds(msg.header.stamp), self._now()))
+            self._judged("odom", self.loop.on_speed(speed, conv.stamp_to_seconds(msg.header.stamp), self._now()))
 
     def _on_instruction(self, msg: String) -> None:
-        text = self._convert("instruction", lambda m: check_instruction(m.data), msg)
+        text = self._convert("instruction", lambda m: conv.check_instruction(m.data), msg)
         if text is not None:
-            self.loop.on_instruction(text, time.monotonic())
+            self.loop.on_instruction(text, time.monotonic(), grounding_pending=self._check is not None)
             self.policy.reset()
             self.get_logger().info(f"instruction: {text!r}")
+            if self._check is not None:
+                self._check.submit(text)
+
+    def _on_grounding(self, text: str, grounding) -> None:  # (on the check's thread)
+        if self.loop.on_grounding(text, grounding.ok, grounding.message):
+            if grounding.ok:  # (rclpy ties a call site to one severity)
+                self.get_logger().info(grounding.message)
+            else:
+                self.get_logger().warning(grounding.message)
+            self._publish_diagnostics()
 
     def _on_estop(self, msg: Bool) -> None:
         self.loop.on_estop(msg.data)
@@ -216,8 +221,8 @@ class PolicyNode(Node):
         self._publish_diagnostics()
 
     def _on_expert(self, msg: TwistStamped) -> None:
-        self.policy.feed(stamp_to_seconds(msg.header.stamp),
-                         expert_action_values(msg, self.loop.config.action_dims))
+        self.policy.feed(conv.stamp_to_seconds(msg.header.stamp),
+                         conv.expert_action_values(msg, self.loop.config.action_dims))
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Validate every change first; apply them all or none. (rclpy refuses read-only
@@ -305,33 +310,31 @@ class PolicyNode(Node):
         if step.command is None:
             return
         # Stamped with the publish time; the observation it answers goes to ~/command_source.
-        self.cmd_pub.publish(command_msg(step.command, self.loop.config.kind, self.cmd_pub.msg_type is TwistStamped,
-                                         self.get_clock().now().to_msg(), self.frame))
+        stamped = self.cmd_pub.msg_type is TwistStamped
+        self.cmd_pub.publish(conv.command_msg(step.command, self.loop.config.kind, stamped,
+                                              self.get_clock().now().to_msg(), self.frame))
         if self.gripper_pub is not None:  # (a joints layout's gripper channel, also apart)
             self.gripper_pub.publish(Float64(data=float(step.command[self.loop.config.joint_gripper])))
         if step.answers is not None:  # (None: a safety stop, which answers no observation)
-            self.source_pub.publish(Header(stamp=step.answers_header or seconds_to_stamp(step.answers),
+            self.source_pub.publish(Header(stamp=step.answers_header or conv.seconds_to_stamp(step.answers),
                                            frame_id="camera_color_optical_frame"))
 
     def _publish_answer(self, action, obs_stamp: float) -> None:
-        """`plan` (base frame) and `target_point` (metres, the camera frame of the image the
-        answer is about), stamped with that image's stamp."""
-        stamp = seconds_to_stamp(obs_stamp)
-        if action.plan is not None:
-            self.plan_pub.publish(plan_to_path(action.plan, stamp, self.frame))
-        if action.target_point is not None:
-            extras = action.extras if isinstance(action.extras, dict) else {}
-            self.point_pub.publish(point_stamped(action.target_point, stamp, extras.get("frame_id")
-                                                 or "camera_color_optical_frame"))
+        """`plan` and `target_point` (conversions.answer_msgs), when the answer has them."""
+        for pub, msg in zip((self.plan_pub, self.point_pub), conv.answer_msgs(action, obs_stamp, self.frame)):
+            if msg is not None:
+                pub.publish(msg)
 
     def _publish_diagnostics(self) -> None:
         report = self.loop.diagnostics()
         values = {"submodel": self.policy.submodel, "runtime": self.runtime_description, **report.values}
-        self.diag_pub.publish(diagnostics_msg(status_name(self, "policy"), self.backend_name, report.level,
+        self.diag_pub.publish(conv.diagnostics_msg(conv.status_name(self, "policy"), self.backend_name, report.level,
                                               report.message, values, self.get_clock().now().to_msg()))
 
     def destroy_node(self):
         self._requests.close()
+        if self._check is not None:
+            self._check.close()
         if self._worker is not None:
             self._worker.join(timeout=5.0)
         return super().destroy_node()

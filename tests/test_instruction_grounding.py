@@ -130,3 +130,64 @@ def test_packaged_encoder_grounds_the_grammar_and_rejects_the_unrelated(real):
     g = real["tabletop"].ground("touch the green ball", available=scene)
     assert g.reason == NOT_IN_SCENE
     assert real["tabletop"].ground("touch the red cube", available=scene).ok
+
+
+# ------------------------------------------------------------------ known tasks from a file
+def test_known_tasks_load_from_yaml_or_json_and_bad_files_say_what_is_wrong(tmp_path):
+    from embodied_stack.sim.worlds.paraphrase import known_task_prototypes
+
+    good = tmp_path / "tasks.yaml"
+    good.write_text("wave: [wave your hand, say hello]\nstop: stop moving\n")
+    assert known_task_prototypes(str(good)) == {"wave": ["wave your hand", "say hello"],
+                                                "stop": ["stop moving"]}
+    (tmp_path / "tasks.json").write_text(json.dumps({"wave": ["wave"]}))
+    assert known_task_prototypes(str(tmp_path / "tasks.json")) == {"wave": ["wave"]}
+    assert "touch the red cube" in known_task_prototypes("tabletop")
+    assert "keep_lane" in known_task_prototypes("driving")
+    for content, words in (("[a, b]", "must map each task"), ("wave: []", "needs a list"),
+                           ("wave: [ok, 3]", "needs a list"), ("wave: [", "cannot be read")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(content)
+        with pytest.raises(ValueError, match=words):
+            known_task_prototypes(str(bad))
+    with pytest.raises(ValueError, match="does not exist"):
+        known_task_prototypes(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="give a world"):
+        known_task_prototypes("kitchen")
+    with pytest.raises(ValueError, match="primitives or shapes"):
+        known_task_prototypes("tabletop:teapots")
+
+
+# ------------------------------------------------------------------ InstructionCheck (its thread)
+def _verdict(text, **check_kwargs):
+    """The one verdict an InstructionCheck gives on `text` (its callback, from its thread)."""
+    import threading
+
+    from embodied_stack.control.instruction_check import InstructionCheck
+
+    got, done = [], threading.Event()
+    check = InstructionCheck(on_verdict=lambda *v: (got.append(v), done.set()), **check_kwargs)
+    try:
+        check.submit(text)
+        assert done.wait(10.0), "no verdict"
+    finally:
+        check.close()
+    assert len(got) == 1
+    return got[0]
+
+
+def test_the_check_grounds_each_instruction_on_its_own_thread():
+    text, g = _verdict("touch the red cube", prototypes=PROTOS, threshold=0.6,
+                       encoder=InstructionEncoder(backend=bag_of_words))
+    assert text == "touch the red cube" and g.ok and g.task == "touch red cube"
+
+
+def test_a_grounder_that_cannot_start_refuses_every_instruction_with_the_error():
+    from embodied_stack.control.instruction_check import GROUNDER_FAILED
+
+    def broken(texts):
+        raise ImportError("the instruction encoder needs the pip package 'x'")
+
+    _, g = _verdict("touch the red cube", prototypes=PROTOS, threshold=0.6,
+                    encoder=InstructionEncoder(backend=broken))
+    assert not g.ok and g.reason == GROUNDER_FAILED and "pip package" in g.message

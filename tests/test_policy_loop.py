@@ -411,6 +411,50 @@ def test_the_estop_latches_until_released():
     assert moving(rig.answer(request) if request else rig.tick())
 
 
+def test_no_request_until_the_instruction_is_grounded_then_the_task_starts():
+    rig = Rig(instruction=None)
+    rig.loop.on_instruction("tap the crimson block", rig.t, grounding_pending=True)
+    assert rig.frame() is None and rig.tick().command is None  # waiting for the verdict
+    assert rig.loop.diagnostics().values["instruction_grounding"] == "pending"
+    assert not rig.loop.on_grounding("some older text", True, "grounded")  # not this one: ignored
+    assert rig.loop.on_grounding("tap the crimson block", True, "grounded as 'touch the red cube'")
+    request = rig.at(0.01).frame()
+    assert request is not None and request.observation.instruction == "tap the crimson block"
+    assert moving(rig.answer(request))
+    assert rig.loop.diagnostics().values["instruction_grounding"] == "grounded as 'touch the red cube'"
+
+
+def test_an_ungrounded_instruction_stops_the_robot_with_the_reason_until_the_next():
+    rig = Rig()
+    rig.answer(rig.frame(), chunk=np.tile([0.4, 0, 0], (40, 1)))  # moving on the old task
+    rig.loop.on_instruction("make me a coffee", rig.t, grounding_pending=True)
+    why = "no known task matches 'make me a coffee'"
+    assert rig.loop.on_grounding("make me a coffee", False, why)
+    steps = [rig.tick() for _ in range(3)]
+    assert steps[0].command is not None and not np.any(steps[0].command)  # a stop goes out
+    assert not any(moving(s) for s in steps)
+    for _ in range(5):  # fresh frames keep coming: nothing is asked for, nothing moves
+        assert rig.at(0.01).frame() is None and not moving(rig.tick())
+    report = rig.loop.diagnostics()
+    assert report.level == "error" and report.values["fault.instruction"] == why
+    assert rig.stats["ungrounded_instructions"] == 1
+    rig.loop.on_instruction("touch the red cube", rig.t, grounding_pending=True)
+    rig.tick()  # (diagnostics show the faults of the last control step)
+    assert "fault.instruction" not in rig.loop.diagnostics().values
+    assert rig.loop.on_grounding("touch the red cube", True, "grounded")
+    request = rig.at(0.01).frame()
+    assert request is not None and moving(rig.answer(request))
+
+
+def test_a_verdict_on_an_instruction_already_replaced_is_ignored():
+    rig = Rig(instruction=None)
+    rig.loop.on_instruction("make me a coffee", rig.t, grounding_pending=True)
+    rig.loop.on_instruction("touch the red cube", rig.t, grounding_pending=True)
+    assert not rig.loop.on_grounding("make me a coffee", False, "no known task")
+    assert "fault.instruction" not in rig.loop.diagnostics().values
+    assert rig.frame() is None  # still waiting for the verdict on the newest one
+
+
 def test_a_vehicle_ramps_down_instead_of_stepping_to_zero():
     rig = Rig(embodiment="vehicle")
     rig.loop.on_speed(8.0, rig.t, rig.t)

@@ -29,7 +29,8 @@ from embodied_stack.nodes.conversions import (
     rgb_to_image,
 )
 from embodied_stack.nodes.params import LATCHED
-from embodied_stack.nodes.policy_node import DEFAULT_PROPRIO_NAMES, PolicyNode
+from embodied_stack.nodes.policy_node import PolicyNode
+from embodied_stack.sim.worlds import PROPRIO_NAMES_OF_EMBODIMENT as DEFAULT_PROPRIO_NAMES
 
 pytestmark = pytest.mark.ros
 
@@ -80,13 +81,14 @@ class ScriptedPolicy(Policy):
 
 
 class Harness(NodeHarness):
-    def __init__(self, policy, embodiment="arm", **params):
+    def __init__(self, policy, embodiment="arm", encoder=None, **params):
         super().__init__()
         self.embodiment = embodiment
         overrides = [Parameter("embodiment", value=embodiment),
                      Parameter("control_rate_hz", value=20.0)]
         overrides += [Parameter(k, value=v) for k, v in params.items()]
-        self.node = PolicyNode(policy=policy, context=self.context, parameter_overrides=overrides)
+        self.node = PolicyNode(policy=policy, encoder=encoder, context=self.context,
+                               parameter_overrides=overrides)
         d = self.driver
         #: image_transport's compressed topics instead of the raw ones (PNG: lossless)
         self.compressed = params.get("color_transport") == "compressed"
@@ -244,6 +246,36 @@ def test_a_new_instruction_reaches_the_policy(harness, policy):
     assert wait_for(lambda: policy.resets == resets + 1)
     mark = time.monotonic()
     assert harness.stream_until(lambda: any(speed(m) < 0 for m in harness.recent(mark)))
+
+
+def test_an_instruction_matching_no_known_task_stops_the_robot_with_the_reason(policy, tmp_path):
+    """`instruction_tasks`: each instruction is grounded first (on a thread of its own); one
+    that matches no known task stops the robot, says why on /diagnostics, and asks the policy
+    for nothing until an instruction that does match. (A bag-of-words encoder stands in for
+    the packaged sentence encoder, whose threshold tests/test_instruction_grounding.py checks.)"""
+    from test_instruction_grounding import bag_of_words
+
+    from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder
+
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("red: [touch the red cube]\nblue: [touch the blue cube]\n")
+    h = Harness(policy, encoder=InstructionEncoder(backend=bag_of_words), instruction_tasks=str(tasks),
+                grounding_threshold=0.6)
+    try:
+        assert h.stream_until(lambda: h.moves_after(0.0))  # "touch the red cube": grounded
+        assert wait_for(lambda: any("grounded as" in v for v in h.diag_values("instruction_grounding")))
+        h.instr_pub.publish(String(data="make me a coffee"))
+        assert wait_for(lambda: h.diag_values("fault.instruction"), 3.0)
+        assert "no known task matches 'make me a coffee'" in h.diag_values("fault.instruction")[-1]
+        calls, mark = policy.calls, time.monotonic()
+        h.stream(0.6)  # fresh frames keep coming: the robot stays stopped, nothing is asked
+        assert h.recent(mark) and all(speed(m) == 0.0 for m in h.recent(mark))
+        assert policy.calls == calls
+        h.instr_pub.publish(String(data="touch the blue cube"))
+        mark = time.monotonic()
+        assert h.stream_until(lambda: any(speed(m) < 0 for m in h.recent(mark)))
+    finally:
+        h.close()
 
 
 # ------------------------------------------------------------------ faults

@@ -149,3 +149,36 @@ def ground_instruction(encoder: InstructionEncoder, instruction: str,
     :class:`InstructionGrounder`."""
     return InstructionGrounder(encoder, prototypes, threshold, margin).ground(
         instruction, available).as_tuple()
+
+
+def load_task_prototypes(path: str) -> dict[str, list[str]]:
+    """Known tasks from a YAML or JSON file: ``{task: [sentence, ...]}`` (a single sentence may
+    be given as a string). ValueError naming the file and what is wrong with it."""
+    import json
+    import os
+
+    if not os.path.isfile(path):
+        raise ValueError(f"known-task file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # a parse error: say which file and why
+        raise ValueError(f"known-task file {path!r} cannot be read: {e}") from e
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"known-task file {path!r} must map each task to its sentences, "
+                         f"got {type(data).__name__}")
+    out: dict[str, list[str]] = {}
+    for task, sentences in data.items():
+        sentences = [sentences] if isinstance(sentences, str) else sentences
+        if (not isinstance(sentences, list) or not sentences
+                or not all(isinstance(s, str) and s.strip() for s in sentences)):
+            raise ValueError(f"known-task file {path!r}: task {task!r} needs a list of "
+                             f"non-empty sentences, got {sentences!r}")
+        out[str(task)] = [s.strip() for s in sentences]
+    return out

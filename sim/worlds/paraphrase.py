@@ -325,6 +325,24 @@ def task_prototypes(world: str, objects: str = "primitives") -> dict[str, list[s
     raise ValueError(f"world {world!r} has no known tasks (tabletop, driving)")
 
 
+def known_task_prototypes(spec: str) -> dict[str, list[str]]:
+    """The known tasks an instruction is grounded against, from the policy node's
+    ``instruction_tasks``: a world with known tasks (``tabletop``, ``driving``; ``tabletop:shapes``
+    for the procedural shapes' nouns), or a YAML/JSON file ``{task: [sentence, ...]}``
+    (models/policy/instruction_grounding.py). ValueError with the allowed forms otherwise."""
+    from embodied_stack.models.policy.instruction_grounding import load_task_prototypes
+
+    world, _, objects = spec.partition(":")
+    if world in ("tabletop", "driving"):
+        if objects not in ("", "primitives", "shapes"):
+            raise ValueError(f"instruction_tasks {spec!r}: objects must be primitives or shapes")
+        return task_prototypes(world, objects or "primitives")
+    if spec.endswith((".yaml", ".yml", ".json")):
+        return load_task_prototypes(spec)
+    raise ValueError(f"instruction_tasks {spec!r}: give a world (tabletop, tabletop:shapes, driving) "
+                     "or a .yaml/.json file mapping each task to its sentences")
+
+
 def available_tasks(world: str, objects: Sequence[tuple[str, str]] | None,
                     prototypes: dict[str, list[str]] | None = None) -> set[str] | None:
     """The known tasks a scene can serve: tabletop, those whose colour (and noun, unless

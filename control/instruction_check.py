@@ -1,0 +1,80 @@
+"""InstructionCheck: grounds each new instruction on a thread of its own, off the executor.
+
+The policy node asks it about every instruction it accepts; the verdict (a
+:class:`~embodied_stack.models.policy.instruction_grounding.Grounding`) comes back through
+``on_verdict(text, grounding)``, and PolicyLoop.on_grounding decides what it means for the robot
+(until the verdict, no chunk is asked for; an instruction that is not grounded stops the robot
+with the reason on /diagnostics). Why a thread: the sentence encoder's first load takes seconds
+(bench/results/instruction_encoder_amd_epyc.json) and a new instruction a few milliseconds, and
+nothing the node runs on its executor may wait for either. The encoder is loaded at start so
+the first instruction does not wait for it.
+
+Only the newest instruction is grounded: one still waiting when a newer arrives is dropped (it
+no longer matters). A grounder that fails (the encoder package missing, a broken file) gives a
+verdict that is not grounded, with the error as its message: the robot does not move on an
+instruction nobody checked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from embodied_stack.control.input_sync import LatestSlot
+from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder
+from embodied_stack.models.policy.instruction_grounding import (
+    DEFAULT_THRESHOLD,
+    Grounding,
+    InstructionGrounder,
+)
+
+__all__ = ["DEFAULT_THRESHOLD", "GROUNDER_FAILED", "InstructionCheck"]
+
+#: The verdict's reason when the grounder itself failed.
+GROUNDER_FAILED = "grounder_failed"
+
+
+class InstructionCheck:
+    """``prototypes``: each known task's sentences (task -> [sentence]); ``threshold``: the
+    grounder's least similarity; ``on_verdict(text, grounding)`` is called on this object's
+    thread; ``encoder``: the sentence encoder (default: the packaged one, loaded here)."""
+
+    def __init__(self, prototypes: Mapping[str, Sequence[str]], threshold: float,
+                 on_verdict: Callable[[str, Grounding], None], encoder: InstructionEncoder | None = None,
+                 preload: bool = True):
+        self.grounder = InstructionGrounder(encoder or InstructionEncoder(), prototypes, threshold)
+        self._on_verdict = on_verdict
+        self._slot = LatestSlot(0.0, time.monotonic)
+        self.load_error: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(preload,), name="instruction_check",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, text: str) -> None:
+        """Ground `text` (replaces one still waiting)."""
+        self._slot.offer(text)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._slot.close()
+        self._thread.join(timeout)
+
+    def ground(self, text: str) -> Grounding:
+        """One verdict, here and now (the thread's work; a failure is a verdict too)."""
+        if self.load_error is not None:
+            return Grounding(None, 0.0, GROUNDER_FAILED, message=self.load_error)
+        try:
+            return self.grounder.ground(text)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not checked": do not move
+            return Grounding(None, 0.0, GROUNDER_FAILED,
+                             message=f"the instruction could not be checked: {type(exc).__name__}: {exc}")
+
+    def _run(self, preload: bool) -> None:
+        if preload:
+            try:  # the encoder and the known tasks' embeddings, before the first instruction
+                self.grounder.scores(self.grounder.tasks[0])
+            except Exception as exc:  # noqa: BLE001 - reported with every verdict
+                self.load_error = (f"the instruction grounder cannot start: {type(exc).__name__}: "
+                                   f"{exc}")
+        while (text := self._slot.take()) is not None:  # (None: closed)
+            self._on_verdict(text, self.ground(text))
