@@ -35,6 +35,32 @@ def test_default_recipe_trains_a_new_model_with_the_shipped_architecture():
         assert getattr(shipped, key) == value, (key, getattr(shipped, key), value)
 
 
+def test_robust_recipe_trains_at_least_as_wide_as_every_shift_the_bench_tests():
+    """config/train/robust.yaml draws each magnitude per episode up to its value: every shift of
+    bench/robustness.py must lie inside that range (a policy is not judged on what it never saw
+    the like of), and its instructions are paraphrased."""
+    import dataclasses
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from robustness import CELLS
+
+    from embodied_stack.sim.worlds.shift import Shift
+
+    cfg = TrainConfig.from_yaml(recipe_path("robust"))
+    train = Shift.from_option(cfg.shift)
+    assert train is not None and train.ranges and cfg.paraphrase_share > 0
+    for cell, (_, _, option) in CELLS.items():
+        if option in ("none", "paraphrase"):
+            continue
+        tested = Shift.from_option(option)
+        for f in dataclasses.fields(Shift):
+            value, limit = getattr(tested, f.name), getattr(train, f.name)
+            if f.name == "light_scale":
+                assert min(limit, 1 / limit) <= value <= max(limit, 1 / limit), (cell, value, limit)
+            elif f.name != "ranges":
+                assert abs(value) <= abs(limit), (cell, f.name, value, limit)
+
+
 def test_recipe_lookup_errors_name_the_known_recipes(tmp_path):
     with pytest.raises(ValueError, match=r"recipe 'nope' not found; known recipes: \[.*'default'"):
         recipe_path("nope")

@@ -112,10 +112,45 @@ def test_execution_mode_matches_the_policy_node():
     ({"entropy_probe_episodes": {"tabletop": 51}}, "entropy_probe_episodes"),
     ({"entropy_high_prob": 1.0}, "entropy_high_prob"),
     ({"dagger_iterations": 11}, "dagger_iterations"),
+    ({"shift": "camera_offset_m=0.9"}, "camera_offset_m"),
+    ({"shift": "zoom=2"}, "zoom"),
+    ({"paraphrase_share": 1.5}, "paraphrase_share"),
 ])
 def test_config_rejects_bad_values(bad, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**bad)
+
+
+def test_robust_training_randomises_every_training_episode_but_not_validation(tmp_path):
+    """`shift` and `paraphrase_share` (config/train/robust.yaml): the demonstrations are
+    recorded in the randomised world with paraphrased instructions (the expert still acts on
+    the task), the rollouts the stages step are randomised, validation's are the plain worlds,
+    and a new model's vocabulary holds the generator's words."""
+    from embodied_stack.sim.train import demos
+    from embodied_stack.sim.train.run import Run
+
+    shift = "camera_offset_m=0.1,light_scale=0.5,distractors=2"
+    path = demos.collect(demos.DemoConfig(world="tabletop", episodes=6, shift=shift, paraphrase_share=1.0),
+                         tmp_path / "demos")
+    data = demos.load(path)
+    words = {w for text in set(data["instruction"].tolist()) for w in text.lower().split()}
+    assert not words <= {"touch", "push", "the", "to", "left", "right", "forward", "backward", "red", "green",
+                         "blue", "yellow", "cube", "ball", "cylinder", "object"}, words
+    assert data["episode_success"].mean() >= 0.5  # the expert acts on the task, whatever the words
+    plain = demos.load(demos.collect(demos.DemoConfig(world="tabletop", episodes=1), tmp_path / "plain"))
+    assert not np.array_equal(data["rgb"][0], plain["rgb"][0])  # same seed, moved camera and dimmer light
+    cfg = TrainConfig(worlds=("tabletop",), shift=shift, paraphrase_share=0.5, pool_size=2)
+    run = Run(cfg, tmp_path / "run", resume=False)
+    try:
+        assert run.rollouts.pools["tabletop"].envs[0].unwrapped.shift is not None
+        assert run.validation_rollouts.pools["tabletop"].envs[0].unwrapped.shift is None
+        rewrite = run.paraphraser("tabletop")
+        rewritten = [rewrite(seed, "touch the red cube") for seed in range(400)]
+        assert rewritten == [rewrite(seed, "touch the red cube") for seed in range(400)]  # per seed
+        assert 0.4 < np.mean([r != "touch the red cube" for r in rewritten]) < 0.6
+        assert {"crimson", "kindly"} <= set(run.model.tokenizer.vocab)
+    finally:
+        run.close()
 
 
 def test_configs_of_earlier_versions_still_read():

@@ -240,6 +240,14 @@ class TrainConfig:
     #: probe episodes per world ("probe" measure)
     entropy_probe_episodes: dict = field(default_factory=lambda: {"tabletop": 8, "driving": 4})
     bc_anchor: float = 0.5  #: weight of CE on the DAgger aggregate during rl (0 = pure RL)
+    # --- robustness (every stage's episodes; validation stays on the plain worlds) ---
+    #: the training worlds' randomisation, ``key=value,...`` of sim/worlds/shift.py's Shift (with
+    #: ``ranges=true`` each magnitude is drawn per episode from none to the given one); "" = none
+    shift: str = ""
+    #: share of training episodes (demos, DAgger, RL) whose instruction is a phrasing from the
+    #: paraphrase generator (sim/worlds/paraphrase.py), drawn per seed; a new model's vocabulary
+    #: then includes the generator's words
+    paraphrase_share: float = 0.0
     # --- evaluation and bookkeeping ---
     eval_episodes: int = 40  #: validation episodes per world after each iteration (0 = none)
     eval_submodels: tuple = ("full", "1/2")  #: submodels validated
@@ -303,8 +311,19 @@ class TrainConfig:
         for name in ("lr", "rl_lr"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in (0, 1)")
+        if self.shift:
+            from embodied_stack.sim.worlds.shift import Shift
+
+            Shift.from_option(self.shift)  # (a bad key or value: its error names it and the range)
+        if self.paraphrase_share:
+            from embodied_stack.sim.worlds.paraphrase import PARAPHRASE_WORLDS
+
+            other = [w for w in self.worlds if w not in PARAPHRASE_WORLDS]
+            if other:
+                raise ValueError(f"paraphrase_share={self.paraphrase_share}: worlds {other} have no paraphrase "
+                                 f"generator (only {PARAPHRASE_WORLDS})")
         for name in ("dagger_beta", "dagger_beta_decay", "noise_std", "noisy_share",
-                     "label_smoothing", "keypoint_teacher_forcing"):
+                     "label_smoothing", "keypoint_teacher_forcing", "paraphrase_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
         if self.entropy_measure not in ("probe", "batch"):

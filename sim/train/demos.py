@@ -41,6 +41,9 @@ class DemoConfig:
     # --- labels and storage ---
     chunk_length: int = 4  #: future expert actions stored per step (the policy's chunk T)
     shard_episodes: int = 25  #: episodes per shard file (the unit of resumption)
+    # --- robustness (sim/train/config.py's fields of the same names) ---
+    shift: str = ""  #: the world's randomisation, ``key=value,...`` of sim/worlds/shift.Shift; "" = none
+    paraphrase_share: float = 0.0  #: share of episodes whose stored instruction is a paraphrase
 
     def __post_init__(self):
         if not world_spec(self.world).has_expert:
@@ -55,16 +58,19 @@ class DemoConfig:
 
 
 def _record_episode(env, expert, seed: int, noise_std: float, rng: np.random.Generator,
-                    chunk_length: int):
+                    chunk_length: int, rewrite=None):
     """One expert episode: frames, chunk labels (n, T, A) with masks (n, T), instruction, success.
 
     Each state's label is the expert's own clean chunk from that state (look-ahead in the
     simulator, ``sim.experts.expert_chunk``), not the next T labels of the executed (noisy)
-    trajectory: a chunk never contains corrections to noise it did not cause."""
+    trajectory: a chunk never contains corrections to noise it did not cause. `rewrite(seed,
+    instruction)`: the instruction stored (the expert acts on the world's task either way)."""
     from embodied_stack.sim.experts import expert_chunk, expert_features
 
     obs, info = env.reset(seed=seed)
     instruction = str(obs["instruction"])
+    if rewrite is not None:
+        instruction = rewrite(seed, instruction)
     expert.reset()
     frames, chunks, masks = [], [], []
     done = False
@@ -87,8 +93,13 @@ def _record_shard(config: DemoConfig, out: Path, k: int, env=None, expert=None, 
     """Record shard k (episodes k*shard_episodes...) and write it atomically."""
     own = env is None
     if own:
-        env = make_world(config.world, config.width, config.height)
+        env = make_world_for(config)
         expert = make_world_expert(env)
+    rewrite = None
+    if config.paraphrase_share:
+        from embodied_stack.sim.worlds.paraphrase import TrainingParaphraser
+
+        rewrite = TrainingParaphraser(config.world, config.paraphrase_share)
     try:
         first = k * config.shard_episodes
         count = min(config.shard_episodes, config.episodes - first)
@@ -100,7 +111,7 @@ def _record_shard(config: DemoConfig, out: Path, k: int, env=None, expert=None, 
             rng = np.random.default_rng(seed + 7919)
             noisy = rng.random() < config.noisy_share
             frames, chunk, mask, instruction, success = _record_episode(
-                env, expert, seed, config.noise_std if noisy else 0.0, rng, config.chunk_length)
+                env, expert, seed, config.noise_std if noisy else 0.0, rng, config.chunk_length, rewrite)
             cols["rgb"] += [f[0] for f in frames]
             cols["depth"] += [f[1] for f in frames]
             cols["proprio"] += [f[2] for f in frames]
@@ -131,6 +142,13 @@ def _record_shard(config: DemoConfig, out: Path, k: int, env=None, expert=None, 
             env.close()
 
 
+def make_world_for(config: DemoConfig):
+    """The world the demonstrations are recorded in, randomised as ``config.shift`` says."""
+    from embodied_stack.sim.worlds.shift import Shift
+
+    return make_world(config.world, config.width, config.height, shift=Shift.from_option(config.shift or None))
+
+
 def collect(config: DemoConfig, out_dir: str | os.PathLike, workers: int = 0) -> Path:
     """Record the demonstrations into `out_dir/<world>/shard_XXXX.npz`; resumes if present.
 
@@ -157,7 +175,7 @@ def collect(config: DemoConfig, out_dir: str | os.PathLike, workers: int = 0) ->
                     k = futures[fut]
                     bar.update(min(config.shard_episodes, config.episodes - k * config.shard_episodes))
         else:
-            env = make_world(config.world, config.width, config.height)
+            env = make_world_for(config)
             try:
                 expert = make_world_expert(env)
                 for k in todo:

@@ -25,13 +25,14 @@ if TYPE_CHECKING:
 
 
 class _Worker:
-    def __init__(self, worlds, pool_size: int, threads: int):
+    def __init__(self, worlds, pool_size: int, threads: int, shift: str = ""):
         import torch
 
         from embodied_stack.sim.train.rollouts import WorldPool
+        from embodied_stack.sim.worlds.shift import Shift
 
         torch.set_num_threads(threads)
-        self.pools = {w: WorldPool(w, pool_size) for w in worlds}
+        self.pools = {w: WorldPool(w, pool_size, shift=Shift.from_option(shift or None)) for w in worlds}
         self.model: ElasticVLA | None = None
         self.weights_id: str | None = None
 
@@ -69,9 +70,9 @@ def _round_robin(n_items: int, n_workers: int) -> list[list[int]]:
 _PROCESS_WORKER: _Worker | None = None
 
 
-def _process_init(worlds, pool_size: int, threads: int) -> None:
+def _process_init(worlds, pool_size: int, threads: int, shift: str = "") -> None:
     global _PROCESS_WORKER
-    _PROCESS_WORKER = _Worker(worlds, pool_size, threads)
+    _PROCESS_WORKER = _Worker(worlds, pool_size, threads, shift)
 
 
 def _process_run(*args):
@@ -81,7 +82,7 @@ def _process_run(*args):
 class ProcessRollouts:
     """The same call as LocalRollouts, served by `workers` processes on this machine."""
 
-    def __init__(self, workers: int, worlds, pool_size: int, threads: int = 1):
+    def __init__(self, workers: int, worlds, pool_size: int, threads: int = 1, shift: str = ""):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -90,7 +91,7 @@ class ProcessRollouts:
         # spawn: a forked child would inherit the parent's GL contexts and CUDA state.
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_process_init,
-                                        initargs=(tuple(worlds), pool_size, threads))
+                                        initargs=(tuple(worlds), pool_size, threads, shift))
         self.workers = workers
         self._calls = 0
 
@@ -124,7 +125,8 @@ class ProcessRollouts:
 class RayRollouts:
     """The same call as LocalRollouts, served by `workers` Ray actors."""
 
-    def __init__(self, address: str, workers: int, worlds, pool_size: int, threads: int = 1):
+    def __init__(self, address: str, workers: int, worlds, pool_size: int, threads: int = 1,
+                 shift: str = ""):
         import ray
 
         if workers < 1:
@@ -137,7 +139,8 @@ class RayRollouts:
         worker = ray.remote(num_cpus=1)(_Worker)
         # Ray actor handles: ray's stubs type ray.remote(...)(cls) as a union of a class and a
         # function, which knows no .remote of the actor's methods
-        self.workers: list[Any] = [worker.remote(tuple(worlds), pool_size, threads) for _ in range(workers)]
+        self.workers: list[Any] = [worker.remote(tuple(worlds), pool_size, threads, shift)
+                                   for _ in range(workers)]
         self._calls = 0
 
     def __call__(self, model, world: str, seeds, mode: ExecutionMode, progress=None,

@@ -67,7 +67,8 @@ def screen_seeds(run: Run, world: str, candidates: list[int], n: int) -> tuple[l
     if len(candidates) == n:
         return candidates, {}
     bar = tqdm(total=len(candidates), desc=f"rl {world} screening", unit="episode")
-    greedy = run.rollouts(run.model, world, candidates, run.mode, progress=bar.update)
+    greedy = run.rollouts(run.model, world, candidates, run.mode, rewrite=run.paraphraser(world),
+                          progress=bar.update)
     bar.close()
     failed = [s for s, ep in zip(candidates, greedy) if not ep.success]
     solved = [s for s, ep in zip(candidates, greedy) if ep.success]
@@ -95,7 +96,7 @@ def collect_groups(run: Run) -> tuple[list, dict]:
         bar = tqdm(total=len(plan), desc=f"rl {it} {world} rollouts", unit="episode")
         eps = run.rollouts(model, world, plan, run.mode, sample=True,
                            stream_seed=cfg.seed * 7919 + 100_000 + it, keep_decisions=True,
-                           progress=bar.update)
+                           rewrite=run.paraphraser(world), progress=bar.update)
         bar.close()
         for g in range(len(seeds)):
             groups.append(eps[g * cfg.group_size:(g + 1) * cfg.group_size])
@@ -287,7 +288,8 @@ def entropy_probe(run: Run, reference: ElasticVLA) -> dict | None:
     obs, executed = [], []
     for w, world in enumerate(cfg.worlds):
         seeds = probe_seeds(w, cfg.entropy_probe_episodes.get(world, 0))
-        for ep in run.rollouts(reference, world, seeds, run.mode, keep_decisions=True):
+        for ep in run.rollouts(reference, world, seeds, run.mode, keep_decisions=True,
+                               rewrite=run.paraphraser(world)):
             ep_obs, ep_executed = episode_decisions(ep, reference.config.chunk_length, k, A)
             obs += ep_obs
             executed += ep_executed

@@ -432,10 +432,13 @@ def success_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, fl
 
 
 class LocalRollouts:
-    """Rollouts in this process, on one WorldPool per world (the default backend)."""
+    """Rollouts in this process, on one WorldPool per world (the default backend); `shift`:
+    the worlds' randomisation, ``key=value,...`` of sim/worlds/shift.Shift ("" = none)."""
 
-    def __init__(self, worlds, pool_size: int):
-        self.pools = {w: WorldPool(w, pool_size) for w in worlds}
+    def __init__(self, worlds, pool_size: int, shift: str = ""):
+        from embodied_stack.sim.worlds.shift import Shift
+
+        self.pools = {w: WorldPool(w, pool_size, shift=Shift.from_option(shift or None)) for w in worlds}
 
     def __call__(self, model, world: str, seeds, mode: ExecutionMode, **kwargs) -> list[Episode]:
         return run_episodes(model, self.pools[world], seeds, mode, **kwargs)

@@ -64,14 +64,16 @@ WIDENING_FIELDS = {"keypoint_instruction": ("keypoint_words",), "reference_frame
 FAST_PARAMETERS = ("keypoint_in.", "keypoint_aux.", "keypoint_proj.", "keypoint_words.")
 
 
-def instruction_tokenizer(worlds) -> InstructionTokenizer:
+def instruction_tokenizer(worlds, paraphrases: bool = False) -> InstructionTokenizer:
     """The default words plus every word the given worlds' instructions can use (each world
-    spec's vocabulary, or the words of its fixed instruction)."""
+    spec's vocabulary, or the words of its fixed instruction); with `paraphrases`, also the
+    paraphrase generator's words for those worlds (sim/worlds/paraphrase.py)."""
+    from embodied_stack.sim.worlds.paraphrase import paraphrase_words
     from embodied_stack.sim.worlds.registry import world_spec
 
     words = set(DEFAULT_WORDS)
     for world in worlds:
-        words |= world_spec(world).words()
+        words |= world_spec(world).words() | (paraphrase_words(world) if paraphrases else set())
     return InstructionTokenizer.from_words(sorted(w for w in words if split_words(w) == [w]))
 
 
@@ -107,7 +109,7 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
     must already have them."""
     if not cfg.init_from:
         return ElasticVLA(ElasticVLAConfig(**model_fields_for_worlds(cfg.worlds, cfg.model)),
-                          instruction_tokenizer(cfg.worlds))
+                          instruction_tokenizer(cfg.worlds, paraphrases=cfg.paraphrase_share > 0))
     from embodied_stack.models.policy import load_default_policy
 
     model = load_default_policy(None if cfg.init_from == "default" else cfg.init_from)
@@ -160,16 +162,17 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
 
 def make_rollouts(cfg: TrainConfig) -> LocalRollouts | ProcessRollouts | RayRollouts:
     """Where the run's episodes are stepped: on Ray actors (``ray_address``), in worker
-    processes (``workers``) or in this process; all give the same episodes for the same seeds."""
+    processes (``workers``) or in this process; all give the same episodes for the same seeds.
+    Their worlds are randomised as ``cfg.shift`` says."""
     if cfg.ray_address:
         from embodied_stack.sim.train.distributed import RayRollouts
 
-        return RayRollouts(cfg.ray_address, cfg.ray_workers, cfg.worlds, cfg.pool_size)
+        return RayRollouts(cfg.ray_address, cfg.ray_workers, cfg.worlds, cfg.pool_size, shift=cfg.shift)
     if cfg.workers > 0:
         from embodied_stack.sim.train.distributed import ProcessRollouts
 
-        return ProcessRollouts(cfg.workers, cfg.worlds, cfg.pool_size)
-    return LocalRollouts(cfg.worlds, cfg.pool_size)
+        return ProcessRollouts(cfg.workers, cfg.worlds, cfg.pool_size, shift=cfg.shift)
+    return LocalRollouts(cfg.worlds, cfg.pool_size, cfg.shift)
 
 
 def _git_commit() -> str:
@@ -229,6 +232,7 @@ class Run:
         self.log: list[dict] = []
         self.resumed = False
         self._rollouts: LocalRollouts | ProcessRollouts | RayRollouts | None = None
+        self._plain_rollouts: LocalRollouts | None = None  # validation's, when training is shifted
         if self.ckpt_path.exists():
             self._load()
             self._record_resume_changes()
@@ -346,6 +350,23 @@ class Run:
             self._rollouts = make_rollouts(self.cfg)
         return self._rollouts
 
+    @property
+    def validation_rollouts(self) -> LocalRollouts | ProcessRollouts | RayRollouts:
+        """The plain worlds: a run's curve is comparable with any other run's, shifted or not."""
+        if not self.cfg.shift:
+            return self.rollouts
+        if self._plain_rollouts is None:
+            self._plain_rollouts = LocalRollouts(self.cfg.worlds, self.cfg.pool_size)
+        return self._plain_rollouts
+
+    def paraphraser(self, world: str):
+        """The `rewrite` of a training episode's instruction (``paraphrase_share``), or None."""
+        if not self.cfg.paraphrase_share:
+            return None
+        from embodied_stack.sim.worlds.paraphrase import TrainingParaphraser
+
+        return TrainingParaphraser(world, self.cfg.paraphrase_share)
+
     def validate(self, label: str) -> dict:
         """Greedy success per world and submodel on the validation seeds (disjoint from
         training and from the test seeds of `embodied-stack eval`)."""
@@ -356,7 +377,7 @@ class Run:
         for submodel in cfg.eval_submodels:
             model.set_submodel(submodel)
             for world in cfg.worlds:
-                eps = self.rollouts(model, world, validation_seeds(cfg.eval_episodes), self.mode)
+                eps = self.validation_rollouts(model, world, validation_seeds(cfg.eval_episodes), self.mode)
                 out[f"success_{submodel.replace('/', '_')}_{world}"] = float(
                     np.mean([e.success for e in eps]))
         model.set_submodel("full")
@@ -382,7 +403,8 @@ class Run:
 
     def close(self) -> None:
         """Stop the rollout workers and flush TensorBoard."""
-        if self._rollouts is not None:
-            self._rollouts.close()
+        for rollouts in (self._rollouts, self._plain_rollouts):
+            if rollouts is not None:
+                rollouts.close()
         if self._tb is not None:
             self._tb.close()

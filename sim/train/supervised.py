@@ -179,7 +179,8 @@ def load_demos(run: Run) -> None:
         path = demos.collect(demos.DemoConfig(
             world=world, episodes=cfg.demo_episodes[world], first_seed=SEED_BASE["demo"],
             noise_std=cfg.noise_std, noisy_share=cfg.noisy_share,
-            chunk_length=run.model.config.chunk_length), run.out / "demos", workers=cfg.workers)
+            chunk_length=run.model.config.chunk_length, shift=cfg.shift,
+            paraphrase_share=cfg.paraphrase_share), run.out / "demos", workers=cfg.workers)
         data = demos.load(path)
         run.buffer.add(world, data)
         if not any(f"demo_states_{world}" in e for e in run.log):
@@ -299,7 +300,7 @@ def stage_dagger(run: Run) -> None:
                 run.model.set_submodel("full")
                 eps = run.rollouts(run.model, world, iteration_seeds("dagger", it, w, n, len(cfg.worlds)), run.mode,
                                    label=True, beta=beta, stream_seed=cfg.seed * 7919 + it,
-                                   progress=bar.update)
+                                   rewrite=run.paraphraser(world), progress=bar.update)
                 bar.close()
                 atomic_write_npz(path, demos.episodes_to_arrays(eps))
             data = dict(np.load(path, allow_pickle=False))

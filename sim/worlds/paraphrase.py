@@ -126,6 +126,8 @@ _NOT_IMPERATIVE = {"the", "to", "towards", "toward", "as", "your", "no", "left",
                    "forward", "forwards", "away", "farther", "ahead", "backward", "backwards",
                    "back", "nearer", "in"}
 _MAX_LEN = 96  # sim.worlds.base.INSTRUCTION_MAX_LEN
+#: The worlds this generator can rephrase.
+PARAPHRASE_WORLDS = ("tabletop", "driving")
 _CHARSET = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,.'-")
 
 
@@ -287,6 +289,43 @@ def paraphrase_instruction(world: str, instruction: str, rng: np.random.Generato
         task, color, noun, direction = parse_tabletop(instruction)
         return paraphrase_tabletop(rng, task, color, noun, direction, objects)
     raise ValueError(f"world {world!r} has no paraphrases (tabletop, driving)")
+
+
+class TrainingParaphraser:
+    """A run's ``rewrite(seed, instruction)`` for one world (sim/train/rollouts.run_episodes,
+    the demonstrations): with probability ``share``, drawn from the episode's seed (the same
+    episode gets the same words on a rerun or in another worker), a phrasing of the canonical
+    instruction from this module's generator; else the instruction as it is. Picklable, for
+    worker processes. A world without paraphrases (:data:`PARAPHRASE_WORLDS`) is an error."""
+
+    def __init__(self, world: str, share: float, salt: int = 0x7A11):
+        if world not in PARAPHRASE_WORLDS:
+            raise ValueError(f"world {world!r} has no paraphrase generator (only {PARAPHRASE_WORLDS})")
+        if not 0 <= share <= 1:
+            raise ValueError(f"paraphrase share {share} must be in [0, 1]")
+        self.world, self.share, self.salt = world, float(share), int(salt)
+
+    def __call__(self, seed: int, instruction: str) -> str:
+        rng = np.random.default_rng([int(seed), self.salt])
+        if rng.random() >= self.share:
+            return instruction
+        return paraphrase_instruction(self.world, instruction, rng)
+
+
+def paraphrase_words(world: str, draws: int = 4000, seed: int = 0) -> set[str]:
+    """Every word the generator emitted for the world's canonical instructions in ``draws``
+    paraphrases (lowercase, as the policy's word tokenizer splits them): the vocabulary a model
+    trained on paraphrases needs beside the grammar's."""
+    import re
+
+    split = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")  # (models/policy/elastic_vla/tokenizer.split_words)
+    canonical = [t for texts in task_prototypes(world).values() for t in texts]
+    rng = np.random.default_rng([seed, 0x40CA])
+    words: set[str] = set()
+    for _ in range(draws):
+        text = paraphrase_instruction(world, canonical[int(rng.integers(len(canonical)))], rng)
+        words.update(split.findall(text.lower()))
+    return words
 
 
 def scene_objects(scene: dict) -> list[tuple[str, str]]:
