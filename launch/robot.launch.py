@@ -23,6 +23,8 @@ Launch arguments (all optional; `ros2 launch embodied_stack robot.launch.py --sh
   use_sim_time       true with a simulator publishing /clock (every node below)
   camera_to_base     arm: camera optical frame pose in the base frame, "x y z qx qy qz qw"
                      (needed by target backends such as mimo; sim.launch.py sets it)
+  instruction_tasks  check each instruction against known tasks first: tabletop | driving |
+                     a tasks .yaml; one that matches none stops the robot (docs/policy_node.md)
   color_topic, depth_topic, camera_info_topic, instruction_topic, estop_topic,
   joint_states_topic, odom_topic
                      remaps of the node's standard input topics

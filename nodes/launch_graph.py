@@ -49,6 +49,8 @@ ROBOT_OVERRIDES = {
     "use_sim_time": (bool, "true: every node runs on the simulated /clock"),
     "camera_to_base": (list, "arm: the camera optical frame's pose in the base frame, "
                              "'x y z qx qy qz qw' (target backends such as mimo)"),
+    "instruction_tasks": (str, "check each instruction against known tasks first: '' (off) | tabletop | "
+                               "driving | a tasks .yaml (one that matches none stops the robot)"),
 }
 #: The policy node's input topics and the argument that remaps each: (default, description).
 REMAPS = {
