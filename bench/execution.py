@@ -5,7 +5,8 @@ paired on the same unseen seeds.
     python bench/execution.py [--quick] [--json PATH] [--png PATH] [--episodes 200]
         [--splits validation test] [--strategies replace early ...]
         [--latencies 0 0.1 0.2 0.4 lognormal] [--worlds tabletop driving]
-        [--graph-episodes 100] [--cache DIR] [--decode-only]
+        [--graph-only] [--graph-episodes 200] [--graph-first-seed 100000] [--cache DIR]
+        [--decode-only]
 
 The shipped model drives both worlds offline (sim/train/rollouts.py with an ``Execution``):
 chunks are executed by the policy node's ChunkScheduler and output limiter (control/) on
@@ -31,8 +32,9 @@ and yaw rate) is ``measured``. Per-episode peaks are averaged over episodes; the
 of each strategy is also given as a ratio to ``replace``'s on the same seeds (with a bootstrap
 95% interval over seeds). Two small sections: success through the ROS graph (sim bridge +
 policy node over DDS, lockstep) with raw images and with image_transport's compressed colour
-(JPEG, PNG) and compressedDepth, paired on the test seeds; and the decode cost of compressed
-camera images (nodes/conversions.py; ``--decode-only`` runs only that).
+(JPEG, PNG) and compressedDepth, paired on the same seeds (``--graph-first-seed``, default the
+test block; ``--graph-only`` runs only that and the decode cost); and the decode cost of
+compressed camera images (nodes/conversions.py; ``--decode-only`` runs only that).
 
 Runs are resumable: each finished condition is appended to ``<cache>/<split>.jsonl`` and
 skipped when the command runs again (Ctrl-C loses at most the condition in progress).
@@ -44,7 +46,7 @@ boundary_jerk_peak, boundary_ratio_vs_replace, boundary_ratio_ci95, boundary_ste
 measured_jerk_mean, measured_jerk_peak, max_command_age_s, held_share, late_results;
 latency keys ``0ms``, ``100ms``, ``200ms``, ``400ms``, ``lognormal``; also
 ``default_strategy``, ``deadline_s``, the strategies' settings under ``strategy_settings``;
-``graph_<world>_<raw|jpeg|png>_{success,ci95,episodes,rejected}`` and
+``graph_first_seed``, ``graph_<world>_<raw|jpeg|png>_{success,ci95,episodes,rejected}`` and
 ``graph_<world>_<jpeg|png>_vs_raw{,_ci95,_mcnemar_p}``; ``decode_<kind>_<size>_{ms,bytes}``;
 ``max_command_age_s`` and ``commands_within_deadline`` over every condition; ``wall_s`` (this
 invocation's: a resumed run counts only what it ran).
@@ -82,7 +84,8 @@ STRATEGIES["auto+limiter"] = {"tabletop": {"execution": "auto", **ARM_LIMITS},
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
 #: the graph section's compressed colour formats (image_transport's `compressed`): what a network
-#: camera sends (JPEG, OpenCV quality 95) and lossless PNG
+#: camera sends (JPEG, OpenCV quality 95, 4:4:4: nodes/conversions.rgb_to_compressed says why)
+#: and lossless PNG
 GRAPH_FORMATS = ("jpeg", "png")
 
 
@@ -326,14 +329,14 @@ def plot(path: str, figures: dict, split: str, worlds, strategies, latencies) ->
     plt.close(fig)
 
 
-def graph_transport(episodes: int, worlds, cache: Path, bar=None) -> dict:
+def graph_transport(episodes: int, worlds, cache: Path, bar=None, first_seed: int = FIRST_SEED["test"]) -> dict:
     """Success through the ROS graph (sim bridge + policy node over DDS, lockstep, the shipped
     model on ONNX Runtime) with raw images and with image_transport's compressed colour (each
-    of GRAPH_FORMATS) and compressedDepth, on the same test seeds: per-seed outcomes."""
+    of GRAPH_FORMATS) and compressedDepth, on the same seeds: per-seed outcomes."""
     from embodied_stack.nodes.demo import run_world
 
     done = load_cache(cache)
-    seeds = tuple(range(FIRST_SEED["test"], FIRST_SEED["test"] + episodes))
+    seeds = tuple(range(first_seed, first_seed + episodes))
     out = {}
     for world in worlds:
         for transport in ("raw", *GRAPH_FORMATS):
@@ -342,7 +345,7 @@ def graph_transport(episodes: int, worlds, cache: Path, bar=None) -> dict:
                 params = {} if transport == "raw" else {
                     "bridge_params": {"compressed_format": transport},
                     "policy_params": {"color_transport": "compressed", "depth_transport": "compressedDepth"}}
-                run = run_world(world, episodes, FIRST_SEED["test"], "vla", "", "full", None, mode="lockstep",
+                run = run_world(world, episodes, first_seed, "vla", "", "full", None, mode="lockstep",
                                 timeout_s=60.0 * episodes, runtime="onnxruntime",
                                 progress=(lambda n, _: bar.update(n)) if bar is not None else None, **params)
                 done[key] = {"world": world, "settings": f"graph_{transport}", "latency": "0",
@@ -388,8 +391,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
     parser.add_argument("--latencies", nargs="+", default=list(LATENCIES))
     parser.add_argument("--worlds", nargs="+", default=["tabletop", "driving"], choices=["tabletop", "driving"])
-    parser.add_argument("--graph-episodes", type=int, default=100,
-                        help="test seeds per world through the ROS graph, raw vs compressed (0: skip)")
+    parser.add_argument("--graph-episodes", type=int, default=None,
+                        help="seeds per world through the ROS graph, raw vs compressed (default: 200 with "
+                             "--graph-only, else 0 = skip)")
+    parser.add_argument("--graph-first-seed", type=int, default=FIRST_SEED["test"],
+                        help="first seed of the graph section (default: the test block)")
+    parser.add_argument("--graph-only", action="store_true", help="only the graph section and the decode cost")
     parser.add_argument("--cache", default="runs/execution_bench", help="finished conditions (resume)")
     parser.add_argument("--png", metavar="PATH", help="success and boundary jerk against latency")
     parser.add_argument("--decode-only", action="store_true", help="only the compressed-image decode cost")
@@ -401,6 +408,10 @@ def main(argv=None) -> dict:
     figures: dict = {"deadline_s": DEADLINE_S, "default_strategy": DEFAULT_STRATEGY, "episodes": args.episodes,
                      "first_seeds": {k: FIRST_SEED[k] for k in args.splits}, "graph_formats": list(GRAPH_FORMATS),
                      "strategy_settings": {s: STRATEGIES[s] for s in args.strategies}}
+    if args.graph_only:
+        args.splits = []
+    if args.graph_episodes is None:
+        args.graph_episodes = 200 if args.graph_only else 0
     figures.update(decode_cost(args.quick))
     benchlib.print_table("Compressed image decode (nodes/conversions.py)", ("image", "ms", "bytes"),
                          [(k[len("decode_"):-3], f"{v:.3f}", figures[k[:-3] + "_bytes"])
@@ -437,17 +448,18 @@ def main(argv=None) -> dict:
             summary, split_rows = summarize(split, results, args.worlds, strategies, args.latencies, seeds)
             figures.update(summary)
             rows += split_rows
-        # the guarantee under every strategy and latency: no executed command older than the deadline
-        ages = [v for k, v in figures.items() if k.endswith("_max_command_age_s")]
-        figures["max_command_age_s"] = max(ages, default=0.0)
-        figures["commands_within_deadline"] = bool(figures["max_command_age_s"] <= DEADLINE_S + 1e-9)
-        benchlib.print_table(
-            f"Execution strategies under latency ({args.episodes} seeds per world and split, paired; "
-            f"deadline {DEADLINE_S} s)",
-            ("split", "world", "strategy", "latency", "success [95%]", "vs 0 ms (paired) [95%] McNemar",
-             "vs replace", "jerk mean", "boundary peak", "/ replace", "measured peak", "max age s"),
-            rows, left=4, width=210)
-        if args.png:
+        if args.splits:
+            # the guarantee under every strategy and latency: no executed command older than the deadline
+            ages = [v for k, v in figures.items() if k.endswith("_max_command_age_s")]
+            figures["max_command_age_s"] = max(ages, default=0.0)
+            figures["commands_within_deadline"] = bool(figures["max_command_age_s"] <= DEADLINE_S + 1e-9)
+            benchlib.print_table(
+                f"Execution strategies under latency ({args.episodes} seeds per world and split, paired; "
+                f"deadline {DEADLINE_S} s)",
+                ("split", "world", "strategy", "latency", "success [95%]", "vs 0 ms (paired) [95%] McNemar",
+                 "vs replace", "jerk mean", "boundary peak", "/ replace", "measured peak", "max age s"),
+                rows, left=4, width=210)
+        if args.png and args.splits:
             plot(args.png, figures, args.splits[-1], args.worlds, strategies, args.latencies)
             print(f"wrote {args.png}")
         if args.graph_episodes:
@@ -455,12 +467,13 @@ def main(argv=None) -> dict:
             with tqdm(total=(1 + len(GRAPH_FORMATS)) * len(graph_worlds) * args.graph_episodes,
                       desc="graph raw vs compressed",
                       unit="episode", file=sys.stderr, mininterval=1.0) as bar:
-                runs = graph_transport(args.graph_episodes, graph_worlds, cache_dir / "graph.jsonl", bar)
+                runs = graph_transport(args.graph_episodes, graph_worlds, cache_dir / "graph.jsonl", bar,
+                                       args.graph_first_seed)
             graph, graph_rows = graph_figures(runs, graph_worlds)
-            figures.update(graph)
+            figures.update(graph, graph_first_seed=args.graph_first_seed)
             benchlib.print_table(
-                f"Through the ROS graph (lockstep), raw vs compressed colour + compressedDepth, test seeds from "
-                f"{FIRST_SEED['test']}",
+                f"Through the ROS graph (lockstep), raw vs compressed colour + compressedDepth, seeds from "
+                f"{args.graph_first_seed}",
                 ("world", "colour", "raw", "compressed", "compressed - raw (paired) [95%]", "McNemar p", "rejected"),
                 graph_rows, left=2)
     figures["wall_s"] = round(time.monotonic() - start, 1)

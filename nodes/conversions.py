@@ -211,15 +211,29 @@ def camera_transport(base_topic: str, transport: str, depth: bool = False):
     return base_topic + suffix, msg_type, convert
 
 
+#: JPEG chroma subsampling by name (OpenCV's sampling factors).
+JPEG_SUBSAMPLING = {"444": "IMWRITE_JPEG_SAMPLING_FACTOR_444", "422": "IMWRITE_JPEG_SAMPLING_FACTOR_422",
+                    "420": "IMWRITE_JPEG_SAMPLING_FACTOR_420"}
+
+
 def rgb_to_compressed(rgb: np.ndarray, stamp: Time, frame_id: str, fmt: str = "jpeg",
-                      jpeg_quality: int = 95) -> CompressedImage:
+                      jpeg_quality: int = 95, jpeg_subsampling: str = "444") -> CompressedImage:
     """(H, W, 3) uint8 RGB -> CompressedImage as compressed_image_transport publishes it
-    (BGR payload, format "rgb8; jpeg compressed bgr8" or "rgb8; png compressed bgr8")."""
+    (BGR payload, format "rgb8; jpeg compressed bgr8" or "rgb8; png compressed bgr8").
+
+    `jpeg_subsampling` defaults to 4:4:4 because the simulator renders at the policy's own
+    input size (64x64): 4:2:0 would halve the colour resolution of that small frame, which a
+    real camera's 4:2:0 at 640x480 (colour at 320x240, still five times the policy's input
+    after resizing) does not do."""
     import cv2
 
     if fmt not in ("jpeg", "png"):
         raise ValueError(f"compressed format {fmt!r} not in ('jpeg', 'png')")
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    if jpeg_subsampling not in JPEG_SUBSAMPLING:
+        raise ValueError(f"jpeg_subsampling {jpeg_subsampling!r} not in {sorted(JPEG_SUBSAMPLING)}")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+              getattr(cv2, JPEG_SUBSAMPLING[jpeg_subsampling])] if fmt == "jpeg" else \
+        [cv2.IMWRITE_PNG_COMPRESSION, 1]
     ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".png",
                            np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]), params)
     if not ok:

@@ -1,8 +1,9 @@
 """sim_bridge_node: runs a world from embodied_stack.sim and speaks ROS like a robot's drivers.
 
 Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m), with
-`compressed_format:=jpeg|png` also their image_transport `compressed` (colour) and
-`compressedDepth` (depth: 32FC1 inverse depth, PNG) topics as a network camera would,
+`compressed_format:=jpeg|png` also their image_transport `compressed` (colour; JPEG quality 95,
+4:4:4: conversions.rgb_to_compressed says why) and `compressedDepth` (depth: 32FC1 inverse
+depth, PNG) topics as a network camera would,
 `camera/color/camera_info`, `joint_states` (the world's proprio vector, one named entry per
 element), `odom` (driving), `instruction` (transient-local, at every episode start), `/clock`
 (simulated time; sim.launch.py remaps it to `/<robot>/clock` with several robots),

@@ -118,6 +118,15 @@ def test_compressed_colour_follows_the_format_string_and_round_trips():
     jpeg = rgb_to_compressed(smooth, STAMP, "cam", "jpeg")
     assert jpeg.format == "rgb8; jpeg compressed bgr8"
     assert np.abs(compressed_to_rgb(jpeg).astype(int) - smooth).max() <= 8
+    # 4:4:4 (the default) keeps the colour of a small object that 4:2:0 smears over its
+    # neighbours: a 2x2 red square on grey, as small as a far cube at the policy's 64x64
+    spot = np.full((16, 16, 3), 128, np.uint8)
+    spot[7:9, 7:9] = (220, 30, 30)
+    error = {sub: np.abs(compressed_to_rgb(rgb_to_compressed(spot, STAMP, "cam", "jpeg", jpeg_subsampling=sub))
+                         [7:9, 7:9].astype(int) - spot[7:9, 7:9]).max() for sub in ("444", "420")}
+    assert error["444"] <= 20 < 40 < error["420"], error
+    with pytest.raises(ValueError, match="jpeg_subsampling"):
+        rgb_to_compressed(spot, STAMP, "cam", "jpeg", jpeg_subsampling="411")
 
 
 def test_compressed_depth_decodes_both_encodings_from_the_documented_layout():
