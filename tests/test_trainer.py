@@ -500,7 +500,7 @@ def test_screening_gives_the_groups_to_the_seeds_the_greedy_policy_fails():
         calls.append((list(seeds), kw))
         return [Episode(world=world, seed=s, success=s in solved, steps=10) for s in seeds]
 
-    run = SimpleNamespace(model=None, mode=None, rollouts=rollouts)
+    run = SimpleNamespace(model=None, mode=None, rollouts=rollouts, paraphraser=lambda world: None)
     cfg = TrainConfig(rl_groups={"tabletop": 2, "driving": 1}, rl_screen=4)
     candidates = rl_seeds(cfg, 0, 0)
     assert candidates == list(range(20_000, 20_008))
@@ -508,7 +508,7 @@ def test_screening_gives_the_groups_to_the_seeds_the_greedy_policy_fails():
     seeds, stats = screen_seeds(run, "tabletop", candidates, 2)
     assert seeds == [20_000, 20_003]          # the two failures, not the first two seeds
     assert [c[0] for c in calls] == [candidates]      # one greedy try each (no sampling)
-    assert set(calls[0][1]) == {"progress"}
+    assert set(calls[0][1]) == {"progress", "rewrite"} and calls[0][1]["rewrite"] is None
     assert stats == {"screen_failed_tabletop": 2 / 8, "screen_env_steps_tabletop": 80}
     seeds, _ = screen_seeds(run, "tabletop", candidates, 3)
     assert seeds == [20_000, 20_001, 20_003]  # then the rest in seed order
