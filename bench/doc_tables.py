@@ -55,7 +55,7 @@ H100 = "H100 machine, 16 CPU cores"
 ANY = "any (seeded, not timed)"
 #: Files whose figures do not depend on the machine (seeded evaluations, not timed).
 NOT_TIMED = ("push_failures", "driving_failures", "eval_default_1000", "rl_vs_bc_dagger_1000", "eval", "robustness",
-             "recipe_run1_validation")
+             "recipe_run1_validation", "recipe_run2_validation")
 #: Files named for what they hold rather than their machine: the machine of their timed part
 #: (execution, execution_graph: the decode cost; their success figures are seeded, not timed).
 NAMED_MACHINE = {"execution": "2-core AMD EPYC VM", "execution_graph": "2-core AMD EPYC VM"}
@@ -547,16 +547,22 @@ def recipe_run_derive(d: dict) -> dict:
     return out
 
 
-RECIPE_RUN = Table(
-    ("model", "tabletop, full", "driving, full", "tabletop, 1/2", "driving, 1/2"),
-    ("<label>", "{<m>_full_tabletop}", "{<m>_full_driving}", "{<m>_half_tabletop}", "{<m>_half_driving}"),
-    tuple(Row("recipe_run1_validation.json", {"label": label, "m": m}) for label, m in (
-        ("shipped model (warm-start chain)", "baseline"), ("recipe run 1, after bc", "after_bc"),
-        ("recipe run 1, after dagger", "after_dagger"), ("recipe run 1, final (after rl)", "final"))),
-    derive=recipe_run_derive,
-    note="{episodes} validation seeds per world from {first_seed}, paired with the shipped model (points, exact "
-         "McNemar p); the run trained {wall_min} min on {machine}.",
-)
+def recipe_run_table(run: int) -> Table:
+    """A recipe run against the shipped model on validation seeds (bench/recipe_run.py)."""
+    return Table(
+        ("model", "tabletop, full", "driving, full", "tabletop, 1/2", "driving, 1/2"),
+        ("<label>", "{<m>_full_tabletop}", "{<m>_full_driving}", "{<m>_half_tabletop}", "{<m>_half_driving}"),
+        tuple(Row(f"recipe_run{run}_validation.json", {"label": label, "m": m}) for label, m in (
+            ("shipped model (warm-start chain)", "baseline"), (f"recipe run {run}, after bc", "after_bc"),
+            (f"recipe run {run}, after dagger", "after_dagger"), (f"recipe run {run}, final (after rl)", "final"))),
+        derive=recipe_run_derive,
+        note="{episodes} validation seeds per world from {first_seed}, paired with the shipped model (points, "
+             "exact McNemar p); the run trained {wall_min} min on {machine}.",
+    )
+
+
+RECIPE_RUN = recipe_run_table(1)
+RECIPE_RUN2 = recipe_run_table(2)
 
 RL_VS_BC = Table(
     ("submodel, world", "BC+DAgger (ref2)", "+ RL (shipped)", "seeds only RL solves", "seeds only BC+DAgger solves",
@@ -744,6 +750,7 @@ TABLES: dict[str, Table] = {
     "dataset_bc": DATASET_BC,
     "robustness": ROBUSTNESS,
     "recipe_run": RECIPE_RUN,
+    "recipe_run2": RECIPE_RUN2,
 }
 
 # --- rendering -------------------------------------------------------------------------------

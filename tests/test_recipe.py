@@ -81,7 +81,7 @@ def test_scaled_shrinks_every_amount_of_work_and_keeps_the_rest():
             assert all(1 <= value[k] <= max(1, big[k]) for k in big), (name, value)
         else:
             assert 1 <= value <= max(1, big), (name, value)
-    assert cfg.bc_steps == 20 and full.bc_steps == 2000
+    assert cfg.bc_steps == 40 and full.bc_steps == 4000
     for name in recipe:
         if name not in SCALED_FIELDS:
             assert getattr(cfg, name) == getattr(full, name), name

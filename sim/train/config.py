@@ -194,14 +194,14 @@ class TrainConfig:
     demo_episodes: dict = field(default_factory=lambda: {"tabletop": 600, "driving": 150})  #: per world
     noise_std: float = 0.3  #: DART noise on executed expert actions
     noisy_share: float = 0.5  #: share of noisy demo episodes
-    bc_steps: int = 2000  #: optimiser steps of the bc stage
+    bc_steps: int = 4000  #: optimiser steps of the bc stage
     # --- dagger ---
     dagger_iterations: int = 8  #: rollout + retrain rounds
     #: learner episodes per world per iteration (driving episodes are ~6x longer)
     dagger_episodes: dict = field(default_factory=lambda: {"tabletop": 150, "driving": 100})
     dagger_beta: float = 0.3  #: share of expert-executed chunks in the first iteration
     dagger_beta_decay: float = 0.5  #: beta multiplier per iteration
-    dagger_steps: int = 500  #: optimiser steps per iteration, on the whole aggregate
+    dagger_steps: int = 1000  #: optimiser steps per iteration, on the whole aggregate
     #: run directories whose DAgger shards join this run's aggregate from the start (a
     #: warm-started run keeps the states earlier runs' learners visited, with their labels)
     dagger_from: tuple = ()
