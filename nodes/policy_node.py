@@ -50,6 +50,7 @@ from embodied_stack.models.policy.elastic_vla.instruction_encoder import Instruc
 from embodied_stack.models.policy.interface import Policy
 from embodied_stack.models.runtime import check_submodel
 from embodied_stack.nodes import conversions as conv
+from embodied_stack.nodes.answer_msgs import answer_msgs
 from embodied_stack.nodes.params import (
     LATCHED,
     QOS_NAMES,
@@ -320,8 +321,7 @@ class PolicyNode(Node):
                                            frame_id="camera_color_optical_frame"))
 
     def _publish_answer(self, action, obs_stamp: float) -> None:
-        """`plan` and `target_point` (conversions.answer_msgs), when the answer has them."""
-        for pub, msg in zip((self.plan_pub, self.point_pub), conv.answer_msgs(action, obs_stamp, self.frame)):
+        for pub, msg in zip((self.plan_pub, self.point_pub), answer_msgs(action, obs_stamp, self.frame)):
             if msg is not None:
                 pub.publish(msg)
 

@@ -144,9 +144,7 @@ def _record_shard(config: DemoConfig, out: Path, k: int, env=None, expert=None, 
 
 def make_world_for(config: DemoConfig):
     """The world the demonstrations are recorded in, randomised as ``config.shift`` says."""
-    from embodied_stack.sim.worlds.shift import Shift
-
-    return make_world(config.world, config.width, config.height, shift=Shift.from_option(config.shift or None))
+    return make_world(config.world, config.width, config.height, shift=config.shift or None)
 
 
 def collect(config: DemoConfig, out_dir: str | os.PathLike, workers: int = 0) -> Path:

@@ -29,10 +29,8 @@ class _Worker:
         import torch
 
         from embodied_stack.sim.train.rollouts import WorldPool
-        from embodied_stack.sim.worlds.shift import Shift
-
         torch.set_num_threads(threads)
-        self.pools = {w: WorldPool(w, pool_size, shift=Shift.from_option(shift or None)) for w in worlds}
+        self.pools = {w: WorldPool(w, pool_size, shift=shift or None) for w in worlds}
         self.model: ElasticVLA | None = None
         self.weights_id: str | None = None
 

@@ -436,9 +436,7 @@ class LocalRollouts:
     the worlds' randomisation, ``key=value,...`` of sim/worlds/shift.Shift ("" = none)."""
 
     def __init__(self, worlds, pool_size: int, shift: str = ""):
-        from embodied_stack.sim.worlds.shift import Shift
-
-        self.pools = {w: WorldPool(w, pool_size, shift=Shift.from_option(shift or None)) for w in worlds}
+        self.pools = {w: WorldPool(w, pool_size, shift=shift or None) for w in worlds}
 
     def __call__(self, model, world: str, seeds, mode: ExecutionMode, **kwargs) -> list[Episode]:
         return run_episodes(model, self.pools[world], seeds, mode, **kwargs)

@@ -316,15 +316,14 @@ def paraphrase_words(world: str, draws: int = 4000, seed: int = 0) -> set[str]:
     """Every word the generator emitted for the world's canonical instructions in ``draws``
     paraphrases (lowercase, as the policy's word tokenizer splits them): the vocabulary a model
     trained on paraphrases needs beside the grammar's."""
-    import re
+    from embodied_stack.models.policy.elastic_vla.tokenizer import split_words
 
-    split = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")  # (models/policy/elastic_vla/tokenizer.split_words)
     canonical = [t for texts in task_prototypes(world).values() for t in texts]
     rng = np.random.default_rng([seed, 0x40CA])
     words: set[str] = set()
     for _ in range(draws):
         text = paraphrase_instruction(world, canonical[int(rng.integers(len(canonical)))], rng)
-        words.update(split.findall(text.lower()))
+        words.update(split_words(text))
     return words
 
 
