@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from embodied_stack.control.input_sync import LatestSlot
-from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder
+from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder, shared_encoder
 from embodied_stack.models.policy.instruction_grounding import (
     DEFAULT_THRESHOLD,
     Grounding,
@@ -38,12 +38,13 @@ GROUNDER_FAILED = "grounder_failed"
 class InstructionCheck:
     """``prototypes``: each known task's sentences (task -> [sentence]); ``threshold``: the
     grounder's least similarity; ``on_verdict(text, grounding)`` is called on this object's
-    thread; ``encoder``: the sentence encoder (default: the packaged one, loaded here)."""
+    thread; ``encoder``: the sentence encoder (default: the process's shared packaged one,
+    loaded here; a policy that reads sentence embeddings then finds each instruction cached)."""
 
     def __init__(self, prototypes: Mapping[str, Sequence[str]], threshold: float,
                  on_verdict: Callable[[str, Grounding], None], encoder: InstructionEncoder | None = None,
                  preload: bool = True):
-        self.grounder = InstructionGrounder(encoder or InstructionEncoder(), prototypes, threshold)
+        self.grounder = InstructionGrounder(encoder or shared_encoder(), prototypes, threshold)
         self._on_verdict = on_verdict
         self._slot = LatestSlot(0.0, time.monotonic)
         self.load_error: str | None = None

@@ -61,6 +61,13 @@ def test_robust_recipe_trains_at_least_as_wide_as_every_shift_the_bench_tests():
                 assert abs(value) <= abs(limit), (cell, f.name, value, limit)
 
 
+def test_robust_recipe_is_the_default_model_plus_the_sentence_embedding():
+    """The robust recipe's model is the default recipe's, reading the instruction's sentence
+    embedding too (words outside the vocabulary keep their meaning)."""
+    default, robust = (read_yaml(recipe_path(name))["model"] for name in ("default", "robust"))
+    assert robust == {**default, "instruction_embedding": True}
+
+
 def test_recipe_lookup_errors_name_the_known_recipes(tmp_path):
     with pytest.raises(ValueError, match=r"recipe 'nope' not found; known recipes: \[.*'default'"):
         recipe_path("nope")

@@ -28,6 +28,18 @@ if TYPE_CHECKING:  # torch is imported where it runs: importing this package sta
     from .torch_runtime import TorchRuntime
 
 INPUT_NAMES = ("pixels", "tokens", "proprio", "embodiment")
+#: The extra input of a model that reads its instruction's sentence embedding
+#: (ElasticVLAConfig.instruction_embedding): (B, 512) float32.
+SENTENCE_INPUT = "instruction_embedding"
+#: Its width (instruction_encoder.EMBEDDING_DIM, which tests/test_instruction_embedding.py checks;
+#: not imported here, so that importing the runtimes stays light).
+SENTENCE_DIM = 512
+
+
+def input_names(config) -> tuple[str, ...]:
+    """A model's network inputs in ``action_logits``' order: INPUT_NAMES, then the sentence
+    embedding when its config reads one."""
+    return INPUT_NAMES + ((SENTENCE_INPUT,) if getattr(config, "instruction_embedding", False) else ())
 OUTPUT_NAME = "logits"
 
 
@@ -135,6 +147,9 @@ def example_observation(policy, embodiment: str | None = None):
 
 __all__ = [
     "INPUT_NAMES",
+    "SENTENCE_DIM",
+    "SENTENCE_INPUT",
+    "input_names",
     "OUTPUT_NAME",
     "Runtime",
     "atomic_write_bytes",

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import INPUT_NAMES, OUTPUT_NAME, Runtime, default_cache_dir, model_hash
+from . import OUTPUT_NAME, SENTENCE_DIM, Runtime, default_cache_dir, input_names, model_hash
 from .cache_check import check_digest, record_digest, sidecar_of
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,13 @@ class _ActionLogits(torch.nn.Module):
         return self.model.action_logits(pixels, tokens, proprio, embodiment)
 
 
+class _ActionLogitsSentence(_ActionLogits):
+    """The same for a model that also reads the instruction's sentence embedding."""
+
+    def forward(self, pixels, tokens, proprio, embodiment, instruction_embedding):  # type: ignore[override]
+        return self.model.action_logits(pixels, tokens, proprio, embodiment, instruction_embedding)
+
+
 def _example_batch(model, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
     c = model.config
     g = torch.Generator().manual_seed(0)
@@ -62,7 +69,8 @@ def _example_batch(model, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
         torch.randint(0, len(model.tokenizer), (batch_size, c.max_instruction_tokens), generator=g).to(device),
         torch.randn(batch_size, c.proprio_dim, generator=g).to(device),
         (torch.arange(batch_size) % len(c.embodiments)).to(device),
-    )
+    ) + ((torch.nn.functional.normalize(torch.randn(batch_size, SENTENCE_DIM, generator=g), dim=-1).to(device),)
+         if c.instruction_embedding else ())
 
 
 def export_key(model, submodel: str, opset: int = DEFAULT_OPSET, weights_hash: str | None = None) -> str:
@@ -93,15 +101,17 @@ def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFA
     os.close(fd)
     try:
         batch = torch.export.Dim("batch", min=1, max=4096)
-        dynamic = {name: {0: batch} for name in INPUT_NAMES}
+        names = input_names(model.config)
+        dynamic = {name: {0: batch} for name in names}
+        wrapper = _ActionLogitsSentence if model.config.instruction_embedding else _ActionLogits
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                _ActionLogits(model),
+                wrapper(model),
                 _example_batch(model),
                 tmp,
                 dynamo=True,
-                input_names=list(INPUT_NAMES),
+                input_names=list(names),
                 output_names=[OUTPUT_NAME],
                 dynamic_shapes=dynamic,
                 opset_version=opset,
@@ -193,6 +203,7 @@ class OnnxRuntime(Runtime):
         self.sessions: dict[str, Any] = {}  # onnxruntime.InferenceSession (imported lazily)
         self.paths: dict[str, Path] = {}
         self._weights_hash = model_hash(model)
+        self._inputs = input_names(model.config)
         self.prepare(model.submodel_names if submodels is None else submodels)
 
     @property
@@ -236,7 +247,7 @@ class OnnxRuntime(Runtime):
                 f"submodel {submodel!r} not prepared for ONNX Runtime (prepared: {sorted(self.sessions)}); "
                 "call prepare([...]) outside the control loop"
             )
-        feeds = {k: np.ascontiguousarray(batch[k].detach().cpu().numpy()) for k in INPUT_NAMES}
+        feeds = {k: np.ascontiguousarray(batch[k].detach().cpu().numpy()) for k in self._inputs}
         return torch.from_numpy(session.run([OUTPUT_NAME], feeds)[0])
 
     def close(self) -> None:

@@ -22,7 +22,16 @@ from pathlib import Path
 
 import torch
 
-from . import INPUT_NAMES, OUTPUT_NAME, Runtime, atomic_write_bytes, default_cache_dir, model_hash
+from . import (
+    OUTPUT_NAME,
+    SENTENCE_DIM,
+    SENTENCE_INPUT,
+    Runtime,
+    atomic_write_bytes,
+    default_cache_dir,
+    input_names,
+    model_hash,
+)
 from .cache_check import DIGEST_FIELDS, check_digest, record_digest
 
 log = logging.getLogger(__name__)
@@ -84,7 +93,7 @@ def input_shapes_for(model, batch_size: int) -> tuple[tuple[str, tuple[int, ...]
         ("tokens", (batch_size, c.max_instruction_tokens)),
         ("proprio", (batch_size, c.proprio_dim)),
         ("embodiment", (batch_size,)),
-    )
+    ) + (((SENTENCE_INPUT, (batch_size, SENTENCE_DIM)),) if c.instruction_embedding else ())
 
 
 class EngineCache:
@@ -205,7 +214,7 @@ class TensorRTRuntime(Runtime):
             raise KeyError(f"no TensorRT engine for {submodel!r}; prepare() it outside the control loop")
         engine, ctx = self._engines[submodel]
         c = self.model.config
-        inputs = {k: batch[k].to("cuda", non_blocking=True).contiguous() for k in INPUT_NAMES}
+        inputs = {k: batch[k].to("cuda", non_blocking=True).contiguous() for k in input_names(c)}
         out = torch.empty(batch["pixels"].shape[0], c.num_action_tokens, c.action_bins, device="cuda")
         for k, v in inputs.items():
             ctx.set_tensor_address(k, v.data_ptr())

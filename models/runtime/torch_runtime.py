@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import torch
 
-from . import INPUT_NAMES, Runtime
+from . import Runtime, input_names
 
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -75,7 +75,7 @@ class TorchRuntime(Runtime):
         return f"torch:{self.device.type}:{self.precision}{'' if self.precision == 'fp32' else ':' + mode}{extra}"
 
     def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        args = [batch[k] for k in INPUT_NAMES]
+        args = [batch[k] for k in input_names(self.model.config)]
         fn = self.compiled if self.compiled is not None else self.model.action_logits
         if self.cast and self.dtype != torch.float32:
             args[0] = args[0].to(self.dtype)
@@ -88,14 +88,14 @@ class TorchRuntime(Runtime):
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.device.type == "cpu":
             return batch
-        return {k: batch[k].to(self.device, non_blocking=True) for k in INPUT_NAMES}
+        return {k: batch[k].to(self.device, non_blocking=True) for k in input_names(self.model.config)}
 
     def _graph_for(self, batch: dict[str, torch.Tensor], submodel: str):
         b = batch["pixels"].shape[0]
         key = (submodel, b)
         entry = self._graphs.get(key)
         if entry is None:
-            static = {k: batch[k].to(self.device).clone() for k in INPUT_NAMES}
+            static = {k: batch[k].to(self.device).clone() for k in input_names(self.model.config)}
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
@@ -132,7 +132,7 @@ class TorchRuntime(Runtime):
             self.model.set_submodel(submodel)
         if self.cuda_graph:
             graph, static, out = self._graph_for(batch, submodel)
-            for k in INPUT_NAMES:
+            for k in input_names(self.model.config):
                 static[k].copy_(batch[k], non_blocking=True)
             graph.replay()
             return out

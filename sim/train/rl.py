@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from embodied_stack.sim.train.run import Run
 
 #: The observation tensors of a decision (ElasticVLA.obs_to_batch's keys).
-OBSERVATION_KEYS = ("pixels", "tokens", "proprio", "embodiment", "action_mask")
+#: The batch keys the network reads (instruction_embedding: only a model that reads one has it).
+OBSERVATION_KEYS = ("pixels", "tokens", "proprio", "embodiment", "action_mask", "instruction_embedding")
 
 
 def episode_decisions(ep, chunk_length: int, k: int, A: int) -> tuple[list, list]:
@@ -187,7 +188,7 @@ def rl_update(run: Run, data: dict, probe: dict | None = None) -> dict:
         for start in range(0, n, cfg.rl_minibatch):
             idx = order[start:start + cfg.rl_minibatch]
             mb = {k: v[idx].to(cfg.device) for k, v in batch.items()}
-            obs_batch = {k: mb[k] for k in OBSERVATION_KEYS}
+            obs_batch = {k: mb[k] for k in OBSERVATION_KEYS if k in mb}
             obs_batch["pixels"] = obs_batch["pixels"].float()
             model.train()
             model.set_submodel("full")

@@ -59,9 +59,10 @@ SCAFFOLD_FIELDS = {"aux_dim": ("aux_head", "keypoint_aux"),
 #: Config fields a warm start may add that widen an acting layer's input: their module starts
 #: fresh and the widened layer gets zero weights on the new inputs, so the warm-started model
 #: acts exactly as before until trained.
-WIDENING_FIELDS = {"keypoint_instruction": ("keypoint_words",), "reference_frame": ()}
+WIDENING_FIELDS = {"keypoint_instruction": ("keypoint_words",), "reference_frame": (),
+                   "instruction_embedding": ("sentence_proj", "keypoint_sentence", "keypoint.sentence")}
 #: Parameters that learn at lr x keypoint_lr_scale: the target keypoint's MLP and projection.
-FAST_PARAMETERS = ("keypoint_in.", "keypoint_aux.", "keypoint_proj.", "keypoint_words.")
+FAST_PARAMETERS = ("keypoint_in.", "keypoint_aux.", "keypoint_proj.", "keypoint_words.", "keypoint_sentence.")
 
 
 def instruction_tokenizer(worlds, paraphrases: bool = False) -> InstructionTokenizer:

@@ -83,6 +83,13 @@ class ElasticVLAConfig:
     # --- instruction ---
     vocab_size: int = 512  #: rows of the token embedding; must cover the tokenizer vocabulary
     max_instruction_tokens: int = 16  #: instructions are truncated / padded to this many tokens
+    #: the network also reads the instruction's sentence embedding (instruction_encoder.py: a
+    #: frozen pretrained encoder, cached per instruction), projected onto the robot-state token
+    #: and into the target keypoint's word conditioning: words outside the vocabulary (which the
+    #: tokenizer maps to <unk>) still carry their meaning. Zero-initialised projections, so a
+    #: warm start from a model without it acts exactly as that model did. Adds the network input
+    #: ``instruction_embedding`` (B, 512) to every runtime.
+    instruction_embedding: bool = False
 
     # --- robot state and actions ---
     proprio_dim: int = 8  #: length of Observation.proprio
@@ -196,6 +203,9 @@ class ElasticVLAConfig:
                              "True or False")
         if not isinstance(self.reference_frame, bool):
             raise ValueError(f"ElasticVLAConfig.reference_frame={self.reference_frame!r} must be "
+                             "True or False")
+        if not isinstance(self.instruction_embedding, bool):
+            raise ValueError(f"ElasticVLAConfig.instruction_embedding={self.instruction_embedding!r} must be "
                              "True or False")
         if self.keypoint_instruction and not self.target_keypoint:
             raise ValueError("ElasticVLAConfig.keypoint_instruction=True needs target_keypoint=True (it "

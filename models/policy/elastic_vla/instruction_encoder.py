@@ -74,6 +74,20 @@ def load_use_backend(threads: int = 1) -> Backend:
     return encode
 
 
+_shared: InstructionEncoder | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_encoder() -> InstructionEncoder:
+    """The process's one packaged encoder (what ``instruction_embedding`` models read): loaded
+    on first use, its cache shared by every model in the process."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = InstructionEncoder()
+        return _shared
+
+
 class InstructionEncoder:
     """Instruction -> unit vector, loaded on first use, cached per instruction string.
 

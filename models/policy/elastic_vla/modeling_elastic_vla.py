@@ -58,6 +58,7 @@ from torch import nn
 from ...elastic.submodels import NAMED_SUBMODELS, SubmodelShape
 from ..interface import Action, Observation, Policy
 from .configuration_elastic_vla import ElasticVLAConfig
+from .instruction_encoder import EMBEDDING_DIM, InstructionEncoder
 from .layers import Block, ElasticLinear, RMSNorm, rotary_tables
 from .preprocessing import VLAPreprocessing
 from .submodel_switching import SubmodelSwitching
@@ -119,10 +120,19 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         # Target keypoint: instruction-conditioned soft-argmax on a half-resolution feature
         # map, handed to the decoder on the robot-state token (zero-initialised projection).
         self.keypoint = self.keypoint_in = self.keypoint_aux = self.keypoint_proj = None
-        self.keypoint_words = None
+        self.keypoint_words = self.keypoint_sentence = None
+        # instruction_embedding: the sentence vector onto the robot-state token (zero-initialised,
+        # so a warm start from a model without it acts as that model did).
+        self.sentence_proj = None
+        self.instruction_encoder: InstructionEncoder | None = None  # None: the shared one
+        if c.instruction_embedding:
+            self.sentence_proj = ElasticLinear(EMBEDDING_DIM, d, bias=False)
+            nn.init.zeros_(self.sentence_proj.weight)
+            self.sentence_proj.refresh_views()
         if c.target_keypoint:
             self.keypoint = TargetKeypoint(c.frame_channels, c.image_size, c.vocab_size, self.tokenizer.pad_id,
-                                           c.use_depth, c.depth_encoding, c.depth_min_m, c.depth_max_m)
+                                           c.use_depth, c.depth_encoding, c.depth_min_m, c.depth_max_m,
+                                           sentence_dim=EMBEDDING_DIM if c.instruction_embedding else 0)
             # The keypoint and the robot state meet in a small MLP first: the actions depend
             # on where the target is relative to the robot, which is a non-linear function
             # of (u, v, depth) and the proprio that one linear step cannot give the decoder.
@@ -131,6 +141,9 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             self.keypoint_words = (nn.Embedding(c.vocab_size, KEYPOINT_WIDTH) if c.keypoint_instruction
                                    else None)
             words_in = KEYPOINT_WIDTH if c.keypoint_instruction else 0
+            if c.keypoint_instruction and c.instruction_embedding:  # the sentence joins the words
+                self.keypoint_sentence = nn.Linear(EMBEDDING_DIM, KEYPOINT_WIDTH, bias=False)
+                nn.init.zeros_(self.keypoint_sentence.weight)
             self.keypoint_in = nn.Sequential(nn.Linear(KEYPOINT_FEATURES + c.proprio_dim + words_in, w), nn.GELU(),
                                              nn.Linear(w, w), nn.GELU())
             # Training scaffold: the privileged features (target - robot) read off that MLP.
@@ -187,23 +200,30 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
 
     # ---------------------------------------------------------------------- the network
     def action_logits(
-        self, pixels: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor, embodiment: torch.Tensor
+        self, pixels: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor, embodiment: torch.Tensor,
+        instruction_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T*A, bins) of the active submodel: tensors in (the layout of
         :meth:`obs_to_batch`), logits out; what export and the runtimes run."""
-        x, _ = self._decoder_states(pixels, tokens, proprio, embodiment)
+        x, _ = self._decoder_states(pixels, tokens, proprio, embodiment, instruction_embedding)
         return self.action_head(self.final_norm(x[:, -self.config.num_action_tokens:]))
 
     def batch_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """:meth:`action_logits` of a batch dict (``obs_to_batch``'s; other keys are ignored)."""
-        return self.action_logits(batch["pixels"], batch["tokens"], batch["proprio"], batch["embodiment"])
+        return self.action_logits(batch["pixels"], batch["tokens"], batch["proprio"], batch["embodiment"],
+                                  batch.get("instruction_embedding"))
 
-    def _decoder_states(self, pixels, tokens, proprio, embodiment, keypoint_forced=None):
+    def _decoder_states(self, pixels, tokens, proprio, embodiment, sentence=None, keypoint_forced=None):
         """Decoder output of every token before the final norm (B, sequence, active hidden; acting
         normalises only the action queries' rows), and with ``target_keypoint`` the keypoint's
         (cell logits (B, G*G), (u, v) (B, 2), keypoint+robot features) for its losses, else
-        None. ``keypoint_forced`` (B, 2) hands the keypoint the true (u, v) where finite
-        (teacher forcing in training)."""
+        None. ``sentence`` (B, 512): the instruction's embedding (``instruction_embedding``
+        models need it). ``keypoint_forced`` (B, 2) hands the keypoint the true (u, v) where
+        finite (teacher forcing in training)."""
+        if (sentence is None) != (self.sentence_proj is None):
+            raise ValueError("this model " + ("reads the instruction's sentence embedding: pass "
+                                              "instruction_embedding (obs_to_batch adds it)"
+                                              if sentence is None else "does not read an instruction_embedding"))
         cached = self._use_cache and not torch.is_grad_enabled()
         h = self._active_hidden
         tok_w = self._tok_view if cached else self.tok_embed[:, :h]
@@ -216,13 +236,18 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         img = self.proj_out(F.gelu(self.proj_in(self.vision_norm(x))))
         words = F.embedding(tokens, tok_w)
         state = F.embedding(embodiment, emb_w) + self.proprio_proj(proprio)
+        if self.sentence_proj is not None:
+            state = state + self.sentence_proj(sentence)
         keypoint = None
         if self.keypoint is not None:
             kp_logits, kp = self.keypoint(pixels[:, : self.config.frame_channels], tokens,
-                                          keypoint_forced)
+                                          keypoint_forced, sentence)
             inputs = [kp, proprio]
             if self.keypoint_words is not None:
-                inputs.append(bag_of_words(self.keypoint_words, tokens, self.tokenizer.pad_id))
+                words_kp = bag_of_words(self.keypoint_words, tokens, self.tokenizer.pad_id)
+                if self.keypoint_sentence is not None:
+                    words_kp = words_kp + self.keypoint_sentence(sentence)
+                inputs.append(words_kp)
             fused = self.keypoint_in(torch.cat(inputs, dim=-1))
             # Detached: the keypoint path learns only from its own (privileged) losses; the
             # action loss's gradient, far larger, would drown the geometry it has to learn.
@@ -259,7 +284,8 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         teacher of the elastic distillation the trainer runs on a sampled submodel.
         """
         x, keypoint = self._decoder_states(batch["pixels"], batch["tokens"], batch["proprio"],
-                                           batch["embodiment"], batch.get("keypoint_forced"))
+                                           batch["embodiment"], batch.get("instruction_embedding"),
+                                           batch.get("keypoint_forced"))
         queries = self.final_norm(x[:, -self.config.num_action_tokens:])
         logits = self.action_head(queries)
         loss = self.action_cross_entropy(logits, batch, label_smoothing)
@@ -358,13 +384,16 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             tokens = np.zeros((1, c.max_instruction_tokens), np.int64)
             proprio = np.zeros((1, c.proprio_dim), np.float32)
             emb = np.zeros((1,), np.int64)
+            sentence = np.zeros((1, EMBEDDING_DIM), np.float32) if c.instruction_embedding else None
             self._single = {
                 "np": (pixels, tokens, proprio, emb),
+                "sentence": sentence,
                 "batch": {
                     "pixels": torch.from_numpy(pixels),
                     "tokens": torch.from_numpy(tokens),
                     "proprio": torch.from_numpy(proprio),
                     "embodiment": torch.from_numpy(emb),
+                    **({} if sentence is None else {"instruction_embedding": torch.from_numpy(sentence)}),
                 },
                 "centres": self._bin_centres(c.action_bins).numpy(),
             }
@@ -376,7 +405,8 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         t0 = time.perf_counter()
         buf = self._single_buffers()
         pixels, tokens, proprio, emb = buf["np"]
-        emb[0] = self._fill(observation, pixels[0], tokens[0], proprio[0])
+        sentence = buf["sentence"]
+        emb[0] = self._fill(observation, pixels[0], tokens[0], proprio[0], None if sentence is None else sentence[0])
         with torch.inference_mode():
             if self._runtime is not None:
                 logits = self._runtime.run(buf["batch"], self._submodel_name)

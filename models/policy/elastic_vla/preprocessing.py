@@ -14,6 +14,7 @@ from ..interface import Observation
 
 if TYPE_CHECKING:
     from .configuration_elastic_vla import ElasticVLAConfig
+    from .instruction_encoder import InstructionEncoder
     from .tokenizer import InstructionTokenizer
 
 
@@ -28,6 +29,7 @@ class VLAPreprocessing:
         _token_cache: dict[str, np.ndarray]
         _embodiment_index: dict[str, int]
         _proprio_dropped: dict[str, np.ndarray]
+        instruction_encoder: InstructionEncoder | None
         embodiment_action_mask: torch.Tensor  # buffer (E, T*A) bool
         bin_centres: torch.Tensor  # buffer (action_bins,)
 
@@ -48,6 +50,16 @@ class VLAPreprocessing:
                 self._token_cache.clear()
             self._token_cache[text] = ids
         return ids
+
+    def _sentence_encoder(self) -> InstructionEncoder:
+        """The encoder of ``instruction_embedding`` models: the model's own if one was set
+        (``model.instruction_encoder = InstructionEncoder(backend=...)``), else the process's
+        shared one (loaded on first use; every instruction encoded once per process)."""
+        if self.instruction_encoder is not None:
+            return self.instruction_encoder
+        from .instruction_encoder import shared_encoder
+
+        return shared_encoder()
 
     def _fill_frame(self, rgb: np.ndarray, depth: np.ndarray | None, pixels: np.ndarray) -> None:
         """Write one camera frame (RGB, then encoded depth) into pixels (frame_channels, S, S)."""
@@ -77,8 +89,10 @@ class VLAPreprocessing:
                     pixels[3] *= np.float32(1.0 / c.depth_max_m)
                 pixels[3][~valid] = 0.0
 
-    def _fill(self, obs: Observation, pixels: np.ndarray, tokens: np.ndarray, proprio: np.ndarray) -> int:
-        """Write one observation into preallocated rows; return its embodiment index."""
+    def _fill(self, obs: Observation, pixels: np.ndarray, tokens: np.ndarray, proprio: np.ndarray,
+              sentence: np.ndarray | None = None) -> int:
+        """Write one observation into preallocated rows (``sentence``: the instruction's
+        embedding row, for ``instruction_embedding`` models); return its embodiment index."""
         c = self.config
         n = c.frame_channels
         self._fill_frame(obs.rgb, obs.depth, pixels[:n])
@@ -88,6 +102,8 @@ class VLAPreprocessing:
             else:
                 self._fill_frame(obs.reference_rgb, obs.reference_depth, pixels[n:])
         tokens[:] = self._encode_instruction(obs.instruction)
+        if sentence is not None:
+            sentence[:] = self._sentence_encoder().encode(obs.instruction)
         p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)[: c.proprio_dim]
         proprio[: p.shape[0]] = p
         proprio[p.shape[0] :] = 0.0
@@ -104,8 +120,9 @@ class VLAPreprocessing:
         Returns ``pixels`` (B, C, S, S) float32 in [0, 1] (RGB, then encoded depth, see
         ``ElasticVLAConfig.depth_encoding``; then the same for the reference frame when
         ``reference_frame``),
-        ``tokens`` (B, L) int64, ``proprio`` (B, P) float32, ``embodiment`` (B,) int64 and
-        ``action_mask`` (B, T*A) bool (True for the action dims the embodiment uses).
+        ``tokens`` (B, L) int64, ``proprio`` (B, P) float32, ``embodiment`` (B,) int64,
+        ``action_mask`` (B, T*A) bool (True for the action dims the embodiment uses) and, when
+        ``instruction_embedding``, ``instruction_embedding`` (B, 512) float32.
         """
         c = self.config
         n = len(observations)
@@ -113,14 +130,21 @@ class VLAPreprocessing:
         tokens = np.empty((n, c.max_instruction_tokens), np.int64)
         proprio = np.empty((n, c.proprio_dim), np.float32)
         emb = np.empty((n,), np.int64)
+        sentence = None
+        if c.instruction_embedding:
+            encoder = self._sentence_encoder()
+            encoder.warm({obs.instruction for obs in observations})  # the new ones in one batch
+            sentence = np.empty((n, encoder.dim), np.float32)
         for i, obs in enumerate(observations):
-            emb[i] = self._fill(obs, pixels[i], tokens[i], proprio[i])
+            emb[i] = self._fill(obs, pixels[i], tokens[i], proprio[i], None if sentence is None else sentence[i])
         batch = {
             "pixels": torch.from_numpy(pixels),
             "tokens": torch.from_numpy(tokens),
             "proprio": torch.from_numpy(proprio),
             "embodiment": torch.from_numpy(emb),
         }
+        if sentence is not None:
+            batch["instruction_embedding"] = torch.from_numpy(sentence)
         batch["action_mask"] = self.embodiment_action_mask.cpu()[batch["embodiment"]]
         if device is not None:
             batch = {k: v.to(device) for k, v in batch.items()}

@@ -56,6 +56,8 @@ class SubmodelSwitching(_ModuleBase):
         keypoint: TargetKeypoint | None
         keypoint_in: nn.Sequential | None
         keypoint_proj: ElasticLinear | None
+        sentence_proj: ElasticLinear | None
+        keypoint_sentence: nn.Linear | None
 
     def elastic_dims(self) -> dict[str, int]:
         c = self.config
@@ -106,6 +108,8 @@ class SubmodelSwitching(_ModuleBase):
             self.aux_head.set_active(c.aux_dim, h)
         if self.keypoint_proj is not None:
             self.keypoint_proj.set_active(h, self.keypoint_proj.in_features)
+        if self.sentence_proj is not None:
+            self.sentence_proj.set_active(h, self.sentence_proj.in_features)
         d = self.__dict__
         d["_tok_view"], d["_emb_view"], d["_query_view"] = views
         d["_active_layers"], d["_active_hidden"] = layers, h
@@ -175,6 +179,9 @@ class SubmodelSwitching(_ModuleBase):
             assert self.keypoint_in is not None and self.keypoint_proj is not None  # built with keypoint
             other += sum(p.numel() for p in self.keypoint.parameters())
             other += sum(p.numel() for p in self.keypoint_in.parameters()) + self.keypoint_proj.active_params()
+        if self.sentence_proj is not None:  # instruction_embedding
+            other += self.sentence_proj.active_params()
+            other += self.keypoint_sentence.weight.numel() if self.keypoint_sentence is not None else 0
         return dec + fixed + other
 
     def parameter_count(self) -> int:

@@ -50,7 +50,8 @@ class TargetKeypoint(nn.Module):
     cell_uv: torch.Tensor  #: buffer (G*G, 2): the (u, v) centre of every cell
 
     def __init__(self, in_channels: int, image_size: int, vocab_size: int, pad_id: int, use_depth: bool,
-                 depth_encoding: str = "log", depth_min_m: float = 0.2, depth_max_m: float = 100.0):
+                 depth_encoding: str = "log", depth_min_m: float = 0.2, depth_max_m: float = 100.0,
+                 sentence_dim: int = 0):
         super().__init__()
         w = KEYPOINT_WIDTH
         self.grid = image_size // 2
@@ -62,6 +63,12 @@ class TargetKeypoint(nn.Module):
             nn.Conv2d(w, w, 3, padding=1), nn.GELU())
         # Bag of words: which object is named does not depend on word order here.
         self.words = nn.Embedding(vocab_size, w)
+        # sentence_dim > 0: the instruction's sentence embedding joins the bag of words, so a
+        # word outside the vocabulary still names its object (zero-initialised: a warm start
+        # finds what it found before).
+        self.sentence = nn.Linear(sentence_dim, w, bias=False) if sentence_dim else None
+        if self.sentence is not None:
+            nn.init.zeros_(self.sentence.weight)
         self.film = nn.Linear(w, 2 * w)
         self.mix = nn.Conv2d(w, w, 1)
         self.score = nn.Sequential(nn.GELU(), nn.Conv2d(w, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, 1, 1))
@@ -69,12 +76,17 @@ class TargetKeypoint(nn.Module):
         self.register_buffer("cell_uv", torch.stack(torch.meshgrid(cells, cells, indexing="xy"), -1)
                              .reshape(-1, 2), persistent=False)
 
-    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor, forced_uv: torch.Tensor | None = None):
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor, forced_uv: torch.Tensor | None = None,
+                sentence: torch.Tensor | None = None):
         """``forced_uv`` (B, 2), optional: where finite, the keypoint is taken at this (u, v)
-        instead of the model's own (teacher forcing in training); the logits are unchanged."""
+        instead of the model's own (teacher forcing in training); the logits are unchanged.
+        ``sentence`` (B, sentence_dim): the instruction's embedding, for a keypoint built with
+        ``sentence_dim``."""
         f = self.stem(pixels)  # (B, w, G, G)
         b, w = f.shape[:2]
         words = bag_of_words(self.words, tokens, self.pad_id)
+        if self.sentence is not None:
+            words = words + self.sentence(sentence)
         gamma, beta = self.film(words).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
         logits = self.score(self.mix(f) * (1.0 + gamma) + beta).flatten(1)  # (B, G*G)
         # Soft-argmax inside a window around the best cell (one target even if two fit).
