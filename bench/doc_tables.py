@@ -54,11 +54,16 @@ EPYC = "quiet 2-core AMD EPYC VM"
 H100 = "H100 machine, 16 CPU cores"
 ANY = "any (seeded, not timed)"
 #: Files whose figures do not depend on the machine (seeded evaluations, not timed).
-NOT_TIMED = ("push_failures", "driving_failures", "eval_default_1000", "rl_vs_bc_dagger_1000", "eval", "robustness",
+NOT_TIMED = ("push_failures", "driving_failures", "eval_default_test_block", "rl_vs_bc_dagger_test_block",
+             "recipe_vs_previous_test_block", "eval", "robustness", "robustness_vs_previous",
              "recipe_run1_validation", "recipe_run2_validation")
+#: The model the benches below ran on before the recipe's model replaced it.
+PREVIOUS_DEFAULT = "The previous default model (`models/default_vla` at commit 66232ac)"
 #: Files named for what they hold rather than their machine: the machine of their timed part
-#: (execution, execution_graph: the decode cost; their success figures are seeded, not timed).
-NAMED_MACHINE = {"execution": "2-core AMD EPYC VM", "execution_graph": "2-core AMD EPYC VM"}
+#: (execution, execution_graph: the decode cost; their success figures are seeded, not timed;
+#: ros_graph_success_test_seeds: realtime episodes keep the wall clock's pace).
+NAMED_MACHINE = {"execution": "2-core AMD EPYC VM", "execution_graph": "2-core AMD EPYC VM",
+                 "ros_graph_success_test_seeds": EPYC}
 
 
 #: Prefixes of more files that are seeded and not timed (Meta-World's scripted experts).
@@ -288,7 +293,8 @@ HEADLINE = Table(
         headline("elastic node's budget sources, read live", "budget_sources_live_h100.json",
                  "{checks_passed} of {checks_total} checks passed", "each source sees each load it can",
                  lambda d: all(d["checks"].values())),
-        headline("execution under 200 ms of added latency (default `auto`), 200 unseen seeds per world, paired",
+        headline("execution under 200 ms of added latency (default `auto`), 200 unseen seeds per world, paired "
+                 "(the previous default model)",
                  EXECUTION,
                  "vs 0 ms: tabletop {test_tabletop_auto_200ms_diff_vs_0ms:+.1%} "
                  "{test_tabletop_auto_200ms_diff_vs_0ms_ci95:ci.2} (`replace` "
@@ -486,8 +492,8 @@ DRIVING_FAILURES = Table(
     ("<sub>", "{<k>_lane_change_episodes}", "{<k>_lane_change_success:.0%}", "{<k>_failures[no_change]}",
      "{<k>_failures[overshoot]}", "{<k>_failures[other]}"),
     tuple(Row("driving_failures.json", {"sub": sub, "k": k}) for sub, k in (("full", "full"), ("1/2", "half"))),
-    note="Seeds 100000-100299, with the model that was `models/default_vla` when it ran (run rlB, before "
-         "`reference_frame`).",
+    note="Seeds 100000-100299, the shipped model (an earlier one, before `reference_frame`, failed 16 of "
+         "155 lane changes by never leaving its lane: `git show 66232ac:bench/results/driving_failures.json`).",
 )
 
 ROS_GRAPH = Table(
@@ -509,7 +515,7 @@ TRAIN_COMPARE = Table(
         ("GRPO", "grpo", "{grpo_entropy_within_10pct:.0%}"),
         ("EntroPIC", "entropic", "{entropic_entropy_within_10pct:.0%}"),
         ("SB3 PPO (pixels, from scratch)", "sb3_ppo", "-"))),
-    note="3 training seeds x 6 iterations from the BC+DAgger model the shipped one was trained from; 20 "
+    note="3 training seeds x 6 iterations from the BC+DAgger model the previous default was trained from; 20 "
          "validation episodes per world and seed; `rl_steps_per_s` {rl_steps_per_s:.0f} (mean over RL methods).",
 )
 
@@ -547,33 +553,41 @@ def recipe_run_derive(d: dict) -> dict:
     return out
 
 
-def recipe_run_table(run: int) -> Table:
-    """A recipe run against the shipped model on validation seeds (bench/recipe_run.py)."""
+def recipe_run_table(run: int, baseline: str) -> Table:
+    """A recipe run against a baseline model on validation seeds (bench/recipe_run.py)."""
     return Table(
         ("model", "tabletop, full", "driving, full", "tabletop, 1/2", "driving, 1/2"),
         ("<label>", "{<m>_full_tabletop}", "{<m>_full_driving}", "{<m>_half_tabletop}", "{<m>_half_driving}"),
         tuple(Row(f"recipe_run{run}_validation.json", {"label": label, "m": m}) for label, m in (
-            ("shipped model (warm-start chain)", "baseline"), (f"recipe run {run}, after bc", "after_bc"),
+            (baseline, "baseline"), (f"recipe run {run}, after bc", "after_bc"),
             (f"recipe run {run}, after dagger", "after_dagger"), (f"recipe run {run}, final (after rl)", "final"))),
         derive=recipe_run_derive,
-        note="{episodes} validation seeds per world from {first_seed}, paired with the shipped model (points, "
+        note="{episodes} validation seeds per world from {first_seed}, paired with the first row (points, "
              "exact McNemar p); the run trained {wall_min} min on {machine}.",
     )
 
 
-RECIPE_RUN = recipe_run_table(1)
-RECIPE_RUN2 = recipe_run_table(2)
+RECIPE_RUN = recipe_run_table(1, "previous default (warm-start chain)")
+RECIPE_RUN2 = recipe_run_table(2, "previous default (warm-start chain)")
 
-RL_VS_BC = Table(
-    ("submodel, world", "BC+DAgger (ref2)", "+ RL (shipped)", "seeds only RL solves", "seeds only BC+DAgger solves",
-     "McNemar p"),
-    ("<label>", "{<k>[base]:.1%}", "{<k>[new]:.1%}", "{<k>[new_solves_base_fails]}", "{<k>[base_solves_new_fails]}",
-     "{<k>[mcnemar_p]:.3f}"),
-    tuple(Row("rl_vs_bc_dagger_1000.json", {"label": label, "k": k}) for label, k in (
-        ("full, tabletop", "full_tabletop"), ("full, driving", "full_driving"), ("1/2, tabletop", "half_tabletop"),
-        ("1/2, driving", "half_driving"))),
-    note="1,000 test seeds per world (101000-101999), paired.",
-)
+SUBMODEL_WORLDS = (("full, tabletop", "full_tabletop"), ("full, driving", "full_driving"),
+                   ("1/2, tabletop", "half_tabletop"), ("1/2, driving", "half_driving"))
+
+
+def _paired_table(file: str, base: str, new: str, note: str) -> Table:
+    """bench/paired_success.py's result: two models on the same seeds, per submodel and world."""
+    return Table(
+        ("submodel, world", base, new, f"seeds only {new} solves", f"seeds only {base} solves", "McNemar p"),
+        ("<label>", "{<k>[base]:.1%}", "{<k>[new]:.1%}", "{<k>[new_solves_base_fails]}",
+         "{<k>[base_solves_new_fails]}", "{<k>[mcnemar_p]:.3f}"),
+        tuple(Row(file, {"label": label, "k": k}) for label, k in SUBMODEL_WORLDS),
+        note=note)
+
+
+TEST_BLOCK = "500 fresh test seeds per world (102000-102499), used once for this claim; paired."
+RL_VS_BC = _paired_table("rl_vs_bc_dagger_test_block.json", "BC+DAgger (same run)", "+ RL (shipped)", TEST_BLOCK)
+RECIPE_VS_PREVIOUS = _paired_table("recipe_vs_previous_test_block.json", "previous default",
+                                   "recipe (shipped)", TEST_BLOCK)
 
 
 EXECUTION_TEST = Table(
@@ -588,7 +602,8 @@ EXECUTION_TEST = Table(
     tuple(Row(EXECUTION, {"world": w, "strategy": st, "lat": lat, "k": f"test_{w}_{st}_{key}"})
           for w in ("tabletop", "driving") for st in EXECUTION_STRATEGIES for lat, key in EXECUTION_LATENCIES),
     derive=execution_derive,
-    note="Test seeds from {first_seeds[test]}, {episodes} per world, the same seeds in every row; `deadline_s` "
+    note=PREVIOUS_DEFAULT + "; test seeds from {first_seeds[test]}, {episodes} per world, the same seeds in "
+         "every row; `deadline_s` "
          "{deadline_s:g} s. Jerk: m/s³ of the commands at the control rate; the boundary peak is each episode's "
          "largest jerk where a new chunk takes over, averaged over episodes; the oldest command is the largest "
          "age of an executed command's observation.",
@@ -601,7 +616,8 @@ EXECUTION_VALIDATION = Table(
                                   for _, key in EXECUTION_LATENCIES)),
     tuple(Row(EXECUTION, {"world": w, "strategy": st}) for w in ("tabletop", "driving")
           for st in EXECUTION_STRATEGIES),
-    note="Success on the validation seeds from {first_seeds[validation]}, {episodes} per world (in brackets: the "
+    note=PREVIOUS_DEFAULT + "; success on the validation seeds from {first_seeds[validation]}, {episodes} per world "
+         "(in brackets: the "
          "paired difference to the same strategy at 0 ms); `deadline_s` {deadline_s:g} s; `bench/execution.py`.",
 )
 
@@ -614,7 +630,8 @@ EXECUTION_GRAPH = Table(
      "{graph_<w>_<f>_rejected}"),
     tuple(Row(EXECUTION_GRAPH_FILE, {"w": w, "f": f, "fmt": fmt}) for w in ("tabletop", "driving")
           for f, fmt in (("jpeg", "JPEG, quality 95, 4:4:4"), ("png", "PNG (lossless)"))),
-    note="Through the ROS graph in `lockstep`, `full`, ONNX Runtime, unseen seeds from {graph_first_seed}; the "
+    note=PREVIOUS_DEFAULT + "; through the ROS graph in `lockstep`, `full`, ONNX Runtime, unseen seeds from "
+         "{graph_first_seed}; the "
          "same seeds in every row.",
 )
 
@@ -652,22 +669,31 @@ def robustness_derive(d: dict) -> dict:
                 lo, hi = d[f"{k}_ci95"]
                 out[f"{k}_words"] = f"**{d[f'{k}_success']:.0%}** [{100 * lo:.0f}, {100 * hi:.0f}]"
                 continue
-            lo, hi = d[f"{k}_diff_ci95"]
-            p = d[f"{k}_mcnemar_p"]
-            diff, lo, hi = (round(100 * v) + 0 for v in (d[f"{k}_diff"], lo, hi))  # (+ 0: no "-0")
-            out[f"{k}_words"] = (f"{d[f'{k}_success']:.0%} ({diff:+d} [{lo:+d}, {hi:+d}], "
-                                 f"p {'< 0.001' if p < 0.001 else f'{p:.2g}'})")
+            out[f"{k}_words"] = f"{d[f'{k}_success']:.0%} ({paired_points(d, k)})"
     return out
 
 
-ROBUSTNESS = Table(
-    ("shift", "magnitude", "tabletop, full", "driving, full", "tabletop, 1/2", "driving, 1/2"),
-    ("{cells[<c>][axis]}", "{cells[<c>][magnitude]}", *(f"{{{run}_<c>_words}}" for run in ROBUSTNESS_RUNS)),
-    tuple(Row("robustness.json", {"c": c}) for c in ROBUSTNESS_CELLS),
-    derive=robustness_derive,
-    note="Success on the same {episodes} seeds per world in every row ({seed_block}); in brackets the paired "
-         "difference to the unshifted row in percentage points with its 95% interval, and the exact McNemar p.",
-)
+def paired_points(d: dict, k: str) -> str:
+    """A paired difference in points with its 95% interval and McNemar p: "-14 [-17, -10], p < 0.001"."""
+    p = d[f"{k}_mcnemar_p"]
+    diff, lo, hi = (round(100 * v) + 0 for v in (d[f"{k}_diff"], *d[f"{k}_diff_ci95"]))  # (+ 0: no "-0")
+    return f"{diff:+d} [{lo:+d}, {hi:+d}], p {'< 0.001' if p < 0.001 else f'{p:.2g}'}"
+
+
+def robustness_table(file: str, field: str, derive, note: str) -> Table:
+    """One row per bench/robustness.py cell, one column per submodel and world: the derived
+    ``<run>_<cell>_<field>``."""
+    return Table(
+        ("shift", "magnitude", "tabletop, full", "driving, full", "tabletop, 1/2", "driving, 1/2"),
+        ("{cells[<c>][axis]}", "{cells[<c>][magnitude]}",
+         *(f"{{{run}_<c>_{field}}}" for run in ROBUSTNESS_RUNS)),
+        tuple(Row(file, {"c": c}) for c in ROBUSTNESS_CELLS), derive=derive, note=note)
+
+
+ROBUSTNESS = robustness_table(
+    "robustness.json", "words", robustness_derive,
+    "Success on the same {episodes} seeds per world in every row ({seed_block}); in brackets the paired "
+    "difference to the unshifted row in percentage points with its 95% interval, and the exact McNemar p.")
 
 
 #: Meta-World's MT10 tasks: (task, world of the stack, Meta-World's env name).
@@ -705,6 +731,26 @@ METAWORLD_MUJOCO = Table(
 )
 
 
+def robustness_vs_previous_derive(d: dict) -> dict:
+    """Per run and cell: "48% -> 61% (+13 [+8, +18], p < 0.001)" (previous, this model, and the
+    paired difference in points with its 95% interval and McNemar p)."""
+    out = {}
+    for run in ROBUSTNESS_RUNS:
+        for cell in ROBUSTNESS_CELLS:
+            k = f"{run}_{cell}"
+            if f"{k}_diff" not in d:
+                out[f"{k}_vs"] = "-"
+                continue
+            out[f"{k}_vs"] = f"{d[f'{k}_old']:.0%} → {d[f'{k}_new']:.0%} ({paired_points(d, k)})"
+    return out
+
+
+ROBUSTNESS_VS_PREVIOUS = robustness_table(
+    "robustness_vs_previous.json", "vs", robustness_vs_previous_derive,
+    "Previous default → this model on the same {episodes} seeds per world from {first_seed} in every cell; "
+    "in brackets the paired difference in points with its 95% interval, and the exact McNemar p.")
+
+
 def _eval_table(file: str, digits: str) -> Table:
     return Table(
         ("submodel", "tabletop", "driving"),
@@ -727,8 +773,10 @@ TABLES: dict[str, Table] = {
     "perception_shapes": PERCEPTION_SHAPES,
     "perception_shapes_checks": PERCEPTION_SHAPES_CHECKS,
     "eval_default": _eval_table(MODEL_EVAL, "0"),
-    "eval_1000": _eval_table("eval_default_1000.json", "1"),
-    "rl_vs_bc_dagger_1000": RL_VS_BC,
+    "eval_test_block": _eval_table("eval_default_test_block.json", "1"),
+    "rl_vs_bc_dagger": RL_VS_BC,
+    "recipe_vs_previous": RECIPE_VS_PREVIOUS,
+    "robustness_vs_previous": ROBUSTNESS_VS_PREVIOUS,
     "elastic_budget": ELASTIC,
     "elastic_amd_epyc": elastic_one(ELASTIC_HEADLINE),
     "elastic_runs": ELASTIC_RUNS,

@@ -36,7 +36,8 @@ policy node over DDS, lockstep) with raw images and with image_transport's compr
 test block; ``--graph-only`` runs only that and the decode cost); and the decode cost of
 compressed camera images (nodes/conversions.py; ``--decode-only`` runs only that).
 
-Runs are resumable: each finished condition is appended to ``<cache>/<split>.jsonl`` and
+Runs are resumable: each finished condition is appended to ``<cache>/<model>/<split>.jsonl``
+(``<model>``: the shipped model's name and weights digest) and
 skipped when the command runs again (Ctrl-C loses at most the condition in progress).
 
 JSON keys (flat): ``<split>_<world>_<strategy>_<latency>_<figure>`` with figure one of
@@ -419,11 +420,13 @@ def main(argv=None) -> dict:
     if not args.decode_only:
         import torch
 
-        from embodied_stack.models.policy import load_default_policy
+        from embodied_stack.models.policy import DEFAULT_MODEL_DIR, load_default_policy
 
         torch.set_num_threads(1)
         model = load_default_policy()
-        cache_dir = Path(args.cache) / ("quick" if args.quick else "full")
+        # Kept per model: a retrained default must not reuse the last one's episodes.
+        figures["model"] = benchlib.model_id(DEFAULT_MODEL_DIR)
+        cache_dir = Path(args.cache) / figures["model"] / ("quick" if args.quick else "full")
         cache_dir.mkdir(parents=True, exist_ok=True)
         strategies = ["replace"] + [s for s in args.strategies if s != "replace"] \
             if "replace" in args.strategies else args.strategies

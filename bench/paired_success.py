@@ -9,7 +9,8 @@ it). Two rates on the same 100 seeds share most of their noise (the scene decide
 outcomes), so the paired test is the fair one: only seeds where the models disagree carry
 information. JSON keys per ``<submodel>_<world>``: ``base``, ``new`` (success rates),
 ``new_solves_base_fails``, ``base_solves_new_fails``, ``mcnemar_p`` (two-sided, exact binomial
-on the disagreeing seeds).
+on the disagreeing seeds), ``new_within_base_ci95`` (the new rate inside the base's Wilson 95%
+interval: does a second training run reproduce the first?).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def compare(base: dict, new: dict) -> dict:
         fixed, broke = len(b_fail - n_fail), len(n_fail - b_fail)
         out[name] = {"base": b["success"], "new": n["success"], "episodes": b["episodes"],
                      "new_solves_base_fails": fixed, "base_solves_new_fails": broke,
-                     "mcnemar_p": mcnemar_exact(fixed, broke)}
+                     "mcnemar_p": mcnemar_exact(fixed, broke),
+                     "new_within_base_ci95": bool(b["ci95"][0] <= n["success"] <= b["ci95"][1])}
     if not out:
         raise ValueError("no submodel/world appears in both evaluations")
     return out
@@ -62,9 +64,11 @@ def main(argv=None) -> int:
         print(f"paired_success: {e}", file=sys.stderr)
         return 2
     benchlib.print_table(f"{args.new} vs {args.base} (same seeds)",
-                         ("submodel_world", "base", "new", "new only", "base only", "McNemar p"),
+                         ("submodel_world", "base", "new", "new only", "base only", "McNemar p",
+                          "new in base's 95%"),
                          [(name, f"{r['base']:.0%}", f"{r['new']:.0%}", r["new_solves_base_fails"],
-                           r["base_solves_new_fails"], f"{r['mcnemar_p']:.2f}") for name, r in result.items()])
+                           r["base_solves_new_fails"], f"{r['mcnemar_p']:.2f}",
+                           "yes" if r["new_within_base_ci95"] else "no") for name, r in result.items()])
     benchlib.write_json(args.json, {"base": str(args.base), "new": str(args.new), **result}, __file__, argv)
     return 0
 

@@ -13,10 +13,10 @@ def test_mcnemar_exact_on_hand_computed_values():
     assert paired.mcnemar_exact(2, 2) == 1.0  # clipped at 1
 
 
-def _eval(failed, first_seed=100):
+def _eval(failed, first_seed=100, ci95=(0.0, 1.0)):
     return {"episodes": 10, "first_seed": first_seed,
             "details": {"full_tabletop": {"success": 1 - len(failed) / 10, "episodes": 10,
-                                          "failed_seeds": failed}}}
+                                          "failed_seeds": failed, "ci95": list(ci95)}}}
 
 
 def test_compare_counts_the_seeds_each_model_alone_solves(tmp_path):
@@ -32,3 +32,11 @@ def test_compare_counts_the_seeds_each_model_alone_solves(tmp_path):
                         "--json", str(tmp_path / "out.json")]) == 0
     assert json.loads((tmp_path / "out.json").read_text())["full_tabletop"]["new"] == 0.8
     assert paired.main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
+
+
+def test_compare_says_whether_the_new_rate_lies_in_the_base_models_interval():
+    """A second training run reproduces the first when its rate lies in the first's interval."""
+    base = _eval([100, 101, 102], ci95=(0.4, 0.9))  # 70%
+    assert paired.compare(base, _eval([102, 105]))["full_tabletop"]["new_within_base_ci95"]  # 80%
+    assert not paired.compare(base, _eval([]))["full_tabletop"]["new_within_base_ci95"]  # 100%
+    assert not paired.compare(base, _eval(list(range(100, 107))))["full_tabletop"]["new_within_base_ci95"]
