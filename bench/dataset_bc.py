@@ -8,7 +8,8 @@ on unseen seeds (issue 33's dataset acceptance, at the scale given).
    plus ``reference_frame``, the same seed) get ``--bc-steps`` of bc:
    ``dataset``: from the dataset alone (``--dataset``: recorded actions, bins over its action
    min/max, no privileged targets); ``expert``: from the live expert's demonstrations on the
-   same seeds, without DART noise (so the same trajectories), as ``embodied-stack train`` records them.
+   same seeds, without DART noise (so the same trajectories), as ``embodied-stack train`` records them,
+   with the same action bins (the dataset's min/max): the two differ only in where the data came from.
 3. Both are evaluated greedily on ``--eval-episodes`` unseen seeds from 100000 and compared seed
    by seed (bench/paired_success.py: the seeds only one solves, exact McNemar).
 
@@ -18,7 +19,8 @@ on unseen seeds (issue 33's dataset acceptance, at the scale given).
 Work is kept under ``--work`` and reused (the dataset, each finished run, each evaluation).
 JSON keys: ``episodes``, ``bc_steps``, ``eval_episodes``, ``init_from``, ``dataset_frames``,
 ``success_dataset``, ``success_expert``, ``ci95_dataset``, ``ci95_expert``,
-``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``,
+``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``, ``action_range``
+(the bins both runs used),
 ``difference_points`` (dataset - expert, percentage points), ``record_s``, ``train_dataset_s``,
 ``train_expert_s``.
 """
@@ -91,15 +93,19 @@ def main(argv=None) -> int:
     common = dict(stages=("bc",), init_from=args.init_from, bc_steps=args.bc_steps, eval_episodes=0,
                   threads=args.threads, seed=0, model=model, elastic_every=1)
     train_dataset_s = _train(args.work / "from_dataset", dataset=str(data), **common)
+    # The same bins as the dataset run (which sets them from the dataset's statistics).
+    from embodied_stack.sim.train.demos import dataset_action_range
+
+    bins = {"vehicle": dataset_action_range(data)}
     train_expert_s = _train(args.work / "from_expert", worlds=("driving",),
                             demo_episodes={"driving": args.episodes}, noise_std=0.0,
-                            noisy_share=0.0, **common)
+                            noisy_share=0.0, **{**common, "model": {**model, "action_range": bins}})
     evals = {name: _eval(args.work / f"from_{name}" / "model", args.work / f"eval_{name}.json",
                          args.eval_episodes) for name in ("dataset", "expert")}
     paired = compare(evals["expert"], evals["dataset"])["full_driving"]
     figures = {
         "episodes": args.episodes, "bc_steps": args.bc_steps, "eval_episodes": args.eval_episodes,
-        "init_from": args.init_from or "new model",
+        "init_from": args.init_from or "new model", "action_range": bins,
         "dataset_frames": frames, "success_dataset": paired["new"], "success_expert": paired["base"],
         "ci95_dataset": evals["dataset"]["ci95_full_driving"],
         "ci95_expert": evals["expert"]["ci95_full_driving"],

@@ -202,7 +202,7 @@ def elastic_headline_derive(d: dict) -> dict:
 
 EXECUTION = "execution.json"
 EXECUTION_GRAPH_FILE = "execution_graph.json"  # bench/execution.py --graph-only
-EXECUTION_STRATEGIES = ("replace", "early", "ensemble", "delay_aware", "auto", "auto+limiter")
+EXECUTION_STRATEGIES = ("replace", "early", "ensemble", "delay_aware", "auto", "auto+limiter", "auto+blend")
 EXECUTION_LATENCIES = (("0 ms", "0ms"), ("100 ms", "100ms"), ("200 ms", "200ms"), ("400 ms", "400ms"),
                        ("log-normal", "lognormal"))
 
@@ -293,8 +293,7 @@ HEADLINE = Table(
         headline("elastic node's budget sources, read live", "budget_sources_live_h100.json",
                  "{checks_passed} of {checks_total} checks passed", "each source sees each load it can",
                  lambda d: all(d["checks"].values())),
-        headline("execution under 200 ms of added latency (default `auto`), 200 unseen seeds per world, paired "
-                 "(the previous default model)",
+        headline("execution under 200 ms of added latency (default `auto`), 200 unseen seeds per world, paired",
                  EXECUTION,
                  "vs 0 ms: tabletop {test_tabletop_auto_200ms_diff_vs_0ms:+.1%} "
                  "{test_tabletop_auto_200ms_diff_vs_0ms_ci95:ci.2} (`replace` "
@@ -532,6 +531,7 @@ DATASET_BC = Table(
          "noise; bc only, batch 64; {eval_episodes} unseen seeds from 100000, paired.",
 )
 
+
 def recipe_run_derive(d: dict) -> dict:
     """Per model and submodel/world: success, and against the baseline (the shipped model) the
     paired difference in points with the McNemar p, e.g. "82.3% (-9.7, p < 0.001)"."""
@@ -602,7 +602,7 @@ EXECUTION_TEST = Table(
     tuple(Row(EXECUTION, {"world": w, "strategy": st, "lat": lat, "k": f"test_{w}_{st}_{key}"})
           for w in ("tabletop", "driving") for st in EXECUTION_STRATEGIES for lat, key in EXECUTION_LATENCIES),
     derive=execution_derive,
-    note=PREVIOUS_DEFAULT + "; test seeds from {first_seeds[test]}, {episodes} per world, the same seeds in "
+    note="Test seeds from {first_seeds[test]}, {episodes} per world, the same seeds in "
          "every row; `deadline_s` "
          "{deadline_s:g} s. Jerk: m/s³ of the commands at the control rate; the boundary peak is each episode's "
          "largest jerk where a new chunk takes over, averaged over episodes; the oldest command is the largest "
@@ -616,7 +616,7 @@ EXECUTION_VALIDATION = Table(
                                   for _, key in EXECUTION_LATENCIES)),
     tuple(Row(EXECUTION, {"world": w, "strategy": st}) for w in ("tabletop", "driving")
           for st in EXECUTION_STRATEGIES),
-    note=PREVIOUS_DEFAULT + "; success on the validation seeds from {first_seeds[validation]}, {episodes} per world "
+    note="Success on the validation seeds from {first_seeds[validation]}, {episodes} per world "
          "(in brackets: the "
          "paired difference to the same strategy at 0 ms); `deadline_s` {deadline_s:g} s; `bench/execution.py`.",
 )

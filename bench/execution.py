@@ -82,6 +82,13 @@ STRATEGIES: dict[str, dict[str, dict]] = {
     for name in ("replace", "early", "ensemble", "delay_aware", "auto")}
 STRATEGIES["auto+limiter"] = {"tabletop": {"execution": "auto", **ARM_LIMITS},
                               "driving": {"execution": "auto", **CAR_LIMITS}}
+#: the hand-over blend (control/chunk_scheduler.py): a new chunk's first action half-way from
+#: the last command
+STRATEGIES["auto+blend"] = {w: {"execution": "auto", "blend_steps": 1} for w in ("tabletop", "driving")}
+#: longer blends, run on request (``--strategies``): they cost success (docs/experiments.md)
+EXTRA_STRATEGIES = ("auto+blend2", "auto+blend3")
+STRATEGIES["auto+blend2"] = {w: {"execution": "auto", "blend_steps": 2} for w in ("tabletop", "driving")}
+STRATEGIES["auto+blend3"] = {w: {"execution": "auto", "blend_steps": 3} for w in ("tabletop", "driving")}
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
 #: the graph section's compressed colour formats (image_transport's `compressed`): what a network
@@ -112,8 +119,10 @@ def jerks(values: np.ndarray, embodiment: str, dt: float) -> np.ndarray:
     return np.linalg.norm(np.diff(accelerations(values, embodiment, dt), axis=0), axis=1) / dt
 
 
-def episode_smoothness(ep, embodiment: str, dt: float) -> dict:
-    """Per-episode figures from an Episode recorded with Execution(record=True)."""
+def episode_smoothness(ep, embodiment: str, dt: float, blend_steps: int = 0) -> dict:
+    """Per-episode figures from an Episode recorded with Execution(record=True). A hand-over's
+    jerk is the largest of the jerks that span it; with a blend that spreads it over
+    ``blend_steps`` more steps, those steps' too."""
     commands = np.asarray(ep.commands, np.float64)
     serials = np.asarray(ep.chunk_serials)
     j = jerks(commands, embodiment, dt)  # j[k - 2]: the jerk spanning commands k - 2 .. k
@@ -125,7 +134,7 @@ def episode_smoothness(ep, embodiment: str, dt: float) -> dict:
             if last >= 0 and serial != last:
                 boundaries.append(k)
             last = serial
-    at_boundary = [max(j[k - 2] if k >= 2 else 0.0, j[k - 1] if k - 1 < len(j) else 0.0)
+    at_boundary = [max((j[i] for i in range(k - 2, k + blend_steps) if 0 <= i < len(j)), default=0.0)
                    for k in boundaries if len(j)]
     steps = [float(np.linalg.norm(commands[k] - commands[k - 1])) for k in boundaries]
     measured = jerks(np.asarray(ep.motion, np.float64), embodiment, dt)
@@ -203,7 +212,8 @@ def run_condition(model, world: str, strategy: str, latency: str, seeds: list[in
                            execution=execution, progress=bar.update if bar is not None else None)
     finally:
         pool.close()
-    rows = [{"seed": e.seed, "success": bool(e.success), **episode_smoothness(e, embodiment, 1.0 / rate)}
+    blend = int(STRATEGIES[strategy][world].get("blend_steps", 0))
+    rows = [{"seed": e.seed, "success": bool(e.success), **episode_smoothness(e, embodiment, 1.0 / rate, blend)}
             for e in eps]
     return {"world": world, "settings": resolved(world, strategy), "latency": latency, "episodes": rows}
 
@@ -389,7 +399,8 @@ def main(argv=None) -> dict:
                                             "of the first world")
     parser.add_argument("--episodes", type=int, default=200, help="seeds per world (paired over conditions)")
     parser.add_argument("--splits", nargs="+", choices=sorted(FIRST_SEED), default=["validation", "test"])
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES))
+    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES),
+                        default=[k for k in STRATEGIES if k not in EXTRA_STRATEGIES])
     parser.add_argument("--latencies", nargs="+", default=list(LATENCIES))
     parser.add_argument("--worlds", nargs="+", default=["tabletop", "driving"], choices=["tabletop", "driving"])
     parser.add_argument("--graph-episodes", type=int, default=None,

@@ -47,6 +47,15 @@ default):
   and the answer's origin is moved k steps on, so its first action is executed first instead
   of skipped. It is asked for k steps earlier than ``replace`` would. With L under one period
   (k = 0) this is ``replace`` exactly.
+
+Hand-over blend (``blend_steps`` n > 0, any strategy but ``ensemble``, which averages anyway):
+the first n actions a new chunk contributes are cross-faded from the last command executed
+before it, ``w a_new + (1 - w) a_last`` with ``w = (i + 1) / (n + 1)`` for its i-th executed
+step. A jump between two chunks' plans then reaches the robot in n + 1 steps instead of one,
+so the jerk at a hand-over falls to about 1 / (n + 1). Only a command executed on the step
+before is blended from: after ``clear`` (a stop) or a gap of more than 1.5 periods, the new
+chunk goes out as it is. ``pending_actions``
+(what delay_aware rolls the state through) gives the chunks' own actions, without the blend.
 """
 
 from __future__ import annotations
@@ -93,6 +102,8 @@ class SchedulerConfig:
     ensemble_halflife_s: float = 0.1
     #: early / delay_aware: the quantile of the recent latencies that sets how early to ask
     latency_quantile: float = 0.9
+    #: cross-fade a new chunk's first this many executed actions from the last command (0 = off)
+    blend_steps: int = 0
 
     def __post_init__(self):
         if not 0 < self.rate_hz <= 1000:
@@ -102,6 +113,8 @@ class SchedulerConfig:
         if self.refill_at < 0 or self.execute_steps < 0:
             raise ValueError(f"refill_at={self.refill_at}, execute_steps={self.execute_steps} "
                              "must be >= 0")
+        if not 0 <= self.blend_steps <= 64:
+            raise ValueError(f"blend_steps={self.blend_steps} outside [0, 64]")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy {self.strategy!r} not in {sorted(STRATEGIES)}")
         if not self.ensemble_halflife_s >= 0 or not 0.5 <= self.latency_quantile <= 1.0:
@@ -146,6 +159,12 @@ class ChunkScheduler:
         self.ages: collections.deque = collections.deque(maxlen=LATENCY_WINDOW)
         self._serial = 0
         self._next_index = 0  # the newest chunk's first action not executed yet
+        # hand-over blend: the last command executed, its chunk, and the blend in progress
+        # (the command it fades from, and how many of the new chunk's steps have gone out)
+        self._last_action: np.ndarray | None = None
+        self._last_serial = -1
+        self._blend_from: np.ndarray | None = None
+        self._blend_done = 0
 
     def reconfigure(self, **changes) -> None:
         """New rate, deadline, refill_at, execute_steps or strategy settings (validated; the
@@ -160,9 +179,12 @@ class ChunkScheduler:
         self.started = False
 
     def clear(self) -> None:
-        """Drop the queued actions (e-stop, fault)."""
+        """Drop the queued actions (e-stop, fault); a later chunk is not blended from a command
+        before the stop."""
         self.chunks.clear()
         self._next_index = 0
+        self._last_action = self._blend_from = None
+        self._last_serial = -1
 
     def wants_request(self, frame_stamp: float | None, now: float | None = None) -> bool:
         """Whether to ask the backend for a chunk on the frame stamped `frame_stamp` at `now`
@@ -276,6 +298,7 @@ class ChunkScheduler:
             return None
         if self.chunks and due.serial == self.chunks[-1].serial:
             self._next_index = max(self._next_index, self._index(self.chunks[-1], now) + 1)
+        due = self._blended(due, now)
         self.last_exec = now
         self.started = True
         return due
@@ -285,6 +308,24 @@ class ChunkScheduler:
         return self.started and now - self.last_exec > 1.5 * self.config.period_s
 
     # --- internals ------------------------------------------------------------------------
+    def _blended(self, due: Due, now: float) -> Due:
+        """The hand-over blend (module docstring) applied to the action about to go out at
+        `now`: only from a command that went out on the step before (the robot still doing it)."""
+        n = self.config.blend_steps
+        if due.serial != self._last_serial:  # a hand-over (or the first chunk after a stop)
+            last = self._last_action
+            moving = now - self.last_exec <= 1.5 * self.config.period_s
+            self._blend_from = (last if n and moving and self.config.strategy != "ensemble"
+                                and last is not None and last.shape == np.shape(due.action) else None)
+            self._blend_done = 0
+        self._last_serial = due.serial
+        if self._blend_from is not None and self._blend_done < n:
+            w = (self._blend_done + 1) / (n + 1)
+            self._blend_done += 1
+            due = due._replace(action=w * np.asarray(due.action) + (1.0 - w) * self._blend_from)
+        self._last_action = np.array(due.action, np.float64)
+        return due
+
     def _index(self, chunk: TimedChunk, t: float) -> int:
         return math.floor((t - chunk.origin) * self.config.rate_hz + STEP_EPS)
 

@@ -145,6 +145,9 @@ class PolicyLoopConfig:
                                          0.0, 10.0)
     latency_quantile: float = setting(0.9, "early / delay_aware: plan for this quantile of the recent "
                                            "answer latencies", 0.5, 1.0)
+    blend_steps: int = setting(0, "cross-fade a new chunk's first this many actions from the last "
+                                  "command, so a jump between two chunks reaches the robot over "
+                                  "blend_steps + 1 steps (0 = off; not with ensemble)", 0, 64)
     limit_accel: float = setting(0.0, "healthy commands: most change of a linear velocity per second, "
                                       "m/s^2 (arm: each end-effector axis; vehicle: speed); 0 = off; a "
                                       "stop is never limited", 0.0, 1000.0)
@@ -202,7 +205,7 @@ class PolicyLoopConfig:
         return SchedulerConfig(rate_hz=self.control_rate_hz, deadline_s=self.deadline_s,
                                refill_at=self.refill_at, execute_steps=self.execute_steps,
                                strategy=self.strategy, ensemble_halflife_s=self.ensemble_halflife_s,
-                               latency_quantile=self.latency_quantile)
+                               latency_quantile=self.latency_quantile, blend_steps=self.blend_steps)
 
     @property
     def strategy(self) -> str:

@@ -104,3 +104,52 @@ def test_backend_failure_clears_and_rate_changes_at_run_time():
     with pytest.raises(ValueError, match="rate_hz"):
         s.reconfigure(rate_hz=0.0)
     assert s.config.rate_hz == 3.0
+
+
+def _run(s: ChunkScheduler, chunks: dict, until: float) -> list[float]:
+    """Execute a chunk answered for the frame at each time in `chunks` (answers land at once);
+    return the first dim of every command sent at 10 Hz up to `until`."""
+    out, t = [], 0.0
+    while t < until - 1e-9:
+        if t in chunks:
+            s.finish(chunks[t], t, s.start_request(t), now=t)
+        due = s.next_action(t, from_result=False)
+        out.append(None if due is None else float(due.action[0]))
+        t = round(t + 0.1, 6)
+    return out
+
+
+def test_the_hand_over_blend_spreads_a_jump_between_chunks_over_blend_steps_plus_one():
+    """A chunk holding 0 hands over to one holding 1: without the blend the command jumps in
+    one step; with blend_steps=1 it goes 0 -> 0.5 -> 1, with 3 in quarters; the new chunk's own
+    actions follow unchanged, and the jump per step falls to 1 / (n + 1)."""
+    zero, one = np.zeros((4, 2)), np.ones((4, 2))
+    for n, ramp in ((0, [0, 0, 1, 1, 1]), (1, [0, 0, 0.5, 1, 1]), (3, [0, 0, 0.25, 0.5, 0.75, 1])):
+        s = ChunkScheduler(SchedulerConfig(rate_hz=10, refill_at=2, blend_steps=n))
+        sent = _run(s, {0.0: zero, 0.2: one}, 0.2 + 0.1 * len(ramp) - 0.2)
+        assert sent == pytest.approx(ramp), (n, sent)
+        assert max(np.abs(np.diff(sent))) == pytest.approx(1 / (n + 1))
+
+
+def test_no_blend_after_a_stop_or_a_gap_and_none_in_the_ensemble():
+    """After clear (an e-stop, a fault) or a pause of more than 1.5 periods the new chunk goes
+    out as it is: the robot is not doing the old command any more. The ensemble averages
+    chunks itself and ignores blend_steps."""
+    zero, one = np.zeros((4, 2)), np.ones((4, 2))
+    s = ChunkScheduler(SchedulerConfig(rate_hz=10, refill_at=2, blend_steps=2))
+    _run(s, {0.0: one}, 0.2)  # 1, 1 went out
+    s.clear()
+    s.finish(zero, 0.2, s.start_request(0.2), now=0.2)
+    assert s.next_action(0.2, True).action[0] == 0.0  # not 2/3 of the way from 1
+    s = ChunkScheduler(SchedulerConfig(rate_hz=10, refill_at=0, blend_steps=2))
+    _run(s, {0.0: one}, 0.4)  # the chunk runs out at 0.4
+    s.finish(zero, 0.7, s.start_request(0.7), now=0.7)  # 0.4 s later
+    assert s.next_action(0.7, True).action[0] == 0.0
+    s = ChunkScheduler(SchedulerConfig(rate_hz=10, strategy="ensemble", ensemble_halflife_s=0.0,
+                                       blend_steps=3))
+    assert _run(s, {0.0: zero, 0.2: one}, 0.4) == [0, 0, 1, 1]
+
+
+def test_blend_steps_is_validated():
+    with pytest.raises(ValueError, match="blend_steps=-1"):
+        SchedulerConfig(blend_steps=-1)
