@@ -86,9 +86,11 @@ STRATEGIES["auto+limiter"] = {"tabletop": {"execution": "auto", **ARM_LIMITS},
 #: the last command
 STRATEGIES["auto+blend"] = {w: {"execution": "auto", "blend_steps": 1} for w in ("tabletop", "driving")}
 #: longer blends, run on request (``--strategies``): they cost success (docs/experiments.md)
-EXTRA_STRATEGIES = ("auto+blend2", "auto+blend3")
+EXTRA_STRATEGIES = ("auto+blend2", "auto+blend3", "auto+blend+limiter")
 STRATEGIES["auto+blend2"] = {w: {"execution": "auto", "blend_steps": 2} for w in ("tabletop", "driving")}
 STRATEGIES["auto+blend3"] = {w: {"execution": "auto", "blend_steps": 3} for w in ("tabletop", "driving")}
+STRATEGIES["auto+blend+limiter"] = {"tabletop": {"execution": "auto", "blend_steps": 1, **ARM_LIMITS},
+                                    "driving": {"execution": "auto", "blend_steps": 1, **CAR_LIMITS}}
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
 #: the graph section's compressed colour formats (image_transport's `compressed`): what a network

@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
         "policy_push_success": round(float(np.mean([e["success"] for e in mine])), 4) if mine else None,
         "expert_push_success": round(float(np.mean([e["success"] for e in theirs])), 4) if theirs else None,
         "failures": {k: kinds.get(k, 0) for k in ("wrong_touch", "timeout")},
-        "timeout_moved_cm": [round(float(q), 2) for q in np.percentile(moved, [25, 50, 75])] if moved else None,
+        "timeout_moved_cm": [round(float(q), 2) + 0.0 for q in np.percentile(moved, [25, 50, 75])] if moved else None,
         "by_direction": {d: {"episodes": len(v), "success": round(float(np.mean(v)), 4)}
                          for d, v in sorted(by_dir.items())},
         "failed": fails,
