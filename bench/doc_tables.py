@@ -584,7 +584,7 @@ def _paired_table(file: str, base: str, new: str, note: str) -> Table:
         note=note)
 
 
-TEST_BLOCK = "500 fresh test seeds per world (102000-102499), used once for this claim; paired."
+TEST_BLOCK = "A fresh block of {episodes} test seeds per world from {first_seed}, used once for this claim; paired."
 RL_VS_BC = _paired_table("rl_vs_bc_dagger_test_block.json", "BC+DAgger (same run)", "+ RL (shipped)", TEST_BLOCK)
 RECIPE_VS_PREVIOUS = _paired_table("recipe_vs_previous_test_block.json", "previous default",
                                    "recipe (shipped)", TEST_BLOCK)

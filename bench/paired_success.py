@@ -10,7 +10,8 @@ outcomes), so the paired test is the fair one: only seeds where the models disag
 information. JSON keys per ``<submodel>_<world>``: ``base``, ``new`` (success rates),
 ``new_solves_base_fails``, ``base_solves_new_fails``, ``mcnemar_p`` (two-sided, exact binomial
 on the disagreeing seeds), ``new_within_base_ci95`` (the new rate inside the base's Wilson 95%
-interval: does a second training run reproduce the first?).
+interval: does a second training run reproduce the first?); and the seeds, ``episodes`` per world
+from ``first_seed``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("new", type=Path, help="eval JSON of the model compared with it")
     args = parser.parse_args(argv)
     try:
-        result = compare(json.loads(args.base.read_text()), json.loads(args.new.read_text()))
+        base = json.loads(args.base.read_text())
+        result = compare(base, json.loads(args.new.read_text()))
     except (OSError, ValueError, KeyError) as e:
         print(f"paired_success: {e}", file=sys.stderr)
         return 2
@@ -69,7 +71,8 @@ def main(argv=None) -> int:
                          [(name, f"{r['base']:.0%}", f"{r['new']:.0%}", r["new_solves_base_fails"],
                            r["base_solves_new_fails"], f"{r['mcnemar_p']:.2f}",
                            "yes" if r["new_within_base_ci95"] else "no") for name, r in result.items()])
-    benchlib.write_json(args.json, {"base": str(args.base), "new": str(args.new), **result}, __file__, argv)
+    benchlib.write_json(args.json, {"base": str(args.base), "new": str(args.new), "episodes": base["episodes"],
+                                    "first_seed": base["first_seed"], **result}, __file__, argv)
     return 0
 
 

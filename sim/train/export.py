@@ -192,8 +192,8 @@ seeds {ev['first_seed']}..{ev['first_seed'] + ev['episodes'] - 1} (training used
 
 ## Against the previous default and its own BC + DAgger stage
 
-On a fresh block of 500 test seeds per world (102000-102499, used once, for this claim),
-`embodied-stack eval --episodes 500 --first-seed 102000` of each model and
+On a fresh block of test seeds per world, used once for this claim (the tables' notes give
+the seeds), `embodied-stack eval --episodes N --first-seed S` of each model and
 `python bench/paired_success.py` on the pairs (figures in the repository's
 `bench/results/eval_default_test_block.json`, `recipe_vs_previous_test_block.json` and
 `rl_vs_bc_dagger_test_block.json`; `python bench/doc_tables.py` fills these tables). This
