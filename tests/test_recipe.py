@@ -131,6 +131,17 @@ def test_recipe_runs_at_a_tiny_scale_through_the_training_command(tmp_path):
     assert "after_rl" not in figures  # (the last stage's model is the final one)
     assert figures["first_seed"] == 300_000 and figures["run_info"]["wall_s"] == info["wall_s"]
     assert figures["final_vs_baseline"]["full_tabletop"]["episodes"] == 2
+    # Shipping a run: the model folder with its card, every figure of it read from its files.
+    to = tmp_path / "shipped"
+    export = subprocess.run([sys.executable, "-m", "embodied_stack.sim.train.export", "--run", str(out),
+                             "--to", str(to), "--episodes", "2"], capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr[-3000:]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "train_config.json", "eval.json",
+                 "curves.png", "training_log.json", "run_info.json", "README.md"):
+        assert (to / name).is_file(), name
+    card, ev = (to / "README.md").read_text(), json.loads((to / "eval.json").read_text())
+    assert ev["episodes"] == 2 and info["command"] in card and "## How it was trained" in card
+    assert f"| full | tabletop | {ev['success_full_tabletop']:.0%} |" in card
     # Resuming a finished run trains nothing more and keeps its weights and wall time.
     weights = (out / "model" / "model.safetensors").read_bytes()
     again = subprocess.run([sys.executable, "-m", "embodied_stack.nodes.cli", "train", "--out",
