@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from ..interface import Observation
+from .instruction_encoder import InstructionEncoder, shared_encoder
 
 if TYPE_CHECKING:
     from .configuration_elastic_vla import ElasticVLAConfig
-    from .instruction_encoder import InstructionEncoder
     from .tokenizer import InstructionTokenizer
 
 
@@ -55,11 +55,7 @@ class VLAPreprocessing:
         """The encoder of ``instruction_embedding`` models: the model's own if one was set
         (``model.instruction_encoder = InstructionEncoder(backend=...)``), else the process's
         shared one (loaded on first use; every instruction encoded once per process)."""
-        if self.instruction_encoder is not None:
-            return self.instruction_encoder
-        from .instruction_encoder import shared_encoder
-
-        return shared_encoder()
+        return self.instruction_encoder if self.instruction_encoder is not None else shared_encoder()
 
     def _fill_frame(self, rgb: np.ndarray, depth: np.ndarray | None, pixels: np.ndarray) -> None:
         """Write one camera frame (RGB, then encoded depth) into pixels (frame_channels, S, S)."""
