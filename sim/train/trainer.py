@@ -138,7 +138,9 @@ def main(argv=None) -> int:
             parser.add_argument(flag, nargs="+", help=f"default {' '.join(default)}")
         else:
             parser.add_argument(flag, type=json.loads, metavar="JSON",
-                                help="JSON object (see TrainConfig)")
+                                help="JSON object (see TrainConfig); it replaces the recipe's "
+                                     "whole value" + (" (name every model field you want)"
+                                                      if name == "model" else ""))
     args = parser.parse_args(argv)
     overrides = {n: getattr(args, n) for n in fields if getattr(args, n, None) is not None}
     out = Path(args.out)

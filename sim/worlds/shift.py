@@ -314,6 +314,13 @@ class Randomizer:
         self._pending = action.copy()
         return applied
 
+    def pending(self, action_dim: int) -> np.ndarray | None:
+        """Under a one-step delay, the action the next step applies (zeros at an episode's
+        first step); None without a delay."""
+        if not self.delay_steps:
+            return None
+        return np.zeros(action_dim, np.float32) if self._pending is None else self._pending.copy()
+
     def snapshot(self):
         return None if self._pending is None else self._pending.copy()
 

@@ -924,9 +924,13 @@ class TabletopEnv(gymnasium.Env):
     @property
     def privileged_state(self) -> dict:
         """Ground truth an expert may use: fingertip position, object positions by id, the
-        targets, the task and the push direction word."""
+        targets, the task, the push direction word and, under a control delay, the action
+        already on its way (``pending_action``: what the next step applies whatever is sent
+        now; None without a delay)."""
         assert self._scene is not None  # set by reset()
         return {
+            "pending_action": (None if self._randomizer is None
+                               else self._randomizer.pending(len(self._act_low))),
             "ee": self._qpos[self._ee_q].copy(),
             "positions": self._xpos[self._object_bodies],
             "start_positions": self._start_pos.copy(),
