@@ -66,8 +66,8 @@ NAMED_MACHINE = {"execution": "2-core AMD EPYC VM", "execution_graph": "2-core A
                  "ros_graph_success_test_seeds": EPYC}
 
 
-#: Prefixes of more files that are seeded and not timed (Meta-World's scripted experts).
-NOT_TIMED_PREFIXES = ("metaworld_expert",)
+#: Prefixes of more files that are seeded and not timed (the scripted experts).
+NOT_TIMED_PREFIXES = ("metaworld_expert", "expert_delay")
 
 
 def machine(file: str) -> str:
@@ -722,6 +722,18 @@ METAWORLD_EXPERT = Table(
          "training), 50 per task, 200-step episodes.",
 )
 
+EXPERT_DELAY = Table(
+    ("expert", "success [95% interval]", "mean steps", "action sign flips"),
+    ("<label>", "{<r>_success:.0%} {<r>_ci95:ci}", "{<r>_mean_steps:.1f}", "{<r>_sign_flips:.1%}"),
+    tuple(Row("expert_delay.json", {"label": label, "r": r}) for label, r in (
+        ("tabletop, undelayed", "tabletop_undelayed"),
+        ("tabletop, delayed, planning from the measured fingertip (before)", "tabletop_delayed_measured_fingertip"),
+        ("tabletop, delayed, planning through the delay (now)", "tabletop_delayed"),
+        ("driving, undelayed", "driving_undelayed"),
+        ("driving, delayed", "driving_delayed"))),
+    note="{episodes} seeds from {first_seed} per row; a one-step control delay (`control_delay=1`).",
+)
+
 METAWORLD_MUJOCO = Table(
     ("task", "mujoco 3.3.0 (Meta-World's pin), unpatched", "mujoco 4.0.0 + the weld fix"),
     ("<task>", "{runs[0][tasks][<e>][successes]} of {runs[0][tasks][<e>][episodes]}",
@@ -765,6 +777,7 @@ TABLES: dict[str, Table] = {
     "headline": HEADLINE,
     "sim_throughput": SIM_THROUGHPUT,
     "metaworld_expert": METAWORLD_EXPERT,
+    "expert_delay": EXPERT_DELAY,
     "metaworld_mujoco": METAWORLD_MUJOCO,
     "policy_latency": POLICY_LATENCY,
     "policy_latency_cuda": POLICY_CUDA,

@@ -347,8 +347,9 @@ def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_pa
     assert kp.target_cells(torch.tensor([[4.5 / g, 5.5 / g], [0.9999, 0.0]])).tolist() == [5 * g + 4, g - 1]
     pixels, tokens = torch.rand(2, 4, 64, 64), torch.tensor([[3, 4, 0, 0], [5, 0, 0, 0]])
     forced = torch.tensor([[0.25, 0.75], [float("nan"), float("nan")]])
-    own_logits, own = kp(pixels, tokens)
-    f_logits, f = kp(pixels, tokens, forced)
+    own_logits, own, no_effector = kp(pixels, tokens)
+    assert no_effector is None
+    f_logits, f, _ = kp(pixels, tokens, forced)
     torch.testing.assert_close(f_logits, own_logits)
     torch.testing.assert_close(f[0, :2], forced[0])
     torch.testing.assert_close(f[1], own[1])
@@ -362,7 +363,7 @@ def test_target_keypoint_finds_one_of_two_peaks_and_feeds_the_state_token(tmp_pa
         torch.testing.assert_close(with_kp.batch_logits(batch), plain.batch_logits(batch))
         with_kp.keypoint_proj.weight.normal_(0.0, 1.0)
         with_kp.refresh_views()
-        kp_logits, kp = with_kp.keypoint(batch["pixels"], batch["tokens"])
+        kp_logits, kp, _ = with_kp.keypoint(batch["pixels"], batch["tokens"])
         assert kp_logits.shape == (3, 32 * 32) and kp.shape == (3, 6 + 32)
         a = with_kp(_labelled(with_kp, batch, keypoint_forced=torch.tensor([[0.1, 0.1]] * 3)))[1]
         b = with_kp(_labelled(with_kp, batch, keypoint_forced=torch.tensor([[0.9, 0.9]] * 3)))[1]
@@ -405,6 +406,42 @@ def test_keypoint_instruction_lets_the_direction_word_reach_the_keypoint_mlp(tmp
         ElasticVLAConfig(**SMALL, keypoint_instruction=True)
 
 
+def test_effector_keypoint_hands_on_target_minus_effector_and_learns_where_the_effector_is(tmp_path):
+    """effector_keypoint: a second head finds the end effector; the keypoint MLP gets its
+    point and target minus effector in the camera frame (the same when both points move
+    alike, as under a camera shift); its loss trains that head only where the effector's
+    image position is known; every submodel runs and it round-trips; it needs
+    target_keypoint."""
+    torch.manual_seed(5)
+    m = ElasticVLA(ElasticVLAConfig(**SMALL, target_keypoint=True, aux_dim=6, effector_keypoint=True))
+    obs = make_obs(0, "arm")
+    obs.depth[:] = 0.7
+    batch = m.obs_to_batch([obs, make_obs(1, "arm")])
+    with torch.no_grad():
+        logits, kp, e_logits = m.keypoint(batch["pixels"], batch["tokens"])
+    assert e_logits is not None and e_logits.shape == logits.shape
+    assert kp.shape == (2, 6 + 32 + 6 + 3)
+    target_xyz, effector_xyz, difference = kp[:, 3:6], kp[:, 38 + 3:38 + 6], kp[:, 38 + 6:]
+    torch.testing.assert_close(difference, target_xyz - effector_xyz)
+    assert effector_xyz[0, 2].item() == pytest.approx(0.7, rel=1e-4)  # depth under the effector
+    # its loss: only rows where the effector is seen, logged apart from the target's
+    labelled = _labelled(m, batch, keypoint_uv=torch.tensor([[0.4, 0.6]] * 2),
+                         effector_uv=torch.tensor([[0.2, 0.3], [float("nan"), float("nan")]]))
+    loss, logs = m(labelled)
+    assert {"effector", "effector_acc", "effector_err_px", "keypoint"} <= set(logs)
+    loss.backward()
+    assert m.keypoint.effector_score[-1].weight.grad.abs().sum() > 0
+    without = _labelled(m, batch, keypoint_uv=torch.tensor([[0.4, 0.6]] * 2),
+                        effector_uv=torch.full((2, 2), float("nan")))
+    assert "effector" not in m(without)[1]
+    with torch.no_grad():
+        m.keypoint_proj.weight.normal_(0.0, 1.0)
+        m.refresh_views()
+    _every_submodel_runs_and_it_round_trips(m, batch, tmp_path)
+    with pytest.raises(ValueError, match="effector_keypoint=True needs target_keypoint=True"):
+        ElasticVLAConfig(**SMALL, effector_keypoint=True)
+
+
 @pytest.mark.parametrize("encoding", ["log", "linear"])
 def test_target_keypoint_back_projects_in_metres(encoding):
     """The keypoint's depth is decoded back to metres whatever the encoding, and the point is
@@ -416,7 +453,7 @@ def test_target_keypoint_back_projects_in_metres(encoding):
     obs.depth[:] = 0.7
     batch = m.obs_to_batch([obs])
     with torch.no_grad():
-        _, kp = m.keypoint(batch["pixels"], batch["tokens"], torch.tensor([[0.25, 0.75]]))
+        _, kp, _ = m.keypoint(batch["pixels"], batch["tokens"], torch.tensor([[0.25, 0.75]]))
     u, v, _, x, y, z = kp[0, :6].tolist()
     assert (u, v) == (0.25, 0.75)
     assert z == pytest.approx(0.7, rel=1e-4)

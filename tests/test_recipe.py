@@ -61,11 +61,12 @@ def test_robust_recipe_trains_at_least_as_wide_as_every_shift_the_bench_tests():
                 assert abs(value) <= abs(limit), (cell, f.name, value, limit)
 
 
-def test_robust_recipe_is_the_default_model_plus_the_sentence_embedding():
+def test_robust_recipe_is_the_default_model_plus_the_sentence_embedding_and_the_effector():
     """The robust recipe's model is the default recipe's, reading the instruction's sentence
-    embedding too (words outside the vocabulary keep their meaning)."""
+    embedding too (words outside the vocabulary keep their meaning) and finding the end
+    effector as well as the target (their offset survives a camera move)."""
     default, robust = (read_yaml(recipe_path(name))["model"] for name in ("default", "robust"))
-    assert robust == {**default, "instruction_embedding": True}
+    assert robust == {**default, "instruction_embedding": True, "effector_keypoint": True}
 
 
 def test_recipe_lookup_errors_name_the_known_recipes(tmp_path):

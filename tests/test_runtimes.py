@@ -142,6 +142,17 @@ def test_onnx_export_of_the_target_keypoint_matches_torch(tmp_path):
 
 
 @pytest.mark.slow
+def test_onnx_export_of_the_effector_keypoint_matches_torch(tmp_path):
+    """effector_keypoint: a second argmax-windowed soft-argmax on the same features."""
+    torch.manual_seed(8)
+    m = ElasticVLA(ElasticVLAConfig(**TINY, target_keypoint=True, effector_keypoint=True, reference_frame=True))
+    with torch.no_grad():
+        m.keypoint_proj.weight.normal_(0.0, 1.0)
+    m.refresh_views()
+    _check_ort(m, ["full", "1/4"], tmp_path)
+
+
+@pytest.mark.slow
 def test_onnx_export_with_the_reference_frame_matches_torch(tmp_path):
     """reference_frame doubles the pixels input; the keypoint reads its first half only."""
     torch.manual_seed(7)

@@ -114,5 +114,6 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
 
 #: Length of every expert's ``features()`` vector: [0:6] the auxiliary head's regression
 #: targets, [6:8] where the target is in the camera image (u / width, v / height of its
-#: centre; NaN where the task has no object target) for the pointing head.
-FEATURE_DIM = 8
+#: centre; NaN where the task has no object target) for the pointing head, [8:10] where the
+#: robot's end effector is in the image (NaN where none is seen) for the effector head.
+FEATURE_DIM = 10

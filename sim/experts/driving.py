@@ -36,8 +36,8 @@ class DrivingExpert:
         """Privileged features (8,): for the auxiliary head, the offset from the target lane
         centre (lanes), heading error to the road (x5 rad), the gap to the nearest object in
         the ego's path (/50 m, 1 = none), its closing speed (/10 m/s), whether it is a
-        barrier, and the offset from the start lane centre (lanes); then NaN, NaN (no object
-        to point at)."""
+        barrier, and the offset from the start lane centre (lanes); then NaN for the pointing
+        and effector heads (no object to point at, no effector in view)."""
         w = self.world
         gap, closing, barrier = 50.0, 0.0, 0.0
         for obj, g in self._in_path(w, world.lane_center(w.target_lane)):
@@ -47,7 +47,7 @@ class DrivingExpert:
         return np.array([(w.ego_d - world.lane_center(w.target_lane)) / world.LANE_WIDTH,
                          5.0 * heading, max(gap, 0.0) / 50.0, closing / 10.0, barrier,
                          (w.ego_d - world.lane_center(w.start_lane)) / world.LANE_WIDTH,
-                         np.nan, np.nan], np.float32)
+                         np.nan, np.nan, np.nan, np.nan], np.float32)
 
     @staticmethod
     def _in_path(w, target_d):

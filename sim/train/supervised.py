@@ -65,6 +65,20 @@ def target_image_position(world: str, d: dict[str, np.ndarray], rows: slice) -> 
     return out
 
 
+def effector_image_position(world: str, d: dict[str, np.ndarray], rows: slice) -> np.ndarray:
+    """(n, 2) image position of the end effector for the given rows of recorded states, from
+    the recorded features (aux[8:10]); NaN where there is none (data recorded without it,
+    worlds without an effector in view, rows outside the image)."""
+    out = np.full((rows.stop - rows.start, 2), np.nan, np.float32)
+    aux = d.get("aux")
+    if aux is None or aux.shape[1] < 10 or EMBODIMENT_OF_WORLD[world] != "arm":
+        return out
+    uv = aux[rows, 8:10]
+    ok = np.all(np.isfinite(uv) & (uv >= 0) & (uv < 1), axis=1)
+    out[ok] = uv[ok]
+    return out
+
+
 @functools.lru_cache(maxsize=None)
 def _world_camera(world: str) -> dict:
     """The world's camera model (fixed per world) as its reset info reports it."""
@@ -125,6 +139,9 @@ class StateBuffer:
                 # The target centre's (u, v) in [0, 1)^2, NaN = none.
                 batch["keypoint_uv"] = torch.from_numpy(
                     target_image_position(world, d, slice(start, start + len(idx))))
+            if model.config.effector_keypoint:
+                batch["effector_uv"] = torch.from_numpy(
+                    effector_image_position(world, d, slice(start, start + len(idx))))
             self.parts.setdefault(world, []).append(batch)
         self.tensors.pop(world, None)
 

@@ -129,6 +129,12 @@ class ElasticVLAConfig:
     #: go first can depend on words the keypoint does not encode (a push starts behind the
     #: object, on the side opposite the direction word). Needs target_keypoint.
     keypoint_instruction: bool = False
+    #: the keypoint module also finds the robot's own end effector (a second score head on the
+    #: same features, not instruction-conditioned) and hands on target minus effector in the
+    #: camera's frame: a camera moved by some centimetres shifts both points alike, and one
+    #: turned by some degrees turns their difference by as much, where the target alone
+    #: back-projected into a fixed camera is off by the whole move. Needs target_keypoint.
+    effector_keypoint: bool = False
 
     # --- task memory ---
     #: the vision encoder also reads the first frame seen after the instruction
@@ -207,6 +213,12 @@ class ElasticVLAConfig:
         if not isinstance(self.instruction_embedding, bool):
             raise ValueError(f"ElasticVLAConfig.instruction_embedding={self.instruction_embedding!r} must be "
                              "True or False")
+        if not isinstance(self.effector_keypoint, bool):
+            raise ValueError(f"ElasticVLAConfig.effector_keypoint={self.effector_keypoint!r} must be "
+                             "True or False")
+        if self.effector_keypoint and not self.target_keypoint:
+            raise ValueError("ElasticVLAConfig.effector_keypoint=True needs target_keypoint=True (a second "
+                             "head of the keypoint module)")
         if self.keypoint_instruction and not self.target_keypoint:
             raise ValueError("ElasticVLAConfig.keypoint_instruction=True needs target_keypoint=True (it "
                              "widens the keypoint MLP)")

@@ -62,7 +62,7 @@ from .instruction_encoder import EMBEDDING_DIM, InstructionEncoder
 from .layers import Block, ElasticLinear, RMSNorm, rotary_tables
 from .preprocessing import VLAPreprocessing
 from .submodel_switching import SubmodelSwitching
-from .target_keypoint import KEYPOINT_FEATURES, KEYPOINT_WIDTH, TargetKeypoint, bag_of_words
+from .target_keypoint import EFFECTOR_FEATURES, KEYPOINT_FEATURES, KEYPOINT_WIDTH, TargetKeypoint, bag_of_words
 from .tokenizer import InstructionTokenizer
 
 CONFIG_FILE = "config.json"
@@ -132,7 +132,8 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         if c.target_keypoint:
             self.keypoint = TargetKeypoint(c.frame_channels, c.image_size, c.vocab_size, self.tokenizer.pad_id,
                                            c.use_depth, c.depth_encoding, c.depth_min_m, c.depth_max_m,
-                                           sentence_dim=EMBEDDING_DIM if c.instruction_embedding else 0)
+                                           sentence_dim=EMBEDDING_DIM if c.instruction_embedding else 0,
+                                           effector=c.effector_keypoint)
             # The keypoint and the robot state meet in a small MLP first: the actions depend
             # on where the target is relative to the robot, which is a non-linear function
             # of (u, v, depth) and the proprio that one linear step cannot give the decoder.
@@ -144,7 +145,8 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             if c.keypoint_instruction and c.instruction_embedding:  # the sentence joins the words
                 self.keypoint_sentence = nn.Linear(EMBEDDING_DIM, KEYPOINT_WIDTH, bias=False)
                 nn.init.zeros_(self.keypoint_sentence.weight)
-            self.keypoint_in = nn.Sequential(nn.Linear(KEYPOINT_FEATURES + c.proprio_dim + words_in, w), nn.GELU(),
+            kp_in = KEYPOINT_FEATURES + (EFFECTOR_FEATURES if c.effector_keypoint else 0)
+            self.keypoint_in = nn.Sequential(nn.Linear(kp_in + c.proprio_dim + words_in, w), nn.GELU(),
                                              nn.Linear(w, w), nn.GELU())
             # Training scaffold: the privileged features (target - robot) read off that MLP.
             self.keypoint_aux = nn.Linear(w, c.aux_dim) if c.aux_dim else None
@@ -240,8 +242,8 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             state = state + self.sentence_proj(sentence)
         keypoint = None
         if self.keypoint is not None:
-            kp_logits, kp = self.keypoint(pixels[:, : self.config.frame_channels], tokens,
-                                          keypoint_forced, sentence)
+            kp_logits, kp, effector_logits = self.keypoint(pixels[:, : self.config.frame_channels], tokens,
+                                                           keypoint_forced, sentence)
             inputs = [kp, proprio]
             if self.keypoint_words is not None:
                 words_kp = bag_of_words(self.keypoint_words, tokens, self.tokenizer.pad_id)
@@ -253,7 +255,9 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
             # action loss's gradient, far larger, would drown the geometry it has to learn.
             gate = self.keypoint_gate[embodiment].unsqueeze(-1)
             state = state + gate * self.keypoint_proj(fused.detach())
-            keypoint = (kp_logits, kp[:, :2], fused)
+            # effector (u, v): right after the target's features (KEYPOINT_FEATURES)
+            effector_uv = None if effector_logits is None else kp[:, KEYPOINT_FEATURES:KEYPOINT_FEATURES + 2]
+            keypoint = (kp_logits, kp[:, :2], fused, effector_logits, effector_uv)
         state = state.unsqueeze(1)
         x = torch.cat([img, words, state, queries.unsqueeze(0).expand(b, -1, -1)], dim=1)
         for i in self._active_layers:
@@ -272,7 +276,9 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         ``keypoint_uv`` (B, 2), optional, the target centre's image position, NaN where none;
         ``keypoint_forced`` (B, 2), optional, where finite the keypoint is taken there instead
         of at the model's own (teacher forcing: the decoder learns to use the keypoint before
-        the keypoint is good).
+        the keypoint is good);
+        ``effector_uv`` (B, 2), optional, the end effector's image position, NaN where unseen
+        (``effector_keypoint`` models: its head's loss, as L_kp).
 
             loss = CE_smoothed(pi(a | o), a*)              over the counted action tokens
                  + aux_weight * Huber(aux(o), f)           f: the privileged features (where the target is)
@@ -299,7 +305,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
                 logs["aux"] = float(aux_loss.detach())
         target_uv = batch.get("keypoint_uv")
         if keypoint is not None and target_uv is not None:
-            kp_logits, kp_uv, fused = keypoint
+            kp_logits, kp_uv, fused, effector_logits, effector_uv = keypoint
             has_target = torch.isfinite(target_uv).all(-1)
             if has_target.any() and keypoint_weight > 0:
                 forced = batch.get("keypoint_forced")
@@ -309,6 +315,15 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
                                                       target_uv[has_target], own[has_target])
                 loss = loss + keypoint_weight * kp_loss
                 logs.update(kp_logs)
+            where = batch.get("effector_uv")
+            if effector_logits is not None and where is not None and keypoint_weight > 0:
+                seen = torch.isfinite(where).all(-1)
+                if seen.any():
+                    assert self.keypoint is not None
+                    e_loss, e_logs = self.keypoint.loss(effector_logits[seen], effector_uv[seen], where[seen],
+                                                        seen[seen], name="effector")
+                    loss = loss + keypoint_weight * e_loss
+                    logs.update(e_logs)
             if self.keypoint_aux is not None and features is not None and aux_weight > 0 and has_target.any():
                 # The keypoint MLP must work out where the target is relative to the robot.
                 # x10: the head works in metres (weights of order 1), the features are in dm.
