@@ -22,12 +22,13 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from benchlib import parser, print_table, write_json
 from embodied_stack.sim.experts.driving import DrivingExpert
 from embodied_stack.sim.experts.tabletop import TabletopExpert
 from embodied_stack.sim.train.rollouts import success_interval
 from embodied_stack.sim.worlds.driving import DrivingEnv
 from embodied_stack.sim.worlds.tabletop import TabletopEnv
+
+from benchlib import parser, print_table, write_json
 
 #: (row, world class, expert factory, shift)
 VARIANTS = (

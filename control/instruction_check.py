@@ -10,7 +10,11 @@ nothing the node runs on its executor may wait for either. The encoder is loaded
 the first instruction does not wait for it.
 
 Only the newest instruction is grounded: one still waiting when a newer arrives is dropped (it
-no longer matters). A grounder that fails (the encoder package missing, a broken file) gives a
+no longer matters). With a scene (:meth:`InstructionCheck.set_scene`: what is in view, read
+by the ``scene`` parser into the known tasks it can serve), an instruction whose task has
+nothing in the scene to act on is not grounded either ("nothing in the scene matches it"); a
+new scene grounds the current instruction again, so an object that leaves the view stops the
+robot and one that arrives lets it go. A grounder that fails (the encoder package missing, a broken file) gives a
 verdict that is not grounded, with the error as its message: the robot does not move on an
 instruction nobody checked.
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from embodied_stack.control.input_sync import LatestSlot
 from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder, shared_encoder
@@ -39,14 +43,19 @@ class InstructionCheck:
     """``prototypes``: each known task's sentences (task -> [sentence]); ``threshold``: the
     grounder's least similarity; ``on_verdict(text, grounding)`` is called on this object's
     thread; ``encoder``: the sentence encoder (default: the process's shared packaged one,
-    loaded here; a policy that reads sentence embeddings then finds each instruction cached)."""
+    loaded here; a policy that reads sentence embeddings then finds each instruction cached);
+    ``scene(text)``: the known tasks a scene description can serve (None: any), ValueError on
+    one it cannot read (sim.worlds.paraphrase.scene_tasks reads "red cube, green ball")."""
 
     def __init__(self, prototypes: Mapping[str, Sequence[str]], threshold: float,
                  on_verdict: Callable[[str, Grounding], None], encoder: InstructionEncoder | None = None,
-                 preload: bool = True):
+                 scene: Callable[[str], Collection[str] | None] | None = None, preload: bool = True):
         self.grounder = InstructionGrounder(encoder or shared_encoder(), prototypes, threshold)
         self._on_verdict = on_verdict
+        self._scene = scene
         self._slot = LatestSlot(0.0, time.monotonic)
+        self._available: frozenset[str] | None = None  # None: no scene known, every task
+        self._current: str | None = None
         self.load_error: str | None = None
         self._thread = threading.Thread(target=self._run, args=(preload,), name="instruction_check",
                                         daemon=True)
@@ -54,7 +63,21 @@ class InstructionCheck:
 
     def submit(self, text: str) -> None:
         """Ground `text` (replaces one still waiting)."""
+        self._current = text
         self._slot.offer(text)
+
+    def set_scene(self, text: str) -> None:
+        """What is in view, from now on (read by ``scene``; ValueError, and nothing changes,
+        on text it cannot read); the current instruction is grounded again when the tasks the
+        scene can serve change."""
+        if self._scene is None:
+            raise ValueError("this check was made without a scene parser")
+        available = self._scene(text)
+        available = None if available is None else frozenset(available)
+        if available != self._available:
+            self._available = available
+            if self._current is not None:
+                self._slot.offer(self._current)
 
     def close(self, timeout: float = 5.0) -> None:
         self._slot.close()
@@ -65,7 +88,7 @@ class InstructionCheck:
         if self.load_error is not None:
             return Grounding(None, 0.0, GROUNDER_FAILED, message=self.load_error)
         try:
-            return self.grounder.ground(text)
+            return self.grounder.ground(text, self._available)
         except Exception as exc:  # noqa: BLE001 - any failure means "not checked": do not move
             return Grounding(None, 0.0, GROUNDER_FAILED,
                              message=f"the instruction could not be checked: {type(exc).__name__}: {exc}")

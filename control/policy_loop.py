@@ -426,14 +426,18 @@ class PolicyLoop:
 
     def on_grounding(self, text: str, grounded: bool, message: str) -> bool:
         """The verdict on instruction `text`: grounded -> the task may start; not grounded ->
-        `fault.instruction` with `message` (a stop) until the next instruction. A verdict on
-        any other text than the pending instruction is ignored (returns False)."""
+        `fault.instruction` with `message` (a stop) until the next instruction or a verdict
+        that grounds it (the scene changed: InstructionCheck.set_scene). Returns whether it
+        changed anything: a verdict on any other text than the current instruction, or the
+        same verdict again, is ignored."""
         with self._lock:
-            if not self._grounding_pending or text != self._instruction:
+            if text != self._instruction or (not self._grounding_pending and self._ungrounded != grounded):
                 return False
             self._grounding_pending, self._ungrounded = False, not grounded
             self._grounding_message = message
-            if not grounded:
+            if grounded:
+                self.safety.clear_fault("instruction")
+            else:
                 self.stats["ungrounded_instructions"] += 1
                 self.scheduler.clear()
                 self.safety.report_fault("instruction", message)

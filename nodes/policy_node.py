@@ -1,12 +1,13 @@
 """policy_node: camera + instruction in, commands out, with safety.
 
-Inputs: `camera/color/image_raw` (rgb8/bgr8; or JPEG/PNG `compressed` with
-`color_transport:=compressed`), `camera/depth/image_raw` (32FC1 m / 16UC1 mm, optional; NaN/inf
-= no return, REP-118; or `compressedDepth` with `depth_transport:=compressedDepth`),
-`camera/color/camera_info`, `joint_states` (proprio, by `proprio_names`), `odom` (vehicle
-speed), `instruction` (std_msgs/String, transient-local; with `instruction_tasks` set each is
-first grounded against those known tasks, control/instruction_check.py: one that matches none
-stops the robot, the reason on /diagnostics), `estop` (std_msgs/Bool, transient-local, latched).
+Inputs: `camera/color/image_raw` (rgb8/bgr8; or JPEG/PNG `compressed`, `color_transport`),
+`camera/depth/image_raw` (32FC1 m / 16UC1 mm, optional; NaN/inf = no return, REP-118; or
+`compressedDepth`, `depth_transport`), `camera/color/camera_info`, `joint_states` (proprio, by
+`proprio_names`), `odom` (vehicle speed), `instruction` (std_msgs/String, transient-local; with
+`instruction_tasks` set each is first grounded against those known tasks,
+control/instruction_check.py: one that matches none, or whose object is not among
+`scene/objects` ("red cube, green ball", transient-local, optional), stops the robot, the
+reason on /diagnostics), `estop` (std_msgs/Bool, transient-local, latched).
 Outputs: `servo/delta_twist_cmds` (TwistStamped, arm) or `cmd_vel` (TwistStamped, or Twist with
 `cmd_vel_stamped:=false`), or with `command:=joints` (docs/worlds.md) `joint_commands`
 (Float64MultiArray scaled to joint_low..joint_high; a `joint_gripper` channel also on
@@ -18,11 +19,11 @@ the elastic node corrects its latency table from them); `/diagnostics`.
 
 How it runs: every decision is PolicyLoop's (control/policy_loop.py lists the rules, tested on
 a fake clock), with control/safety.py's clock trust, staleness, faults, e-stop and clamps. This
-node declares the parameters (read-only ones refused at run time with a reason; a set of live
-ones applies all or none), converts messages (nodes/conversions.py: a malformed one is rejected
-with a throttled log line and `rejected.<topic>` on /diagnostics), owns the timers and
-publishes. Inference runs on a worker thread, never an executor's; an exception there is a
-safe stop (`fault.backend`, or `fault.worker` outside the backend), and the worker carries on.
+node declares the parameters (read-only ones refused at run time with a reason; live ones apply
+all or none), converts messages (nodes/conversions.py: a malformed one is rejected with a
+throttled log and `rejected.<topic>` on /diagnostics), owns the timers and publishes. Inference
+runs on a worker thread, never an executor's; an exception there is a safe stop
+(`fault.backend`, or `fault.worker` outside the backend), and the worker carries on.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from embodied_stack.nodes.params import (
     sensor_qos,
 )
 from embodied_stack.sim.worlds import default_proprio_names
-from embodied_stack.sim.worlds.paraphrase import known_task_prototypes
+from embodied_stack.sim.worlds.paraphrase import known_task_prototypes, scene_tasks
 
 #: The parameters that are PolicyLoopConfig settings (declared from it).
 LOOP_SETTINGS = [f.name for f in dataclasses.fields(PolicyLoopConfig)]
@@ -110,7 +111,7 @@ class PolicyNode(Node):
         self.loop = PolicyLoop(config, self._now(), self.policy.outputs_targets)
         if spec := g("instruction_tasks"):  # the encoder loads on the check's own thread
             self._check = InstructionCheck(known_task_prototypes(spec), g("grounding_threshold"),
-                                           self._on_grounding, encoder)
+                                           self._on_grounding, encoder, lambda text: scene_tasks(spec, text))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # --- ROS interfaces ---
@@ -123,6 +124,9 @@ class PolicyNode(Node):
         sub(JointState, "joint_states", self._on_joints, proprio_qos)
         sub(Odometry, "odom", self._on_odom, proprio_qos)
         sub(String, "instruction", self._on_instruction, LATCHED)
+        if self._check is not None:  # what is in view, e.g. "red cube, green ball"
+            scene = lambda m: self._convert("scene/objects", self._check.set_scene, m.data)  # noqa: E731
+            sub(String, "scene/objects", scene, LATCHED)
         sub(Bool, "estop", self._on_estop, LATCHED)
         if self.policy.wants_expert_feed:  # the sim-only expert relay (models/policy/expert_relay)
             sub(TwistStamped, "sim/expert_action", self._on_expert, 10)
@@ -154,16 +158,13 @@ class PolicyNode(Node):
     def _convert(self, topic: str, convert, msg):
         try:
             return convert(msg)
-        except conv.MessageRejected as exc:
+        except ValueError as exc:  # (conv.MessageRejected, or a parser's own)
             self._reject(topic, str(exc))
             return None
 
     def _judged(self, source: str, reason: str | None) -> None:
         """The loop's verdict on an input's stamp: report a refusal; else serve any request."""
-        if reason is not None:
-            self._reject(source, reason)
-        else:
-            self._dispatch()
+        self._reject(source, reason) if reason is not None else self._dispatch()
 
     def _reject(self, source: str, reason: str) -> None:
         last = self.loop.reject(source, reason)
@@ -184,8 +185,7 @@ class PolicyNode(Node):
             self._judged("depth", self.loop.on_depth(depth, stamp, self._now(), time.monotonic()))
 
     def _on_info(self, msg: CameraInfo) -> None:
-        K = self._convert("camera/color/camera_info", conv.camera_info_to_K, msg)
-        if K is not None:
+        if (K := self._convert("camera/color/camera_info", conv.camera_info_to_K, msg)) is not None:
             self.loop.on_camera_info(K)
 
     def _on_joints(self, msg: JointState) -> None:

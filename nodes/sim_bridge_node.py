@@ -5,7 +5,8 @@ Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m), w
 4:4:4: conversions.rgb_to_compressed says why) and `compressedDepth` (depth: 32FC1 inverse
 depth, PNG) topics as a network camera would,
 `camera/color/camera_info`, `joint_states` (the world's proprio vector, one named entry per
-element), `odom` (driving), `instruction` (transient-local, at every episode start), `/clock`
+element), `odom` (driving), `instruction` and, for worlds with objects, `scene/objects`
+("colour noun, ..." of every object in the scene) (both transient-local, at every episode start), `/clock`
 (simulated time; sim.launch.py remaps it to `/<robot>/clock` with several robots),
 `sim/expert_action` (the scripted expert's normalised action for the frame
 just published, stamped with it, in a TwistStamped's linear x, y, z then angular x, y, z: up
@@ -59,6 +60,7 @@ from embodied_stack.nodes.conversions import (
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
 from embodied_stack.sim.worlds import command_scale, load_world_files, world_spec
+from embodied_stack.sim.worlds.paraphrase import scene_text
 
 
 class SimBridgeNode(Node):
@@ -125,6 +127,7 @@ class SimBridgeNode(Node):
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
+        self.scene_pub = self.create_publisher(String, "scene/objects", LATCHED)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
         self.expert_pub = self.create_publisher(TwistStamped, "sim/expert_action", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -166,6 +169,8 @@ class SimBridgeNode(Node):
             self.expert.reset()
         self.episode_steps, self.episode_return = 0, 0.0
         self._command = None
+        if "objects" in self.info:  # what a detector would report: the policy node's scene check
+            self.scene_pub.publish(String(data=scene_text(self.info["objects"])))
         self.instruction_pub.publish(String(data=self.obs["instruction"]))
         self._publish_observation()
 

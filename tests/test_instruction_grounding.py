@@ -191,3 +191,35 @@ def test_a_grounder_that_cannot_start_refuses_every_instruction_with_the_error()
     _, g = _verdict("touch the red cube", prototypes=PROTOS, threshold=0.6,
                     encoder=InstructionEncoder(backend=broken))
     assert not g.ok and g.reason == GROUNDER_FAILED and "pip package" in g.message
+
+
+def test_a_scene_change_grounds_the_current_instruction_again():
+    """set_scene: the instruction's object leaves the view -> not grounded (nothing in the
+    scene matches); it comes back -> grounded; an unreadable scene is a ValueError and changes
+    nothing; the same tasks again give no new verdict."""
+    import queue
+
+    from embodied_stack.control.instruction_check import InstructionCheck
+    from embodied_stack.sim.worlds.paraphrase import scene_tasks
+
+    verdicts: queue.Queue = queue.Queue()
+    prototypes = {"touch the red cube": ["touch the red cube"], "touch the blue ball": ["touch the blue ball"]}
+    check = InstructionCheck(prototypes, 0.6, lambda text, g: verdicts.put(g),
+                             InstructionEncoder(backend=bag_of_words), lambda text: scene_tasks("tabletop", text))
+    try:
+        check.submit("touch the red cube")
+        assert verdicts.get(timeout=10).ok  # no scene yet: any task
+        check.set_scene("blue ball, green cylinder")
+        gone = verdicts.get(timeout=10)
+        assert not gone.ok and gone.reason == ig.NOT_IN_SCENE and "nothing in the scene" in gone.message
+        with pytest.raises(ValueError, match="expected 'colour noun'"):
+            check.set_scene("a red cube on the left")
+        check.set_scene("Green cylinder, blue ball")  # the same objects: the same tasks, no verdict
+        check.set_scene("red cube, blue ball")
+        assert verdicts.get(timeout=10).ok
+        assert verdicts.empty()
+    finally:
+        check.close()
+    with pytest.raises(ValueError, match="without a scene parser"):
+        InstructionCheck(prototypes, 0.6, lambda *v: None, InstructionEncoder(backend=bag_of_words),
+                         preload=False).set_scene("red cube")

@@ -446,6 +446,28 @@ def test_an_ungrounded_instruction_stops_the_robot_with_the_reason_until_the_nex
     assert request is not None and moving(rig.answer(request))
 
 
+def test_a_new_verdict_on_the_current_instruction_stops_or_starts_the_task():
+    """The scene changed (InstructionCheck.set_scene grounds the instruction again): its
+    object left the view -> a stop with the reason; it came back -> the task goes on; the
+    same verdict again changes nothing."""
+    rig = Rig(instruction=None)
+    rig.loop.on_instruction("touch the red cube", rig.t, grounding_pending=True)
+    assert rig.loop.on_grounding("touch the red cube", True, "grounded")
+    assert not rig.loop.on_grounding("touch the red cube", True, "grounded")  # nothing new
+    request = rig.at(0.01).frame()
+    assert request is not None and moving(rig.answer(request, chunk=np.tile([0.4, 0, 0], (40, 1))))
+    gone = "'touch the red cube' reads as 'touch the red cube', but nothing in the scene matches it"
+    assert rig.loop.on_grounding("touch the red cube", False, gone)
+    assert not any(moving(rig.tick()) for _ in range(3))
+    assert rig.at(0.01).frame() is None
+    assert rig.loop.diagnostics().values["fault.instruction"] == gone
+    assert rig.loop.on_grounding("touch the red cube", True, "grounded")
+    rig.tick()
+    assert "fault.instruction" not in rig.loop.diagnostics().values
+    request = rig.at(0.01).frame()
+    assert request is not None and moving(rig.answer(request))
+
+
 def test_a_verdict_on_an_instruction_already_replaced_is_ignored():
     rig = Rig(instruction=None)
     rig.loop.on_instruction("make me a coffee", rig.t, grounding_pending=True)

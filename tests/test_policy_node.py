@@ -278,6 +278,35 @@ def test_an_instruction_matching_no_known_task_stops_the_robot_with_the_reason(p
         h.close()
 
 
+def test_an_instruction_whose_object_is_not_in_view_stops_the_robot_until_it_is(policy):
+    """`scene/objects` ("colour noun, ..."): with `instruction_tasks` set, an instruction
+    whose object is not in view stops the robot with the reason on /diagnostics; once the
+    object is in view again, the task goes on; a scene it cannot read is rejected."""
+    from test_instruction_grounding import bag_of_words
+
+    from embodied_stack.models.policy.elastic_vla.instruction_encoder import InstructionEncoder
+
+    h = Harness(policy, encoder=InstructionEncoder(backend=bag_of_words), instruction_tasks="tabletop",
+                grounding_threshold=0.6)
+    scene = h.driver.create_publisher(String, "scene/objects", LATCHED)
+    try:
+        assert wait_for(lambda: scene.get_subscription_count())
+        assert h.stream_until(lambda: h.moves_after(0.0))  # no scene yet: "touch the red cube" goes
+        scene.publish(String(data="blue cube, green ball"))
+        assert h.stream_until(lambda: h.diag_values("fault.instruction"))
+        assert "nothing in the scene matches it" in h.diag_values("fault.instruction")[-1]
+        mark = time.monotonic()
+        h.stream(0.5)
+        assert h.recent(mark) and all(speed(m) == 0.0 for m in h.recent(mark))
+        scene.publish(String(data="a red cube somewhere"))
+        assert h.stream_until(lambda: h.diag_values("rejected.scene/objects"))
+        scene.publish(String(data="red cube, green ball"))
+        mark = time.monotonic()
+        assert h.stream_until(lambda: h.moves_after(mark))
+    finally:
+        h.close()
+
+
 # ------------------------------------------------------------------ faults
 def test_stale_camera_stops_the_robot_and_says_so(harness):
     assert harness.stream_until(lambda: harness.moves_after(0.0))

@@ -334,6 +334,29 @@ def scene_objects(scene: dict) -> list[tuple[str, str]]:
     return [(c, FAMILY_NOUNS.get(k, k)) for c, k in zip(scene["colors"], scene["classes"])]
 
 
+def scene_text(objects: Sequence[dict]) -> str:
+    """A ``scene/objects`` message from a world's ``info["objects"]`` (``color``, ``class``
+    per object): "colour noun" per object, comma-separated, e.g. "red cube, green ball"."""
+    from embodied_stack.sim.worlds.tabletop import FAMILY_NOUNS
+
+    return ", ".join(f"{o['color']} {FAMILY_NOUNS.get(o['class'], o['class'])}" for o in objects)
+
+
+def scene_tasks(spec: str, text: str) -> set[str] | None:
+    """The known tasks of the policy node's ``instruction_tasks`` (`spec`) that the objects in
+    a ``scene/objects`` message can serve ("colour noun" per object, comma-separated; "":
+    nothing in view). None (every task) where tasks name no object: driving, task files.
+    ValueError on an item that is not two words."""
+    objects = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        words = item.lower().split()
+        if len(words) != 2:
+            raise ValueError(f"scene object {item!r}: expected 'colour noun', e.g. 'red cube'")
+        objects.append((words[0], words[1]))
+    world = spec.partition(":")[0]
+    return available_tasks(world, objects, known_task_prototypes(spec) if world == "tabletop" else None)
+
+
 # --- the known tasks, for grounding (models/policy/instruction_grounding.py) ----------------------
 
 def task_prototypes(world: str, objects: str = "primitives") -> dict[str, list[str]]:
