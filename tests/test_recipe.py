@@ -143,6 +143,18 @@ def test_recipe_runs_at_a_tiny_scale_through_the_training_command(tmp_path):
     card, ev = (to / "README.md").read_text(), json.loads((to / "eval.json").read_text())
     assert ev["episodes"] == 2 and info["command"] in card and "## How it was trained" in card
     assert f"| full | tabletop | {ev['success_full_tabletop']:.0%} |" in card
+    # Runs side by side from their logs (bench/run_logs.py): this run's validations and losses.
+    logs = tmp_path / "logs.json"
+    read = subprocess.run([sys.executable, "bench/run_logs.py", str(out), "--steps", "1", "1000000",
+                           "--json", str(logs)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert read.returncode == 0, read.stderr[-3000:]
+    run = json.loads(logs.read_text())["run"]
+    assert run["progress"]["stage"] == "done" and run["run_info"]["command"] == info["command"]
+    assert {e["stage"] for e in run["validation"]} == {"bc", "dagger", "rl"}
+    assert run["at_1"]["global_step"] < run["at_1000000"]["global_step"] <= run["progress"]["global_step"]
+    missing = subprocess.run([sys.executable, "bench/run_logs.py", str(tmp_path / "bad")], cwd=REPO,
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "no checkpoint.pt" in missing.stderr
     # Resuming a finished run trains nothing more and keeps its weights and wall time.
     weights = (out / "model" / "model.safetensors").read_bytes()
     again = subprocess.run([sys.executable, "-m", "embodied_stack.nodes.cli", "train", "--out",
