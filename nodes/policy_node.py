@@ -110,8 +110,8 @@ class PolicyNode(Node):
         self.policy.warmup(self.embodiment)  # lazy set-up must not make the first answer late
         self.loop = PolicyLoop(config, self._now(), self.policy.outputs_targets)
         if spec := g("instruction_tasks"):  # the encoder loads on the check's own thread
-            self._check = InstructionCheck(known_task_prototypes(spec), g("grounding_threshold"),
-                                           self._on_grounding, encoder, lambda text: scene_tasks(spec, text))
+            self._check = InstructionCheck(tasks := known_task_prototypes(spec), g("grounding_threshold"),
+                                           self._on_grounding, encoder, lambda text: scene_tasks(spec, text, tasks))
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         # --- ROS interfaces ---

@@ -342,11 +342,12 @@ def scene_text(objects: Sequence[dict]) -> str:
     return ", ".join(f"{o['color']} {FAMILY_NOUNS.get(o['class'], o['class'])}" for o in objects)
 
 
-def scene_tasks(spec: str, text: str) -> set[str] | None:
+def scene_tasks(spec: str, text: str, prototypes: dict[str, list[str]] | None = None) -> set[str] | None:
     """The known tasks of the policy node's ``instruction_tasks`` (`spec`) that the objects in
     a ``scene/objects`` message can serve ("colour noun" per object, comma-separated; "":
     nothing in view). None (every task) where tasks name no object: driving, task files.
-    ValueError on an item that is not two words."""
+    ``prototypes``: ``known_task_prototypes(spec)`` if the caller has it (a detector may
+    publish at camera rate). ValueError on an item that is not two words."""
     objects = []
     for item in filter(None, (i.strip() for i in text.split(","))):
         words = item.lower().split()
@@ -354,7 +355,9 @@ def scene_tasks(spec: str, text: str) -> set[str] | None:
             raise ValueError(f"scene object {item!r}: expected 'colour noun', e.g. 'red cube'")
         objects.append((words[0], words[1]))
     world = spec.partition(":")[0]
-    return available_tasks(world, objects, known_task_prototypes(spec) if world == "tabletop" else None)
+    if world != "tabletop":
+        return None
+    return available_tasks(world, objects, prototypes or known_task_prototypes(spec))
 
 
 # --- the known tasks, for grounding (models/policy/instruction_grounding.py) ----------------------
