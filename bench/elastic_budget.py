@@ -51,7 +51,7 @@ bench/cpu_loads.py, the world's and the decision loop's processes in bench/elast
     python bench/elastic_budget.py [--quick] [--json out.json] [--png timeline.png]
         [--world driving] [--rate 100] [--margin-ms 1] [--threads 2]
         [--load burners --burners 3 | --load quota --quota 0.25 | --load rt --rt-busy 0.65]
-        [--table config/latency_tables.json] [--calibration-s S]
+        [--table now|config/latency_tables.json] [--calibration-s S]
     python bench/elastic_budget.py --device cuda [--load gpu] [--precision fp32] [--cuda-graph]
 
 JSON keys: elastic_miss_rate, fixed_full_miss_rate, fixed_smallest_miss_rate,
@@ -60,7 +60,8 @@ reaction_periods, world, rate_hz, deadline_ms, load, burners, quota_cpus, quota_
 rt_busy, rt_period_ms, gpu_busy, gpu_period_ms, runtime,
 threads, seconds_per_mode, repeats, idle_poll_s,
 episodes_<run>, page_faults_<run> (the control loop's minor page faults), <run>_p50_ms,
-<run>_p99_ms, <run>_miss_rate_under_load, command.
+<run>_p99_ms, <run>_miss_rate_under_load, elastic_slowdown_load_{off,on}_{p50,p90} (the
+slowdown the decision loop read with the load off and on), command.
 """
 
 from __future__ import annotations
@@ -347,8 +348,11 @@ def build_parser():
     parser.add_argument("--dwell", type=float, default=2.0,
                         help="elastic dwell s: least time between a switch and a step up, and how long "
                              "a miss holds the selector (default 2, the elastic node's dwell_s)")
-    parser.add_argument("--table", default=str(benchlib.LATENCY_TABLE),
-                        help="latency table (this machine's entry is used, or measured and cached)")
+    parser.add_argument("--table", default="now",
+                        help="latency table the elastic loop selects with: now (default: measured "
+                             "before the runs, for this model on the world's embodiment, on the "
+                             "CPU as on a GPU), or a table file (this machine's entry is used, or "
+                             "measured and cached)")
     return parser
 
 
@@ -374,6 +378,7 @@ def main(argv=None) -> dict:
     args.calibration_s = args.calibration_s or (240.0 if args.quick else 360.0)
 
     from embodied_stack.control.elastic.latency_table import load_table, measure_policy_table
+    from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
     from embodied_stack.models.policy.backends import load_backend
     from embodied_stack.models.runtime import make_runtime
 
@@ -381,12 +386,11 @@ def main(argv=None) -> dict:
     if on_gpu:  # as the policy node builds it with device:=cuda (CUDA graphs captured here)
         policy = load_backend("vla", args.model, args.device, "torch", args.precision, args.cuda_graph)
         # the table of the policy as built (precision, graphs): a few seconds on a GPU
-        table, bad = measure_policy_table(policy, policy.runtime_description, rounds=5, iters=100)
+        table, bad = measure_policy_table(policy, policy.runtime_description, rounds=5, iters=100,
+                                          embodiment=EMBODIMENT_OF_WORLD[args.world])
         print(f"latency table: measured now on {key} ({policy.runtime_description})"
               + (f"; not monotone: {bad}" if bad else ""))
     else:
-        table, origin = load_table(args.table, "cpu", "onnxruntime", True, args.model, print)
-        print(f"latency table: {origin}")
         policy = load_backend("vla", args.model, "cpu")
     threads_given = args.threads is not None
     args.threads = args.threads or NODE_THREADS
@@ -398,6 +402,14 @@ def main(argv=None) -> dict:
         return rt
 
     runtime = policy.runtime if on_gpu else use_threads(args.threads)
+    if not on_gpu and args.table == "now":  # this model, this world's embodiment, this machine
+        table, bad = measure_policy_table(policy, policy.runtime_description, rounds=5, iters=100,
+                                          embodiment=EMBODIMENT_OF_WORLD[args.world])
+        print(f"latency table: measured now on {key} for {args.world} ({policy.runtime_description}, "
+              f"{args.threads} threads)" + (f"; not monotone: {bad}" if bad else ""))
+    elif not on_gpu:
+        table, origin = load_table(args.table, "cpu", "onnxruntime", True, args.model, print)
+        print(f"latency table: {origin}")
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
     cores = len(os.sched_getaffinity(0))
     with contextlib.ExitStack() as children:  # closed in reverse order, also on an error
@@ -531,12 +543,14 @@ class Bench:
         thread `full` is slower than a two-thread table says, and the selector would plan with
         the wrong tails until its online correction caught up. Returns the table's p50/p99."""
         from embodied_stack.control.elastic.latency_table import measure_policy_table
+        from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
         if self.threads != self.table_threads:
             print(f"latency table: measuring it again at {self.threads} intra-op thread(s) "
                   f"(the table was measured at {self.table_threads})")
             self.table, bad = measure_policy_table(self.policy, self.policy.runtime_description,
-                                                   rounds=5, iters=100)
+                                                   rounds=5, iters=100,
+                                                   embodiment=EMBODIMENT_OF_WORLD[self.args.world])
             if bad:
                 print(f"latency table not monotone: {bad}")
             self.table_threads = self.threads
@@ -658,6 +672,13 @@ def figures(runs: dict, parts: dict, bench: Bench, rate: float) -> dict:
         out[f"{mode}_p99_ms"] = float(np.percentile(lat, 99))
         on = [x for x in res["infer"] if _load_on(res, x[0])]
         out[f"{mode}_miss_rate_under_load"] = float(np.mean([x[3] for x in on])) if on else 0.0
+    # What the decision loop read: its slowdown with the load off and on (a slowdown above 1
+    # with the load off steps the loop down for nothing; docs/elastic.md)
+    budget = runs["elastic"]["budget"]
+    for state, key in ((False, "off"), (True, "on")):
+        seen = [sd for t, sd in budget if _load_on(runs["elastic"], t) == state]
+        out[f"elastic_slowdown_load_{key}_p50"] = float(np.percentile(seen, 50)) if seen else None
+        out[f"elastic_slowdown_load_{key}_p90"] = float(np.percentile(seen, 90)) if seen else None
     el = runs["elastic"]["infer"]
     for name in table:
         mine = [x for x in el if x[1] == name]

@@ -17,7 +17,10 @@ ort_speedup (full, batch 1), ort_max_abs_diff (max over the exported submodels),
 reference_decoder_p50_ms and full_over_reference (a plain 4-layer d=128 decoder timed
 interleaved with the full model: a load gauge for a shared machine), plus
 <runtime>_<submodel>_{p50_ms,p95_ms,b32_obs_per_s} and <submodel>_{params,weight_mb}
-(submodel names with "/" written "_": 3_4, 1_2, 1_4); on CUDA cuda_graph_p50_ms and
+(submodel names with "/" written "_": 3_4, 1_2, 1_4); ort_smallest_over_full; for a model
+with a target keypoint that vehicles do not use, ort_vehicle_<submodel>_{p50_ms,p95_ms} and
+ort_vehicle_smallest_over_full (a vehicle's observation: the graph without the keypoint,
+timed in the same rounds); on CUDA cuda_graph_p50_ms and
 cuda_b256_obs_per_s. --quick exports/measures ORT for full and the smallest submodel only
 (ONNX exports are cached in --cache-dir, so later runs skip them).
 """
@@ -79,16 +82,19 @@ def timed_select(model: ElasticVLA, runtime, obs: Observation, n: int) -> list[f
     return times
 
 
-def interleaved_latency(model, jobs, obs, rounds: int, per_round: int, warmup: int, bar) -> dict:
-    """jobs: {(runtime_name, submodel): runtime or None}. Round robin; returns samples."""
+def interleaved_latency(model, jobs, obs, rounds: int, per_round: int, warmup: int, bar,
+                        obs_of: dict | None = None) -> dict:
+    """jobs: {(runtime_name, submodel): runtime or None}, each on `obs` (or on
+    ``obs_of[runtime_name]``). Round robin; returns samples."""
+    obs_of = obs_of or {}
     samples = {j: [] for j in jobs}
-    for (_rt_name, sub), rt in jobs.items():
+    for (rt_name, sub), rt in jobs.items():
         model.set_submodel(sub)
-        timed_select(model, rt, obs, warmup)
+        timed_select(model, rt, obs_of.get(rt_name, obs), warmup)
     for _ in range(rounds):
         for (rt_name, sub), rt in jobs.items():
             model.set_submodel(sub)
-            samples[(rt_name, sub)] += timed_select(model, rt, obs, per_round)
+            samples[(rt_name, sub)] += timed_select(model, rt, obs_of.get(rt_name, obs), per_round)
             bar.update(1)
     model.use_runtime(None)
     return samples
@@ -311,7 +317,15 @@ def main(argv=None) -> dict:
     bar.set_postfix_str("batch-1 latency")
     jobs = {("torch", n): None for n in names}
     jobs.update({("ort", n): ort for n in ort_names})
-    samples = interleaved_latency(model, jobs, obs, rounds, per_round, warmup, bar)
+    # A vehicle does not use the target keypoint: select_action runs the graph without it
+    # (ElasticVLA.uses_keypoint), timed in the same rounds as the arm's
+    vehicle = next((o for o in obs_list if o.embodiment == "vehicle"), None)
+    lean = (ort is not None and vehicle is not None and model.keypoint is not None
+            and not model.uses_keypoint("vehicle"))
+    if lean:
+        jobs.update({("ort_vehicle", n): ort for n in ort_names})
+    samples = interleaved_latency(model, jobs, obs, rounds, per_round, warmup, bar,
+                                  obs_of={"ort_vehicle": vehicle})
 
     bar.set_postfix_str("batch-32 throughput")
     b32 = model.obs_to_batch(obs_list)
@@ -324,12 +338,14 @@ def main(argv=None) -> dict:
         res[f"{key(name)}_params"] = params
         res[f"{key(name)}_decoder_params"] = model.active_parameter_count(decoder_only=True)
         res[f"{key(name)}_weight_mb"] = params * 4 / MB
-        for rt_name in ("torch", "ort"):
+        for rt_name in ("torch", "ort", "ort_vehicle"):
             if (rt_name, name) not in samples:
                 continue
             p = percentiles(samples[(rt_name, name)])
             res[f"{rt_name}_{key(name)}_p50_ms"] = p["p50_ms"]
             res[f"{rt_name}_{key(name)}_p95_ms"] = p["p95_ms"]
+            if rt_name == "ort_vehicle":
+                continue
             rt = torch_rt if rt_name == "torch" else ort
             res[f"{rt_name}_{key(name)}_b32_obs_per_s"] = throughput(
                 lambda b, r=rt, n=name: r.run(b, n), b32, b32_iters)
@@ -361,6 +377,10 @@ def main(argv=None) -> dict:
             res[f"ort_{key(name)}_speedup"] = res[f"torch_{key(name)}_p50_ms"] / res[f"ort_{key(name)}_p50_ms"]
         res["ort_max_abs_diff"] = max(diffs.values())
         res["ort_speedup"] = res["ort_full_speedup"]
+        res["ort_smallest_over_full"] = res[f"ort_{key(ort_names[-1])}_p50_ms"] / res["ort_full_p50_ms"]
+        if lean:
+            res["ort_vehicle_smallest_over_full"] = (res[f"ort_vehicle_{key(ort_names[-1])}_p50_ms"]
+                                                     / res["ort_vehicle_full_p50_ms"])
     bar.update(1)
 
     cuda_table = {}
@@ -401,7 +421,7 @@ def main(argv=None) -> dict:
 
 def print_table(res: dict, names, ort_names, use_cuda: bool) -> None:
     cols = ["submodel", "params", "weight MB", "torch p50", "torch p95", "torch b32 obs/s",
-            "ORT p50", "ORT p95", "ORT b32 obs/s", "ORT x", "ORT max|diff|"]
+            "ORT p50", "ORT p95", "ORT b32 obs/s", "ORT x", "ORT max|diff|", "ORT vehicle p50"]
     if use_cuda:
         cols += ["CUDA p50", "graph p50", "graph fwd", "graph b256 obs/s"]
     rows = []
@@ -412,7 +432,7 @@ def print_table(res: dict, names, ort_names, use_cuda: bool) -> None:
                f(f"torch_{k}_p95_ms", "{:.2f} ms"), f(f"torch_{k}_b32_obs_per_s", "{:,.0f}"),
                f(f"ort_{k}_p50_ms", "{:.2f} ms"), f(f"ort_{k}_p95_ms", "{:.2f} ms"),
                f(f"ort_{k}_b32_obs_per_s", "{:,.0f}"), f(f"ort_{k}_speedup", "{:.2f}"),
-               f(f"ort_{k}_max_abs_diff", "{:.1e}")]
+               f(f"ort_{k}_max_abs_diff", "{:.1e}"), f(f"ort_vehicle_{k}_p50_ms", "{:.2f} ms")]
         if use_cuda:
             row += [f(f"cuda_{k}_p50_ms", "{:.3f} ms"), f(f"cuda_graph_{k}_p50_ms", "{:.3f} ms"),
                     f(f"cuda_graph_{k}_forward_p50_ms", "{:.3f} ms"), f(f"cuda_graph_{k}_b256_obs_per_s", "{:,.0f}")]

@@ -179,7 +179,9 @@ def test_cpu_source_counts_other_runnable_threads(tmp_path):
     b = src.read()
     assert b.detail["runnable_others"] == 2  # 5 - the reader - 2 of the excluded process
     assert b.slowdown == pytest.approx(max(1.0, (2 + 2) / src.cores))
-    assert CpuSource(threads=2, proc=str(tmp_path)).read().detail["runnable_others"] == 4
+    # no pids to scan: up to `threads` runnable threads are taken for the policy's own
+    assert CpuSource(threads=2, proc=str(tmp_path)).read().detail["runnable_others"] == 2
+    assert CpuSource(threads=1, proc=str(tmp_path)).read().detail["runnable_others"] == 3
     assert b.free_mem_mb > 0
 
 
@@ -203,7 +205,7 @@ def test_cpu_source_sees_a_load_step_at_the_first_read_and_drops_it_after_the_wi
     loadavg = tmp_path / "loadavg"
     src = CpuSource(threads=2, window=3, proc=str(tmp_path))
     seen = []
-    for running in (1, 1, 1, 7, 1, 1, 1, 1):  # the reader alone; then one read with 6 others
+    for running in (3, 3, 3, 9, 3, 3, 3, 3):  # the reader and the policy's 2; then 6 others
         loadavg.write_text(f"0.5 0.5 0.5 {running}/99 1\n")
         seen.append(src.read().detail["runnable_others"])
     assert seen == [0, 0, 0, 6, 6, 6, 0, 0]
@@ -392,7 +394,7 @@ def test_cpu_source_does_not_count_busy_time_that_runnable_threads_share(tmp_pat
     read_at(0.0, [0] * n, running=1)
     b = read_at(0.01, [1e7] * n, running=1 + 2 * n + 1)  # the reader, 2 per core, the policy
     assert b.detail["hidden_busy"] == 0.0
-    assert b.slowdown == pytest.approx((1 + 2 * n + 1) / n)  # (threads + others) / cores
+    assert b.slowdown == pytest.approx((1 + 2 * n) / n)  # (threads + others) / cores
 
 
 def test_busy_time_from_proc_stat():

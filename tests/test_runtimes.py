@@ -164,6 +164,49 @@ def test_onnx_export_with_the_reference_frame_matches_torch(tmp_path):
     _check_ort(m, ["full", "1/4"], tmp_path)
 
 
+def test_embodiments_without_the_keypoint_run_the_graph_without_it(tmp_path):
+    """A vehicle never uses the target keypoint (its gate is zero), so select_action runs the
+    graph without it there: the same actions, without the keypoint's convolutions. For an arm
+    leaving it out changes the logits (the flag is live, not ignored)."""
+    from embodied_stack.models.runtime.onnx_runtime import OnnxRuntime
+
+    torch.manual_seed(9)
+    m = ElasticVLA(ElasticVLAConfig(**TINY, target_keypoint=True))
+    with torch.no_grad():
+        m.keypoint_proj.weight.normal_(0.0, 1.0)  # a trained projection, not the no-op start
+    m.refresh_views()
+    assert m.uses_keypoint("arm") and not m.uses_keypoint("vehicle")
+    obs = observations(4)
+    vehicle = m.obs_to_batch([o for o in obs if o.embodiment == "vehicle"])
+    arm = m.obs_to_batch([o for o in obs if o.embodiment == "arm"])
+    m.set_submodel("1/4")
+    with torch.no_grad():
+        assert torch.equal(m.batch_logits(vehicle, keypoint=False), m.batch_logits(vehicle))
+        assert not torch.allclose(m.batch_logits(arm, keypoint=False), m.batch_logits(arm))
+    eager = TorchRuntime(m, num_threads=torch.get_num_threads())
+    assert torch.equal(eager.run(vehicle, "1/4", keypoint=False), eager.run(vehicle, "1/4"))
+
+    ort = OnnxRuntime(m, cache_dir=tmp_path, submodels=["1/4"], intra_op_threads=1)
+    assert sorted(ort.sessions) == ["1/4", "1/4-nokp"]
+    assert ort.paths["1/4-nokp"].stat().st_size < ort.paths["1/4"].stat().st_size
+    torch.testing.assert_close(ort.run(vehicle, "1/4", keypoint=False), ort.run(vehicle, "1/4"),
+                               atol=1e-5, rtol=1e-5)
+
+    class Refuses:  # the whole graph: must not be what a vehicle runs
+        def run(self, *args):
+            raise AssertionError("the whole graph ran for a vehicle")
+
+    car, robot = obs[1], obs[0]
+    plain = m.select_action(car).chunk
+    m.use_runtime(ort)
+    whole, ort.sessions["1/4"] = ort.sessions["1/4"], Refuses()
+    np.testing.assert_allclose(m.select_action(car).chunk, plain, atol=1e-6)
+    with pytest.raises(AssertionError, match="whole graph"):
+        m.select_action(robot)
+    ort.sessions["1/4"] = whole
+    m.use_runtime(None)
+
+
 def test_onnx_every_named_submodel_default_config(tmp_path):
     torch.manual_seed(0)
     m = ElasticVLA()

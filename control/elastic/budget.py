@@ -478,10 +478,16 @@ class CpuSource(BudgetSource):
 
     `threads`: the threads the policy's runtime uses (ONNX Runtime / torch intra-op).
     Other load = runnable threads - 1 (the reading thread itself) - the runnable threads of
-    `exclude_pids` (optional). Scanning the thread states of a process whose threads are busy
-    on other cores disturbed their latency measurably on a 2-core machine, so nothing is
-    scanned by default: the policy's own threads, when they happen to be on a core, then count
-    as load, and the selector's online correction absorbs that bias."""
+    `exclude_pids` (optional), or, without them, - `threads`. Scanning the thread states of a
+    process whose threads are busy on other cores disturbed their latency measurably on a
+    2-core machine, so nothing is scanned by default, and up to `threads` runnable threads are
+    taken for the policy's own. When the policy is not running at a read, that undercounts
+    the others by up to `threads`, and the selector's online correction (measured latencies)
+    makes up for it. Counting the policy's own threads as load instead held a 1-thread policy
+    at a slowdown of 1.5 on an idle 2-core machine (its thread and the camera's, each read
+    as load), and a correction learned below 1 does not carry a step up: the loop stayed on
+    the small submodels with nothing else running (bench/elastic_budget.py,
+    `elastic_slowdown_load_off_p50`)."""
 
     name = "cpu"
 
@@ -541,8 +547,11 @@ class CpuSource(BudgetSource):
         others_now = None
         try:
             runnable = read_runnable(self._read_kept(self._loadavg_path))
-            others_now = max(0, runnable - 1 - sum(self._running_threads(p)
-                                                   for p in self.exclude_pids))
+            # Without the policy's pids, up to `threads` runnable threads may be its own
+            # (class docstring): that many are not counted.
+            own = (sum(self._running_threads(p) for p in self.exclude_pids) if self.exclude_pids
+                   else self.threads)
+            others_now = max(0, runnable - 1 - own)
             self._runnable.append(others_now)
         except (OSError, ValueError):
             pass
@@ -550,10 +559,9 @@ class CpuSource(BudgetSource):
         now = time.monotonic()
         busy = self._least_busy_share(now)
         if busy is not None:
-            # Runnable threads at this read would share the CPUs fairly: their part of the
-            # busy time is not hidden. Up to `threads` of them may be the policy's own
-            # (nothing is scanned by default), so that many are not counted.
-            shared = min(1.0, max(0, (others_now or 0) - self.threads) / self.cores)
+            # The other runnable threads at this read (the policy's own already left out)
+            # would share the CPUs fairly: their part of the busy time is not hidden.
+            shared = min(1.0, (others_now or 0) / self.cores)
             self._hidden.append(max(0.0, busy - shared))
         hidden = max(self._hidden) if self._hidden else 0.0
         if now - self._vm_at > 0.5:  # RAM, clock and which cgroup: twice a second is enough

@@ -127,13 +127,15 @@ def measure_latency_table(run: Callable[[str], object], order, rounds: int = 10,
 
 
 def measure_policy_table(policy, runtime_description: str, rounds: int = 10, iters: int = 100,
-                         attempts: int = 3, progress=None):
+                         attempts: int = 3, progress=None, embodiment: str | None = None):
     """A latency table for an ElasticVLA-like policy (select_action at batch 1 on a blank
-    observation) as it runs now, every submodel, smallest first by active parameters.
-    Returns (entries, violations); entries also carry weight_mb, params and runtime."""
+    observation of `embodiment`, default the model's first) as it runs now, every submodel,
+    smallest first by active parameters. Returns (entries, violations); entries also carry
+    weight_mb, params and runtime. The embodiment matters: one that does not use the target
+    keypoint runs a cheaper graph (ElasticVLA.uses_keypoint)."""
     from embodied_stack.models.runtime import example_observation
 
-    obs = example_observation(policy)
+    obs = example_observation(policy, embodiment)
     before = policy.submodel
     sizes = {}
     for name in policy.submodel_names:

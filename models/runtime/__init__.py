@@ -7,6 +7,7 @@ Every runtime has the same small interface, so ``ElasticVLA.use_runtime(rt)`` ma
     rt.prepare(["full", "1/2"])          # export / build ahead of time, never in the control loop
     logits = rt.run(batch, "full")       # batch: the model's input tensors (obs_to_batch)
                                          # logits: (B, T*A, bins) torch.Tensor
+    logits = rt.run(batch, "full", keypoint=False)  # for embodiments without the keypoint
 
 Caches (ONNX files, TensorRT engines) are keyed by a hash of the weights and written
 atomically (temp file + rename) so a crash never leaves a half-written file behind.
@@ -50,8 +51,11 @@ class Runtime(abc.ABC):
     name: str = "runtime"
 
     @abc.abstractmethod
-    def run(self, batch: dict[str, torch.Tensor], submodel: str) -> torch.Tensor:
-        """Logits (B, T*A, bins) for the model's input tensors, computed by `submodel`."""
+    def run(self, batch: dict[str, torch.Tensor], submodel: str, keypoint: bool = True) -> torch.Tensor:
+        """Logits (B, T*A, bins) for the model's input tensors, computed by `submodel`;
+        ``keypoint=False`` (every row's embodiment leaves the target keypoint out, see
+        ``ElasticVLA.uses_keypoint``) lets a runtime run the graph without it: the same logits,
+        cheaper. A runtime may ignore it and run the whole graph."""
 
     def prepare(self, submodels: Iterable[str]) -> None:
         """Do any per-submodel work (export, engine build, graph capture) ahead of time."""
@@ -78,6 +82,17 @@ def model_hash(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def keypoint_variants(model) -> tuple[bool, ...]:
+    """The ``keypoint`` values a runtime prepares graphs for: the whole graph, and the one
+    without the target keypoint where the model has one and some embodiment does not use it
+    (``ElasticVLA.uses_keypoint``; for a model without a keypoint both are the same graph)."""
+    if getattr(model, "keypoint", None) is None:
+        return (True,)
+    if all(model.uses_keypoint(e) for e in model.config.embodiment_names):
+        return (True,)
+    return (True, False)
 
 
 def make_runtime(kind: str, model, **kwargs) -> Runtime:
@@ -150,6 +165,7 @@ __all__ = [
     "SENTENCE_DIM",
     "SENTENCE_INPUT",
     "input_names",
+    "keypoint_variants",
     "OUTPUT_NAME",
     "Runtime",
     "atomic_write_bytes",

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import OUTPUT_NAME, SENTENCE_DIM, Runtime, default_cache_dir, input_names, model_hash
+from . import OUTPUT_NAME, SENTENCE_DIM, Runtime, default_cache_dir, input_names, keypoint_variants, model_hash
 from .cache_check import check_digest, record_digest, sidecar_of
 
 log = logging.getLogger(__name__)
@@ -43,21 +43,33 @@ FALLBACK_OPSET = 18
 
 class _ActionLogits(torch.nn.Module):
     """The module the exporter traces (it takes modules, not methods): the model's
-    ``action_logits``."""
+    ``action_logits`` (``keypoint``: with the target keypoint, or the graph without it)."""
 
-    def __init__(self, model):
+    def __init__(self, model, keypoint: bool = True):
         super().__init__()
         self.model = model
+        self.keypoint = keypoint
 
     def forward(self, pixels, tokens, proprio, embodiment):
-        return self.model.action_logits(pixels, tokens, proprio, embodiment)
+        return self.model.action_logits(pixels, tokens, proprio, embodiment, None, self.keypoint)
 
 
 class _ActionLogitsSentence(_ActionLogits):
     """The same for a model that also reads the instruction's sentence embedding."""
 
     def forward(self, pixels, tokens, proprio, embodiment, instruction_embedding):  # type: ignore[override]
-        return self.model.action_logits(pixels, tokens, proprio, embodiment, instruction_embedding)
+        return self.model.action_logits(pixels, tokens, proprio, embodiment, instruction_embedding,
+                                        self.keypoint)
+
+
+def graph_name(submodel: str, keypoint: bool = True) -> str:
+    """A graph's name in the cache and in OnnxRuntime's sessions: the submodel's, with
+    LEAN_SUFFIX for the graph without the target keypoint."""
+    return submodel if keypoint else submodel + LEAN_SUFFIX
+
+
+#: Marks the graph without the target keypoint (runtimes.keypoint_variants).
+LEAN_SUFFIX = "-nokp"
 
 
 def _example_batch(model, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
@@ -73,7 +85,8 @@ def _example_batch(model, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
          if c.instruction_embedding else ())
 
 
-def export_key(model, submodel: str, opset: int = DEFAULT_OPSET, weights_hash: str | None = None) -> str:
+def export_key(model, submodel: str, opset: int = DEFAULT_OPSET, weights_hash: str | None = None,
+               keypoint: bool = True) -> str:
     shape = model.resolve_submodel(submodel)
     payload = {
         "weights": weights_hash or model_hash(model),
@@ -82,11 +95,15 @@ def export_key(model, submodel: str, opset: int = DEFAULT_OPSET, weights_hash: s
         "torch": torch.__version__,
         "format": EXPORT_FORMAT,
     }
+    if not keypoint:  # (the whole graph's key is what it was before the lean one existed)
+        payload["keypoint"] = False
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
-    """Export `submodel` of `model` to `path` (atomically), batch dimension dynamic."""
+def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                keypoint: bool = True) -> Path:
+    """Export `submodel` of `model` to `path` (atomically), batch dimension dynamic;
+    ``keypoint=False``: the graph without the target keypoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     previous = model.submodel_shape.spec
@@ -107,7 +124,7 @@ def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFA
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                wrapper(model),
+                wrapper(model, keypoint),
                 _example_batch(model),
                 tmp,
                 dynamo=True,
@@ -120,7 +137,7 @@ def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFA
                 verbose=False,
             )
         os.replace(tmp, path)
-        record_digest(path, extra={"submodel": submodel, "opset": opset})
+        record_digest(path, extra={"submodel": submodel, "opset": opset, "keypoint": keypoint})
     finally:
         quiet.setLevel(level)
         if os.path.exists(tmp):
@@ -132,17 +149,19 @@ def export_onnx(model, submodel: str, path: str | os.PathLike, opset: int = DEFA
 
 
 def onnx_cache_path(model, submodel: str, cache_dir: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                    weights_hash: str | None = None) -> Path:
+                    weights_hash: str | None = None, keypoint: bool = True) -> Path:
     """Where the cached export of `submodel` lives (the name holds the cache key)."""
-    key = export_key(model, submodel, opset, weights_hash)
-    return Path(cache_dir) / "onnx" / f"elastic_vla-{submodel.replace('/', '_')}-{key}.onnx"
+    key = export_key(model, submodel, opset, weights_hash, keypoint)
+    name = graph_name(submodel, keypoint).replace("/", "_")
+    return Path(cache_dir) / "onnx" / f"elastic_vla-{name}-{key}.onnx"
 
 
 def ensure_onnx(model, submodel: str, cache_dir: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                weights_hash: str | None = None) -> Path:
-    """The cached export of `submodel`, exporting it first on a miss, or again when the cached
-    file does not match the hash recorded at its export."""
-    path = onnx_cache_path(model, submodel, cache_dir, opset, weights_hash)
+                weights_hash: str | None = None, keypoint: bool = True) -> Path:
+    """The cached export of `submodel` (``keypoint=False``: its graph without the target
+    keypoint), exporting it first on a miss, or again when the cached file does not match the
+    hash recorded at its export."""
+    path = onnx_cache_path(model, submodel, cache_dir, opset, weights_hash, keypoint)
     if path.is_file():
         problem = check_digest(path)
         if problem is None:
@@ -151,8 +170,8 @@ def ensure_onnx(model, submodel: str, cache_dir: str | os.PathLike, opset: int =
         path.unlink(missing_ok=True)
         sidecar_of(path).unlink(missing_ok=True)
     else:
-        log.info("exporting submodel %s to %s", submodel, path)
-    export_onnx(model, submodel, path, opset)
+        log.info("exporting submodel %s to %s", graph_name(submodel, keypoint), path)
+    export_onnx(model, submodel, path, opset, keypoint)
     return path
 
 
@@ -204,6 +223,7 @@ class OnnxRuntime(Runtime):
         self.paths: dict[str, Path] = {}
         self._weights_hash = model_hash(model)
         self._inputs = input_names(model.config)
+        self._variants = keypoint_variants(model)
         self.prepare(model.submodel_names if submodels is None else submodels)
 
     @property
@@ -211,22 +231,29 @@ class OnnxRuntime(Runtime):
         return f"onnxruntime:{self.providers[0].replace('ExecutionProvider', '')}"
 
     def prepare(self, submodels: Iterable[str]) -> None:
+        """Each submodel's graph, and its graph without the target keypoint where the model
+        has embodiments that do not use it (keypoint_variants)."""
         for name in submodels:
-            if name in self.sessions:
-                continue
-            path = ensure_onnx(self.model, name, self.cache_dir, self.opset, self._weights_hash)
-            try:
-                session = self._session(path)
-            except Exception as e:  # noqa: BLE001 - ORT raises several types for unsupported opsets
-                if self.opset == FALLBACK_OPSET:
-                    raise
-                log.warning("ONNX Runtime %s cannot load opset %d (%s); using opset %d",
-                            self._ort.__version__, self.opset, e, FALLBACK_OPSET)
-                self.opset = FALLBACK_OPSET
-                path = ensure_onnx(self.model, name, self.cache_dir, self.opset, self._weights_hash)
-                session = self._session(path)
-            self.sessions[name] = session
-            self.paths[name] = path
+            for keypoint in keypoint_variants(self.model):
+                self._prepare_graph(name, keypoint)
+
+    def _prepare_graph(self, name: str, keypoint: bool) -> None:
+        graph = graph_name(name, keypoint)
+        if graph in self.sessions:
+            return
+        path = ensure_onnx(self.model, name, self.cache_dir, self.opset, self._weights_hash, keypoint)
+        try:
+            session = self._session(path)
+        except Exception as e:  # noqa: BLE001 - ORT raises several types for unsupported opsets
+            if self.opset == FALLBACK_OPSET:
+                raise
+            log.warning("ONNX Runtime %s cannot load opset %d (%s); using opset %d",
+                        self._ort.__version__, self.opset, e, FALLBACK_OPSET)
+            self.opset = FALLBACK_OPSET
+            path = ensure_onnx(self.model, name, self.cache_dir, self.opset, self._weights_hash, keypoint)
+            session = self._session(path)
+        self.sessions[graph] = session
+        self.paths[graph] = path
 
     def _session(self, path: Path):
         opts = self._ort.SessionOptions()
@@ -240,8 +267,9 @@ class OnnxRuntime(Runtime):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return self._ort.InferenceSession(str(path), opts, providers=self.providers)
 
-    def run(self, batch: dict[str, torch.Tensor], submodel: str) -> torch.Tensor:
-        session = self.sessions.get(submodel)
+    def run(self, batch: dict[str, torch.Tensor], submodel: str, keypoint: bool = True) -> torch.Tensor:
+        # a model without the keypoint has one graph: "without" is the same one
+        session = self.sessions.get(graph_name(submodel, keypoint or len(self._variants) == 1))
         if session is None:
             raise KeyError(
                 f"submodel {submodel!r} not prepared for ONNX Runtime (prepared: {sorted(self.sessions)}); "

@@ -209,7 +209,8 @@ class TensorRTRuntime(Runtime):
             engine = runtime.deserialize_cuda_engine(path.read_bytes())
             self._engines[name] = (engine, engine.create_execution_context())
 
-    def run(self, batch: dict[str, torch.Tensor], submodel: str) -> torch.Tensor:
+    def run(self, batch: dict[str, torch.Tensor], submodel: str, keypoint: bool = True) -> torch.Tensor:
+        # One engine per submodel, with the keypoint: its output is the same either way.
         if submodel not in self._engines:
             raise KeyError(f"no TensorRT engine for {submodel!r}; prepare() it outside the control loop")
         engine, ctx = self._engines[submodel]

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 import torch
 
-from . import Runtime, input_names
+from . import Runtime, input_names, keypoint_variants
 
 _PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -74,8 +74,11 @@ class TorchRuntime(Runtime):
         extra = ("+compile" if self.compiled is not None else "") + ("+graph" if self.cuda_graph else "")
         return f"torch:{self.device.type}:{self.precision}{'' if self.precision == 'fp32' else ':' + mode}{extra}"
 
-    def _forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _forward(self, batch: dict[str, torch.Tensor], keypoint: bool = True) -> torch.Tensor:
         args = [batch[k] for k in input_names(self.model.config)]
+        if len(args) == 4:  # keypoint comes after the optional sentence embedding
+            args.append(None)
+        args.append(keypoint)
         fn = self.compiled if self.compiled is not None else self.model.action_logits
         if self.cast and self.dtype != torch.float32:
             args[0] = args[0].to(self.dtype)
@@ -90,9 +93,9 @@ class TorchRuntime(Runtime):
             return batch
         return {k: batch[k].to(self.device, non_blocking=True) for k in input_names(self.model.config)}
 
-    def _graph_for(self, batch: dict[str, torch.Tensor], submodel: str):
+    def _graph_for(self, batch: dict[str, torch.Tensor], submodel: str, keypoint: bool = True):
         b = batch["pixels"].shape[0]
-        key = (submodel, b)
+        key = (submodel, b, keypoint)
         entry = self._graphs.get(key)
         if entry is None:
             static = {k: batch[k].to(self.device).clone() for k in input_names(self.model.config)}
@@ -100,11 +103,11 @@ class TorchRuntime(Runtime):
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(3):
-                    self._forward(static)
+                    self._forward(static, keypoint)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                out = self._forward(static)
+                out = self._forward(static, keypoint)
             entry = self._graphs[key] = (graph, static, out)
         return entry
 
@@ -117,26 +120,27 @@ class TorchRuntime(Runtime):
             with torch.inference_mode():
                 for name in submodels:
                     self.model.set_submodel(name)
-                    if self.cuda_graph:
-                        self._graph_for(batch, name)
-                    else:
-                        self._forward(self._to_device(batch))
+                    for keypoint in keypoint_variants(self.model):
+                        if self.cuda_graph:
+                            self._graph_for(batch, name, keypoint)
+                        else:
+                            self._forward(self._to_device(batch), keypoint)
         finally:
             # The model keeps serving the submodel it had: select_action runs the model's
             # current submodel, and leaving it on the last one prepared silently ran 1/4.
             self.model.set_submodel(active)
 
     @torch.inference_mode()
-    def run(self, batch: dict[str, torch.Tensor], submodel: str) -> torch.Tensor:
+    def run(self, batch: dict[str, torch.Tensor], submodel: str, keypoint: bool = True) -> torch.Tensor:
         if self.model.submodel != submodel:
             self.model.set_submodel(submodel)
         if self.cuda_graph:
-            graph, static, out = self._graph_for(batch, submodel)
+            graph, static, out = self._graph_for(batch, submodel, keypoint)
             for k in input_names(self.model.config):
                 static[k].copy_(batch[k], non_blocking=True)
             graph.replay()
             return out
-        return self._forward(self._to_device(batch))
+        return self._forward(self._to_device(batch), keypoint)
 
     def close(self) -> None:
         self._graphs.clear()

@@ -203,25 +203,37 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
     # ---------------------------------------------------------------------- the network
     def action_logits(
         self, pixels: torch.Tensor, tokens: torch.Tensor, proprio: torch.Tensor, embodiment: torch.Tensor,
-        instruction_embedding: torch.Tensor | None = None,
+        instruction_embedding: torch.Tensor | None = None, keypoint: bool = True,
     ) -> torch.Tensor:
         """Logits (B, T*A, bins) of the active submodel: tensors in (the layout of
-        :meth:`obs_to_batch`), logits out; what export and the runtimes run."""
-        x, _ = self._decoder_states(pixels, tokens, proprio, embodiment, instruction_embedding)
+        :meth:`obs_to_batch`), logits out; what export and the runtimes run. ``keypoint=False``
+        leaves the target keypoint out: the same logits for a batch of embodiments that do
+        not use it (:meth:`uses_keypoint`), at a fraction of the small submodels' cost."""
+        x, _ = self._decoder_states(pixels, tokens, proprio, embodiment, instruction_embedding,
+                                    use_keypoint=keypoint)
         return self.action_head(self.final_norm(x[:, -self.config.num_action_tokens:]))
 
-    def batch_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def batch_logits(self, batch: dict[str, torch.Tensor], keypoint: bool = True) -> torch.Tensor:
         """:meth:`action_logits` of a batch dict (``obs_to_batch``'s; other keys are ignored)."""
         return self.action_logits(batch["pixels"], batch["tokens"], batch["proprio"], batch["embodiment"],
-                                  batch.get("instruction_embedding"))
+                                  batch.get("instruction_embedding"), keypoint)
 
-    def _decoder_states(self, pixels, tokens, proprio, embodiment, sentence=None, keypoint_forced=None):
+    def uses_keypoint(self, embodiment: str) -> bool:
+        """Whether acting for `embodiment` needs the target keypoint. Where it does not, the
+        keypoint's contribution is gated to zero, and the graph without it (``keypoint=False``)
+        gives the same actions without paying for the keypoint's convolutions (a fixed cost
+        that every submodel pays, so the largest share of the smallest one's)."""
+        return self.keypoint is not None and embodiment in self.config.keypoint_embodiments
+
+    def _decoder_states(self, pixels, tokens, proprio, embodiment, sentence=None, keypoint_forced=None,
+                        use_keypoint: bool = True):
         """Decoder output of every token before the final norm (B, sequence, active hidden; acting
         normalises only the action queries' rows), and with ``target_keypoint`` the keypoint's
         (cell logits (B, G*G), (u, v) (B, 2), keypoint+robot features) for its losses, else
         None. ``sentence`` (B, 512): the instruction's embedding (``instruction_embedding``
         models need it). ``keypoint_forced`` (B, 2) hands the keypoint the true (u, v) where
-        finite (teacher forcing in training)."""
+        finite (teacher forcing in training). ``use_keypoint=False`` skips the keypoint (acting
+        for embodiments whose gate is zero)."""
         if (sentence is None) != (self.sentence_proj is None):
             raise ValueError("this model " + ("reads the instruction's sentence embedding: pass "
                                               "instruction_embedding (obs_to_batch adds it)"
@@ -241,7 +253,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         if self.sentence_proj is not None:
             state = state + self.sentence_proj(sentence)
         keypoint = None
-        if self.keypoint is not None:
+        if self.keypoint is not None and use_keypoint:
             kp_logits, kp, effector_logits = self.keypoint(pixels[:, : self.config.frame_channels], tokens,
                                                            keypoint_forced, sentence)
             inputs = [kp, proprio]
@@ -423,10 +435,11 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         sentence = buf["sentence"]
         emb[0] = self._fill(observation, pixels[0], tokens[0], proprio[0], None if sentence is None else sentence[0])
         with torch.inference_mode():
+            keypoint = self.uses_keypoint(observation.embodiment)
             if self._runtime is not None:
-                logits = self._runtime.run(buf["batch"], self._submodel_name)
+                logits = self._runtime.run(buf["batch"], self._submodel_name, keypoint)
             else:
-                logits = self.batch_logits(buf["batch"])
+                logits = self.batch_logits(buf["batch"], keypoint)
             ids = logits[0].argmax(-1)
         c = self.config
         chunk = buf["centres"][ids.cpu().numpy()].reshape(c.chunk_length, c.max_action_dim)
