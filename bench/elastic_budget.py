@@ -378,9 +378,9 @@ def main(argv=None) -> dict:
     args.calibration_s = args.calibration_s or (240.0 if args.quick else 360.0)
 
     from embodied_stack.control.elastic.latency_table import load_table, measure_policy_table
-    from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
     from embodied_stack.models.policy.backends import load_backend
     from embodied_stack.models.runtime import make_runtime
+    from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
     key = device_key(args.device)
     if on_gpu:  # as the policy node builds it with device:=cuda (CUDA graphs captured here)
