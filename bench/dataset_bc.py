@@ -10,6 +10,9 @@ on unseen seeds (issue 33's dataset acceptance, at the scale given).
    min/max, no privileged targets); ``expert``: from the live expert's demonstrations on the
    same seeds, without DART noise (so the same trajectories), as ``embodied-stack train`` records them,
    with the same action bins (the dataset's min/max): the two differ only in where the data came from.
+   ``--expert-dart``: the live expert with the trainer's DART noise instead (as ``train`` runs
+   bc; the recorded episodes are not the expert's closed-loop ones either: in the graph its
+   chunks run open-loop between answers, which widens the states they visit).
 3. Both are evaluated greedily on ``--eval-episodes`` unseen seeds from 100000 and compared seed
    by seed (bench/paired_success.py: the seeds only one solves, exact McNemar).
 
@@ -22,7 +25,7 @@ JSON keys: ``episodes``, ``bc_steps``, ``eval_episodes``, ``init_from``, ``datas
 ``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``, ``action_range``
 (the bins both runs used),
 ``difference_points`` (dataset - expert, percentage points), ``record_s``, ``train_dataset_s``,
-``train_expert_s``.
+``train_expert_s``, ``expert_noise`` (none, or the DART noise of ``--expert-dart``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ def main(argv=None) -> int:
     parser.add_argument("--init-from", default="", help="both runs start from this model "
                         "('' = a new model, the default; 'default' = the shipped one: fine-tuning)")
     parser.add_argument("--work", type=Path, default=Path("runs/dataset_bc"))
+    parser.add_argument("--expert-dart", action="store_true",
+                        help="the live expert's demonstrations with the trainer's DART noise "
+                             "(default: none, the expert's own trajectories)")
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes, args.bc_steps, args.eval_episodes = 4, 20, 4
@@ -97,11 +103,15 @@ def main(argv=None) -> int:
     from embodied_stack.sim.train.demos import dataset_action_range
 
     bins = {"vehicle": dataset_action_range(data)}
-    train_expert_s = _train(args.work / "from_expert", worlds=("driving",),
-                            demo_episodes={"driving": args.episodes}, noise_std=0.0,
-                            noisy_share=0.0, **{**common, "model": {**model, "action_range": bins}})
-    evals = {name: _eval(args.work / f"from_{name}" / "model", args.work / f"eval_{name}.json",
-                         args.eval_episodes) for name in ("dataset", "expert")}
+    defaults = TrainConfig()
+    noise = (dict(noise_std=defaults.noise_std, noisy_share=defaults.noisy_share) if args.expert_dart
+             else dict(noise_std=0.0, noisy_share=0.0))
+    expert = "expert_dart" if args.expert_dart else "expert"
+    train_expert_s = _train(args.work / f"from_{expert}", worlds=("driving",),
+                            demo_episodes={"driving": args.episodes}, **noise,
+                            **{**common, "model": {**model, "action_range": bins}})
+    evals = {name: _eval(args.work / f"from_{run}" / "model", args.work / f"eval_{run}.json",
+                         args.eval_episodes) for name, run in (("dataset", "dataset"), ("expert", expert))}
     paired = compare(evals["expert"], evals["dataset"])["full_driving"]
     figures = {
         "episodes": args.episodes, "bc_steps": args.bc_steps, "eval_episodes": args.eval_episodes,
@@ -115,6 +125,8 @@ def main(argv=None) -> int:
         "difference_points": round(100 * (paired["new"] - paired["base"]), 1),
         "record_s": round(record_s, 1), "train_dataset_s": round(train_dataset_s, 1),
         "train_expert_s": round(train_expert_s, 1),
+        "expert_noise": (f"DART sigma {noise['noise_std']:g} on {noise['noisy_share']:.0%} of episodes"
+                         if args.expert_dart else "none"),
     }
     benchlib.print_table(
         f"driving, BC on {args.episodes} episodes ({frames} frames), {args.bc_steps} steps, "

@@ -236,6 +236,9 @@ HEADLINE = Table(
                  "{ort_full_p50_ms:.2f} ms p50", "≤ 5 ms p50", lambda d: d["ort_full_p50_ms"] <= 5),
         headline("smallest submodel vs full (torch eager)", "policy_latency_amd_epyc.json",
                  "{smallest_over_full:.2f}x", "≤ 0.35x", lambda d: d["smallest_over_full"] <= 0.35),
+        headline("smallest submodel vs full, ONNX Runtime, a vehicle (the graph without the keypoint)",
+                 "policy_latency_amd_epyc.json", "{ort_vehicle_smallest_over_full:.2f}x", "≤ 0.35x",
+                 lambda d: d["ort_vehicle_smallest_over_full"] <= 0.35),
         headline("submodel switch", "policy_latency_amd_epyc.json",
                  "{switch_ms:.2f} ms, +{switch_extra_mb:.0f} MB weights", "≤ 1 ms, no extra weight memory",
                  lambda d: d["switch_ms"] <= 1 and d["switch_extra_mb"] == 0),
@@ -328,6 +331,18 @@ POLICY_LATENCY = Table(
      "<file>"),
     tuple(Row(f) for f in POLICY_FILES),
     note="The H100 machine's row is its CPU (2 threads), from a `--quick` run.",
+)
+
+POLICY_EMBODIMENT = Table(
+    ("submodel", "an arm (with the target keypoint)", "a vehicle (the graph without it)", "vehicle / arm"),
+    ("<s>", "{ort_<k>_p50_ms:.2f} ms", "{ort_vehicle_<k>_p50_ms:.2f} ms", "{vehicle_over_arm_<k>:.2f}"),
+    tuple(Row("policy_latency_amd_epyc.json", {"s": s, "k": k})
+          for s, k in (("full", "full"), ("3/4", "3_4"), ("1/2", "1_2"), ("1/4", "1_4"))),
+    derive=lambda d: {f"vehicle_over_arm_{k}": d[f"ort_vehicle_{k}_p50_ms"] / d[f"ort_{k}_p50_ms"]
+                      for k in ("full", "3_4", "1_2", "1_4") if f"ort_vehicle_{k}_p50_ms" in d},
+    note="ONNX Runtime, 2 threads, `select_action` p50 at batch 1, both timed in the same interleaved "
+         "rounds; smallest / full: arm {ort_smallest_over_full:.2f}, vehicle "
+         "{ort_vehicle_smallest_over_full:.2f}.",
 )
 
 POLICY_CUDA = Table(
@@ -527,8 +542,8 @@ DATASET_BC = Table(
     (Row("dataset_bc_scratch_amd_epyc.json", {"start": "a new model (600 bc steps)"}),
      Row("dataset_bc_finetune_amd_epyc.json", {"start": "the shipped model (300 bc steps)"})),
     note="Driving; {episodes} episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3 "
-         "({dataset_frames:,} frames), and the live expert's demonstrations on the same seeds without DART "
-         "noise; bc only, batch 64; {eval_episodes} unseen seeds from 100000, paired.",
+         "({dataset_frames:,} frames), and the live expert's demonstrations on the same seeds (without DART "
+         "noise unless the row says so); bc only, batch 64; {eval_episodes} unseen seeds from 100000, paired.",
 )
 
 
@@ -809,6 +824,7 @@ TABLES: dict[str, Table] = {
     "execution_decode": EXECUTION_DECODE,
     "train_compare": TRAIN_COMPARE,
     "dataset_bc": DATASET_BC,
+    "policy_embodiment": POLICY_EMBODIMENT,
     "robustness": ROBUSTNESS,
     "recipe_run": RECIPE_RUN,
     "recipe_run2": RECIPE_RUN2,
