@@ -540,7 +540,9 @@ DATASET_BC = Table(
      "{difference_points:+.1f} points", "{dataset_solves_expert_fails}", "{expert_solves_dataset_fails}",
      "{mcnemar_p:.3f}"),
     (Row("dataset_bc_scratch_amd_epyc.json", {"start": "a new model (600 bc steps)"}),
-     Row("dataset_bc_finetune_amd_epyc.json", {"start": "the shipped model (300 bc steps)"})),
+     Row("dataset_bc_finetune_amd_epyc.json", {"start": "the shipped model (300 bc steps)"}),
+     Row("dataset_bc_finetune_dart_amd_epyc.json",
+         {"start": "the shipped model (300 bc steps), the expert with DART noise"})),
     note="Driving; {episodes} episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3 "
          "({dataset_frames:,} frames), and the live expert's demonstrations on the same seeds (without DART "
          "noise unless the row says so); bc only, batch 64; {eval_episodes} unseen seeds from 100000, paired.",
