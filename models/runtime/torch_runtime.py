@@ -56,7 +56,7 @@ class TorchRuntime(Runtime):
         if cast and self.dtype != torch.float32:
             model.to(self.dtype)
         self.model = model
-        self._graphs: dict[tuple[str, int], tuple] = {}
+        self._graphs: dict[tuple[str, int, bool], tuple] = {}
         self.compiled = None
         if compile:
             import torch._dynamo as dynamo
@@ -75,7 +75,7 @@ class TorchRuntime(Runtime):
         return f"torch:{self.device.type}:{self.precision}{'' if self.precision == 'fp32' else ':' + mode}{extra}"
 
     def _forward(self, batch: dict[str, torch.Tensor], keypoint: bool = True) -> torch.Tensor:
-        args = [batch[k] for k in input_names(self.model.config)]
+        args: list = [batch[k] for k in input_names(self.model.config)]
         if len(args) == 4:  # keypoint comes after the optional sentence embedding
             args.append(None)
         args.append(keypoint)

@@ -226,7 +226,7 @@ class ElasticVLA(SubmodelSwitching, VLAPreprocessing, Policy, nn.Module):
         return self.keypoint is not None and embodiment in self.config.keypoint_embodiments
 
     def _decoder_states(self, pixels, tokens, proprio, embodiment, sentence=None, keypoint_forced=None,
-                        use_keypoint: bool = True):
+                        use_keypoint=True):
         """Decoder output of every token before the final norm (B, sequence, active hidden; acting
         normalises only the action queries' rows), and with ``target_keypoint`` the keypoint's
         (cell logits (B, G*G), (u, v) (B, 2), keypoint+robot features) for its losses, else
