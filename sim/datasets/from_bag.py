@@ -10,8 +10,10 @@ Time alignment. A frame is the colour image; the depth image, joint state and od
 frame are the messages stamped with the colour image's stamp (the sim bridge and camera
 drivers stamp them alike). Its action is the command that *answers* it: the policy node
 publishes, right after each command, the camera stamp that command answers on
-``policy_node/command_source``; each source is paired with the last command logged before it,
-and a frame takes the first command that answers it. That needs the bag's log times in publish
+``policy_node/command_source``; each source is paired with the last command logged before it
+(if that command came after the previous source: otherwise the frame's own command was lost
+and the frame is left out, never labelled with an older one), and a frame takes the first
+command that answers it. That needs the bag's log times in publish
 order across topics, as nodes/recorder.py logs them (the DDS publish time). A bag logged at
 arrival times (``ros2 bag record``) pairs right while the recorder keeps up; when it falls
 behind, an answer can slip to the next command (1 frame in 1 of 4 runs of the DDS test).
@@ -138,13 +140,19 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
     depth = {_stamp_ns(m.header): m for _, m in msgs["depth"]}
     joints = {_stamp_ns(m.header): m for _, m in msgs["joints"]}
     odom = {_stamp_ns(m.header): m for _, m in msgs["odom"]}
-    # Each command_source goes with the last command logged before it (plus a little slack).
+    # Each command_source goes with the last command logged before it, if that command came
+    # after the previous command_source: the node publishes each command just before its
+    # source, so a command logged before the previous source means this frame's own command
+    # never reached the bag (a reliable queue that overflowed under load). The frame is then
+    # left out as unanswered rather than labelled with an older command.
     command_times = [t for t, _ in msgs["command"]]
     answer: dict[int, np.ndarray] = {}
+    previous_source = -1
     for t, src in msgs["source"]:
         k = bisect_right(command_times, t) - 1
-        if k >= 0:
+        if k >= 0 and command_times[k] > previous_source:
             answer.setdefault(_stamp_ns(src), _command(msgs["command"][k][1]))
+        previous_source = t
     # An instruction may be logged a little after its episode's first frame (two topics):
     # half a frame interval of slack, the nominal one or, for a graph stepping faster than
     # real time (lockstep), the typical one in the bag.
