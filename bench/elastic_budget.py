@@ -385,11 +385,6 @@ def main(argv=None) -> dict:
     key = device_key(args.device)
     if on_gpu:  # as the policy node builds it with device:=cuda (CUDA graphs captured here)
         policy = load_backend("vla", args.model, args.device, "torch", args.precision, args.cuda_graph)
-        # the table of the policy as built (precision, graphs): a few seconds on a GPU
-        table, bad = measure_policy_table(policy, policy.runtime_description, rounds=5, iters=100,
-                                          embodiment=EMBODIMENT_OF_WORLD[args.world])
-        print(f"latency table: measured now on {key} ({policy.runtime_description})"
-              + (f"; not monotone: {bad}" if bad else ""))
     else:
         policy = load_backend("vla", args.model, "cpu")
     threads_given = args.threads is not None
@@ -402,12 +397,13 @@ def main(argv=None) -> dict:
         return rt
 
     runtime = policy.runtime if on_gpu else use_threads(args.threads)
-    if not on_gpu and args.table == "now":  # this model, this world's embodiment, this machine
+    if on_gpu or args.table == "now":  # the policy as built, on this world's embodiment, here
         table, bad = measure_policy_table(policy, policy.runtime_description, rounds=5, iters=100,
                                           embodiment=EMBODIMENT_OF_WORLD[args.world])
-        print(f"latency table: measured now on {key} for {args.world} ({policy.runtime_description}, "
-              f"{args.threads} threads)" + (f"; not monotone: {bad}" if bad else ""))
-    elif not on_gpu:
+        print(f"latency table: measured now on {key} for {args.world} ({policy.runtime_description}"
+              + ("" if on_gpu else f", {args.threads} threads") + ")"
+              + (f"; not monotone: {bad}" if bad else ""))
+    else:
         table, origin = load_table(args.table, "cpu", "onnxruntime", True, args.model, print)
         print(f"latency table: {origin}")
     smallest = min(table, key=lambda n: table[n].get("params", table[n]["p50_ms"]))
@@ -534,8 +530,10 @@ class Bench:
         self.args, self.policy, self.runtime, self.table = args, policy, runtime, table
         self.smallest, self.env, self.load, self.poller = smallest, env, load, poller
         self.seconds = seconds
-        # the threads the table was measured with (tables on file: the node's count)
-        self.table_threads = self.threads if args.device.startswith("cuda") else NODE_THREADS
+        # the threads the table was measured with (measured now: the runtime's; tables on
+        # file: the node's count)
+        self.table_threads = (self.threads if args.device.startswith("cuda") or args.table == "now"
+                              else NODE_THREADS)
 
     def match_table(self) -> dict:
         """The latency table the elastic loop plans with, measured again here (load off) when the

@@ -234,7 +234,7 @@ class OnnxRuntime(Runtime):
         """Each submodel's graph, and its graph without the target keypoint where the model
         has embodiments that do not use it (keypoint_variants)."""
         for name in submodels:
-            for keypoint in keypoint_variants(self.model):
+            for keypoint in self._variants:
                 self._prepare_graph(name, keypoint)
 
     def _prepare_graph(self, name: str, keypoint: bool) -> None:

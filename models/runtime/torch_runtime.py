@@ -75,18 +75,15 @@ class TorchRuntime(Runtime):
         return f"torch:{self.device.type}:{self.precision}{'' if self.precision == 'fp32' else ':' + mode}{extra}"
 
     def _forward(self, batch: dict[str, torch.Tensor], keypoint: bool = True) -> torch.Tensor:
-        args: list = [batch[k] for k in input_names(self.model.config)]
-        if len(args) == 4:  # keypoint comes after the optional sentence embedding
-            args.append(None)
-        args.append(keypoint)
+        args = [batch[k] for k in input_names(self.model.config)]
         fn = self.compiled if self.compiled is not None else self.model.action_logits
         if self.cast and self.dtype != torch.float32:
             args[0] = args[0].to(self.dtype)
             args[2] = args[2].to(self.dtype)
         if self.precision != "fp32" and not self.cast:
             with torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False):
-                return fn(*args)
-        return fn(*args)
+                return fn(*args, keypoint=keypoint)
+        return fn(*args, keypoint=keypoint)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.device.type == "cpu":
