@@ -329,7 +329,8 @@ class PolicyLoop:
         self._frames: dict[float, tuple[object, float]] = {}  # stamp -> (header stamp, arrived)
         self._depth_buf = StampedBuffer()  # recent (stamp, depth) / (stamp, proprio) samples
         self._proprio_buf = StampedBuffer()
-        self._awaiting_inputs = False  # the newest frame waits for its depth / proprio
+        self._speed_buf = StampedBuffer()
+        self._awaiting_inputs = False  # the newest frame waits for its depth / proprio / odom
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
         self._K: np.ndarray | None = None
@@ -399,12 +400,15 @@ class PolicyLoop:
                     self._maybe_request(now, arrived)
             return reason
 
-    def on_speed(self, speed: float, stamp: float, now: float) -> str | None:
+    def on_speed(self, speed: float, stamp: float, now: float, arrived: float | None = None) -> str | None:
         """The vehicle's speed (odom), m/s."""
         with self._lock:
             reason = self.safety.note_input("odom", stamp, now)
             if reason is None:
                 self._speed = float(speed)
+                self._speed_buf.add(stamp, float(speed))
+                if self._awaiting_inputs:  # the newest frame waits for its odometry
+                    self._maybe_request(now, now if arrived is None else arrived)
             return reason
 
     def on_camera_info(self, K: np.ndarray) -> None:
@@ -603,6 +607,14 @@ class PolicyLoop:
                 self._awaiting_inputs = True
                 return
             self.stats["sync_closest_proprio"] += status == "closest"
+        if self.config.kind == "vehicle" and len(self._speed_buf):
+            # A vehicle's command turns the chunk's acceleration into a speed from the odometry
+            # (control/commands.py), as the base applies it: that of this frame's instant. When
+            # the image came first, the speed was still the instant before's, and the car got
+            # another acceleration than the policy chose (the sim graph under load did).
+            if self._speed_buf.match(stamp, tol)[0] == "wait":
+                self._awaiting_inputs = True
+                return
         if depth is not None and depth.shape != rgb.shape[:2]:
             depth = None  # not registered to the colour image: do not feed it
         if self._reference is None:  # the first frame since the instruction: where the task starts

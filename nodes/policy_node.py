@@ -195,9 +195,9 @@ class PolicyNode(Node):
             self._judged("joint_states", self.loop.on_proprio(proprio, stamp, self._now(), time.monotonic()))
 
     def _on_odom(self, msg: Odometry) -> None:
-        speed = self._convert("odom", conv.odometry_speed, msg)
-        if speed is not None:
-            self._judged("odom", self.loop.on_speed(speed, conv.stamp_to_seconds(msg.header.stamp), self._now()))
+        if (speed := self._convert("odom", conv.odometry_speed, msg)) is not None:
+            stamp = conv.stamp_to_seconds(msg.header.stamp)
+            self._judged("odom", self.loop.on_speed(speed, stamp, self._now(), time.monotonic()))
 
     def _on_instruction(self, msg: String) -> None:
         text = self._convert("instruction", lambda m: conv.check_instruction(m.data), msg)

@@ -171,6 +171,26 @@ def test_a_frame_waits_for_the_depth_and_joint_state_of_its_own_instant():
     assert float(request.observation.proprio[0]) == 2.0 and rig.stats["sync_closest_depth"] == 0
 
 
+def test_a_vehicle_frame_waits_for_its_odometry_so_the_command_uses_its_speed():
+    """A vehicle's command turns the chunk's acceleration into a speed from the odometry. When
+    the image (and depth, joint state) came before the odometry of its instant, the loop
+    waits for it: the command then starts from that instant's speed, as the base applies it,
+    not from the instant before's (which gave the car another acceleration)."""
+    rig = Rig(embodiment="vehicle")
+    assert rig.loop.on_speed(5.0, rig.t, rig.t) is None
+    rig.at(0.1)
+    stamp = rig.t
+    rig.inputs(stamp)
+    assert rig.rgb(stamp) is None
+    assert rig.loop.take_request() is None  # ("wait": its odometry may still come)
+    assert rig.at(0.005).loop.on_speed(6.0, stamp, rig.t, rig.t) is None
+    request = rig.loop.take_request()
+    assert request is not None and request.speed == 6.0
+    step = rig.answer(request, chunk=np.tile([0.0, 1.0], (4, 1)))  # full acceleration
+    v = step.command[0]
+    assert v == pytest.approx(6.0 + rig.loop.config.max_accel * PERIOD, rel=1e-3)
+
+
 def test_a_sample_outside_the_tolerance_is_used_once_a_later_one_shows_none_will_come():
     rig = Rig(sync_tolerance_s=0.02)
     stamp = rig.t
