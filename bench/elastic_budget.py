@@ -318,7 +318,7 @@ def build_parser():
                         help="--load gpu: the hog's period in ms (default 5)")
     parser.add_argument("--calibration-s", type=float, default=None,
                         help="most seconds the calibration may take over all its rates and thread "
-                             "counts (default 360, --quick 240); when spent, it stops and says so")
+                             "counts (default 420, --quick 300); when spent, it stops and says so")
     parser.add_argument("--seconds", type=float, default=None,
                         help="seconds per mode, all repeats (default 100, --quick 20)")
     parser.add_argument("--repeats", type=int, default=None,
@@ -375,7 +375,7 @@ def main(argv=None) -> dict:
     if args.check is not None and fixed_level is not None:
         sys.exit("error: --check calibrates the load: leave --rt-busy / --quota / --burners / "
                  "--gpu-busy out")
-    args.calibration_s = args.calibration_s or (240.0 if args.quick else 360.0)
+    args.calibration_s = args.calibration_s or (300.0 if args.quick else 420.0)
 
     from embodied_stack.control.elastic.latency_table import load_table, measure_policy_table
     from embodied_stack.models.policy.backends import load_backend

@@ -20,7 +20,9 @@ interleaved with the full model: a load gauge for a shared machine), plus
 (submodel names with "/" written "_": 3_4, 1_2, 1_4); ort_smallest_over_full; for a model
 with a target keypoint that vehicles do not use, ort_vehicle_<submodel>_{p50_ms,p95_ms} and
 ort_vehicle_smallest_over_full (a vehicle's observation: the graph without the keypoint,
-timed in the same rounds); on CUDA cuda_graph_p50_ms and
+timed in the same rounds); ort_paced_<submodel>_{p50_ms,p95_ms}: the same calls with
+CONTROL_PAUSE_S between them, as a control loop makes them and the latency table is timed;
+on CUDA cuda_graph_p50_ms and
 cuda_b256_obs_per_s. --quick exports/measures ORT for full and the smallest submodel only
 (ONNX exports are cached in --cache-dir, so later runs skip them).
 """
@@ -36,12 +38,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from embodied_stack.control.elastic.latency_table import device_key, measure_policy_table, write_latency_table
+from embodied_stack.control.elastic.latency_table import (
+    CONTROL_PAUSE_S,
+    device_key,
+    measure_policy_table,
+    write_latency_table,
+)
 from embodied_stack.models.elastic.submodels import NAMED_SUBMODELS, resident_weight_bytes
 from embodied_stack.models.policy.elastic_vla import ElasticVLA
 from embodied_stack.models.policy.interface import Observation
 from embodied_stack.models.runtime import default_cache_dir
-from embodied_stack.models.runtime.profiling import percentiles, rss_bytes
+from embodied_stack.models.runtime.profiling import measure_latency, percentiles, rss_bytes
 from embodied_stack.models.runtime.torch_runtime import TorchRuntime
 
 import benchlib
@@ -72,21 +79,17 @@ def observations(n: int, seed: int = 0) -> list[Observation]:
     return out
 
 
-def timed_select(model: ElasticVLA, runtime, obs: Observation, n: int) -> list[float]:
+def timed_select(model: ElasticVLA, runtime, obs: Observation, n: int, pause_s: float = 0.0) -> list[float]:
     model.use_runtime(runtime)
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        model.select_action(obs)
-        times.append(time.perf_counter() - t0)
-    return times
+    return measure_latency(lambda: model.select_action(obs), iters=n, warmup=0, pause_s=pause_s)
 
 
 def interleaved_latency(model, jobs, obs, rounds: int, per_round: int, warmup: int, bar,
-                        obs_of: dict | None = None) -> dict:
+                        obs_of: dict | None = None, pause_of: dict | None = None) -> dict:
     """jobs: {(runtime_name, submodel): runtime or None}, each on `obs` (or on
-    ``obs_of[runtime_name]``). Round robin; returns samples."""
-    obs_of = obs_of or {}
+    ``obs_of[runtime_name]``), each call after a pause of ``pause_of[runtime_name]`` s (none
+    by default). Round robin; returns samples."""
+    obs_of, pause_of = obs_of or {}, pause_of or {}
     samples = {j: [] for j in jobs}
     for (rt_name, sub), rt in jobs.items():
         model.set_submodel(sub)
@@ -94,7 +97,8 @@ def interleaved_latency(model, jobs, obs, rounds: int, per_round: int, warmup: i
     for _ in range(rounds):
         for (rt_name, sub), rt in jobs.items():
             model.set_submodel(sub)
-            samples[(rt_name, sub)] += timed_select(model, rt, obs_of.get(rt_name, obs), per_round)
+            samples[(rt_name, sub)] += timed_select(model, rt, obs_of.get(rt_name, obs), per_round,
+                                                    pause_of.get(rt_name, 0.0))
             bar.update(1)
     model.use_runtime(None)
     return samples
@@ -297,7 +301,7 @@ def main(argv=None) -> dict:
     b32_iters = 5 if args.quick else 20
     ort_names = [] if args.no_ort else (["full", smallest] if args.quick else names)
     use_cuda = torch.cuda.is_available() and not args.no_cuda
-    steps = len(ort_names) + rounds * (len(names) + len(ort_names)) + 2 + (len(names) if use_cuda else 0)
+    steps = len(ort_names) + rounds * (len(names) + 3 * len(ort_names)) + 2 + (len(names) if use_cuda else 0)
     bar = tqdm(total=steps, desc="policy latency", unit="step", file=sys.stderr)
 
     res: dict[str, object] = {"threads": args.threads, "cpu": device_key("cpu"), "quick": args.quick}
@@ -324,8 +328,11 @@ def main(argv=None) -> dict:
             and not model.uses_keypoint("vehicle"))
     if lean:
         jobs.update({("ort_vehicle", n): ort for n in ort_names})
+    # ... and paced as a control loop calls it (the latency table's way: CONTROL_PAUSE_S
+    # between calls, its pool threads asleep in between)
+    jobs.update({("ort_paced", n): ort for n in ort_names})
     samples = interleaved_latency(model, jobs, obs, rounds, per_round, warmup, bar,
-                                  obs_of={"ort_vehicle": vehicle})
+                                  obs_of={"ort_vehicle": vehicle}, pause_of={"ort_paced": CONTROL_PAUSE_S})
 
     bar.set_postfix_str("batch-32 throughput")
     b32 = model.obs_to_batch(obs_list)
@@ -338,13 +345,13 @@ def main(argv=None) -> dict:
         res[f"{key(name)}_params"] = params
         res[f"{key(name)}_decoder_params"] = model.active_parameter_count(decoder_only=True)
         res[f"{key(name)}_weight_mb"] = params * 4 / MB
-        for rt_name in ("torch", "ort", "ort_vehicle"):
+        for rt_name in ("torch", "ort", "ort_vehicle", "ort_paced"):
             if (rt_name, name) not in samples:
                 continue
             p = percentiles(samples[(rt_name, name)])
             res[f"{rt_name}_{key(name)}_p50_ms"] = p["p50_ms"]
             res[f"{rt_name}_{key(name)}_p95_ms"] = p["p95_ms"]
-            if rt_name == "ort_vehicle":
+            if rt_name in ("ort_vehicle", "ort_paced"):
                 continue
             rt = torch_rt if rt_name == "torch" else ort
             res[f"{rt_name}_{key(name)}_b32_obs_per_s"] = throughput(

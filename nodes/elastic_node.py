@@ -69,7 +69,8 @@ class ElasticNode(Node):
         p("latency_table", "", read_only("latency table JSON; empty = config/latency_tables.json"))
         p("measure_if_missing", True, read_only("measure the table at start-up when it has no "
                                                 "entry for this device and runtime"))
-        p("threads", 0, read_only("threads the policy's runtime uses (CPU budget); 0 = cores"))
+        p("threads", 2, read_only("threads the policy's runtime uses (CPU budget): the policy "
+                                  "node's `threads` (default 2); 0 = all cores"))
         p("submodel", "full", read_only("the submodel the policy starts on"))
         p("enabled", True, live("switch the policy's submodel (false: decide and report only)"))
         p("poll_rate_hz", 50.0, float_range("budget polls per second", 0.5, 1000.0))

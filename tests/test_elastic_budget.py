@@ -384,6 +384,57 @@ def test_cpu_source_sees_higher_priority_bursts_the_runnable_count_misses(tmp_pa
     assert b.detail["hidden_busy"] == pytest.approx(0.75)
 
 
+def test_cpu_source_leaves_out_the_policys_own_inferences(tmp_path, monkeypatch):
+    """A policy with as many threads as CPUs holds the least busy CPU while it infers: on an
+    idle machine its own inference must not read as hidden busy time. A reported inference is
+    taken out of every kept read; the newest read, while something besides the reader is
+    runnable, counts at most as the one before it until its inference is reported; hidden
+    load that no report explains still shows, one poll later."""
+    (tmp_path / "cg" / "cpu,cpuacct").mkdir(parents=True)
+    (tmp_path / "cg" / "cpu,cpuacct" / "cpuacct.usage_percpu").write_text("0 0 \n")
+    src, read_at = _cpuacct_source(tmp_path, monkeypatch, window=3)
+    n = len(src._cpus)
+    src.threads, src._own_holds_all = n, True  # the policy's threads: every CPU it may use
+    ns = [0.0] * n
+
+    def busy(t, ms, running):
+        for c in range(n):
+            ns[c] += ms * 1e6
+        return read_at(t, ns, running=running).detail["hidden_busy"]
+
+    assert busy(0.000, 0.0, 1) == 0.0
+    assert busy(0.005, 0.0, 1) == 0.0
+    # an inference from 6 to 9.5 ms: the read at 10 ms sees 3.5 of 5 ms busy on every CPU,
+    # read while the policy's threads (and the reader) were runnable: not reported yet
+    assert busy(0.010, 3.5, 1 + n) == 0.0
+    src.policy_ran(0.006, 0.0095)  # the report: taken out of that read for good
+    assert busy(0.015, 0.0, 1) == 0.0
+    assert busy(0.020, 0.0, 1) == 0.0
+    # without the report the same burst counts once a second read has it
+    assert busy(0.025, 3.5, 1 + n) == 0.0
+    assert busy(0.030, 0.0, 1) == pytest.approx(0.7)
+    # hidden load (real-time bursts, 60% of every CPU) with the policy idle: the reader alone
+    # is runnable, so the first read counts at once
+    for t in (0.035, 0.040):
+        busy(t, 0.0, 1)
+    assert busy(0.045, 0.0, 1) == 0.0  # the burst has left the last 3 reads
+    assert busy(0.050, 0.0, 1) == 0.0
+    assert busy(0.055, 0.0, 1) == 0.0
+    assert busy(0.060, 3.0, 1) == pytest.approx(0.6)
+    # the same load while the policy infers (5 ms of 5, reported): that read shows nothing,
+    # the reads around it still do
+    assert busy(0.065, 5.0, 1 + n) == pytest.approx(0.6)
+    src.policy_ran(0.060, 0.065)
+    assert busy(0.070, 3.0, 1) == pytest.approx(0.6)
+    src.close()
+    # fewer threads than CPUs: the least busy CPU is not the policy's, nothing is taken out
+    one = CpuSource(threads=1, per_cpu_time=False)
+    one._cpus = [0, 1]
+    one._own_holds_all = one.threads >= len(one._cpus)
+    one.policy_ran(0.0, 1.0)
+    assert not one._own_runs
+
+
 def test_cpu_source_does_not_count_busy_time_that_runnable_threads_share(tmp_path, monkeypatch):
     """Normal burners that are runnable when read share the cores fairly: their busy time is
     the runnable count's (fair share), not hidden time as well."""

@@ -175,3 +175,27 @@ def test_a_lighter_level_is_tried_where_the_smallest_is_late_at_the_aimed_one():
     assert full >= FULL_LIGHT * cal.deadline_ms * 0.97
     fits = [p for p in cal.probes if p.submodel == "1/4"]
     assert len(fits) == 2 and fits[0].miss_rate > 0.01 and fits[1].miss_rate == 0
+
+
+def test_between_a_level_too_heavy_for_the_smallest_and_one_too_light_for_full():
+    """Full's median over a hundred inferences is noisy: at the lighter level its check came
+    back under the deadline once, while the smallest is late at the aimed level. The
+    calibration bisects between the two before it gives up on the rate."""
+    from elastic_calibration import SPLIT_STEPS
+
+    steady = machine({"full": 2.0, "1/4": 0.6})
+    late_above, noisy_below = 0.79, 0.78  # the lighter level (~0.777) is below both
+
+    def measure(submodel, rate, level, n):
+        lat = steady(submodel, rate, level, n)
+        if submodel == "1/4" and level > late_above:
+            lat[::50] = 0.05  # 2% late
+        if submodel == "full" and n == 100 and level < noisy_below:
+            lat = lat * 0.9  # full's check: a quiet stretch
+        return lat
+
+    cal = calibrate(measure, Load(), [100], 0.001, "1/4", 0.05, 0.93, quick=True,
+                    log=lambda s: None)
+    assert SPLIT_STEPS >= 1
+    assert cal.separated and noisy_below <= cal.level <= late_above, cal.reason
+    assert len([p for p in cal.probes if p.submodel == "1/4"]) == 3  # aimed, lighter, between

@@ -22,6 +22,10 @@ class ScriptedSource(BudgetSource):
     def __init__(self):
         self.slowdown = 1.0
         self.error = None
+        self.runs = []
+
+    def policy_ran(self, start, end):
+        self.runs.append((start, end))
 
     def read(self):
         if self.error:
@@ -84,6 +88,10 @@ def test_misses_are_counted_per_submodel(ctl):
     assert not ctl.observe(0.01, "full", 2.5e-3)
     assert ctl.observe(0.02, "full", 4.5e-3)  # deadline 4 ms
     assert ctl.misses_by_submodel["full"] == 1 and ctl.status()["miss_rate"] == "0.5000"
+    # the source is told when the policy ran (the CPU source leaves that time out)
+    assert ctl.source.runs == [pytest.approx((0.0075, 0.01)), pytest.approx((0.0155, 0.02))]
+    ctl.observe(0.03, "full", float("nan"))
+    assert len(ctl.source.runs) == 2
 
 
 def test_polls_slow_down_only_while_the_smallest_runs_and_nothing_is_in_flight(ctl):

@@ -192,6 +192,36 @@ def test_table_is_measured_interleaved_and_remeasured_when_not_monotone():
     assert calls[22] == "big"  # round 2 starts with big
 
 
+def test_the_table_is_timed_paced_as_a_control_loop_calls_the_policy():
+    """Each timed call follows a pause (the runtime's threads asleep, as between two
+    inferences of a control loop); the pause itself is not timed."""
+    import time
+
+    import embodied_stack.models.runtime.profiling as prof
+
+    state = {"t": 0.0, "slept": []}
+    real_clock, real_sleep = prof.time.perf_counter, prof.time.sleep
+    prof.time.perf_counter = lambda: state["t"]
+
+    def sleep(s):
+        state["slept"].append(s)
+        state["t"] += s
+
+    prof.time.sleep = sleep
+
+    def run(name):
+        state["t"] += 1e-3
+
+    try:
+        entries, _ = measure_latency_table(run, ["small"], rounds=2, iters=5, warmup=0,
+                                           pause_s=0.005)
+    finally:
+        prof.time.perf_counter, prof.time.sleep = real_clock, real_sleep
+    assert time.sleep is real_sleep
+    assert state["slept"] == [0.005] * 10  # one pause before each timed call
+    assert entries["small"]["p99_ms"] == pytest.approx(1.0)  # the pause is not in it
+
+
 def test_another_devices_table_is_never_used(tmp_path):
     path = tmp_path / "t.json"
     write_latency_table(path, "cuda:Some GPU", {n: e for n, e in TABLE.items()})

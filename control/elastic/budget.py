@@ -62,6 +62,11 @@ class BudgetSource:
     def read(self) -> Budget:
         raise NotImplementedError
 
+    def policy_ran(self, start: float, end: float) -> None:
+        """An inference the policy reported, from `start` to `end` (time.monotonic() s). A
+        source whose reading includes the policy's own use of the device (the CPU source's
+        busy share) leaves it out; the others ignore it."""
+
     def close(self) -> None:
         pass
 
@@ -476,6 +481,16 @@ class CpuSource(BudgetSource):
     selector can step down at the next poll (a median of 3 waited for a second read to agree);
     one quiet read does not undo it, and stepping up again waits for the selector's dwell.
 
+    The policy's own inferences: when its threads are at least the CPUs it may use, an
+    inference holds every CPU, the least busy one too, and a read whose interval covers one
+    showed it as hidden time (a 3 ms inference in a 5 ms interval: 60% busy, a slowdown of
+    2.5 on an idle machine, so the loop stepped down with nothing else running). The inferences the policy
+    reports (`policy_ran`) are taken out of every kept read's share, recomputed at each read;
+    the newest read, taken while something besides the reader was runnable (it may be an
+    inference not yet reported), counts at most as much as the read before it, so a burst
+    counts once its second read agrees or its report has taken it out: one poll later.
+    With fewer threads than CPUs the least busy CPU is not the policy's: nothing is taken out.
+
     `threads`: the threads the policy's runtime uses (ONNX Runtime / torch intra-op).
     Other load = runnable threads - 1 (the reading thread itself) - the runnable threads of
     `exclude_pids` (optional), or, without them, - `threads`. Scanning the thread states of a
@@ -525,7 +540,11 @@ class CpuSource(BudgetSource):
         self._tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
         self._cpus = sorted(os.sched_getaffinity(0))  # the CPUs this process (and the policy) may use
         self._usage_prev: tuple[float, dict[int, float]] | None = None
-        self._hidden: deque[float] = deque(maxlen=max(1, window))
+        # (since, until, busy share less the fair share, maybe an unreported inference)
+        self._busy_reads: deque[tuple[float, float, float, bool]] = deque(maxlen=max(1, window))
+        self._own_runs: deque[tuple[float, float]] = deque(maxlen=64)  # policy_ran's intervals
+        # an inference holds every CPU the policy may use, the least busy one too
+        self._own_holds_all = self.threads >= len(self._cpus)
 
     def _running_threads(self, pid: int) -> int:
         n = 0
@@ -543,8 +562,13 @@ class CpuSource(BudgetSource):
                 n += 1
         return n
 
+    def policy_ran(self, start: float, end: float) -> None:
+        if self._own_holds_all and end > start:
+            self._own_runs.append((start, end))
+
     def read(self) -> Budget:
         others_now = None
+        runnable = 1
         try:
             runnable = read_runnable(self._read_kept(self._loadavg_path))
             # Without the policy's pids, up to `threads` runnable threads may be its own
@@ -557,13 +581,15 @@ class CpuSource(BudgetSource):
             pass
         others = float(max(self._runnable)) if self._runnable else 0.0
         now = time.monotonic()
-        busy = self._least_busy_share(now)
-        if busy is not None:
+        share = self._least_busy_share(now)
+        if share is not None:
+            busy, since = share
             # The other runnable threads at this read (the policy's own already left out)
             # would share the CPUs fairly: their part of the busy time is not hidden.
             shared = min(1.0, (others_now or 0) / self.cores)
-            self._hidden.append(max(0.0, busy - shared))
-        hidden = max(self._hidden) if self._hidden else 0.0
+            self._busy_reads.append((since, now, busy - shared,
+                                     self._own_holds_all and runnable > 1))
+        hidden = self._hidden_busy()
         if now - self._vm_at > 0.5:  # RAM, clock and which cgroup: twice a second is enough
             self._vm, self._vm_at = self._psutil.virtual_memory(), now
             self._freq = self._psutil.cpu_freq()
@@ -583,14 +609,31 @@ class CpuSource(BudgetSource):
                   "cpu_mhz": cur or 0.0, "cpu_quota": quota or 0.0, "hidden_busy": hidden}
         return Budget(self.name, self._vm.available / 2**20, slowdown, detail, now)
 
+    def _hidden_busy(self) -> float:
+        """The largest kept read's busy share less the policy's reported inferences in its
+        interval (class docstring); the newest one, if an inference may still be unreported
+        in it, at most the one before it."""
+        values = []
+        for since, until, busy, _ in self._busy_reads:
+            own = sum(max(0.0, min(until, e) - max(since, s)) for s, e in self._own_runs)
+            values.append(max(0.0, busy - own / (until - since)))
+        if not values:
+            return 0.0
+        since, until, _, maybe_own = self._busy_reads[-1]
+        reported = bool(self._own_runs) and self._own_runs[-1][1] >= until
+        if maybe_own and not reported:
+            values[-1] = min(values[-1], values[-2] if len(values) > 1 else 0.0)
+        return max(values)
+
     MIN_USAGE_SPAN_S = 0.002  # cpuacct (ns): reads closer than this are too short to share out
     PROC_STAT_SPAN_S = 0.1  # /proc/stat counts 10 ms clock ticks: a share needs 10 of them
 
-    def _least_busy_share(self, now: float) -> float | None:
-        """The share of the least busy CPU's time (of the CPUs this process may run on) that
-        tasks, this reader included, used since the base read: from cpuacct's per-CPU
-        nanoseconds, or from /proc/stat's clock ticks where there is no cpuacct (then over at
-        least PROC_STAT_SPAN_S). None without either file or before a second read."""
+    def _least_busy_share(self, now: float) -> tuple[float, float] | None:
+        """(share, since): the share of the least busy CPU's time (of the CPUs this process
+        may run on) that tasks, this reader included, used since the base read at `since`:
+        from cpuacct's per-CPU nanoseconds, or from /proc/stat's clock ticks where there is no
+        cpuacct (then over at least PROC_STAT_SPAN_S). None without either file or before a
+        second read."""
         try:
             if self._usage_path is not None:
                 text, span = self._read_kept(self._usage_path, PER_CPU_READ), self.MIN_USAGE_SPAN_S
@@ -612,7 +655,7 @@ class CpuSource(BudgetSource):
         if not cpus:
             return None
         used = min(busy[c] - prev[1][c] for c in cpus)
-        return min(1.0, max(0.0, used / (now - prev[0])))
+        return min(1.0, max(0.0, used / (now - prev[0]))), prev[0]
 
     def _read_kept(self, path: str, size: int = 4096) -> str:
         """The file's text, read again (pread at 0: the kernel makes a /proc or cgroup file's

@@ -101,6 +101,8 @@ class ElasticControl:
         slowdown = self.budget.slowdown if self.budget and self.budget.slowdown < float("inf") \
             else 1.0
         self.selector.observe(now, submodel, latency_s, slowdown)
+        if 0 < latency_s < float("inf"):
+            self.source.policy_ran(now - latency_s, now)
         missed = latency_s > self.selector.config.deadline_s
         self.cycles_by_submodel[submodel] += 1
         self.stats["cycles"] += 1

@@ -99,8 +99,10 @@ def monotonicity_violations(entries: dict[str, dict], order, tolerance: float = 
 
 def measure_latency_table(run: Callable[[str], object], order, rounds: int = 10,
                           iters: int = 100, warmup: int = 20, tolerance: float = 0.05,
-                          attempts: int = 3, progress: Callable[[str], None] | None = None):
-    """Time run(submodel) for every submodel in `order` (smallest first), interleaved.
+                          attempts: int = 3, progress: Callable[[str], None] | None = None,
+                          pause_s: float = 0.0):
+    """Time run(submodel) for every submodel in `order` (smallest first), interleaved; each
+    timed call after a pause of `pause_s` (measure_latency).
 
     Returns ({submodel: {"p50_ms", "p95_ms", "p99_ms", "mean_ms", "samples", "attempts",
     "monotone"}}, violations of the last attempt). Re-measures up to `attempts` times while
@@ -113,7 +115,8 @@ def measure_latency_table(run: Callable[[str], object], order, rounds: int = 10,
         for r in range(rounds):
             k = r % len(order)
             for name in order[k:] + order[:k]:
-                samples[name] += measure_latency(functools.partial(run, name), iters=iters, warmup=1)
+                samples[name] += measure_latency(functools.partial(run, name), iters=iters, warmup=1,
+                                                 pause_s=pause_s)
                 if progress:
                     progress(name)
         entries = {n: {**percentiles(samples[n], (50, 95, 99)), "samples": len(samples[n])}
@@ -126,13 +129,26 @@ def measure_latency_table(run: Callable[[str], object], order, rounds: int = 10,
     return entries, bad
 
 
+#: Seconds between two timed calls of the policy's latency table. A control loop calls the
+#: policy once per chunk, never back to back: in between, the runtime's pool threads sleep
+#: (ONNX Runtime's spinning is off) and its caches cool. On the 2-core AMD EPYC VM, 2 threads,
+#: `1/4` took 1.18 ms back to back and 1.73 ms with these pauses, `full` 3.06 and 3.86 ms, in
+#: the same rounds (bench/policy_latency.py: `ort_*` and `ort_paced_*` in
+#: bench/results/policy_latency_amd_epyc.json): a table timed back to back understated each
+#: submodel by about the same time, so the online correction learned on `1/4` (a ratio that
+#: time makes large) overstated `full` and held the loop on `1/4` with nothing else running.
+CONTROL_PAUSE_S = 0.005
+
+
 def measure_policy_table(policy, runtime_description: str, rounds: int = 10, iters: int = 100,
-                         attempts: int = 3, progress=None, embodiment: str | None = None):
+                         attempts: int = 3, progress=None, embodiment: str | None = None,
+                         pause_s: float = CONTROL_PAUSE_S):
     """A latency table for an ElasticVLA-like policy (select_action at batch 1 on a blank
     observation of `embodiment`, default the model's first) as it runs now, every submodel,
-    smallest first by active parameters. Returns (entries, violations); entries also carry
-    weight_mb, params and runtime. The embodiment matters: one that does not use the target
-    keypoint runs a cheaper graph (ElasticVLA.uses_keypoint)."""
+    smallest first by active parameters, each call `pause_s` after the one before (as in a
+    control loop: CONTROL_PAUSE_S). Returns (entries, violations); entries also carry
+    weight_mb, params, runtime and pause_ms. The embodiment matters: one that does not use the
+    target keypoint runs a cheaper graph (ElasticVLA.uses_keypoint)."""
     from embodied_stack.models.runtime import example_observation
 
     obs = example_observation(policy, embodiment)
@@ -150,12 +166,12 @@ def measure_policy_table(policy, runtime_description: str, rounds: int = 10, ite
 
     try:
         entries, bad = measure_latency_table(run, order, rounds, iters, attempts=attempts,
-                                             progress=progress)
+                                             progress=progress, pause_s=pause_s)
     finally:
         policy.set_submodel(before)
     for name, e in entries.items():
         e.update(params=sizes[name], weight_mb=sizes[name] * 4 / 2**20,
-                 runtime=runtime_description,
+                 runtime=runtime_description, pause_ms=pause_s * 1e3,
                  measured=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return entries, bad
 

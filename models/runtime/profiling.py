@@ -25,14 +25,19 @@ def percentiles(samples_s, qs=(50, 95)) -> dict[str, float]:
     return out
 
 
-def measure_latency(fn: Callable[[], object], iters: int = 100, warmup: int = 10, sync: Callable | None = None):
-    """Run fn warmup + iters times; return the per-call wall times (s) of the timed calls."""
+def measure_latency(fn: Callable[[], object], iters: int = 100, warmup: int = 10, sync: Callable | None = None,
+                    pause_s: float = 0.0):
+    """Run fn warmup + iters times; return the per-call wall times (s) of the timed calls.
+    `pause_s`: sleep this long before each timed call (not timed), as a control loop that
+    calls once per period leaves the runtime's threads asleep and its caches cold."""
     for _ in range(warmup):
         fn()
     if sync:
         sync()
     times = []
     for _ in range(iters):
+        if pause_s > 0:
+            time.sleep(pause_s)
         t0 = time.perf_counter()
         fn()
         if sync:
