@@ -394,7 +394,8 @@ def test_cpu_source_leaves_out_the_policys_own_inferences(tmp_path, monkeypatch)
     (tmp_path / "cg" / "cpu,cpuacct" / "cpuacct.usage_percpu").write_text("0 0 \n")
     src, read_at = _cpuacct_source(tmp_path, monkeypatch, window=3)
     n = len(src._cpus)
-    src.threads, src._own_holds_all = n, True  # the policy's threads: every CPU it may use
+    src.threads = src.policy_threads = n  # the policy's threads: every CPU it may use
+    src._own_holds_all = True
     ns = [0.0] * n
 
     def busy(t, ms, running):
@@ -433,6 +434,17 @@ def test_cpu_source_leaves_out_the_policys_own_inferences(tmp_path, monkeypatch)
     one._own_holds_all = one.threads >= len(one._cpus)
     one.policy_ran(0.0, 1.0)
     assert not one._own_runs
+
+
+def test_more_policy_threads_than_cores_is_no_load_of_its_own(tmp_path):
+    """A 2-thread policy on a 1-core machine: its table was measured so, and an idle machine
+    must not read as a slowdown of 2."""
+    proc = tmp_path / "proc"
+    _cgroup_tree(proc, {"loadavg": "0.0 0.0 0.0 1/99 1\n", "self/cgroup": "0::/\n"})
+    src = CpuSource(threads=64, proc=str(proc), cgroup_root=str(tmp_path / "cg"), per_cpu_time=False)
+    assert src.threads == src.cores
+    assert src.read().slowdown == 1.0
+    src.close()
 
 
 def test_cpu_source_does_not_count_busy_time_that_runnable_threads_share(tmp_path, monkeypatch):

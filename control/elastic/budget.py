@@ -513,7 +513,9 @@ class CpuSource(BudgetSource):
 
         self._psutil = psutil
         self.cores = psutil.cpu_count() or 1
-        self.threads = threads or self.cores
+        self.policy_threads = threads or self.cores  # runnable threads taken for the policy's
+        # ... but more threads than cores are in the latency table already (measured so): no load
+        self.threads = min(self.policy_threads, self.cores)
         self.proc = Path(proc)
         self.exclude_pids = tuple(dict.fromkeys(exclude_pids))
         self._runnable: deque[int] = deque(maxlen=max(1, window))
@@ -574,7 +576,7 @@ class CpuSource(BudgetSource):
             # Without the policy's pids, up to `threads` runnable threads may be its own
             # (class docstring): that many are not counted.
             own = (sum(self._running_threads(p) for p in self.exclude_pids) if self.exclude_pids
-                   else self.threads)
+                   else self.policy_threads)
             others_now = max(0, runnable - 1 - own)
             self._runnable.append(others_now)
         except (OSError, ValueError):
