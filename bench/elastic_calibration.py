@@ -196,6 +196,13 @@ def _search(cal, run_probe, load, rates, margin_s, smallest, lightest, heaviest,
         mid = (a + b) / 2
         return float(round(mid)) if integer else mid
 
+    def load_of(level: float) -> float:
+        """Larger for a heavier load (a CPU quota is heavier at a lower level)."""
+        return level if heaviest >= lightest else -level
+
+    def heavier(a: float, b: float) -> bool:
+        return load_of(a) > load_of(b)
+
     for rate in rates:
         deadline_ms = (1.0 / rate - margin_s) * 1e3
         if deadline_ms <= 0:
@@ -235,9 +242,10 @@ def _search(cal, run_probe, load, rates, margin_s, smallest, lightest, heaviest,
             """The aimed level, then (only if asked for) one lighter one, bisected towards
             FULL_LIGHT between the probed levels around it."""
             yield aim
-            below = [lv for lv, r in levels.items() if r < FULL_LIGHT and lv < aim]
+            below = [lv for lv, r in levels.items() if r < FULL_LIGHT and heavier(aim, lv)]
             if below:
-                lighter = bisect(max(below), min(lv for lv, r in levels.items() if r >= FULL_LIGHT),
+                lighter = bisect(max(below, key=load_of),
+                                 min((lv for lv, r in levels.items() if r >= FULL_LIGHT), key=load_of),
                                  FULL_LIGHT, 3)
                 if lighter != aim:
                     yield lighter

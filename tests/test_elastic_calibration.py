@@ -199,3 +199,24 @@ def test_between_a_level_too_heavy_for_the_smallest_and_one_too_light_for_full()
     assert SPLIT_STEPS >= 1
     assert cal.separated and noisy_below <= cal.level <= late_above, cal.reason
     assert len([p for p in cal.probes if p.submodel == "1/4"]) == 3  # aimed, lighter, between
+
+
+def test_a_lighter_level_is_tried_for_a_load_that_is_heavier_at_lower_levels():
+    """A CPU quota: the load is heavier at a lower level (fewer CPUs). The lighter level the
+    calibration tries is a larger quota, not a smaller one."""
+    edge = 0.21  # CPUs: below it 1/4 is late 2% of the time
+
+    def measure(submodel, rate, level, n):
+        cost = {"full": 2.0, "1/4": 0.6}[submodel]
+        lat = np.linspace(0.8, 1.2, n) * (0.5 + cost / min(1.0, level)) * 1e-3
+        if submodel == "1/4" and level < edge:
+            lat[::50] = 0.05
+        return lat
+
+    class Quota:
+        level_name = "CPU quota"
+
+    cal = calibrate(measure, Quota(), [100], 0.001, "1/4", 2.0, 0.05, log=lambda s: None)
+    assert cal.separated and cal.level > edge, cal.reason
+    fits = [p for p in cal.probes if p.submodel == "1/4"]
+    assert len(fits) == 2 and fits[0].level < edge < fits[1].level
