@@ -400,7 +400,7 @@ class PolicyLoop:
                     self._maybe_request(now, arrived)
             return reason
 
-    def on_speed(self, speed: float, stamp: float, now: float, arrived: float | None = None) -> str | None:
+    def on_speed(self, speed: float, stamp: float, now: float, arrived: float) -> str | None:
         """The vehicle's speed (odom), m/s."""
         with self._lock:
             reason = self.safety.note_input("odom", stamp, now)
@@ -408,7 +408,7 @@ class PolicyLoop:
                 self._speed = float(speed)
                 self._speed_buf.add(stamp, float(speed))
                 if self._awaiting_inputs:  # the newest frame waits for its odometry
-                    self._maybe_request(now, now if arrived is None else arrived)
+                    self._maybe_request(now, arrived)
             return reason
 
     def on_camera_info(self, K: np.ndarray) -> None:

@@ -427,6 +427,7 @@ def test_cpu_source_leaves_out_the_policys_own_inferences(tmp_path, monkeypatch)
     assert busy(0.065, 5.0, 1 + n) == pytest.approx(0.6)
     src.policy_ran(0.060, 0.065)
     assert busy(0.070, 3.0, 1) == pytest.approx(0.6)
+    assert list(src._own_runs) == [(0.060, 0.065)]  # the earlier run left with its reads
     src.close()
     # fewer threads than CPUs: the least busy CPU is not the policy's, nothing is taken out
     one = CpuSource(threads=1, per_cpu_time=False)

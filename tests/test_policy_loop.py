@@ -177,7 +177,7 @@ def test_a_vehicle_frame_waits_for_its_odometry_so_the_command_uses_its_speed():
     waits for it: the command then starts from that instant's speed, as the base applies it,
     not from the instant before's (which gave the car another acceleration)."""
     rig = Rig(embodiment="vehicle")
-    assert rig.loop.on_speed(5.0, rig.t, rig.t) is None
+    assert rig.loop.on_speed(5.0, rig.t, rig.t, rig.t) is None
     rig.at(0.1)
     stamp = rig.t
     rig.inputs(stamp)
@@ -367,7 +367,7 @@ def test_an_arm_target_is_moved_to_the_base_frame_and_servoed_to():
 
 def test_a_vehicle_follows_the_plan_by_pure_pursuit():
     rig, request = _target_rig(embodiment="vehicle", plan_horizon_s=1.0)
-    assert rig.loop.on_speed(5.0, rig.t, rig.t) is None
+    assert rig.loop.on_speed(5.0, rig.t, rig.t, rig.t) is None
     plan = np.array([[2.5 * k, 0.0] for k in range(1, 9)])  # straight on at 5 m/s
     step = rig.answer(request, chunk=np.zeros((4, 2)), plan=plan)
     v, omega = step.command
@@ -499,7 +499,7 @@ def test_a_verdict_on_an_instruction_already_replaced_is_ignored():
 
 def test_a_vehicle_ramps_down_instead_of_stepping_to_zero():
     rig = Rig(embodiment="vehicle")
-    rig.loop.on_speed(8.0, rig.t, rig.t)
+    rig.loop.on_speed(8.0, rig.t, rig.t, rig.t)
     rig.answer(rig.frame(), chunk=np.tile([0.0, 0.0], (4, 1)))  # hold 8 m/s
     rig.loop.on_estop(True)
     speeds = [rig.tick().command for _ in range(120)]

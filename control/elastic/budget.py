@@ -615,13 +615,16 @@ class CpuSource(BudgetSource):
         """The largest kept read's busy share less the policy's reported inferences in its
         interval (class docstring); the newest one, if an inference may still be unreported
         in it, at most the one before it."""
+        if self._busy_reads:  # runs that ended before the oldest kept read: no longer needed
+            while self._own_runs and self._own_runs[0][1] <= self._busy_reads[0][0]:
+                self._own_runs.popleft()
         values = []
         for since, until, busy, _ in self._busy_reads:
             own = sum(max(0.0, min(until, e) - max(since, s)) for s, e in self._own_runs)
             values.append(max(0.0, busy - own / (until - since)))
         if not values:
             return 0.0
-        since, until, _, maybe_own = self._busy_reads[-1]
+        _, until, _, maybe_own = self._busy_reads[-1]
         reported = bool(self._own_runs) and self._own_runs[-1][1] >= until
         if maybe_own and not reported:
             values[-1] = min(values[-1], values[-2] if len(values) > 1 else 0.0)
