@@ -75,8 +75,11 @@ FIRST_SEED = {"test": 100_000, "validation": 300_000}
 #: The strategies compared: name -> policy node settings (control/policy_loop.PolicyLoopConfig)
 #: per world. The limiter's limits are per embodiment (the arm's m/s, the car's speed and yaw
 #: rate), chosen on the validation seeds (docs/policy_node.md).
-ARM_LIMITS = {"limit_accel": 2.0, "limit_jerk": 15.0}
-CAR_LIMITS = {"limit_jerk": 10.0}  # (limiting the steering made the closed loop lag and fail)
+ARM_LIMITS = {"limit_accel": 2.0, "limit_jerk": 12.0}
+#: the car's: its speed's jerk and its yaw rate's change (lateral jerk = v * d omega / dt), with
+#: the one-step hand-over blend; a tighter speed-jerk limit lags the braking, a tighter yaw-rate
+#: limit the lane changes (docs/experiments.md)
+CAR_LIMITS = {"limit_jerk": 12.0, "limit_angular_accel": 2.5, "blend_steps": 1}
 STRATEGIES: dict[str, dict[str, dict]] = {
     name: {"tabletop": {"execution": name}, "driving": {"execution": name}}
     for name in ("replace", "early", "ensemble", "delay_aware", "auto")}
@@ -90,7 +93,7 @@ EXTRA_STRATEGIES = ("auto+blend2", "auto+blend3", "auto+blend+limiter")
 STRATEGIES["auto+blend2"] = {w: {"execution": "auto", "blend_steps": 2} for w in ("tabletop", "driving")}
 STRATEGIES["auto+blend3"] = {w: {"execution": "auto", "blend_steps": 3} for w in ("tabletop", "driving")}
 STRATEGIES["auto+blend+limiter"] = {"tabletop": {"execution": "auto", "blend_steps": 1, **ARM_LIMITS},
-                                    "driving": {"execution": "auto", "blend_steps": 1, **CAR_LIMITS}}
+                                    "driving": {"execution": "auto", **CAR_LIMITS, "blend_steps": 1}}
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
 #: the graph section's compressed colour formats (image_transport's `compressed`): what a network
