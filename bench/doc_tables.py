@@ -56,7 +56,7 @@ ANY = "any (seeded, not timed)"
 #: Files whose figures do not depend on the machine (seeded evaluations, not timed).
 NOT_TIMED = ("push_failures", "driving_failures", "eval_default_test_block", "rl_vs_bc_dagger_test_block",
              "recipe_vs_previous_test_block", "eval", "robustness", "robustness_vs_previous",
-             "recipe_run1_validation", "recipe_run2_validation")
+             "recipe_run1_validation", "recipe_run2_validation", "recipe_seed1_test_block")
 #: The model the benches below ran on before the recipe's model replaced it.
 PREVIOUS_DEFAULT = "The previous default model (`models/default_vla` at commit 66232ac)"
 #: Files named for what they hold rather than their machine: the machine of their timed part
@@ -567,25 +567,38 @@ def recipe_run_derive(d: dict) -> dict:
             p = paired["mcnemar_p"]
             out[f"{model}_{k}"] = (f"{success:.1%} ({100 * (paired['new'] - paired['base']):+.1f}, "
                                    f"p {'< 0.001' if p < 0.001 else f'{p:.2g}'})")
+    # the final model's success against the baseline's 95% interval (a second training seed)
+    for k, inside in d.get("final_within_baseline_ci95", {}).items():
+        low, high = d["baseline"][f"ci95_{k}"]
+        out[f"within_{k}"] = ("inside" if inside else "above" if d["final"][f"success_{k}"] > high else "below") + \
+            f" [{low:.1%}, {high:.1%}]"
     return out
 
 
-def recipe_run_table(run: int, baseline: str) -> Table:
-    """A recipe run against a baseline model on validation seeds (bench/recipe_run.py)."""
+def recipe_run_table(run: int | str, baseline: str, file: str = "", seeds: str = "validation",
+                     within: bool = False) -> Table:
+    """A recipe run against a baseline model on the same seeds (bench/recipe_run.py); ``within``:
+    a last row with where the final model lies against the baseline's 95% interval."""
+    models = ((baseline, "baseline"), (f"recipe run {run}, after bc", "after_bc"),
+              (f"recipe run {run}, after dagger", "after_dagger"), (f"recipe run {run}, final (after rl)", "final"))
+    file = file or f"recipe_run{run}_validation.json"
+    rows = tuple(Row(file, {"label": label, "m": m}) for label, m in models)
+    if within:
+        rows += (Row(file, {"label": "final against the first row's 95% interval", "m": "within"}),)
     return Table(
         ("model", "tabletop, full", "driving, full", "tabletop, 1/2", "driving, 1/2"),
         ("<label>", "{<m>_full_tabletop}", "{<m>_full_driving}", "{<m>_half_tabletop}", "{<m>_half_driving}"),
-        tuple(Row(f"recipe_run{run}_validation.json", {"label": label, "m": m}) for label, m in (
-            (baseline, "baseline"), (f"recipe run {run}, after bc", "after_bc"),
-            (f"recipe run {run}, after dagger", "after_dagger"), (f"recipe run {run}, final (after rl)", "final"))),
+        rows,
         derive=recipe_run_derive,
-        note="{episodes} validation seeds per world from {first_seed}, paired with the first row (points, "
+        note="{episodes} " + seeds + " seeds per world from {first_seed}, paired with the first row (points, "
              "exact McNemar p); the run trained {wall_min} min on {machine}.",
     )
 
 
 RECIPE_RUN = recipe_run_table(1, "previous default (warm-start chain)")
 RECIPE_RUN2 = recipe_run_table(2, "previous default (warm-start chain)")
+RECIPE_SEED1 = recipe_run_table("seed 1", "shipped model (recipe, seed 0)", "recipe_seed1_test_block.json",
+                                "test-block (the shipped model's)", within=True)
 
 SUBMODEL_WORLDS = (("full, tabletop", "full_tabletop"), ("full, driving", "full_driving"),
                    ("1/2, tabletop", "half_tabletop"), ("1/2, driving", "half_driving"))
@@ -830,6 +843,7 @@ TABLES: dict[str, Table] = {
     "robustness": ROBUSTNESS,
     "recipe_run": RECIPE_RUN,
     "recipe_run2": RECIPE_RUN2,
+    "recipe_seed1": RECIPE_SEED1,
 }
 
 # --- rendering -------------------------------------------------------------------------------
