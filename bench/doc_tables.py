@@ -568,10 +568,12 @@ def recipe_run_derive(d: dict) -> dict:
             out[f"{model}_{k}"] = (f"{success:.1%} ({100 * (paired['new'] - paired['base']):+.1f}, "
                                    f"p {'< 0.001' if p < 0.001 else f'{p:.2g}'})")
     # the final model's success against the baseline's 95% interval (a second training seed)
-    for k, inside in d.get("final_within_baseline_ci95", {}).items():
+    for k, paired in d.get("final_vs_baseline", {}).items():
+        if "new_within_base_ci95" not in paired:  # (files from before paired_success gave it)
+            continue
         low, high = d["baseline"][f"ci95_{k}"]
-        out[f"within_{k}"] = ("inside" if inside else "above" if d["final"][f"success_{k}"] > high else "below") + \
-            f" [{low:.1%}, {high:.1%}]"
+        out[f"within_{k}"] = ("inside" if paired["new_within_base_ci95"] else
+                              "above" if paired["new"] > high else "below") + f" [{low:.1%}, {high:.1%}]"
     return out
 
 

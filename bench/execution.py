@@ -93,7 +93,7 @@ EXTRA_STRATEGIES = ("auto+blend2", "auto+blend3", "auto+blend+limiter")
 STRATEGIES["auto+blend2"] = {w: {"execution": "auto", "blend_steps": 2} for w in ("tabletop", "driving")}
 STRATEGIES["auto+blend3"] = {w: {"execution": "auto", "blend_steps": 3} for w in ("tabletop", "driving")}
 STRATEGIES["auto+blend+limiter"] = {"tabletop": {"execution": "auto", "blend_steps": 1, **ARM_LIMITS},
-                                    "driving": {"execution": "auto", **CAR_LIMITS, "blend_steps": 1}}
+                                    "driving": {"execution": "auto", **CAR_LIMITS}}  # (the car's has the blend)
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
 #: the graph section's compressed colour formats (image_transport's `compressed`): what a network

@@ -20,10 +20,10 @@ and reused while the model's weights are unchanged (benchlib.model_id).
 JSON keys: ``run``, ``baseline``, ``episodes``, ``first_seed``, ``run_info``, ``train_config``,
 ``curve`` (validation entries of the run's log), and per model ``final``, ``after_<stage>``,
 ``baseline``: ``success_<sub>_<world>`` with ``ci95_...``; per compared model
-``<model>_vs_baseline``: bench/paired_success.py's figures per ``<sub>_<world>``, and
-``<model>_within_baseline_ci95``: per ``<sub>_<world>``, whether its success lies inside the
-baseline's 95% interval: what the recipe asks of a second run with another training seed,
-judged on the first run's test block (``--first-seed 102000 --episodes 500``).
+``<model>_vs_baseline``: bench/paired_success.py's figures per ``<sub>_<world>``; among them
+``new_within_base_ci95``, whether its success lies inside the baseline's 95% interval: what the
+recipe asks of a second run with another training seed, judged on the first run's test block
+(``--first-seed 102000 --episodes 500``).
 """
 
 from __future__ import annotations
@@ -94,19 +94,13 @@ def main(argv=None) -> int:
         paired = compare(evals["baseline"], ev) if name != "baseline" else {}
         if paired:
             figures[f"{name}_vs_baseline"] = paired
-            base = evals["baseline"]
-            figures[f"{name}_within_baseline_ci95"] = {
-                key: bool(base[f"ci95_{key}"][0] <= ev[f"success_{key}"] <= base[f"ci95_{key}"][1])
-                for key in (k.removeprefix("success_") for k in ev if k.startswith("success_"))
-                if f"ci95_{key}" in base}
         for key in ("full_tabletop", "full_driving", "half_tabletop", "half_driving"):
             p = paired.get(key)
-            within = figures.get(f"{name}_within_baseline_ci95", {}).get(key)
             rows.append((name, key, f"{ev[f'success_{key}']:.1%}",
                          "-" if p is None else f"{100 * (p['new'] - p['base']):+.1f}",
                          "-" if p is None else f"{p['new_solves_base_fails']} / {p['base_solves_new_fails']}",
                          "-" if p is None else f"{p['mcnemar_p']:.3f}",
-                         "-" if within is None else ("yes" if within else "no")))
+                         "-" if p is None else ("yes" if p["new_within_base_ci95"] else "no")))
     benchlib.print_table(f"{args.run} against {baseline}: {args.episodes} seeds per world from "
                          f"{args.first_seed}, paired", ("model", "submodel_world", "success", "vs baseline (pts)",
                                                         "only it / only baseline", "McNemar p",

@@ -133,10 +133,10 @@ def test_recipe_runs_at_a_tiny_scale_through_the_training_command(tmp_path):
     assert figures["first_seed"] == 300_000 and figures["run_info"]["wall_s"] == info["wall_s"]
     assert figures["final_vs_baseline"]["full_tabletop"]["episodes"] == 2
     base, final = figures["baseline"], figures["final"]
-    for key, inside in figures["final_within_baseline_ci95"].items():
+    for key, paired in figures["final_vs_baseline"].items():
         low, high = base[f"ci95_{key}"]
-        assert inside == (low <= final[f"success_{key}"] <= high), key
-    assert {"full_tabletop", "full_driving"} <= set(figures["final_within_baseline_ci95"])
+        assert paired["new_within_base_ci95"] == (low <= final[f"success_{key}"] <= high), key
+    assert {"full_tabletop", "full_driving"} <= set(figures["final_vs_baseline"])
     # Shipping a run: the model folder with its card, every figure of it read from its files.
     to = tmp_path / "shipped"
     export = subprocess.run([sys.executable, "-m", "embodied_stack.sim.train.export", "--run", str(out),
