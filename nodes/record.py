@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         return 2
     print(f"dataset {report.dataset}: {report.episodes} episodes, {report.frames} frames "
           f"({report.unanswered_frames} unanswered and {report.incomplete_frames} incomplete "
-          f"frames left out)")
+          f"frames left out; {len(report.late_stamps)} answered after the next frame, kept)")
     return 0
 
 

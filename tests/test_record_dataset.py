@@ -173,21 +173,35 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
     """`embodied-stack record` on the real graph: two driving episodes (seeds 4, 5) driven by
     the expert backend over DDS, recorded to MCAP and converted. Every frame's action is the
     expert's action for that very frame (sim/expert_action, stamped with it): the alignment
-    holds frame by frame."""
+    holds frame by frame, as the policy node let it through (its yaw-rate limit, max_angular,
+    clips the expert's sharpest turns at speed). A frame answered after the world had stepped
+    on without it (the bridge's backstop on a loaded machine, seen at start-up) is reported as
+    late: the node may have closed the speed loop on newer odometry, so its label may differ;
+    it is left out of the comparison, and the test bounds how many there are."""
+    from embodied_stack.control.policy_loop import PolicyLoopConfig
     from embodied_stack.nodes.record import record
 
     report, results = record("driving", 2, 4, tmp_path / "ds", progress=False, timeout_s=120)
     assert len(results) == 2 and all(r["success"] for r in results), results
     ds = LeRobotDataset(tmp_path / "ds")
     assert ds.num_episodes == 2 and ds.tasks == list(dict.fromkeys(r["instruction"] for r in results))
-    expert = {}
+    expert, speed = {}, {}
     with Reader(tmp_path / "ds.mcap") as reader:
-        conns = [c for c in reader.connections if c.topic == "/sim/expert_action"]
-        assert conns, "the bag lacks /sim/expert_action"
+        conns = [c for c in reader.connections if c.topic in ("/sim/expert_action", "/odom")]
+        assert {c.topic for c in conns} == {"/sim/expert_action", "/odom"}, "the bag lacks a topic"
         for c, _, raw in reader.messages(connections=conns):
             msg = TS.deserialize_cdr(raw, c.msgtype)
-            expert[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = (
-                msg.twist.linear.x, msg.twist.linear.y)
+            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            if c.topic == "/odom":
+                speed[stamp] = msg.twist.twist.linear.x
+            else:
+                expert[stamp] = (msg.twist.linear.x, msg.twist.linear.y)
+    scale, max_angular = command_scale("driving"), PolicyLoopConfig().max_angular
+
+    def executed(stamp):  # the expert's action as the node commands it at the frame's speed
+        command = scale.to_command(np.array(expert[stamp]), speed[stamp])
+        command[1] = np.clip(command[1], -max_angular, max_angular)
+        return scale.to_action(command, speed[stamp])
     for e, result in enumerate(results):
         ep = ds.episode(e)
         # Lockstep: every step's frame is answered (the reset frame may be sent twice).
@@ -195,8 +209,10 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
         lost = report.unanswered_frames
         assert result["steps"] - 1 - lost <= len(ep) <= result["steps"] + 1, (len(ep), result, lost)
         assert ep.tasks[0] == result["instruction"]
-        want = np.array([expert[s] for s in report.stamps[e]], np.float32)
-        np.testing.assert_allclose(ep.frames["action"], want, atol=2e-3)
+        want = np.array([executed(s) for s in report.stamps[e]], np.float32)
+        on_time = np.array([s not in report.late_stamps for s in report.stamps[e]])
+        assert on_time.mean() >= 0.75, report.late_stamps
+        np.testing.assert_allclose(ep.frames["action"][on_time], want[on_time], atol=2e-3)
         assert ep.frames["observation.images.color"].shape[1:] == (64, 64, 3)
         assert np.all(ep.frames["observation.depth"] >= 0)
 

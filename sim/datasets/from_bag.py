@@ -62,6 +62,12 @@ class ConversionReport:
     state_names: list[str] = field(default_factory=list)  #: joint_states' names
     unanswered_frames: int = 0  #: no command answers them
     incomplete_frames: int = 0  #: their depth / joint state / odometry is not in the bag
+    #: camera stamps (ns) of kept frames answered only after the next frame was published: the
+    #: world had moved on (a lockstep bridge's backstop stepped it on a loaded machine), so the
+    #: command was made and applied at a later state than its frame's (a vehicle's speed loop
+    #: closes on the newer odometry) and its label, inverted at the frame's own speed, may
+    #: differ from what the policy chose for that frame. None in a lockstep graph that keeps up.
+    late_stamps: list[int] = field(default_factory=list)
     frames_before_instruction: int = 0
 
 
@@ -146,12 +152,12 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
     # never reached the bag (a reliable queue that overflowed under load). The frame is then
     # left out as unanswered rather than labelled with an older command.
     command_times = [t for t, _ in msgs["command"]]
-    answer: dict[int, np.ndarray] = {}
+    answer: dict[int, tuple[int, np.ndarray]] = {}  # frame stamp -> (command's log time, values)
     previous_source = -1
     for t, src in msgs["source"]:
         k = bisect_right(command_times, t) - 1
         if k >= 0 and command_times[k] > previous_source:
-            answer.setdefault(_stamp_ns(src), _command(msgs["command"][k][1]))
+            answer.setdefault(_stamp_ns(src), (command_times[k], _command(msgs["command"][k][1])))
         previous_source = t
     # An instruction may be logged a little after its episode's first frame (two topics):
     # half a frame interval of slack, the nominal one or, for a graph stepping faster than
@@ -180,7 +186,7 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
             return frames, texts[current]
         return None
 
-    for t, msg in msgs["color"]:
+    for i, (t, msg) in enumerate(msgs["color"]):
         episode = bisect_right(starts, t + slack_ns) - 1
         if episode < 0:
             report.frames_before_instruction += 1
@@ -201,7 +207,9 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
         if [str(n) for n in joints[stamp].name] != names:
             raise ValueError(f"{bag}: {topics['joints']} changes its joint names mid-bag "
                              f"({names} -> {list(joints[stamp].name)})")
-        command = answer[stamp]
+        command_time, command = answer[stamp]
+        if i + 1 < len(frame_times) and frame_times[i + 1] < command_time:
+            report.late_stamps.append(stamp)
         if isinstance(scale, VehicleScale):
             speed = float(odom[stamp].twist.twist.linear.x)
             action = scale.to_action(np.array([command[0], command[3]]), speed)
