@@ -2,7 +2,8 @@
 """BC from a recorded LeRobotDataset vs BC from the live expert on the same episodes, paired
 on unseen seeds (issue 33's dataset acceptance, at the scale given).
 
-1. ``embodied-stack record`` drives ``--episodes`` driving episodes (seeds 0..N-1) through the
+1. ``embodied-stack record`` drives ``--episodes`` episodes of ``--world`` (default driving;
+   any registered world with an expert, e.g. ``metaworld_reach``; seeds 0..N-1) through the
    ROS graph with the expert backend (lockstep) and writes a LeRobotDataset v3 (AV1 video).
 2. Two models (new ones by default, or both from ``--init-from``; the default TrainConfig model
    plus ``reference_frame``, the same seed) get ``--bc-steps`` of bc:
@@ -16,11 +17,12 @@ on unseen seeds (issue 33's dataset acceptance, at the scale given).
 3. Both are evaluated greedily on ``--eval-episodes`` unseen seeds from 100000 and compared seed
    by seed (bench/paired_success.py: the seeds only one solves, exact McNemar).
 
-    python bench/dataset_bc.py [--episodes 100] [--bc-steps 1000] [--eval-episodes 500]
-        [--work runs/dataset_bc] [--quick] [--json bench/results/dataset_bc.json]
+    python bench/dataset_bc.py [--world driving] [--episodes 100] [--bc-steps 1000]
+        [--eval-episodes 500] [--work runs/dataset_bc] [--quick] [--json bench/results/dataset_bc.json]
 
 Work is kept under ``--work`` and reused (the dataset, each finished run, each evaluation).
-JSON keys: ``episodes``, ``bc_steps``, ``eval_episodes``, ``init_from``, ``dataset_frames``,
+JSON keys: ``world``, ``episodes``, ``bc_steps``, ``elastic_every``, ``eval_episodes``, ``init_from``,
+``dataset_frames``,
 ``success_dataset``, ``success_expert``, ``ci95_dataset``, ``ci95_expert``,
 ``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``, ``action_range``
 (the bins both runs used),
@@ -53,17 +55,19 @@ def _train(out: Path, **fields) -> float:
     return wall
 
 
-def _eval(model: Path, out: Path, episodes: int) -> dict:
+def _eval(model: Path, world: str, out: Path, episodes: int) -> dict:
     from embodied_stack.sim.eval import main as eval_main
 
     if not out.exists():
-        eval_main(["--model", str(model), "--worlds", "driving", "--submodels", "full",
+        eval_main(["--model", str(model), "--worlds", world, "--submodels", "full",
                    "--episodes", str(episodes), "--json", str(out)])
     return json.loads(out.read_text())
 
 
 def main(argv=None) -> int:
     parser = benchlib.parser(__doc__)
+    parser.add_argument("--world", default="driving",
+                        help="a registered world with an expert (default driving)")
     parser.add_argument("--episodes", type=int, default=100, help="recorded episodes (default 100)")
     parser.add_argument("--bc-steps", type=int, default=1000, help="bc optimiser steps (default 1000)")
     parser.add_argument("--eval-episodes", type=int, default=500,
@@ -72,6 +76,12 @@ def main(argv=None) -> int:
     parser.add_argument("--init-from", default="", help="both runs start from this model "
                         "('' = a new model, the default; 'default' = the shipped one: fine-tuning)")
     parser.add_argument("--work", type=Path, default=Path("runs/dataset_bc"))
+    parser.add_argument("--elastic-every", type=int, default=1,
+                        help="a sampled submodel every Nth bc step (default 1, as the committed "
+                             "driving results were made; the recipe uses 2)")
+    parser.add_argument("--part", choices=("all", "dataset", "expert"), default="all",
+                        help="train only that run and stop (two processes, one per core; the "
+                             "dataset is recorded first), then 'all' reuses both (default all)")
     parser.add_argument("--expert-dart", action="store_true",
                         help="the live expert's demonstrations with the trainer's DART noise "
                              "(default: none, the expert's own trajectories)")
@@ -81,13 +91,14 @@ def main(argv=None) -> int:
         args.work = args.work.with_name(args.work.name + "_quick")
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.work / "dataset"
-    record_s = 0.0
     if not data.exists():
         from embodied_stack.nodes.record import record
 
         start = time.time()
-        record("driving", args.episodes, 0, data, bag=args.work / "dataset.mcap")
-        record_s = time.time() - start
+        record(args.world, args.episodes, 0, data, bag=args.work / "dataset.mcap")
+        (args.work / "record_s.json").write_text(json.dumps({"record_s": time.time() - start}))
+    timing = args.work / "record_s.json"  # (absent: recorded before it was kept)
+    record_s = json.loads(timing.read_text())["record_s"] if timing.exists() else 0.0
     from embodied_stack.sim.datasets.lerobot_v3 import LeRobotDataset
 
     frames = LeRobotDataset(data).num_frames
@@ -95,30 +106,37 @@ def main(argv=None) -> int:
 
     # A new model with the task memory lane changes need (the reference frame, as shipped).
     model = {**TrainConfig().model, "reference_frame": True}
-    # elastic_every 1: as the committed results were made (the default recipe now uses 2)
     common = dict(stages=("bc",), init_from=args.init_from, bc_steps=args.bc_steps, eval_episodes=0,
-                  threads=args.threads, seed=0, model=model, elastic_every=1)
-    train_dataset_s = _train(args.work / "from_dataset", dataset=str(data), **common)
+                  threads=args.threads, seed=0, model=model, elastic_every=args.elastic_every)
+    if args.part in ("all", "dataset"):
+        train_dataset_s = _train(args.work / "from_dataset", dataset=str(data), **common)
+    if args.part == "dataset":
+        return 0
     # The same bins as the dataset run (which sets them from the dataset's statistics).
     from embodied_stack.sim.train.demos import dataset_action_range
+    from embodied_stack.sim.worlds import EMBODIMENT_OF_WORLD
 
-    bins = {"vehicle": dataset_action_range(data)}
+    bins = {EMBODIMENT_OF_WORLD[args.world]: dataset_action_range(data)}
     defaults = TrainConfig()
     noise = (dict(noise_std=defaults.noise_std, noisy_share=defaults.noisy_share) if args.expert_dart
              else dict(noise_std=0.0, noisy_share=0.0))
     expert = "expert_dart" if args.expert_dart else "expert"
-    train_expert_s = _train(args.work / f"from_{expert}", worlds=("driving",),
-                            demo_episodes={"driving": args.episodes}, **noise,
+    train_expert_s = _train(args.work / f"from_{expert}", worlds=(args.world,),
+                            demo_episodes={args.world: args.episodes}, **noise,
                             **{**common, "model": {**model, "action_range": bins}})
-    evals = {name: _eval(args.work / f"from_{run}" / "model", args.work / f"eval_{run}.json",
+    if args.part == "expert":
+        return 0
+    evals = {name: _eval(args.work / f"from_{run}" / "model", args.world, args.work / f"eval_{run}.json",
                          args.eval_episodes) for name, run in (("dataset", "dataset"), ("expert", expert))}
-    paired = compare(evals["expert"], evals["dataset"])["full_driving"]
+    cell = f"full_{args.world}"
+    paired = compare(evals["expert"], evals["dataset"])[cell]
     figures = {
-        "episodes": args.episodes, "bc_steps": args.bc_steps, "eval_episodes": args.eval_episodes,
+        "world": args.world, "episodes": args.episodes, "bc_steps": args.bc_steps,
+        "elastic_every": args.elastic_every, "eval_episodes": args.eval_episodes,
         "init_from": args.init_from or "new model", "action_range": bins,
         "dataset_frames": frames, "success_dataset": paired["new"], "success_expert": paired["base"],
-        "ci95_dataset": evals["dataset"]["ci95_full_driving"],
-        "ci95_expert": evals["expert"]["ci95_full_driving"],
+        "ci95_dataset": evals["dataset"][f"ci95_{cell}"],
+        "ci95_expert": evals["expert"][f"ci95_{cell}"],
         "dataset_solves_expert_fails": paired["new_solves_base_fails"],
         "expert_solves_dataset_fails": paired["base_solves_new_fails"],
         "mcnemar_p": paired["mcnemar_p"],
@@ -129,13 +147,13 @@ def main(argv=None) -> int:
                          if args.expert_dart else "none"),
     }
     benchlib.print_table(
-        f"driving, BC on {args.episodes} episodes ({frames} frames), {args.bc_steps} steps, "
+        f"{args.world}, BC on {args.episodes} episodes ({frames} frames), {args.bc_steps} steps, "
         f"{args.eval_episodes} unseen seeds (paired)",
         ("trained from", "success", "95% CI", "seeds only it solves"),
         [("dataset (record -> LeRobot v3)", f"{paired['new']:.1%}",
-          str(evals["dataset"]["ci95_full_driving"]), paired["new_solves_base_fails"]),
+          str(evals["dataset"][f"ci95_{cell}"]), paired["new_solves_base_fails"]),
          ("live expert (same seeds)", f"{paired['base']:.1%}",
-          str(evals["expert"]["ci95_full_driving"]), paired["base_solves_new_fails"])])
+          str(evals["expert"][f"ci95_{cell}"]), paired["base_solves_new_fails"])])
     print(f"difference {figures['difference_points']:+.1f} points, McNemar p {paired['mcnemar_p']:.3f}")
     benchlib.write_json(args.json, figures, __file__, argv)
     return 0

@@ -97,7 +97,7 @@ STRATEGIES["auto+blend+limiter"] = {"tabletop": {"execution": "auto", "blend_ste
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
 #: the graph section's compressed colour formats (image_transport's `compressed`): what a network
-#: camera sends (JPEG, OpenCV quality 95, 4:4:4: nodes/conversions.rgb_to_compressed says why)
+#: camera sends (JPEG, OpenCV quality 95, 4:4:4: control/image_codecs.encode_color says why)
 #: and lossless PNG
 GRAPH_FORMATS = ("jpeg", "png")
 

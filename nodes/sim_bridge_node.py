@@ -2,7 +2,7 @@
 
 Publishes `camera/color/image_raw` (rgb8), `camera/depth/image_raw` (32FC1 m), with
 `compressed_format:=jpeg|png` also their image_transport `compressed` (colour; JPEG quality 95,
-4:4:4: conversions.rgb_to_compressed says why) and `compressedDepth` (depth: 32FC1 inverse
+4:4:4: control/image_codecs.encode_color says why) and `compressedDepth` (depth: 32FC1 inverse
 depth, PNG) topics as a network camera would,
 `camera/color/camera_info`, `joint_states` (the world's proprio vector, one named entry per
 element), `odom` (driving), `instruction` and, for worlds with objects, `scene/objects`

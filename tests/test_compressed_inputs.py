@@ -15,7 +15,8 @@ from sensor_msgs.msg import CompressedImage
 from std_msgs.msg import Header
 from test_policy_node import Harness, ScriptedPolicy
 
-from embodied_stack.nodes.conversions import DEPTH_HEADER, depth_to_compressed_depth
+from embodied_stack.control.image_codecs import DEPTH_HEADER
+from embodied_stack.nodes.conversions import depth_to_compressed_depth
 from embodied_stack.nodes.policy_node import PolicyNode
 
 pytestmark = pytest.mark.ros

@@ -132,11 +132,8 @@ def test_compressed_colour_follows_the_format_string_and_round_trips():
 def test_compressed_depth_decodes_both_encodings_from_the_documented_layout():
     import cv2
 
-    from embodied_stack.nodes.conversions import (
-        DEPTH_HEADER,
-        compressed_depth_to_depth,
-        depth_to_compressed_depth,
-    )
+    from embodied_stack.control.image_codecs import DEPTH_HEADER
+    from embodied_stack.nodes.conversions import compressed_depth_to_depth, depth_to_compressed_depth
 
     depth = np.random.default_rng(2).uniform(0.2, 80.0, (9, 7)).astype(np.float32)
     depth[0, 0], depth[0, 1], depth[0, 2] = 0.0, np.nan, 150.0  # no return, NaN, beyond depth_max
@@ -176,7 +173,8 @@ def test_malformed_compressed_payloads_are_rejected_with_a_reason(fmt, data, wor
 
 
 def test_a_depth_png_of_8_bit_colour_is_rejected():
-    from embodied_stack.nodes.conversions import DEPTH_HEADER, compressed_depth_to_depth
+    from embodied_stack.control.image_codecs import DEPTH_HEADER
+    from embodied_stack.nodes.conversions import compressed_depth_to_depth
 
     msg = _compressed(np.zeros((4, 4, 3), np.uint8), ".png", "32FC1; compressedDepth png")
     msg.data = np.array([(0, 10100.0, -100.0)], DEPTH_HEADER).tobytes() + bytes(msg.data)
