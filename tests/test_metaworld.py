@@ -204,3 +204,34 @@ def test_mt10_runs_through_the_bridge_and_the_policy_node(tmp_path):
         assert bridge.summary()["steps"] >= 10, bridge.summary()
     finally:
         graph.close()
+
+
+def test_the_experts_features_point_at_the_hand_and_the_target_in_the_image():
+    """features()[6:10]: the target's and the hand's image positions (the pointing heads'
+    training targets), in the turned image the policy sees. Checked against the rendered
+    segmentation: around the hand's pixel the camera sees the hand, around the target's the
+    puck (at the mirrored positions, i.e. without the 180-degree turn, it sees the table)."""
+    import mujoco
+
+    env = make_world("metaworld_push")
+    expert = registry.make_world_expert(env)
+    world = env.unwrapped
+    try:
+        for seed in (100_000, 100_001, 100_002):
+            obs, info = env.reset(seed=seed)
+            for _ in range(10):
+                obs, *_ = env.step(expert(obs, info))
+            features = expert.features()
+            flat, model = world._flat, world.sim.model
+            np.testing.assert_allclose(features[:3], (flat[4:7] - flat[:3]) * 10.0, atol=1e-5)
+            _, _, seg = world._renderers[world.task].render(world.sim.data, segmentation=True)
+            seg = seg[::-1, ::-1]  # as obs["rgb"] is turned
+            for uv, bodies in ((features[8:10], {"right_hand", "hand", "leftpad", "rightpad"}),
+                               (features[6:8], {"obj"})):
+                assert np.all((uv > 0) & (uv < 1)), (seed, uv)
+                col, row = int(uv[0] * 64), int(uv[1] * 64)
+                seen = {mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, model.geom_bodyid[g])
+                        for g in np.unique(seg[max(row - 1, 0): row + 2, max(col - 1, 0): col + 2]) if g >= 0}
+                assert seen & bodies, (seed, uv, seen)
+    finally:
+        env.close()

@@ -464,7 +464,9 @@ def test_keypoint_targets_are_the_named_objects_centre():
 def test_keypoint_targets_match_the_features_and_older_data_is_projected():
     """The keypoint is trained on the target centre's (u, v): read from features()[6:8], or,
     for data recorded with 6 features, projected from target - fingertip with the world's
-    camera; both agree. NaN where there is nothing (driving, outside the image)."""
+    camera; both agree. NaN where there is nothing (driving's expert gives none, outside the
+    image). Any world's recorded positions are read (Meta-World's expert gives them); only
+    the tabletop's older data is projected."""
     from embodied_stack.sim.train.supervised import target_image_position
 
     env = gym.make(WORLD_IDS["tabletop"])
@@ -484,6 +486,10 @@ def test_keypoint_targets_match_the_features_and_older_data_is_projected():
     np.testing.assert_allclose(full, aux8[:, 6:8])
     aux8[3, 6:8] = (1.2, 0.5)  # outside the image
     assert np.isnan(target_image_position("tabletop", {"proprio": proprio, "aux": aux8}, slice(0, 10))[3]).all()
+    np.testing.assert_allclose(target_image_position("metaworld_push", {"proprio": proprio, "aux": aux8},
+                                                     slice(4, 7)), aux8[4:7, 6:8])
+    assert np.isnan(target_image_position("driving", {"proprio": proprio, "aux": aux8[:, :6]}, slice(2, 5))).all()
+    aux8[:, 6:8] = np.nan  # (what the driving expert's features hold there)
     assert np.isnan(target_image_position("driving", {"proprio": proprio, "aux": aux8}, slice(2, 5))).all()
 
 

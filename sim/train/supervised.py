@@ -49,11 +49,13 @@ def target_image_position(world: str, d: dict[str, np.ndarray], rows: slice) -> 
     n = rows.stop - rows.start
     out = np.full((n, 2), np.nan, np.float32)
     aux = d.get("aux")
-    if aux is None or EMBODIMENT_OF_WORLD[world] != "arm":
+    if aux is None:
         return out
     aux = aux[rows]
-    if aux.shape[1] >= 8:
+    if aux.shape[1] >= 8:  # any world whose expert gives it (NaN: none)
         uv = aux[:, 6:8]
+    elif EMBODIMENT_OF_WORLD[world] != "arm":
+        return out
     else:
         cam = _world_camera(world)
         target = d["proprio"][rows, :3] + aux[:, :3] / 10.0
@@ -71,7 +73,7 @@ def effector_image_position(world: str, d: dict[str, np.ndarray], rows: slice) -
     worlds without an effector in view, rows outside the image)."""
     out = np.full((rows.stop - rows.start, 2), np.nan, np.float32)
     aux = d.get("aux")
-    if aux is None or aux.shape[1] < 10 or EMBODIMENT_OF_WORLD[world] != "arm":
+    if aux is None or aux.shape[1] < 10:
         return out
     uv = aux[rows, 8:10]
     ok = np.all(np.isfinite(uv) & (uv >= 0) & (uv < 1), axis=1)

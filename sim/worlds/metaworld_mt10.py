@@ -237,6 +237,18 @@ class MetaWorldEnv(gymnasium.Env):
         self._envs.clear()
         self._renderers.clear()
 
+    def image_position(self, points: np.ndarray) -> np.ndarray:
+        """(n, 2) positions (u / width, v / height) in the observed image (turned 180 degrees,
+        as ``obs["rgb"]``) of world points (n, 3); NaN for a point behind the camera."""
+        cam = self._renderers[self.task].camera_model(self.sim.data)
+        pts = np.atleast_2d(np.asarray(points, np.float64))
+        pc = (np.linalg.inv(cam.T_world_camera) @ np.c_[pts, np.ones(len(pts))].T)[:3]
+        u, v, w = cam.K @ pc
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = np.stack([(u / w + 0.5) / cam.width, (v / w + 0.5) / cam.height], 1)
+        uv[w <= 0] = np.nan
+        return 1.0 - uv  # the turn: pixel (u, v) is shown at (width - 1 - u, height - 1 - v)
+
     # --- exact snapshots, for the expert's look-ahead ---
     def snapshot(self) -> tuple:
         import mujoco
@@ -282,6 +294,22 @@ class MetaWorldExpert:
     def __call__(self, obs, info) -> np.ndarray:
         action = self._policies[self.world.task].get_action(self.world._flat)
         return np.clip(np.asarray(action, np.float32), -1.0, 1.0)
+
+    def features(self) -> np.ndarray:
+        """Privileged features (10,), the layout of the stack's own experts: for the auxiliary
+        head, the task's target relative to the hand (dx, dy, dz, decimetres) and the goal
+        relative to the target (decimetres); for the pointing head, the target in the image
+        (u / width, v / height), and for the effector head the hand's. The target is what the
+        hand must go to first: the goal for reach, else the task's object (puck, handle,
+        button, peg: the state vector's first object)."""
+        flat = self.world._flat
+        hand, obj, goal = flat[:3], flat[4:7], flat[36:39]
+        target = goal if self.world.task == "reach-v3" else obj
+        out = np.zeros(10, np.float32)
+        out[:3] = (target - hand) * 10.0
+        out[3:6] = (goal - target) * 10.0
+        out[6:10] = self.world.image_position(np.stack([target, hand])).reshape(-1)
+        return out
 
 
 # --- the registrations -------------------------------------------------------------------------
