@@ -534,18 +534,19 @@ TRAIN_COMPARE = Table(
 )
 
 DATASET_BC = Table(
-    ("both runs start from", "BC from the dataset", "BC from the live expert", "difference",
-     "seeds only the dataset's solves", "seeds only the expert's solves", "McNemar p"),
-    ("<start>", "{success_dataset:.1%} {ci95_dataset:ci.1}", "{success_expert:.1%} {ci95_expert:ci.1}",
+    ("world", "recorded", "both runs start from", "BC from the dataset", "BC from the live expert",
+     "difference", "seeds only the dataset's solves", "seeds only the expert's solves", "McNemar p"),
+    ("<world>", "{episodes} episodes ({dataset_frames:,} frames)", "<start> ({bc_steps} bc steps)",
+     "{success_dataset:.1%} {ci95_dataset:ci.1}", "{success_expert:.1%} {ci95_expert:ci.1}",
      "{difference_points:+.1f} points", "{dataset_solves_expert_fails}", "{expert_solves_dataset_fails}",
      "{mcnemar_p:.3f}"),
-    (Row("dataset_bc_scratch_amd_epyc.json", {"start": "a new model (600 bc steps)"}),
-     Row("dataset_bc_finetune_amd_epyc.json", {"start": "the shipped model (300 bc steps)"}),
+    (Row("dataset_bc_scratch_amd_epyc.json", {"world": "driving", "start": "a new model"}),
+     Row("dataset_bc_finetune_amd_epyc.json", {"world": "driving", "start": "the shipped model"}),
      Row("dataset_bc_finetune_dart_amd_epyc.json",
-         {"start": "the shipped model (300 bc steps), the expert with DART noise"})),
-    note="Driving; {episodes} episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3 "
-         "({dataset_frames:,} frames), and the live expert's demonstrations on the same seeds (without DART "
-         "noise unless the row says so); bc only, batch 64; {eval_episodes} unseen seeds from 100000, paired.",
+         {"world": "driving", "start": "the shipped model, the expert with DART noise"})),
+    note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
+         "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "
+         "batch 64; {eval_episodes} unseen seeds from 100000, paired.",
 )
 
 
