@@ -171,6 +171,30 @@ def test_writes_are_atomic_and_refuse_to_overwrite(tmp_path):
         DatasetWriter(root, 15, FEATURES)
 
 
+def test_a_frame_out_of_order_from_the_encoder_stops_the_writer_plainly(tmp_path, monkeypatch):
+    # SVT-AV1 has returned packets out of order (docs/training.md): the writer must say so and
+    # keep nothing, not renumber them (frames would pair with the wrong rows) nor fail as EINVAL.
+    from embodied_stack.sim.datasets import lerobot_v3
+
+    mux, seen = lerobot_v3._VideoFile._mux, []
+
+    def faulty_mux(self, packet):
+        seen.append(packet.pts)
+        if len(seen) == 5:  # the encoder hands back an earlier frame's time
+            packet.pts = packet.dts = 1
+        mux(self, packet)
+
+    monkeypatch.setattr(lerobot_v3._VideoFile, "_mux", faulty_mux)
+    root = tmp_path / "ds"
+    out_of_order = r"returned a packet \(frame 1, decode time 1\) after decode time \d+; nothing was kept"
+    with pytest.raises(RuntimeError, match=out_of_order):
+        with DatasetWriter(root, 15, FEATURES, codec="h264") as writer:
+            for episode in _episodes():
+                writer.add_episode(*episode)
+            writer.finalize()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writer_rejects_bad_episodes_by_name(tmp_path):
     writer = DatasetWriter(tmp_path / "ds", 15, FEATURES)
     frames, task = _episodes()[0]
