@@ -20,8 +20,11 @@ on unseen seeds (issue 33's dataset acceptance, at the scale given).
     python bench/dataset_bc.py [--world driving] [--episodes 100] [--bc-steps 1000]
         [--eval-episodes 500] [--work runs/dataset_bc] [--quick] [--json bench/results/dataset_bc.json]
 
-Work is kept under ``--work`` and reused (the dataset, each finished run, each evaluation).
-JSON keys: ``world``, ``episodes``, ``bc_steps``, ``elastic_every``, ``eval_episodes``, ``init_from``,
+Work is kept under ``--work`` and reused (the dataset, each finished run, each evaluation). On
+two cores: ``--part dataset`` (records first) and ``--part expert`` side by side with
+``--threads 1``, then ``--part eval-dataset`` and ``--part eval-expert`` side by side, then
+``--part all`` compares them and writes the JSON.
+JSON keys: ``world``, ``episodes``, ``bc_steps``, ``seed``, ``elastic_every``, ``eval_episodes``, ``init_from``,
 ``dataset_frames``,
 ``success_dataset``, ``success_expert``, ``ci95_dataset``, ``ci95_expert``,
 ``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``, ``action_range``
@@ -55,12 +58,12 @@ def _train(out: Path, **fields) -> float:
     return wall
 
 
-def _eval(model: Path, world: str, out: Path, episodes: int) -> dict:
+def _eval(model: Path, world: str, out: Path, episodes: int, threads: int) -> dict:
     from embodied_stack.sim.eval import main as eval_main
 
     if not out.exists():
         eval_main(["--model", str(model), "--worlds", world, "--submodels", "full",
-                   "--episodes", str(episodes), "--json", str(out)])
+                   "--episodes", str(episodes), "--threads", str(threads), "--json", str(out)])
     return json.loads(out.read_text())
 
 
@@ -73,15 +76,20 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=500,
                         help="unseen seeds from 100000 (default 500)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="training seed of both runs (default 0): another seed shows how far "
+                             "equal runs differ")
     parser.add_argument("--init-from", default="", help="both runs start from this model "
                         "('' = a new model, the default; 'default' = the shipped one: fine-tuning)")
     parser.add_argument("--work", type=Path, default=Path("runs/dataset_bc"))
     parser.add_argument("--elastic-every", type=int, default=1,
                         help="a sampled submodel every Nth bc step (default 1, as the committed "
                              "driving results were made; the recipe uses 2)")
-    parser.add_argument("--part", choices=("all", "dataset", "expert"), default="all",
-                        help="train only that run and stop (two processes, one per core; the "
-                             "dataset is recorded first), then 'all' reuses both (default all)")
+    parser.add_argument("--part", choices=("all", "dataset", "expert", "eval-dataset", "eval-expert"),
+                        default="all",
+                        help="train only that run, or evaluate only that trained run, and stop "
+                             "(two processes, one per core; the dataset is recorded first), then "
+                             "'all' reuses what they left (default all)")
     parser.add_argument("--expert-dart", action="store_true",
                         help="the live expert's demonstrations with the trainer's DART noise "
                              "(default: none, the expert's own trajectories)")
@@ -107,7 +115,11 @@ def main(argv=None) -> int:
     # A new model with the task memory lane changes need (the reference frame, as shipped).
     model = {**TrainConfig().model, "reference_frame": True}
     common = dict(stages=("bc",), init_from=args.init_from, bc_steps=args.bc_steps, eval_episodes=0,
-                  threads=args.threads, seed=0, model=model, elastic_every=args.elastic_every)
+                  threads=args.threads, seed=args.seed, model=model, elastic_every=args.elastic_every)
+    if args.part == "eval-dataset":  # (the run trained by --part dataset)
+        _eval(args.work / "from_dataset" / "model", args.world, args.work / "eval_dataset.json",
+              args.eval_episodes, args.threads)
+        return 0
     if args.part in ("all", "dataset"):
         train_dataset_s = _train(args.work / "from_dataset", dataset=str(data), **common)
     if args.part == "dataset":
@@ -121,17 +133,22 @@ def main(argv=None) -> int:
     noise = (dict(noise_std=defaults.noise_std, noisy_share=defaults.noisy_share) if args.expert_dart
              else dict(noise_std=0.0, noisy_share=0.0))
     expert = "expert_dart" if args.expert_dart else "expert"
+    if args.part == "eval-expert":  # (the run trained by --part expert)
+        _eval(args.work / f"from_{expert}" / "model", args.world, args.work / f"eval_{expert}.json",
+              args.eval_episodes, args.threads)
+        return 0
     train_expert_s = _train(args.work / f"from_{expert}", worlds=(args.world,),
                             demo_episodes={args.world: args.episodes}, **noise,
                             **{**common, "model": {**model, "action_range": bins}})
     if args.part == "expert":
         return 0
     evals = {name: _eval(args.work / f"from_{run}" / "model", args.world, args.work / f"eval_{run}.json",
-                         args.eval_episodes) for name, run in (("dataset", "dataset"), ("expert", expert))}
+                         args.eval_episodes, args.threads)
+             for name, run in (("dataset", "dataset"), ("expert", expert))}
     cell = f"full_{args.world}"
     paired = compare(evals["expert"], evals["dataset"])[cell]
     figures = {
-        "world": args.world, "episodes": args.episodes, "bc_steps": args.bc_steps,
+        "world": args.world, "episodes": args.episodes, "bc_steps": args.bc_steps, "seed": args.seed,
         "elastic_every": args.elastic_every, "eval_episodes": args.eval_episodes,
         "init_from": args.init_from or "new model", "action_range": bins,
         "dataset_frames": frames, "success_dataset": paired["new"], "success_expert": paired["base"],

@@ -545,7 +545,9 @@ DATASET_BC = Table(
      Row("dataset_bc_finetune_dart_amd_epyc.json",
          {"world": "driving", "start": "the shipped model, the expert with DART noise"}),
      Row("dataset_bc_scratch_300ep_amd_epyc.json",
-         {"world": "driving", "start": "a new model, the expert with DART noise"})),
+         {"world": "driving", "start": "a new model, the expert with DART noise"}),
+     Row("dataset_bc_drawer_close_amd_epyc.json",
+         {"world": "Meta-World drawer-close", "start": "a new model, the expert with DART noise"})),
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "
          "batch 64; {eval_episodes} unseen seeds from 100000, paired.",
