@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = "bench/results"
 MODEL_EVAL = "models/default_vla/eval.json"
 MODEL_CARD = "models/default_vla/README.md"
+#: The MT10 run quoted in the headline and in docs/benchmarks.md (bench/metaworld_mt10.py).
+METAWORLD_MT10 = "metaworld_mt10_bc_amd_epyc.json"
 #: The markdown files that hold tables and cite results.
 DOC_GLOBS = ("README.md", "docs/*.md")
 MARKER = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
@@ -278,6 +280,9 @@ HEADLINE = Table(
                  "tabletop {success_full_tabletop:.0%} {ci95_full_tabletop:ci}, driving {success_full_driving:.0%} "
                  "{ci95_full_driving:ci}", "≥ 90% per world",
                  lambda d: min(d["success_full_tabletop"], d["success_full_driving"]) >= 0.9),
+        headline("Meta-World MT10: one policy for the ten tasks, 50 unseen starts per task",
+                 METAWORLD_MT10, "{success:.1%} {ci95:ci} of {eval_episodes} starts, all ten tasks", "≥ 85%",
+                 lambda d: d["success"] >= 0.85),
         headline("default policy, `1/2`, 100 unseen seeds per world", MODEL_EVAL,
                  "tabletop {success_half_tabletop:.0%} {ci95_half_tabletop:ci}, driving {success_half_driving:.0%} "
                  "{ci95_half_driving:ci}", "≥ 80% per world",
@@ -547,7 +552,10 @@ DATASET_BC = Table(
      Row("dataset_bc_scratch_300ep_amd_epyc.json",
          {"world": "driving", "start": "a new model, the expert with DART noise"}),
      Row("dataset_bc_drawer_close_amd_epyc.json",
-         {"world": "Meta-World drawer-close", "start": "a new model, the expert with DART noise"})),
+         {"world": "Meta-World drawer-close", "start": "a new model, the expert with DART noise"}),
+     Row("dataset_bc_drawer_close_seed1_amd_epyc.json",
+         {"world": "Meta-World drawer-close",
+          "start": "the same, the same dataset, training seed 1 for both runs"})),
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "
          "batch 64; {eval_episodes} unseen seeds from 100000, paired.",
@@ -759,6 +767,48 @@ METAWORLD_EXPERT = Table(
          "training), 50 per task, 200-step episodes.",
 )
 
+#: Published Meta-World figures of other methods (bench/data/metaworld_published.json: the
+#: numbers as printed, their source and setting).
+METAWORLD_PUBLISHED = "bench/data/metaworld_published.json"
+
+
+def metaworld_mt10_derive(d: dict) -> dict:
+    """Per task: our success of its episodes with the Wilson interval, and the published
+    mean±std of each peer; the last row: ours over all tasks, the peers' mean of the ten."""
+    peers = figures(METAWORLD_PUBLISHED)
+    out: dict = {}
+    for task, _, _ in MT10:
+        r = d["tasks"][task]
+        out[f"ours_{task}"] = wilson(r["success"], r["episodes"])
+        for method in peers["methods"]:
+            mean, std = peers["tasks"][task][method]
+            out[f"{method}_{task}"] = f"{mean}±{std}"
+    out["ours_all"] = wilson(d["success"], sum(r["episodes"] for r in d["tasks"].values()))
+    for method in peers["methods"]:
+        means = [peers["tasks"][t][method][0] for t, _, _ in MT10]
+        out[f"{method}_all"] = f"{sum(means) / len(means):.1f} (mean)"
+    return out
+
+
+def metaworld_mt10_table(file: str) -> Table:
+    """One MT10 run of bench/metaworld_mt10.py beside the published per-task figures."""
+    return Table(
+        ("task", "this stack: one policy for all ten, success [95% interval]",
+         "3D Diffusion Policy (one per task)", "Diffusion Policy, image (one per task)"),
+        ("<task>", "{ours_<task>}", "{dp3_<task>}", "{diffusion_policy_<task>}"),
+        tuple(Row(file, {"task": t}) for t, _, _ in MT10) + (Row(file, {"task": "all"}),),
+        derive=metaworld_mt10_derive,
+        note="This stack: {demo_episodes} scripted demonstrations in all ({bc_steps} bc steps, "
+             "DART noise on half), one 64x64 RGB camera (`corner3`) and the hand's position and "
+             "gripper, Meta-World v3 on MuJoCo 4.0; {eval_episodes} starts from seed {first_seed} "
+             "(positions never drawn in training), greedy, 200-step episodes, the one final model. "
+             "Peers (Ze et al. 2024, Table XVIII; bench/data/metaworld_published.json): one policy "
+             "per task from 10 demonstrations, 84x84 depth as a point cloud (DP3) or RGB "
+             "(Diffusion Policy), Meta-World v2 on MuJoCo 2.1, mean±std over 3 training seeds of "
+             "each seed's 5 best evaluations of 20 episodes.",
+    )
+
+
 EXPERT_DELAY = Table(
     ("expert", "success [95% interval]", "mean steps", "action sign flips"),
     ("<label>", "{<r>_success:.0%} {<r>_ci95:ci}", "{<r>_mean_steps:.1f}", "{<r>_sign_flips:.1%}"),
@@ -814,6 +864,7 @@ TABLES: dict[str, Table] = {
     "headline": HEADLINE,
     "sim_throughput": SIM_THROUGHPUT,
     "metaworld_expert": METAWORLD_EXPERT,
+    "metaworld_mt10": metaworld_mt10_table(METAWORLD_MT10),
     "expert_delay": EXPERT_DELAY,
     "metaworld_mujoco": METAWORLD_MUJOCO,
     "policy_latency": POLICY_LATENCY,
