@@ -57,16 +57,18 @@ def main(argv=None) -> int:
     rows = []
     for task in tqdm(TASK_NAMES, desc="tasks", unit="task"):
         env = MetaWorldEnv(width=args.width, height=args.width, tasks=(task,))
-        target, goal, uv_t, uv_g = [], [], [], []
+        xyz_seen, uv_seen = [], []  # per start: (target, goal) in the world and in the image
         for seed in range(args.starts):
             env.reset(seed=seed)
             flat = env._flat
-            t, g = (flat[36:39] if task == "reach-v3" else flat[4:7]), flat[36:39]
-            uv = env.image_position(np.stack([t, g])) * args.width
-            target.append(t), goal.append(g), uv_t.append(uv[0]), uv_g.append(uv[1])
+            assert flat is not None  # (set by reset)
+            points = np.stack([flat[36:39] if task == "reach-v3" else flat[4:7], flat[36:39]])
+            xyz_seen.append(points)
+            uv_seen.append(env.image_position(points) * args.width)
+        all_xyz, all_uv = np.array(xyz_seen), np.array(uv_seen)
         entry = {}
-        for point, xyz, uv in (("target", target, uv_t), ("goal", goal, uv_g)):
-            xyz, uv = np.array(xyz), np.array(uv)
+        for k, point in enumerate(("target", "goal")):
+            xyz, uv = all_xyz[:, k], all_uv[:, k]
             err = pixel_only_error(xyz, uv, args.pixel)
             entry[point] = {"varies_cm": (100 * np.ptp(xyz, 0)).round(1).tolist(),
                             "pixels": np.ptp(uv, 0).round(1).tolist(),
