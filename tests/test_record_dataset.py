@@ -175,10 +175,13 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
     expert's action for that very frame (sim/expert_action, stamped with it): the alignment
     holds frame by frame, as the policy node let it through (its safety clamp: the yaw-rate
     limit max_angular clips the expert's sharpest turns at speed). A frame answered after the
-    world had stepped on without it (the bridge's backstop on a loaded machine, seen at
-    start-up) is reported as late: the node may have closed the speed loop on newer odometry,
-    so its label may differ (seen: -0.604 for -0.625); it is left out of the comparison, and
-    the test bounds how many there are."""
+    world had stepped on without it is reported as late: the node may have closed the speed
+    loop on newer odometry, so its label may differ (seen: -0.604 for -0.625); it is left out of
+    the comparison. Two things step the world before an answer: the bridge's backstop (seen at
+    start-up), and in lockstep the node's tick, which sends its chunk's next action and so steps
+    the world too; on a loaded machine the tick can beat the answer to the newest frame (seen:
+    every other frame late). How many are late is the machine's load, so the test asks for
+    enough frames compared exactly rather than a share."""
     from embodied_stack.control.policy_loop import PolicyLoopConfig
     from embodied_stack.control.safety import SafetySupervisor
     from embodied_stack.nodes.record import record
@@ -213,7 +216,7 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
         assert ep.tasks[0] == result["instruction"]
         want = np.array([executed(s) for s in report.stamps[e]], np.float32)
         on_time = np.array([s not in report.late_stamps for s in report.stamps[e]])
-        assert on_time.mean() >= 0.75, report.late_stamps
+        assert on_time.sum() >= 20, (on_time.sum(), len(on_time), report.late_stamps)
         np.testing.assert_allclose(ep.frames["action"][on_time], want[on_time], atol=2e-3)
         assert ep.frames["observation.images.color"].shape[1:] == (64, 64, 3)
         assert np.all(ep.frames["observation.depth"] >= 0)
