@@ -116,9 +116,15 @@ def main(argv=None) -> int:
     model = {**TrainConfig().model, "reference_frame": True}
     common = dict(stages=("bc",), init_from=args.init_from, bc_steps=args.bc_steps, eval_episodes=0,
                   threads=args.threads, seed=args.seed, model=model, elastic_every=args.elastic_every)
-    if args.part == "eval-dataset":  # (the run trained by --part dataset)
-        _eval(args.work / "from_dataset" / "model", args.world, args.work / "eval_dataset.json",
-              args.eval_episodes, args.threads)
+    expert = "expert_dart" if args.expert_dart else "expert"
+    runs = {"dataset": "dataset", "expert": expert}  # name -> run folder under --work
+
+    def evaluate(name: str) -> dict:
+        run = runs[name]
+        return _eval(args.work / f"from_{run}" / "model", args.world, args.work / f"eval_{run}.json",
+                     args.eval_episodes, args.threads)
+    if args.part.startswith("eval-"):  # (the run --part dataset / expert trained)
+        evaluate(args.part.removeprefix("eval-"))
         return 0
     if args.part in ("all", "dataset"):
         train_dataset_s = _train(args.work / "from_dataset", dataset=str(data), **common)
@@ -132,19 +138,12 @@ def main(argv=None) -> int:
     defaults = TrainConfig()
     noise = (dict(noise_std=defaults.noise_std, noisy_share=defaults.noisy_share) if args.expert_dart
              else dict(noise_std=0.0, noisy_share=0.0))
-    expert = "expert_dart" if args.expert_dart else "expert"
-    if args.part == "eval-expert":  # (the run trained by --part expert)
-        _eval(args.work / f"from_{expert}" / "model", args.world, args.work / f"eval_{expert}.json",
-              args.eval_episodes, args.threads)
-        return 0
     train_expert_s = _train(args.work / f"from_{expert}", worlds=(args.world,),
                             demo_episodes={args.world: args.episodes}, **noise,
                             **{**common, "model": {**model, "action_range": bins}})
     if args.part == "expert":
         return 0
-    evals = {name: _eval(args.work / f"from_{run}" / "model", args.world, args.work / f"eval_{run}.json",
-                         args.eval_episodes, args.threads)
-             for name, run in (("dataset", "dataset"), ("expert", expert))}
+    evals = {name: evaluate(name) for name in runs}
     cell = f"full_{args.world}"
     paired = compare(evals["expert"], evals["dataset"])[cell]
     figures = {
