@@ -64,15 +64,17 @@ def main(argv=None) -> int:
 
         try:
             load_world_files(args.world_file)
-            for world in args.worlds:
-                world_spec(world)
+            lacking = [w for w in args.worlds if not world_spec(w).has_expert]
         except (ValueError, FileNotFoundError) as exc:
             parser.error(str(exc))
+        if args.backend == "expert" and lacking:
+            parser.error(f"--backend expert: {lacking} have no expert to relay; use --backend vla "
+                         "(with --model for a world the shipped model does not act in)")
         from embodied_stack.nodes.demo import demo as run_demo
 
         try:
             return run_demo(args)
-        except (ValueError, FileNotFoundError) as exc:  # bad submodel, model path, ...
+        except (ValueError, FileNotFoundError, TimeoutError) as exc:  # bad submodel, model path, ...
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:

@@ -10,6 +10,7 @@ nodes/object_msgs.py. Nothing here holds node state.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -279,28 +280,29 @@ def command_msg(command: np.ndarray, embodiment: str, stamped: bool, stamp: Time
     return msg
 
 
-#: sim/expert_action is a TwistStamped whose six fields carry the expert's normalised action in
-#: this order (the first `dims` of them; the rest 0): an arm's 3, a car's 2, Meta-World's 4.
-EXPERT_FIELDS = (("linear", "x"), ("linear", "y"), ("linear", "z"),
-                 ("angular", "x"), ("angular", "y"), ("angular", "z"))
-
-
-def expert_action_msg(action: np.ndarray, stamp: Time) -> TwistStamped:
-    """The simulator expert's normalised action as sim/expert_action (at most 6 dims)."""
+def expert_action_msg(action: np.ndarray, names: Sequence[str], stamp: Time) -> JointState:
+    """The simulator expert's normalised action as sim/expert_action: a JointState stamped
+    with the frame it answers, one entry per action dim (`names`: the embodiment's action
+    names), the value in `position`. Any number of dims (a 7-DoF arm, a hand)."""
     action = np.asarray(action, np.float64).reshape(-1)
-    if action.size > len(EXPERT_FIELDS):
-        raise ValueError(f"sim/expert_action carries at most {len(EXPERT_FIELDS)} action dims, "
-                         f"got {action.size}")
-    msg = TwistStamped()
+    if action.size != len(names):
+        raise ValueError(f"sim/expert_action: {action.size} values for {len(names)} action names "
+                         f"{list(names)}")
+    msg = JointState(name=list(names), position=[float(v) for v in action])
     msg.header.stamp, msg.header.frame_id = stamp, "base_link"
-    for (part, axis), value in zip(EXPERT_FIELDS, action):
-        setattr(getattr(msg.twist, part), axis, float(value))
     return msg
 
 
-def expert_action_values(msg: TwistStamped, dims: int) -> np.ndarray:
-    """The first `dims` values of a sim/expert_action message (expert_action_msg's inverse)."""
-    return np.array([getattr(getattr(msg.twist, part), axis) for part, axis in EXPERT_FIELDS[:dims]])
+def expert_action_values(msg: JointState, dims: int) -> np.ndarray:
+    """The action in a sim/expert_action message (expert_action_msg's inverse); a message
+    with another number of values or a non-finite one is rejected with the reason."""
+    values = np.asarray(msg.position, np.float64)
+    if values.size != dims:
+        raise MessageRejected(f"sim/expert_action carries {values.size} values {list(msg.name)}, "
+                              f"the policy acts on {dims} action dims")
+    if not np.all(np.isfinite(values)):
+        raise MessageRejected(f"sim/expert_action has non-finite values {values.tolist()}")
+    return values
 
 
 #: DiagnosticStatus levels by name.

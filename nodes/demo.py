@@ -44,7 +44,7 @@ class WorldRun:
 
 def run_world(world: str, episodes: int, seed: int, backend: str, model_path: str,
               submodel: str, bag_path: Path | None, width: int = 64, height: int = 64,
-              rate_hz: float | None = None, mode: str = "realtime", timeout_s: float = 300.0,
+              rate_hz: float | None = None, mode: str = "realtime", timeout_s: float | None = None,
               progress=None, runtime: str = "torch", use_sim_time: bool = False,
               bridge_params: dict | None = None, policy_params: dict | None = None,
               prepare=None) -> WorldRun:
@@ -52,7 +52,17 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
     `bridge_params` / `policy_params`: more parameter overrides of either node; `prepare`:
     called as prepare(bridge, policy_node) before spinning, may return extra nodes to spin
     (a test's listener). For an arm world the policy node's `camera_to_base` is the world's
-    camera pose (the Tabletop fingertip moves in the world frame: base = world)."""
+    camera pose (the Tabletop fingertip moves in the world frame: base = world).
+    `timeout_s` (default: twice the episodes' simulated length at the control rate, at least
+    300 s): the run stops with TimeoutError after it. The expert backend on a world without
+    an expert is a ValueError before anything starts."""
+    spec = world_spec(world)
+    if backend == "expert" and not spec.has_expert:
+        raise ValueError(f"world {world!r} has no expert, so the expert backend has nothing to "
+                         "relay (and record nothing to record): use the vla backend with a "
+                         "trained model")
+    if timeout_s is None:
+        timeout_s = max(300.0, 2.0 * episodes * spec.episode_limit / spec.control_rate_hz)
     configure_dds_environment()
     import rclpy
     from rclpy.parameter import Parameter
@@ -78,7 +88,6 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         ])
         nodes.append(bridge)
         extra = {**world_policy_parameters(world), **(policy_params or {})}  # (joints: its layout)
-        spec = world_spec(world)
         if spec.embodiment.name == "arm":
             extra.setdefault("camera_to_base",
                              transform_to_list(bridge.info["camera"]["T_world_camera"]))

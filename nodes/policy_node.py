@@ -129,7 +129,7 @@ class PolicyNode(Node):
             sub(String, "scene/objects", scene, LATCHED)
         sub(Bool, "estop", self._on_estop, LATCHED)
         if self.policy.wants_expert_feed:  # the sim-only expert relay (models/policy/expert_relay)
-            sub(TwistStamped, "sim/expert_action", self._on_expert, 10)
+            sub(JointState, "sim/expert_action", self._on_expert, 10)
         self.cmd_pub = self.create_publisher(*conv.command_topic(config.kind, g("cmd_vel_stamped")), 10)
         self.gripper_pub = self.create_publisher(Float64, "gripper_command", 10) if config.joint_gripper >= 0 else None
         self.source_pub = self.create_publisher(Header, "~/command_source", 10)
@@ -221,9 +221,9 @@ class PolicyNode(Node):
         self.get_logger().warning(f"e-stop {'ENGAGED' if msg.data else 'released'}")
         self._publish_diagnostics()
 
-    def _on_expert(self, msg: TwistStamped) -> None:
-        self.policy.feed(conv.stamp_to_seconds(msg.header.stamp),
-                         conv.expert_action_values(msg, self.loop.config.action_dims))
+    def _on_expert(self, msg: JointState) -> None:  # (a message that does not fit is rejected)
+        dims, stamp = self.loop.config.action_dims, conv.stamp_to_seconds(msg.header.stamp)
+        self._convert("sim/expert_action", lambda m: self.policy.feed(stamp, conv.expert_action_values(m, dims)), msg)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         """Validate every change first; apply them all or none. (rclpy refuses read-only

@@ -35,7 +35,7 @@ DEMO_TOPICS = {
     "plan": ("nav_msgs/msg/Path", "reliable"),
     "target_point": ("geometry_msgs/msg/PointStamped", "reliable"),
     "policy_node/command_source": ("std_msgs/msg/Header", "reliable"),
-    "sim/expert_action": ("geometry_msgs/msg/TwistStamped", "reliable"),
+    "sim/expert_action": ("sensor_msgs/msg/JointState", "reliable"),
     "/diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", "reliable"),
     "/clock": ("rosgraph_msgs/msg/Clock", "reliable"),
 }

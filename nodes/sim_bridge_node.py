@@ -9,8 +9,8 @@ element), `odom` (driving), `instruction` and, for worlds with objects, `scene/o
 ("colour noun, ..." of every object in the scene) (both transient-local, at every episode start), `/clock`
 (simulated time; sim.launch.py remaps it to `/<robot>/clock` with several robots),
 `sim/expert_action` (the scripted expert's normalised action for the frame
-just published, stamped with it, in a TwistStamped's linear x, y, z then angular x, y, z: up
-to 6 action dims; for the `expert` policy backend) and `/diagnostics`
+just published, stamped with it: a JointState with one entry per action dim, named as the
+world's embodiment names them, the value in `position`; for the `expert` policy backend) and `/diagnostics`
 (episode results: success, outcome, seed, steps; command latency).
 Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop), `cmd_vel` (TwistStamped or
 Twist, Driving) or `joint_commands` (Float64MultiArray: a world spec's joints layout, e.g.
@@ -20,7 +20,8 @@ zero command (the arm holds, the car brakes, joints get zero; a gripper channel 
 command). `world` is any registered world (`world_file`: adapter files that register more).
 
 Modes: `realtime` steps on a timer at control rate x `realtime_factor`; `lockstep` steps once
-per received command (the simulator is paced by the controller), with the timeout as backstop.
+per command, paced by the controller (at once on one answering the newest frame, after
+`lockstep_answer_wait_s` on any other: sim/lockstep.py), with the timeout as backstop.
 Stamps use the clock the graph runs on: the wall clock, or with `use_sim_time:=true` the
 simulated time this node publishes on `/clock` (the world is then stepped on a steady timer,
 not on the sim clock it drives). The camera->command latency is measured here, as the wall
@@ -47,7 +48,6 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 
 from embodied_stack.nodes.conversions import (
-    EXPERT_FIELDS,
     K_to_camera_info,
     depth_to_compressed_depth,
     depth_to_image,
@@ -59,6 +59,7 @@ from embodied_stack.nodes.conversions import (
     status_name,
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
+from embodied_stack.sim.lockstep import LockstepPacer
 from embodied_stack.sim.worlds import command_scale, load_world_files, world_spec
 from embodied_stack.sim.worlds.paraphrase import scene_text
 
@@ -76,6 +77,9 @@ class SimBridgeNode(Node):
         p("mode", "realtime", read_only("realtime (timer) or lockstep (one step per command)"))
         p("realtime_factor", 1.0, read_only_range("sim seconds per wall second in realtime mode", 0.05, 20))
         p("command_timeout_s", 0.5, read_only_range("no command for this long: zero command", 0.05, 10))
+        p("lockstep_answer_wait_s", 0.05, read_only_range(
+            "lockstep: how long a command that answers no newer frame (a tick's) waits for the "
+            "answer to the newest frame before it steps the world (sim/lockstep.py)", 0.0, 10.0))
         p("publish_expert", True, read_only("publish sim/expert_action for the expert backend"))
         p("cmd_vel_stamped", True, read_only("driving: subscribe TwistStamped (true) or Twist"))
         p("camera_frame", "camera_color_optical_frame", read_only("frame_id of camera topics"))
@@ -106,10 +110,9 @@ class SimBridgeNode(Node):
         noise = {"depth_noise": True} if g("depth_noise") else {}
         self.env = make_world(self.world, g("width"), g("height"), **noise)
         self.expert = make_world_expert(self.env) if g("publish_expert") and self.spec.has_expert else None
-        if self.expert is not None and self.spec.embodiment.dims > len(EXPERT_FIELDS):
-            raise ValueError(f"world {g('world')!r}: sim/expert_action carries at most "
-                             f"{len(EXPERT_FIELDS)} action dims, its embodiment has "
-                             f"{self.spec.embodiment.dims}; set publish_expert:=false")
+        if g("publish_expert") and not self.spec.has_expert:
+            self.get_logger().info(f"world {self.world!r} has no expert: sim/expert_action is not "
+                                   "published (a policy node with backend:=expert gets no actions)")
         self.dt = 1.0 / self.spec.control_rate_hz
         self.embodiment = self.spec.embodiment.command_kind  # arm, vehicle or joints
         # The world's constants set the command scaling (control/commands.py).
@@ -129,7 +132,7 @@ class SimBridgeNode(Node):
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
         self.scene_pub = self.create_publisher(String, "scene/objects", LATCHED)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
-        self.expert_pub = self.create_publisher(TwistStamped, "sim/expert_action", 10)
+        self.expert_pub = self.create_publisher(JointState, "sim/expert_action", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if self.embodiment == "arm":
             self.create_subscription(TwistStamped, "servo/delta_twist_cmds", self._on_command, 10)
@@ -150,7 +153,8 @@ class SimBridgeNode(Node):
         self._command = None  # (normalised action, wall time received)
         self._fresh_command = False
         self._published: dict[int, float] = {}  # frame stamp (ns) -> wall time published
-        self.create_subscription(Header, "policy_node/command_source", self._on_command_source, 10)
+        self._source_sub = self.create_subscription(Header, "policy_node/command_source", self._on_command_source, 10)
+        self.pacer = LockstepPacer(g("lockstep_answer_wait_s"))
         self.use_sim_time = bool(g("use_sim_time"))
         self._listener_seen = False  # stepping waits for a camera subscriber (see _step)
         self._reset()
@@ -159,6 +163,7 @@ class SimBridgeNode(Node):
             self.create_timer(self.dt / g("realtime_factor"), self._step, clock=steady)
         else:
             self.create_timer(self.timeout, self._lockstep_backstop, clock=steady)
+            self.create_timer(max(self.pacer.answer_wait_s / 5, 0.002), self._lockstep_wait, clock=steady)  # (polls)
 
     # --- episode handling -----------------------------------------------------------------
     def _reset(self) -> None:
@@ -196,6 +201,8 @@ class SimBridgeNode(Node):
         sent = self._published.pop(key, None)
         if sent is not None:
             self.latencies_s.append(time.monotonic() - sent)
+        if self.mode == "lockstep" and self.pacer.on_source(key):
+            self._step()
 
     def _on_command(self, msg) -> None:
         wall = time.monotonic()
@@ -216,7 +223,12 @@ class SimBridgeNode(Node):
         self._command = (action.astype(np.float32), wall)
         self._fresh_command = True
         self._listener_seen = True  # a command: a policy is there (and must not wait a step)
-        if self.mode == "lockstep":
+        if self.mode == "lockstep" and self.pacer.on_command(
+                wall, self.count_publishers(self._source_sub.topic_name) > 0):
+            self._step()
+
+    def _lockstep_wait(self) -> None:
+        if self.pacer.due(time.monotonic()):
             self._step()
 
     def _lockstep_backstop(self) -> None:
@@ -256,6 +268,7 @@ class SimBridgeNode(Node):
         if not self._fresh_command:
             self.missed_commands += 1
         self._fresh_command = False
+        self.pacer.stepped()
         self.obs, reward, terminated, truncated, self.info = self.env.step(self._current_action())
         self.steps += 1
         self.episode_steps += 1
@@ -275,6 +288,7 @@ class SimBridgeNode(Node):
         self.clock_pub.publish(clock)
         stamp = sim_stamp if self.use_sim_time else self.get_clock().now().to_msg()
         key = stamp.sec * 1_000_000_000 + stamp.nanosec
+        self.pacer.published(key)
         cam = self.info.get("camera")  # (a world that gives no camera model: no camera_info)
         if cam is not None:
             self.info_pub.publish(K_to_camera_info(cam["K"], cam["width"], cam["height"], stamp, self.frame))
@@ -298,7 +312,7 @@ class SimBridgeNode(Node):
             self.odom_pub.publish(odom)
         if self.expert is not None:
             action = np.asarray(self.expert(self.obs, self.info), np.float64)
-            self.expert_pub.publish(expert_action_msg(action, stamp))
+            self.expert_pub.publish(expert_action_msg(action, self.spec.embodiment.action_names, stamp))
         # The colour image last: a policy that wakes on it finds the rest already sent.
         self._published[key] = time.monotonic()
         if len(self._published) > 256:

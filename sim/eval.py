@@ -70,8 +70,18 @@ class Paraphraser:
         self.path = str(path)
         self.data = json.loads(Path(path).read_text())
 
+    #: the worlds whose instruction grammar it parses (a task per phrasing)
+    GRAMMARS = ("tabletop", "driving")
+
     def __call__(self, world: str):
         return lambda seed, instruction: self.rewrite(world, seed, instruction)
+
+    def check(self, world: str) -> None:
+        """ValueError unless it can rephrase `world`'s instructions."""
+        if world not in self.GRAMMARS or world not in self.data:
+            covered = [w for w in self.GRAMMARS if w in self.data]
+            raise ValueError(f"--paraphrases {self.path} rephrases the instructions of {covered}, "
+                             f"not of world {world!r}")
 
     def rewrite(self, world: str, seed: int, instruction: str) -> str:
         rng = np.random.default_rng([int(seed), 0x9A4A])
@@ -178,6 +188,12 @@ def main(argv=None) -> dict:
 
         shift = Shift.from_option(args.shift)
         paraphraser = Paraphraser(args.paraphrases) if args.paraphrases else None
+        for world in args.worlds:
+            if shift is not None and "shift" not in world_spec(world).options:
+                raise ValueError(f"world {world!r} takes no --shift (its spec's options "
+                                 f"{list(world_spec(world).options)} lack 'shift')")
+            if paraphraser is not None:
+                paraphraser.check(world)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     import torch

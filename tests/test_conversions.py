@@ -182,14 +182,26 @@ def test_a_depth_png_of_8_bit_colour_is_rejected():
         compressed_depth_to_depth(msg)
 
 
-@pytest.mark.parametrize("dims", [2, 3, 4, 6])
+@pytest.mark.parametrize("dims", [2, 3, 4, 7, 24])
 def test_expert_action_round_trips_every_dim(dims):
-    """sim/expert_action carries a car's 2, an arm's 3 and Meta-World's 4 dims (gripper
-    included) through the TwistStamped's six fields."""
-    from embodied_stack.nodes.conversions import expert_action_msg, expert_action_values, seconds_to_stamp
+    """sim/expert_action carries a car's 2, an arm's 3, Meta-World's 4 (gripper included), a
+    7-DoF arm's or a hand's dims, named; a message that does not fit the policy is rejected."""
+    from embodied_stack.nodes.conversions import (
+        MessageRejected,
+        expert_action_msg,
+        expert_action_values,
+        seconds_to_stamp,
+    )
 
     action = np.linspace(-0.9, 0.7, dims)
-    msg = expert_action_msg(action, seconds_to_stamp(1.5))
+    names = [f"a{i}" for i in range(dims)]
+    msg = expert_action_msg(action, names, seconds_to_stamp(1.5))
+    assert list(msg.name) == names and msg.header.stamp.sec == 1
     np.testing.assert_allclose(expert_action_values(msg, dims), action)
-    with pytest.raises(ValueError, match="at most 6"):
-        expert_action_msg(np.zeros(7), seconds_to_stamp(0.0))
+    with pytest.raises(MessageRejected, match=f"carries {dims} values .* acts on {dims + 1}"):
+        expert_action_values(msg, dims + 1)
+    msg.position[0] = float("nan")
+    with pytest.raises(MessageRejected, match="non-finite"):
+        expert_action_values(msg, dims)
+    with pytest.raises(ValueError, match=f"{dims} values for {dims + 1} action names"):
+        expert_action_msg(action, names + ["extra"], seconds_to_stamp(0.0))

@@ -177,12 +177,11 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
     limit max_angular clips the expert's sharpest turns at speed). A frame answered after the
     world had stepped on without it is reported as late: the node may have closed the speed
     loop on newer odometry, so its label may differ (seen: -0.604 for -0.625); it is left out of
-    the comparison. Two things step the world before an answer: the bridge's backstop (seen at
-    start-up), and in lockstep the node's tick, which sends its chunk's next action and so steps
-    the world too; on a loaded machine the tick can beat the answer to the newest frame (seen:
-    every other frame late, also on an idle machine). How many are late is timing, not
-    correctness, so the test asks for enough frames compared exactly (a third of each
-    episode) rather than a share on time."""
+    the comparison. In lockstep the bridge steps on the answer to its newest frame, not on the
+    node's ticks in between (sim/lockstep.py; before, every other frame was late, seen 12 of 24,
+    and 0 of 45 after in three runs beside two training jobs); what is left is the start-up
+    backstop and a machine too loaded to answer within lockstep_answer_wait_s, so the test asks
+    for four frames in five on time."""
     from embodied_stack.control.policy_loop import PolicyLoopConfig
     from embodied_stack.control.safety import SafetySupervisor
     from embodied_stack.nodes.record import record
@@ -201,7 +200,7 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
             if c.topic == "/odom":
                 speed[stamp] = msg.twist.twist.linear.x
             else:
-                expert[stamp] = (msg.twist.linear.x, msg.twist.linear.y)
+                expert[stamp] = tuple(msg.position)
     scale = command_scale("driving")
     safety = SafetySupervisor(PolicyLoopConfig(embodiment="vehicle").safety_config())
 
@@ -217,7 +216,7 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
         assert ep.tasks[0] == result["instruction"]
         want = np.array([executed(s) for s in report.stamps[e]], np.float32)
         on_time = np.array([s not in report.late_stamps for s in report.stamps[e]])
-        assert on_time.sum() >= len(on_time) / 3, (on_time.sum(), len(on_time), report.late_stamps)
+        assert on_time.mean() >= 0.8, (on_time.sum(), len(on_time), report.late_stamps)
         np.testing.assert_allclose(ep.frames["action"][on_time], want[on_time], atol=2e-3)
         assert ep.frames["observation.images.color"].shape[1:] == (64, 64, 3)
         assert np.all(ep.frames["observation.depth"] >= 0)

@@ -402,26 +402,118 @@ def test_a_stop_holds_the_gripper_and_zeroes_the_joints():
                          joint_high=(1,) * 3, joint_gripper=3)
 
 
-def test_a_world_without_an_expert_trains_by_rl_only(tmp_path, monkeypatch):
-    """No expert: bc from live demonstrations and DAgger are refused up front, RL runs."""
-    from embodied_stack.sim.train.config import TrainConfig
-    from embodied_stack.sim.train.trainer import main as train_main
-
+@pytest.fixture
+def lonely_world(tmp_path, monkeypatch):
+    """The toy world without its expert, registered from an adapter file as "lonely"."""
     monkeypatch.setenv(registry.ENV_VAR, "")
     path = tmp_path / "lonely.py"
     path.write_text(TOY_SOURCE.replace("expert=ToyExpert))", "))").replace('name="toy"', 'name="lonely"'))
     registry.load_world_file(path)
+    yield path
+    registry.unregister_world("lonely")
+    registry._FILES_LOADED.discard(str(path.resolve()))
+
+
+def test_a_world_without_an_expert_trains_by_rl_only(tmp_path, lonely_world):
+    """No expert: bc from live demonstrations and DAgger are refused up front, RL runs."""
+    from embodied_stack.sim.train.config import TrainConfig
+    from embodied_stack.sim.train.trainer import main as train_main
+
+    with pytest.raises(ValueError, match=r"\['lonely'\] have no scripted expert: stages \['bc', 'dagger'\]"):
+        TrainConfig(worlds=("lonely",), stages=("bc", "dagger", "rl"))
+    model = {"hidden_size": 32, "num_heads": 2, "ffn_size": 64, "num_layers": 2,
+             "vision_width": 32, "vision_heads": 2, "image_size": 16}
+    assert train_main([
+        "--out", str(tmp_path / "run"), "--worlds", "lonely", "--init-from", "", "--stages", "rl",
+        "--threads", "1", "--pool-size", "2", "--model", json.dumps(model),
+        "--rl-iterations", "1", "--rl-groups", '{"lonely": 2}', "--group-size", "2",
+        "--rl-minibatch", "16", "--eval-episodes", "1", "--eval-submodels", "full",
+        "--entropy-probe-episodes", '{"lonely": 1}']) == 0
+    # A warm start from a model that does not act for the world's embodiment: one clear line.
+    assert train_main(["--out", str(tmp_path / "warm"), "--worlds", "lonely", "--stages", "rl",
+                       "--init-from", "default"]) == 2
+
+
+def test_what_needs_an_expert_or_an_option_refuses_a_world_without_it(tmp_path, lonely_world, capsys):
+    """An adapter world without an expert, shifts or a paraphrase grammar: every command that
+    would need one says so before it starts anything, and leaves no files behind."""
+    from embodied_stack.nodes.cli import main as cli_main
+    from embodied_stack.nodes.demo import run_world
+    from embodied_stack.nodes.record import main as record_main
+    from embodied_stack.sim.eval import main as eval_main
+
+    with pytest.raises(ValueError, match="'lonely' has no expert"):
+        run_world("lonely", 1, 0, "expert", "", "full", None)
+    assert record_main(["--world", "lonely", "--out", str(tmp_path / "ds"), "--episodes", "1"]) == 2
+    assert "has no expert" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "ds.mcap").exists()
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--worlds", "lonely", "--backend", "expert", "--out", str(tmp_path / "demo")])
+    assert "['lonely'] have no expert to relay" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+    with pytest.raises(SystemExit):
+        eval_main(["--world", "lonely", "--shift", "camera_offset_m=0.05"])
+    assert "world 'lonely' takes no --shift" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_main(["--world", "lonely", "--paraphrases", os.path.join(REPO, "bench", "data", "paraphrases.json")])
+    assert "rephrases the instructions of ['tabletop', 'driving'], not of world 'lonely'" in capsys.readouterr().err
+
+
+def test_the_expert_sees_each_lookahead_steps_observation(reacher):
+    """Chunk labels ask the expert at every look-ahead step with that step's observation and
+    info (images not rendered), so an expert may read obs as the spec says."""
+    from embodied_stack.sim.experts import expert_chunk
+    from embodied_stack.sim.worlds.registry import make_world_expert
+
+    env = make_world("reacher", 64, 64)
+    seen = []
+
+    class Watching:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def reset(self):
+            self.inner.reset()
+
+        def __call__(self, obs, info):
+            seen.append((obs, info))
+            return self.inner(obs, info)
+    expert = Watching(make_world_expert(env))
+    obs, info = env.reset(seed=3)
+    before = obs["proprio"].copy()
+    chunk, mask = expert_chunk(env, expert, 4, obs=obs, info=info)
+    assert mask.all() and len(seen) == 4
+    assert seen[0][0] is obs and seen[0][0]["rgb"] is not None
+    for look_obs, look_info in seen[1:]:
+        assert look_obs["rgb"] is None and look_obs["proprio"].shape == before.shape
+        assert "is_success" in look_info
+    assert not np.allclose(seen[1][0]["proprio"], before)  # (a step ahead: the arm has moved)
+    env.close()
+
+
+@pytest.mark.ros
+def test_a_seven_dof_expert_drives_its_world_through_the_graph(tmp_path, monkeypatch):
+    """A 7-D joints world's expert over DDS (sim/expert_action carries any number of dims, as
+    a JointState), and the recording keeps all seven action dims."""
+    from embodied_stack.nodes.record import record
+    from embodied_stack.sim.datasets.lerobot_v3 import LeRobotDataset
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    path = tmp_path / "seven.py"
+    source = (TOY_SOURCE.replace("(2,), np.float32", "(7,), np.float32")
+              .replace("uniform(-1, 1, 2)", "uniform(-1, 1, 7)")
+              .replace('name="toy"', 'name="seven"')
+              .replace('EmbodimentSpec("toy_mover", ("vx", "vy"), (-1, -1), (1, 1))',
+                       'EmbodimentSpec("arm7", tuple(f"j{i}" for i in range(7)), (-1,) * 7, (1,) * 7)')
+              .replace("episode_limit=7", "episode_limit=20"))
+    assert source.count("7") > TOY_SOURCE.count("7") + 5, "the toy world's source changed: update"
+    path.write_text(source)
+    registry.load_world_file(path)
     try:
-        with pytest.raises(ValueError, match=r"\['lonely'\] have no scripted expert: stages \['bc', 'dagger'\]"):
-            TrainConfig(worlds=("lonely",), stages=("bc", "dagger", "rl"))
-        model = {"hidden_size": 32, "num_heads": 2, "ffn_size": 64, "num_layers": 2,
-                 "vision_width": 32, "vision_heads": 2, "image_size": 16}
-        assert train_main([
-            "--out", str(tmp_path / "run"), "--worlds", "lonely", "--init-from", "", "--stages", "rl",
-            "--threads", "1", "--pool-size", "2", "--model", json.dumps(model),
-            "--rl-iterations", "1", "--rl-groups", '{"lonely": 2}', "--group-size", "2",
-            "--rl-minibatch", "16", "--eval-episodes", "1", "--eval-submodels", "full",
-            "--entropy-probe-episodes", '{"lonely": 1}']) == 0
+        report, results = record("seven", 2, 0, tmp_path / "ds", progress=False, timeout_s=90)
+        assert [r["success"] for r in results] == [True, True], results
+        ds = LeRobotDataset(tmp_path / "ds")
+        assert ds.features["action"]["shape"] == [7] and ds.num_episodes == 2
     finally:
-        registry.unregister_world("lonely")
+        registry.unregister_world("seven")
         registry._FILES_LOADED.discard(str(path.resolve()))

@@ -24,7 +24,13 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 
-from embodied_stack.sim.worlds import EmbodimentSpec, WorldSpec, register_world
+from embodied_stack.sim.worlds import (
+    EmbodimentSpec,
+    WorldSpec,
+    mujoco_state,
+    register_world,
+    set_mujoco_state,
+)
 
 SUCCESS_RADIUS = 0.02  #: m, fingertip to target
 HOLD_STEPS = 3  #: steps in a row within SUCCESS_RADIUS for a success
@@ -97,17 +103,14 @@ class ReacherWorld(gymnasium.Wrapper):
         return self._observe(), float(reward), bool(terminated), bool(truncated), info
 
     # --- exact snapshots, for the expert's look-ahead ---
+    # (MuJoCo's whole integration state, not qpos/qvel alone: with contacts the solver's warm
+    # start matters, and a replay from positions and velocities only drifts)
     def snapshot(self) -> tuple:
-        data = self.sim.data
-        return (data.qpos.copy(), data.qvel.copy(), data.act.copy(), float(data.time), self._held)
+        return (mujoco_state(self.sim.model, self.sim.data), self._held)
 
     def restore(self, snap: tuple) -> None:
-        import mujoco
-
-        data = self.sim.data
-        data.qpos[:], data.qvel[:], data.act[:] = snap[0], snap[1], snap[2]
-        data.time, self._held = snap[3], snap[4]
-        mujoco.mj_forward(self.sim.model, data)
+        set_mujoco_state(self.sim.model, self.sim.data, snap[0])
+        self._held = snap[1]
 
 
 class ReacherExpert:

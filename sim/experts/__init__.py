@@ -58,7 +58,7 @@ def expert_features(expert) -> np.ndarray:
     return np.asarray(features(), np.float32)
 
 
-def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
+def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None, obs=None, info=None):
     """The expert's next `length` actions from the world's current state, as it would act if
     it took over now: (length, action_dim) float32 and a (length,) bool mask (False past the
     episode's end).
@@ -67,7 +67,9 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     ``snapshot``/``restore``), and so is the expert's own memory (its target and phase), so a
     label never sees noise or learner actions that were not part of its own chunk (DART and
     DAgger both label with this). ``first_action``: the expert's action at this state when
-    the caller already asked for it (its phase has then advanced, as it should).
+    the caller already asked for it (its phase has then advanced, as it should); otherwise
+    the expert is asked with ``obs``, ``info`` (the current step's). Inside the look-ahead the
+    expert gets each step's own observation and info, whose images are None (not rendered).
 
     A world made by ``make_world`` is stepped through its WorldEnv (time limit and success
     termination apply to the look-ahead as to every step); one without snapshot/restore
@@ -75,7 +77,7 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     """
     from embodied_stack.sim.worlds.registry import WorldEnv
 
-    first = np.asarray(expert(None, None) if first_action is None else first_action, np.float32)
+    first = np.asarray(expert(obs, info) if first_action is None else first_action, np.float32)
     chunk = np.zeros((length, first.shape[0]), np.float32)
     mask = np.zeros(length, bool)
     chunk[0], mask[0] = first, True
@@ -100,10 +102,10 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None):
     try:
         action = first
         for t in range(1, length):
-            _, _, terminated, truncated, _ = stepper.step(action)
+            obs, _, terminated, truncated, info = stepper.step(action)
             if terminated or truncated:
                 break
-            action = np.asarray(expert(None, None), np.float32)
+            action = np.asarray(expert(obs, info), np.float32)
             chunk[t], mask[t] = action, True
     finally:
         looking_ahead(False)

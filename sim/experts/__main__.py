@@ -21,10 +21,15 @@ parser.add_argument("--no-render", action="store_true",
 parser.add_argument("--episode-limit", type=int, default=None, metavar="N",
                     help="steps per episode instead of the world's episode_limit")
 args = parser.parse_args()
-load_world_files(args.world_file)
+try:
+    load_world_files(args.world_file)
+    lacking = [w for w in args.worlds if not world_spec(w).has_expert]
+except (ValueError, FileNotFoundError) as exc:
+    parser.error(str(exc))
+if lacking:
+    parser.error(f"{lacking} have no expert (their WorldSpec gives none)")
 results = {}
 for world in args.worlds:
-    world_spec(world)
     limit = {} if args.episode_limit is None else {"max_episode_steps": args.episode_limit}
     env = make_world(world, 64, 64, **limit)
     env.skip_render = args.no_render

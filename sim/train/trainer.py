@@ -168,6 +168,13 @@ def main(argv=None) -> int:
             print(f"\ninterrupted before the first checkpoint; collected demonstrations in "
                   f"{out / 'demos'} are kept for the next run", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError) as exc:  # a model, dataset or world that does not fit
+        if (out / "checkpoint.pt").exists():  # (mid-run: where it happened matters)
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -11,6 +11,7 @@ import string
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,10 +95,20 @@ _bound = threading.local()
 _MJ_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
 
+#: The fields of a free camera (MuJoCo's mjvCamera, as Gymnasium's ``default_camera_config``
+#: names them): the point it looks at (m), its distance from it (m), azimuth and elevation (deg).
+FREE_CAMERA_FIELDS = ("lookat", "distance", "azimuth", "elevation")
+
+
 class RGBDRenderer:
     """Renders one camera to RGB (uint8), depth (float32 metres) and, on request, a
     per-pixel geom id, with multisampling and shadows off (they cost ~15 ms a
     frame; without them a 64x64 frame is ~0.3 ms). RGB and depth come from one render pass.
+
+    ``camera``: a camera's name in the model, or a free camera for a model that names none
+    (a dict of FREE_CAMERA_FIELDS, e.g. ``{"lookat": [0, 0, 0], "distance": 1.2,
+    "azimuth": 90, "elevation": -45}``; its field of view is the model's ``visual/global
+    fovy``), so an adapter of any MuJoCo environment renders this way, with depth in metres.
     """
 
     #: A GL context can be current in one thread only. False (fast): it stays bound to the
@@ -106,15 +117,18 @@ class RGBDRenderer:
     #: render, as when an rclpy MultiThreadedExecutor steps a world from its pool threads.
     thread_safe: bool = False
 
-    def __init__(self, model: mujoco.MjModel, camera: str, width: int, height: int):
+    def __init__(self, model: mujoco.MjModel, camera: str | Mapping, width: int, height: int):
         if width < 8 or height < 8 or width > 4096 or height > 4096:
             raise ValueError(f"image size {width}x{height} out of range [8, 4096] per side")
         self.model = model
         self.width = int(width)
         self.height = int(height)
-        self.camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-        if self.camera_id < 0:
-            raise ValueError(f"camera {camera!r} not in the model")
+        free = _free_camera(camera) if isinstance(camera, Mapping) else None
+        self.camera_id = -1 if free is not None else mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if free is None and self.camera_id < 0:
+            names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]
+            raise ValueError(f"camera {camera!r} not in the model (its cameras: {names}; or give a "
+                             f"free camera: a dict of {FREE_CAMERA_FIELDS})")
         # The offscreen buffer must hold the requested image.
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
@@ -133,8 +147,14 @@ class RGBDRenderer:
         self._vopt = mujoco.MjvOption()
         self._pert = mujoco.MjvPerturb()
         self._cam = mujoco.MjvCamera()
-        self._cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
-        self._cam.fixedcamid = self.camera_id
+        if free is None:
+            self._cam.type = mujoco.mjtCamera.mjCAMERA_FIXED
+            self._cam.fixedcamid = self.camera_id
+        else:
+            self._cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+            self._cam.lookat[:] = free["lookat"]
+            self._cam.distance, self._cam.azimuth, self._cam.elevation = (
+                free["distance"], free["azimuth"], free["elevation"])
         self._viewport = mujoco.MjrRect(0, 0, self.width, self.height)
         self._rgb = np.empty((self.height, self.width, 3), dtype=np.uint8)
         self._depth = np.empty((self.height, self.width), dtype=np.float32)
@@ -208,7 +228,8 @@ class RGBDRenderer:
     def camera_model(self, data: mujoco.MjData) -> CameraModel:
         K = self._K
         if K is None:  # fixed per renderer (fovy, size): see fovy_changed
-            fovy = np.deg2rad(self.model.cam_fovy[self.camera_id])
+            fovy = np.deg2rad(self.model.cam_fovy[self.camera_id] if self.camera_id >= 0
+                              else self.model.vis.global_.fovy)
             fy = 0.5 * self.height / np.tan(0.5 * fovy)
             fx = fy  # square pixels
             K = self._K = np.array(
@@ -216,8 +237,15 @@ class RGBDRenderer:
                  [0.0, 0.0, 1.0]]
             )
         T = np.eye(4)
-        T[:3, :3] = data.cam_xmat[self.camera_id].reshape(3, 3) @ _MJ_TO_OPTICAL
-        T[:3, 3] = data.cam_xpos[self.camera_id]
+        if self.camera_id >= 0:
+            T[:3, :3] = data.cam_xmat[self.camera_id].reshape(3, 3) @ _MJ_TO_OPTICAL
+            T[:3, 3] = data.cam_xpos[self.camera_id]
+        else:  # a free camera: its pose as MuJoCo places it (the scene's GL camera)
+            mujoco.mjv_updateCamera(self.model, data, self._cam, self._scene)
+            gl = self._scene.camera[0]
+            forward, up = np.array(gl.forward, np.float64), np.array(gl.up, np.float64)
+            T[:3, :3] = np.column_stack([np.cross(forward, up), -up, forward])  # x right, y down
+            T[:3, 3] = gl.pos
         return CameraModel(self.width, self.height, K, T)
 
     def fovy_changed(self) -> None:
@@ -241,6 +269,21 @@ class RGBDRenderer:
             pass
 
 
+def _free_camera(camera: Mapping) -> dict:
+    """A free camera's fields, checked (RGBDRenderer)."""
+    unknown, missing = set(camera) - set(FREE_CAMERA_FIELDS), set(FREE_CAMERA_FIELDS) - set(camera)
+    if unknown or missing:
+        raise ValueError(f"free camera {dict(camera)!r}: needs exactly {FREE_CAMERA_FIELDS} "
+                         f"(unknown {sorted(unknown)}, missing {sorted(missing)})")
+    lookat = np.asarray(camera["lookat"], np.float64).reshape(-1)
+    values = [float(camera[k]) for k in ("distance", "azimuth", "elevation")]
+    if lookat.shape != (3,) or not np.all(np.isfinite(lookat)) or not np.all(np.isfinite(values)) \
+            or values[0] <= 0:
+        raise ValueError(f"free camera {dict(camera)!r}: lookat must be 3 finite values and "
+                         "distance > 0 (azimuth, elevation finite degrees)")
+    return {"lookat": lookat, "distance": values[0], "azimuth": values[1], "elevation": values[2]}
+
+
 def check_action(action, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, bool]:
     """Validate an incoming action at the world's boundary.
 
@@ -258,3 +301,25 @@ def check_action(action, low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray,
         raise ValueError(f"action has NaN or inf entries: {a.tolist()}")
     clipped = np.clip(a, low, high)
     return clipped.astype(np.float32), bool(np.any(clipped != a))
+
+
+def mujoco_state(model, data) -> np.ndarray:
+    """MuJoCo's whole integration state (time, qpos, qvel, act, warm-start accelerations,
+    mocap, user data, plugin state): what a snapshot needs to replay a world exactly. Saving
+    qpos, qvel and act alone is not enough once anything touches: the constraint solver's
+    warm start differs, and a replay drifts (seen: 5e-4 rad in 123 steps of Gymnasium's
+    Pusher)."""
+    import mujoco
+
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(model, spec))
+    mujoco.mj_getState(model, data, state, spec)
+    return state
+
+
+def set_mujoco_state(model, data, state: np.ndarray) -> None:
+    """Put back a :func:`mujoco_state` and recompute what follows from it (mj_forward)."""
+    import mujoco
+
+    mujoco.mj_setState(model, data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+    mujoco.mj_forward(model, data)

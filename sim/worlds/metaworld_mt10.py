@@ -40,6 +40,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from embodied_stack.sim.worlds.base import mujoco_state, set_mujoco_state
 from embodied_stack.sim.worlds.spec import EmbodimentSpec, WorldSpec
 
 #: The Meta-World version this adapter is written and measured against (constraints.txt).
@@ -251,23 +252,16 @@ class MetaWorldEnv(gymnasium.Env):
 
     # --- exact snapshots, for the expert's look-ahead ---
     def snapshot(self) -> tuple:
-        import mujoco
-
         env = self.sim
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        state = np.empty(mujoco.mj_stateSize(env.model, spec))
-        mujoco.mj_getState(env.model, env.data, state, spec)
+        state = mujoco_state(env.model, env.data)
         copy = lambda a: None if a is None else np.array(a)  # noqa: E731
         return (self.task, state, env.curr_path_length, copy(env._prev_obs),
                 copy(env._last_stable_obs), env._did_see_sim_exception, copy(self._flat))
 
     def restore(self, snap: tuple) -> None:
-        import mujoco
-
         self.task = snap[0]
         env = self.sim
-        mujoco.mj_setState(env.model, env.data, snap[1], mujoco.mjtState.mjSTATE_INTEGRATION)
-        mujoco.mj_forward(env.model, env.data)
+        set_mujoco_state(env.model, env.data, snap[1])
         env.curr_path_length = snap[2]
         env._prev_obs = None if snap[3] is None else np.array(snap[3])
         env._last_stable_obs = None if snap[4] is None else np.array(snap[4])
