@@ -29,7 +29,8 @@ JSON keys: ``world``, ``episodes``, ``bc_steps``, ``seed``, ``elastic_every``, `
 ``success_dataset``, ``success_expert``, ``ci95_dataset``, ``ci95_expert``,
 ``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``, ``action_range``
 (the bins both runs used),
-``difference_points`` (dataset - expert, percentage points), ``record_s``, ``train_dataset_s``,
+``difference_points`` (dataset - expert, percentage points), ``difference_ci95_points`` (its
+paired 95% interval), ``record_s``, ``train_dataset_s``,
 ``train_expert_s``, ``expert_noise`` (none, or the DART noise of ``--expert-dart``).
 """
 
@@ -157,6 +158,7 @@ def main(argv=None) -> int:
         "expert_solves_dataset_fails": paired["base_solves_new_fails"],
         "mcnemar_p": paired["mcnemar_p"],
         "difference_points": round(100 * (paired["new"] - paired["base"]), 1),
+        "difference_ci95_points": [round(100 * v, 1) for v in paired["difference_ci95"]],
         "record_s": round(record_s, 1), "train_dataset_s": round(train_dataset_s, 1),
         "train_expert_s": round(train_expert_s, 1),
         "expert_noise": (f"DART sigma {noise['noise_std']:g} on {noise['noisy_share']:.0%} of episodes"
@@ -170,7 +172,9 @@ def main(argv=None) -> int:
           str(evals["dataset"][f"ci95_{cell}"]), paired["new_solves_base_fails"]),
          ("live expert (same seeds)", f"{paired['base']:.1%}",
           str(evals["expert"][f"ci95_{cell}"]), paired["base_solves_new_fails"])])
-    print(f"difference {figures['difference_points']:+.1f} points, McNemar p {paired['mcnemar_p']:.3f}")
+    low, high = figures["difference_ci95_points"]
+    print(f"difference {figures['difference_points']:+.1f} points [{low:+.1f}, {high:+.1f}], "
+          f"McNemar p {paired['mcnemar_p']:.3f}")
     benchlib.write_json(args.json, figures, __file__, argv)
     return 0
 

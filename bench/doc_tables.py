@@ -538,13 +538,23 @@ TRAIN_COMPARE = Table(
          "validation episodes per world and seed; `rl_steps_per_s` {rl_steps_per_s:.0f} (mean over RL methods).",
 )
 
+def dataset_bc_derive(d: dict) -> dict:
+    """The paired difference's 95% interval in points, from the seeds only one run solves."""
+    from paired_success import paired_interval
+
+    low, high = paired_interval(d["dataset_solves_expert_fails"], d["expert_solves_dataset_fails"],
+                                d["eval_episodes"])
+    return {"difference_interval": f"[{100 * low:+.1f}, {100 * high:+.1f}]"}
+
+
 DATASET_BC = Table(
     ("world", "recorded", "both runs start from", "BC from the dataset", "BC from the live expert",
-     "difference", "seeds only the dataset's solves", "seeds only the expert's solves", "McNemar p"),
+     "difference (paired 95% interval)", "seeds only the dataset's solves", "seeds only the expert's solves",
+     "McNemar p"),
     ("<world>", "{episodes} episodes ({dataset_frames:,} frames)", "<start> ({bc_steps} bc steps)",
      "{success_dataset:.1%} {ci95_dataset:ci.1}", "{success_expert:.1%} {ci95_expert:ci.1}",
-     "{difference_points:+.1f} points", "{dataset_solves_expert_fails}", "{expert_solves_dataset_fails}",
-     "{mcnemar_p:.3f}"),
+     "{difference_points:+.1f} points {difference_interval}", "{dataset_solves_expert_fails}",
+     "{expert_solves_dataset_fails}", "{mcnemar_p:.3f}"),
     (Row("dataset_bc_scratch_amd_epyc.json", {"world": "driving", "start": "a new model"}),
      Row("dataset_bc_finetune_amd_epyc.json", {"world": "driving", "start": "the shipped model"}),
      Row("dataset_bc_finetune_dart_amd_epyc.json",
@@ -556,6 +566,7 @@ DATASET_BC = Table(
      Row("dataset_bc_drawer_close_seed1_amd_epyc.json",
          {"world": "Meta-World drawer-close",
           "start": "the same, the same dataset, training seed 1 for both runs"})),
+    derive=dataset_bc_derive,
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "
          "batch 64; {eval_episodes} unseen seeds from 100000, paired.",

@@ -56,13 +56,12 @@ invocation's: a resumed run counts only what it ran).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from paired_success import mcnemar_exact
+from paired_success import mcnemar_exact, paired_interval
 from tqdm import tqdm
 
 import benchlib
@@ -165,10 +164,9 @@ def paired_difference(base: list[bool], new: list[bool]) -> dict:
     paired differences, and the exact McNemar p of the disagreeing seeds."""
     b = np.asarray(base, bool)
     n = np.asarray(new, bool)
-    d = n.astype(float) - b.astype(float)
-    half = 1.959964 * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return {"diff": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)],
-            "mcnemar_p": mcnemar_exact(int(np.sum(n & ~b)), int(np.sum(b & ~n)))}
+    new_only, base_only = int(np.sum(n & ~b)), int(np.sum(b & ~n))
+    return {"diff": (new_only - base_only) / len(n), "ci95": paired_interval(new_only, base_only, len(n)),
+            "mcnemar_p": mcnemar_exact(new_only, base_only)}
 
 
 def ratio_interval(new: np.ndarray, base: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float]:

@@ -9,9 +9,9 @@ it). Two rates on the same 100 seeds share most of their noise (the scene decide
 outcomes), so the paired test is the fair one: only seeds where the models disagree carry
 information. JSON keys per ``<submodel>_<world>``: ``base``, ``new`` (success rates),
 ``new_solves_base_fails``, ``base_solves_new_fails``, ``mcnemar_p`` (two-sided, exact binomial
-on the disagreeing seeds), ``new_within_base_ci95`` (the new rate inside the base's Wilson 95%
-interval: does a second training run reproduce the first?); and the seeds, ``episodes`` per world
-from ``first_seed``.
+on the disagreeing seeds), ``difference_ci95`` (new - base, the paired Wald 95% interval),
+``new_within_base_ci95`` (the new rate inside the base's Wilson 95% interval: does a second
+training run reproduce the first?); and the seeds, ``episodes`` per world from ``first_seed``.
 """
 
 from __future__ import annotations
@@ -35,6 +35,17 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
+def paired_interval(new_only: int, base_only: int, n: int) -> list[float]:
+    """Wald 95% interval of new - base success on `n` paired seeds, from the seeds only one
+    solves: each seed's difference is +1, -1 or 0, and the interval is the mean's."""
+    mean = (new_only - base_only) / n
+    if n < 2:
+        return [float("nan"), float("nan")]
+    var = ((new_only + base_only) / n - mean ** 2) * n / (n - 1)  # (sample variance)
+    half = 1.959964 * math.sqrt(max(var, 0.0) / n)
+    return [mean - half, mean + half]
+
+
 def compare(base: dict, new: dict) -> dict:
     for key in ("episodes", "first_seed"):
         if base.get(key) != new.get(key):
@@ -48,6 +59,7 @@ def compare(base: dict, new: dict) -> dict:
         out[name] = {"base": b["success"], "new": n["success"], "episodes": b["episodes"],
                      "new_solves_base_fails": fixed, "base_solves_new_fails": broke,
                      "mcnemar_p": mcnemar_exact(fixed, broke),
+                     "difference_ci95": paired_interval(fixed, broke, b["episodes"]),
                      "new_within_base_ci95": bool(b["ci95"][0] <= n["success"] <= b["ci95"][1])}
     if not out:
         raise ValueError("no submodel/world appears in both evaluations")

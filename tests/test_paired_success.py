@@ -13,6 +13,19 @@ def test_mcnemar_exact_on_hand_computed_values():
     assert paired.mcnemar_exact(2, 2) == 1.0  # clipped at 1
 
 
+def test_paired_interval_is_the_mean_difference_interval_of_the_seeds():
+    """From the two counts alone, the Wald interval of the per-seed differences (+1, -1, 0)."""
+    import math
+
+    import numpy as np
+
+    for new_only, base_only, n in [(13, 11, 500), (63, 11, 500), (0, 5, 40), (7, 0, 200)]:
+        d = np.r_[np.ones(new_only), -np.ones(base_only), np.zeros(n - new_only - base_only)]
+        half = 1.959964 * d.std(ddof=1) / math.sqrt(n)
+        assert paired.paired_interval(new_only, base_only, n) == pytest.approx([d.mean() - half, d.mean() + half])
+    assert paired.paired_interval(0, 0, 100) == [0.0, 0.0]
+
+
 def _eval(failed, first_seed=100, ci95=(0.0, 1.0)):
     return {"episodes": 10, "first_seed": first_seed,
             "details": {"full_tabletop": {"success": 1 - len(failed) / 10, "episodes": 10,
