@@ -209,6 +209,9 @@ def main(argv=None) -> dict:
             parser.error(f"the model acts for embodiments {sorted(model.config.embodiments)}, not "
                          f"{body!r} of world {world!r}: give --model a model trained for it "
                          f"(embodied-stack train --worlds {world} --init-from '')")
+        if world_spec(world).proprio_width > model.config.proprio_dim:
+            parser.error(f"world {world!r} gives {world_spec(world).proprio_width} proprio entries, the "
+                         f"model reads {model.config.proprio_dim}: give --model a model trained for it")
     from embodied_stack.sim.train.rollouts import Execution
 
     mode = ExecutionMode(model.config.chunk_length, args.refill_at, args.execute_steps)

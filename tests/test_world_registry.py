@@ -115,7 +115,7 @@ def _spec(**changes):
     ({"make_env": 3}, "make_env=3"),
     ({"control_rate_hz": 500.0}, "control_rate_hz=500.0"),
     ({"episode_limit": 0}, "episode_limit=0"),
-    ({"proprio_names": tuple(f"p{i}" for i in range(9))}, "proprio_names="),
+    ({"proprio_names": tuple(f"p{i}" for i in range(65))}, "proprio_names="),
     ({"options": ("wind",)}, "['wind']"),
     ({"train_defaults": {"bc_steps": 3}}, "['bc_steps']"),
     ({"train_defaults": {"demo_episodes": -1}}, "demo_episodes"),
@@ -517,3 +517,63 @@ def test_a_seven_dof_expert_drives_its_world_through_the_graph(tmp_path, monkeyp
     finally:
         registry.unregister_world("seven")
         registry._FILES_LOADED.discard(str(path.resolve()))
+
+
+def test_a_world_with_more_than_eight_proprio_entries_trains_a_model_that_wide(tmp_path, monkeypatch):
+    """Twelve proprio entries (a 6-DoF arm's angles and velocities, say): the wrapper keeps all
+    twelve, a new model reads twelve (proprio_dim 12) and evaluates; a warm start from the
+    shipped 8-wide model, and the model fed more than it reads, are errors saying so."""
+    from embodied_stack.models.policy.elastic_vla import ElasticVLAConfig
+    from embodied_stack.sim.eval import main as eval_main
+    from embodied_stack.sim.train.config import TrainConfig
+    from embodied_stack.sim.train.run import build_model
+    from embodied_stack.sim.train.trainer import main as train_main
+
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    path = tmp_path / "wide.py"
+    source = (TOY_SOURCE.replace('name="toy"', 'name="wide"')
+              .replace('return {"rgb": rgb}',
+                       'return {"rgb": rgb, "proprio": np.r_[self.x, self.target, np.arange(8.0)]}')
+              .replace('instruction="reach the target",',
+                       'instruction="reach the target", proprio_names=tuple(f"p{i}" for i in range(12)),'))
+    assert source.count("p{i}") == 1 and "np.arange(8.0)" in source, "the toy world's source changed: update"
+    path.write_text(source)
+    registry.load_world_file(path)
+    try:
+        spec = world_spec("wide")
+        assert spec.proprio_width == 12 and spec.proprio_layout[-1] == "p11"
+        env = make_world("wide", 16, 16)
+        obs, _ = env.reset(seed=0)
+        assert obs["proprio"].shape == (12,) and obs["proprio"][-1] == 7.0
+        env.close()
+        out = tmp_path / "run"
+        model = {"hidden_size": 32, "num_heads": 2, "ffn_size": 64, "num_layers": 2,
+                 "vision_width": 32, "vision_heads": 2, "image_size": 16}
+        assert train_main([
+            "--out", str(out), "--worlds", "wide", "--init-from", "", "--stages", "bc",
+            "--threads", "1", "--pool-size", "2", "--batch-size", "8", "--bc-steps", "2",
+            "--model", json.dumps(model), "--demo-episodes", '{"wide": 2}', "--eval-episodes", "0"]) == 0
+        assert json.loads((out / "model" / "config.json").read_text())["proprio_dim"] == 12
+        results = eval_main(["--world", "wide", "--model", str(out / "model"), "--episodes", "2",
+                             "--submodels", "full"])
+        assert results["details"]["full_wide"]["episodes"] == 2
+        narrow = tmp_path / "narrow"  # (acts for the world's embodiment, reads 8 entries)
+        _tiny_model({"toy_mover": 2}).save_pretrained(narrow)
+        with pytest.raises(ValueError, match="reads 8 proprio entries, worlds {'wide': 12} give more"):
+            build_model(TrainConfig(worlds=("wide",), stages=("rl",), init_from=str(narrow)))
+        with pytest.raises(SystemExit):
+            eval_main(["--world", "wide", "--model", str(narrow), "--episodes", "1"])
+        assert ElasticVLAConfig().proprio_dim == 8
+    finally:
+        registry.unregister_world("wide")
+        registry._FILES_LOADED.discard(str(path.resolve()))
+
+
+def test_proprio_names_are_checked():
+    with pytest.raises(ValueError, match="at most 64"):
+        _spec(name="w", proprio_names=tuple(f"p{i}" for i in range(65)))
+    with pytest.raises(ValueError, match="repeat a name"):
+        _spec(name="w", proprio_names=("a", "a"))
+    with pytest.raises(ValueError, match=r"must be indices in \[0, 10\)"):
+        _spec(name="w", proprio_names=tuple(f"p{i}" for i in range(10)),
+              train_defaults={"proprio_inputs": [10]})

@@ -81,17 +81,20 @@ def instruction_tokenizer(worlds, paraphrases: bool = False) -> InstructionToken
 def model_fields_for_worlds(worlds, model: dict) -> dict:
     """ElasticVLAConfig fields of a new model for `worlds`: the embodiments of worlds that the
     default model lacks are added with their action dims (from their specs), max_action_dim
-    widened to fit, and their proprio_inputs from the specs' train_defaults. A config that
-    names ``embodiments`` itself is left as it is."""
+    widened to fit, and their proprio_inputs from the specs' train_defaults (a config that
+    names ``embodiments`` itself keeps them); proprio_dim widens to the widest world's proprio."""
     from embodied_stack.sim.worlds.registry import world_spec
 
     default = dict(ElasticVLAConfig().embodiments)
     specs = [world_spec(w) for w in worlds]
     new = {s.embodiment.name: s.embodiment.dims for s in specs
            if s.embodiment.name not in default}
-    if not new or "embodiments" in model:
-        return dict(model)
     out = dict(model)
+    width = max(s.proprio_width for s in specs)
+    if width > int(model.get("proprio_dim", ElasticVLAConfig().proprio_dim)):
+        out["proprio_dim"] = width  # (a world with more proprio entries than 8: as wide as it)
+    if not new or "embodiments" in model:
+        return out
     out["embodiments"] = {**default, **new}
     out["max_action_dim"] = max(int(model.get("max_action_dim", ElasticVLAConfig().max_action_dim)),
                                 *new.values())
@@ -121,6 +124,11 @@ def build_model(cfg: TrainConfig) -> ElasticVLA:
         raise ValueError(f"init_from={cfg.init_from!r}: the model acts for embodiments "
                          f"{sorted(model.config.embodiments)}, not {missing} of worlds "
                          f"{list(cfg.worlds)}; train a new model with init_from: ''")
+    wide = {w: world_spec(w).proprio_width for w in cfg.worlds
+            if world_spec(w).proprio_width > model.config.proprio_dim}
+    if wide:
+        raise ValueError(f"init_from={cfg.init_from!r}: the model reads {model.config.proprio_dim} "
+                         f"proprio entries, worlds {wide} give more; train a new model with init_from: ''")
     changed = {k: v for k, v in cfg.model.items() if getattr(model.config, k) != v}
     shape_changes = sorted(set(changed) - set(PREPROCESSING_FIELDS) - set(SCAFFOLD_FIELDS)
                            - set(WIDENING_FIELDS))

@@ -49,7 +49,7 @@ class _RegistryView(Mapping):
 #: (arm -> servo/delta_twist_cmds, vehicle -> cmd_vel, others -> joint_commands).
 EMBODIMENT_OF_WORLD: Mapping[str, str] = _RegistryView(lambda s: s.embodiment.name)
 
-#: Each world's proprio vector (obs["proprio"], PROPRIO_DIM long), entry by entry; the sim
+#: Each world's proprio vector (obs["proprio"], its spec's proprio_width long), entry by entry; the sim
 #: bridge publishes it as joint_states under these names and the policy node reads them back
 #: by name. "unused_k" entries are zero.
 PROPRIO_NAMES: Mapping[str, list[str]] = _RegistryView(lambda s: s.proprio_layout)

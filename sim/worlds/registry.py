@@ -32,7 +32,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from embodied_stack.sim.worlds.spec import PROPRIO_DIM, WorldSpec
+from embodied_stack.sim.worlds.spec import WorldSpec
 
 ENTRY_POINT_GROUP = "embodied_stack.worlds"
 ENV_VAR = "EMBODIED_STACK_WORLDS"
@@ -194,7 +194,7 @@ class WorldEnv(gymnasium.Wrapper):
     one path:
 
     - ``obs`` completed to the stack's layout: ``rgb``, ``depth`` (zeros when the world has
-      none), ``proprio`` (padded to PROPRIO_DIM; zeros when none), ``instruction`` (the spec's
+      none), ``proprio`` (padded to the spec's proprio_width, at least 8; zeros when none), ``instruction`` (the spec's
       fixed one when the world gives none). A world that gives all four is passed through
       untouched.
     - ``info["is_success"]`` from the spec's success key; ``info["outcome"]`` ("success",
@@ -273,8 +273,9 @@ class WorldEnv(gymnasium.Wrapper):
         return info
 
     def _observation(self, obs: Any) -> dict:
+        width = self.world_spec.proprio_width
         if (isinstance(obs, dict) and "rgb" in obs and "depth" in obs and "instruction" in obs
-                and "proprio" in obs and len(obs["proprio"]) == PROPRIO_DIM):
+                and "proprio" in obs and len(obs["proprio"]) == width):
             return obs  # (a world of this stack's layout: untouched)
         if not isinstance(obs, dict) or "rgb" not in obs:
             raise ValueError(f"world {self.world_spec.name!r}: the env's observation must be a "
@@ -286,13 +287,13 @@ class WorldEnv(gymnasium.Wrapper):
         if depth is None and rgb is not None:
             depth = np.zeros(np.shape(rgb)[:2], np.float32)
         out["depth"] = depth
-        proprio = np.zeros(PROPRIO_DIM, np.float32)
+        proprio = np.zeros(width, np.float32)
         given = obs.get("proprio")
         if given is not None:
             given = np.asarray(given, np.float32).reshape(-1)
-            if len(given) > PROPRIO_DIM:
+            if len(given) > width:
                 raise ValueError(f"world {self.world_spec.name!r}: proprio of {len(given)} entries "
-                                 f"> {PROPRIO_DIM}")
+                                 f"> the {width} its spec's proprio_names allow")
             proprio[: len(given)] = given
         out["proprio"] = proprio
         instruction = obs.get("instruction") or self.world_spec.instruction

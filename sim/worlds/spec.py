@@ -39,9 +39,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Length of the proprio vector every world's observation is padded to (sim/worlds/base.py's
-#: PROPRIO_DIM; repeated here so that a spec does not import MuJoCo).
+#: Length of the proprio vector every world's observation is padded to at least (sim/worlds/base.py's
+#: PROPRIO_DIM; repeated here so that a spec does not import MuJoCo): the shipped model's width.
 PROPRIO_DIM = 8
+#: The most proprio entries a world may name (a new model is made that wide: its proprio_dim).
+MAX_PROPRIO_DIM = 64
 #: How a world's actions become ROS commands (nodes/policy_node.py, nodes/sim_bridge_node.py):
 #: ``arm_twist``: [vx, vy, vz] end-effector velocity on servo/delta_twist_cmds
 #: (geometry_msgs/TwistStamped); ``vehicle_cmd_vel``: [steer, accel] through the bicycle model
@@ -128,7 +130,9 @@ class WorldSpec:
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)  #: passed to make_env
     success_key: str = "is_success"  #: the info key of the success signal (required)
     terminate_on_success: bool = True  #: end the episode at the first success
-    proprio_names: tuple[str, ...] = ()  #: obs["proprio"] entry by entry (<= PROPRIO_DIM); () = none
+    #: obs["proprio"] entry by entry (<= MAX_PROPRIO_DIM; more than PROPRIO_DIM needs a model
+    #: trained that wide, which a new model for the world is); () = none
+    proprio_names: tuple[str, ...] = ()
     has_depth: bool = False  #: obs["depth"] (H, W) float32 metres is given
     #: the instruction of every episode when the world gives none (obs["instruction"]); a
     #: world without instructions must give one here
@@ -178,10 +182,12 @@ class WorldSpec:
             raise ValueError(f"WorldSpec {self.name!r}: success_key={self.success_key!r} must name "
                              "the info key of the success signal")
         object.__setattr__(self, "proprio_names", tuple(self.proprio_names))
-        if len(self.proprio_names) > PROPRIO_DIM or not all(
+        if len(self.proprio_names) > MAX_PROPRIO_DIM or not all(
                 isinstance(n, str) and n for n in self.proprio_names):
             raise ValueError(f"WorldSpec {self.name!r}: proprio_names={self.proprio_names!r} must "
-                             f"be at most {PROPRIO_DIM} non-empty names")
+                             f"be at most {MAX_PROPRIO_DIM} non-empty names")
+        if len(set(self.proprio_names)) != len(self.proprio_names):
+            raise ValueError(f"WorldSpec {self.name!r}: proprio_names={self.proprio_names!r} repeat a name")
         if not isinstance(self.instruction, str) or len(self.instruction) > 96:
             raise ValueError(f"WorldSpec {self.name!r}: instruction={self.instruction!r} must be a "
                              "string of at most 96 characters")
@@ -202,19 +208,24 @@ class WorldSpec:
         for key, value in self.train_defaults.items():
             if key == "proprio_inputs":
                 if not (isinstance(value, (list, tuple)) and all(
-                        isinstance(i, int) and 0 <= i < PROPRIO_DIM for i in value)):
+                        isinstance(i, int) and 0 <= i < self.proprio_width for i in value)):
                     raise ValueError(f"WorldSpec {self.name!r}: train_defaults['proprio_inputs']="
-                                     f"{value!r} must be indices in [0, {PROPRIO_DIM})")
+                                     f"{value!r} must be indices in [0, {self.proprio_width})")
             elif not (isinstance(value, int) and value >= 0):
                 raise ValueError(f"WorldSpec {self.name!r}: train_defaults[{key!r}]={value!r} "
                                  "must be an int >= 0")
 
     # --- derived views ---
     @property
+    def proprio_width(self) -> int:
+        """Length of the world's proprio vector: PROPRIO_DIM, or its names' count if more."""
+        return max(PROPRIO_DIM, len(self.proprio_names))
+
+    @property
     def proprio_layout(self) -> list[str]:
-        """The proprio names padded to PROPRIO_DIM with ``unused_k`` (as joint_states carry them)."""
+        """The proprio names padded to proprio_width with ``unused_k`` (as joint_states carry them)."""
         return list(self.proprio_names) + [f"unused_{k}" for k in range(len(self.proprio_names),
-                                                                       PROPRIO_DIM)]
+                                                                       self.proprio_width)]
 
     def words(self) -> set[str]:
         """The words of the world's instructions (the tokenizer's share of this world)."""

@@ -100,7 +100,9 @@ class VLAPreprocessing:
         tokens[:] = self._encode_instruction(obs.instruction)
         if sentence is not None:
             sentence[:] = self._sentence_encoder().encode(obs.instruction)
-        p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)[: c.proprio_dim]
+        p = np.asarray(obs.proprio, dtype=np.float32).reshape(-1)
+        if p.shape[0] > c.proprio_dim:  # (never cut silently: those entries would be lost)
+            raise ValueError(f"proprio of {p.shape[0]} entries, the model reads {c.proprio_dim}")
         proprio[: p.shape[0]] = p
         proprio[p.shape[0] :] = 0.0
         if obs.embodiment not in self._embodiment_index:
