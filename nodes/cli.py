@@ -56,6 +56,9 @@ def main(argv=None) -> int:
     demo.add_argument("--submodel", default="full", help="elastic submodel (default full)")
     demo.add_argument("--out", default="runs", help="folder for bags and report (default runs/)")
     demo.add_argument("--no-bag", action="store_true", help="do not record an MCAP bag")
+    demo.add_argument("--mode", default="realtime", choices=["realtime", "lockstep"],
+                      help="sim bridge mode (default realtime, as a robot runs; lockstep: the world "
+                           "waits for each answer, for a machine too slow for the control rate)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         if args.episodes < 1:

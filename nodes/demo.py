@@ -178,7 +178,7 @@ def demo(args) -> int:
 
         run = run_world(world, args.episodes, args.seed, args.backend, args.model or "",
                         args.submodel, None if args.no_bag else run_dir / world,
-                        progress=progress, runtime=args.runtime)
+                        progress=progress, runtime=args.runtime, mode=args.mode)
         bar.close()
         runs.append(run)
     table = Table(title="Simulation demo (camera stamp -> command, wall clock)")
