@@ -577,3 +577,25 @@ def test_proprio_names_are_checked():
     with pytest.raises(ValueError, match=r"must be indices in \[0, 10\)"):
         _spec(name="w", proprio_names=tuple(f"p{i}" for i in range(10)),
               train_defaults={"proprio_inputs": [10]})
+
+
+@pytest.mark.parametrize("rgb, quoted", [
+    ("np.zeros((16, 16, 4), np.uint8)", r"\(16, 16, 4\) uint8"),
+    ("np.zeros((16, 16, 3), np.float32)", r"\(16, 16, 3\) float32"),
+    ("[[0]]", "list"),
+])
+def test_an_image_the_policy_cannot_take_is_an_error_naming_it(tmp_path, monkeypatch, rgb, quoted):
+    """RGBA, float or non-array images from an adapter: a clear error at reset, not a failure
+    deep inside the model's preprocessing."""
+    monkeypatch.setenv(registry.ENV_VAR, "")
+    path = tmp_path / "badimage.py"
+    path.write_text(TOY_SOURCE.replace('name="toy"', 'name="badimage"')
+                    .replace('return {"rgb": rgb}', f'return {{"rgb": {rgb}}}'))
+    registry.load_world_file(path)
+    try:
+        env = make_world("badimage", 16, 16)
+        with pytest.raises(ValueError, match=f"obs\\['rgb'\\] must be an \\(H, W, 3\\) uint8 array, got .*{quoted}"):
+            env.reset(seed=0)
+    finally:
+        registry.unregister_world("badimage")
+        registry._FILES_LOADED.discard(str(path.resolve()))

@@ -282,6 +282,11 @@ class WorldEnv(gymnasium.Wrapper):
                              "dict with 'rgb' (map other layouts in the adapter), got "
                              f"{type(obs).__name__}")
         rgb = obs["rgb"]
+        if rgb is not None and (not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8
+                                or rgb.ndim != 3 or rgb.shape[2] != 3):
+            raise ValueError(f"world {self.world_spec.name!r}: obs['rgb'] must be an (H, W, 3) uint8 "
+                             f"array, got {type(rgb).__name__} {getattr(rgb, 'shape', '')} "
+                             f"{getattr(rgb, 'dtype', '')} (drop an alpha channel, scale floats to 0-255)")
         out = dict(obs)
         depth = obs.get("depth")
         if depth is None and rgb is not None:
