@@ -10,11 +10,17 @@
    default 500, 50 per task.
 
     python bench/metaworld_mt10.py [--bc-steps 2500] [--demo-episodes 500] [--eval-episodes 500]
+        [--dagger-iterations 0] [--dagger-episodes 100] [--dagger-steps 1000]
         [--threads 1] [--work runs/mt10_bc] [--json bench/results/metaworld_mt10_bc.json]
+
+``--dagger-iterations N`` adds the recipe's DAgger stage after bc: N rounds of
+``--dagger-episodes`` learner rollouts (a tenth per task) relabelled by Meta-World's scripted
+policies, ``--dagger-steps`` each on the growing aggregate.
 
 Work under ``--work`` is reused: a finished training run (its train_config.json must match
 the arguments, or the script stops), an interrupted one is resumed, a finished evaluation
-kept. JSON keys: ``bc_steps``, ``demo_episodes``, ``eval_episodes``, ``first_seed``,
+kept. JSON keys: ``stages``, ``bc_steps``, ``demo_episodes``, ``dagger_iterations``, ``dagger_episodes``,
+``dagger_steps``, ``eval_episodes``, ``first_seed``,
 ``success`` and ``ci95`` (all tasks), ``tasks`` ({task: {episodes, successes, success, ci95,
 outcomes}}), ``train_s`` (wall time of the training run on this machine), ``machine``,
 ``model`` (the trained model's id).
@@ -32,18 +38,28 @@ import benchlib
 WORLD = "metaworld_mt10"
 
 
+def _stages(args) -> list[str]:
+    return ["bc", "dagger"] if args.dagger_iterations else ["bc"]
+
+
 def _train_args(args) -> list[str]:
-    return ["--recipe", "default", "--out", str(args.work), "--worlds", WORLD, "--stages", "bc",
-            "--bc-steps", str(args.bc_steps),
-            "--demo-episodes", json.dumps({WORLD: args.demo_episodes}),
+    dagger = (["--dagger-iterations", str(args.dagger_iterations),
+               "--dagger-episodes", json.dumps({WORLD: args.dagger_episodes}),
+               "--dagger-steps", str(args.dagger_steps)] if args.dagger_iterations else [])
+    return ["--recipe", "default", "--out", str(args.work), "--worlds", WORLD,
+            "--stages", *_stages(args), "--bc-steps", str(args.bc_steps),
+            "--demo-episodes", json.dumps({WORLD: args.demo_episodes}), *dagger,
             "--eval-episodes", "100", "--threads", str(args.threads)]
 
 
 def _check_run(args) -> None:
     """A reused run must be the one the arguments describe."""
     config = json.loads((args.work / "train_config.json").read_text())
-    want = {"worlds": [WORLD], "stages": ["bc"], "bc_steps": args.bc_steps,
+    want = {"worlds": [WORLD], "stages": _stages(args), "bc_steps": args.bc_steps,
             "demo_episodes": {WORLD: args.demo_episodes}}
+    if args.dagger_iterations:
+        want.update(dagger_iterations=args.dagger_iterations, dagger_steps=args.dagger_steps,
+                    dagger_episodes={WORLD: args.dagger_episodes})
     have = {k: config.get(k) for k in want}
     if have != want:
         raise SystemExit(f"{args.work} holds another run ({have}); expected {want}: "
@@ -57,11 +73,18 @@ def main(argv=None) -> int:
                         help="expert episodes, a tenth per task (default 500)")
     parser.add_argument("--eval-episodes", type=int, default=500,
                         help="unseen seeds from 100000, a tenth per task (default 500)")
+    parser.add_argument("--dagger-iterations", type=int, default=0,
+                        help="DAgger iterations after bc (default 0: bc alone, as the first run)")
+    parser.add_argument("--dagger-episodes", type=int, default=100,
+                        help="learner episodes the expert relabels per DAgger iteration (default 100)")
+    parser.add_argument("--dagger-steps", type=int, default=1000,
+                        help="optimiser steps per DAgger iteration (default 1000)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--work", type=Path, default=Path("runs/mt10_bc"))
     args = parser.parse_args(argv)
     if args.quick:
         args.bc_steps, args.demo_episodes, args.eval_episodes = 20, 10, 10
+        args.dagger_episodes, args.dagger_steps = 10, 10
         args.work = args.work.with_name(args.work.name + "_quick")
     for name in ("bc_steps", "demo_episodes", "eval_episodes"):
         if getattr(args, name) < 1:
@@ -92,7 +115,10 @@ def main(argv=None) -> int:
                        "ci95": [round(x, 4) for x in success_interval(k, t["episodes"])],
                        "outcomes": t["outcomes"]}
     figures = {
-        "world": WORLD, "bc_steps": args.bc_steps, "demo_episodes": args.demo_episodes,
+        "world": WORLD, "stages": _stages(args), "bc_steps": args.bc_steps, "demo_episodes": args.demo_episodes,
+        "dagger_iterations": args.dagger_iterations,
+        "dagger_episodes": args.dagger_episodes if args.dagger_iterations else 0,
+        "dagger_steps": args.dagger_steps if args.dagger_iterations else 0,
         "eval_episodes": args.eval_episodes, "first_seed": result.get("first_seed", 100000),
         "success": result[f"success_full_{WORLD}"],
         "ci95": [round(x, 4) for x in result[f"ci95_full_{WORLD}"]],
