@@ -565,7 +565,10 @@ DATASET_BC = Table(
          {"world": "Meta-World drawer-close", "start": "a new model, the expert with DART noise"}),
      Row("dataset_bc_drawer_close_seed1_amd_epyc.json",
          {"world": "Meta-World drawer-close",
-          "start": "the same, the same dataset, training seed 1 for both runs"})),
+          "start": "the same, the same dataset, training seed 1 for both runs"}),
+     Row("dataset_bc_drawer_close_2000steps_amd_epyc.json",
+         {"world": "Meta-World drawer-close",
+          "start": "the same dataset, training seed 0, 2.5 times the steps"})),
     derive=dataset_bc_derive,
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "

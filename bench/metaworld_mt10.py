@@ -4,7 +4,7 @@
 1. ``embodied-stack train`` (the default recipe's model and bc, DART noise as the recipe sets
    it) on ``--demo-episodes`` scripted-expert episodes of ``metaworld_mt10`` (seeds 0..N-1:
    the seed picks the task, ``seed % 10``, so each task gets N/10), ``--bc-steps`` optimiser
-   steps, the trainer's own check on 100 validation seeds (300000+) at the end;
+   steps, the trainer's own check on 100 validation seeds (300000+; 10 with --quick) at the end;
 2. ``embodied-stack eval`` of the full model on ``--eval-episodes`` seeds from 100000 (never
    drawn in training: new object and goal positions), greedy, 200-step episodes: with the
    default 500, 50 per task.
@@ -49,7 +49,7 @@ def _train_args(args) -> list[str]:
     return ["--recipe", "default", "--out", str(args.work), "--worlds", WORLD,
             "--stages", *_stages(args), "--bc-steps", str(args.bc_steps),
             "--demo-episodes", json.dumps({WORLD: args.demo_episodes}), *dagger,
-            "--eval-episodes", "100", "--threads", str(args.threads)]
+            "--eval-episodes", "10" if args.quick else "100", "--threads", str(args.threads)]
 
 
 def _check_run(args) -> None:
