@@ -568,7 +568,16 @@ DATASET_BC = Table(
           "start": "the same, the same dataset, training seed 1 for both runs"}),
      Row("dataset_bc_drawer_close_2000steps_amd_epyc.json",
          {"world": "Meta-World drawer-close",
-          "start": "the same dataset, training seed 0, 2.5 times the steps"})),
+          "start": "the same dataset, training seed 0, 2.5 times the steps"}),
+     Row("dataset_bc_drawer_close_2000steps_seed1_amd_epyc.json",
+         {"world": "Meta-World drawer-close",
+          "start": "the same dataset, training seed 1, 2.5 times the steps"}),
+     Row("dataset_bc_drawer_close_nodart_seed0_amd_epyc.json",
+         {"world": "Meta-World drawer-close",
+          "start": "the same dataset, training seed 0, the expert without DART noise"}),
+     Row("dataset_bc_drawer_close_nodart_seed1_amd_epyc.json",
+         {"world": "Meta-World drawer-close",
+          "start": "the same dataset, training seed 1, the expert without DART noise"})),
     derive=dataset_bc_derive,
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "
