@@ -224,7 +224,7 @@ class SimBridgeNode(Node):
         self._fresh_command = True
         self._listener_seen = True  # a command: a policy is there (and must not wait a step)
         if self.mode == "lockstep" and self.pacer.on_command(
-                wall, self.count_publishers(self._source_sub.topic_name) > 0):
+                wall, self.pacer.sources_seen or self.count_publishers(self._source_sub.topic_name) > 0):
             self._step()
 
     def _lockstep_wait(self) -> None:

@@ -42,6 +42,7 @@ class LockstepPacer:
         self.held_since: float | None = None  # a command waits for the answer since then
         self.command_since_step = False  # a command arrived since the last step
         self.answer_due = False  # the newest frame's source record came before its command
+        self.sources_seen = False  # a source record arrived: someone publishes them
         self.stats = {"on_answer": 0, "after_wait": 0, "no_source": 0}
 
     def published(self, key: int) -> None:
@@ -50,7 +51,8 @@ class LockstepPacer:
 
     def on_command(self, now: float, sources_published: bool) -> bool:
         """A command arrived: True = step now. `sources_published`: someone publishes
-        command_source records (else every command steps)."""
+        command_source records (else every command steps; once one has arrived,
+        `sources_seen` answers that without asking the ROS graph)."""
         if not sources_published:
             self.stats["no_source"] += 1
             return True
@@ -64,6 +66,7 @@ class LockstepPacer:
 
     def on_source(self, key: int) -> bool:
         """A command_source record (the frame a command answers) arrived: True = step now."""
+        self.sources_seen = True
         if key != self.newest:
             return False
         if self.command_since_step:

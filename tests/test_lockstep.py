@@ -8,8 +8,10 @@ from embodied_stack.sim.lockstep import LockstepPacer
 def test_an_answer_to_the_newest_frame_steps_at_once():
     pacer = LockstepPacer(0.05)
     pacer.published(1)
+    assert not pacer.sources_seen
     assert not pacer.on_command(0.0, sources_published=True)  # (its record follows it)
     assert pacer.on_source(1)
+    assert pacer.sources_seen
     pacer.stepped()
     assert not pacer.due(1.0)  # nothing held after the step
 

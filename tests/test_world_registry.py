@@ -599,3 +599,22 @@ def test_an_image_the_policy_cannot_take_is_an_error_naming_it(tmp_path, monkeyp
     finally:
         registry.unregister_world("badimage")
         registry._FILES_LOADED.discard(str(path.resolve()))
+
+
+def test_reading_the_registry_loads_no_simulator():
+    """Specs are read by nodes that never step a world (the policy node's proprio layout):
+    registering and reading every world, the Reacher example's too, must not import MuJoCo
+    (nor probe OpenGL)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from embodied_stack.sim.worlds import registered_worlds, world_spec\n"
+            "names = registered_worlds()\n"
+            "[world_spec(n).proprio_layout for n in names]\n"
+            "print(len(names), 'mujoco' in sys.modules)\n")
+    env = {**os.environ, registry.ENV_VAR: REACHER}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    count, loaded = out.stdout.split()
+    assert int(count) >= 2 and loaded == "False", out.stdout

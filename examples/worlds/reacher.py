@@ -24,13 +24,7 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 
-from embodied_stack.sim.worlds import (
-    EmbodimentSpec,
-    WorldSpec,
-    mujoco_state,
-    register_world,
-    set_mujoco_state,
-)
+from embodied_stack.sim.worlds import EmbodimentSpec, WorldSpec, register_world
 
 SUCCESS_RADIUS = 0.02  #: m, fingertip to target
 HOLD_STEPS = 3  #: steps in a row within SUCCESS_RADIUS for a success
@@ -106,9 +100,13 @@ class ReacherWorld(gymnasium.Wrapper):
     # (MuJoCo's whole integration state, not qpos/qvel alone: with contacts the solver's warm
     # start matters, and a replay from positions and velocities only drifts)
     def snapshot(self) -> tuple:
+        from embodied_stack.sim.worlds.base import mujoco_state  # (MuJoCo only once a world runs)
+
         return (mujoco_state(self.sim.model, self.sim.data), self._held)
 
     def restore(self, snap: tuple) -> None:
+        from embodied_stack.sim.worlds.base import set_mujoco_state
+
         set_mujoco_state(self.sim.model, self.sim.data, snap[0])
         self._held = snap[1]
 

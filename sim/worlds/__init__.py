@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from embodied_stack.sim.worlds.base import mujoco_state, set_mujoco_state  # noqa: F401
 from embodied_stack.sim.worlds.registry import (  # noqa: F401  (the public API)
     command_scale,
     load_world_file,

@@ -40,7 +40,6 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from embodied_stack.sim.worlds.base import mujoco_state, set_mujoco_state
 from embodied_stack.sim.worlds.spec import EmbodimentSpec, WorldSpec
 
 #: The Meta-World version this adapter is written and measured against (constraints.txt).
@@ -252,6 +251,8 @@ class MetaWorldEnv(gymnasium.Env):
 
     # --- exact snapshots, for the expert's look-ahead ---
     def snapshot(self) -> tuple:
+        from embodied_stack.sim.worlds.base import mujoco_state  # (MuJoCo only when a world runs)
+
         env = self.sim
         state = mujoco_state(env.model, env.data)
         copy = lambda a: None if a is None else np.array(a)  # noqa: E731
@@ -259,6 +260,8 @@ class MetaWorldEnv(gymnasium.Env):
                 copy(env._last_stable_obs), env._did_see_sim_exception, copy(self._flat))
 
     def restore(self, snap: tuple) -> None:
+        from embodied_stack.sim.worlds.base import set_mujoco_state
+
         self.task = snap[0]
         env = self.sim
         set_mujoco_state(env.model, env.data, snap[1])
