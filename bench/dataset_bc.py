@@ -8,7 +8,8 @@ on unseen seeds (issue 33's dataset acceptance, at the scale given).
 2. Two models (new ones by default, or both from ``--init-from``; the default TrainConfig model
    plus ``reference_frame``, the same seed) get ``--bc-steps`` of bc:
    ``dataset``: from the dataset alone (``--dataset``: recorded actions, bins over its action
-   min/max, no privileged targets); ``expert``: from the live expert's demonstrations on the
+   min/max, the training-only heads' targets from its ``observation.privileged``, which a
+   recording of the sim graph has); ``expert``: from the live expert's demonstrations on the
    same seeds, without DART noise (so the same trajectories), as ``embodied-stack train`` records them,
    with the same action bins (the dataset's min/max): the two differ only in where the data came from.
    ``--expert-dart``: the live expert with the trainer's DART noise instead (as ``train`` runs
@@ -30,7 +31,8 @@ JSON keys: ``world``, ``episodes``, ``bc_steps``, ``seed``, ``elastic_every``, `
 ``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``, ``action_range``
 (the bins both runs used),
 ``difference_points`` (dataset - expert, percentage points), ``difference_ci95_points`` (its
-paired 95% interval), ``record_s``, ``train_dataset_s``,
+paired 95% interval), ``dataset_privileged`` (the dataset has the expert's privileged features),
+``record_s``, ``train_dataset_s``,
 ``train_expert_s``, ``expert_noise`` (none, or the DART noise of ``--expert-dart``).
 """
 
@@ -111,6 +113,7 @@ def main(argv=None) -> int:
     from embodied_stack.sim.datasets.lerobot_v3 import LeRobotDataset
 
     frames = LeRobotDataset(data).num_frames
+    privileged = "observation.privileged" in LeRobotDataset(data).features
     from embodied_stack.sim.train.config import TrainConfig
 
     # A new model with the task memory lane changes need (the reference frame, as shipped).
@@ -151,7 +154,8 @@ def main(argv=None) -> int:
         "world": args.world, "episodes": args.episodes, "bc_steps": args.bc_steps, "seed": args.seed,
         "elastic_every": args.elastic_every, "eval_episodes": args.eval_episodes,
         "init_from": args.init_from or "new model", "action_range": bins,
-        "dataset_frames": frames, "success_dataset": paired["new"], "success_expert": paired["base"],
+        "dataset_frames": frames, "dataset_privileged": privileged,
+        "success_dataset": paired["new"], "success_expert": paired["base"],
         "ci95_dataset": evals["dataset"][f"ci95_{cell}"],
         "ci95_expert": evals["expert"][f"ci95_{cell}"],
         "dataset_solves_expert_fails": paired["new_solves_base_fails"],

@@ -280,14 +280,15 @@ def command_msg(command: np.ndarray, embodiment: str, stamped: bool, stamp: Time
     return msg
 
 
-def expert_action_msg(action: np.ndarray, names: Sequence[str], stamp: Time) -> JointState:
+def expert_action_msg(action: np.ndarray, names: Sequence[str], stamp: Time,
+                      topic: str = "sim/expert_action") -> JointState:
     """The simulator expert's normalised action as sim/expert_action: a JointState stamped
     with the frame it answers, one entry per action dim (`names`: the embodiment's action
-    names), the value in `position`. Any number of dims (a 7-DoF arm, a hand)."""
+    names), the value in `position`. Any number of dims (a 7-DoF arm, a hand). The same
+    layout carries its privileged features on sim/expert_features (`topic`, for the error)."""
     action = np.asarray(action, np.float64).reshape(-1)
     if action.size != len(names):
-        raise ValueError(f"sim/expert_action: {action.size} values for {len(names)} action names "
-                         f"{list(names)}")
+        raise ValueError(f"{topic}: {action.size} values for {len(names)} names {list(names)}")
     msg = JointState(name=list(names), position=[float(v) for v in action])
     msg.header.stamp, msg.header.frame_id = stamp, "base_link"
     return msg

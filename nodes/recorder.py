@@ -36,6 +36,7 @@ DEMO_TOPICS = {
     "target_point": ("geometry_msgs/msg/PointStamped", "reliable"),
     "policy_node/command_source": ("std_msgs/msg/Header", "reliable"),
     "sim/expert_action": ("sensor_msgs/msg/JointState", "reliable"),
+    "sim/expert_features": ("sensor_msgs/msg/JointState", "reliable"),
     "/diagnostics": ("diagnostic_msgs/msg/DiagnosticArray", "reliable"),
     "/clock": ("rosgraph_msgs/msg/Clock", "reliable"),
 }

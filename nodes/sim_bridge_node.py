@@ -8,9 +8,10 @@ depth, PNG) topics as a network camera would,
 element), `odom` (driving), `instruction` and, for worlds with objects, `scene/objects`
 ("colour noun, ..." of every object in the scene) (both transient-local, at every episode start), `/clock`
 (simulated time; sim.launch.py remaps it to `/<robot>/clock` with several robots),
-`sim/expert_action` (the scripted expert's normalised action for the frame
-just published, stamped with it: a JointState with one entry per action dim, named as the
-world's embodiment names them, the value in `position`; for the `expert` policy backend) and `/diagnostics`
+`sim/expert_action` (the scripted expert's normalised action for the frame just published,
+stamped with it: a JointState, one entry per action dim named as the embodiment names them, the
+value in `position`; for the `expert` backend), `sim/expert_features` (its privileged features
+alike, sim/experts FEATURE_NAMES, NaN where none: recorded datasets keep them) and `/diagnostics`
 (episode results: success, outcome, seed, steps; command latency).
 Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop), `cmd_vel` (TwistStamped or
 Twist, Driving) or `joint_commands` (Float64MultiArray: a world spec's joints layout, e.g.
@@ -59,6 +60,7 @@ from embodied_stack.nodes.conversions import (
     status_name,
 )
 from embodied_stack.nodes.params import LATCHED, read_only, read_only_range
+from embodied_stack.sim.experts import FEATURE_NAMES, expert_features
 from embodied_stack.sim.lockstep import LockstepPacer
 from embodied_stack.sim.worlds import command_scale, load_world_files, world_spec
 from embodied_stack.sim.worlds.paraphrase import scene_text
@@ -93,10 +95,8 @@ class SimBridgeNode(Node):
         self.mode = g("mode")
         if self.mode not in ("realtime", "lockstep"):
             raise ValueError(f"mode {self.mode!r} not in ('realtime', 'lockstep')")
-        self.episodes = g("episodes")
-        self.next_seed = g("seed")
-        self.frame = g("camera_frame")
-        self.timeout = g("command_timeout_s")
+        self.episodes, self.next_seed = g("episodes"), g("seed")
+        self.frame, self.timeout = g("camera_frame"), g("command_timeout_s")
         self.compressed_format = g("compressed_format")
         if self.compressed_format not in ("", "jpeg", "png"):
             raise ValueError(f"compressed_format {self.compressed_format!r} not in ('', 'jpeg', 'png')")
@@ -133,6 +133,7 @@ class SimBridgeNode(Node):
         self.scene_pub = self.create_publisher(String, "scene/objects", LATCHED)
         self.clock_pub = self.create_publisher(ClockMsg, "/clock", 10)
         self.expert_pub = self.create_publisher(JointState, "sim/expert_action", 10)
+        self.features_pub = self.create_publisher(JointState, "sim/expert_features", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         if self.embodiment == "arm":
             self.create_subscription(TwistStamped, "servo/delta_twist_cmds", self._on_command, 10)
@@ -270,8 +271,7 @@ class SimBridgeNode(Node):
         self._fresh_command = False
         self.pacer.stepped()
         self.obs, reward, terminated, truncated, self.info = self.env.step(self._current_action())
-        self.steps += 1
-        self.episode_steps += 1
+        self.steps, self.episode_steps = self.steps + 1, self.episode_steps + 1
         self.episode_return += float(reward)
         self.sim_time += self.dt
         if terminated or truncated:
@@ -283,9 +283,7 @@ class SimBridgeNode(Node):
 
     def _publish_observation(self) -> None:
         sim_stamp = seconds_to_stamp(self.sim_time)
-        clock = ClockMsg()
-        clock.clock = sim_stamp
-        self.clock_pub.publish(clock)
+        self.clock_pub.publish(ClockMsg(clock=sim_stamp))
         stamp = sim_stamp if self.use_sim_time else self.get_clock().now().to_msg()
         key = stamp.sec * 1_000_000_000 + stamp.nanosec
         self.pacer.published(key)
@@ -313,6 +311,8 @@ class SimBridgeNode(Node):
         if self.expert is not None:
             action = np.asarray(self.expert(self.obs, self.info), np.float64)
             self.expert_pub.publish(expert_action_msg(action, self.spec.embodiment.action_names, stamp))
+            self.features_pub.publish(expert_action_msg(expert_features(self.expert), FEATURE_NAMES, stamp,
+                                                        "sim/expert_features"))
         # The colour image last: a policy that wakes on it finds the rest already sent.
         self._published[key] = time.monotonic()
         if len(self._published) > 256:

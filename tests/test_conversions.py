@@ -203,5 +203,5 @@ def test_expert_action_round_trips_every_dim(dims):
     msg.position[0] = float("nan")
     with pytest.raises(MessageRejected, match="non-finite"):
         expert_action_values(msg, dims)
-    with pytest.raises(ValueError, match=f"{dims} values for {dims + 1} action names"):
+    with pytest.raises(ValueError, match=f"{dims} values for {dims + 1} names"):
         expert_action_msg(action, names + ["extra"], seconds_to_stamp(0.0))

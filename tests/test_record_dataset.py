@@ -10,7 +10,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from embodied_stack.sim.datasets.from_bag import episodes_from_bag
 from embodied_stack.sim.datasets.lerobot_v3 import LeRobotDataset
-from embodied_stack.sim.worlds import command_scale
+from embodied_stack.sim.experts import FEATURE_NAMES
+from embodied_stack.sim.worlds import PROPRIO_NAMES, command_scale
 
 TS = get_typestore(Stores.ROS2_KILTED)
 MS = 1_000_000
@@ -65,11 +66,13 @@ def _write_bag(path, events):
             writer.write(conns[topic], t, TS.serialize_cdr(msg, msgtype))
 
 
-def _driving_bag(path, lost_command: bool = False):
+def _driving_bag(path, lost_command: bool = False, features: bool = False, full_state: bool = False):
     """Two episodes with the same instruction; frames every 100 ms, each answered 20 ms later
     (command, then its command_source) except episode 1's frame 1; a safety stop (a command
     with no source) between two answers; one frame before any instruction. `lost_command`: a
-    last frame whose command_source is in the bag but its command is not."""
+    last frame whose command_source is in the bag but its command is not. `features`: the sim
+    expert's privileged features for each frame (value: the frame's speed; target u, v NaN).
+    `full_state`: joint_states with every proprio entry a driving policy reads."""
     ev = []
     joints = TS.types["sensor_msgs/msg/JointState"]
     String = TS.types["std_msgs/msg/String"]
@@ -77,10 +80,17 @@ def _driving_bag(path, lost_command: bool = False):
     def frame(t, stamp, value, speed):
         ev.append((t, "/camera/color/image_raw", "sensor_msgs/msg/Image", _image(stamp, value)))
         ev.append((t - MS, "/camera/depth/image_raw", "sensor_msgs/msg/Image", _image(stamp, value / 10, True)))
+        names = PROPRIO_NAMES["driving"] if full_state else ["speed", "steer"]
         ev.append((t - MS, "/joint_states", "sensor_msgs/msg/JointState", joints(
-            header=_header(stamp, "base_link"), name=["speed", "steer"], position=np.array([speed, 0.0]),
+            header=_header(stamp, "base_link"), name=names, position=np.r_[speed, np.zeros(len(names) - 1)],
             velocity=np.zeros(0), effort=np.zeros(0))))
         ev.append((t - MS, "/odom", "nav_msgs/msg/Odometry", _odom(stamp, speed)))
+        if features:
+            values = np.full(len(FEATURE_NAMES), speed)
+            values[6:8] = np.nan
+            ev.append((t - MS, "/sim/expert_features", "sensor_msgs/msg/JointState", joints(
+                header=_header(stamp, "base_link"), name=FEATURE_NAMES, position=values,
+                velocity=np.zeros(0), effort=np.zeros(0))))
 
     def answer(t, stamp, v, omega):
         ev.append((t, "/cmd_vel", "geometry_msgs/msg/TwistStamped", _twist_stamped(t, v, omega)))
@@ -128,6 +138,33 @@ def test_bag_to_frames_pairs_answers_and_splits_episodes(tmp_path):
         want = scale.to_action(np.array([5.3 + i, 0.1 * i]), 5.0 + i)
         np.testing.assert_allclose(first["action"][i], want, rtol=1e-6)
     assert episodes[1][0]["observation.images.color"][:, 0, 0, 0].tolist() == [100, 102]
+
+
+def test_the_sim_experts_features_become_privileged_targets_for_training(tmp_path):
+    """A bag of the sim graph carries sim/expert_features: the dataset keeps them as
+    observation.privileged (NaN kept, null in stats.json), and training from the dataset gets
+    them as the targets of the model's training-only heads, frame by frame; a dataset without
+    them trains with none."""
+    import json
+
+    from embodied_stack.sim.datasets.from_bag import bag_to_dataset
+    from embodied_stack.sim.train.demos import load_dataset
+
+    _driving_bag(tmp_path / "bag", features=True, full_state=True)
+    report = bag_to_dataset(tmp_path / "bag", tmp_path / "ds", "driving", codec="h264-lossless",
+                            progress=False)
+    assert report.privileged and report.incomplete_frames == 0
+    ds = LeRobotDataset(tmp_path / "ds")
+    assert ds.features["observation.privileged"]["names"] == FEATURE_NAMES
+    stats = json.loads((tmp_path / "ds" / "meta" / "stats.json").read_text())["observation.privileged"]
+    assert stats["min"][6] is None and stats["min"][0] == 2.0 and stats["max"][0] == 7.0
+    arrays = load_dataset(tmp_path / "ds", "driving", chunk_length=4)
+    np.testing.assert_array_equal(arrays["aux"][:, 0], arrays["proprio"][:, 0])  # the frame's own
+    assert np.isnan(arrays["aux"][:, 6:8]).all()
+    _driving_bag(tmp_path / "bag2", full_state=True)
+    bag_to_dataset(tmp_path / "bag2", tmp_path / "ds2", "driving", codec="h264-lossless", progress=False)
+    assert "observation.privileged" not in LeRobotDataset(tmp_path / "ds2").features
+    assert "aux" not in load_dataset(tmp_path / "ds2", "driving", chunk_length=4)
 
 
 def test_a_frame_whose_command_was_lost_is_left_out_not_given_an_older_one(tmp_path):
@@ -220,6 +257,8 @@ def test_record_from_the_sim_graph_writes_a_dataset_of_expert_episodes(tmp_path)
         np.testing.assert_allclose(ep.frames["action"][on_time], want[on_time], atol=2e-3)
         assert ep.frames["observation.images.color"].shape[1:] == (64, 64, 3)
         assert np.all(ep.frames["observation.depth"] >= 0)
+        # the expert's privileged features, recorded with each frame: its lane targets
+        assert np.isfinite(ep.frames["observation.privileged"][:, :6]).all()
 
 
 def test_a_joints_world_bag_converts_through_its_spec(tmp_path, monkeypatch):

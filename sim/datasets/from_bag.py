@@ -5,6 +5,10 @@ needed): ``camera/color/image_raw``, ``camera/depth/image_raw``, ``joint_states`
 the command topic (``servo/delta_twist_cmds`` for an arm, ``cmd_vel`` for a vehicle,
 ``joint_commands`` for a registered world's joints layout, e.g. Meta-World's 4-D arm + gripper),
 ``policy_node/command_source`` and, for a vehicle, ``odom``. Any registered world converts.
+A bag of the sim graph also holds ``sim/expert_features`` (the expert's privileged features,
+sim/experts FEATURE_NAMES): they become the dataset's ``observation.privileged``, the targets of
+the model's training-only heads, so BC from such a dataset learns what BC from the live expert
+learns (a robot's dataset has none; its model trains without them).
 
 Time alignment. A frame is the colour image; the depth image, joint state and odometry of a
 frame are the messages stamped with the colour image's stamp (the sim bridge and camera
@@ -43,6 +47,7 @@ import numpy as np
 
 from embodied_stack.control.commands import VehicleScale
 from embodied_stack.sim.datasets.lerobot_v3 import DatasetWriter
+from embodied_stack.sim.experts import FEATURE_NAMES
 from embodied_stack.sim.worlds import ACTION_NAMES, command_scale, control_rate_hz, world_spec
 
 #: The command topic of each command layout (control/policy_loop.py's kinds).
@@ -61,7 +66,7 @@ class ConversionReport:
     tasks: list[str] = field(default_factory=list)
     state_names: list[str] = field(default_factory=list)  #: joint_states' names
     unanswered_frames: int = 0  #: no command answers them
-    incomplete_frames: int = 0  #: their depth / joint state / odometry is not in the bag
+    incomplete_frames: int = 0  #: their depth / joint state / odometry / expert features are not in the bag
     #: camera stamps (ns) of kept frames answered only after the next frame was published: the
     #: world had moved on (a lockstep bridge's backstop stepped it on a loaded machine), so the
     #: command was made and applied at a later state than its frame's (a vehicle's speed loop
@@ -69,6 +74,7 @@ class ConversionReport:
     #: differ from what the policy chose for that frame. None in a lockstep graph that keeps up.
     late_stamps: list[int] = field(default_factory=list)
     frames_before_instruction: int = 0
+    privileged: bool = False  #: the bag has the sim expert's features (sim/expert_features)
 
 
 def _stamp_ns(header) -> int:
@@ -135,7 +141,8 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
     topics = {"color": f"{ns}/camera/color/image_raw", "depth": f"{ns}/camera/depth/image_raw",
               "joints": f"{ns}/joint_states", "instruction": f"{ns}/instruction",
               "command": f"{ns}/{COMMAND_TOPICS[kind]}",
-              "source": f"{ns}/policy_node/command_source", "odom": f"{ns}/odom"}
+              "source": f"{ns}/policy_node/command_source", "odom": f"{ns}/odom",
+              "features": f"{ns}/sim/expert_features"}
     msgs = _read(bag, topics)
     required = ("color", "instruction", "command", "source", "joints")
     for key in required:
@@ -146,6 +153,8 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
     depth = {_stamp_ns(m.header): m for _, m in msgs["depth"]}
     joints = {_stamp_ns(m.header): m for _, m in msgs["joints"]}
     odom = {_stamp_ns(m.header): m for _, m in msgs["odom"]}
+    features = {_stamp_ns(m.header): np.asarray(m.position, np.float32) for _, m in msgs["features"]}
+    report.privileged = bool(features)
     # Each command_source goes with the last command logged before it, if that command came
     # after the previous command_source: the node publishes each command just before its
     # source, so a command logged before the previous source means this frame's own command
@@ -169,7 +178,7 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
     texts = [str(m.data) for _, m in msgs["instruction"]]
     names = report.state_names = [str(n) for n in msgs["joints"][0][1].name]
     current = -1
-    rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    rows: list[tuple] = []  # (stamp, rgb, depth, state, action, privileged features or None)
 
     def flush():
         if rows:
@@ -183,6 +192,8 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
                 "observation.state": np.stack([r[3] for r in rows]).astype(np.float32),
                 "action": np.stack([r[4] for r in rows]).astype(np.float32),
             }
+            if report.privileged:
+                frames["observation.privileged"] = np.stack([r[5] for r in rows])
             return frames, texts[current]
         return None
 
@@ -200,7 +211,8 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
         if stamp not in answer:
             report.unanswered_frames += 1
             continue
-        if stamp not in depth or stamp not in joints or (vehicle and stamp not in odom):
+        if (stamp not in depth or stamp not in joints or (vehicle and stamp not in odom)
+                or (features and stamp not in features)):
             report.incomplete_frames += 1
             continue
         state = np.asarray(joints[stamp].position, np.float32)
@@ -222,15 +234,17 @@ def episodes_from_bag(bag: str | os.PathLike, world: str, namespace: str = "",
             action = scale.to_action(command)
         where = f"{bag}: {topics['color']} at {stamp} ns"
         rows.append((stamp, image_to_array(msg, where), image_to_array(depth[stamp], where),
-                     state, action))
+                     state, action, features.get(stamp)))
     done = flush()
     if done is not None:
         yield done
 
 
-def dataset_features(world: str, width: int, height: int, state_names: list[str]) -> dict:
-    """The features of a dataset recorded from a world's sim graph."""
-    return {
+def dataset_features(world: str, width: int, height: int, state_names: list[str],
+                     privileged: bool = False) -> dict:
+    """The features of a dataset recorded from a world's sim graph (`privileged`: with the
+    expert's privileged features)."""
+    out = {
         "observation.images.color": {"dtype": "video", "shape": [height, width, 3],
                                      "names": ["height", "width", "channels"]},
         "observation.depth": {"dtype": "float32", "shape": [height, width, 1],
@@ -239,6 +253,10 @@ def dataset_features(world: str, width: int, height: int, state_names: list[str]
         "action": {"dtype": "float32", "shape": [len(ACTION_NAMES[world])],
                    "names": ACTION_NAMES[world]},
     }
+    if privileged:
+        out["observation.privileged"] = {"dtype": "float32", "shape": [len(FEATURE_NAMES)],
+                                         "names": list(FEATURE_NAMES)}
+    return out
 
 
 def bag_to_dataset(bag: str | os.PathLike, out: str | os.PathLike, world: str,
@@ -256,7 +274,8 @@ def bag_to_dataset(bag: str | os.PathLike, out: str | os.PathLike, world: str,
             if writer is None:
                 h, w = frames["observation.images.color"].shape[1:3]
                 writer = DatasetWriter(out, control_rate_hz(world),
-                                       dataset_features(world, w, h, report.state_names),
+                                       dataset_features(world, w, h, report.state_names,
+                                                        report.privileged),
                                        robot_type=f"embodied_stack/{world}", codec=codec,
                                        **writer_kwargs)
             writer.add_episode(frames, task)

@@ -36,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -99,7 +100,8 @@ def feature_stats(values: np.ndarray, video: bool = False) -> dict[str, np.ndarr
     Vectors give per-element stats (shape (d,)); arrays with two or more dims (a depth image
     (H, W, C)) per-channel stats over all pixels, shaped (1, ..., 1, C); videos, given as
     uint8 (n, H, W, 3), per-channel stats of the pixels in [0, 1], shaped (3, 1, 1) as lerobot
-    stores them (channel first)."""
+    stores them (channel first). NaN entries (a privileged feature with no value) are left
+    out; an element with none has NaN stats (null in stats.json)."""
     x = np.asarray(values)
     if video:
         x = x.astype(np.float64).transpose(0, 3, 1, 2) / 255.0  # (n, C, H, W)
@@ -113,12 +115,14 @@ def feature_stats(values: np.ndarray, video: bool = False) -> dict[str, np.ndarr
         axes, keep = tuple(range(x.ndim - 1)), True
     if not len(x):
         raise ValueError("statistics of an empty feature")
-    out = {
-        "min": x.min(axis=axes, keepdims=keep), "max": x.max(axis=axes, keepdims=keep),
-        "mean": x.mean(axis=axes, keepdims=keep), "std": x.std(axis=axes, keepdims=keep),
-        "count": np.array([len(values)]),
-    }
-    qs = np.quantile(x, QUANTILES, axis=axes, keepdims=keep)
+    with warnings.catch_warnings():  # (an all-NaN element: NaN, said in the docstring)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {
+            "min": np.nanmin(x, axis=axes, keepdims=keep), "max": np.nanmax(x, axis=axes, keepdims=keep),
+            "mean": np.nanmean(x, axis=axes, keepdims=keep), "std": np.nanstd(x, axis=axes, keepdims=keep),
+            "count": np.array([len(values)]),
+        }
+        qs = np.nanquantile(x, QUANTILES, axis=axes, keepdims=keep)
     for q, v in zip(QUANTILES, qs):
         out[f"q{round(q * 100):02d}"] = v
     if video:  # (1, C, 1, 1) -> (C, 1, 1)
@@ -141,8 +145,11 @@ def aggregate_stats(parts: Sequence[dict[str, dict[str, np.ndarray]]]) -> dict[s
         mean = np.sum(np.stack([s["mean"] for s in items]) * w.reshape(shape), axis=0)
         var = np.sum(np.stack([s["std"] ** 2 + (s["mean"] - mean) ** 2 for s in items])
                      * w.reshape(shape), axis=0)
-        agg = {"min": np.min(np.stack([s["min"] for s in items]), axis=0),
-               "max": np.max(np.stack([s["max"] for s in items]), axis=0),
+        with warnings.catch_warnings():  # (all-NaN: NaN)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo = np.nanmin(np.stack([s["min"] for s in items]), axis=0)
+            hi = np.nanmax(np.stack([s["max"] for s in items]), axis=0)
+        agg = {"min": lo, "max": hi,
                "mean": mean, "std": np.sqrt(var), "count": np.array([int(counts.sum())])}
         for q in STAT_KEYS[5:]:
             if all(q in s for s in items):
@@ -152,7 +159,12 @@ def aggregate_stats(parts: Sequence[dict[str, dict[str, np.ndarray]]]) -> dict[s
 
 
 def _stats_to_json(stats: dict[str, dict[str, np.ndarray]]) -> dict:
-    return {k: {s: np.asarray(v).tolist() for s, v in st.items()} for k, st in stats.items()}
+    def null_nan(x):  # NaN (no value) as null: stats.json stays strict JSON
+        if isinstance(x, list):
+            return [null_nan(v) for v in x]
+        return None if isinstance(x, float) and math.isnan(x) else x
+
+    return {k: {s: null_nan(np.asarray(v).tolist()) for s, v in st.items()} for k, st in stats.items()}
 
 
 # ------------------------------------------------------------------------------------------

@@ -119,3 +119,5 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None, obs
 #: centre; NaN where the task has no object target) for the pointing head, [8:10] where the
 #: robot's end effector is in the image (NaN where none is seen) for the effector head.
 FEATURE_DIM = 10
+#: Their names, as sim/expert_features and a recorded dataset's ``observation.privileged`` give them.
+FEATURE_NAMES = [f"aux_{i}" for i in range(6)] + ["target_u", "target_v", "effector_u", "effector_v"]

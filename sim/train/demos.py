@@ -246,15 +246,21 @@ def action_chunks(actions: np.ndarray, episode: np.ndarray, chunk_length: int):
 
 def load_dataset(path: str | os.PathLike, world: str, chunk_length: int) -> dict[str, np.ndarray]:
     """A LeRobotDataset v3 recorded in `world` as labelled states in the shard layout
-    (``load``'s), the labels chunks of the recorded actions (``action_chunks``). No privileged
-    features: the model's training-only heads get no target from it."""
+    (``load``'s), the labels chunks of the recorded actions (``action_chunks``). The model's
+    training-only heads get their targets from ``observation.privileged`` where the dataset has
+    it (recorded from the sim graph: the expert's features, sim/experts FEATURE_NAMES), and
+    none otherwise (a robot's dataset)."""
     from embodied_stack.sim.datasets.lerobot_v3 import DatasetFormatError, LeRobotDataset
+    from embodied_stack.sim.experts import FEATURE_NAMES
     from embodied_stack.sim.worlds import ACTION_NAMES, PROPRIO_NAMES
 
     ds = LeRobotDataset(path)
     needed = {"observation.images.color": ("video", None),
               "observation.state": (None, PROPRIO_NAMES[world]),
               "action": (None, ACTION_NAMES[world])}
+    privileged = "observation.privileged" in ds.features
+    if privileged:
+        needed["observation.privileged"] = (None, FEATURE_NAMES)
     for key, (dtype, names) in needed.items():
         ft = ds.features.get(key)
         if ft is None or (dtype and ft["dtype"] != dtype):
@@ -264,7 +270,7 @@ def load_dataset(path: str | os.PathLike, world: str, chunk_length: int) -> dict
             raise DatasetFormatError(f"{path}: feature {key!r} names {ft['names']}; a {world} "
                                      f"policy reads {names}")
     cols: dict[str, list[Any]] = {n: [] for n in ("rgb", "depth", "proprio", "action", "episode",
-                                                  "instruction")}
+                                                  "instruction") + (("aux",) if privileged else ())}
     for ep in tqdm(ds, total=ds.num_episodes, desc=f"dataset {Path(path).name}", unit="episode"):
         n = len(ep)
         cols["rgb"].append(ep.frames["observation.images.color"])
@@ -274,6 +280,8 @@ def load_dataset(path: str | os.PathLike, world: str, chunk_length: int) -> dict
                              else depth.reshape(n, h, w).astype(np.float16))
         cols["proprio"].append(ep.frames["observation.state"].astype(np.float32))
         cols["action"].append(ep.frames["action"].astype(np.float32))
+        if privileged:
+            cols["aux"].append(ep.frames["observation.privileged"].astype(np.float32))
         cols["episode"].append(np.full(n, ep.index, np.int32))
         cols["instruction"] += ep.tasks
     arrays = {k: np.concatenate(v) for k, v in cols.items() if k != "instruction"}
