@@ -30,6 +30,7 @@ JSON keys: ``world``, ``episodes``, ``bc_steps``, ``seed``, ``elastic_every``, `
 ``success_dataset``, ``success_expert``, ``ci95_dataset``, ``ci95_expert``,
 ``dataset_solves_expert_fails``, ``expert_solves_dataset_fails``, ``mcnemar_p``, ``action_range``
 (the bins both runs used),
+``codec`` (the dataset's video codec, as its info names it),
 ``difference_points`` (dataset - expert, percentage points), ``difference_ci95_points`` (its
 paired 95% interval), ``dataset_privileged`` (the dataset has the expert's privileged features),
 ``record_s``, ``train_dataset_s``,
@@ -44,6 +45,8 @@ import time
 from pathlib import Path
 
 from paired_success import compare
+
+from embodied_stack.sim.datasets.lerobot_v3 import CODECS
 
 import benchlib
 
@@ -93,6 +96,9 @@ def main(argv=None) -> int:
                         help="train only that run, or evaluate only that trained run, and stop "
                              "(two processes, one per core; the dataset is recorded first), then "
                              "'all' reuses what they left (default all)")
+    parser.add_argument("--codec", default="av1", choices=sorted(CODECS),
+                        help="the dataset's video codec (default av1, lossy 4:2:0 as lerobot's default; "
+                             "h264-lossless: the frames exactly)")
     parser.add_argument("--expert-dart", action="store_true",
                         help="the live expert's demonstrations with the trainer's DART noise "
                              "(default: none, the expert's own trajectories)")
@@ -106,7 +112,7 @@ def main(argv=None) -> int:
         from embodied_stack.nodes.record import record
 
         start = time.time()
-        record(args.world, args.episodes, 0, data, bag=args.work / "dataset.mcap")
+        record(args.world, args.episodes, 0, data, bag=args.work / "dataset.mcap", codec=args.codec)
         (args.work / "record_s.json").write_text(json.dumps({"record_s": time.time() - start}))
     timing = args.work / "record_s.json"  # (absent: recorded before it was kept)
     record_s = json.loads(timing.read_text())["record_s"] if timing.exists() else 0.0
@@ -155,6 +161,7 @@ def main(argv=None) -> int:
         "elastic_every": args.elastic_every, "eval_episodes": args.eval_episodes,
         "init_from": args.init_from or "new model", "action_range": bins,
         "dataset_frames": frames, "dataset_privileged": privileged,
+        "codec": LeRobotDataset(data).features["observation.images.color"].get("info", {}).get("video.codec"),
         "success_dataset": paired["new"], "success_expert": paired["base"],
         "ci95_dataset": evals["dataset"][f"ci95_{cell}"],
         "ci95_expert": evals["expert"][f"ci95_{cell}"],

@@ -577,7 +577,13 @@ DATASET_BC = Table(
           "start": "the same dataset, training seed 0, the expert without DART noise"}),
      Row("dataset_bc_drawer_close_nodart_seed1_amd_epyc.json",
          {"world": "Meta-World drawer-close",
-          "start": "the same dataset, training seed 1, the expert without DART noise"})),
+          "start": "the same dataset, training seed 1, the expert without DART noise"}),
+     *(Row(f"dataset_bc_drawer_close_{kind}_seed{s}_amd_epyc.json",
+           {"world": "Meta-World drawer-close",
+            "start": f"a new recording {how}, training seed {s}, the expert without DART noise"})
+       for kind, how, seeds in (("privileged", "with the privileged features (AV1)", (0, 1)),
+                                ("lossless", "with the privileged features, lossless H.264", (0, 1)))
+       for s in seeds)),
     derive=dataset_bc_derive,
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "

@@ -65,6 +65,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
         timeout_s = max(300.0, 2.0 * episodes * spec.episode_limit / spec.control_rate_hz)
     configure_dds_environment()
     import rclpy
+    from rclpy.node import Node
     from rclpy.parameter import Parameter
 
     from embodied_stack.control.target_control import transform_to_list
@@ -75,7 +76,7 @@ def run_world(world: str, episodes: int, seed: int, backend: str, model_path: st
 
     context = rclpy.Context()
     rclpy.init(context=context)
-    nodes = []
+    nodes: list[Node] = []
     recorder = executor = None
     try:
         bridge = SimBridgeNode(context=context, parameter_overrides=[

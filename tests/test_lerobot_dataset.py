@@ -110,6 +110,7 @@ def test_writer_output_reads_back_identically_with_the_documented_layout(tmp_pat
     assert {"chunks_size", "data_files_size_in_mb", "video_files_size_in_mb", "splits"} <= set(info)
     video_info = info["features"]["observation.images.color"]["info"]
     assert video_info["video.fps"] == 15 and video_info["video.height"] == 64
+    assert video_info["video.codec"] == {"av1": "av1", "h264-lossless": "h264"}[codec]  # as ffprobe names it
     assert set(info["features"]) >= {"timestamp", "frame_index", "episode_index", "index", "task_index"}
     # Several episodes per file, rolled over at the size limit (4 x ~100 KB of depth).
     data_files = sorted(p.relative_to(root).as_posix() for p in (root / "data").rglob("*.parquet"))

@@ -53,3 +53,24 @@ def test_compare_says_whether_the_new_rate_lies_in_the_base_models_interval():
     assert paired.compare(base, _eval([102, 105]))["full_tabletop"]["new_within_base_ci95"]  # 80%
     assert not paired.compare(base, _eval([]))["full_tabletop"]["new_within_base_ci95"]  # 100%
     assert not paired.compare(base, _eval(list(range(100, 107))))["full_tabletop"]["new_within_base_ci95"]
+
+
+def test_dataset_bc_seeds_averages_over_training_seeds_and_refuses_mixed_runs():
+    """bench/dataset_bc_seeds.py: the mean paired difference over training seeds with its
+    Student-t interval (hand-computed for three seeds), and pairs of different comparisons or a
+    repeated seed are refused."""
+    import dataset_bc_seeds
+
+    base = {"world": "w", "episodes": 100, "bc_steps": 800, "eval_episodes": 500, "elastic_every": 2,
+            "init_from": "new model", "expert_noise": "none", "dataset_frames": 7000}
+    pairs = [{**base, "seed": s, "success_dataset": d, "success_expert": e}
+             for s, d, e in [(0, 0.90, 0.80), (1, 0.70, 0.80), (2, 0.80, 0.80)]]
+    out = dataset_bc_seeds.summarise(pairs, ["a", "b", "c"])
+    # differences +10, -10, 0: mean 0, sd 10, t(0.975, 2) = 4.3027 -> +-24.8
+    assert out["mean_difference_points"] == 0.0
+    assert out["difference_ci95_points"] == pytest.approx([-24.8, 24.8], abs=0.05)
+    assert out["within_5_points"] is False and out["mean_expert"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="bc_steps"):
+        dataset_bc_seeds.summarise([pairs[0], {**pairs[1], "bc_steps": 2000}], ["a", "b"])
+    with pytest.raises(ValueError, match="repeat"):
+        dataset_bc_seeds.summarise([pairs[0], pairs[0]], ["a", "b"])

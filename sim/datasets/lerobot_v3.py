@@ -302,7 +302,8 @@ class _VideoFile:
         for packet in self.stream.encode():
             self._mux(packet)
         info = {"video.height": self.stream.height, "video.width": self.stream.width,
-                "video.codec": self.stream.codec_context.codec.name,
+                # the codec, not the encoder ("av1", not "libsvtav1"): what lerobot reads with ffprobe
+                "video.codec": self.stream.codec_context.codec.canonical_name,
                 "video.pix_fmt": self.stream.pix_fmt, "video.is_depth_map": False,
                 "video.fps": self.fps, "video.channels": 3, "has_audio": False}
         self.container.close()
