@@ -582,12 +582,36 @@ DATASET_BC = Table(
            {"world": "Meta-World drawer-close",
             "start": f"a new recording {how}, training seed {s}, the expert without DART noise"})
        for kind, how, seeds in (("privileged", "with the privileged features (AV1)", (0, 1)),
-                                ("lossless", "with the privileged features, lossless H.264", (0, 1)))
+                                ("lossless", "with the privileged features, lossless H.264", (0, 1, 2, 3)))
        for s in seeds)),
     derive=dataset_bc_derive,
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "
          "batch 64; {eval_episodes} unseen seeds from 100000, paired.",
+)
+
+
+def dataset_bc_seeds_derive(d: dict) -> dict:
+    """Per training seed "dataset% / live% (diff)", and the summary's interval in points."""
+    low, high = d["difference_ci95_points"]
+    return {"per_seed": "; ".join(f"seed {s}: {a:.1%} / {b:.1%} ({x:+.1f})" for s, a, b, x in zip(
+                d["training_seeds"], d["success_dataset"], d["success_expert"], d["differences_points"])),
+            "interval": f"[{low:+.1f}, {high:+.1f}]", "seeds": len(d["training_seeds"]),
+            "kind": ("lossless H.264" if d["codec"] == "h264" else "AV1")
+            + (", privileged features" if d["dataset_privileged"] else "")}
+
+
+DATASET_BC_SEEDS = Table(
+    ("world", "dataset", "per training seed: from the dataset / from the live expert (points)",
+     "mean, dataset / live expert", "between-seed sd, dataset / live expert",
+     "mean difference (t 95% interval over seeds)"),
+    ("<world>", "{kind}", "{per_seed}", "{mean_dataset:.1%} / {mean_expert:.1%}",
+     "{sd_dataset:.1%} / {sd_expert:.1%}", "{mean_difference_points:+.1f} points {interval}"),
+    (Row("dataset_bc_drawer_close_lossless_seeds_amd_epyc.json", {"world": "Meta-World drawer-close"}),),
+    derive=dataset_bc_seeds_derive,
+    note="{episodes} recorded episodes, {bc_steps} bc steps from a new model, the live expert without DART "
+         "noise; each run judged on {eval_episodes} unseen seeds from 100000; the interval is Student's t "
+         "over the {seeds} training seeds' paired differences.",
 )
 
 
@@ -926,6 +950,7 @@ TABLES: dict[str, Table] = {
     "execution_decode": EXECUTION_DECODE,
     "train_compare": TRAIN_COMPARE,
     "dataset_bc": DATASET_BC,
+    "dataset_bc_seeds": DATASET_BC_SEEDS,
     "policy_embodiment": POLICY_EMBODIMENT,
     "robustness": ROBUSTNESS,
     "recipe_run": RECIPE_RUN,
