@@ -118,8 +118,9 @@ def main(argv=None) -> int:
     record_s = json.loads(timing.read_text())["record_s"] if timing.exists() else 0.0
     from embodied_stack.sim.datasets.lerobot_v3 import LeRobotDataset
 
-    frames = LeRobotDataset(data).num_frames
-    privileged = "observation.privileged" in LeRobotDataset(data).features
+    dataset = LeRobotDataset(data)
+    frames, privileged = dataset.num_frames, "observation.privileged" in dataset.features
+    codec = dataset.features["observation.images.color"].get("info", {}).get("video.codec")
     from embodied_stack.sim.train.config import TrainConfig
 
     # A new model with the task memory lane changes need (the reference frame, as shipped).
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
         "elastic_every": args.elastic_every, "eval_episodes": args.eval_episodes,
         "init_from": args.init_from or "new model", "action_range": bins,
         "dataset_frames": frames, "dataset_privileged": privileged,
-        "codec": LeRobotDataset(data).features["observation.images.color"].get("info", {}).get("video.codec"),
+        "codec": codec,
         "success_dataset": paired["new"], "success_expert": paired["base"],
         "ci95_dataset": evals["dataset"][f"ci95_{cell}"],
         "ci95_expert": evals["expert"][f"ci95_{cell}"],

@@ -114,10 +114,10 @@ def expert_chunk(env: gymnasium.Env, expert, length: int, first_action=None, obs
     return chunk, mask
 
 
-#: Length of every expert's ``features()`` vector: [0:6] the auxiliary head's regression
-#: targets, [6:8] where the target is in the camera image (u / width, v / height of its
-#: centre; NaN where the task has no object target) for the pointing head, [8:10] where the
+#: The entries of every expert's ``features()`` vector, named as sim/expert_features and a
+#: recorded dataset's ``observation.privileged`` name them: [0:6] the auxiliary head's
+#: regression targets, [6:8] where the target is in the camera image (u / width, v / height of
+#: its centre; NaN where the task has no object target) for the pointing head, [8:10] where the
 #: robot's end effector is in the image (NaN where none is seen) for the effector head.
-FEATURE_DIM = 10
-#: Their names, as sim/expert_features and a recorded dataset's ``observation.privileged`` give them.
 FEATURE_NAMES = [f"aux_{i}" for i in range(6)] + ["target_u", "target_v", "effector_u", "effector_v"]
+FEATURE_DIM = len(FEATURE_NAMES)
