@@ -333,6 +333,7 @@ class PolicyLoop:
         self._awaiting_inputs = False  # the newest frame waits for its depth / proprio / odom
         self._proprio = np.zeros(8, np.float32)
         self._speed = 0.0
+        self._yaw_rate = 0.0
         self._K: np.ndarray | None = None
         # --- the task and the request for the worker ---
         self._instruction: str | None = None
@@ -400,12 +401,13 @@ class PolicyLoop:
                     self._maybe_request(now, arrived)
             return reason
 
-    def on_speed(self, speed: float, stamp: float, now: float, arrived: float) -> str | None:
-        """The vehicle's speed (odom), m/s."""
+    def on_speed(self, speed: float, stamp: float, now: float, arrived: float,
+                 yaw_rate: float = 0.0) -> str | None:
+        """The vehicle's speed m/s and yaw rate rad/s (odom)."""
         with self._lock:
             reason = self.safety.note_input("odom", stamp, now)
             if reason is None:
-                self._speed = float(speed)
+                self._speed, self._yaw_rate = float(speed), float(yaw_rate)
                 self._speed_buf.add(stamp, float(speed))
                 if self._awaiting_inputs:  # the newest frame waits for its odometry
                     self._maybe_request(now, arrived)
@@ -693,7 +695,7 @@ class PolicyLoop:
             self.safety.note_input("actions", now, now)
             # Healthy commands are smoothed (control/smoothing.py); a stop never is: the
             # supervisor replaces the command with it below, and the limiter starts from it.
-            command = self.limiter.limit(self._to_command(popped.action), now)
+            command = self.limiter.limit(self._to_command(popped.action), now, self._measured_motion())
         out, faults = self.safety.filter(now, command)
         if out is not None:
             (self.limiter.reset if faults else self.limiter.record)(out, now)
@@ -713,6 +715,16 @@ class PolicyLoop:
                 self.node_latencies.append(arrived_now - arrived)
             self._last_obs_stamp = obs_stamp
         return Step(out, obs_stamp, header, rephase_s, warning, info, changed)
+
+    def _measured_motion(self) -> np.ndarray | None:
+        """The robot's motion in command units, where the limiter starts before anything went
+        out: an arm's end-effector velocity (proprio[3:6], the layout roll_forward assumes), a
+        vehicle's odometry [speed, yaw rate]; none for joints."""
+        if self.config.kind == "arm":
+            return self._proprio[3:6].astype(np.float64)
+        if self.config.kind == "vehicle":
+            return np.array([self._speed, self._yaw_rate])
+        return None
 
     def _to_command(self, action: np.ndarray) -> np.ndarray:
         """A chunk row -> the command: scaled (control/commands.py), or for a target backend

@@ -13,7 +13,12 @@ off), and brakes its approach so that it can meet the wanted value without overs
 Only healthy commands pass through it. PolicyLoop hands it the command it wants to send, the
 safety supervisor then passes the limited command or replaces it with a stop, and whatever
 went out is recorded here (``record``, or ``reset`` for a stop): a stop is never delayed or
-smoothed, and after one the limiter starts again from the stop, at rest. A robot executes one
+smoothed, and after one the limiter starts again from the stop, at rest. Before anything has
+gone out (the node's first command) it starts from the robot's measured motion, at constant
+velocity, when the caller knows it (``measured``: an arm's end-effector velocity, a vehicle's
+odometry [speed, yaw rate]): passed unlimited, a first chunk's full steer would reach a moving
+car as a step, and the limiter would then slow the policy's own correction of it, the lag that
+loses lane changes (docs/experiments.md). A robot executes one
 command per control period: a command within half a period of the previous one replaces it (a
 fresh chunk's first action goes out as soon as it is ready), so it is limited against the
 commands before that one.
@@ -71,14 +76,17 @@ class CommandLimiter:
         self._sent.clear()
         self.record(command, now)
 
-    def limit(self, command: np.ndarray, now: float) -> np.ndarray:
-        """`command` with its acceleration and jerk limited against what went out before."""
+    def limit(self, command: np.ndarray, now: float, measured: np.ndarray | None = None) -> np.ndarray:
+        """`command` with its acceleration and jerk limited against what went out before, or
+        when nothing has, against `measured` (the robot's motion in command units, if known)."""
         cfg = self.config
         command = np.asarray(command, np.float64)
         period = cfg.period_s
         # What the robot executes: the last command of each period; one sent within half a
         # period of now is replaced by this one.
         before = [(t, c) for t, c in self._sent if now - t >= 0.5 * period]
+        if not before and not self._sent and measured is not None:
+            before = [(now - period, np.asarray(measured, np.float64))]
         if not cfg.active or not before or before[-1][1].shape != command.shape:
             return command
         t1, c1 = before[-1]

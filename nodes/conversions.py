@@ -242,12 +242,13 @@ def joint_state_to_proprio(msg: JointState, names) -> np.ndarray:
     return values
 
 
-def odometry_speed(msg: Odometry) -> float:
-    """Odometry -> forward speed m/s (twist.linear.x); rejects NaN/inf."""
-    v = msg.twist.twist.linear.x
-    if not math.isfinite(v):
-        raise MessageRejected("NaN/inf speed")
-    return float(v)
+def odometry_motion(msg: Odometry) -> tuple[float, float]:
+    """Odometry -> (forward speed m/s, yaw rate rad/s): twist.linear.x and twist.angular.z;
+    rejects NaN/inf."""
+    v, omega = msg.twist.twist.linear.x, msg.twist.twist.angular.z
+    if not (math.isfinite(v) and math.isfinite(omega)):
+        raise MessageRejected("NaN/inf speed or yaw rate")
+    return float(v), float(omega)
 
 
 def command_topic(kind: str, stamped: bool) -> tuple[type, str]:

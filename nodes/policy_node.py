@@ -3,7 +3,7 @@
 Inputs: `camera/color/image_raw` (rgb8/bgr8; or JPEG/PNG `compressed`, `color_transport`),
 `camera/depth/image_raw` (32FC1 m / 16UC1 mm, optional; NaN/inf = no return, REP-118; or
 `compressedDepth`, `depth_transport`), `camera/color/camera_info`, `joint_states` (proprio, by
-`proprio_names`), `odom` (vehicle speed), `instruction` (std_msgs/String, transient-local; with
+`proprio_names`), `odom` (vehicle speed, yaw rate), `instruction` (std_msgs/String, transient-local; with
 `instruction_tasks` set each is first grounded against those known tasks,
 control/instruction_check.py: one that matches none, or whose object is not among
 `scene/objects` ("red cube, green ball", transient-local, optional), stops the robot, the
@@ -195,9 +195,9 @@ class PolicyNode(Node):
             self._judged("joint_states", self.loop.on_proprio(proprio, stamp, self._now(), time.monotonic()))
 
     def _on_odom(self, msg: Odometry) -> None:
-        if (speed := self._convert("odom", conv.odometry_speed, msg)) is not None:
+        if (motion := self._convert("odom", conv.odometry_motion, msg)) is not None:
             stamp = conv.stamp_to_seconds(msg.header.stamp)
-            self._judged("odom", self.loop.on_speed(speed, stamp, self._now(), time.monotonic()))
+            self._judged("odom", self.loop.on_speed(motion[0], stamp, self._now(), time.monotonic(), motion[1]))
 
     def _on_instruction(self, msg: String) -> None:
         text = self._convert("instruction", lambda m: conv.check_instruction(m.data), msg)

@@ -8,17 +8,19 @@ depth, PNG) topics as a network camera would,
 element), `odom` (driving), `instruction` and, for worlds with objects, `scene/objects`
 ("colour noun, ..." of every object in the scene) (both transient-local, at every episode start), `/clock`
 (simulated time; sim.launch.py remaps it to `/<robot>/clock` with several robots),
-`sim/expert_action` (the scripted expert's normalised action for the frame just published,
-stamped with it: a JointState, one entry per action dim named as the embodiment names them, the
-value in `position`; for the `expert` backend), `sim/expert_features` (its privileged features
-alike, sim/experts FEATURE_NAMES, NaN where none: recorded datasets keep them) and `/diagnostics`
-(episode results: success, outcome, seed, steps; command latency).
+`sim/expert_action` (the scripted expert's normalised action for the frame just published, stamped
+with it: a JointState, one entry per action dim named as the embodiment names them, the value in
+`position`; for the `expert` backend), `sim/expert_features` (its privileged features alike,
+sim/experts FEATURE_NAMES, NaN where none: recorded datasets keep them) and `/diagnostics` (episode
+results: success, outcome, seed, steps; command latency).
 Subscribes `servo/delta_twist_cmds` (TwistStamped, Tabletop), `cmd_vel` (TwistStamped or
 Twist, Driving) or `joint_commands` (Float64MultiArray: a world spec's joints layout, e.g.
 examples/worlds/reacher.py) and applies the latest command at the world's control rate, converted back to
-the world's normalised action (control/commands.py). No command for `command_timeout_s`: a
-zero command (the arm holds, the car brakes, joints get zero; a gripper channel holds its last
-command). `world` is any registered world (`world_file`: adapter files that register more).
+the world's normalised action (control/commands.py) at every step: a car holds a cmd_vel as a
+velocity setpoint, as a base's speed controller does (its speed kept, not the acceleration that
+reached it). No command for `command_timeout_s`: a zero command (the arm holds, the car brakes,
+joints get zero; a gripper channel holds its last command). `world` is any registered world
+(`world_file`: adapter files that register more).
 
 Modes: `realtime` steps on a timer at control rate x `realtime_factor`; `lockstep` steps once
 per command, paced by the controller (at once on one answering the newest frame, after
@@ -85,8 +87,7 @@ class SimBridgeNode(Node):
         p("publish_expert", True, read_only("publish sim/expert_action for the expert backend"))
         p("cmd_vel_stamped", True, read_only("driving: subscribe TwistStamped (true) or Twist"))
         p("camera_frame", "camera_color_optical_frame", read_only("frame_id of camera topics"))
-        p("depth_noise", False, read_only("make the depth look like an active-stereo sensor's "
-                                          "(sim/worlds/depth_noise.py)"))
+        p("depth_noise", False, read_only("active-stereo depth noise (sim/worlds/depth_noise.py)"))
         p("compressed_format", "", read_only("also publish image_transport's compressed colour (jpeg or png) "
                                              "and compressedDepth topics; empty = raw only"))
         g = lambda n: self.get_parameter(n).value  # noqa: E731
@@ -104,29 +105,26 @@ class SimBridgeNode(Node):
         from embodied_stack.sim.worlds.base import RGBDRenderer
         from embodied_stack.sim.worlds.registry import make_world, make_world_expert
 
-        # Executor pool threads step the world: bind the GL context per render.
-        RGBDRenderer.thread_safe = True
+        RGBDRenderer.thread_safe = True  # executor pool threads step the world: bind the GL context per render
 
         noise = {"depth_noise": True} if g("depth_noise") else {}
         self.env = make_world(self.world, g("width"), g("height"), **noise)
         self.expert = make_world_expert(self.env) if g("publish_expert") and self.spec.has_expert else None
         if g("publish_expert") and not self.spec.has_expert:
-            self.get_logger().info(f"world {self.world!r} has no expert: sim/expert_action is not "
-                                   "published (a policy node with backend:=expert gets no actions)")
+            self.get_logger().info(f"world {self.world!r} has no expert: sim/expert_action is not published "
+                                   "(a policy node with backend:=expert gets no actions)")
         self.dt = 1.0 / self.spec.control_rate_hz
         self.embodiment = self.spec.embodiment.command_kind  # arm, vehicle or joints
-        # The world's constants set the command scaling (control/commands.py).
-        self.scale = command_scale(self.world)
+        self.scale = command_scale(self.world)  # the world's constants (control/commands.py)
 
         camera_qos = qos_profile_sensor_data
         self.rgb_pub = self.create_publisher(Image, "camera/color/image_raw", camera_qos)
         self.depth_pub = self.create_publisher(Image, "camera/depth/image_raw", camera_qos)
         self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info", camera_qos)
         if self.compressed_format:
-            self.rgb_compressed_pub = self.create_publisher(CompressedImage, "camera/color/image_raw/compressed",
-                                                            camera_qos)
-            self.depth_compressed_pub = self.create_publisher(
-                CompressedImage, "camera/depth/image_raw/compressedDepth", camera_qos)
+            pub = lambda topic: self.create_publisher(CompressedImage, topic, camera_qos)  # noqa: E731
+            self.rgb_compressed_pub = pub("camera/color/image_raw/compressed")
+            self.depth_compressed_pub = pub("camera/depth/image_raw/compressedDepth")
         self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
         self.odom_pub = self.create_publisher(Odometry, "odom", 10)
         self.instruction_pub = self.create_publisher(String, "instruction", LATCHED)
@@ -151,7 +149,7 @@ class SimBridgeNode(Node):
         self.steps = 0
         self.missed_commands = 0  # steps that found no command since the last step
         self.overwritten_commands = 0  # commands replaced by a newer one before any step used them
-        self._command = None  # (normalised action, wall time received)
+        self._command = None  # (command as sent, wall time received)
         self._fresh_command = False
         self._published: dict[int, float] = {}  # frame stamp (ns) -> wall time published
         self._source_sub = self.create_subscription(Header, "policy_node/command_source", self._on_command_source, 10)
@@ -205,23 +203,26 @@ class SimBridgeNode(Node):
         if self.mode == "lockstep" and self.pacer.on_source(key):
             self._step()
 
+    def _to_action(self, command: np.ndarray) -> np.ndarray:
+        """A command -> the world's action (a car's [v, omega] at its speed now: see the docstring)."""
+        speed = (float(self.info["ego"]["speed"]),) if self.embodiment == "vehicle" else ()
+        return self.scale.to_action(command, *speed).astype(np.float32)
+
     def _on_command(self, msg) -> None:
         wall = time.monotonic()
         twist = msg.twist if isinstance(msg, TwistStamped) else msg
         if self.embodiment == "joints":
-            action = self.scale.to_action(np.array(msg.data, np.float64))
+            command = np.array(msg.data, np.float64)
         elif self.embodiment == "arm":
-            vec = np.array([twist.linear.x, twist.linear.y, twist.linear.z])
-            action = self.scale.to_action(vec)
+            command = np.array([twist.linear.x, twist.linear.y, twist.linear.z])
         else:
-            speed = float(self.info["ego"]["speed"])
-            action = self.scale.to_action(np.array([twist.linear.x, twist.angular.z]), speed)
-        if not np.all(np.isfinite(action)):
+            command = np.array([twist.linear.x, twist.angular.z])
+        if not np.all(np.isfinite(self._to_action(command))):
             self.get_logger().warning("non-finite command ignored", throttle_duration_sec=2.0)
             return
         if self._fresh_command:
             self.overwritten_commands += 1
-        self._command = (action.astype(np.float32), wall)
+        self._command = (command, wall)
         self._fresh_command = True
         self._listener_seen = True  # a command: a policy is there (and must not wait a step)
         if self.mode == "lockstep" and self.pacer.on_command(
@@ -238,14 +239,13 @@ class SimBridgeNode(Node):
 
     def _current_action(self) -> np.ndarray:
         if self._command is not None and time.monotonic() - self._command[1] <= self.timeout:
-            return self._command[0]
+            return self._to_action(self._command[0])
         if self.embodiment != "vehicle":  # (a gripper channel holds its last command)
             zero, grip = np.zeros(self.spec.embodiment.dims, np.float32), self.spec.embodiment.gripper
             if grip is not None and self._command is not None:
-                zero[grip] = self._command[0][grip]
+                zero[grip] = self._to_action(self._command[0])[grip]
             return zero
-        speed = float(self.info["ego"]["speed"])
-        return self.scale.to_action(np.zeros(2), speed).astype(np.float32)  # brake
+        return self._to_action(np.zeros(2))  # brake
 
     # --- stepping -------------------------------------------------------------------------
     def _step(self) -> None:

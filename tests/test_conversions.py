@@ -12,12 +12,24 @@ from embodied_stack.nodes.conversions import (
     depth_to_image,
     image_to_depth,
     image_to_rgb,
+    odometry_motion,
     rgb_to_image,
     seconds_to_stamp,
     stamp_to_seconds,
 )
 
 STAMP = seconds_to_stamp(12.25)
+
+
+def test_odometry_gives_speed_and_yaw_rate_and_rejects_nan():
+    from nav_msgs.msg import Odometry
+
+    msg = Odometry()
+    msg.twist.twist.linear.x, msg.twist.twist.angular.z = 8.5, -0.25
+    assert odometry_motion(msg) == (8.5, -0.25)
+    msg.twist.twist.angular.z = float("nan")
+    with pytest.raises(MessageRejected, match="NaN"):
+        odometry_motion(msg)
 
 
 def test_rgb_and_bgr_round_trip_with_row_padding():

@@ -197,6 +197,30 @@ def test_a_command_within_half_a_period_replaces_the_one_before():
     assert lim.limit(np.array([1.0]), 0.2)[0] == pytest.approx(0.2)
 
 
+def test_the_limiter_starts_from_the_measured_motion_before_anything_went_out():
+    """A vehicle at 6 m/s going straight; the first command wants full steer: limited from the
+    measured [speed, yaw rate], not passed as a step; unknown motion passes it as it is."""
+    cfg = LimiterConfig((0.0, 2.5), (12.0, 0.0), P)
+    lim = CommandLimiter(cfg)
+    out = lim.limit(np.array([6.3, 1.3]), 0.0, measured=np.array([6.0, 0.0]))
+    assert out[1] == pytest.approx(2.5 * P)  # the yaw rate's change limit, from 0
+    assert out[0] == pytest.approx(6.0 + 12.0 * P * P)  # the speed's jerk limit, from no acceleration
+    np.testing.assert_allclose(CommandLimiter(cfg).limit(np.array([6.3, 1.3]), 0.0), [6.3, 1.3])
+    lim.record(out, 0.0)  # once a command went out, the measured motion is not used
+    assert lim.limit(np.array([6.3, 1.3]), P, measured=np.array([0.0, 0.0]))[1] == pytest.approx(2 * 2.5 * P)
+
+
+def test_the_loop_limits_a_vehicles_first_command_from_its_odometry():
+    rig = LoopRig(embodiment="vehicle", limit_angular_accel=2.5)
+    for turning in (0.0, 0.4):
+        rig.t += 1.0
+        rig.loop = PolicyLoop(rig.loop.config, rig.t)
+        rig.loop.on_instruction("change to the left lane", rig.t)
+        assert rig.loop.on_speed(8.0, rig.t, rig.t, rig.t, yaw_rate=turning) is None
+        step = rig.answer(rig.frame(), np.tile([1.0, 0.0], (4, 1)))  # full left steer
+        assert step.command is not None and step.command[1] == pytest.approx(turning + 2.5 * P)
+
+
 def test_limits_are_validated_and_off_by_default():
     with pytest.raises(ValueError, match="must be >= 0"):
         LimiterConfig((-1.0,), (0.0,), P)
@@ -338,3 +362,24 @@ def test_offline_answers_run_from_the_step_their_latency_reaches(model, latency)
     assert executed.max() <= 0.3 + 1e-9
     assert (not np.isfinite(ages).all()) == (latency != "0")  # held steps only under latency
     assert all(len(e.commands) == e.steps == len(e.motion) - 1 for e in eps)
+
+
+def test_offline_a_car_holds_its_velocity_setpoint_while_it_waits(model):
+    """Under latency `replace` runs dry: the car keeps its last [v, omega] (the sim bridge's
+    velocity setpoint) while it waits, instead of going on accelerating or braking."""
+    from embodied_stack.models.policy.interface import ExecutionMode
+    from embodied_stack.sim.train.rollouts import Execution, WorldPool, run_episodes
+
+    pool = WorldPool("driving", 2)
+    try:
+        eps = run_episodes(model, pool, [300000, 300001], ExecutionMode(4), execution=Execution(
+            {"deadline_s": 1.0, "execution": "replace"}, AddedLatency.parse("0.2"), record=True))
+    finally:
+        pool.close()
+    held = [(np.asarray(e.commands[k]), np.asarray(e.commands[k - 1]), np.asarray(e.motion[k + 1]))
+            for e in eps for k in range(1, len(e.commands))
+            if e.chunk_serials[k] < 0 <= e.chunk_serials[k - 1]]
+    assert len(held) >= 4
+    for command, before, measured in held:
+        np.testing.assert_allclose(command, before, atol=1e-4)
+        assert abs(measured[0] - before[0]) < 1e-3  # the speed it was asked for, kept

@@ -152,8 +152,9 @@ class Execution:
     t + floor(latency / period) of simulated time (the policy node executes an answer that
     lands within a period at the robot's next step), while the world keeps stepping with what
     the strategy commands; each draw comes from the episode's own stream, seeded by
-    `latency_seed` and the episode's seed. With no action due the world executes the last one
-    for COMMAND_TIMEOUT_S, then a zero command, as the sim bridge does; a result dropped as
+    `latency_seed` and the episode's seed. With no action due the robot holds the last command
+    (a car its velocity setpoint) for COMMAND_TIMEOUT_S, then a zero command, as the sim
+    bridge does; a result dropped as
     late stops the robot until the next chunk (the node's safety stop; an arm's stop and a
     car's full brake here). `record` keeps every step's command, its chunk, its age and the
     measured motion in the Episode (bench/execution.py)."""
@@ -199,7 +200,7 @@ class _Slot:
     pending: list = field(default_factory=list)
     from_expert: dict = field(default_factory=dict)  #: chunk serial -> executed by the expert
     serial: int = 0  #: the chunk the last action came from (0: none)
-    last_action: np.ndarray | None = None
+    last_command: np.ndarray | None = None  #: what went out last (command units)
     held: int = 0  #: steps the last action has been repeated for want of a new one
     stopped: bool = False  #: a result came late: stop until the next chunk
 
@@ -299,21 +300,24 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         due = None if slot.stopped else slot.scheduler.next_action(now, from_result=False)
         if due is not None:
             action, slot.serial, slot.held = np.asarray(due.action, np.float32), due.serial, 0
-            if limited:  # (in command units, as the node limits them)
-                command = slot.limiter.limit(command_of(slot, action), now)
+            if limited:  # (in command units, as the node limits them; from the measured motion
+                # before anything went out, as the node's odometry / joint state give it)
+                command = slot.limiter.limit(command_of(slot, action), now, _motion(kind, slot.obs["proprio"]))
                 slot.limiter.record(command, now)
                 action = action_of(slot, command)
-        elif slot.last_action is not None and not slot.stopped and slot.held < hold_steps:
-            action, slot.held = slot.last_action, slot.held + 1
-            if limited:  # what the robot executes meanwhile (a held action: the car's speed moves on)
+        elif slot.last_command is not None and not slot.stopped and slot.held < hold_steps:
+            # the robot holds the last command: a car its velocity setpoint (its speed held, as
+            # a base's speed controller holds cmd_vel), not the acceleration that reached it
+            action, slot.held = action_of(slot, slot.last_command), slot.held + 1
+            if limited:  # what the robot executes meanwhile
                 slot.limiter.record(command_of(slot, action), now)
         else:  # nothing to execute: the arm holds still, the car brakes
             action = action_of(slot, np.zeros(config.action_dims))
             slot.limiter.reset(command_of(slot, action), now)
-        slot.last_action = action
+        slot.last_command = command_of(slot, action)
         if execution.record:
             ep = slot.ep
-            ep.commands.append(command_of(slot, action))
+            ep.commands.append(slot.last_command)
             ep.chunk_serials.append(slot.serial if due is not None else -1)
             ep.command_ages.append(now - due.stamp if due is not None else float("nan"))
             ep.motion.append(_motion(kind, slot.obs["proprio"]))
