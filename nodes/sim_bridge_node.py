@@ -217,7 +217,7 @@ class SimBridgeNode(Node):
             command = np.array([twist.linear.x, twist.linear.y, twist.linear.z])
         else:
             command = np.array([twist.linear.x, twist.angular.z])
-        if not np.all(np.isfinite(self._to_action(command))):
+        if not np.all(np.isfinite(command)):
             self.get_logger().warning("non-finite command ignored", throttle_duration_sec=2.0)
             return
         if self._fresh_command:

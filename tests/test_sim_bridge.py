@@ -25,6 +25,11 @@ def test_the_bridge_holds_a_cars_velocity_setpoint_until_the_timeout():
             node._step()
             speeds.append(float(node.info["ego"]["speed"]))
         assert max(abs(s - setpoint) for s in speeds) < 1e-3, (setpoint, speeds)
+        held = node._command
+        bad = TwistStamped()
+        bad.twist.linear.x = float("inf")
+        node._on_command(bad)
+        assert node._command is held  # a non-finite command is ignored, not clipped to full speed
         node._command = (node._command[0], node._command[1] - 1.0)  # the command timed out
         node._step()
         assert float(node.info["ego"]["speed"]) < setpoint - 0.2  # a zero command: it brakes
