@@ -120,3 +120,13 @@ def model_id(directory: Path) -> str:
     """A short id of a model folder's weights, for caches kept per model: "<name>-<sha256[:12]>"."""
     digest = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
     return f"{directory.name}-{digest[:12]}"
+
+
+def source_id(*relative_paths: str) -> str:
+    """A short id of the package source files a cached result depends on (paths relative to the
+    package root), so a change to them starts a new cache rather than reusing stale rows."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in relative_paths:
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes())
+    return f"code-{digest.hexdigest()[:12]}"

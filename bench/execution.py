@@ -5,7 +5,7 @@ paired on the same unseen seeds.
     python bench/execution.py [--quick] [--json PATH] [--png PATH] [--episodes 200]
         [--splits validation test] [--strategies replace early ...]
         [--latencies 0 0.1 0.2 0.4 lognormal] [--worlds tabletop driving]
-        [--graph-only] [--graph-episodes 200] [--graph-first-seed 600000] [--cache DIR]
+        [--graph-only] [--graph-episodes 200] [--graph-first-seed 700000] [--cache DIR]
         [--decode-only]
 
 The shipped model drives both worlds offline (sim/train/rollouts.py with an ``Execution``):
@@ -15,9 +15,9 @@ t + floor(latency / period) on (control/latency.py), while the world keeps stepp
 the strategy commands. The latencies: 0, 100, 200 and 400 ms and the Jetson Orin log-normal
 (p50 170 ms, p99 600 ms), with `deadline_s` DEADLINE_S for all (a 400 ms answer must not be
 dropped; no command is ever older than it: checked). Every condition runs the same seeds:
-the unseen test seeds from 600000 (what the docs report; a block no earlier choice has seen:
-the bench's first test block, 100000, reported the settings before the limiter started from
-the measured motion) and the validation seeds from 300000 (what chose the node's default
+the unseen test seeds from 700000 (what the docs report; a block no earlier choice has seen:
+the earlier blocks, 100000 and 600000, reported earlier versions of the limiter, docs/experiments.md)
+and the validation seeds from 300000 (what chose the node's default
 strategy and the limiter's limits).
 
 Figures per world, strategy and latency: success with its Wilson 95% interval; the paired
@@ -38,8 +38,9 @@ policy node over DDS, lockstep) with raw images and with image_transport's compr
 test block; ``--graph-only`` runs only that and the decode cost); and the decode cost of
 compressed camera images (nodes/conversions.py; ``--decode-only`` runs only that).
 
-Runs are resumable: each finished condition is appended to ``<cache>/<model>/<split>.jsonl``
-(``<model>``: the shipped model's name and weights digest) and
+Runs are resumable: each finished condition is appended to ``<cache>/<model>/<code>/<split>.jsonl``
+(``<model>``: the shipped model's name and weights digest; ``<code>``: a digest of the control and
+rollout source files, EXECUTION_SOURCES) and
 skipped when the command runs again (Ctrl-C loses at most the condition in progress).
 
 JSON keys (flat): ``<split>_<world>_<strategy>_<latency>_<figure>`` with figure one of
@@ -72,7 +73,7 @@ import benchlib
 #: dropped for lateness, and no executed command may be older than this.
 DEADLINE_S = 1.0
 LATENCIES = ("0", "0.1", "0.2", "0.4", "lognormal")
-FIRST_SEED = {"test": 600_000, "validation": 300_000}
+FIRST_SEED = {"test": 700_000, "validation": 300_000}
 #: The strategies compared: name -> policy node settings (control/policy_loop.PolicyLoopConfig)
 #: per world. The limiter's limits are per embodiment (the arm's m/s, the car's speed and yaw
 #: rate), chosen on the validation seeds (docs/policy_node.md).
@@ -101,6 +102,9 @@ STRATEGIES["auto+limiter20"] = {"tabletop": {"execution": "auto", **ARM_LIMITS},
                                 "driving": {"execution": "auto", **CAR_LIMITS, "limit_jerk": 20.0}}
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
+#: the package files whose change invalidates cached conditions
+EXECUTION_SOURCES = ("control/chunk_scheduler.py", "control/smoothing.py", "control/policy_loop.py",
+                     "control/latency.py", "control/commands.py", "sim/train/rollouts.py")
 #: the graph section's compressed colour formats (image_transport's `compressed`): what a network
 #: camera sends (JPEG, OpenCV quality 95, 4:4:4: control/image_codecs.encode_color says why)
 #: and lossless PNG
@@ -446,7 +450,10 @@ def main(argv=None) -> dict:
         model = load_default_policy()
         # Kept per model: a retrained default must not reuse the last one's episodes.
         figures["model"] = benchlib.model_id(DEFAULT_MODEL_DIR)
-        cache_dir = Path(args.cache) / figures["model"] / ("quick" if args.quick else "full")
+        # (and per version of the code that executes the chunks: a changed limiter or strategy
+        # must not reuse the last one's episodes)
+        code = benchlib.source_id(*EXECUTION_SOURCES)
+        cache_dir = Path(args.cache) / figures["model"] / code / ("quick" if args.quick else "full")
         cache_dir.mkdir(parents=True, exist_ok=True)
         strategies = ["replace"] + [s for s in args.strategies if s != "replace"] \
             if "replace" in args.strategies else args.strategies

@@ -696,9 +696,18 @@ class PolicyLoop:
             # Healthy commands are smoothed (control/smoothing.py); a stop never is: the
             # supervisor replaces the command with it below, and the limiter starts from it.
             command = self.limiter.limit(self._to_command(popped.action), now, self._measured_motion())
+        elif not from_result and self._last_obs_stamp is not None:
+            # Waiting for a late chunk: ease the last commands' acceleration out. Left alone,
+            # the robot holds the last command and ends a ramp at once; eased, that hold comes
+            # at most |acceleration| / jerk later (0.25 s for a car braking at 3 m/s^2, 12 m/s^3).
+            command = self.limiter.coast(now)
+            obs_stamp = self._last_obs_stamp if command is not None else None
+            self.stats["eased"] += command is not None
         out, faults = self.safety.filter(now, command)
-        if out is not None:
-            (self.limiter.reset if faults else self.limiter.record)(out, now)
+        if out is not None and faults:
+            self.limiter.reset(out, now, self._measured_motion())
+        elif out is not None:
+            self.limiter.record(out, now)
         warning, info, changed = self._fault_log(faults, now)
         if out is None or (not faults and obs_stamp is None):
             # publish nothing: quiet after a stop, or healthy without an action (e.g. waiting

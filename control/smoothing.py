@@ -13,7 +13,8 @@ off), and brakes its approach so that it can meet the wanted value without overs
 Only healthy commands pass through it. PolicyLoop hands it the command it wants to send, the
 safety supervisor then passes the limited command or replaces it with a stop, and whatever
 went out is recorded here (``record``, or ``reset`` for a stop): a stop is never delayed or
-smoothed, and after one the limiter starts again from the stop, at rest. Before anything has
+smoothed, and after one the limiter starts again from the robot's measured motion (a car still
+braking from the stop) or, not knowing it, from the stop at rest. Before anything has
 gone out (the node's first command) it starts from the robot's measured motion, at constant
 velocity, when the caller knows it (``measured``: an arm's end-effector velocity, a vehicle's
 odometry [speed, yaw rate]): passed unlimited, a first chunk's full steer would reach a moving
@@ -59,6 +60,8 @@ class CommandLimiter:
     def __init__(self, config: LimiterConfig):
         self.config = config
         self._sent: collections.deque = collections.deque(maxlen=3)  # (time, command) out
+        self._wanted: collections.deque = collections.deque(maxlen=2)  # (time, command) asked for
+        self._stopping = False  # _sent holds the measured motion during a stop
 
     def reconfigure(self, config: LimiterConfig) -> None:
         """New limits (the history of what went out is kept)."""
@@ -67,14 +70,52 @@ class CommandLimiter:
     def record(self, command: np.ndarray, now: float) -> None:
         """A healthy `command` went out at `now` (one within half a period of the last
         replaces it: the robot executes one per period)."""
+        self._stopping = False
+        self._append(command, now)
+
+    def reset(self, command: np.ndarray, now: float, measured: np.ndarray | None = None) -> None:
+        """A stop went out at `now`. The next healthy command starts from the robot's measured
+        motion when the caller knows it, and from the stop at rest otherwise: a car keeps
+        braking for a while after a stop, and the limiter carries that deceleration on rather
+        than stepping out of it."""
+        self._wanted.clear()
+        if measured is None or not self._stopping:
+            self._sent.clear()
+        if measured is None:
+            self._stopping = False
+            self._append(command, now)
+        else:  # (the motion measured now is what the last period's command made)
+            self._stopping = True
+            self._append(measured, now - self.config.period_s)
+
+    def coast(self, now: float) -> np.ndarray | None:
+        """While the robot waits for a late chunk: the command that eases its acceleration out
+        at the jerk limit, never past zero velocity. A robot left alone holds its last command,
+        which ends a ramp (a car braking at 3 m/s^2) at once: a jerk of 30 m/s^3 at 10 Hz. None
+        when there is nothing to ease (no jerk limit, no acceleration, or nothing healthy went
+        out in the period before): the robot's own hold is then as smooth."""
+        cfg = self.config
+        period = cfg.period_s
+        before = [(t, c) for t, c in self._sent if now - t >= 0.5 * period]
+        if self._stopping or len(before) < 2:
+            return None
+        (t2, c2), (t1, c1) = before[-2:]
+        if now - t1 > 1.5 * period or t1 - t2 > 1.5 * period:
+            return None
+        accel = (c1 - c2) / period
+        out = c1.copy()
+        for i in range(len(c1)):
+            j_max = cfg.jerk[min(i, len(cfg.jerk) - 1)]
+            a = np.sign(accel[i]) * max(abs(accel[i]) - j_max * period, 0.0) if j_max > 0 else 0.0
+            out[i] = c1[i] + a * period
+            if out[i] * c1[i] < 0:  # ease to a stop, not into reverse
+                out[i] = 0.0
+        return None if np.allclose(out, c1) else out
+
+    def _append(self, command: np.ndarray, now: float) -> None:
         if self._sent and now - self._sent[-1][0] < 0.5 * self.config.period_s:
             self._sent.pop()
         self._sent.append((now, np.asarray(command, np.float64).copy()))
-
-    def reset(self, command: np.ndarray, now: float) -> None:
-        """A stop went out at `now`: the next healthy command starts from it, at rest."""
-        self._sent.clear()
-        self.record(command, now)
 
     def limit(self, command: np.ndarray, now: float, measured: np.ndarray | None = None) -> np.ndarray:
         """`command` with its acceleration and jerk limited against what went out before, or
@@ -84,9 +125,16 @@ class CommandLimiter:
         period = cfg.period_s
         # What the robot executes: the last command of each period; one sent within half a
         # period of now is replaced by this one.
+        if self._stopping and measured is not None:  # after a stop: the motion it left
+            self._append(measured, now - period)
+            self._stopping = False
+        if not self._sent and measured is not None:  # nothing went out yet: the motion it has
+            self._append(measured, now - period)
         before = [(t, c) for t, c in self._sent if now - t >= 0.5 * period]
-        if not before and not self._sent and measured is not None:
-            before = [(now - period, np.asarray(measured, np.float64))]
+        wanted = [(t, c) for t, c in self._wanted if now - t >= 0.5 * period]
+        if self._wanted and now - self._wanted[-1][0] < 0.5 * period:
+            self._wanted.pop()
+        self._wanted.append((now, command.copy()))
         if not cfg.active or not before or before[-1][1].shape != command.shape:
             return command
         t1, c1 = before[-1]
@@ -95,14 +143,21 @@ class CommandLimiter:
         held = now - t1 > 1.5 * period
         c2 = before[-2][1] if len(before) > 1 and not held and t1 - before[-2][0] <= 1.5 * period else c1
         accel_before = (c1 - c2) / period
+        # The wanted commands' own rate (a chunk that ramps the speed down) from the one asked
+        # for a period before: the limiter tracks that moving reference and brakes only its
+        # approach to it. Against a fixed reference the braking term would cap a steady -3 m/s^2
+        # ramp at sqrt(2 * jerk * 0.3 m/s), and the output would fall ever further behind it.
+        rate = np.zeros_like(command)
+        if wanted and wanted[-1][1].shape == command.shape and now - wanted[-1][0] <= 1.5 * period:
+            rate = (command - wanted[-1][1]) / (now - wanted[-1][0])
         error = command - c1
-        accel = error / period
+        lag = error - rate * period  # how far behind the reference the output is
         out = command.copy()
         for i in range(len(command)):
             a_max, j_max = cfg.accel[min(i, len(cfg.accel) - 1)], cfg.jerk[min(i, len(cfg.jerk) - 1)]
-            a = accel[i]
-            if j_max > 0:  # brake early enough to meet the wanted value, then bound the change
-                a = np.sign(a) * min(abs(a), np.sqrt(2.0 * j_max * abs(error[i])))
+            a = error[i] / period
+            if j_max > 0:  # brake the approach early enough to meet the reference, then bound the change
+                a = rate[i] + np.sign(lag[i]) * min(abs(lag[i]) / period, np.sqrt(2.0 * j_max * abs(lag[i])))
                 a = np.clip(a, accel_before[i] - j_max * period, accel_before[i] + j_max * period)
             if a_max > 0:
                 a = np.clip(a, -a_max, a_max)

@@ -210,6 +210,86 @@ def test_the_limiter_starts_from_the_measured_motion_before_anything_went_out():
     assert lim.limit(np.array([6.3, 1.3]), P, measured=np.array([0.0, 0.0]))[1] == pytest.approx(2 * 2.5 * P)
 
 
+def test_the_limiter_follows_a_ramp_without_falling_behind():
+    """A chunk that brakes at 3 m/s^2: the output brakes with it once the jerk limit allows.
+    Braked against a fixed target instead, sqrt(2 * 12 * 0.3) = 2.68 m/s^2 would cap it and the
+    output would fall further behind every period (the car that braked too late)."""
+    lim = CommandLimiter(LimiterConfig((0.0,), (12.0,), P))
+    lim.record(np.array([8.0]), 0.0)
+    wanted, out = 8.0, []
+    for k in range(1, 21):
+        wanted -= 3.0 * P
+        out.append(lim.limit(np.array([wanted]), k * P)[0])
+        lim.record(np.array([out[-1]]), k * P)
+    lag = np.array([8.0 - 3.0 * P * k for k in range(1, 21)]) - np.array(out)
+    assert np.all(np.abs(np.diff(np.diff([8.0, *out]))) / P**2 <= 12.0 + 1e-6)
+    assert np.max(np.abs(lag[5:])) < 1e-6  # caught up within 0.5 s, and stays caught up
+
+
+def test_after_a_stop_the_limiter_starts_from_the_measured_braking():
+    """A car braking at 3 m/s^2 from a stop (its speed measured each tick) gets a healthy
+    command again: the limiter eases the braking out, not a step from -3 m/s^2 to speeding up."""
+    lim = CommandLimiter(LimiterConfig((0.0, 2.5), (12.0, 0.0), P))
+    lim.record(np.array([8.0, 0.0]), 0.0)
+    speed = 8.0
+    for k in (1, 2, 3):  # stops: the robot brakes and its odometry says so
+        lim.reset(np.zeros(2), k * P, measured=np.array([speed, 0.0]))
+        speed -= 3.0 * P
+    out = lim.limit(np.array([speed + 0.3, 0.0]), 4 * P, measured=np.array([speed, 0.0]))
+    accel = (out[0] - speed) / P
+    assert accel == pytest.approx(-3.0 + 12.0 * P)  # from the measured -3 m/s^2, one jerk step
+    # not knowing the motion, it starts from the stop at rest (an arm's stop)
+    lim = CommandLimiter(LimiterConfig((1.0,), (10.0,), P))
+    lim.record(np.array([1.0]), 0.0)
+    lim.reset(np.zeros(1), P)
+    assert lim.limit(np.array([1.0]), 2 * P)[0] == pytest.approx(10.0 * P * P)
+
+
+def test_coasting_eases_the_acceleration_out_at_the_jerk_limit_and_never_reverses():
+    lim = CommandLimiter(LimiterConfig((0.0,), (12.0,), P))
+    lim.record(np.array([2.0]), 0.0)
+    lim.record(np.array([1.7]), P)  # braking at 3 m/s^2 when the chunk runs out
+    v, t = [1.7], P
+    while (c := lim.coast(t + P)) is not None:
+        t += P
+        lim.record(c, t)
+        v.append(c[0])
+    accel = np.diff([2.0, *v]) / P
+    np.testing.assert_allclose(accel, [-3.0, -1.8, -0.6])  # eased out: 12 m/s^3, then held
+    lim.record(np.array([0.25]), t + P)
+    lim.record(np.array([0.05]), t + 2 * P)  # -2 m/s^2 would take it to -0.03
+    assert lim.coast(t + 3 * P)[0] == 0.0  # to a stop, never into reverse
+    assert CommandLimiter(LimiterConfig((1.0,), (0.0,), P)).coast(0.0) is None  # no jerk limit: hold
+    lim = CommandLimiter(LimiterConfig((0.0,), (12.0,), P))
+    lim.record(np.array([2.0]), 0.0)
+    lim.reset(np.zeros(1), P)
+    assert lim.coast(2 * P) is None  # nothing to ease after a stop
+
+
+def test_the_loop_eases_out_while_it_waits_for_a_late_chunk():
+    """A car braking at 3 m/s^2 through its chunk; the next chunk is late: the loop sends the
+    commands that ease the braking out at the jerk limit (answering the last observation),
+    then nothing (the robot holds the last one)."""
+    rig = LoopRig(embodiment="vehicle", limit_jerk=12.0, execution="replace")
+    rig.loop.on_instruction("stop behind the car", rig.t)
+    speed = 8.0
+    assert rig.loop.on_speed(speed, rig.t, rig.t, rig.t) is None
+    request = rig.frame()
+    steps = [rig.answer(request, np.tile([0.0, -1.0], (4, 1)))]  # full braking
+    for _ in range(8):
+        speed = steps[-1].command[0] if steps[-1].command is not None else speed
+        rig.t += P
+        assert rig.loop.on_speed(speed, rig.t, rig.t, rig.t) is None
+        rig.frame()  # (fresh inputs; the requests stay unanswered: late)
+        steps.append(rig.loop.control_step(rig.t, rig.t))
+    sent = [s for s in steps if s.command is not None]
+    accel = np.diff([8.0, *(s.command[0] for s in sent)]) / P
+    np.testing.assert_allclose(accel, [-1.2, -2.4, -3.0, -3.0, -1.8, -0.6], atol=1e-6)
+    assert rig.loop.stats["eased"] == 2
+    assert all(s.answers == request.observation.stamp for s in sent)
+    assert steps[-1].command is None  # then quiet: the robot holds the last command
+
+
 def test_the_loop_limits_a_vehicles_first_command_from_its_odometry():
     rig = LoopRig(embodiment="vehicle", limit_angular_accel=2.5)
     for turning in (0.0, 0.4):
@@ -383,3 +463,28 @@ def test_offline_a_car_holds_its_velocity_setpoint_while_it_waits(model):
     for command, before, measured in held:
         np.testing.assert_allclose(command, before, atol=1e-4)
         assert abs(measured[0] - before[0]) < 1e-3  # the speed it was asked for, kept
+
+
+def test_offline_with_the_limiter_a_car_eases_its_acceleration_out_while_it_waits(model):
+    """The offline rollouts wait as the policy node does: with a jerk limit, the first step
+    without a chunk moves the car's acceleration toward zero by at most jerk * period, not to
+    zero at once (control/smoothing.py, CommandLimiter.coast)."""
+    from embodied_stack.models.policy.interface import ExecutionMode
+    from embodied_stack.sim.train.rollouts import Execution, WorldPool, run_episodes
+
+    pool = WorldPool("driving", 4)
+    try:
+        eps = run_episodes(model, pool, list(range(300000, 300004)), ExecutionMode(4), execution=Execution(
+            {"deadline_s": 1.0, "execution": "replace", "limit_jerk": 12.0}, AddedLatency.parse("0.2"),
+            record=True))
+    finally:
+        pool.close()
+    waits = eased = 0
+    for e in eps:
+        v, serials = np.asarray(e.commands)[:, 0], e.chunk_serials
+        for k in range(2, len(v)):
+            if serials[k] < 0 <= min(serials[k - 1], serials[k - 2]) and 0.5 < v[k] < 14.5:
+                before, now = (v[k - 1] - v[k - 2]) / P, (v[k] - v[k - 1]) / P
+                assert now == pytest.approx(np.sign(before) * max(abs(before) - 12.0 * P, 0.0), abs=1e-3)
+                waits, eased = waits + 1, eased + (abs(now) > 1e-3)
+    assert waits >= 4 and eased >= 1

@@ -308,12 +308,14 @@ def run_episodes(model, pool: WorldPool, seeds, mode: ExecutionMode, *, sample: 
         elif slot.last_command is not None and not slot.stopped and slot.held < hold_steps:
             # the robot holds the last command: a car its velocity setpoint (its speed held, as
             # a base's speed controller holds cmd_vel), not the acceleration that reached it
-            action, slot.held = action_of(slot, slot.last_command), slot.held + 1
+            eased = slot.limiter.coast(now) if limited else None  # (the node's limiter eases it out)
+            action = action_of(slot, slot.last_command if eased is None else eased)
+            slot.held += 1
             if limited:  # what the robot executes meanwhile
                 slot.limiter.record(command_of(slot, action), now)
         else:  # nothing to execute: the arm holds still, the car brakes
             action = action_of(slot, np.zeros(config.action_dims))
-            slot.limiter.reset(command_of(slot, action), now)
+            slot.limiter.reset(command_of(slot, action), now, _motion(kind, slot.obs["proprio"]))
         slot.last_command = command_of(slot, action)
         if execution.record:
             ep = slot.ep
