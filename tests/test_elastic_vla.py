@@ -165,6 +165,22 @@ def test_log_depth_encoding_spans_table_and_road():
         ElasticVLAConfig(depth_encoding="inverse")
 
 
+def test_image_normalisation_sees_through_a_dimmer_tinted_room():
+    """rgb_normalization="image": each channel over its own image, so a room at half the
+    light with a warm tint (a scale per channel) gives nearly the same input; "unit" does not."""
+    obs = make_obs(9)
+    dim = make_obs(9)
+    dim.rgb = np.clip(obs.rgb.astype(np.float64) * [0.55, 0.5, 0.45], 0, 255).astype(np.uint8)
+    for norm, close in (("image", True), ("unit", False)):
+        model = ElasticVLA(ElasticVLAConfig(**SMALL, rgb_normalization=norm))
+        a, b = (model.obs_to_batch([o])["pixels"][0, :3] for o in (obs, dim))
+        assert (float((a - b).abs().mean()) < 0.03) == close
+    px = ElasticVLA(ElasticVLAConfig(**SMALL, rgb_normalization="image")).obs_to_batch([obs])["pixels"][0, :3]
+    np.testing.assert_allclose(px.mean(dim=(1, 2)).numpy(), 0.5, atol=1e-4)
+    with pytest.raises(ValueError, match="rgb_normalization='auto'"):
+        ElasticVLAConfig(rgb_normalization="auto")
+
+
 def test_proprio_inputs_zero_what_the_model_must_not_read():
     model = ElasticVLA(ElasticVLAConfig(**SMALL, proprio_inputs={"arm": [0, 1, 2, 6]}))
     arm = make_obs(7)

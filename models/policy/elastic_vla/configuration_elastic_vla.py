@@ -60,6 +60,10 @@ class ElasticVLAConfig:
     #: resolution from a table to a road. Both map "no return" (0, NaN) to 0.
     depth_encoding: str = "linear"
     depth_min_m: float = 0.2  #: nearest depth (m) of the "log" encoding; nearer is clipped
+    #: "unit": rgb / 255; "image": each colour channel standardised over its own image,
+    #: 0.5 + 0.25 * (x - mean) / (std + 4/255), so a dimmer, brighter or tinted room (a scale
+    #: and shift of each channel) reaches the network nearly unchanged
+    rgb_normalization: str = "unit"
 
     # --- vision encoder (patch embedding + small ViT, not elastic) ---
     #: "patch": one linear patch_size x patch_size convolution (a ViT patch embedding);
@@ -159,6 +163,8 @@ class ElasticVLAConfig:
         if not isinstance(self.use_depth, bool):
             raise ValueError(f"ElasticVLAConfig.use_depth={self.use_depth!r} must be True or False")
         _check_float("depth_max_m", self.depth_max_m, 0.0, 1e4, lo_open=True)
+        if self.rgb_normalization not in ("unit", "image"):
+            raise ValueError(f"ElasticVLAConfig.rgb_normalization={self.rgb_normalization!r} must be 'unit' or 'image'")
         if self.depth_encoding not in ("linear", "log"):
             raise ValueError(f"ElasticVLAConfig.depth_encoding={self.depth_encoding!r} must be 'linear' or 'log'")
         _check_float("depth_min_m", self.depth_min_m, 0.0, self.depth_max_m, lo_open=True)

@@ -64,6 +64,12 @@ class VLAPreprocessing:
             rows, cols = self._resize_index(rgb.shape[0], rgb.shape[1])
             rgb = rgb[rows][:, cols]
         np.multiply(rgb.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=pixels[:3], casting="unsafe")
+        if c.rgb_normalization == "image":  # per channel, over this image (configuration docs)
+            mean = pixels[:3].mean(axis=(1, 2), keepdims=True)
+            std = pixels[:3].std(axis=(1, 2), keepdims=True)
+            pixels[:3] -= mean
+            pixels[:3] *= np.float32(0.25) / (std + np.float32(4.0 / 255.0))
+            pixels[:3] += np.float32(0.5)
         if c.use_depth:
             if depth is None:
                 pixels[3] = 0.0
