@@ -167,6 +167,17 @@ def test_warm_start_refuses_shape_changes(tmp_path):
         train(TrainConfig(init_from="default", model={"hidden_size": 64}), tmp_path / "run")
 
 
+def test_warm_start_may_change_how_images_are_normalised():
+    """rgb_normalization turns pixels into tensors only: a warm start keeps every weight."""
+    from embodied_stack.models.policy import load_default_policy
+    from embodied_stack.sim.train.run import build_model
+
+    model = build_model(TrainConfig(init_from="default", model={"rgb_normalization": "image"}))
+    assert model.config.rgb_normalization == "image"
+    shipped = load_default_policy().state_dict()
+    assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
+
+
 def _params(model_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

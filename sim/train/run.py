@@ -49,8 +49,8 @@ if TYPE_CHECKING:
 #: Config fields that only change how observations are turned into tensors: a warm start may
 #: change them (the weights still fit).
 #: (``action_range``: how actions map to the bins, set from a dataset's statistics.)
-PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m", "proprio_inputs",
-                        "action_range")
+PREPROCESSING_FIELDS = ("depth_encoding", "depth_max_m", "depth_min_m", "rgb_normalization",
+                        "proprio_inputs", "action_range")
 #: Config fields a warm start may add, change or drop (training-scaffold heads), and the
 #: modules that then start fresh.
 SCAFFOLD_FIELDS = {"aux_dim": ("aux_head", "keypoint_aux"),
