@@ -701,8 +701,9 @@ class PolicyLoop:
             # the robot holds the last command and ends a ramp at once; eased, that hold comes
             # at most |acceleration| / jerk later (0.25 s for a car braking at 3 m/s^2, 12 m/s^3).
             command = self.limiter.coast(now)
-            obs_stamp = self._last_obs_stamp if command is not None else None
-            self.stats["eased"] += command is not None
+            if command is not None:
+                obs_stamp = self._last_obs_stamp
+                self.stats["eased"] += 1
         out, faults = self.safety.filter(now, command)
         if out is not None and faults:
             self.limiter.reset(out, now, self._measured_motion())

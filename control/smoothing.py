@@ -71,7 +71,7 @@ class CommandLimiter:
         """A healthy `command` went out at `now` (one within half a period of the last
         replaces it: the robot executes one per period)."""
         self._stopping = False
-        self._append(command, now)
+        self._append(self._sent, command, now)
 
     def reset(self, command: np.ndarray, now: float, measured: np.ndarray | None = None) -> None:
         """A stop went out at `now`. The next healthy command starts from the robot's measured
@@ -83,10 +83,10 @@ class CommandLimiter:
             self._sent.clear()
         if measured is None:
             self._stopping = False
-            self._append(command, now)
+            self._append(self._sent, command, now)
         else:  # (the motion measured now is what the last period's command made)
             self._stopping = True
-            self._append(measured, now - self.config.period_s)
+            self._append(self._sent, measured, now - self.config.period_s)
 
     def coast(self, now: float) -> np.ndarray | None:
         """While the robot waits for a late chunk: the command that eases its acceleration out
@@ -96,8 +96,8 @@ class CommandLimiter:
         out in the period before): the robot's own hold is then as smooth."""
         cfg = self.config
         period = cfg.period_s
-        before = [(t, c) for t, c in self._sent if now - t >= 0.5 * period]
-        if self._stopping or len(before) < 2:
+        before = self._executed(self._sent, now)
+        if not cfg.active or self._stopping or len(before) < 2:
             return None
         (t2, c2), (t1, c1) = before[-2:]
         if now - t1 > 1.5 * period or t1 - t2 > 1.5 * period:
@@ -112,10 +112,15 @@ class CommandLimiter:
                 out[i] = 0.0
         return None if np.allclose(out, c1) else out
 
-    def _append(self, command: np.ndarray, now: float) -> None:
-        if self._sent and now - self._sent[-1][0] < 0.5 * self.config.period_s:
-            self._sent.pop()
-        self._sent.append((now, np.asarray(command, np.float64).copy()))
+    def _append(self, history: collections.deque, command: np.ndarray, now: float) -> None:
+        """Record (now, command); one within half a period of the last replaces it."""
+        if history and now - history[-1][0] < 0.5 * self.config.period_s:
+            history.pop()
+        history.append((now, np.asarray(command, np.float64).copy()))
+
+    def _executed(self, history: collections.deque, now: float) -> list:
+        """The entries of `history` a command at `now` does not replace."""
+        return [(t, c) for t, c in history if now - t >= 0.5 * self.config.period_s]
 
     def limit(self, command: np.ndarray, now: float, measured: np.ndarray | None = None) -> np.ndarray:
         """`command` with its acceleration and jerk limited against what went out before, or
@@ -125,16 +130,13 @@ class CommandLimiter:
         period = cfg.period_s
         # What the robot executes: the last command of each period; one sent within half a
         # period of now is replaced by this one.
-        if self._stopping and measured is not None:  # after a stop: the motion it left
-            self._append(measured, now - period)
+        if measured is not None and (self._stopping or not self._sent):
+            # after a stop, or before anything went out: start from the motion the robot has
+            self._append(self._sent, measured, now - period)
             self._stopping = False
-        if not self._sent and measured is not None:  # nothing went out yet: the motion it has
-            self._append(measured, now - period)
-        before = [(t, c) for t, c in self._sent if now - t >= 0.5 * period]
-        wanted = [(t, c) for t, c in self._wanted if now - t >= 0.5 * period]
-        if self._wanted and now - self._wanted[-1][0] < 0.5 * period:
-            self._wanted.pop()
-        self._wanted.append((now, command.copy()))
+        before = self._executed(self._sent, now)
+        wanted = self._executed(self._wanted, now)
+        self._append(self._wanted, command, now)
         if not cfg.active or not before or before[-1][1].shape != command.shape:
             return command
         t1, c1 = before[-1]
