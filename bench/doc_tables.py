@@ -583,7 +583,11 @@ DATASET_BC = Table(
             "start": f"a new recording {how}, training seed {s}, the expert without DART noise"})
        for kind, how, seeds in (("privileged", "with the privileged features (AV1)", (0, 1)),
                                 ("lossless", "with the privileged features, lossless H.264", (0, 1, 2, 3)))
-       for s in seeds)),
+       for s in seeds),
+     *(Row(f"dataset_bc_tabletop_seed{s}_amd_epyc.json",
+           {"world": "tabletop", "start": f"a new model, lossless H.264 with the privileged features, training "
+                                         f"seed {s}, the expert without DART noise"})
+       for s in (0,))),
     derive=dataset_bc_derive,
     note="Episodes (seeds from 0) recorded through the ROS graph as a LeRobotDataset v3, and the live "
          "expert's demonstrations on the same seeds (without DART noise unless the row says so); bc only, "
