@@ -97,14 +97,12 @@ STRATEGIES["auto+blend2"] = {w: {"execution": "auto", "blend_steps": 2} for w in
 STRATEGIES["auto+blend3"] = {w: {"execution": "auto", "blend_steps": 3} for w in ("tabletop", "driving")}
 STRATEGIES["auto+blend+limiter"] = {"tabletop": {"execution": "auto", "blend_steps": 1, **ARM_LIMITS},
                                     "driving": {"execution": "auto", **CAR_LIMITS}}  # (the car's has the blend)
-#: the car's limits with a looser speed jerk (20 m/s^3): what a backend as slow as the Orin
-#: log-normal leaves room for (docs/policy_node.md)
-STRATEGIES["auto+limiter20"] = {"tabletop": {"execution": "auto", **ARM_LIMITS},
-                                "driving": {"execution": "auto", **CAR_LIMITS, "limit_jerk": 20.0}}
-#: the car's earlier speed jerk (12 m/s^3), compared with 8 on the validation seeds
-#: (docs/experiments.md)
-STRATEGIES["auto+limiter12"] = {"tabletop": {"execution": "auto", **ARM_LIMITS},
-                                "driving": {"execution": "auto", **CAR_LIMITS, "limit_jerk": 12.0}}
+#: the car's limits with another speed jerk: 20 m/s^3, what a backend as slow as the Orin
+#: log-normal leaves room for (docs/policy_node.md); 12 m/s^3, the earlier limit, compared with
+#: 8 on the validation seeds (docs/experiments.md)
+for _jerk in (20, 12):
+    STRATEGIES[f"auto+limiter{_jerk}"] = {"tabletop": {"execution": "auto", **ARM_LIMITS},
+                                          "driving": {"execution": "auto", **CAR_LIMITS, "limit_jerk": float(_jerk)}}
 #: the policy node's default (control/policy_loop.PolicyLoopConfig.execution)
 DEFAULT_STRATEGY = "auto"
 #: the package files whose change invalidates cached conditions
